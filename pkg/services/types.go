@@ -1,0 +1,35 @@
+// Package services evaluates service definitions (JMESPath selectors) over a
+// merged cluster view and produces the desired HAProxy services. Pure.
+package services
+
+// Service is one desired HAProxy service: a frontend+backend pair named Name.
+type Service struct {
+	Cluster string `json:"-"`
+	// Name is <pg_cluster>-<service>, the HAProxy section name.
+	Name string `json:"name"`
+	// Service is the short name from the definition (primary, replica, ...).
+	Service string `json:"service"`
+	IP      string `json:"ip"`
+	Port    int    `json:"port"`
+	Check   string `json:"check"`
+	// Dest is the resolved destination: "pgbouncer", "postgres" or a port number as text.
+	Dest     string `json:"dest"`
+	DestPort int    `json:"dest_port"`
+	Balance  string `json:"balance"`
+	Maxconn  int    `json:"maxconn"`
+	// DefaultServer is the whole default-server line (options), without the keyword.
+	DefaultServer string   `json:"default_server"`
+	Servers       []Server `json:"servers"`
+}
+
+// Server is one server line of a backend.
+type Server struct {
+	Name      string `json:"name"`
+	Address   string `json:"address"`
+	Port      int    `json:"port"`
+	CheckPort int    `json:"check_port"`
+	Weight    int    `json:"weight"`
+	Backup    bool   `json:"backup"`
+	// Reason says why the server is in the service and why it is (not) backup.
+	Reason string `json:"reason"`
+}

@@ -1,0 +1,67 @@
+// Package target defines what the controller needs from one HAProxy it keeps
+// in step (a Data Plane API or a local HAProxy driven directly), and the pure
+// diff between what an HAProxy has and what the controller wants.
+package target
+
+import (
+	"context"
+	"time"
+
+	"github.com/pgsvc/pgsvc/pkg/services"
+)
+
+// Target is one HAProxy the controller keeps in step.
+//
+// Contract: Apply is idempotent and makes the HAProxy serve exactly the given
+// services (frontend+backend pairs named Service.Name) with exactly the given
+// servers; it only touches sections whose names are in desired (it never
+// deletes other sections) and it applies one reconcile as one unit (one
+// transaction / one reload, or runtime-only commands when that suffices).
+// On error nothing is half-applied: the HAProxy keeps its previous config.
+// Implementations are safe for use by one goroutine at a time.
+type Target interface {
+	// Name identifies the target in logs and status; it never contains credentials.
+	Name() string
+	// Diff reads the HAProxy and returns the changes Apply would make now.
+	Diff(ctx context.Context, desired []services.Service) ([]Change, error)
+	// Apply makes the changes (if any) and reports what it did.
+	Apply(ctx context.Context, desired []services.Service) (Result, error)
+}
+
+// Change kinds.
+const (
+	KindCreateService = "create_service" // frontend+backend pair added
+	KindUpdateService = "update_service" // bind/check/balance/maxconn/default-server changed
+	KindAddServer     = "add_server"
+	KindRemoveServer  = "remove_server"
+	KindUpdateServer  = "update_server" // address/port/check port/backup changed (needs reload)
+	KindSetWeight     = "set_weight"    // runtime-capable
+)
+
+// Change is one difference between an HAProxy and the desired services.
+type Change struct {
+	Kind    string `json:"kind"`
+	Backend string `json:"backend"`
+	Server  string `json:"server,omitempty"`
+	// Detail says what changes, e.g. "backup false -> true".
+	Detail string `json:"detail"`
+	// Runtime is true when the change can be applied without a reload.
+	Runtime bool `json:"runtime"`
+}
+
+// Result is what one Apply did.
+type Result struct {
+	Changes []Change `json:"changes"`
+	// Reloaded is true when HAProxy was (or was scheduled to be) reloaded.
+	Reloaded bool `json:"reloaded"`
+	// ReloadID is the Data Plane API reload id (or the direct driver's reload counter).
+	ReloadID string `json:"reload_id,omitempty"`
+	// ReloadResult is "succeeded", "failed", "in_progress" or "" (no reload).
+	ReloadResult string `json:"reload_result,omitempty"`
+	// Version is the configuration version after the apply (0 when unknown).
+	Version int64 `json:"version,omitempty"`
+	// StatePreserved reports whether this HAProxy keeps server state across
+	// reloads (server-state-file + load-server-state-from-file); nil = unknown.
+	StatePreserved *bool         `json:"state_preserved,omitempty"`
+	Duration       time.Duration `json:"duration_ns"`
+}

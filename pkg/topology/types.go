@@ -1,0 +1,107 @@
+// Package topology loads a Pigsty (Ansible YAML) inventory into typed clusters
+// and merges live Patroni state into them. Everything here is pure.
+package topology
+
+import (
+	"github.com/jmespath/go-jmespath"
+
+	"github.com/pgsvc/pgsvc/pkg/patroni"
+)
+
+// Inventory is a loaded, validated Pigsty inventory.
+type Inventory struct {
+	// File is the path the inventory was read from (used in error messages).
+	File string
+	// Clusters in the order the inventory lists them.
+	Clusters []*Cluster
+}
+
+// Cluster is one PostgreSQL cluster of the inventory (a group with pg_cluster).
+type Cluster struct {
+	Name string
+	// Namespace is pg_namespace ("/pg" by default), without a trailing slash.
+	Namespace string
+	// ServiceProvider is pg_service_provider ("" = every member's HAProxy).
+	ServiceProvider string
+	// Vars are the cluster-level merged variables: defaults < all.vars < group vars.
+	Vars map[string]any
+	// Members in inventory order.
+	Members []*Member
+	// Services are pg_default_services + pg_services, validated, selectors compiled.
+	Services []*ServiceDef
+}
+
+// Member is one instance of a cluster as the inventory declares it.
+type Member struct {
+	// Name is <pg_cluster>-<pg_seq>: the Patroni member name and HAProxy server name.
+	Name string
+	// Host is the inventory host key (inventory_hostname), the instance address.
+	Host string
+	Seq  int
+	// Role is the inventory pg_role: primary, replica or offline.
+	Role string
+	// Weight is pg_weight (0-255, default 100).
+	Weight        int
+	PgPort        int
+	PgbouncerPort int
+	PatroniPort   int
+	// Vars are all merged variables of this host: defaults < all.vars < group vars < host vars,
+	// plus inventory_hostname.
+	Vars map[string]any
+}
+
+// ServiceDef is one entry of pg_default_services / pg_services, validated.
+type ServiceDef struct {
+	Name     string
+	Port     int
+	IP       string // default "*"
+	Selector string
+	Backup   string // "" when absent
+	Dest     string // default|postgres|pgbouncer|<port>, as written ("default" when absent)
+	Check    string // default "/"
+	Maxconn  int    // default 5000
+	Balance  string // default roundrobin
+	Options  string // replaces the whole default-server line when set
+	// Compiled selectors (compiled once at load time).
+	SelectorExpr *jmespath.JMESPath
+	BackupExpr   *jmespath.JMESPath // nil when Backup is ""
+}
+
+// View is one cluster with live Patroni state merged into the inventory.
+type View struct {
+	Cluster *Cluster
+	// Leader is the live leader ("" when Patroni reports none or there is no live data).
+	Leader string
+	// Live is true when Patroni state for this cluster was available.
+	Live bool
+	// Leaderless is true when live data exists but has no leader key; the
+	// inventory/last-known roles were kept.
+	Leaderless bool
+	// Members: inventory members in inventory order, then members Patroni
+	// reports that the inventory lacks (Known=false), by name.
+	Members []*MemberView
+}
+
+// MemberView is one member after the merge: what selectors see.
+type MemberView struct {
+	Name    string
+	Address string
+	// InventoryRole is pg_role as the inventory says; Role the merged role.
+	InventoryRole string
+	Role          string
+	// RoleReason says in words why Role is what it is.
+	RoleReason string
+	// Known is false for a member Patroni reports that the inventory lacks.
+	Known bool
+	// Served is false when the member must not appear in any service
+	// (unknown members, unless the include-unknown option is set).
+	Served bool
+	// Live is Patroni's view of the member (nil when Patroni does not report it).
+	Live *patroni.Member
+	// Inventory member (nil for unknown members).
+	Inv *Member
+	// Vars is the selector document for this member: all merged inventory
+	// variables with pg_role replaced by the merged role, plus the live facts
+	// (documented in the README). Numbers are float64, as JMESPath expects.
+	Vars map[string]any
+}
