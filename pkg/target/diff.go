@@ -1,0 +1,146 @@
+package target
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/pgsvc/pgsvc/pkg/services"
+)
+
+// Backend is what an HAProxy currently has for one service name.
+type Backend struct {
+	Name string
+	// HasFrontend is false when only the backend exists.
+	HasFrontend bool
+	// Settings is nil when the driver did not read them (then they are not compared).
+	Settings *Settings
+	// Servers by name (Reason is unused).
+	Servers map[string]services.Server
+}
+
+// Settings are the service-level fields of a frontend+backend pair.
+type Settings struct {
+	IP            string
+	Port          int
+	Check         string
+	Balance       string
+	Maxconn       int
+	DefaultServer string
+}
+
+// SettingsOf returns the service-level fields of a desired service.
+func SettingsOf(s services.Service) Settings {
+	return Settings{IP: s.IP, Port: s.Port, Check: s.Check, Balance: s.Balance, Maxconn: s.Maxconn, DefaultServer: s.DefaultServer}
+}
+
+// Diff returns the changes that turn current into desired, for the services
+// named in desired only (sections the controller does not own are never
+// touched). Changes come grouped per service in desired's order, servers by
+// name. Pure.
+func Diff(current map[string]*Backend, desired []services.Service) []Change {
+	var out []Change
+	for _, d := range desired {
+		cur := current[d.Name]
+		if cur == nil || !cur.HasFrontend {
+			detail := fmt.Sprintf("bind %s:%d, %d servers", d.IP, d.Port, len(d.Servers))
+			if cur != nil {
+				detail = "frontend missing; " + detail
+			}
+			out = append(out, Change{Kind: KindCreateService, Backend: d.Name, Detail: detail})
+			if cur == nil {
+				continue
+			}
+		}
+		if cur.Settings != nil {
+			if want := SettingsOf(d); *cur.Settings != want {
+				out = append(out, Change{Kind: KindUpdateService, Backend: d.Name, Detail: settingsDelta(*cur.Settings, want)})
+			}
+		}
+		out = append(out, diffServers(d.Name, cur.Servers, d.Servers)...)
+	}
+	return out
+}
+
+func diffServers(backend string, cur map[string]services.Server, want []services.Server) []Change {
+	var out []Change
+	seen := make(map[string]bool, len(want))
+	sorted := append([]services.Server(nil), want...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
+	for _, w := range sorted {
+		seen[w.Name] = true
+		c, ok := cur[w.Name]
+		if !ok {
+			out = append(out, Change{Kind: KindAddServer, Backend: backend, Server: w.Name,
+				Detail: fmt.Sprintf("%s:%d check port %d weight %d%s", w.Address, w.Port, w.CheckPort, w.Weight, backupWord(w.Backup))})
+			continue
+		}
+		var parts []string
+		if c.Address != w.Address || c.Port != w.Port {
+			parts = append(parts, fmt.Sprintf("address %s:%d -> %s:%d", c.Address, c.Port, w.Address, w.Port))
+		}
+		if c.CheckPort != w.CheckPort {
+			parts = append(parts, fmt.Sprintf("check port %d -> %d", c.CheckPort, w.CheckPort))
+		}
+		if c.Backup != w.Backup {
+			parts = append(parts, fmt.Sprintf("backup %t -> %t", c.Backup, w.Backup))
+		}
+		if len(parts) > 0 {
+			if c.Weight != w.Weight {
+				parts = append(parts, fmt.Sprintf("weight %d -> %d", c.Weight, w.Weight))
+			}
+			out = append(out, Change{Kind: KindUpdateServer, Backend: backend, Server: w.Name, Detail: strings.Join(parts, ", ")})
+		} else if c.Weight != w.Weight {
+			out = append(out, Change{Kind: KindSetWeight, Backend: backend, Server: w.Name,
+				Detail: fmt.Sprintf("weight %d -> %d", c.Weight, w.Weight), Runtime: true})
+		}
+	}
+	var gone []string
+	for name := range cur {
+		if !seen[name] {
+			gone = append(gone, name)
+		}
+	}
+	sort.Strings(gone)
+	for _, name := range gone {
+		out = append(out, Change{Kind: KindRemoveServer, Backend: backend, Server: name, Detail: "no longer selected"})
+	}
+	return out
+}
+
+func backupWord(b bool) string {
+	if b {
+		return " backup"
+	}
+	return ""
+}
+
+func settingsDelta(cur, want Settings) string {
+	var parts []string
+	if cur.IP != want.IP || cur.Port != want.Port {
+		parts = append(parts, fmt.Sprintf("bind %s:%d -> %s:%d", cur.IP, cur.Port, want.IP, want.Port))
+	}
+	if cur.Check != want.Check {
+		parts = append(parts, fmt.Sprintf("check %s -> %s", cur.Check, want.Check))
+	}
+	if cur.Balance != want.Balance {
+		parts = append(parts, fmt.Sprintf("balance %s -> %s", cur.Balance, want.Balance))
+	}
+	if cur.Maxconn != want.Maxconn {
+		parts = append(parts, fmt.Sprintf("maxconn %d -> %d", cur.Maxconn, want.Maxconn))
+	}
+	if cur.DefaultServer != want.DefaultServer {
+		parts = append(parts, fmt.Sprintf("default-server %q -> %q", cur.DefaultServer, want.DefaultServer))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// RuntimeOnly reports whether every change can be applied without a reload.
+func RuntimeOnly(changes []Change) bool {
+	for _, c := range changes {
+		if !c.Runtime {
+			return false
+		}
+	}
+	return len(changes) > 0
+}
