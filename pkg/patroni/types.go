@@ -5,6 +5,8 @@
 // reported as a KeyError naming the key, while the rest of the cluster is kept.
 package patroni
 
+import "time"
+
 // KV is one etcd key-value pair as the decoder sees it. It is the common shape
 // of a live etcd range/watch answer and of an `etcdctl get -w json` snapshot.
 type KV struct {
@@ -53,8 +55,10 @@ type Member struct {
 	Tags             map[string]any `json:"tags,omitempty"`
 	NoLoadBalance    bool           `json:"noloadbalance"`
 	NoFailover       bool           `json:"nofailover"`
-	PendingRestart   bool           `json:"pending_restart,omitempty"`
-	Pause            bool           `json:"pause,omitempty"`
+	// NoSync mirrors the nosync tag (never chosen as a sync standby).
+	NoSync         bool `json:"nosync,omitempty"`
+	PendingRestart bool `json:"pending_restart,omitempty"`
+	Pause          bool `json:"pause,omitempty"`
 	// ModRevision is the etcd revision that last wrote this member key.
 	ModRevision int64 `json:"mod_revision"`
 }
@@ -72,6 +76,8 @@ type ClusterState struct {
 	// SyncLeader and SyncStandbys come from the sync key (empty when absent).
 	SyncLeader   string   `json:"sync_leader,omitempty"`
 	SyncStandbys []string `json:"sync_standbys,omitempty"`
+	// SyncQuorum is the sync key's quorum (Patroni 4.x quorum commit), 0 when absent.
+	SyncQuorum int `json:"sync_quorum,omitempty"`
 	// LeaderOptime is the best known WAL position of the leader (status key
 	// optime, optime/leader, or the leader member's xlog_location).
 	LeaderOptime *int64 `json:"leader_optime,omitempty"`
@@ -79,6 +85,12 @@ type ClusterState struct {
 	StandbyCluster bool `json:"standby_cluster,omitempty"`
 	// FailsafeMode mirrors config.failsafe_mode.
 	FailsafeMode bool `json:"failsafe_mode,omitempty"`
+	// Paused is true when the dynamic config has pause (maintenance mode).
+	Paused bool `json:"paused,omitempty"`
+	// Group is the Citus/MPP group number when this state comes from keys
+	// <ns>/<scope>/<group>/...; such a state is keyed "<scope>/<group>" and
+	// its Scope is "<scope>/<group>" too. Nil for ordinary clusters.
+	Group *int `json:"group,omitempty"`
 	// Revision is the highest mod revision among this cluster's keys.
 	Revision int64 `json:"revision"`
 	// Errors lists keys of this cluster whose values could not be decoded.
@@ -101,4 +113,35 @@ func (c *ClusterState) IsSync(name string) bool {
 		}
 	}
 	return false
+}
+
+// Snapshot is the complete decoded DCS content of one namespace at one etcd
+// revision, as a Watcher sends it. It is never partial: every Snapshot holds
+// every cluster found under the namespace. Its maps are not mutated after it
+// has been sent, so a receiver may keep it without copying.
+type Snapshot struct {
+	// Namespace is as given to the watcher, without a trailing slash.
+	Namespace string
+	// Revision is the etcd revision the snapshot reflects.
+	Revision int64
+	// Clusters by scope (see Decode).
+	Clusters map[string]*ClusterState
+	// At is when the watcher built the snapshot.
+	At time.Time
+}
+
+// WatchStatus is the health of a Watcher's view of etcd.
+type WatchStatus struct {
+	// Connected is true while the last probe or request to etcd succeeded.
+	Connected bool
+	// LastContact is when etcd last answered a probe, list or watch.
+	LastContact time.Time
+	// LastError is the last error seen ("" after a success).
+	LastError string
+	// Revision is the revision of the last snapshot sent.
+	Revision int64
+	// Restarts counts watch restarts (re-lists after a lost or failed watch).
+	Restarts int
+	// Resyncs counts periodic full re-lists.
+	Resyncs int
 }
