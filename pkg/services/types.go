@@ -32,4 +32,7 @@ type Server struct {
 	Backup    bool   `json:"backup"`
 	// Reason says why the server is in the service and why it is (not) backup.
 	Reason string `json:"reason"`
+	// Selected is true when the member matched the service's selector; a
+	// backup server with Selected=false was added by the backup selector only.
+	Selected bool `json:"selected"`
 }

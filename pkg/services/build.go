@@ -1,0 +1,382 @@
+package services
+
+import (
+	"fmt"
+	"math"
+	"reflect"
+	"strconv"
+	"strings"
+
+	"github.com/jmespath/go-jmespath"
+
+	"github.com/pgsvc/pgsvc/pkg/topology"
+)
+
+// DefaultServerOptions is Pigsty's default `default-server` line, used when a
+// service definition has no options.
+const DefaultServerOptions = "inter 3s fastinter 1s downinter 5s rise 3 fall 3 on-marked-down shutdown-sessions slowstart 30s maxconn 3000 maxqueue 128 weight 100"
+
+// Pigsty's defaults for the per-member variables, used only when neither the
+// inventory member nor its variables carry a value.
+const (
+	defaultPgPort        = 5432
+	defaultPgbouncerPort = 6432
+	defaultPatroniPort   = 8008
+	defaultWeight        = 100
+	// defaultServiceDest is pg_default_service_dest's documented default.
+	defaultServiceDest = "pgbouncer"
+)
+
+// Error is a service that could not be built: a selector that fails at run
+// time or returns something other than member documents, or a bad dest.
+type Error struct {
+	Cluster string
+	Service string
+	// Field is "selector", "backup" or "dest".
+	Field string
+	Err   error
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("cluster %s: service %s: %s: %v", e.Cluster, e.Service, e.Field, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Build evaluates every service definition of v.Cluster (pg_default_services
+// then pg_services, as the cluster lists them) over the served members of v
+// and returns the desired HAProxy services in that order.
+//
+// Servers follow v.Members order: members matched by the selector first (with
+// Backup set when the backup selector matches them too), then members matched
+// only by the backup selector, appended as backup servers — exactly as Pigsty's
+// service template does. The result depends only on v.
+func Build(v *topology.View) ([]Service, error) {
+	if v == nil || v.Cluster == nil {
+		return nil, fmt.Errorf("build services: no cluster")
+	}
+	c := v.Cluster
+	served := make([]*topology.MemberView, 0, len(v.Members))
+	docs := make([]any, 0, len(v.Members))
+	for _, m := range v.Members {
+		if m == nil || !m.Served {
+			continue
+		}
+		served = append(served, m)
+		docs = append(docs, m.Vars)
+	}
+	index := newDocIndex(served)
+	out := make([]Service, 0, len(c.Services))
+	for _, def := range c.Services {
+		if def == nil {
+			continue
+		}
+		s, err := buildOne(v, def, served, docs, index)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func buildOne(v *topology.View, def *topology.ServiceDef, served []*topology.MemberView, docs []any, index *docIndex) (Service, error) {
+	c := v.Cluster
+	fail := func(field string, err error) (Service, error) {
+		return Service{}, &Error{Cluster: c.Name, Service: def.Name, Field: field, Err: err}
+	}
+	dest, destPort, err := resolveDest(def.Dest, c.Vars)
+	if err != nil {
+		return fail("dest", err)
+	}
+	selExpr := def.SelectorExpr
+	if selExpr == nil {
+		// Definitions built by hand (tests, other loaders) may lack the
+		// compiled form; compile once here rather than failing.
+		if selExpr, err = topology.CompileSelector(def.Selector); err != nil {
+			return fail("selector", fmt.Errorf("compile %q: %w", def.Selector, err))
+		}
+	}
+	selected, err := match(selExpr, docs, index)
+	if err != nil {
+		return fail("selector", fmt.Errorf("%q: %w", def.Selector, err))
+	}
+	var backup map[int]bool
+	if def.Backup != "" {
+		bExpr := def.BackupExpr
+		if bExpr == nil {
+			if bExpr, err = topology.CompileSelector(def.Backup); err != nil {
+				return fail("backup", fmt.Errorf("compile %q: %w", def.Backup, err))
+			}
+		}
+		if backup, err = match(bExpr, docs, index); err != nil {
+			return fail("backup", fmt.Errorf("%q: %w", def.Backup, err))
+		}
+	}
+
+	s := Service{
+		Cluster:       c.Name,
+		Name:          c.Name + "-" + def.Name,
+		Service:       def.Name,
+		IP:            orDefault(def.IP, "*"),
+		Port:          def.Port,
+		Check:         orDefault(def.Check, "/"),
+		Dest:          dest,
+		DestPort:      destPort,
+		Balance:       orDefault(def.Balance, "roundrobin"),
+		Maxconn:       def.Maxconn,
+		DefaultServer: orDefault(def.Options, DefaultServerOptions),
+		Servers:       []Server{},
+	}
+	if s.Maxconn == 0 {
+		s.Maxconn = 5000
+	}
+	for i, m := range served {
+		if selected[i] {
+			s.Servers = append(s.Servers, server(v, def, m, dest, true, backup[i]))
+		}
+	}
+	for i, m := range served {
+		if backup[i] && !selected[i] {
+			s.Servers = append(s.Servers, server(v, def, m, dest, false, true))
+		}
+	}
+	return s, nil
+}
+
+// match runs expr over the member documents and returns the positions of the
+// members it selected. The result must be a list of member documents.
+func match(expr *jmespath.JMESPath, docs []any, index *docIndex) (hit map[int]bool, err error) {
+	defer func() {
+		// go-jmespath panics on a few malformed inputs; a selector must never
+		// take the controller down.
+		if r := recover(); r != nil {
+			hit, err = nil, fmt.Errorf("evaluation failed: %v", r)
+		}
+	}()
+	res, err := expr.Search(docs)
+	if err != nil {
+		return nil, err
+	}
+	list, ok := res.([]any)
+	if !ok {
+		return nil, fmt.Errorf("returned %s, want a list of members", kindOf(res))
+	}
+	hit = make(map[int]bool, len(list))
+	for n, e := range list {
+		doc, ok := e.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("element %d is %s, want a member (a filter such as [? ...], not a projection)", n, kindOf(e))
+		}
+		i, ok := index.find(doc)
+		if !ok {
+			return nil, fmt.Errorf("element %d is not a member of the cluster (selectors must return members unchanged)", n)
+		}
+		hit[i] = true
+	}
+	return hit, nil
+}
+
+// docIndex finds which member a document returned by a selector is.
+// JMESPath filters return the input maps themselves, so the map's identity
+// is tried first; expressions that build new objects (merge) are matched by
+// pg_instance (set by the merge), then inventory_hostname.
+type docIndex struct {
+	byPtr  map[uintptr]int
+	byName map[string]int
+}
+
+func newDocIndex(served []*topology.MemberView) *docIndex {
+	x := &docIndex{byPtr: make(map[uintptr]int, len(served)), byName: make(map[string]int, 2*len(served))}
+	for i, m := range served {
+		if m.Vars != nil {
+			x.byPtr[reflect.ValueOf(m.Vars).Pointer()] = i
+		}
+		if k := docName(m.Vars); k != "" {
+			x.byName[k] = i
+		}
+	}
+	return x
+}
+
+func (x *docIndex) find(doc map[string]any) (int, bool) {
+	if doc != nil {
+		if i, ok := x.byPtr[reflect.ValueOf(doc).Pointer()]; ok {
+			return i, true
+		}
+	}
+	if k := docName(doc); k != "" {
+		i, ok := x.byName[k]
+		return i, ok
+	}
+	return 0, false
+}
+
+func docName(doc map[string]any) string {
+	if s, ok := doc["pg_instance"].(string); ok && s != "" {
+		return "i:" + s
+	}
+	if s, ok := doc["inventory_hostname"].(string); ok && s != "" {
+		return "h:" + s
+	}
+	return ""
+}
+
+func server(v *topology.View, def *topology.ServiceDef, m *topology.MemberView, dest string, selected, backup bool) Server {
+	return Server{
+		Name:      m.Name,
+		Address:   m.Address,
+		Port:      destPortOf(m, dest),
+		CheckPort: memberPort(m, "patroni_port", func(i *topology.Member) int { return i.PatroniPort }, defaultPatroniPort),
+		Weight:    memberPort(m, "pg_weight", func(i *topology.Member) int { return i.Weight }, defaultWeight),
+		Backup:    backup,
+		Selected:  selected,
+		Reason:    reason(v, def, m, selected, backup),
+	}
+}
+
+// reason says in one sentence why a server is in the service, e.g.
+// "selected by [] (role primary, holds leader key); backup: matches [? ...]".
+func reason(v *topology.View, def *topology.ServiceDef, m *topology.MemberView, selected, backup bool) string {
+	var b strings.Builder
+	if selected {
+		fmt.Fprintf(&b, "selected by %s", def.Selector)
+	} else {
+		fmt.Fprintf(&b, "not selected by %s", def.Selector)
+	}
+	b.WriteString(" (")
+	b.WriteString(describe(v, m))
+	b.WriteString(")")
+	switch {
+	case backup:
+		fmt.Fprintf(&b, "; backup: matches %s", def.Backup)
+	case def.Backup != "":
+		fmt.Fprintf(&b, "; not backup: does not match %s", def.Backup)
+	}
+	return b.String()
+}
+
+func describe(v *topology.View, m *topology.MemberView) string {
+	parts := []string{"role " + m.Role}
+	if m.InventoryRole != "" && m.InventoryRole != m.Role {
+		parts = append(parts, "inventory "+m.InventoryRole)
+	}
+	if v.Leader != "" && v.Leader == m.Name {
+		parts = append(parts, "holds leader key")
+	}
+	if !m.Known {
+		parts = append(parts, "not in inventory")
+	}
+	return strings.Join(parts, ", ")
+}
+
+// resolveDest turns a definition's dest into "postgres", "pgbouncer" or a
+// port number as text, plus the port it means at cluster level.
+func resolveDest(dest string, clusterVars map[string]any) (string, int, error) {
+	d := strings.TrimSpace(dest)
+	if d == "" || d == "default" {
+		d = defaultServiceDest
+		if raw, ok := clusterVars["pg_default_service_dest"]; ok && raw != nil {
+			switch x := raw.(type) {
+			case string:
+				d = strings.TrimSpace(x)
+			default:
+				n, ok := toInt(raw)
+				if !ok {
+					return "", 0, fmt.Errorf("pg_default_service_dest is %s, want postgres, pgbouncer or a port", kindOf(raw))
+				}
+				d = strconv.Itoa(n)
+			}
+			if d == "default" || d == "" {
+				return "", 0, fmt.Errorf("pg_default_service_dest %q: want postgres, pgbouncer or a port", d)
+			}
+		}
+	}
+	switch d {
+	case "postgres":
+		return d, varInt(clusterVars, "pg_port", defaultPgPort), nil
+	case "pgbouncer":
+		return d, varInt(clusterVars, "pgbouncer_port", defaultPgbouncerPort), nil
+	}
+	n, err := strconv.Atoi(d)
+	if err != nil || n < 1 || n > 65535 {
+		return "", 0, fmt.Errorf("%q: want default, postgres, pgbouncer or a port 1-65535", d)
+	}
+	return strconv.Itoa(n), n, nil
+}
+
+func destPortOf(m *topology.MemberView, dest string) int {
+	switch dest {
+	case "postgres":
+		return memberPort(m, "pg_port", func(i *topology.Member) int { return i.PgPort }, defaultPgPort)
+	case "pgbouncer":
+		return memberPort(m, "pgbouncer_port", func(i *topology.Member) int { return i.PgbouncerPort }, defaultPgbouncerPort)
+	}
+	n, _ := strconv.Atoi(dest) // resolveDest validated it
+	return n
+}
+
+// memberPort reads a numeric member setting: the typed inventory field when
+// the member is in the inventory, else its selector variables, else def.
+func memberPort(m *topology.MemberView, key string, field func(*topology.Member) int, def int) int {
+	if m.Inv != nil {
+		// pg_weight 0 is meaningful (a drained member); ports are never 0.
+		if n := field(m.Inv); n > 0 || key == "pg_weight" {
+			return n
+		}
+	}
+	if n, ok := toInt(m.Vars[key]); ok {
+		return n
+	}
+	return def
+}
+
+func varInt(vars map[string]any, key string, def int) int {
+	if n, ok := toInt(vars[key]); ok {
+		return n
+	}
+	return def
+}
+
+func toInt(v any) (int, bool) {
+	switch x := v.(type) {
+	case int:
+		return x, true
+	case int64:
+		return int(x), true
+	case float64:
+		if x != math.Trunc(x) || math.IsInf(x, 0) {
+			return 0, false
+		}
+		return int(x), true
+	case string:
+		n, err := strconv.Atoi(strings.TrimSpace(x))
+		return n, err == nil
+	}
+	return 0, false
+}
+
+func kindOf(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case bool:
+		return "a boolean"
+	case float64, int, int64:
+		return "a number"
+	case string:
+		return "a string"
+	case []any:
+		return "a list"
+	case map[string]any:
+		return "an object"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
