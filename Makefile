@@ -1,0 +1,43 @@
+# pgsvc — Patroni-aware HAProxy service controller.
+#   make demo       start a real local cluster (etcd, Patroni, PostgreSQL, pgbouncer, HAProxy) + the controller
+#   make demo-down  stop everything the demo started
+#   make test       everything CI runs: format, vet, unit tests (-race), end-to-end tests on real components
+SHELL := /bin/bash
+GO ?= go
+export PATH := $(PATH):/usr/local/go/bin
+
+.PHONY: all build deps test check unit integration bench demo demo-down clean
+
+all: build
+
+build:
+	$(GO) build -o bin/controller ./cmd/controller
+
+deps:
+	bash scripts/install-deps.sh
+
+test: deps check unit integration
+
+check:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags integration ./integration/...
+
+unit:
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+# End-to-end tests against real etcd, Patroni 3.0.2, PostgreSQL 15, pgbouncer and HAProxy 2.6.
+integration: build
+	$(GO) test -tags integration -race -count=1 -timeout 25m -v ./integration/...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./pkg/... | tee bench.txt
+
+demo: deps build
+	bash scripts/demo.sh up
+
+demo-down:
+	bash scripts/demo.sh down
+
+clean:
+	rm -rf bin integration.log bench.txt
