@@ -1,0 +1,531 @@
+package patroni
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Key names Patroni uses under /<namespace>/<scope>/.
+const (
+	keyLeader       = "leader"
+	keyMembers      = "members"
+	keySync         = "sync"
+	keyConfig       = "config"
+	keyStatus       = "status"
+	keyFailover     = "failover"
+	keyHistory      = "history"
+	keyInitialize   = "initialize"
+	keyFailsafe     = "failsafe"
+	keyOptime       = "optime"
+	keyOptimeLeader = "leader" // optime/leader
+)
+
+// DefaultNamespace is Patroni's default DCS namespace.
+const DefaultNamespace = "/service"
+
+// NormalizeNamespace returns ns with one leading slash and no trailing slash
+// ("" and "/" give "", the root). Patroni itself joins '/' + namespace + scope
+// and squeezes repeated slashes, so "pg", "/pg" and "/pg/" are the same place.
+func NormalizeNamespace(ns string) string {
+	ns = strings.Trim(ns, "/")
+	if ns == "" {
+		return ""
+	}
+	return "/" + ns
+}
+
+// Prefix returns the etcd key prefix that holds every key of namespace ns,
+// with a trailing slash (so "/pg" does not also match "/pgx/...").
+func Prefix(ns string) string {
+	return NormalizeNamespace(ns) + "/"
+}
+
+// Decode decodes Patroni's DCS keys under namespace into per-cluster state,
+// keyed by scope. Keys outside the namespace are ignored; so are keys Patroni
+// does not define (they still count towards Revision).
+//
+// Citus/MPP clusters keep each group under a numeric level,
+// <ns>/<scope>/<group>/...: such keys are decoded into their own
+// ClusterState keyed (and scoped) "<scope>/<group>", with Group set, so a
+// group's leader is never mistaken for the coordinator's or read as a member.
+//
+// Decode never panics on bad input: a value that cannot be decoded adds a
+// KeyError to its cluster's Errors, and a malformed member is left out of
+// Members while the rest of the cluster is kept. The result does not share
+// memory with kvs.
+func Decode(namespace string, kvs []KV) map[string]*ClusterState {
+	prefix := Prefix(namespace)
+	sorted := make([]KV, len(kvs))
+	copy(sorted, kvs)
+	// Sorting makes Errors deterministic whatever order the caller's cache has.
+	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].Key < sorted[j].Key })
+
+	out := map[string]*ClusterState{}
+	type pending struct {
+		status, optimeLeader *int64
+		hasStatus, hasOptime bool
+	}
+	extra := map[string]*pending{}
+
+	for _, kv := range sorted {
+		if !strings.HasPrefix(kv.Key, prefix) {
+			continue
+		}
+		parts := strings.Split(kv.Key[len(prefix):], "/")
+		if len(parts) < 2 || parts[0] == "" {
+			continue
+		}
+		scope, sub := parts[0], parts[1:]
+		var group *int
+		if len(sub) >= 2 && isDigits(sub[0]) {
+			g, err := strconv.Atoi(sub[0])
+			if err == nil {
+				group = &g
+				scope = scope + "/" + sub[0]
+				sub = sub[1:]
+			}
+		}
+		cs := out[scope]
+		if cs == nil {
+			cs = &ClusterState{Scope: scope, Members: map[string]*Member{}, Group: group}
+			out[scope] = cs
+			extra[scope] = &pending{}
+		}
+		if kv.ModRevision > cs.Revision {
+			cs.Revision = kv.ModRevision
+		}
+		p := extra[scope]
+		fail := func(err error) {
+			cs.Errors = append(cs.Errors, KeyError{Key: kv.Key, Err: err.Error()})
+		}
+
+		switch {
+		case len(sub) == 1 && sub[0] == keyLeader:
+			name := strings.TrimSpace(string(kv.Value))
+			if name == "" {
+				fail(errors.New("empty leader name"))
+				continue
+			}
+			cs.Leader = name
+			cs.LeaderRevision = kv.ModRevision
+		case len(sub) == 2 && sub[0] == keyMembers:
+			if sub[1] == "" {
+				fail(errors.New("empty member name"))
+				continue
+			}
+			m, err := decodeMember(sub[1], kv.Value)
+			if err != nil {
+				fail(err)
+				continue
+			}
+			m.ModRevision = kv.ModRevision
+			cs.Members[m.Name] = m
+		case len(sub) == 1 && sub[0] == keySync:
+			if err := decodeSync(cs, kv.Value); err != nil {
+				fail(err)
+			}
+		case len(sub) == 1 && sub[0] == keyConfig:
+			if err := decodeConfig(cs, kv.Value); err != nil {
+				fail(err)
+			}
+		case len(sub) == 1 && sub[0] == keyStatus:
+			p.hasStatus = true
+			opt, err := decodeStatus(kv.Value)
+			if err != nil {
+				fail(err)
+				continue
+			}
+			p.status = opt
+		case len(sub) == 2 && sub[0] == keyOptime && sub[1] == keyOptimeLeader:
+			p.hasOptime = true
+			n, err := parseLSN(strings.TrimSpace(string(kv.Value)))
+			if err != nil {
+				fail(fmt.Errorf("optime: %w", err))
+				continue
+			}
+			p.optimeLeader = &n
+		case len(sub) == 1 && (sub[0] == keyFailover || sub[0] == keyHistory ||
+			sub[0] == keyInitialize || sub[0] == keyFailsafe):
+			// Known keys the controller does not need; only their revision counts.
+		}
+	}
+
+	for scope, cs := range out {
+		p := extra[scope]
+		// Patroni prefers status over the legacy optime/leader key.
+		switch {
+		case p.status != nil:
+			cs.LeaderOptime = p.status
+		case p.optimeLeader != nil:
+			cs.LeaderOptime = p.optimeLeader
+		default:
+			if l := cs.Members[cs.Leader]; l != nil && l.XLogLocation != nil {
+				v := *l.XLogLocation
+				cs.LeaderOptime = &v
+			}
+		}
+		for name, m := range cs.Members {
+			switch {
+			case name == cs.Leader:
+				zero := int64(0)
+				m.LagBytes = &zero
+			case cs.LeaderOptime != nil && m.XLogLocation != nil:
+				lag := *cs.LeaderOptime - *m.XLogLocation
+				// A replica can report a position past the last optime the
+				// leader wrote (status is written once per loop): that is no lag.
+				if lag < 0 {
+					lag = 0
+				}
+				m.LagBytes = &lag
+			}
+		}
+	}
+	return out
+}
+
+func isDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// memberJSON is the member value as Patroni writes it. Numbers that Patroni
+// always writes as JSON integers are typed; a wrong type makes the member
+// malformed rather than silently zero.
+type memberJSON struct {
+	ConnURL          *string        `json:"conn_url"`
+	APIURL           *string        `json:"api_url"`
+	State            string         `json:"state"`
+	Role             string         `json:"role"`
+	Version          string         `json:"version"`
+	XLogLocation     *int64         `json:"xlog_location"`
+	Timeline         *int64         `json:"timeline"`
+	ReplicationState string         `json:"replication_state"`
+	Tags             map[string]any `json:"tags"`
+	PendingRestart   any            `json:"pending_restart"`
+	Pause            any            `json:"pause"`
+}
+
+func decodeMember(name string, value []byte) (*Member, error) {
+	var mj memberJSON
+	trimmed := bytes.TrimSpace(value)
+	if bytes.HasPrefix(trimmed, []byte("postgres")) {
+		// Legacy value: a bare connection URL with the API URL in
+		// application_name (Patroni's Member.from_node still accepts it).
+		s := string(trimmed)
+		mj.ConnURL = &s
+		if u, err := url.Parse(s); err == nil {
+			if a := u.Query().Get("application_name"); a != "" {
+				mj.APIURL = &a
+			}
+			u.RawQuery = ""
+			c := u.String()
+			mj.ConnURL = &c
+		}
+	} else {
+		dec := json.NewDecoder(bytes.NewReader(trimmed))
+		dec.UseNumber() // tags such as failover_priority keep their exact value
+		if err := dec.Decode(&mj); err != nil {
+			return nil, fmt.Errorf("member %q: invalid JSON: %w", name, err)
+		}
+		if dec.More() {
+			return nil, fmt.Errorf("member %q: invalid JSON: trailing data", name)
+		}
+	}
+	m := &Member{
+		Name:             name,
+		RawRole:          mj.Role,
+		Role:             NormalizeRole(mj.Role),
+		State:            mj.State,
+		Version:          mj.Version,
+		XLogLocation:     mj.XLogLocation,
+		ReplicationState: mj.ReplicationState,
+		Tags:             mj.Tags,
+		PendingRestart:   truthy(mj.PendingRestart),
+		Pause:            truthy(mj.Pause),
+	}
+	if mj.Timeline != nil {
+		m.Timeline = *mj.Timeline
+	}
+	if mj.ConnURL == nil || *mj.ConnURL == "" {
+		return nil, fmt.Errorf("member %q: conn_url missing", name)
+	}
+	host, port, err := parseURLHostPort(*mj.ConnURL, 5432, "postgres", "postgresql")
+	if err != nil {
+		return nil, fmt.Errorf("member %q: conn_url: %w", name, err)
+	}
+	m.Host, m.Port = host, port
+	if mj.APIURL != nil && *mj.APIURL != "" {
+		m.APIURL = *mj.APIURL
+		defPort := 80
+		if strings.HasPrefix(m.APIURL, "https:") {
+			defPort = 443
+		}
+		h, p, err := parseURLHostPort(m.APIURL, defPort, "http", "https")
+		if err != nil {
+			return nil, fmt.Errorf("member %q: api_url: %w", name, err)
+		}
+		m.APIHost, m.APIPort = h, p
+	}
+	m.NoLoadBalance = truthy(mj.Tags["noloadbalance"])
+	m.NoSync = truthy(mj.Tags["nosync"])
+	m.NoFailover = noFailover(mj.Tags)
+	return m, nil
+}
+
+// NormalizeRole maps Patroni's role spellings onto the Role* constants:
+// "master" (<= 3.x) and "primary" (4.x) both become RolePrimary. Other
+// values are lowercased and kept, so a role added by a later Patroni is not
+// lost.
+func NormalizeRole(raw string) string {
+	r := strings.ToLower(strings.TrimSpace(raw))
+	switch r {
+	case "master", "primary":
+		return RolePrimary
+	case "standby-leader":
+		return RoleStandbyLeader
+	}
+	return r
+}
+
+// parseURLHostPort returns host and port of a URL whose scheme is one of
+// schemes, defPort when the URL has no port.
+func parseURLHostPort(raw string, defPort int, schemes ...string) (string, int, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", 0, fmt.Errorf("invalid URL %q: %w", raw, err)
+	}
+	ok := false
+	for _, s := range schemes {
+		if strings.EqualFold(u.Scheme, s) {
+			ok = true
+		}
+	}
+	if !ok {
+		return "", 0, fmt.Errorf("invalid URL %q: scheme %q, want %s", raw, u.Scheme, strings.Join(schemes, " or "))
+	}
+	host := u.Hostname()
+	if host == "" {
+		return "", 0, fmt.Errorf("invalid URL %q: no host", raw)
+	}
+	if strings.ContainsAny(host, ",") {
+		return "", 0, fmt.Errorf("invalid URL %q: several hosts", raw)
+	}
+	port := defPort
+	if ps := u.Port(); ps != "" {
+		p, err := strconv.Atoi(ps)
+		if err != nil || p < 1 || p > 65535 {
+			return "", 0, fmt.Errorf("invalid URL %q: bad port %q", raw, ps)
+		}
+		port = p
+	} else if _, _, err := net.SplitHostPort(u.Host); err == nil {
+		// "host:" with an empty port.
+		return "", 0, fmt.Errorf("invalid URL %q: empty port", raw)
+	}
+	return host, port, nil
+}
+
+// truthy is Python's bool() on a JSON value, which is what Patroni applies to
+// the boolean tags (noloadbalance, nosync, nofailover) and member flags: any
+// non-empty string is true, including "false" -- Patroni's own REST health
+// checks then treat the member the same way, so we must too.
+func truthy(v any) bool {
+	switch x := v.(type) {
+	case nil:
+		return false
+	case bool:
+		return x
+	case string:
+		return x != ""
+	case json.Number:
+		f, err := x.Float64()
+		return err != nil || f != 0
+	case float64:
+		return x != 0
+	case []any:
+		return len(x) > 0
+	case map[string]any:
+		return len(x) > 0
+	}
+	return true
+}
+
+// noFailover follows Patroni's Tags.nofailover: the nofailover tag wins when
+// present (even when false); otherwise failover_priority <= 0 means no
+// failover.
+func noFailover(tags map[string]any) bool {
+	if v, ok := tags["nofailover"]; ok && v != nil {
+		return truthy(v)
+	}
+	if p, ok := parseIntLoose(tags["failover_priority"]); ok {
+		return p <= 0
+	}
+	return false
+}
+
+// parseIntLoose accepts a JSON integer or a string holding one.
+func parseIntLoose(v any) (int64, bool) {
+	switch x := v.(type) {
+	case json.Number:
+		if n, err := x.Int64(); err == nil {
+			return n, true
+		}
+		if f, err := x.Float64(); err == nil && f >= math.MinInt64 && f <= math.MaxInt64 {
+			return int64(f), true
+		}
+	case float64:
+		return int64(x), true
+	case string:
+		if n, err := strconv.ParseInt(strings.TrimSpace(x), 10, 64); err == nil {
+			return n, true
+		}
+	}
+	return 0, false
+}
+
+// parseBool is Patroni's parse_bool for dynamic config switches
+// (failsafe_mode, pause): booleans, and on/off, true/false, yes/no, 1/0.
+func parseBool(v any) bool {
+	switch x := v.(type) {
+	case bool:
+		return x
+	case string:
+		switch strings.ToLower(strings.TrimSpace(x)) {
+		case "on", "true", "yes", "1":
+			return true
+		}
+		return false
+	case json.Number:
+		n, err := x.Int64()
+		return err == nil && n == 1
+	}
+	return false
+}
+
+func decodeSync(cs *ClusterState, value []byte) error {
+	var raw map[string]any
+	dec := json.NewDecoder(bytes.NewReader(value))
+	dec.UseNumber()
+	if err := dec.Decode(&raw); err != nil {
+		return fmt.Errorf("sync: invalid JSON object: %w", err)
+	}
+	if raw == nil {
+		return errors.New("sync: not a JSON object")
+	}
+	leader, ok := raw["leader"].(string)
+	if raw["leader"] != nil && !ok {
+		return fmt.Errorf("sync: leader is %T, want string", raw["leader"])
+	}
+	var standbys string
+	switch s := raw["sync_standby"].(type) {
+	case nil:
+	case string:
+		standbys = s
+	default:
+		return fmt.Errorf("sync: sync_standby is %T, want string or null", raw["sync_standby"])
+	}
+	quorum := 0
+	if q := raw["quorum"]; q != nil {
+		n, ok := parseIntLoose(q)
+		if !ok || n < 0 || n > math.MaxInt32 {
+			return fmt.Errorf("sync: quorum %v is not a non-negative integer", q)
+		}
+		quorum = int(n)
+	}
+	// Patroni treats a sync key without a leader as empty.
+	if strings.TrimSpace(leader) == "" {
+		return nil
+	}
+	cs.SyncLeader = strings.TrimSpace(leader)
+	cs.SyncQuorum = quorum
+	for _, s := range strings.Split(standbys, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			cs.SyncStandbys = append(cs.SyncStandbys, s)
+		}
+	}
+	return nil
+}
+
+func decodeConfig(cs *ClusterState, value []byte) error {
+	var raw map[string]any
+	dec := json.NewDecoder(bytes.NewReader(value))
+	dec.UseNumber()
+	if err := dec.Decode(&raw); err != nil {
+		return fmt.Errorf("config: invalid JSON object: %w", err)
+	}
+	if raw == nil {
+		return errors.New("config: not a JSON object")
+	}
+	// Patroni's is_standby_cluster: standby_cluster is a dict with a host,
+	// port or restore_command.
+	if sc, ok := raw["standby_cluster"].(map[string]any); ok {
+		cs.StandbyCluster = truthy(sc["host"]) || truthy(sc["port"]) || truthy(sc["restore_command"])
+	}
+	cs.FailsafeMode = parseBool(raw["failsafe_mode"])
+	cs.Paused = parseBool(raw["pause"])
+	return nil
+}
+
+// decodeStatus returns the optime of a status value: {"optime":N,...}, or a
+// bare integer (legacy). nil when the object has no optime.
+func decodeStatus(value []byte) (*int64, error) {
+	var raw any
+	dec := json.NewDecoder(bytes.NewReader(value))
+	dec.UseNumber()
+	if err := dec.Decode(&raw); err != nil {
+		return nil, fmt.Errorf("status: invalid JSON: %w", err)
+	}
+	switch x := raw.(type) {
+	case json.Number:
+		n, err := parseLSN(x.String())
+		if err != nil {
+			return nil, fmt.Errorf("status: %w", err)
+		}
+		return &n, nil
+	case map[string]any:
+		o, ok := x["optime"]
+		if !ok || o == nil {
+			return nil, nil
+		}
+		var s string
+		switch v := o.(type) {
+		case json.Number:
+			s = v.String()
+		case string:
+			s = v
+		default:
+			return nil, fmt.Errorf("status: optime is %T, want integer", o)
+		}
+		n, err := parseLSN(s)
+		if err != nil {
+			return nil, fmt.Errorf("status: optime: %w", err)
+		}
+		return &n, nil
+	}
+	return nil, fmt.Errorf("status: %T, want object or integer", raw)
+}
+
+func parseLSN(s string) (int64, error) {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not an integer LSN", s)
+	}
+	if n < 0 {
+		return 0, fmt.Errorf("negative LSN %d", n)
+	}
+	return n, nil
+}
