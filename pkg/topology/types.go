@@ -65,6 +65,11 @@ type ServiceDef struct {
 	// Compiled selectors (compiled once at load time).
 	SelectorExpr *jmespath.JMESPath
 	BackupExpr   *jmespath.JMESPath // nil when Backup is ""
+	// Source says where the definition came from, e.g. "pg_services[0]",
+	// and Line its line in the inventory (0 for built-in defaults), for
+	// messages about the service.
+	Source string
+	Line   int
 }
 
 // View is one cluster with live Patroni state merged into the inventory.

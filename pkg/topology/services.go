@@ -1,0 +1,217 @@
+package topology
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// serviceKeys are the fields of a service definition Pigsty's service.cfg
+// template reads; anything else is a typo that Pigsty would silently ignore.
+var serviceKeys = map[string]bool{
+	"name": true, "port": true, "ip": true, "selector": true, "backup": true,
+	"dest": true, "check": true, "maxconn": true, "balance": true, "options": true,
+}
+
+// balanceAlgos are HAProxy algorithms that make sense for a TCP service
+// (uri, url_param, hdr and rdp-cookie need HTTP or RDP payloads).
+var balanceAlgos = map[string]bool{
+	"roundrobin": true, "leastconn": true, "static-rr": true, "first": true, "source": true, "random": true,
+}
+
+// destText returns a service destination as text: default, postgres,
+// pgbouncer or a port number 1..65535 (written as a YAML int or string).
+func destText(v any) (string, bool) {
+	if n, ok := asInt(v); ok {
+		return strconv.Itoa(n), n >= 1 && n <= 65535
+	}
+	s, ok := v.(string)
+	if !ok {
+		return "", false
+	}
+	switch s {
+	case "default", "postgres", "pgbouncer":
+		return s, true
+	}
+	n, err := strconv.Atoi(s)
+	return s, err == nil && n >= 1 && n <= 65535
+}
+
+// services validates pg_default_services + pg_services of a cluster and
+// compiles their selectors.
+func (p *parser) services(cv layer, w where) []*ServiceDef {
+	var out []*ServiceDef
+	names := map[string]*ServiceDef{}
+	ports := map[int]*ServiceDef{}
+	for _, key := range []string{"pg_default_services", "pg_services"} {
+		e := cv[key]
+		if e.val == nil {
+			continue
+		}
+		list, ok := e.val.([]any)
+		if !ok {
+			p.errf(nodeLine(e.node), w, key, "must be a list of service definitions, got %s", describe(e.val))
+			continue
+		}
+		var items []*yaml.Node
+		if n := resolve(e.node); n != nil && n.Kind == yaml.SequenceNode && len(n.Content) == len(list) {
+			items = n.Content
+		}
+		for i, raw := range list {
+			var item *yaml.Node
+			if items != nil {
+				item = resolve(items[i])
+			}
+			line := nodeLine(item)
+			if line == 0 {
+				line = nodeLine(e.node)
+			}
+			sd := p.service(raw, item, line, fmt.Sprintf("%s[%d]", key, i), w)
+			if sd == nil {
+				continue
+			}
+			if prev, dup := names[sd.Name]; dup {
+				p.errf(sd.Line, w, sd.Source+".name", "duplicate service name %q (also %s)", sd.Name, prev.Source)
+				continue
+			}
+			if prev, dup := ports[sd.Port]; dup {
+				p.errf(sd.Line, w, sd.Source+".port", "service %q: port %d already used by service %q (%s)", sd.Name, sd.Port, prev.Name, prev.Source)
+				continue
+			}
+			names[sd.Name], ports[sd.Port] = sd, sd
+			out = append(out, sd)
+		}
+	}
+	return out
+}
+
+// fieldLine is the line of key's value inside a service mapping node.
+func fieldLine(item *yaml.Node, key string, def int) int {
+	if item != nil && item.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(item.Content); i += 2 {
+			if item.Content[i].Value == key {
+				return item.Content[i+1].Line
+			}
+		}
+	}
+	return def
+}
+
+func (p *parser) service(raw any, item *yaml.Node, line int, src string, w where) *ServiceDef {
+	m, ok := raw.(map[string]any)
+	if !ok {
+		p.errf(line, w, src, "service definition must be a mapping, got %s", describe(raw))
+		return nil
+	}
+	nErrs := len(p.errs)
+	bad := func(key, format string, args ...any) {
+		p.errf(fieldLine(item, key, line), w, src+"."+key, format, args...)
+	}
+	var unknown []string
+	for k := range m {
+		if !serviceKeys[k] {
+			unknown = append(unknown, k)
+		}
+	}
+	sort.Strings(unknown)
+	for _, k := range unknown {
+		bad(k, "unknown service field (want name, port, ip, selector, backup, dest, check, maxconn, balance or options)")
+	}
+	// str reads an optional string field; null counts as absent.
+	str := func(key, def string) string {
+		v, set := m[key]
+		if !set || v == nil {
+			return def
+		}
+		s, ok := v.(string)
+		if !ok {
+			bad(key, "must be a string, got %s", describe(v))
+			return def
+		}
+		return s
+	}
+	sd := &ServiceDef{Source: src, Line: line}
+	sd.Name = str("name", "")
+	switch {
+	case m["name"] == nil:
+		bad("name", "missing (every service needs a name)")
+	case sd.Name != "" && !validName.MatchString(sd.Name):
+		bad("name", "invalid service name %q (want letters, digits, '-', '_', '.')", sd.Name)
+	case sd.Name == "":
+		if _, isStr := m["name"].(string); isStr {
+			bad("name", "must not be empty")
+		}
+	}
+	what := "service " + strconv.Quote(sd.Name) + ": "
+	if v, set := m["port"]; !set || v == nil {
+		bad("port", "%smissing port", what)
+	} else if n, isInt := asInt(v); !isInt || n < 1 || n > 65535 {
+		bad("port", "%sport must be an integer between 1 and 65535, got %s", what, describe(v))
+	} else {
+		sd.Port = n
+	}
+	sd.IP = str("ip", defaultServiceIP)
+	if sd.IP != "*" {
+		if _, err := netip.ParseAddr(sd.IP); err != nil {
+			bad("ip", "%sip must be * or an IP address, got %q", what, sd.IP)
+		}
+	}
+	sd.Selector = strings.TrimSpace(str("selector", ""))
+	if m["selector"] == nil {
+		bad("selector", "%smissing selector (use \"[]\" for every member)", what)
+	} else if sd.Selector == "" {
+		if _, isStr := m["selector"].(string); isStr {
+			bad("selector", "%sempty selector (use \"[]\" for every member)", what)
+		}
+	} else if expr, err := CompileSelector(sd.Selector); err != nil {
+		p.errs = append(p.errs, &Error{File: p.file, Line: fieldLine(item, "selector", line), Cluster: w.cluster, Host: w.host,
+			Field: src + ".selector", Msg: fmt.Sprintf("%sselector %q does not compile: %v", what, sd.Selector, err), Err: err})
+	} else {
+		sd.SelectorExpr = expr
+	}
+	sd.Backup = strings.TrimSpace(str("backup", ""))
+	if sd.Backup != "" {
+		if expr, err := CompileSelector(sd.Backup); err != nil {
+			p.errs = append(p.errs, &Error{File: p.file, Line: fieldLine(item, "backup", line), Cluster: w.cluster, Host: w.host,
+				Field: src + ".backup", Msg: fmt.Sprintf("%sbackup selector %q does not compile: %v", what, sd.Backup, err), Err: err})
+		} else {
+			sd.BackupExpr = expr
+		}
+	}
+	sd.Dest = defaultDest
+	if v, set := m["dest"]; set && v != nil {
+		d, ok := destText(v)
+		if !ok {
+			bad("dest", "%sunknown dest %s (want default, postgres, pgbouncer or a port number)", what, describe(v))
+		}
+		sd.Dest = d
+	}
+	sd.Check = str("check", defaultCheck)
+	if !strings.HasPrefix(sd.Check, "/") || strings.ContainsAny(sd.Check, " \t\r\n") {
+		bad("check", "%scheck must be a Patroni REST path such as /primary, got %q", what, sd.Check)
+	}
+	sd.Maxconn = defaultMaxconn
+	if v, set := m["maxconn"]; set && v != nil {
+		if n, isInt := asInt(v); !isInt || n < 1 {
+			bad("maxconn", "%smaxconn must be a positive integer, got %s", what, describe(v))
+		} else {
+			sd.Maxconn = n
+		}
+	}
+	sd.Balance = str("balance", defaultBalance)
+	if !balanceAlgos[sd.Balance] {
+		bad("balance", "%sunknown balance %q (want roundrobin, leastconn, static-rr, first, source or random)", what, sd.Balance)
+	}
+	sd.Options = strings.TrimSpace(str("options", ""))
+	if strings.ContainsAny(sd.Options, "\r\n") {
+		bad("options", "%soptions must be a single line", what)
+	}
+	if len(p.errs) > nErrs {
+		return nil
+	}
+	return sd
+}
