@@ -1,0 +1,227 @@
+package dataplaneapi
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/haproxytech/client-native/v5/models"
+
+	"github.com/pgsvc/pgsvc/pkg/dataplaneapi/internal/cfgtext"
+	"github.com/pgsvc/pgsvc/pkg/services"
+	"github.com/pgsvc/pgsvc/pkg/target"
+)
+
+func i64p(n int) *int64 { v := int64(n); return &v }
+
+func bindAddress(ip string) string {
+	if ip == "" {
+		return "*"
+	}
+	return ip
+}
+
+func balanceOf(s services.Service) string {
+	if s.Balance == "" {
+		return "roundrobin"
+	}
+	return s.Balance
+}
+
+// defaultServerOf parses a service's default-server options.
+func defaultServerOf(s services.Service) (*models.DefaultServer, error) {
+	if strings.TrimSpace(s.DefaultServer) == "" {
+		return nil, nil
+	}
+	p, err := cfgtext.ParseServerParams(strings.Fields(s.DefaultServer))
+	if err != nil {
+		return nil, fmt.Errorf("service %s: default_server: %w", s.Name, err)
+	}
+	return &models.DefaultServer{ServerParams: p}, nil
+}
+
+// backendModel is the backend the controller wants for s; base (the current
+// backend, may be nil) keeps the fields the controller does not manage.
+func backendModel(s services.Service, base *models.Backend) (*models.Backend, error) {
+	ds, err := defaultServerOf(s)
+	if err != nil {
+		return nil, err
+	}
+	b := &models.Backend{}
+	if base != nil {
+		cp := *base
+		b = &cp
+	}
+	alg := balanceOf(s)
+	b.Name = s.Name
+	b.Mode = "tcp"
+	b.Balance = &models.Balance{Algorithm: &alg}
+	b.AdvCheck = "httpchk"
+	b.HTTPConnectionMode = "http-keep-alive"
+	b.HTTPKeepAlive = ""
+	b.DefaultServer = ds
+	// The deprecated single http-check field mirrors the first rule; the
+	// rules themselves are separate objects.
+	b.HTTPCheck = nil
+	return b, nil
+}
+
+func httpChecksOf(s services.Service) []*models.HTTPCheck {
+	check := s.Check
+	if check == "" {
+		check = "/"
+	}
+	return []*models.HTTPCheck{
+		{Index: i64p(0), Type: "send", Method: "OPTIONS", URI: check},
+		{Index: i64p(1), Type: "expect", Match: "status", Pattern: "200"},
+	}
+}
+
+func frontendModel(s services.Service, base *models.Frontend) *models.Frontend {
+	f := &models.Frontend{}
+	if base != nil {
+		cp := *base
+		f = &cp
+	}
+	f.Name = s.Name
+	f.Mode = "tcp"
+	f.DefaultBackend = s.Name
+	f.Maxconn = nil
+	if s.Maxconn > 0 {
+		f.Maxconn = i64p(s.Maxconn)
+	}
+	return f
+}
+
+func bindModel(s services.Service, base *models.Bind) *models.Bind {
+	b := &models.Bind{}
+	if base != nil {
+		cp := *base
+		b = &cp
+	} else {
+		b.Name = s.Name
+	}
+	b.Address = bindAddress(s.IP)
+	b.Port = i64p(s.Port)
+	return b
+}
+
+// serverModel applies the managed fields of want onto base (nil: a new server).
+func serverModel(want services.Server, base *models.Server) *models.Server {
+	m := &models.Server{}
+	if base != nil {
+		cp := *base
+		m = &cp
+	}
+	m.Name = want.Name
+	m.Address = want.Address
+	m.Port = i64p(want.Port)
+	m.Check = "enabled"
+	m.HealthCheckPort = nil
+	if want.CheckPort > 0 {
+		m.HealthCheckPort = i64p(want.CheckPort)
+	}
+	m.Weight = i64p(want.Weight)
+	// "backup" absent means not backup; the API renders "disabled" as
+	// no-backup, so only ever send "enabled" or nothing.
+	m.Backup = ""
+	if want.Backup {
+		m.Backup = "enabled"
+	}
+	return m
+}
+
+// serverOf converts an API server into the diff's view.
+func serverOf(m *models.Server, defWeight int) services.Server {
+	s := services.Server{Name: m.Name, Address: m.Address, Weight: defWeight, Backup: m.Backup == "enabled"}
+	if m.Port != nil {
+		s.Port = int(*m.Port)
+	}
+	if m.HealthCheckPort != nil && m.Check == "enabled" {
+		s.CheckPort = int(*m.HealthCheckPort)
+	}
+	if m.Weight != nil {
+		s.Weight = int(*m.Weight)
+	}
+	return s
+}
+
+// checkOf returns the check path the rules implement, or a description that
+// cannot equal any path when they are not the controller's two rules.
+func checkOf(adv string, rules models.HTTPChecks) string {
+	if adv != "httpchk" {
+		return "(no option httpchk)"
+	}
+	if len(rules) == 2 && rules[0] != nil && rules[1] != nil &&
+		rules[0].Type == "send" && strings.EqualFold(rules[0].Method, "OPTIONS") &&
+		rules[1].Type == "expect" && rules[1].Match == "status" && rules[1].Pattern == "200" {
+		return rules[0].URI
+	}
+	var parts []string
+	for _, r := range rules {
+		if r == nil {
+			continue
+		}
+		parts = append(parts, strings.TrimSpace(fmt.Sprintf("%s %s %s %s %s", r.Type, r.Method, r.URI, r.Match, r.Pattern)))
+	}
+	return "(http-check " + strings.Join(parts, "; ") + ")"
+}
+
+// settingsOf builds the current settings of a pair. Where a value is
+// equivalent to what d wants but spelled differently (ip "" vs "*", "30s" vs
+// 30000 ms), d's spelling is reported so the pure diff sees no change.
+func settingsOf(d services.Service, fe *models.Frontend, bind *models.Bind, be *models.Backend, checks models.HTTPChecks) *target.Settings {
+	want := target.SettingsOf(d)
+	s := &target.Settings{}
+	if bind != nil {
+		s.IP = bind.Address
+		if bind.Port != nil {
+			s.Port = int(*bind.Port)
+		}
+	} else {
+		s.IP = "(no bind)"
+	}
+	if s.IP == bindAddress(d.IP) {
+		s.IP = want.IP
+	}
+	if fe != nil {
+		if fe.Maxconn != nil {
+			s.Maxconn = int(*fe.Maxconn)
+		}
+		if fe.DefaultBackend != d.Name || fe.Mode != "tcp" {
+			// Not our frontend's shape: make the diff replace it.
+			s.Maxconn = -1
+		}
+	}
+	s.Check = checkOf(be.AdvCheck, checks)
+	if s.Check == d.Check || (d.Check == "" && s.Check == "/") {
+		s.Check = want.Check
+	}
+	if be.Balance != nil && be.Balance.Algorithm != nil {
+		s.Balance = *be.Balance.Algorithm
+	}
+	if s.Balance == balanceOf(d) && be.Mode == "tcp" {
+		s.Balance = want.Balance
+	}
+	cur := ""
+	if be.DefaultServer != nil {
+		cur = cfgtext.Canonical(be.DefaultServer.ServerParams)
+	}
+	s.DefaultServer = cur
+	if ds, err := defaultServerOf(d); err == nil {
+		wantCanon := ""
+		if ds != nil {
+			wantCanon = cfgtext.Canonical(ds.ServerParams)
+		}
+		if wantCanon == cur {
+			s.DefaultServer = want.DefaultServer
+		}
+	}
+	return s
+}
+
+func defaultWeight(be *models.Backend) int {
+	if be != nil && be.DefaultServer != nil && be.DefaultServer.Weight != nil {
+		return int(*be.DefaultServer.Weight)
+	}
+	return 1 // HAProxy's default
+}

@@ -1,0 +1,609 @@
+package dataplaneapi
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/haproxytech/client-native/v5/models"
+	"go.uber.org/zap"
+
+	"github.com/pgsvc/pgsvc/pkg/services"
+	"github.com/pgsvc/pgsvc/pkg/target"
+)
+
+// TargetOptions tune a Target; zero values take the defaults.
+type TargetOptions struct {
+	// RawThreshold: above this many write calls, one POST of the whole
+	// configuration replaces the per-object transaction (default 50).
+	RawThreshold int
+	// MaxRetries bounds replans after 409/406/429 (default 3).
+	MaxRetries int
+	// ReloadTimeout bounds the wait for a scheduled reload (default 30s; the
+	// API delays reloads by reload_delay, 5 s by default).
+	ReloadTimeout time.Duration
+	// ReloadPollInterval is the reload poll period (default 250ms).
+	ReloadPollInterval time.Duration
+	// Backoff is the first wait after a 429, doubled per retry (default 500ms).
+	Backoff time.Duration
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+}
+
+func (o *TargetOptions) defaults() {
+	if o.RawThreshold <= 0 {
+		o.RawThreshold = 50
+	}
+	if o.MaxRetries <= 0 {
+		o.MaxRetries = 3
+	}
+	if o.ReloadTimeout <= 0 {
+		o.ReloadTimeout = 30 * time.Second
+	}
+	if o.ReloadPollInterval <= 0 {
+		o.ReloadPollInterval = 250 * time.Millisecond
+	}
+	if o.Backoff <= 0 {
+		o.Backoff = 500 * time.Millisecond
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// Target keeps one HAProxy in step through its Data Plane API. It implements
+// target.Target.
+type Target struct {
+	c    *Client
+	log  *zap.Logger
+	opts TargetOptions
+	// mu makes sure this process never holds two transactions open on one
+	// HAProxy, even if a caller breaks the one-goroutine contract.
+	mu sync.Mutex
+}
+
+var _ target.Target = (*Target)(nil)
+
+// NewTarget returns a Target applying through c.
+func NewTarget(c *Client, log *zap.Logger, opts TargetOptions) *Target {
+	opts.defaults()
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &Target{c: c, log: log.With(zap.String("target", c.Name())), opts: opts}
+}
+
+// Name is the API URL without the password.
+func (t *Target) Name() string { return t.c.Name() }
+
+// state is what one read of the API found.
+type state struct {
+	version int64
+	current map[string]*target.Backend
+	fe      map[string]*models.Frontend
+	be      map[string]*models.Backend
+	bind    map[string]*models.Bind // the frontend's bind (named like it, else the first)
+	checks  map[string]models.HTTPChecks
+	servers map[string]map[string]*models.Server
+	// statePreserved is nil when global/defaults could not be read.
+	statePreserved *bool
+}
+
+// read loads the sections named in desired, retrying when the version moved
+// during the read (another writer), so the state is one consistent version.
+func (t *Target) read(ctx context.Context, desired []services.Service) (*state, error) {
+	var lastErr error
+	for i := 0; i < t.opts.MaxRetries; i++ {
+		st, consistent, err := t.readOnce(ctx, desired)
+		if err != nil {
+			return nil, err
+		}
+		if consistent {
+			return st, nil
+		}
+		lastErr = fmt.Errorf("configuration version moved from %d while reading", st.version)
+	}
+	return nil, fmt.Errorf("read %s: %w", t.Name(), lastErr)
+}
+
+func (t *Target) readOnce(ctx context.Context, desired []services.Service) (*state, bool, error) {
+	v, err := t.c.GetVersion(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("read version: %w", err)
+	}
+	st := &state{version: v, current: map[string]*target.Backend{},
+		fe: map[string]*models.Frontend{}, be: map[string]*models.Backend{}, bind: map[string]*models.Bind{},
+		checks: map[string]models.HTTPChecks{}, servers: map[string]map[string]*models.Server{}}
+	consistent := true
+	same := func(got int64) {
+		if got != 0 && got != v {
+			consistent = false
+		}
+	}
+	bes, bv, err := t.c.GetBackends(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("read backends: %w", err)
+	}
+	same(bv)
+	fes, fv, err := t.c.GetFrontends(ctx)
+	if err != nil {
+		return nil, false, fmt.Errorf("read frontends: %w", err)
+	}
+	same(fv)
+	for _, b := range bes {
+		if b != nil {
+			st.be[b.Name] = b
+		}
+	}
+	for _, f := range fes {
+		if f != nil {
+			st.fe[f.Name] = f
+		}
+	}
+	for _, d := range desired {
+		be, fe := st.be[d.Name], st.fe[d.Name]
+		var bind *models.Bind
+		if fe != nil {
+			binds, bv, err := t.c.GetBinds(ctx, d.Name)
+			if err != nil {
+				return nil, false, fmt.Errorf("read binds of %s: %w", d.Name, err)
+			}
+			same(bv)
+			for _, b := range binds {
+				if b != nil && (bind == nil || b.Name == d.Name) {
+					bind = b
+				}
+			}
+			st.bind[d.Name] = bind
+		}
+		if be == nil {
+			continue
+		}
+		checks, cv, err := t.c.GetHTTPChecks(ctx, d.Name)
+		if err != nil {
+			return nil, false, fmt.Errorf("read http checks of %s: %w", d.Name, err)
+		}
+		same(cv)
+		st.checks[d.Name] = checks
+		srvs, sv, err := t.c.GetServers(ctx, d.Name)
+		if err != nil {
+			return nil, false, fmt.Errorf("read servers of %s: %w", d.Name, err)
+		}
+		same(sv)
+		cur := &target.Backend{Name: d.Name, HasFrontend: fe != nil, Servers: map[string]services.Server{}}
+		st.servers[d.Name] = map[string]*models.Server{}
+		dw := defaultWeight(be)
+		for _, s := range srvs {
+			if s == nil {
+				continue
+			}
+			st.servers[d.Name][s.Name] = s
+			cur.Servers[s.Name] = serverOf(s, dw)
+		}
+		if fe != nil {
+			cur.Settings = settingsOf(d, fe, bind, be, checks)
+		}
+		st.current[d.Name] = cur
+	}
+	st.statePreserved = t.readStatePreserved(ctx)
+	return st, consistent, nil
+}
+
+// readStatePreserved reports whether HAProxy carries server states across
+// reloads (server-state-file in global + load-server-state-from-file global
+// in defaults); nil when it cannot tell.
+func (t *Target) readStatePreserved(ctx context.Context) *bool {
+	g, err := t.c.GetGlobal(ctx)
+	if err != nil || g == nil {
+		return nil
+	}
+	d, err := t.c.GetDefaults(ctx)
+	if err != nil {
+		return nil
+	}
+	ok := g.ServerStateFile != "" && d != nil && d.LoadServerStateFromFile == "global"
+	return &ok
+}
+
+// Diff reads the HAProxy and returns the changes Apply would make now.
+func (t *Target) Diff(ctx context.Context, desired []services.Service) ([]target.Change, error) {
+	if err := validate(desired); err != nil {
+		return nil, err
+	}
+	st, err := t.read(ctx, desired)
+	if err != nil {
+		return nil, err
+	}
+	return target.Diff(st.current, desired), nil
+}
+
+func validate(desired []services.Service) error {
+	seen := map[string]bool{}
+	for i, d := range desired {
+		if d.Name == "" {
+			return fmt.Errorf("service #%d: empty name", i)
+		}
+		if seen[d.Name] {
+			return fmt.Errorf("service %s: listed twice", d.Name)
+		}
+		seen[d.Name] = true
+		if d.Port <= 0 || d.Port > 65535 {
+			return fmt.Errorf("service %s: port %d out of range", d.Name, d.Port)
+		}
+		if _, err := defaultServerOf(d); err != nil {
+			return err
+		}
+		names := map[string]bool{}
+		for _, s := range d.Servers {
+			if s.Name == "" || s.Address == "" || s.Port <= 0 || s.Port > 65535 {
+				return fmt.Errorf("service %s: server %q: needs a name, an address and a port", d.Name, s.Name)
+			}
+			if names[s.Name] {
+				return fmt.Errorf("service %s: server %s listed twice", d.Name, s.Name)
+			}
+			names[s.Name] = true
+		}
+	}
+	return nil
+}
+
+// Apply makes the HAProxy serve exactly desired (see target.Target).
+func (t *Target) Apply(ctx context.Context, desired []services.Service) (target.Result, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	start := t.opts.Now()
+	if err := validate(desired); err != nil {
+		return target.Result{}, err
+	}
+	backoff := t.opts.Backoff
+	for attempt := 0; ; attempt++ {
+		res, err := t.applyOnce(ctx, desired)
+		res.Duration = t.opts.Now().Sub(start)
+		if err == nil {
+			return res, nil
+		}
+		last := attempt >= t.opts.MaxRetries
+		switch {
+		case (IsConflict(err) || IsOutdated(err)) && !last:
+			t.log.Info("configuration changed under us; re-reading and replanning", zap.Int("attempt", attempt+1), zap.Error(err))
+			continue
+		case IsTooMany(err) && !last:
+			t.log.Warn("too many open transactions; backing off", zap.Duration("wait", backoff), zap.Error(err))
+			timer := time.NewTimer(backoff)
+			select {
+			case <-ctx.Done():
+				timer.Stop()
+				return res, fmt.Errorf("apply %s: %w", t.Name(), ctx.Err())
+			case <-timer.C:
+			}
+			backoff *= 2
+			continue
+		}
+		return res, fmt.Errorf("apply %s: %w", t.Name(), err)
+	}
+}
+
+func (t *Target) applyOnce(ctx context.Context, desired []services.Service) (target.Result, error) {
+	st, err := t.read(ctx, desired)
+	if err != nil {
+		return target.Result{}, err
+	}
+	changes := target.Diff(st.current, desired)
+	res := target.Result{Version: st.version, StatePreserved: st.statePreserved}
+	if len(changes) == 0 {
+		return res, nil
+	}
+	res.Changes = changes
+	if target.RuntimeOnly(changes) {
+		return t.applyRuntime(ctx, st, desired, changes, res)
+	}
+	ops, err := planOps(st, desired, changes)
+	if err != nil {
+		return res, err
+	}
+	if len(ops) > t.opts.RawThreshold {
+		return t.applyRaw(ctx, st, desired, changes, len(ops), res)
+	}
+	return t.applyTxn(ctx, st, ops, changes, res)
+}
+
+// applyRuntime applies weight-only changes as direct server PUTs, which the
+// API applies through the runtime socket without a reload (200).
+func (t *Target) applyRuntime(ctx context.Context, st *state, desired []services.Service, changes []target.Change, res target.Result) (target.Result, error) {
+	want := desiredServers(desired)
+	v := st.version
+	for _, c := range changes {
+		base := st.servers[c.Backend][c.Server]
+		w, ok := want[c.Backend][c.Server]
+		if base == nil || !ok {
+			return res, fmt.Errorf("set weight %s/%s: server not read", c.Backend, c.Server)
+		}
+		m, err := t.c.ReplaceServer(ctx, c.Backend, serverModel(w, base), AtVersion(v))
+		if err != nil {
+			return res, fmt.Errorf("set weight %s/%s: %w", c.Backend, c.Server, err)
+		}
+		if m.Version > 0 {
+			v = m.Version
+		} else {
+			v++
+		}
+		if m.Reloaded() {
+			// The API decided this needs a reload after all; follow it.
+			res.Reloaded, res.ReloadID = true, m.ReloadID
+			r, err := t.waitReload(ctx, m.ReloadID)
+			res.ReloadResult = r
+			if err != nil {
+				res.Version = v
+				return res, err
+			}
+		}
+	}
+	res.Version = v
+	t.log.Info("applied at runtime", zap.Int("changes", len(changes)), zap.Int64("version", v))
+	return res, nil
+}
+
+// op is one write call, done inside a transaction.
+type op struct {
+	what string
+	do   func(ctx context.Context, c *Client, w Write) (Meta, error)
+}
+
+func desiredServers(desired []services.Service) map[string]map[string]services.Server {
+	out := map[string]map[string]services.Server{}
+	for _, d := range desired {
+		m := map[string]services.Server{}
+		for _, s := range d.Servers {
+			m[s.Name] = s
+		}
+		out[d.Name] = m
+	}
+	return out
+}
+
+// planOps turns the changes into write calls, in an order the API accepts
+// (backend before its servers and before the frontend that uses it).
+func planOps(st *state, desired []services.Service, changes []target.Change) ([]op, error) {
+	byName := map[string]services.Service{}
+	for _, d := range desired {
+		byName[d.Name] = d
+	}
+	want := desiredServers(desired)
+	var ops []op
+	for _, c := range changes {
+		d := byName[c.Backend]
+		name := d.Name
+		switch c.Kind {
+		case target.KindCreateService:
+			if st.be[name] == nil {
+				be, err := backendModel(d, nil)
+				if err != nil {
+					return nil, err
+				}
+				ops = append(ops, op{"create backend " + name, func(ctx context.Context, cl *Client, w Write) (Meta, error) {
+					return cl.CreateBackend(ctx, be, w)
+				}})
+				for _, hc := range httpChecksOf(d) {
+					ops = append(ops, op{"create http-check " + name, func(ctx context.Context, cl *Client, w Write) (Meta, error) {
+						return cl.CreateHTTPCheck(ctx, name, hc, w)
+					}})
+				}
+				srv := append([]services.Server(nil), d.Servers...)
+				sort.Slice(srv, func(i, j int) bool { return srv[i].Name < srv[j].Name })
+				for _, s := range srv {
+					m := serverModel(s, nil)
+					ops = append(ops, op{"create server " + name + "/" + s.Name, func(ctx context.Context, cl *Client, w Write) (Meta, error) {
+						return cl.CreateServer(ctx, name, m, w)
+					}})
+				}
+			}
+			if fe := st.fe[name]; fe == nil {
+				f, b := frontendModel(d, nil), bindModel(d, nil)
+				ops = append(ops,
+					op{"create frontend " + name, func(ctx context.Context, cl *Client, w Write) (Meta, error) { return cl.CreateFrontend(ctx, f, w) }},
+					op{"create bind " + name, func(ctx context.Context, cl *Client, w Write) (Meta, error) { return cl.CreateBind(ctx, name, b, w) }})
+			} else {
+				ops = append(ops, frontendOps(st, d)...)
+			}
+		case target.KindUpdateService:
+			be, err := backendModel(d, st.be[name])
+			if err != nil {
+				return nil, err
+			}
+			ops = append(ops, op{"replace backend " + name, func(ctx context.Context, cl *Client, w Write) (Meta, error) {
+				return cl.ReplaceBackend(ctx, be, w)
+			}})
+			cur := st.checks[name]
+			if got := checkOf(be.AdvCheck, cur); got != d.Check || d.Check == "" {
+				// Remove from the end so indexes stay valid, then add ours.
+				for i := len(cur) - 1; i >= 0; i-- {
+					idx := int64(i)
+					ops = append(ops, op{"delete http-check " + name, func(ctx context.Context, cl *Client, w Write) (Meta, error) {
+						return cl.DeleteHTTPCheck(ctx, name, idx, w)
+					}})
+				}
+				for _, hc := range httpChecksOf(d) {
+					ops = append(ops, op{"create http-check " + name, func(ctx context.Context, cl *Client, w Write) (Meta, error) {
+						return cl.CreateHTTPCheck(ctx, name, hc, w)
+					}})
+				}
+			}
+			if st.fe[name] != nil {
+				ops = append(ops, frontendOps(st, d)...)
+			}
+		case target.KindAddServer:
+			m := serverModel(want[name][c.Server], nil)
+			ops = append(ops, op{"create server " + name + "/" + c.Server, func(ctx context.Context, cl *Client, w Write) (Meta, error) {
+				return cl.CreateServer(ctx, name, m, w)
+			}})
+		case target.KindUpdateServer, target.KindSetWeight:
+			// Whole-object PUT built on what the API returned, so fields the
+			// controller does not manage survive.
+			m := serverModel(want[name][c.Server], st.servers[name][c.Server])
+			ops = append(ops, op{"replace server " + name + "/" + c.Server, func(ctx context.Context, cl *Client, w Write) (Meta, error) {
+				return cl.ReplaceServer(ctx, name, m, w)
+			}})
+		case target.KindRemoveServer:
+			srv := c.Server
+			ops = append(ops, op{"delete server " + name + "/" + srv, func(ctx context.Context, cl *Client, w Write) (Meta, error) {
+				return cl.DeleteServer(ctx, name, srv, w)
+			}})
+		default:
+			return nil, fmt.Errorf("unknown change kind %q", c.Kind)
+		}
+	}
+	return dedupe(ops), nil
+}
+
+// frontendOps replaces an existing frontend and its bind with the wanted
+// ones (create_service + update_service may both ask: dedupe keeps one).
+func frontendOps(st *state, d services.Service) []op {
+	name := d.Name
+	f := frontendModel(d, st.fe[name])
+	ops := []op{{"replace frontend " + name, func(ctx context.Context, cl *Client, w Write) (Meta, error) { return cl.ReplaceFrontend(ctx, f, w) }}}
+	if cur := st.bind[name]; cur != nil {
+		b := bindModel(d, cur)
+		ops = append(ops, op{"replace bind " + name, func(ctx context.Context, cl *Client, w Write) (Meta, error) { return cl.ReplaceBind(ctx, name, b, w) }})
+	} else {
+		b := bindModel(d, nil)
+		ops = append(ops, op{"create bind " + name, func(ctx context.Context, cl *Client, w Write) (Meta, error) { return cl.CreateBind(ctx, name, b, w) }})
+	}
+	return ops
+}
+
+func dedupe(ops []op) []op {
+	seen := map[string]bool{}
+	out := ops[:0]
+	for _, o := range ops {
+		if seen[o.what] && strings.HasPrefix(o.what, "replace") {
+			continue
+		}
+		seen[o.what] = true
+		out = append(out, o)
+	}
+	return out
+}
+
+// applyTxn runs every op in one transaction and commits it (one reload). On
+// any failure the transaction is deleted: nothing is half-applied.
+func (t *Target) applyTxn(ctx context.Context, st *state, ops []op, changes []target.Change, res target.Result) (target.Result, error) {
+	txn, err := t.c.StartTransaction(ctx, st.version)
+	if err != nil {
+		return res, fmt.Errorf("start transaction at version %d: %w", st.version, err)
+	}
+	committed := false
+	defer func() {
+		if committed {
+			return
+		}
+		// Clean up even when ctx is cancelled: an open transaction costs the
+		// API memory and counts against its limit of 20.
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), t.c.timeout)
+		defer cancel()
+		if err := t.c.DeleteTransaction(dctx, txn.ID); err != nil && !IsNotFound(err) {
+			t.log.Warn("could not delete transaction", zap.String("transaction", txn.ID), zap.Error(err))
+		}
+	}()
+	w := InTxn(txn.ID)
+	for _, o := range ops {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		if _, err := o.do(ctx, t.c, w); err != nil {
+			return res, fmt.Errorf("%s: %w", o.what, err)
+		}
+	}
+	_, m, err := t.c.CommitTransaction(ctx, txn.ID)
+	if err != nil {
+		return res, fmt.Errorf("commit transaction: %w", err)
+	}
+	committed = true
+	if m.Version > 0 {
+		res.Version = m.Version
+	} else {
+		res.Version = st.version + 1
+	}
+	t.log.Info("committed transaction", zap.Int("changes", len(changes)), zap.Int("calls", len(ops)),
+		zap.String("reload_id", m.ReloadID), zap.Int64("version", res.Version))
+	return t.followReload(ctx, m, res)
+}
+
+func (t *Target) followReload(ctx context.Context, m Meta, res target.Result) (target.Result, error) {
+	if m.ReloadID == "" {
+		// 200 (force_reload) or an API that reloaded synchronously.
+		res.Reloaded = m.Status == 200 || m.Status == 202
+		if res.Reloaded {
+			res.ReloadResult = "succeeded"
+		}
+		return res, nil
+	}
+	res.Reloaded, res.ReloadID = true, m.ReloadID
+	r, err := t.waitReload(ctx, m.ReloadID)
+	res.ReloadResult = r
+	return res, err
+}
+
+// waitReload polls GET /reloads/{id} until the reload succeeded or failed,
+// at most ReloadTimeout. A reload still running then is reported as
+// "in_progress" without error: the change is committed and the next apply
+// sees whether it stuck.
+func (t *Target) waitReload(ctx context.Context, id string) (string, error) {
+	deadline := time.NewTimer(t.opts.ReloadTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(t.opts.ReloadPollInterval)
+	defer tick.Stop()
+	for {
+		r, err := t.c.GetReload(ctx, id)
+		switch {
+		case err != nil && !Retryable(err):
+			return "", fmt.Errorf("poll reload %s: %w", id, err)
+		case err != nil:
+			t.log.Debug("reload poll failed; retrying", zap.String("reload_id", id), zap.Error(err))
+		case r.Status == "succeeded":
+			return r.Status, nil
+		case r.Status == "failed":
+			return r.Status, fmt.Errorf("%w: reload %s: %s", ErrReloadFailed, id, r.Response)
+		}
+		select {
+		case <-ctx.Done():
+			return "in_progress", ctx.Err()
+		case <-deadline.C:
+			t.log.Warn("reload still in progress after timeout", zap.String("reload_id", id), zap.Duration("timeout", t.opts.ReloadTimeout))
+			return "in_progress", nil
+		case <-tick.C:
+		}
+	}
+}
+
+// applyRaw replaces the desired frontend/backend sections in the raw file
+// and posts it in one call: cheaper than many per-object writes, because
+// each of those re-saves the whole transaction file.
+func (t *Target) applyRaw(ctx context.Context, st *state, desired []services.Service, changes []target.Change, calls int, res target.Result) (target.Result, error) {
+	text, v, err := t.c.GetRawConfig(ctx)
+	if err != nil {
+		return res, fmt.Errorf("read raw configuration: %w", err)
+	}
+	if v != st.version {
+		return res, &APIError{Status: 409, Code: 409, Method: "GET", Path: "/configuration/raw",
+			Message: fmt.Sprintf("version moved from %d to %d", st.version, v)}
+	}
+	out, err := ReplaceSections(text, desired, st.servers)
+	if err != nil {
+		return res, err
+	}
+	m, err := t.c.PostRawConfig(ctx, v, out)
+	if err != nil {
+		return res, fmt.Errorf("post raw configuration: %w", err)
+	}
+	if m.Version > 0 {
+		res.Version = m.Version
+	} else {
+		res.Version = v + 1
+	}
+	t.log.Info("posted raw configuration", zap.Int("changes", len(changes)), zap.Int("calls_avoided", calls),
+		zap.String("reload_id", m.ReloadID), zap.Int64("version", res.Version))
+	return t.followReload(ctx, m, res)
+}
