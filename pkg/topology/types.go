@@ -24,6 +24,7 @@ type Cluster struct {
 	// ServiceProvider is pg_service_provider ("" = every member's HAProxy).
 	ServiceProvider string
 	// Vars are the cluster-level merged variables: defaults < all.vars < group vars.
+	// Values are JSON-shaped (numbers float64, maps with string keys).
 	Vars map[string]any
 	// Members in inventory order.
 	Members []*Member
@@ -46,7 +47,8 @@ type Member struct {
 	PgbouncerPort int
 	PatroniPort   int
 	// Vars are all merged variables of this host: defaults < all.vars < group vars < host vars,
-	// plus inventory_hostname.
+	// plus inventory_hostname. Values are JSON-shaped (numbers float64, maps
+	// with string keys) so selectors can use them as they are.
 	Vars map[string]any
 }
 
@@ -82,6 +84,10 @@ type View struct {
 	// Leaderless is true when live data exists but has no leader key; the
 	// inventory/last-known roles were kept.
 	Leaderless bool
+	// RoleLeader is the member the merge made primary: Leader, or the last
+	// known leader (MergeOptions.LastKnownLeader) when Leaderless; "" when
+	// roles came from the inventory.
+	RoleLeader string
 	// Members: inventory members in inventory order, then members Patroni
 	// reports that the inventory lacks (Known=false), by name.
 	Members []*MemberView
@@ -107,6 +113,14 @@ type MemberView struct {
 	Inv *Member
 	// Vars is the selector document for this member: all merged inventory
 	// variables with pg_role replaced by the merged role, plus the live facts
-	// (documented in the README). Numbers are float64, as JMESPath expects.
+	// (documented in docs/selector-fields.md). Numbers are float64, as
+	// JMESPath expects.
 	Vars map[string]any
+	// Ports and weight the member is served with: the inventory's values, or
+	// for an unknown member the live conn_url/api_url ports and the cluster
+	// defaults.
+	PgPort        int
+	PgbouncerPort int
+	PatroniPort   int
+	Weight        int
 }
