@@ -1,0 +1,120 @@
+package plan
+
+import (
+	"fmt"
+
+	"github.com/pgsvc/pgsvc/pkg/patroni"
+	"github.com/pgsvc/pgsvc/pkg/services"
+	"github.com/pgsvc/pgsvc/pkg/topology"
+)
+
+// Options tune Compute.
+type Options struct {
+	// IncludeUnknown serves members Patroni reports that the inventory lacks.
+	IncludeUnknown bool
+	// LastKnownLeaders maps a cluster name to the leader last seen for it, so
+	// a cluster whose leader key is momentarily absent keeps its write path
+	// (see topology.MergeOptions.LastKnownLeader).
+	LastKnownLeaders map[string]string
+}
+
+// Compute merges the live Patroni state of every cluster of inv into the
+// inventory and evaluates its services. dcs maps a cluster name (Patroni
+// scope) to its decoded state; a nil map, or a cluster missing from it,
+// means no live information for that cluster (inventory roles are used).
+// Clusters keep the inventory's order. Compute is pure and deterministic.
+func Compute(inv *topology.Inventory, dcs map[string]*patroni.ClusterState, opts Options) (*Plan, error) {
+	if inv == nil {
+		return nil, fmt.Errorf("compute plan: no inventory")
+	}
+	p := &Plan{Clusters: make([]Cluster, 0, len(inv.Clusters))}
+	for _, c := range inv.Clusters {
+		var st *patroni.ClusterState
+		if dcs != nil {
+			st = dcs[c.Name]
+		}
+		v := topology.Merge(c, st, topology.MergeOptions{
+			IncludeUnknown:  opts.IncludeUnknown,
+			LastKnownLeader: opts.LastKnownLeaders[c.Name],
+		})
+		svcs, err := services.Build(v)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", inv.File, err)
+		}
+		pc := Cluster{
+			Name:       c.Name,
+			Namespace:  c.Namespace,
+			Leader:     v.Leader,
+			Live:       v.Live,
+			Leaderless: v.Leaderless,
+			Members:    make([]Member, 0, len(v.Members)),
+			Services:   svcs,
+		}
+		for _, m := range v.Members {
+			pc.Members = append(pc.Members, member(m, st))
+		}
+		pc.Warnings = warnings(v, st, dcs != nil, opts.IncludeUnknown, opts.LastKnownLeaders[c.Name])
+		p.Clusters = append(p.Clusters, pc)
+	}
+	return p, nil
+}
+
+func member(m *topology.MemberView, st *patroni.ClusterState) Member {
+	pm := Member{
+		Name:          m.Name,
+		Address:       m.Address,
+		InventoryRole: m.InventoryRole,
+		Role:          m.Role,
+		RoleReason:    m.RoleReason,
+		Known:         m.Known,
+		Served:        m.Served,
+	}
+	if l := m.Live; l != nil {
+		pm.PatroniRole = l.RawRole
+		if pm.PatroniRole == "" {
+			pm.PatroniRole = l.Role
+		}
+		pm.State = l.State
+		pm.Timeline = l.Timeline
+		pm.LagBytes = l.LagBytes
+		pm.Tags = l.Tags
+	}
+	if st != nil {
+		pm.SyncStandby = st.IsSync(m.Name)
+	}
+	return pm
+}
+
+// warnings lists what an operator should know about one cluster, in a fixed
+// order: cluster-level state first, then members in view order, then DCS keys.
+func warnings(v *topology.View, st *patroni.ClusterState, haveDCS, includeUnknown bool, lastLeader string) []string {
+	var w []string
+	if haveDCS && st == nil {
+		w = append(w, "no Patroni state for this cluster in the DCS: inventory roles are used")
+	}
+	if v.Leaderless {
+		msg := "Patroni reports no leader key: roles are kept"
+		if lastLeader != "" {
+			msg += " with the last known leader " + lastLeader
+		} else {
+			msg += " as the inventory says"
+		}
+		w = append(w, msg)
+	}
+	for _, m := range v.Members {
+		switch {
+		case !m.Known && includeUnknown:
+			w = append(w, fmt.Sprintf("member %s (%s) is in Patroni but not in the inventory: served because unknown members are included", m.Name, m.Address))
+		case !m.Known:
+			w = append(w, fmt.Sprintf("member %s (%s) is in Patroni but not in the inventory: not served (include unknown members to serve it)", m.Name, m.Address))
+		case v.Live && m.Live == nil:
+			w = append(w, fmt.Sprintf("member %s is not reported by Patroni: it keeps role %s", m.Name, m.Role))
+		}
+	}
+	if st != nil {
+		for _, e := range st.Errors {
+			w = append(w, "DCS key "+e.Error())
+		}
+	}
+	return w
+}
