@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/pgsvc/pgsvc/pkg/patroni"
@@ -39,7 +40,12 @@ func Compute(inv *topology.Inventory, dcs map[string]*patroni.ClusterState, opts
 		})
 		svcs, err := services.Build(v)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", inv.File, err)
+			loc := inv.File
+			var se *services.Error
+			if errors.As(err, &se) && se.Line > 0 {
+				loc = fmt.Sprintf("%s:%d", inv.File, se.Line)
+			}
+			return nil, fmt.Errorf("%s: %w", loc, err)
 		}
 		pc := Cluster{
 			Name:       c.Name,

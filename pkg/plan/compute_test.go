@@ -213,7 +213,7 @@ func TestComputeErrors(t *testing.T) {
 		"vars: { pg_cluster: pg-duo, pg_services: [ { name: bad, port: 5999, selector: \"[].pg_role\" } ] }", 1)
 	inv := loadInventory(t, bad)
 	_, err := Compute(inv, nil, Options{})
-	want := "inv.yml: cluster pg-duo: service bad: selector: "
+	want := "inv.yml:14: cluster pg-duo: service bad (pg_services[0]): selector: "
 	if err == nil || !strings.HasPrefix(err.Error(), want) {
 		t.Errorf("err = %v, want prefix %q", err, want)
 	}

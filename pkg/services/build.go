@@ -34,10 +34,17 @@ type Error struct {
 	Service string
 	// Field is "selector", "backup" or "dest".
 	Field string
-	Err   error
+	// Source and Line locate the definition in the inventory
+	// (topology.ServiceDef), when known.
+	Source string
+	Line   int
+	Err    error
 }
 
 func (e *Error) Error() string {
+	if e.Source != "" {
+		return fmt.Sprintf("cluster %s: service %s (%s): %s: %v", e.Cluster, e.Service, e.Source, e.Field, e.Err)
+	}
 	return fmt.Sprintf("cluster %s: service %s: %s: %v", e.Cluster, e.Service, e.Field, e.Err)
 }
 
@@ -83,7 +90,7 @@ func Build(v *topology.View) ([]Service, error) {
 func buildOne(v *topology.View, def *topology.ServiceDef, served []*topology.MemberView, docs []any, index *docIndex) (Service, error) {
 	c := v.Cluster
 	fail := func(field string, err error) (Service, error) {
-		return Service{}, &Error{Cluster: c.Name, Service: def.Name, Field: field, Err: err}
+		return Service{}, &Error{Cluster: c.Name, Service: def.Name, Field: field, Source: def.Source, Line: def.Line, Err: err}
 	}
 	dest, destPort, err := resolveDest(def.Dest, c.Vars)
 	if err != nil {
@@ -227,8 +234,8 @@ func server(v *topology.View, def *topology.ServiceDef, m *topology.MemberView, 
 		Name:      m.Name,
 		Address:   m.Address,
 		Port:      destPortOf(m, dest),
-		CheckPort: memberPort(m, "patroni_port", func(i *topology.Member) int { return i.PatroniPort }, defaultPatroniPort),
-		Weight:    memberPort(m, "pg_weight", func(i *topology.Member) int { return i.Weight }, defaultWeight),
+		CheckPort: memberPort(m, "patroni_port", m.PatroniPort, func(i *topology.Member) int { return i.PatroniPort }, defaultPatroniPort),
+		Weight:    memberPort(m, "pg_weight", m.Weight, func(i *topology.Member) int { return i.Weight }, defaultWeight),
 		Backup:    backup,
 		Selected:  selected,
 		Reason:    reason(v, def, m, selected, backup),
@@ -261,8 +268,11 @@ func describe(v *topology.View, m *topology.MemberView) string {
 	if m.InventoryRole != "" && m.InventoryRole != m.Role {
 		parts = append(parts, "inventory "+m.InventoryRole)
 	}
-	if v.Leader != "" && v.Leader == m.Name {
+	switch {
+	case v.Leader != "" && v.Leader == m.Name:
 		parts = append(parts, "holds leader key")
+	case v.Leaderless && v.RoleLeader != "" && v.RoleLeader == m.Name:
+		parts = append(parts, "last known leader, no leader key")
 	}
 	if !m.Known {
 		parts = append(parts, "not in inventory")
@@ -308,17 +318,21 @@ func resolveDest(dest string, clusterVars map[string]any) (string, int, error) {
 func destPortOf(m *topology.MemberView, dest string) int {
 	switch dest {
 	case "postgres":
-		return memberPort(m, "pg_port", func(i *topology.Member) int { return i.PgPort }, defaultPgPort)
+		return memberPort(m, "pg_port", m.PgPort, func(i *topology.Member) int { return i.PgPort }, defaultPgPort)
 	case "pgbouncer":
-		return memberPort(m, "pgbouncer_port", func(i *topology.Member) int { return i.PgbouncerPort }, defaultPgbouncerPort)
+		return memberPort(m, "pgbouncer_port", m.PgbouncerPort, func(i *topology.Member) int { return i.PgbouncerPort }, defaultPgbouncerPort)
 	}
 	n, _ := strconv.Atoi(dest) // resolveDest validated it
 	return n
 }
 
-// memberPort reads a numeric member setting: the typed inventory field when
-// the member is in the inventory, else its selector variables, else def.
-func memberPort(m *topology.MemberView, key string, field func(*topology.Member) int, def int) int {
+// memberPort reads a numeric member setting: the value the merge chose
+// (merged, when set), else the typed inventory field when the member is in the
+// inventory, else its selector variables, else def.
+func memberPort(m *topology.MemberView, key string, merged int, field func(*topology.Member) int, def int) int {
+	if merged > 0 {
+		return merged
+	}
 	if m.Inv != nil {
 		// pg_weight 0 is meaningful (a drained member); ports are never 0.
 		if n := field(m.Inv); n > 0 || key == "pg_weight" {

@@ -347,3 +347,30 @@ func TestBuildNilView(t *testing.T) {
 		t.Error("Build(nil) returned no error")
 	}
 }
+
+func TestBuildUsesMergedPortsAndLastKnownLeader(t *testing.T) {
+	v := view("pg-test", "", nil,
+		known(1, "10.10.10.11", "primary", "primary", false),
+		known(2, "10.10.10.12", "replica", "replica", false))
+	// The merge decided these (e.g. an unknown member's live ports); they win
+	// over the inventory's fields.
+	v.Members[1].PgbouncerPort, v.Members[1].PatroniPort, v.Members[1].Weight = 7432, 9008, 50
+	v.Live, v.Leaderless, v.RoleLeader = true, true, "pg-test-1"
+	v.Cluster.Services = seedDefs(t)[1:2] // replica
+	v.Cluster.Services[0].Source, v.Cluster.Services[0].Line = "pg_default_services[1]", 0
+	got, err := Build(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"pg-test-1 10.10.10.11:6432 check port 8008 weight 100 backup", "pg-test-2 10.10.10.12:7432 check port 9008 weight 50"}
+	if g := lines(got[0]); !reflect.DeepEqual(g, want) {
+		t.Errorf("servers:\n got %q\nwant %q", g, want)
+	}
+	if r := got[0].Servers[0].Reason; !strings.Contains(r, "(role primary, last known leader, no leader key)") {
+		t.Errorf("reason %q does not say the leader is only last known", r)
+	}
+	v.Cluster.Services[0].Selector, v.Cluster.Services[0].SelectorExpr = "length(@)", mustCompile(t, "length(@)")
+	if _, err := Build(v); err == nil || !strings.HasPrefix(err.Error(), "cluster pg-test: service replica (pg_default_services[1]): selector: ") {
+		t.Errorf("err = %v, want it to name the definition", err)
+	}
+}
