@@ -12,6 +12,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 )
 
 // ClientConfig says how to reach etcd.
@@ -25,6 +27,13 @@ type ClientConfig struct {
 	Username, Password string
 	// DialTimeout bounds connection setup (default 5s).
 	DialTimeout time.Duration
+	// ReconnectMaxDelay caps gRPC's reconnect backoff (default 2s). gRPC's
+	// own cap is 120s, which would leave the view stale for up to two minutes
+	// after a long etcd outage ends.
+	ReconnectMaxDelay time.Duration
+	// KeepAlive is how often an idle connection is pinged so a dead peer is
+	// noticed (default 10s; etcd refuses pings more often than every 5s).
+	KeepAlive time.Duration
 	// Logger receives the etcd client's own logs (default: none).
 	Logger *zap.Logger
 }
@@ -76,6 +85,24 @@ func NewClient(cfg ClientConfig) (*clientv3.Client, error) {
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
 	}
+	maxDelay := cfg.ReconnectMaxDelay
+	if maxDelay <= 0 {
+		maxDelay = 2 * time.Second
+	}
+	bo := backoff.DefaultConfig
+	bo.MaxDelay = maxDelay
+	if bo.BaseDelay > maxDelay {
+		bo.BaseDelay = maxDelay
+	}
+	c.DialOptions = append(c.DialOptions, grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff:           bo,
+		MinConnectTimeout: c.DialTimeout,
+	}))
+	c.DialKeepAliveTime = cfg.KeepAlive
+	if c.DialKeepAliveTime <= 0 {
+		c.DialKeepAliveTime = 10 * time.Second
+	}
+	c.DialKeepAliveTimeout = 5 * time.Second
 	if useTLS {
 		t := &tls.Config{MinVersion: tls.VersionTLS12}
 		if cfg.CACert != "" {

@@ -106,7 +106,8 @@ func (e *testEtcd) stop() {
 
 func (e *testEtcd) client(t *testing.T) *clientv3.Client {
 	t.Helper()
-	cli, err := NewClient(ClientConfig{Endpoints: []string{e.clientURL.String()}, DialTimeout: 2 * time.Second})
+	cli, err := NewClient(ClientConfig{Endpoints: []string{e.clientURL.String()}, DialTimeout: 2 * time.Second,
+		ReconnectMaxDelay: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
