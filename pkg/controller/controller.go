@@ -1,0 +1,485 @@
+// Package controller is pgsvc's reconcile loop: DCS snapshots mark the view
+// dirty; a reconcile computes the whole plan from the inventory and the live
+// Patroni state, applies the safety policies, and hands the desired services
+// to one worker per HAProxy target, which applies them (one unit per target)
+// with its own retries and backoff.
+//
+// Data flow: Observe (etcd snapshot) -> ReconcileOnce (plan.Compute + policy)
+// -> worker.submit -> target.Apply -> status.
+package controller
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pgsvc/pgsvc/pkg/patroni"
+	"github.com/pgsvc/pgsvc/pkg/plan"
+	"github.com/pgsvc/pgsvc/pkg/services"
+	"github.com/pgsvc/pgsvc/pkg/target"
+	"github.com/pgsvc/pgsvc/pkg/topology"
+)
+
+// Options tune the controller. Zero values take the defaults in brackets.
+type Options struct {
+	Log *zap.Logger
+	// Now is the clock (time.Now).
+	Now func() time.Time
+	// Debounce is how long a reconcile waits after the first DCS event for the
+	// rest of a burst (50ms). A switchover is many writes over seconds; the
+	// leader key change itself must reach HAProxy at once, so keep this short.
+	Debounce time.Duration
+	// ResyncInterval forces a full re-apply to every target, repairing drift (30s).
+	ResyncInterval time.Duration
+	// StaleAfter is how long without contact with etcd makes the view stale
+	// (10s). A stale view is frozen: nothing is applied from it.
+	StaleAfter time.Duration
+	// RetryMin and RetryMax bound a failing target's backoff (500ms, 30s).
+	RetryMin, RetryMax time.Duration
+	// ApplyTimeout bounds one Apply call (60s).
+	ApplyTimeout time.Duration
+	// IncludeUnknown serves members Patroni reports that the inventory lacks.
+	IncludeUnknown bool
+	// DryRun computes and diffs but never changes a target.
+	DryRun bool
+	// HistorySize is how many decisions status keeps (100).
+	HistorySize int
+	// Gate, when set, must return true for this instance to apply changes
+	// (controller HA: only the elected leader applies).
+	Gate func() bool
+	// Metrics, when set, receives counters and latencies.
+	Metrics Metrics
+}
+
+func (o *Options) defaults() {
+	if o.Log == nil {
+		o.Log = zap.NewNop()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Debounce == 0 {
+		o.Debounce = 50 * time.Millisecond
+	}
+	if o.ResyncInterval == 0 {
+		o.ResyncInterval = 30 * time.Second
+	}
+	if o.StaleAfter == 0 {
+		o.StaleAfter = 10 * time.Second
+	}
+	if o.RetryMin == 0 {
+		o.RetryMin = 500 * time.Millisecond
+	}
+	if o.RetryMax == 0 {
+		o.RetryMax = 30 * time.Second
+	}
+	if o.ApplyTimeout == 0 {
+		o.ApplyTimeout = 60 * time.Second
+	}
+	if o.HistorySize == 0 {
+		o.HistorySize = 100
+	}
+	if o.Metrics == nil {
+		o.Metrics = nopMetrics{}
+	}
+}
+
+// HealthFunc reports the health of the etcd watch of one namespace.
+type HealthFunc func() patroni.WatchStatus
+
+// Controller keeps every target in step with the plan. Create it with New.
+type Controller struct {
+	opts Options
+	log  *zap.Logger
+
+	dirty chan struct{} // 1-buffered: a pending reconcile
+
+	mu          sync.Mutex
+	inv         *topology.Inventory
+	snaps       map[string]patroni.Snapshot // by namespace
+	eventAt     map[string]time.Time        // first unreconciled event per namespace
+	health      map[string]HealthFunc
+	lastLeaders map[string]string             // cluster -> last leader seen in DCS
+	lastGood    map[string][]services.Service // cluster -> services last computed from a fresh view
+	plan        *plan.Plan
+	frozen      map[string]string // cluster -> why its services are frozen
+	staleNS     map[string]string // namespace -> why its view is stale (last reconcile)
+	desired     []services.Service
+	decision    int64
+	lastRun     time.Time
+	lastResync  time.Time
+	history     []Event
+	workers     []*worker
+}
+
+// New returns a controller for inv that keeps targets in step.
+func New(inv *topology.Inventory, targets []target.Target, opts Options) *Controller {
+	opts.defaults()
+	c := &Controller{
+		opts:        opts,
+		log:         opts.Log,
+		dirty:       make(chan struct{}, 1),
+		inv:         inv,
+		snaps:       map[string]patroni.Snapshot{},
+		eventAt:     map[string]time.Time{},
+		health:      map[string]HealthFunc{},
+		lastLeaders: map[string]string{},
+		lastGood:    map[string][]services.Service{},
+		frozen:      map[string]string{},
+		staleNS:     map[string]string{},
+	}
+	for _, t := range targets {
+		c.workers = append(c.workers, newWorker(t, &c.opts, c.recordApply))
+	}
+	return c
+}
+
+// Namespaces returns the DCS namespaces the inventory's clusters live in.
+func Namespaces(inv *topology.Inventory) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, cl := range inv.Clusters {
+		if !seen[cl.Namespace] {
+			seen[cl.Namespace] = true
+			out = append(out, cl.Namespace)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// SetHealth registers the watch health of namespace ns. A namespace without
+// a health function is considered connected whenever it has a snapshot.
+func (c *Controller) SetHealth(ns string, f HealthFunc) {
+	c.mu.Lock()
+	c.health[ns] = f
+	c.mu.Unlock()
+}
+
+// Observe records a complete DCS snapshot of one namespace and marks the
+// view dirty. It never blocks.
+func (c *Controller) Observe(s patroni.Snapshot) {
+	c.mu.Lock()
+	c.snaps[s.Namespace] = s
+	if _, ok := c.eventAt[s.Namespace]; !ok {
+		at := s.At
+		if at.IsZero() {
+			at = c.opts.Now()
+		}
+		c.eventAt[s.Namespace] = at
+	}
+	c.mu.Unlock()
+	c.opts.Metrics.DCSSnapshot(s.Namespace)
+	c.markDirty()
+}
+
+// SetInventory replaces the inventory (SIGHUP reload). The caller validated
+// it; the next reconcile uses it.
+func (c *Controller) SetInventory(inv *topology.Inventory) {
+	c.mu.Lock()
+	c.inv = inv
+	c.mu.Unlock()
+	c.log.Info("inventory replaced", zap.String("file", inv.File), zap.Int("clusters", len(inv.Clusters)))
+	c.markDirty()
+}
+
+// Inventory returns the inventory in use.
+func (c *Controller) Inventory() *topology.Inventory {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.inv
+}
+
+// Trigger asks for a reconcile soon (e.g. after leadership was gained).
+func (c *Controller) Trigger() { c.markDirty() }
+
+func (c *Controller) markDirty() {
+	select {
+	case c.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// Run reconciles until ctx is done: after each burst of DCS events, on every
+// resync tick and on a periodic staleness check. It starts the target
+// workers and waits for them before returning ctx.Err().
+func (c *Controller) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, w := range c.workers {
+		wg.Add(1)
+		go func(w *worker) {
+			defer wg.Done()
+			w.run(ctx)
+		}(w)
+	}
+	defer wg.Wait()
+
+	resync := time.NewTicker(c.opts.ResyncInterval)
+	defer resync.Stop()
+	check := time.NewTicker(time.Second)
+	defer check.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.dirty:
+			if c.opts.Debounce > 0 {
+				t := time.NewTimer(c.opts.Debounce)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return ctx.Err()
+				case <-t.C:
+				}
+			}
+			// Drain what arrived during the debounce: one reconcile covers it.
+			select {
+			case <-c.dirty:
+			default:
+			}
+			c.ReconcileOnce(false)
+		case <-resync.C:
+			c.ReconcileOnce(true)
+		case <-check.C:
+			c.checkStale()
+		}
+	}
+}
+
+// checkStale re-evaluates staleness without waiting for an event, so a lost
+// etcd shows up in status (and freezes) even when nothing is written.
+func (c *Controller) checkStale() {
+	c.mu.Lock()
+	changed := false
+	now := c.opts.Now()
+	for _, ns := range Namespaces(c.inv) {
+		if (c.staleReason(ns, now) != "") != (c.staleNS[ns] != "") {
+			changed = true
+		}
+	}
+	c.mu.Unlock()
+	if changed {
+		c.ReconcileOnce(false)
+	}
+}
+
+// staleReason says why the view of namespace ns cannot be trusted now, or "".
+// Call with c.mu held.
+func (c *Controller) staleReason(ns string, now time.Time) string {
+	if _, ok := c.snaps[ns]; !ok {
+		return "stale: no DCS snapshot of " + ns + " yet"
+	}
+	if h := c.health[ns]; h != nil {
+		st := h()
+		if !st.Connected {
+			msg := "stale: etcd unreachable"
+			if st.LastError != "" {
+				msg += " (" + st.LastError + ")"
+			}
+			return msg
+		}
+		if !st.LastContact.IsZero() && now.Sub(st.LastContact) > c.opts.StaleAfter {
+			return fmt.Sprintf("stale: no contact with etcd for %s", now.Sub(st.LastContact).Round(time.Millisecond))
+		}
+	}
+	return ""
+}
+
+// ReconcileOnce computes the plan from the current view and hands the desired
+// services to every target worker. force makes the workers re-apply even
+// when nothing changed (resync). It never blocks on a target.
+func (c *Controller) ReconcileOnce(force bool) {
+	start := c.opts.Now()
+	c.mu.Lock()
+	inv := c.inv
+	now := c.opts.Now()
+
+	// The merged DCS view, per cluster, from the namespace snapshots.
+	dcs := map[string]*patroni.ClusterState{}
+	staleNS := map[string]string{}
+	var revision int64
+	var eventAt time.Time
+	incomplete := false
+	for _, ns := range Namespaces(inv) {
+		if r := c.staleReason(ns, now); r != "" {
+			staleNS[ns] = r
+		}
+		s, ok := c.snaps[ns]
+		if !ok {
+			incomplete = true
+			continue
+		}
+		if s.Revision > revision {
+			revision = s.Revision
+		}
+		if at, ok := c.eventAt[ns]; ok && (eventAt.IsZero() || at.Before(eventAt)) {
+			eventAt = at
+		}
+		for _, cl := range inv.Clusters {
+			if cl.Namespace != ns {
+				continue
+			}
+			if st := s.Clusters[cl.Name]; st != nil {
+				dcs[cl.Name] = st
+			}
+		}
+	}
+	c.eventAt = map[string]time.Time{}
+
+	leaders := make(map[string]string, len(c.lastLeaders))
+	for k, v := range c.lastLeaders {
+		leaders[k] = v
+	}
+	p, err := plan.Compute(inv, dcs, plan.Options{IncludeUnknown: c.opts.IncludeUnknown, LastKnownLeaders: leaders})
+	if err != nil {
+		// Selector evaluation failed: keep everything as it is.
+		c.mu.Unlock()
+		c.log.Error("plan failed; keeping the last applied services", zap.Error(err))
+		c.addEvent(Event{At: start, Kind: "plan_error", Revision: revision, Error: err.Error()})
+		return
+	}
+
+	frozen := map[string]string{}
+	var desired []services.Service
+	for i, cl := range p.Clusters {
+		invCl := inv.Clusters[i]
+		computed := cl.Services
+		reason := ""
+		switch {
+		case staleNS[invCl.Namespace] != "":
+			reason = staleNS[invCl.Namespace]
+		case cl.Leaderless && leaders[cl.Name] == "":
+			reason = "no leader key in DCS and no leader seen yet; keeping the services as they are"
+		}
+		if reason != "" {
+			frozen[cl.Name] = reason
+			if prev, ok := c.lastGood[cl.Name]; ok {
+				desired = append(desired, prev...)
+				continue
+			}
+			if staleNS[invCl.Namespace] != "" {
+				// Never seen a fresh view of this cluster: apply nothing for it.
+				continue
+			}
+		}
+		computed = c.guardEmpty(cl, computed)
+		if cl.Leader != "" {
+			c.lastLeaders[cl.Name] = cl.Leader
+		}
+		c.lastGood[cl.Name] = computed
+		desired = append(desired, computed...)
+	}
+
+	prev := c.desired
+	c.plan = p
+	c.frozen = frozen
+	c.staleNS = staleNS
+	c.desired = desired
+	c.lastRun = now
+	if force {
+		c.lastResync = now
+	}
+	c.decision++
+	decision := c.decision
+	c.mu.Unlock()
+
+	c.opts.Metrics.Reconcile(force)
+	if changes := desiredChanges(prev, desired); len(changes) > 0 || prev == nil {
+		ev := Event{At: start, Kind: "plan_changed", Decision: decision, Revision: revision, Changes: changes,
+			Frozen: frozen, Duration: c.opts.Now().Sub(start)}
+		c.addEvent(ev)
+		c.log.Info("desired services changed", zap.Int64("decision", decision), zap.Int64("dcs_revision", revision),
+			zap.Int("changes", len(changes)), zap.Any("detail", changes))
+	}
+	for cl, r := range frozen {
+		c.log.Warn("cluster frozen", zap.String("cluster", cl), zap.String("reason", r))
+	}
+	if eventAt.IsZero() {
+		eventAt = start
+	}
+	if incomplete {
+		// A partial view (some namespace never listed yet) is never applied:
+		// for the direct driver a missing service would mean a removed one.
+		c.log.Info("waiting for the first DCS snapshot of every namespace; nothing applied")
+		return
+	}
+	for _, w := range c.workers {
+		w.submit(job{desired: desired, force: force, eventAt: eventAt, decision: decision, revision: revision})
+	}
+}
+
+// guardEmpty keeps a service's previous servers when the new plan would leave
+// it with none because DCS data is missing (a member not reported, a key that
+// failed to decode, no live data at all). A backend is never emptied by
+// absence of information. Call with c.mu held.
+func (c *Controller) guardEmpty(cl plan.Cluster, svcs []services.Service) []services.Service {
+	prev := c.lastGood[cl.Name]
+	if prev == nil {
+		return svcs
+	}
+	missing := !cl.Live
+	for _, m := range cl.Members {
+		if m.Known && m.PatroniRole == "" {
+			missing = true
+		}
+	}
+	if !missing {
+		return svcs
+	}
+	out := make([]services.Service, len(svcs))
+	copy(out, svcs)
+	for i, s := range out {
+		if len(s.Servers) > 0 {
+			continue
+		}
+		for _, p := range prev {
+			if p.Name == s.Name && len(p.Servers) > 0 {
+				c.log.Warn("keeping the last servers of a backend that missing DCS data would empty",
+					zap.String("service", s.Name))
+				out[i] = p
+			}
+		}
+	}
+	return out
+}
+
+// desiredChanges describes how desired differs from prev, in target.Change
+// terms (as if prev were what HAProxy has).
+func desiredChanges(prev, desired []services.Service) []target.Change {
+	cur := make(map[string]*target.Backend, len(prev))
+	for _, s := range prev {
+		st := target.SettingsOf(s)
+		b := &target.Backend{Name: s.Name, HasFrontend: true, Settings: &st, Servers: map[string]services.Server{}}
+		for _, sv := range s.Servers {
+			b.Servers[sv.Name] = sv
+		}
+		cur[s.Name] = b
+	}
+	return target.Diff(cur, desired)
+}
+
+// sameDesired reports whether a and b ask HAProxy for the same thing (the
+// human reasons may differ).
+func sameDesired(a, b []services.Service) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		x, y := a[i], b[i]
+		if target.SettingsOf(x) != target.SettingsOf(y) || x.Name != y.Name || len(x.Servers) != len(y.Servers) {
+			return false
+		}
+		for j := range x.Servers {
+			p, q := x.Servers[j], y.Servers[j]
+			p.Reason, q.Reason = "", ""
+			if p != q {
+				return false
+			}
+		}
+	}
+	return true
+}

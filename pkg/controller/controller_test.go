@@ -1,0 +1,355 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pgsvc/pgsvc/pkg/patroni"
+	"github.com/pgsvc/pgsvc/pkg/services"
+	"github.com/pgsvc/pgsvc/pkg/target"
+	"github.com/pgsvc/pgsvc/pkg/topology"
+)
+
+const testInventory = `
+all:
+  children:
+    pg-test:
+      hosts:
+        127.0.0.11: { pg_seq: 1, pg_role: primary }
+        127.0.0.12: { pg_seq: 2, pg_role: replica }
+        127.0.0.13: { pg_seq: 3, pg_role: replica, pg_offline_query: true }
+      vars: { pg_cluster: pg-test }
+`
+
+func loadInventory(t testing.TB) *topology.Inventory {
+	t.Helper()
+	inv, err := topology.Parse("test.yml", []byte(testInventory))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return inv
+}
+
+// state builds the DCS view of pg-test with the given leader ("" = no key).
+func state(rev int64, leader string, xlog int64, members ...string) patroni.Snapshot {
+	cs := &patroni.ClusterState{Scope: "pg-test", Leader: leader, Members: map[string]*patroni.Member{}, Revision: rev}
+	for _, m := range members {
+		role := patroni.RoleReplica
+		if m == leader {
+			role = patroni.RolePrimary
+		}
+		x := xlog
+		seq := m[len(m)-1:]
+		cs.Members[m] = &patroni.Member{Name: m, Host: "127.0.0.1" + seq, Port: 5432, APIPort: 8008, Role: role,
+			RawRole: role, State: "running", Timeline: 1, XLogLocation: &x}
+	}
+	return patroni.Snapshot{Namespace: "/pg", Revision: rev, At: time.Now(), Clusters: map[string]*patroni.ClusterState{"pg-test": cs}}
+}
+
+// fakeTarget records every Apply and answers with the injected error.
+type fakeTarget struct {
+	mu      sync.Mutex
+	applies [][]services.Service
+	diffs   int
+	err     error
+}
+
+func (f *fakeTarget) Name() string { return "fake" }
+
+func (f *fakeTarget) Diff(ctx context.Context, d []services.Service) ([]target.Change, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.diffs++
+	return []target.Change{{Kind: target.KindUpdateServer, Backend: "x"}}, f.err
+}
+
+func (f *fakeTarget) Apply(ctx context.Context, d []services.Service) (target.Result, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return target.Result{}, f.err
+	}
+	f.applies = append(f.applies, d)
+	return target.Result{Changes: []target.Change{{Kind: target.KindUpdateServer, Backend: "pg-test-replica"}}, Reloaded: true, ReloadID: fmt.Sprint(len(f.applies))}, nil
+}
+
+func (f *fakeTarget) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.applies)
+}
+
+func (f *fakeTarget) last() []services.Service {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.applies) == 0 {
+		return nil
+	}
+	return f.applies[len(f.applies)-1]
+}
+
+// step runs one reconcile and lets every worker handle its pending job
+// synchronously: the loop's logic without its timers.
+func step(c *Controller, force bool) {
+	c.ReconcileOnce(force)
+	for _, w := range c.workers {
+		w.mu.Lock()
+		j := w.pending
+		w.pending = nil
+		w.mu.Unlock()
+		if j != nil {
+			w.handle(context.Background(), j)
+		}
+	}
+}
+
+// backups returns the backup servers of service name, as "a,b".
+func backups(svcs []services.Service, name string) string {
+	var out []string
+	for _, s := range svcs {
+		if s.Name != name {
+			continue
+		}
+		for _, sv := range s.Servers {
+			if sv.Backup {
+				out = append(out, sv.Name)
+			}
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+func serverNames(svcs []services.Service, name string) string {
+	var out []string
+	for _, s := range svcs {
+		if s.Name == name {
+			for _, sv := range s.Servers {
+				out = append(out, sv.Name)
+			}
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+func TestReconcile(t *testing.T) {
+	all := []string{"pg-test-1", "pg-test-2", "pg-test-3"}
+	tests := []struct {
+		name string
+		// steps: snapshots observed in order, each followed by a reconcile.
+		steps []patroni.Snapshot
+		// connected reports the etcd watch health during the last step.
+		disconnected bool
+		wantApplies  int
+		wantBackup   string // backup servers of pg-test-replica in the last apply
+		wantFrozen   bool
+	}{
+		{name: "initial", steps: []patroni.Snapshot{state(10, "pg-test-1", 100, all...)}, wantApplies: 1, wantBackup: "pg-test-1"},
+		{name: "switchover moves the backup flag", steps: []patroni.Snapshot{
+			state(10, "pg-test-1", 100, all...), state(20, "pg-test-2", 100, all...)}, wantApplies: 2, wantBackup: "pg-test-2"},
+		{name: "xlog churn never reaches HAProxy", steps: []patroni.Snapshot{
+			state(10, "pg-test-1", 100, all...), state(11, "pg-test-1", 200, all...), state(12, "pg-test-1", 300, all...)},
+			wantApplies: 1, wantBackup: "pg-test-1"},
+		{name: "leader key gone keeps the last leader", steps: []patroni.Snapshot{
+			state(10, "pg-test-1", 100, all...), state(11, "", 100, all...)}, wantApplies: 1, wantBackup: "pg-test-1"},
+		{name: "failover with the old primary gone", steps: []patroni.Snapshot{
+			state(10, "pg-test-1", 100, all...), state(30, "pg-test-3", 100, "pg-test-2", "pg-test-3")},
+			wantApplies: 2, wantBackup: "pg-test-3"},
+		{name: "etcd unreachable freezes", steps: []patroni.Snapshot{
+			state(10, "pg-test-1", 100, all...), state(20, "pg-test-2", 100, all...)}, disconnected: true,
+			wantApplies: 1, wantBackup: "pg-test-1", wantFrozen: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ft := &fakeTarget{}
+			c := New(loadInventory(t), []target.Target{ft}, Options{})
+			connected := true
+			c.SetHealth("/pg", func() patroni.WatchStatus {
+				return patroni.WatchStatus{Connected: connected, LastContact: time.Now()}
+			})
+			for i, s := range tc.steps {
+				if i == len(tc.steps)-1 && tc.disconnected {
+					connected = false
+				}
+				c.Observe(s)
+				step(c, false)
+			}
+			if got := ft.count(); got != tc.wantApplies {
+				t.Fatalf("applies = %d, want %d", got, tc.wantApplies)
+			}
+			if got := backups(ft.last(), "pg-test-replica"); got != tc.wantBackup {
+				t.Errorf("replica backups = %q, want %q", got, tc.wantBackup)
+			}
+			st := c.Status()
+			frozen := st.Clusters[0].Frozen != ""
+			if frozen != tc.wantFrozen {
+				t.Errorf("frozen = %q, want frozen=%v", st.Clusters[0].Frozen, tc.wantFrozen)
+			}
+			if tc.wantFrozen && st.Ready {
+				t.Error("a frozen view must not be ready")
+			}
+		})
+	}
+}
+
+func TestNoSnapshotNoApply(t *testing.T) {
+	ft := &fakeTarget{}
+	c := New(loadInventory(t), []target.Target{ft}, Options{})
+	step(c, true)
+	if ft.count() != 0 {
+		t.Fatalf("applied %d times without any DCS view", ft.count())
+	}
+	if st := c.Status(); st.Ready || st.Clusters[0].Frozen == "" {
+		t.Errorf("want not ready and frozen without a snapshot: %+v", st.Clusters[0])
+	}
+}
+
+func TestResyncReapplies(t *testing.T) {
+	ft := &fakeTarget{}
+	c := New(loadInventory(t), []target.Target{ft}, Options{})
+	c.Observe(state(10, "pg-test-1", 100, "pg-test-1", "pg-test-2", "pg-test-3"))
+	step(c, false)
+	step(c, false)
+	if ft.count() != 1 {
+		t.Fatalf("unchanged plan applied again: %d", ft.count())
+	}
+	step(c, true)
+	if ft.count() != 2 {
+		t.Fatalf("resync did not re-apply: %d", ft.count())
+	}
+}
+
+func TestNeverEmptiedByMissingData(t *testing.T) {
+	ft := &fakeTarget{}
+	inv, err := topology.Parse("duo.yml", []byte(`
+all:
+  children:
+    pg-duo:
+      hosts:
+        127.0.0.21: { pg_seq: 1, pg_role: primary }
+        127.0.0.22: { pg_seq: 2, pg_role: replica, pg_offline_query: true }
+      vars: { pg_cluster: pg-duo }
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := New(inv, []target.Target{ft}, Options{})
+	mk := func(rev int64, members map[string]string) patroni.Snapshot {
+		cs := &patroni.ClusterState{Scope: "pg-duo", Leader: "pg-duo-1", Members: map[string]*patroni.Member{}, Revision: rev}
+		for name, role := range members {
+			cs.Members[name] = &patroni.Member{Name: name, Role: role, RawRole: role, State: "running"}
+		}
+		return patroni.Snapshot{Namespace: "/pg", Revision: rev, At: time.Now(), Clusters: map[string]*patroni.ClusterState{"pg-duo": cs}}
+	}
+	c.Observe(mk(10, map[string]string{"pg-duo-1": "primary", "pg-duo-2": "replica"}))
+	step(c, false)
+	if got := serverNames(ft.last(), "pg-duo-offline"); got != "pg-duo-2" {
+		t.Fatalf("offline servers = %q", got)
+	}
+	// pg-duo-2's member key vanishes (lease expired, DCS data missing): the
+	// offline backend must keep its server.
+	c.Observe(mk(11, map[string]string{"pg-duo-1": "primary"}))
+	step(c, false)
+	if got := serverNames(ft.last(), "pg-duo-offline"); got != "pg-duo-2" {
+		t.Errorf("offline servers after missing member = %q, want pg-duo-2 kept", got)
+	}
+}
+
+func TestFailingTargetRetriesAndReports(t *testing.T) {
+	ft := &fakeTarget{err: errors.New("connection refused")}
+	c := New(loadInventory(t), []target.Target{ft}, Options{})
+	c.Observe(state(10, "pg-test-1", 100, "pg-test-1", "pg-test-2", "pg-test-3"))
+	c.ReconcileOnce(false)
+	w := c.workers[0]
+	j := w.pending
+	w.pending = nil
+	if w.handle(context.Background(), j) {
+		t.Fatal("a failed apply must ask for a retry")
+	}
+	st := c.Status()
+	if st.Ready || st.Targets[0].State != "failing" || st.Targets[0].Failures != 1 || !strings.Contains(st.Targets[0].LastError, "refused") {
+		t.Fatalf("status after failure: %+v", st.Targets[0])
+	}
+	ft.mu.Lock()
+	ft.err = nil
+	ft.mu.Unlock()
+	if !w.handle(context.Background(), j) {
+		t.Fatal("retry failed")
+	}
+	if st := c.Status(); !st.Ready || st.Targets[0].State != "in_sync" {
+		t.Fatalf("status after recovery: ready=%v %v %+v", st.Ready, st.NotReady, st.Targets[0])
+	}
+	if b := backoff(500*time.Millisecond, 30*time.Second, 10); b != 30*time.Second {
+		t.Errorf("backoff not capped: %v", b)
+	}
+}
+
+func TestGateAndDryRun(t *testing.T) {
+	t.Run("not the elected controller", func(t *testing.T) {
+		ft := &fakeTarget{}
+		c := New(loadInventory(t), []target.Target{ft}, Options{Gate: func() bool { return false }})
+		c.Observe(state(10, "pg-test-1", 100, "pg-test-1", "pg-test-2", "pg-test-3"))
+		step(c, true)
+		if ft.count() != 0 || c.Status().Targets[0].State != "standby" {
+			t.Fatalf("a standby controller applied: %d %+v", ft.count(), c.Status().Targets[0])
+		}
+	})
+	t.Run("dry run", func(t *testing.T) {
+		ft := &fakeTarget{}
+		c := New(loadInventory(t), []target.Target{ft}, Options{DryRun: true})
+		c.Observe(state(10, "pg-test-1", 100, "pg-test-1", "pg-test-2", "pg-test-3"))
+		step(c, true)
+		ts := c.Status().Targets[0]
+		if ft.count() != 0 || ft.diffs != 1 || ts.State != "dry_run" || len(ts.PendingChanges) != 1 {
+			t.Fatalf("dry run: applies=%d diffs=%d %+v", ft.count(), ft.diffs, ts)
+		}
+	})
+}
+
+// TestRunLoop drives the real loop (timers, workers) and waits on conditions.
+func TestRunLoop(t *testing.T) {
+	ft := &fakeTarget{}
+	c := New(loadInventory(t), []target.Target{ft}, Options{Debounce: time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	all := []string{"pg-test-1", "pg-test-2", "pg-test-3"}
+	c.Observe(state(10, "pg-test-1", 1, all...))
+	waitFor(t, func() bool { return backups(ft.last(), "pg-test-replica") == "pg-test-1" })
+	c.Observe(state(20, "pg-test-3", 1, all...))
+	waitFor(t, func() bool { return backups(ft.last(), "pg-test-replica") == "pg-test-3" })
+	st := c.Status()
+	var applied int
+	for _, e := range st.History {
+		if e.Kind == "applied" {
+			applied++
+		}
+	}
+	if applied != 2 {
+		t.Errorf("history has %d applied events, want 2: %+v", applied, st.History)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("Run returned %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}

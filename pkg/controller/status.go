@@ -1,0 +1,171 @@
+package controller
+
+import (
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pgsvc/pgsvc/pkg/plan"
+	"github.com/pgsvc/pgsvc/pkg/target"
+)
+
+// Metrics receives the controller's counters. Implementations must be safe
+// for concurrent use; pkg/metrics provides the Prometheus one.
+type Metrics interface {
+	DCSSnapshot(namespace string)
+	Reconcile(forced bool)
+	Applied(target string, changes []target.Change, reloaded bool, convergence time.Duration)
+	ApplyFailed(target string, err error)
+}
+
+type nopMetrics struct{}
+
+func (nopMetrics) DCSSnapshot(string)                                   {}
+func (nopMetrics) Reconcile(bool)                                       {}
+func (nopMetrics) Applied(string, []target.Change, bool, time.Duration) {}
+func (nopMetrics) ApplyFailed(string, error)                            {}
+
+// Event is one decision of the controller, kept in the status history.
+type Event struct {
+	At       time.Time         `json:"at"`
+	Kind     string            `json:"kind"` // plan_changed, applied, apply_failed, plan_error
+	Decision int64             `json:"decision,omitempty"`
+	Revision int64             `json:"dcs_revision,omitempty"`
+	Target   string            `json:"target,omitempty"`
+	Changes  []target.Change   `json:"changes,omitempty"`
+	Frozen   map[string]string `json:"frozen,omitempty"`
+	Reloaded bool              `json:"reloaded,omitempty"`
+	ReloadID string            `json:"reload_id,omitempty"`
+	Error    string            `json:"error,omitempty"`
+	// Duration is how long the decision or the apply took.
+	Duration time.Duration `json:"duration_ns"`
+	// Convergence is the time from the first DCS event to the apply's end.
+	Convergence time.Duration `json:"convergence_ns,omitempty"`
+}
+
+func (c *Controller) addEvent(e Event) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.history = append(c.history, e)
+	if over := len(c.history) - c.opts.HistorySize; over > 0 {
+		c.history = append([]Event(nil), c.history[over:]...)
+	}
+}
+
+// recordApply is called by the workers after every Apply.
+func (c *Controller) recordApply(name string, j job, res target.Result, err error, dur time.Duration) {
+	if err != nil {
+		c.opts.Metrics.ApplyFailed(name, err)
+		c.addEvent(Event{At: c.opts.Now(), Kind: "apply_failed", Decision: j.decision, Revision: j.revision,
+			Target: name, Error: err.Error(), Duration: dur})
+		return
+	}
+	if len(res.Changes) == 0 {
+		return
+	}
+	conv := c.opts.Now().Sub(j.eventAt)
+	c.opts.Metrics.Applied(name, res.Changes, res.Reloaded, conv)
+	c.addEvent(Event{At: c.opts.Now(), Kind: "applied", Decision: j.decision, Revision: j.revision, Target: name,
+		Changes: res.Changes, Reloaded: res.Reloaded, ReloadID: res.ReloadID, Duration: dur, Convergence: conv})
+	c.log.Info("applied", zap.String("target", name), zap.Int64("decision", j.decision),
+		zap.Int64("dcs_revision", j.revision), zap.Bool("reloaded", res.Reloaded), zap.String("reload_id", res.ReloadID),
+		zap.Duration("took", dur), zap.Duration("convergence", conv), zap.Any("changes", res.Changes))
+}
+
+// NamespaceStatus is the health of the DCS view of one namespace.
+type NamespaceStatus struct {
+	Namespace  string    `json:"namespace"`
+	Revision   int64     `json:"revision"`
+	SnapshotAt time.Time `json:"snapshot_at,omitempty"`
+	// AgeSeconds is the time since the view was last confirmed (last contact with etcd).
+	AgeSeconds float64 `json:"age_seconds"`
+	Connected  bool    `json:"connected"`
+	Stale      string  `json:"stale,omitempty"`
+	LastError  string  `json:"last_error,omitempty"`
+	Restarts   int     `json:"watch_restarts"`
+	Resyncs    int     `json:"resyncs"`
+}
+
+// ClusterStatus is one cluster in the status document.
+type ClusterStatus struct {
+	plan.Cluster
+	Revision int64 `json:"dcs_revision"`
+	// Frozen says why this cluster's services are held as they were.
+	Frozen string `json:"frozen,omitempty"`
+}
+
+// Status is the document GET /status serves.
+type Status struct {
+	Now       time.Time         `json:"now"`
+	Ready     bool              `json:"ready"`
+	NotReady  []string          `json:"not_ready,omitempty"`
+	DryRun    bool              `json:"dry_run,omitempty"`
+	Leader    *LeaderStatus     `json:"controller_leader,omitempty"`
+	Inventory string            `json:"inventory"`
+	DCS       []NamespaceStatus `json:"dcs"`
+	Clusters  []ClusterStatus   `json:"clusters"`
+	Targets   []TargetStatus    `json:"targets"`
+	History   []Event           `json:"history"`
+}
+
+// LeaderStatus says which controller instance applies changes (HA).
+type LeaderStatus struct {
+	Identity string `json:"identity"`
+	IsLeader bool   `json:"is_leader"`
+	Leader   string `json:"leader"`
+}
+
+// Status returns the current status document.
+func (c *Controller) Status() Status {
+	c.mu.Lock()
+	now := c.opts.Now()
+	st := Status{Now: now, DryRun: c.opts.DryRun, Inventory: c.inv.File}
+	for _, ns := range Namespaces(c.inv) {
+		n := NamespaceStatus{Namespace: ns, Stale: c.staleReason(ns, now)}
+		if s, ok := c.snaps[ns]; ok {
+			n.Revision = s.Revision
+			n.SnapshotAt = s.At
+			n.AgeSeconds = now.Sub(s.At).Seconds()
+			n.Connected = true
+		}
+		if h := c.health[ns]; h != nil {
+			ws := h()
+			n.Connected = ws.Connected
+			n.LastError = ws.LastError
+			n.Restarts = ws.Restarts
+			n.Resyncs = ws.Resyncs
+			if !ws.LastContact.IsZero() {
+				n.AgeSeconds = now.Sub(ws.LastContact).Seconds()
+			}
+		}
+		if n.Stale != "" {
+			st.NotReady = append(st.NotReady, ns+": "+n.Stale)
+		}
+		st.DCS = append(st.DCS, n)
+	}
+	if c.plan != nil {
+		for _, cl := range c.plan.Clusters {
+			cs := ClusterStatus{Cluster: cl, Frozen: c.frozen[cl.Name]}
+			if s, ok := c.snaps[cl.Namespace]; ok {
+				if cst := s.Clusters[cl.Name]; cst != nil {
+					cs.Revision = cst.Revision
+				}
+			}
+			st.Clusters = append(st.Clusters, cs)
+		}
+	} else {
+		st.NotReady = append(st.NotReady, "no plan computed yet")
+	}
+	st.History = append([]Event(nil), c.history...)
+	c.mu.Unlock()
+
+	for _, w := range c.workers {
+		ts := w.snapshot()
+		if !ts.InSync && ts.State != "standby" && !(c.opts.DryRun && ts.LastError == "") {
+			st.NotReady = append(st.NotReady, ts.Name+": "+ts.State)
+		}
+		st.Targets = append(st.Targets, ts)
+	}
+	st.Ready = len(st.NotReady) == 0
+	return st
+}

@@ -1,0 +1,226 @@
+package controller
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pgsvc/pgsvc/pkg/services"
+	"github.com/pgsvc/pgsvc/pkg/target"
+)
+
+// job is what the reconcile hands to a target worker: the latest wins.
+type job struct {
+	desired  []services.Service
+	force    bool
+	eventAt  time.Time // first DCS event this job answers (convergence latency)
+	decision int64
+	revision int64
+}
+
+// TargetStatus is one HAProxy target's convergence, as status shows it.
+type TargetStatus struct {
+	Name string `json:"name"`
+	// State is "in_sync", "pending", "failing", "standby" (not the elected
+	// controller) or "dry_run".
+	State        string    `json:"state"`
+	InSync       bool      `json:"in_sync"`
+	LastAttempt  time.Time `json:"last_attempt,omitempty"`
+	LastApplied  time.Time `json:"last_applied,omitempty"`
+	LastDecision int64     `json:"last_decision"`
+	// AppliedRevision is the DCS revision of the last applied plan.
+	AppliedRevision int64           `json:"applied_revision"`
+	Version         int64           `json:"version,omitempty"`
+	ReloadID        string          `json:"reload_id,omitempty"`
+	ReloadResult    string          `json:"reload_result,omitempty"`
+	LastChanges     []target.Change `json:"last_changes,omitempty"`
+	// PendingChanges are what a dry run would do now.
+	PendingChanges  []target.Change `json:"pending_changes,omitempty"`
+	LastError       string          `json:"last_error,omitempty"`
+	Failures        int             `json:"consecutive_failures"`
+	StatePreserved  *bool           `json:"state_preserved,omitempty"`
+	StateWarning    string          `json:"state_warning,omitempty"`
+	ApplyDurationMS float64         `json:"last_apply_ms"`
+}
+
+type worker struct {
+	t      target.Target
+	opts   *Options
+	log    *zap.Logger
+	record func(name string, j job, res target.Result, err error, dur time.Duration)
+	notify chan struct{}
+
+	mu      sync.Mutex
+	pending *job
+	applied []services.Service // last desired applied successfully
+	status  TargetStatus
+}
+
+func newWorker(t target.Target, opts *Options, record func(string, job, target.Result, error, time.Duration)) *worker {
+	return &worker{
+		t: t, opts: opts, record: record,
+		log:    opts.Log.With(zap.String("target", t.Name())),
+		notify: make(chan struct{}, 1),
+		status: TargetStatus{Name: t.Name(), State: "pending"},
+	}
+}
+
+// submit replaces the worker's pending job; it never blocks.
+func (w *worker) submit(j job) {
+	w.mu.Lock()
+	if w.pending != nil && w.pending.force {
+		j.force = true // a resync must not be lost by a newer event
+	}
+	if w.pending != nil && !w.pending.eventAt.IsZero() && w.pending.eventAt.Before(j.eventAt) {
+		j.eventAt = w.pending.eventAt
+	}
+	w.pending = &j
+	w.mu.Unlock()
+	select {
+	case w.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (w *worker) snapshot() TargetStatus {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := w.status
+	return s
+}
+
+// run applies jobs until ctx is done. A failed job is retried with capped
+// exponential backoff, always with the newest desired state.
+func (w *worker) run(ctx context.Context) {
+	var retry <-chan time.Time
+	var current *job
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.notify:
+		case <-retry:
+		}
+		retry = nil
+		w.mu.Lock()
+		if w.pending != nil {
+			current, w.pending = w.pending, nil
+		}
+		w.mu.Unlock()
+		if current == nil {
+			continue
+		}
+		if ok := w.handle(ctx, current); ok {
+			current = nil
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		w.mu.Lock()
+		delay := backoff(w.opts.RetryMin, w.opts.RetryMax, w.status.Failures)
+		w.mu.Unlock()
+		retry = time.After(delay)
+	}
+}
+
+func backoff(min, max time.Duration, failures int) time.Duration {
+	d := min
+	for i := 1; i < failures && d < max; i++ {
+		d *= 2
+	}
+	if d > max {
+		d = max
+	}
+	return d
+}
+
+// handle applies one job; it reports whether the job is done (no retry).
+func (w *worker) handle(ctx context.Context, j *job) bool {
+	w.mu.Lock()
+	unchanged := w.applied != nil && sameDesired(w.applied, j.desired)
+	w.mu.Unlock()
+	if unchanged && !j.force {
+		return true
+	}
+	if w.opts.Gate != nil && !w.opts.Gate() {
+		w.mu.Lock()
+		w.status.State = "standby"
+		w.status.InSync = false
+		w.applied = nil // re-check everything once we lead
+		w.mu.Unlock()
+		return true
+	}
+	actx, cancel := context.WithTimeout(ctx, w.opts.ApplyTimeout)
+	defer cancel()
+	start := w.opts.Now()
+	if w.opts.DryRun {
+		changes, err := w.t.Diff(actx, j.desired)
+		w.mu.Lock()
+		w.status.State = "dry_run"
+		w.status.LastAttempt = start
+		w.status.PendingChanges = changes
+		w.status.InSync = err == nil && len(changes) == 0
+		if err != nil {
+			w.status.LastError = err.Error()
+		} else {
+			w.status.LastError = ""
+		}
+		w.mu.Unlock()
+		if err == nil && len(changes) > 0 {
+			w.log.Info("dry run: would change", zap.Int64("decision", j.decision), zap.Any("changes", changes))
+		}
+		return err == nil
+	}
+	res, err := w.t.Apply(actx, j.desired)
+	dur := w.opts.Now().Sub(start)
+	w.record(w.t.Name(), *j, res, err, dur)
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.status.LastAttempt = start
+	w.status.ApplyDurationMS = float64(dur.Microseconds()) / 1000
+	if err != nil {
+		prevErr := w.status.LastError
+		w.status.Failures++
+		w.status.LastError = err.Error()
+		w.status.State = "failing"
+		w.status.InSync = false
+		if prevErr != err.Error() {
+			w.log.Error("apply failed; will retry", zap.Error(err), zap.Int("failures", w.status.Failures))
+		}
+		return false
+	}
+	if w.status.Failures > 0 {
+		w.log.Info("apply recovered", zap.Int("after_failures", w.status.Failures))
+	}
+	w.applied = j.desired
+	w.status.Failures = 0
+	w.status.LastError = ""
+	w.status.State = "in_sync"
+	w.status.InSync = true
+	w.status.LastApplied = w.opts.Now()
+	w.status.LastDecision = j.decision
+	w.status.AppliedRevision = j.revision
+	if res.Version != 0 {
+		w.status.Version = res.Version
+	}
+	if res.ReloadID != "" {
+		w.status.ReloadID = res.ReloadID
+		w.status.ReloadResult = res.ReloadResult
+	}
+	if len(res.Changes) > 0 {
+		w.status.LastChanges = res.Changes
+	}
+	if res.StatePreserved != nil {
+		w.status.StatePreserved = res.StatePreserved
+		if !*res.StatePreserved {
+			w.status.StateWarning = "this HAProxy does not keep server state across reloads (no server-state-file / load-server-state-from-file): after every reload all servers start UP until their first check, and writes can reach replicas"
+		} else {
+			w.status.StateWarning = ""
+		}
+	}
+	return true
+}
