@@ -162,6 +162,30 @@ func TestHarnessLifecycle(t *testing.T) {
 		}
 	})
 
+	t.Run("etcd restart on the same data dir", func(t *testing.T) {
+		if err := env.StopEtcd(ctx); err != nil {
+			t.Fatalf("stop etcd: %v", err)
+		}
+		if _, err := env.Leader(ctx, cl.Name); err == nil {
+			t.Fatal("leader read succeeded while etcd is stopped")
+		}
+		if err := env.StartEtcd(ctx); err != nil {
+			t.Fatalf("start etcd: %v", err)
+		}
+		// Patroni may demote for a moment when it cannot renew the leader
+		// lease (no failsafe mode); either way a leader must come back.
+		wctx, wcancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer wcancel()
+		l, err := env.WaitLeader(wctx, cl.Name, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := env.WaitHealthy(wctx, cl.Name); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("leader after etcd restart: %s", l)
+	})
+
 	t.Run("stop leaves no process behind", func(t *testing.T) {
 		procs := env.Processes()
 		// etcd, 3 Patroni, 3 pgbouncer, 3 postmasters.
@@ -205,4 +229,50 @@ func processesNaming(s string) []string {
 		}
 	}
 	return out
+}
+
+func TestHarnessDuo(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cl := harness.DuoCluster()
+	cl.TTL, cl.LoopWait, cl.RetryTimeout = 10, 2, 3
+	env := startEnv(t, ctx, cl)
+
+	t.Run("inventory marks the replica offline-capable", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "inventory.yml")
+		if err := env.WriteInventory(path); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{
+			"127.0.0.21: { pg_seq: 1, pg_role: primary }",
+			"127.0.0.22: { pg_seq: 2, pg_role: replica, pg_offline_query: true }",
+			"pg_cluster: pg-duo",
+		} {
+			if !strings.Contains(string(b), want) {
+				t.Errorf("inventory lacks %q:\n%s", want, b)
+			}
+		}
+	})
+
+	t.Run("switchover and back", func(t *testing.T) {
+		for _, step := range [][2]string{{"pg-duo-1", "pg-duo-2"}, {"pg-duo-2", "pg-duo-1"}} {
+			if _, err := env.Switchover(ctx, cl.Name, step[0], step[1]); err != nil {
+				t.Fatal(err)
+			}
+			hctx, hcancel := context.WithTimeout(ctx, 3*time.Minute)
+			err := env.WaitHealthy(hctx, cl.Name)
+			hcancel()
+			if err != nil {
+				t.Fatal(err)
+			}
+			inRec, _, err := queryMember(ctx, env.MetaDSN(step[0], harness.PgbouncerPort))
+			if err != nil || !inRec {
+				t.Fatalf("old leader %s through pgbouncer: in recovery %v, %v; want a replica", step[0], inRec, err)
+			}
+		}
+	})
 }

@@ -302,10 +302,13 @@ func (e *Env) Stop() error {
 	members := append([]*member(nil), e.members...)
 	e.mu.Unlock()
 	for _, m := range members {
+		e.mu.Lock()
+		pat := m.patroni
+		e.mu.Unlock()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			addErr(m.patroni.stop(ctx, syscall.SIGTERM, grace))
+			addErr(pat.stop(ctx, syscall.SIGTERM, grace))
 			// A Patroni that was killed (or did not stop in time) leaves
 			// its postmaster running.
 			pm, err := postmasterProc(m.spec.Name, m.paths.Data)
@@ -316,7 +319,10 @@ func (e *Env) Stop() error {
 	}
 	wg.Wait()
 	for _, m := range members {
-		addErr(m.bouncer.stop(ctx, syscall.SIGTERM, 10*time.Second))
+		e.mu.Lock()
+		b := m.bouncer
+		e.mu.Unlock()
+		addErr(b.stop(ctx, syscall.SIGTERM, 10*time.Second))
 	}
 	e.mu.Lock()
 	cli := e.cli

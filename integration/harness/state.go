@@ -92,10 +92,10 @@ func RemoveBaseDir(dir string) error {
 	return os.RemoveAll(dir)
 }
 
-// Inventory writes a Pigsty inventory matching the clusters: the first
-// member is the primary, the others replicas; in a two-member cluster the
-// replica also serves offline queries (pg_offline_query), as in Pigsty's
-// sandbox.
+// WriteInventory writes a Pigsty inventory matching the clusters, shaped
+// like config/demo.yml: the first member is the primary, the others
+// replicas, and the last member of a multi-member cluster also serves
+// offline queries (pg_offline_query); services go through pgbouncer.
 func (e *Env) WriteInventory(path string) error {
 	return WriteInventory(path, e.cfg.Clusters)
 }
@@ -122,14 +122,14 @@ func InventoryYAML(clusters []ClusterSpec) string {
 				role = "primary"
 			}
 			extra := ""
-			if len(cl.Members) == 2 && i == 1 {
+			if len(cl.Members) >= 2 && i == len(cl.Members)-1 {
 				extra = ", pg_offline_query: true"
 			}
 			fmt.Fprintf(&b, "        %s: { pg_seq: %d, pg_role: %s%s }\n", m.Addr, seqOf(cl.Name, m.Name, i), role, extra)
 		}
 		fmt.Fprintf(&b, "      vars:\n        pg_cluster: %s\n", cl.Name)
 	}
-	fmt.Fprintf(&b, "  vars:\n    pg_namespace: %s\n", strings.TrimSuffix(DefaultNamespace, "/"))
+	fmt.Fprintf(&b, "  vars:\n    pg_namespace: %s\n    pg_default_service_dest: pgbouncer\n", strings.TrimSuffix(DefaultNamespace, "/"))
 	return b.String()
 }
 
