@@ -52,6 +52,9 @@ func Start(ctx context.Context, cfg Config, log *zap.Logger) (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
+	if os.Geteuid() != 0 {
+		return nil, errors.New("harness must run as root: it starts Postgres and pgbouncer as user postgres through setpriv")
+	}
 	if err := checkTools(); err != nil {
 		return nil, err
 	}
