@@ -23,8 +23,8 @@ type job struct {
 // TargetStatus is one HAProxy target's convergence, as status shows it.
 type TargetStatus struct {
 	Name string `json:"name"`
-	// State is "in_sync", "pending", "failing", "standby" (not the elected
-	// controller) or "dry_run".
+	// State is "in_sync", "pending" (nothing applied yet), "applying",
+	// "failing", "standby" (not the elected controller) or "dry_run".
 	State        string    `json:"state"`
 	InSync       bool      `json:"in_sync"`
 	LastAttempt  time.Time `json:"last_attempt,omitempty"`
@@ -174,6 +174,10 @@ func (w *worker) handle(ctx context.Context, j *job) bool {
 		}
 		return err == nil
 	}
+	w.mu.Lock()
+	w.status.State = "applying"
+	w.status.InSync = false
+	w.mu.Unlock()
 	res, err := w.t.Apply(actx, j.desired)
 	dur := w.opts.Now().Sub(start)
 	w.record(w.t.Name(), *j, res, err, dur)

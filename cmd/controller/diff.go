@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/pgsvc/pgsvc/pkg/config"
+	"github.com/pgsvc/pgsvc/pkg/controller"
+	"github.com/pgsvc/pgsvc/pkg/patroni"
+	"github.com/pgsvc/pgsvc/pkg/plan"
+	"github.com/pgsvc/pgsvc/pkg/services"
+	"github.com/pgsvc/pgsvc/pkg/topology"
+)
+
+func init() {
+	commands["diff"] = command{summary: "compare each live HAProxy with what the controller would set now (exit 2 on drift)", run: runDiff}
+}
+
+// runDiff reads etcd once and every target, prints the changes the
+// controller would make, and exits 0 (no drift), 2 (drift) or 1 (error).
+func runDiff(args []string, stdout, stderr io.Writer) int {
+	cfg, err := parseRunFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "controller: %v\n", err)
+		return 1
+	}
+	log := zap.NewNop()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	inv, err := topology.Load(cfg.Inventory)
+	if err != nil {
+		fmt.Fprintf(stderr, "controller: %v\n", err)
+		return 1
+	}
+	desired, err := desiredNow(ctx, cfg, inv)
+	if err != nil {
+		fmt.Fprintf(stderr, "controller: %v\n", err)
+		return 1
+	}
+	targets, err := app.BuildTargets(cfg, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "controller: %v\n", err)
+		return 1
+	}
+	drift, failed := false, false
+	for _, t := range targets {
+		changes, err := t.Diff(ctx, desired)
+		if err != nil {
+			fmt.Fprintf(stdout, "%s: ERROR %v\n", t.Name(), err)
+			failed = true
+			continue
+		}
+		if len(changes) == 0 {
+			fmt.Fprintf(stdout, "%s: in sync\n", t.Name())
+			continue
+		}
+		drift = true
+		fmt.Fprintf(stdout, "%s: %d change(s)\n", t.Name(), len(changes))
+		for _, c := range changes {
+			where := c.Backend
+			if c.Server != "" {
+				where += "/" + c.Server
+			}
+			runtime := ""
+			if c.Runtime {
+				runtime = " (runtime, no reload)"
+			}
+			fmt.Fprintf(stdout, "  %-15s %-30s %s%s\n", c.Kind, where, c.Detail, runtime)
+		}
+	}
+	switch {
+	case failed:
+		return 1
+	case drift:
+		return 2
+	}
+	return 0
+}
+
+// desiredNow lists every namespace once and computes the plan's services.
+// Clusters without a leader key keep their inventory roles here (a one-shot
+// diff has no last known leader) and are reported.
+func desiredNow(ctx context.Context, cfg *config.Config, inv *topology.Inventory) ([]services.Service, error) {
+	password, err := cfg.Etcd.EtcdPassword()
+	if err != nil {
+		return nil, err
+	}
+	cli, err := patroni.NewClient(patroni.ClientConfig{
+		Endpoints: cfg.Etcd.Endpoints, CACert: cfg.Etcd.CAFile, Cert: cfg.Etcd.CertFile, Key: cfg.Etcd.KeyFile,
+		Username: cfg.Etcd.Username, Password: password, DialTimeout: cfg.Etcd.DialTimeout.Duration,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd: %w", err)
+	}
+	defer cli.Close()
+	dcs := map[string]*patroni.ClusterState{}
+	for _, ns := range controller.Namespaces(inv) {
+		resp, err := cli.Get(ctx, patroni.Prefix(ns), clientv3.WithPrefix())
+		if err != nil {
+			return nil, fmt.Errorf("etcd: list %s: %w", ns, err)
+		}
+		kvs := make([]patroni.KV, 0, len(resp.Kvs))
+		for _, kv := range resp.Kvs {
+			kvs = append(kvs, patroni.KV{Key: string(kv.Key), Value: kv.Value, CreateRevision: kv.CreateRevision,
+				ModRevision: kv.ModRevision, Version: kv.Version, Lease: kv.Lease})
+		}
+		for name, st := range patroni.Decode(ns, kvs) {
+			dcs[name] = st
+		}
+	}
+	p, err := plan.Compute(inv, dcs, plan.Options{IncludeUnknown: cfg.IncludeUnknown})
+	if err != nil {
+		return nil, err
+	}
+	var out []services.Service
+	for _, cl := range p.Clusters {
+		out = append(out, cl.Services...)
+	}
+	return out, nil
+}

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/pgsvc/pgsvc/pkg/app"
+	"github.com/pgsvc/pgsvc/pkg/config"
+)
+
+func init() {
+	commands["run"] = command{summary: "watch Patroni in etcd and keep HAProxy's services in step", run: runRun}
+}
+
+// stringList is a repeatable flag.
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+// runFlags are the flags of `controller run`; they override the config file.
+type runFlags struct {
+	config, inventory, etcd, listen, logLevel, logFormat string
+	dpapi                                                stringList
+	direct                                               config.Direct
+	dryRun, includeUnknown                               bool
+}
+
+func parseRunFlags(args []string, stderr io.Writer) (*config.Config, error) {
+	var f runFlags
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.config, "config", "", "YAML config file (see config/controller.yml)")
+	fs.StringVar(&f.inventory, "inventory", "", "Pigsty inventory (pigsty.yml)")
+	fs.StringVar(&f.etcd, "etcd", "", "etcd endpoints, comma-separated (http://127.0.0.1:2379)")
+	fs.Var(&f.dpapi, "dataplaneapi", "Data Plane API URL of one HAProxy, repeatable (http://user:pass@host:5555)")
+	fs.StringVar(&f.direct.ConfigPath, "haproxy-config", "", "direct driver: the haproxy.cfg the controller owns")
+	fs.StringVar(&f.direct.StatsSocket, "stats-socket", "", "direct driver: HAProxy admin stats socket")
+	fs.StringVar(&f.direct.MasterSocket, "master-socket", "", "direct driver: HAProxy master socket (haproxy -W -S)")
+	fs.StringVar(&f.direct.ServerStateFile, "server-state-file", "", "direct driver: server-state file dumped before each reload")
+	fs.StringVar(&f.direct.HAProxyBin, "haproxy-bin", "", "direct driver: haproxy binary (haproxy)")
+	fs.StringVar(&f.listen, "listen", "", "status and metrics address (127.0.0.1:9876)")
+	fs.BoolVar(&f.dryRun, "dry-run", false, "watch and compute, log and expose the plan, change nothing")
+	fs.BoolVar(&f.includeUnknown, "include-unknown", false, "serve members Patroni reports that the inventory lacks")
+	fs.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (info)")
+	fs.StringVar(&f.logFormat, "log-format", "", "json or console (json)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	cfg := &config.Config{}
+	if f.config != "" {
+		var err error
+		if cfg, err = config.Load(f.config); err != nil {
+			return nil, err
+		}
+	}
+	if f.inventory != "" {
+		cfg.Inventory = f.inventory
+	}
+	if f.etcd != "" {
+		cfg.Etcd.Endpoints = strings.Split(f.etcd, ",")
+	}
+	for _, u := range f.dpapi {
+		cfg.DataPlaneAPI = append(cfg.DataPlaneAPI, config.DataPlaneAPI{URL: u})
+	}
+	if f.direct != (config.Direct{}) {
+		cfg.Direct = append(cfg.Direct, f.direct)
+	}
+	if f.listen != "" {
+		cfg.Listen = f.listen
+	}
+	cfg.DryRun = cfg.DryRun || f.dryRun
+	cfg.IncludeUnknown = cfg.IncludeUnknown || f.includeUnknown
+	if f.logLevel != "" {
+		cfg.Log.Level = f.logLevel
+	}
+	if f.logFormat != "" {
+		cfg.Log.Format = f.logFormat
+	}
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func runRun(args []string, stdout, stderr io.Writer) int {
+	cfg, err := parseRunFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "controller: %v\n", err)
+		return 2
+	}
+	log := app.NewLogger(cfg.Log, stderr)
+	defer func() { _ = log.Sync() }()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := app.Serve(ctx, cfg, log, nil); err != nil {
+		fmt.Fprintf(stderr, "controller: %v\n", err)
+		return 1
+	}
+	return 0
+}
+

@@ -1,0 +1,175 @@
+// Package app wires the controller together: config -> inventory, etcd
+// watchers, HAProxy targets, the reconcile loop and the status server. The
+// binary and the end-to-end tests both run it through Serve.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"reflect"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/pgsvc/pgsvc/pkg/config"
+	"github.com/pgsvc/pgsvc/pkg/controller"
+	"github.com/pgsvc/pgsvc/pkg/dataplaneapi"
+	"github.com/pgsvc/pgsvc/pkg/haproxy"
+	"github.com/pgsvc/pgsvc/pkg/patroni"
+	"github.com/pgsvc/pgsvc/pkg/target"
+	"github.com/pgsvc/pgsvc/pkg/topology"
+)
+
+// NewLogger builds the zap logger the config asks for, writing to w.
+func NewLogger(cfg config.Log, w io.Writer) *zap.Logger {
+	level := zapcore.InfoLevel
+	_ = level.Set(cfg.Level)
+	encCfg := zap.NewProductionEncoderConfig()
+	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
+	var enc zapcore.Encoder = zapcore.NewJSONEncoder(encCfg)
+	if cfg.Format == "console" {
+		enc = zapcore.NewConsoleEncoder(encCfg)
+	}
+	return zap.New(zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), level))
+}
+
+// Serve runs the controller until ctx is done. ready, when set, receives the
+// bound status address once it listens (tests).
+func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<- string) error {
+	inv, err := topology.Load(cfg.Inventory)
+	if err != nil {
+		return err
+	}
+	targets, err := BuildTargets(cfg, log)
+	if err != nil {
+		return err
+	}
+	password, err := cfg.Etcd.EtcdPassword()
+	if err != nil {
+		return fmt.Errorf("%s: %w", cfg.File, err)
+	}
+	cli, err := patroni.NewClient(patroni.ClientConfig{
+		Endpoints: cfg.Etcd.Endpoints, CACert: cfg.Etcd.CAFile, Cert: cfg.Etcd.CertFile, Key: cfg.Etcd.KeyFile,
+		Username: cfg.Etcd.Username, Password: password, DialTimeout: cfg.Etcd.DialTimeout.Duration,
+	})
+	if err != nil {
+		return fmt.Errorf("etcd: %w", err)
+	}
+	defer cli.Close()
+
+	opts := controller.Options{
+		Log: log, Debounce: cfg.Controller.Debounce.Duration, ResyncInterval: cfg.Controller.ResyncInterval.Duration,
+		StaleAfter: cfg.Controller.StaleAfter.Duration, ApplyTimeout: cfg.Controller.ApplyTimeout.Duration,
+		IncludeUnknown: cfg.IncludeUnknown, DryRun: cfg.DryRun, HistorySize: cfg.Controller.HistorySize,
+	}
+	ctl := controller.New(inv, targets, opts)
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := &http.Server{Handler: ctl.Handler(nil), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	log.Info("controller starting", zap.String("inventory", inv.File), zap.Int("clusters", len(inv.Clusters)),
+		zap.Strings("etcd", cfg.Etcd.Endpoints), zap.Int("targets", len(targets)), zap.String("status", "http://"+ln.Addr().String()+"/status"),
+		zap.Bool("dry_run", cfg.DryRun))
+	if ready != nil {
+		ready <- ln.Addr().String()
+	}
+
+	namespaces := controller.Namespaces(inv)
+	snaps := make(chan patroni.Snapshot, 16)
+	wctx, cancelWatch := context.WithCancel(ctx)
+	defer cancelWatch()
+	done := make(chan struct{}, len(namespaces))
+	for _, ns := range namespaces {
+		w := patroni.NewWatcher(cli, ns, log.With(zap.String("namespace", ns)), patroni.WatcherOptions{})
+		ctl.SetHealth(ns, w.Status)
+		go func() {
+			defer func() { done <- struct{}{} }()
+			_ = w.Run(wctx, snaps)
+		}()
+	}
+	go func() {
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case s := <-snaps:
+				ctl.Observe(s)
+			}
+		}
+	}()
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-hup:
+				reloadInventory(ctl, cfg.Inventory, namespaces, log)
+			}
+		}
+	}()
+
+	err = ctl.Run(ctx)
+	cancelWatch()
+	for range namespaces {
+		<-done
+	}
+	log.Info("controller stopped")
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// reloadInventory re-reads and validates the inventory; a bad file is
+// rejected with its error and the running inventory is kept.
+func reloadInventory(ctl *controller.Controller, path string, namespaces []string, log *zap.Logger) {
+	inv, err := topology.Load(path)
+	if err != nil {
+		log.Error("inventory reload rejected; keeping the running inventory", zap.Error(err))
+		return
+	}
+	if got := controller.Namespaces(inv); !reflect.DeepEqual(got, namespaces) {
+		log.Error("inventory reload rejected: the set of pg_namespace values changed; restart the controller for that",
+			zap.Strings("running", namespaces), zap.Strings("new", got))
+		return
+	}
+	ctl.SetInventory(inv)
+}
+
+func BuildTargets(cfg *config.Config, log *zap.Logger) ([]target.Target, error) {
+	var out []target.Target
+	for i, d := range cfg.DataPlaneAPI {
+		c, err := dataplaneapi.New(d.URL, dataplaneapi.Options{Username: d.Username, PasswordFile: d.PasswordFile})
+		if err != nil {
+			return nil, fmt.Errorf("%s: dataplaneapi[%d]: %w", cfg.File, i, err)
+		}
+		out = append(out, dataplaneapi.NewTarget(c, log, dataplaneapi.TargetOptions{}))
+	}
+	for _, d := range cfg.Direct {
+		out = append(out, haproxy.NewDirect(haproxy.Options{
+			ConfigPath: d.ConfigPath, StatsSocket: d.StatsSocket, MasterSocket: d.MasterSocket,
+			ServerStateFile: d.ServerStateFile, HAProxyBin: d.HAProxyBin, Maxconn: d.Maxconn, NoStrictLimits: d.NoStrictLimits,
+		}, log))
+	}
+	return out, nil
+}
