@@ -109,4 +109,3 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 	}
 	return 0
 }
-
