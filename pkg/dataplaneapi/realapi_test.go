@@ -1,0 +1,230 @@
+package dataplaneapi_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/pgsvc/pgsvc/pkg/dataplaneapi"
+	"github.com/pgsvc/pgsvc/pkg/services"
+)
+
+// TestRealDataPlaneAPI runs the target scenarios against a real Data Plane
+// API 2.9.x in front of a real HAProxy 2.6, both started here on loopback.
+func TestRealDataPlaneAPI(t *testing.T) {
+	bin := os.Getenv("DATAPLANEAPI_BIN")
+	if bin == "" {
+		t.Skip("no Data Plane API binary here; set DATAPLANEAPI_BIN=/path/to/dataplaneapi (2.9.x) to run against the real API")
+	}
+	if _, err := os.Stat(haproxyBin); err != nil {
+		t.Skipf("DATAPLANEAPI_BIN is set but %s is missing (apt-get install haproxy)", haproxyBin)
+	}
+	dir := t.TempDir()
+	apiPort := freePort(t)
+	svcPorts := []int{freePort(t), freePort(t), freePort(t), freePort(t)}
+	cfgPath := filepath.Join(dir, "haproxy.cfg")
+	state := filepath.Join(dir, "server-state")
+	admin := filepath.Join(dir, "admin.sock")
+	master := filepath.Join(dir, "master.sock")
+	write(t, cfgPath, fmt.Sprintf(`global
+    maxconn 2000
+    stats socket %s mode 600 level admin expose-fd listeners
+    server-state-file %s
+
+defaults
+    mode tcp
+    load-server-state-from-file global
+    timeout connect 1s
+    timeout client 1m
+    timeout server 1m
+
+backend legacy-app
+    mode tcp
+    server app1 127.0.9.1:8080 check
+`, admin, state))
+	// Dump server states right before every reload (the reload hazard), then
+	// ask the 2.6 master to reload; Python because socat may be missing.
+	reload := filepath.Join(dir, "reload.sh")
+	write(t, reload, fmt.Sprintf(`#!/bin/sh
+/usr/bin/python3 - <<'PY'
+import socket
+def cli(path, cmd):
+    s = socket.socket(socket.AF_UNIX); s.connect(path); s.sendall(cmd.encode() + b"\n")
+    out = b""
+    while True:
+        b = s.recv(65536)
+        if not b: break
+        out += b
+    s.close(); return out
+open(%q, "wb").write(cli(%q, "show servers state"))
+cli(%q, "reload")
+PY
+`, state, admin, master))
+	if err := os.Chmod(reload, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	yml := filepath.Join(dir, "dataplaneapi.yml")
+	write(t, yml, fmt.Sprintf(`config_version: 2
+name: pgsvc-test
+dataplaneapi:
+  host: 127.0.0.1
+  port: %d
+  user:
+    - name: admin
+      password: adminpwd
+      insecure: true
+  transaction:
+    transaction_dir: %s
+haproxy:
+  config_file: %s
+  haproxy_bin: %s
+  reload:
+    reload_delay: 1
+    reload_strategy: custom
+    reload_cmd: %s
+    restart_cmd: %s
+`, apiPort, filepath.Join(dir, "txn"), cfgPath, haproxyBin, reload, reload))
+
+	pidFile := filepath.Join(dir, "haproxy.pid")
+	if out, err := exec.Command(haproxyBin, "-W", "-D", "-S", master, "-f", cfgPath, "-p", pidFile).CombinedOutput(); err != nil {
+		t.Fatalf("start haproxy: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		if b, err := os.ReadFile(pidFile); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(strings.Split(string(b), "\n")[0])); err == nil && pid > 1 {
+				_ = syscall.Kill(pid, syscall.SIGTERM)
+			}
+		}
+	})
+	api := exec.Command(bin, "-f", yml)
+	api.Dir = dir
+	logf, _ := os.Create(filepath.Join(dir, "dataplaneapi.log"))
+	api.Stdout, api.Stderr = logf, logf
+	if err := api.Start(); err != nil {
+		t.Fatalf("start dataplaneapi: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = api.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = api.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = api.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(dir, "dataplaneapi.log"))
+			t.Logf("dataplaneapi log:\n%s", b)
+		}
+	})
+
+	c, err := dataplaneapi.New(fmt.Sprintf("http://admin:adminpwd@127.0.0.1:%d", apiPort), dataplaneapi.Options{Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	waitUntil(t, 30*time.Second, func() bool { _, err := c.GetVersion(ctx); return err == nil })
+	tg := dataplaneapi.NewTarget(c, zaptest.NewLogger(t), dataplaneapi.TargetOptions{ReloadTimeout: 30 * time.Second, ReloadPollInterval: 100 * time.Millisecond})
+
+	onLoopback := func(svcs []services.Service) []services.Service {
+		for i := range svcs {
+			svcs[i].IP = "127.0.0.1"
+			svcs[i].Port = svcPorts[i%4]
+		}
+		return svcs
+	}
+	apply := func(name string, desired []services.Service) (res resultView) {
+		t.Helper()
+		r, err := tg.Apply(ctx, desired)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		again, err := tg.Diff(ctx, desired)
+		if err != nil || len(again) != 0 {
+			t.Fatalf("%s: not converged: %+v %v", name, again, err)
+		}
+		return resultView{reloaded: r.Reloaded, result: r.ReloadResult, changes: len(r.Changes), state: r.StatePreserved}
+	}
+
+	r := apply("create", onLoopback(cluster("pg-live", 1, 3, 1)))
+	if !r.reloaded || r.result != "succeeded" || r.changes != 4 {
+		t.Errorf("create: %+v", r)
+	}
+	if r.state == nil || !*r.state {
+		t.Errorf("create: state preserved = %v, want true", r.state)
+	}
+	if r := apply("no change", onLoopback(cluster("pg-live", 1, 3, 1))); r.changes != 0 || r.reloaded {
+		t.Errorf("no change: %+v", r)
+	}
+	if r := apply("switchover", onLoopback(cluster("pg-live", 1, 3, 2))); !r.reloaded || r.result != "succeeded" {
+		t.Errorf("switchover: %+v", r)
+	}
+	w := onLoopback(cluster("pg-live", 1, 3, 2))
+	w[1].Servers[2].Weight = 10
+	if r := apply("weight", w); r.reloaded || r.changes != 1 {
+		t.Errorf("weight-only: %+v (want no reload)", r)
+	}
+	// The raw path with a low threshold.
+	rawTarget := dataplaneapi.NewTarget(c, zaptest.NewLogger(t), dataplaneapi.TargetOptions{RawThreshold: 3, ReloadPollInterval: 100 * time.Millisecond})
+	back := onLoopback(cluster("pg-live", 1, 3, 1))
+	if res, err := rawTarget.Apply(ctx, back); err != nil || res.ReloadResult != "succeeded" {
+		t.Fatalf("raw: %+v %v", res, err)
+	}
+	if ch, err := tg.Diff(ctx, back); err != nil || len(ch) != 0 {
+		t.Fatalf("raw path did not converge: %+v %v", ch, err)
+	}
+	text, _, err := c.GetRawConfig(ctx)
+	if err != nil || !strings.Contains(text, "backend legacy-app") || !strings.Contains(text, "server app1 127.0.9.1:8080") {
+		t.Errorf("foreign backend lost: %v\n%s", err, text)
+	}
+}
+
+type resultView struct {
+	reloaded bool
+	result   string
+	changes  int
+	state    *bool
+}
+
+func write(t *testing.T, p, s string) {
+	t.Helper()
+	if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// waitUntil polls cond until it holds or the deadline passes.
+func waitUntil(t *testing.T, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v", d)
+		}
+		<-tick.C
+	}
+}
