@@ -48,6 +48,9 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<
 	if err != nil {
 		return err
 	}
+	if err := CheckTargetClusters(cfg, inv); err != nil {
+		return err
+	}
 	targets, err := BuildTargets(cfg, log)
 	if err != nil {
 		return err
@@ -163,13 +166,41 @@ func BuildTargets(cfg *config.Config, log *zap.Logger) ([]target.Target, error) 
 		if err != nil {
 			return nil, fmt.Errorf("%s: dataplaneapi[%d]: %w", cfg.File, i, err)
 		}
-		out = append(out, dataplaneapi.NewTarget(c, log, dataplaneapi.TargetOptions{}))
+		out = append(out, target.OnlyClusters(dataplaneapi.NewTarget(c, log, dataplaneapi.TargetOptions{}), d.Clusters))
 	}
 	for _, d := range cfg.Direct {
-		out = append(out, haproxy.NewDirect(haproxy.Options{
+		out = append(out, target.OnlyClusters(haproxy.NewDirect(haproxy.Options{
 			ConfigPath: d.ConfigPath, StatsSocket: d.StatsSocket, MasterSocket: d.MasterSocket,
 			ServerStateFile: d.ServerStateFile, HAProxyBin: d.HAProxyBin, Maxconn: d.Maxconn, NoStrictLimits: d.NoStrictLimits,
-		}, log))
+		}, log), d.Clusters))
 	}
 	return out, nil
+}
+
+// CheckTargetClusters rejects a target limited to a cluster the inventory
+// does not have (a typo would silently leave that HAProxy unmanaged).
+func CheckTargetClusters(cfg *config.Config, inv *topology.Inventory) error {
+	known := map[string]bool{}
+	for _, c := range inv.Clusters {
+		known[c.Name] = true
+	}
+	check := func(field string, names []string) error {
+		for i, n := range names {
+			if !known[n] {
+				return fmt.Errorf("%s: %s.clusters[%d]: cluster %q is not in the inventory %s", cfg.File, field, i, n, inv.File)
+			}
+		}
+		return nil
+	}
+	for i, d := range cfg.DataPlaneAPI {
+		if err := check(fmt.Sprintf("dataplaneapi[%d]", i), d.Clusters); err != nil {
+			return err
+		}
+	}
+	for i, d := range cfg.Direct {
+		if err := check(fmt.Sprintf("direct[%d]", i), d.Clusters); err != nil {
+			return err
+		}
+	}
+	return nil
 }

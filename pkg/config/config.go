@@ -56,6 +56,9 @@ type DataPlaneAPI struct {
 	URL          string `yaml:"url"`
 	Username     string `yaml:"username"`
 	PasswordFile string `yaml:"password_file"`
+	// Clusters limits this HAProxy to these clusters' services (empty = all):
+	// Pigsty's one-HAProxy-per-member layout, or a pg_service_provider group.
+	Clusters []string `yaml:"clusters"`
 }
 
 // Direct is one local HAProxy driven without the Data Plane API.
@@ -67,6 +70,8 @@ type Direct struct {
 	HAProxyBin      string `yaml:"haproxy_bin"`
 	Maxconn         int    `yaml:"maxconn"`
 	NoStrictLimits  bool   `yaml:"no_strict_limits"`
+	// Clusters limits this HAProxy to these clusters' services (empty = all).
+	Clusters []string `yaml:"clusters"`
 }
 
 // Controller tunes the reconcile loop.
