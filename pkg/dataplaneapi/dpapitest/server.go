@@ -597,7 +597,7 @@ func (s *Server) raw(method string, q url.Values, body []byte) (answer, *apiErr)
 // ---- configuration objects ----
 
 // target resolves where a request reads or writes: the committed config or a
-// transaction's copy; write says whether it is a direct (version=) write.
+// transaction's copy (direct version= writes get a copy installed on success).
 func (s *Server) target(method string, q url.Values) (*Config, *txn, *apiErr) {
 	id, ver := q.Get("transaction_id"), q.Get("version")
 	if method == "GET" {

@@ -1,0 +1,127 @@
+package dpapitest_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/pgsvc/pgsvc/pkg/dataplaneapi/dpapitest"
+)
+
+func call(t *testing.T, srv *dpapitest.Server, method, path, body string) (*http.Response, map[string]any) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, _ := http.NewRequest(method, srv.URL()+"/v2/services/haproxy"+path, rd)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	b, _ := io.ReadAll(resp.Body)
+	_ = json.Unmarshal(b, &m)
+	return resp, m
+}
+
+const oneBackend = dpapitest.EmptyConfig + `
+backend b
+    mode tcp
+    server s1 127.0.0.11:6432 check port 8008 weight 100
+`
+
+func TestPutServerOutsideTransaction(t *testing.T) {
+	cases := []struct {
+		name       string
+		body       string
+		wantStatus int
+	}{
+		{"weight only", `{"name":"s1","address":"127.0.0.11","port":6432,"check":"enabled","health_check_port":8008,"weight":50}`, 200},
+		{"address and port", `{"name":"s1","address":"127.0.0.12","port":5432,"check":"enabled","health_check_port":8008,"weight":100}`, 200},
+		{"maintenance", `{"name":"s1","address":"127.0.0.11","port":6432,"check":"enabled","health_check_port":8008,"weight":100,"maintenance":"enabled"}`, 200},
+		{"backup", `{"name":"s1","address":"127.0.0.11","port":6432,"check":"enabled","health_check_port":8008,"weight":100,"backup":"enabled"}`, 202},
+		{"check removed", `{"name":"s1","address":"127.0.0.11","port":6432,"health_check_port":8008,"weight":100}`, 202},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := dpapitest.NewServer(t, dpapitest.WithConfig(oneBackend))
+			resp, _ := call(t, srv, "PUT", "/configuration/servers/s1?backend=b&version=1", tc.body)
+			if resp.StatusCode != tc.wantStatus {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.wantStatus)
+			}
+			if (resp.Header.Get("Reload-Id") != "") != (tc.wantStatus == 202) || srv.ReloadCount() != map[int]int{200: 0, 202: 1}[tc.wantStatus] {
+				t.Fatalf("Reload-Id %q, reloads %d", resp.Header.Get("Reload-Id"), srv.ReloadCount())
+			}
+			if srv.Version() != 2 || resp.Header.Get("Configuration-Version") != "2" {
+				t.Fatalf("version %d / header %q, want 2", srv.Version(), resp.Header.Get("Configuration-Version"))
+			}
+		})
+	}
+}
+
+func TestTransactionRules(t *testing.T) {
+	srv := dpapitest.NewServer(t, dpapitest.WithConfig(oneBackend))
+	var ids []string
+	for i := 0; i < dpapitest.MaxTransactions; i++ {
+		resp, m := call(t, srv, "POST", "/transactions?version=1", "")
+		if resp.StatusCode != 201 {
+			t.Fatalf("txn %d: %d", i, resp.StatusCode)
+		}
+		ids = append(ids, fmt.Sprint(m["id"]))
+	}
+	if resp, m := call(t, srv, "POST", "/transactions?version=1", ""); resp.StatusCode != 429 || m["code"] != float64(429) {
+		t.Fatalf("21st transaction: %d %v", resp.StatusCode, m)
+	}
+	// Both / neither of version and transaction_id.
+	if resp, _ := call(t, srv, "DELETE", "/configuration/servers/s1?backend=b&version=1&transaction_id="+ids[0], ""); resp.StatusCode != 400 {
+		t.Fatalf("both: %d", resp.StatusCode)
+	}
+	if resp, _ := call(t, srv, "DELETE", "/configuration/servers/s1?backend=b", ""); resp.StatusCode != 400 {
+		t.Fatalf("neither: %d", resp.StatusCode)
+	}
+	// Commit one; the others are now outdated: 409 first, then 406.
+	if resp, _ := call(t, srv, "PUT", "/transactions/"+ids[0], ""); resp.StatusCode != 202 {
+		t.Fatalf("commit: %d", resp.StatusCode)
+	}
+	if resp, m := call(t, srv, "PUT", "/transactions/"+ids[1], ""); resp.StatusCode != 409 || !strings.Contains(fmt.Sprint(m["message"]), "version mismatch") {
+		t.Fatalf("outdated commit: %d %v", resp.StatusCode, m)
+	}
+	if resp, _ := call(t, srv, "PUT", "/transactions/"+ids[1], ""); resp.StatusCode != 406 {
+		t.Fatalf("second commit of outdated: %d", resp.StatusCode)
+	}
+	if resp, _ := call(t, srv, "DELETE", "/transactions/"+ids[2], ""); resp.StatusCode != 204 {
+		t.Fatalf("delete: %d", resp.StatusCode)
+	}
+	bad := strings.Replace(srv.URL(), "adminpwd", "x", 1)
+	resp, err := http.Get(bad + "/v2/services/haproxy/configuration/version")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 {
+		t.Fatalf("bad password: %d", resp.StatusCode)
+	}
+}
+
+func TestRawPostReplacesConfig(t *testing.T) {
+	srv := dpapitest.NewServer(t, dpapitest.WithConfig(oneBackend))
+	text := srv.RawConfig() + "\nbackend c\n    mode tcp\n    server s2 127.0.0.12:5432 check\n"
+	if resp, _ := call(t, srv, "POST", "/configuration/raw?version=9", text); resp.StatusCode != 409 {
+		t.Fatalf("stale raw: %d", resp.StatusCode)
+	}
+	resp, _ := call(t, srv, "POST", "/configuration/raw?version=1", text)
+	if resp.StatusCode != 202 || resp.Header.Get("Reload-Id") == "" || srv.Version() != 2 {
+		t.Fatalf("raw: %d %q v%d", resp.StatusCode, resp.Header.Get("Reload-Id"), srv.Version())
+	}
+	if len(srv.Config().Backends) != 2 || !strings.Contains(srv.RawConfig(), "# _version=2") {
+		t.Fatalf("raw not applied:\n%s", srv.RawConfig())
+	}
+	if resp, _ := call(t, srv, "POST", "/configuration/raw?version=2", "frontend f\n  bind :1\n  default_backend missing\n"); resp.StatusCode != 400 {
+		t.Fatalf("invalid raw: %d", resp.StatusCode)
+	}
+}
