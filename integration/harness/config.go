@@ -68,6 +68,10 @@ type ClusterSpec struct {
 	TTL          int
 	LoopWait     int
 	RetryTimeout int
+	// ServiceIP is the address HAProxy binds this cluster's services to (the
+	// cluster's "VIP"); "" keeps Pigsty's "*". On one loopback host two
+	// clusters cannot both bind *:5433, so each gets its own address.
+	ServiceIP string
 }
 
 // MemberSpec is one Patroni member. Name is <cluster>-<seq> by Pigsty's
@@ -84,7 +88,7 @@ func TestCluster() ClusterSpec {
 		{Name: "pg-test-1", Addr: "127.0.0.11"},
 		{Name: "pg-test-2", Addr: "127.0.0.12"},
 		{Name: "pg-test-3", Addr: "127.0.0.13"},
-	}}
+	}, ServiceIP: "127.0.0.10"}
 }
 
 // DuoCluster is the two-member pg-duo on 127.0.0.21-22.
@@ -92,7 +96,7 @@ func DuoCluster() ClusterSpec {
 	return ClusterSpec{Name: "pg-duo", Members: []MemberSpec{
 		{Name: "pg-duo-1", Addr: "127.0.0.21"},
 		{Name: "pg-duo-2", Addr: "127.0.0.22"},
-	}}
+	}, ServiceIP: "127.0.0.20"}
 }
 
 // DefaultClusters is what an empty Config.Clusters means.

@@ -1,6 +1,8 @@
 package harness
 
 import (
+	"github.com/pgsvc/pgsvc/pkg/topology"
+
 	"flag"
 	"os"
 	"path/filepath"
@@ -174,5 +176,25 @@ func TestRemoveBaseDirNeedsMarker(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Fatalf("dir still there: %v", err)
+	}
+}
+
+// TestInventoryLoads checks the harness's inventory against the real loader
+// and that each cluster's services bind its own address.
+func TestInventoryLoads(t *testing.T) {
+	inv, err := topology.Parse("inventory.yml", []byte(InventoryYAML([]ClusterSpec{TestCluster(), DuoCluster()})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"pg-test": "127.0.0.10", "pg-duo": "127.0.0.20"}
+	for _, c := range inv.Clusters {
+		if len(c.Services) != 4 {
+			t.Fatalf("%s: %d services", c.Name, len(c.Services))
+		}
+		for _, s := range c.Services {
+			if s.IP != want[c.Name] {
+				t.Errorf("%s-%s binds %q, want %q", c.Name, s.Name, s.IP, want[c.Name])
+			}
+		}
 	}
 }

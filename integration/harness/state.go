@@ -128,6 +128,14 @@ func InventoryYAML(clusters []ClusterSpec) string {
 			fmt.Fprintf(&b, "        %s: { pg_seq: %d, pg_role: %s%s }\n", m.Addr, seqOf(cl.Name, m.Name, i), role, extra)
 		}
 		fmt.Fprintf(&b, "      vars:\n        pg_cluster: %s\n", cl.Name)
+		if cl.ServiceIP != "" {
+			// Pigsty's four default services, bound to this cluster's address.
+			b.WriteString("        pg_default_services:\n")
+			for _, d := range defaultServices {
+				fmt.Fprintf(&b, "          - { name: %s, port: %d, ip: %q, dest: %s, check: %s, selector: %q%s }\n",
+					d.name, d.port, cl.ServiceIP, d.dest, d.check, d.selector, d.backup)
+			}
+		}
 	}
 	fmt.Fprintf(&b, "  vars:\n    pg_namespace: %s\n    pg_default_service_dest: pgbouncer\n", strings.TrimSuffix(DefaultNamespace, "/"))
 	return b.String()
@@ -140,4 +148,17 @@ func seqOf(cluster, name string, i int) int {
 		return n
 	}
 	return i + 1
+}
+
+// defaultServices are Pigsty's pg_default_services, as the seed page lists them.
+var defaultServices = []struct {
+	name                  string
+	port                  int
+	dest, check, selector string
+	backup                string // ", backup: ..." or ""
+}{
+	{"primary", 5433, "default", "/primary", "[]", ""},
+	{"replica", 5434, "default", "/read-only", "[]", ", backup: \"[? pg_role == `primary` || pg_role == `offline` ]\""},
+	{"default", 5436, "postgres", "/primary", "[]", ""},
+	{"offline", 5438, "postgres", "/replica", "[? pg_role == `offline` || pg_offline_query ]", ", backup: \"[? pg_role == `replica` && !pg_offline_query]\""},
 }
