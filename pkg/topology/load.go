@@ -3,6 +3,7 @@ package topology
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"regexp"
@@ -34,7 +35,7 @@ func Load(path string) (*Inventory, error) {
 // On any problem Parse returns a nil inventory and every *Error found, joined
 // with errors.Join: nothing half-loaded is ever returned.
 func Parse(file string, data []byte) (*Inventory, error) {
-	p := &parser{file: file, clusters: map[string]*yaml.Node{}}
+	p := &parser{file: file, clusters: map[string]*yaml.Node{}, decoded: map[*yaml.Node]layer{}, work: maxWork}
 	inv := p.parse(data)
 	if len(p.errs) > 0 {
 		return nil, errors.Join(p.errs...)
@@ -65,7 +66,8 @@ func (c *Cluster) Member(name string) *Member {
 // varEntry is one variable of one layer, with the node it came from so errors
 // can give its line (node is nil for built-in defaults).
 type varEntry struct {
-	val  any
+	val  any // as yaml.v3 decoded it (ints are int): validation reads this
+	json any // normalised once per layer (see normalize): Vars hold this
 	node *yaml.Node
 }
 
@@ -94,20 +96,54 @@ func (l layer) line(key string) int {
 // so they must be set at group or global level.
 var clusterScoped = []string{"pg_cluster", "pg_services", "pg_default_services", "pg_default_service_dest", "pg_namespace", "pg_service_provider"}
 
+// maxWork is far beyond any real inventory (thousands of hosts and groups).
+const maxWork = 1 << 18
+
+// spend uses n units of work; once the budget is gone it records one error
+// and reports false, and the walk stops.
+func (p *parser) spend(n int, line int) bool {
+	if p.work <= 0 {
+		return false
+	}
+	p.work -= n
+	if p.work <= 0 {
+		p.errf(line, where{}, "", "inventory too large (aliases expand to more than %d nodes)", maxWork)
+		return false
+	}
+	return true
+}
+
 // where identifies what an error is about.
 type where struct {
 	cluster, host string
 }
 
 type parser struct {
+	// work bounds the walk over groups and merge keys: aliases turn the YAML
+	// tree into a DAG, and a few lines reusing an anchor at each level would
+	// otherwise make the walk exponential.
+	work     int
 	file     string
 	errs     []error
 	inv      Inventory
 	clusters map[string]*yaml.Node // pg_cluster -> its group key node, for duplicates
+	decoded  map[*yaml.Node]layer  // vars mappings already decoded
 }
 
 func (p *parser) errf(line int, w where, field, format string, args ...any) {
-	p.errs = append(p.errs, &Error{File: p.file, Line: line, Cluster: w.cluster, Host: w.host, Field: field, Msg: fmt.Sprintf(format, args...)})
+	p.add(&Error{File: p.file, Line: line, Cluster: w.cluster, Host: w.host, Field: field, Msg: fmt.Sprintf(format, args...)})
+}
+
+// maxErrors keeps the report readable; the first errors are the useful ones.
+const maxErrors = 50
+
+func (p *parser) add(e *Error) {
+	switch {
+	case len(p.errs) < maxErrors:
+		p.errs = append(p.errs, e)
+	case len(p.errs) == maxErrors:
+		p.errs = append(p.errs, &Error{File: p.file, Msg: "too many errors; stopping the report here"})
+	}
 }
 
 func nodeLine(n *yaml.Node) int {
@@ -146,7 +182,7 @@ func (p *parser) yamlErr(err error, line int, w where, field string) {
 			msg += " (in the collection starting on this line)"
 		}
 	}
-	p.errs = append(p.errs, &Error{File: p.file, Line: line, Cluster: w.cluster, Host: w.host, Field: field, Msg: "invalid YAML: " + msg, Err: err})
+	p.add(&Error{File: p.file, Line: line, Cluster: w.cluster, Host: w.host, Field: field, Msg: "invalid YAML: " + msg, Err: err})
 }
 
 // resolve follows an alias to the node it names.
@@ -235,7 +271,7 @@ func (p *parser) parse(data []byte) *Inventory {
 func defaultLayer() layer {
 	l := layer{}
 	for k, v := range defaultVars() {
-		l[k] = varEntry{val: v}
+		l[k] = varEntry{val: v, json: normalize(v)}
 	}
 	return l
 }
@@ -251,24 +287,30 @@ func (p *parser) decodeVars(n *yaml.Node, w where, field string) layer {
 		p.errf(n.Line, w, field, "must be a mapping of variables")
 		return layer{}
 	}
+	// Aliases can make one vars mapping reachable from many groups; decode
+	// it once.
+	if l, ok := p.decoded[n]; ok {
+		return l
+	}
+	l := layer{}
+	p.decoded[n] = l
 	var vals map[string]any
 	if err := n.Decode(&vals); err != nil {
 		p.yamlErr(err, n.Line, w, field)
-		return layer{}
+		return l
 	}
 	nodes := map[string]*yaml.Node{}
-	collectValueNodes(n, nodes, 0)
-	l := layer{}
+	p.collectValueNodes(n, nodes, 0)
 	for k, v := range vals {
-		l[k] = varEntry{val: v, node: nodes[k]}
+		l[k] = varEntry{val: v, json: normalize(v), node: nodes[k]}
 	}
 	return l
 }
 
 // collectValueNodes maps each key of a mapping (including keys brought in by
 // merge keys, which explicit keys override) to its value node.
-func collectValueNodes(m *yaml.Node, out map[string]*yaml.Node, depth int) {
-	if depth > 16 { // merge chains this deep are not real inventories
+func (p *parser) collectValueNodes(m *yaml.Node, out map[string]*yaml.Node, depth int) {
+	if depth > 16 || !p.spend(len(m.Content)/2+1, m.Line) { // merge chains this deep are not real inventories
 		return
 	}
 	for i := 0; i+1 < len(m.Content); i += 2 {
@@ -278,11 +320,11 @@ func collectValueNodes(m *yaml.Node, out map[string]*yaml.Node, depth int) {
 		v := resolve(m.Content[i+1])
 		switch v.Kind {
 		case yaml.MappingNode:
-			collectValueNodes(v, out, depth+1)
+			p.collectValueNodes(v, out, depth+1)
 		case yaml.SequenceNode:
 			for _, s := range v.Content {
 				if s = resolve(s); s.Kind == yaml.MappingNode {
-					collectValueNodes(s, out, depth+1)
+					p.collectValueNodes(s, out, depth+1)
 				}
 			}
 		}
@@ -303,8 +345,8 @@ func (p *parser) groups(children *yaml.Node, parents []layer, path string) {
 		return
 	}
 	p.pairs(children, where{}, path, func(name string, k, g *yaml.Node) {
-		if isNull(g) {
-			return // a group with nothing in it
+		if isNull(g) || !p.spend(len(g.Content)+1, k.Line) {
+			return // a group with nothing in it, or out of budget
 		}
 		gpath := path + "." + name
 		if g.Kind != yaml.MappingNode {
@@ -441,7 +483,8 @@ func (p *parser) cluster(groupKey *yaml.Node, gpath string, hosts, kids *yaml.No
 			}
 		}
 		// inventory_hostname is Ansible's magic variable: always the host key.
-		hl["inventory_hostname"] = varEntry{val: host, node: k}
+		hl = maps.Clone(hl) // hl may be shared through an alias
+		hl["inventory_hostname"] = varEntry{val: host, json: host, node: k}
 		mv := merged(append(append([]layer(nil), layers...), hl))
 		m := p.member(mv, hw, name, k.Line)
 		if m == nil {
@@ -467,7 +510,7 @@ func (p *parser) cluster(groupKey *yaml.Node, gpath string, hosts, kids *yaml.No
 	if c.ServiceProvider == "" {
 		p.checkNodePorts(c, cv, w)
 	}
-	c.Vars = normalizeMap(valuesOf(cv))
+	c.Vars = jsonVars(cv)
 	if len(p.errs) == nErrs {
 		p.inv.Clusters = append(p.inv.Clusters, c)
 	}
@@ -503,7 +546,7 @@ func (p *parser) member(mv layer, w where, cluster string, hostLine int) *Member
 	if len(p.errs) > nErrs {
 		return nil
 	}
-	m.Vars = normalizeMap(valuesOf(mv))
+	m.Vars = jsonVars(mv)
 	return m
 }
 
@@ -551,10 +594,12 @@ func (p *parser) checkProviders() {
 	}
 }
 
-func valuesOf(l layer) map[string]any {
+// jsonVars returns a layer's JSON-shaped values. Nested values are shared
+// between members (they were normalised once per layer): read-only.
+func jsonVars(l layer) map[string]any {
 	out := make(map[string]any, len(l))
 	for k, e := range l {
-		out[k] = e.val
+		out[k] = e.json
 	}
 	return out
 }

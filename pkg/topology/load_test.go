@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -55,6 +56,7 @@ func TestParseRejects(t *testing.T) {
 		{"no-hosts.yml", `no-hosts.yml:3: cluster pg-test: hosts: cluster has no hosts`},
 		{"unknown-group-key.yml", `unknown-group-key.yml:4: all.children.pg-test.host: unknown key (want hosts, vars or children)`},
 		{"malformed.yml", `malformed.yml:5: invalid YAML: did not find expected ',' or '}' (in the collection starting on this line)`},
+		{"alias-bomb.yml", `alias-bomb.yml:8: inventory too large (aliases expand to more than 262144 nodes)`},
 		{"empty.yml", `empty.yml: empty inventory (want a mapping with key all)`},
 		{"no-clusters.yml", `no-clusters.yml: all.children: no PostgreSQL cluster (no group sets pg_cluster)`},
 	}
@@ -105,6 +107,19 @@ func TestParseCollectsAllErrors(t *testing.T) {
 inv.yml:6: cluster pg-test, host 10.10.10.12: pg_weight: must be an integer between 0 and 255, got -1`
 	if err == nil || err.Error() != want {
 		t.Errorf("error:\n%v\nwant:\n%s", err, want)
+	}
+}
+
+func TestParseCapsErrors(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("all:\n  children:\n    pg-test:\n      vars: { pg_cluster: pg-test }\n      hosts:\n")
+	for i := range 200 {
+		fmt.Fprintf(&b, "        10.0.0.%d: { pg_seq: %d, pg_role: leader }\n", i, i)
+	}
+	_, err := Parse("inv.yml", []byte(b.String()))
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != maxErrors+1 || lines[maxErrors] != "inv.yml: too many errors; stopping the report here" {
+		t.Errorf("got %d lines ending %q, want %d errors and a truncation note", len(lines), lines[len(lines)-1], maxErrors)
 	}
 }
 

@@ -1,6 +1,7 @@
 package topology
 
 import (
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -500,5 +501,33 @@ func TestMergeUnknownMemberPorts(t *testing.T) {
 func TestMergeNilCluster(t *testing.T) {
 	if v := Merge(nil, state("x"), MergeOptions{}); v == nil || len(v.Members) != 0 {
 		t.Errorf("Merge(nil) = %+v, want an empty view", v)
+	}
+}
+
+// TestSelectorDocExamples keeps the examples of docs/selector-fields.md
+// loadable: their selectors must compile and their fields must validate.
+func TestSelectorDocExamples(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/selector-fields.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(doc)
+	start := strings.Index(text, "```yaml\n")
+	if start < 0 {
+		t.Fatal("no yaml example block")
+	}
+	block := text[start+len("```yaml\n"):]
+	block = block[:strings.Index(block, "```")]
+	var b strings.Builder
+	b.WriteString("all:\n  children:\n    pg-test:\n      hosts:\n        127.0.0.11: { pg_seq: 1, pg_role: primary }\n      vars:\n        pg_cluster: pg-test\n")
+	for _, line := range strings.Split(block, "\n") {
+		b.WriteString("        " + line + "\n")
+	}
+	inv, err := Parse("selector-fields.md", []byte(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(inv.Clusters[0].Services); n != 4+3 {
+		t.Errorf("%d services, want the 4 defaults + 3 examples", n)
 	}
 }

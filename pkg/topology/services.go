@@ -168,7 +168,7 @@ func (p *parser) service(raw any, item *yaml.Node, line int, src string, w where
 			bad("selector", "%sempty selector (use \"[]\" for every member)", what)
 		}
 	} else if expr, err := CompileSelector(sd.Selector); err != nil {
-		p.errs = append(p.errs, &Error{File: p.file, Line: fieldLine(item, "selector", line), Cluster: w.cluster, Host: w.host,
+		p.add(&Error{File: p.file, Line: fieldLine(item, "selector", line), Cluster: w.cluster, Host: w.host,
 			Field: src + ".selector", Msg: fmt.Sprintf("%sselector %q does not compile: %v", what, sd.Selector, err), Err: err})
 	} else {
 		sd.SelectorExpr = expr
@@ -176,7 +176,7 @@ func (p *parser) service(raw any, item *yaml.Node, line int, src string, w where
 	sd.Backup = strings.TrimSpace(str("backup", ""))
 	if sd.Backup != "" {
 		if expr, err := CompileSelector(sd.Backup); err != nil {
-			p.errs = append(p.errs, &Error{File: p.file, Line: fieldLine(item, "backup", line), Cluster: w.cluster, Host: w.host,
+			p.add(&Error{File: p.file, Line: fieldLine(item, "backup", line), Cluster: w.cluster, Host: w.host,
 				Field: src + ".backup", Msg: fmt.Sprintf("%sbackup selector %q does not compile: %v", what, sd.Backup, err), Err: err})
 		} else {
 			sd.BackupExpr = expr
