@@ -508,7 +508,7 @@ func (p *parser) cluster(groupKey *yaml.Node, gpath string, hosts, kids *yaml.No
 		p.errf(hosts.Line, w, "hosts", "cluster has no hosts")
 	}
 	if c.ServiceProvider == "" {
-		p.checkNodePorts(c, cv, w)
+		p.checkNodePorts(c, w)
 	}
 	c.Vars = jsonVars(cv)
 	if len(p.errs) == nErrs {
@@ -553,7 +553,7 @@ func (p *parser) member(mv layer, w where, cluster string, hostLine int) *Member
 // checkNodePorts rejects a service port that equals a member's own
 // PostgreSQL, pgbouncer or Patroni port: without pg_service_provider every
 // member's HAProxy binds every service port on that member.
-func (p *parser) checkNodePorts(c *Cluster, cv layer, w where) {
+func (p *parser) checkNodePorts(c *Cluster, w where) {
 	for _, m := range c.Members {
 		for _, s := range c.Services {
 			for _, own := range []struct {
