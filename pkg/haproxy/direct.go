@@ -1,0 +1,450 @@
+package haproxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pgsvc/pgsvc/pkg/haproxycfg"
+	"github.com/pgsvc/pgsvc/pkg/services"
+	"github.com/pgsvc/pgsvc/pkg/target"
+)
+
+// Options configure a Direct driver.
+type Options struct {
+	// ConfigPath is the controller's own haproxy.cfg: the driver owns the
+	// whole file and rewrites it from haproxycfg.Render on every change.
+	ConfigPath string
+	// StatsSocket is the admin stats socket (rendered into the file).
+	StatsSocket string
+	// MasterSocket is the master CLI of a `haproxy -W -S` process, used to reload.
+	MasterSocket string
+	// ServerStateFile keeps health and admin states across reloads ("" =
+	// none, which leaves the reload hazard open: see FixServersState).
+	ServerStateFile string
+	// HAProxyBin runs `haproxy -c` on new configs (default "haproxy").
+	HAProxyBin string
+	// Maxconn and NoStrictLimits go into the rendered global section.
+	Maxconn        int
+	NoStrictLimits bool
+	// Timeout bounds one socket command (DefaultTimeout when 0).
+	Timeout time.Duration
+	// ReloadTimeout bounds a reload until the new worker serves the new
+	// backends (default 30s).
+	ReloadTimeout time.Duration
+}
+
+// Direct keeps a local master-worker HAProxy 2.6 in step without the Data
+// Plane API. It implements target.Target.
+//
+// The config file at ConfigPath is the controller's own: Direct renders it
+// whole with haproxycfg.Render. Sections that a later desired set no longer
+// names are read back from the file and rendered again unchanged (the
+// target contract never deletes sections it was not asked about); any other
+// hand edit of the file is lost at the next write.
+//
+// Current state comes from the live process (`show stat` for servers,
+// backup flags, weights and frontends, `show servers state` for check ports)
+// plus the service-level settings read back from the file. Weight-only
+// changes go through the stats socket and the file is rewritten without a
+// reload; anything else is one validated write and one reload through the
+// master socket, with the server-state file dumped right before it.
+type Direct struct {
+	opts Options
+	rt   *Runtime
+	log  *zap.Logger
+	mu   sync.Mutex
+}
+
+var _ target.Target = (*Direct)(nil)
+
+// NewDirect returns a driver for the HAProxy described by opts. It does not
+// contact HAProxy; bad options are reported by the first Diff or Apply.
+func NewDirect(opts Options, log *zap.Logger) *Direct {
+	if opts.HAProxyBin == "" {
+		opts.HAProxyBin = "haproxy"
+	}
+	if opts.ReloadTimeout <= 0 {
+		opts.ReloadTimeout = 30 * time.Second
+	}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &Direct{
+		opts: opts,
+		rt:   &Runtime{Socket: opts.StatsSocket, MasterSocket: opts.MasterSocket, Timeout: opts.Timeout},
+		log:  log.With(zap.String("target", "direct:"+opts.ConfigPath)),
+	}
+}
+
+// Name identifies the target by its config path.
+func (d *Direct) Name() string { return "direct:" + d.opts.ConfigPath }
+
+// Runtime returns the driver's socket client.
+func (d *Direct) Runtime() *Runtime { return d.rt }
+
+func (d *Direct) check() error {
+	var missing []string
+	if d.opts.ConfigPath == "" {
+		missing = append(missing, "config_path")
+	}
+	if d.opts.StatsSocket == "" {
+		missing = append(missing, "stats_socket")
+	}
+	if d.opts.MasterSocket == "" {
+		missing = append(missing, "master_socket")
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("direct haproxy: missing %s", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// snapshot is what the driver knows about the running HAProxy.
+type snapshot struct {
+	current map[string]*target.Backend
+	// file is the services read back from the controller's own file.
+	file []services.Service
+}
+
+func (d *Direct) read(ctx context.Context) (*snapshot, error) {
+	if err := d.check(); err != nil {
+		return nil, err
+	}
+	rows, err := d.rt.ShowStat(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read current state: %w", err)
+	}
+	stateText, err := d.rt.ShowServersState(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read current state: %w", err)
+	}
+	states, err := ParseServersState(stateText)
+	if err != nil {
+		return nil, fmt.Errorf("read current state: %w", err)
+	}
+	checkPort := map[string]int{}
+	for _, s := range states {
+		checkPort[s.Backend+"/"+s.Server] = s.CheckPort
+	}
+	cur := map[string]*target.Backend{}
+	get := func(n string) *target.Backend {
+		b := cur[n]
+		if b == nil {
+			b = &target.Backend{Name: n, Servers: map[string]services.Server{}}
+			cur[n] = b
+		}
+		return b
+	}
+	for _, r := range rows {
+		switch r.Type {
+		case TypeFrontend:
+			get(r.Proxy).HasFrontend = true
+		case TypeBackend:
+			get(r.Proxy)
+		case TypeServer:
+			get(r.Proxy).Servers[r.Name] = services.Server{
+				Name: r.Name, Address: r.Addr, Port: r.Port, CheckPort: checkPort[r.Proxy+"/"+r.Name],
+				Weight: r.Weight, Backup: r.Backup,
+			}
+		}
+	}
+	snap := &snapshot{current: cur}
+	text, err := os.ReadFile(d.opts.ConfigPath)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		// No file of ours yet: settings unknown, compared as nil.
+	case err != nil:
+		return nil, fmt.Errorf("read %s: %w", d.opts.ConfigPath, err)
+	default:
+		file, err := ParseOwnConfig(string(text))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", d.opts.ConfigPath, err)
+		}
+		snap.file = file
+		for _, s := range file {
+			if b := cur[s.Name]; b != nil && b.HasFrontend {
+				st := target.SettingsOf(s)
+				b.Settings = &st
+			}
+		}
+	}
+	return snap, nil
+}
+
+// Diff reads the running HAProxy and returns the changes Apply would make.
+func (d *Direct) Diff(ctx context.Context, desired []services.Service) ([]target.Change, error) {
+	snap, err := d.read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return target.Diff(snap.current, desired), nil
+}
+
+// Apply makes the running HAProxy serve desired (see Direct for how).
+func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.Result, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	start := time.Now()
+	if err := haproxycfg.Check(desired); err != nil {
+		return target.Result{}, err
+	}
+	snap, err := d.read(ctx)
+	if err != nil {
+		return target.Result{}, err
+	}
+	changes := target.Diff(snap.current, desired)
+	res := target.Result{Changes: changes}
+	if len(changes) == 0 {
+		res.Duration = time.Since(start)
+		return res, nil
+	}
+	all := mergeKept(desired, snap.file)
+	cfg := haproxycfg.Render(all, d.renderOptions())
+	preserved := statePreserved(cfg)
+	res.StatePreserved = &preserved
+	log := d.log.With(zap.Int("changes", len(changes)))
+
+	if target.RuntimeOnly(changes) {
+		for _, c := range changes {
+			w, err := desiredWeight(desired, c.Backend, c.Server)
+			if err == nil {
+				err = d.rt.SetWeight(ctx, c.Backend, c.Server, w)
+			}
+			if err != nil {
+				return res, fmt.Errorf("apply %s %s/%s: %w", c.Kind, c.Backend, c.Server, err)
+			}
+		}
+		// The file must carry the weights too, or the next reload (whose
+		// state file is fixed to the file's weights) would bring old ones
+		// back. Only weights differ from the running file, so no `haproxy -c`.
+		if err := writeAtomic(d.opts.ConfigPath, cfg, 0o644); err != nil {
+			return res, fmt.Errorf("runtime weights applied, but writing %s failed: %w", d.opts.ConfigPath, err)
+		}
+		log.Info("applied weights at runtime, no reload")
+		res.Duration = time.Since(start)
+		return res, nil
+	}
+
+	if err := d.reloadWith(ctx, cfg, all, &res); err != nil {
+		res.Duration = time.Since(start)
+		return res, err
+	}
+	log.Info("reloaded haproxy", zap.String("reload_id", res.ReloadID), zap.Bool("state_preserved", preserved))
+	res.Duration = time.Since(start)
+	return res, nil
+}
+
+func (d *Direct) renderOptions() haproxycfg.Options {
+	return haproxycfg.Options{StatsSocket: d.opts.StatsSocket, ServerStateFile: d.opts.ServerStateFile,
+		Maxconn: d.opts.Maxconn, NoStrictLimits: d.opts.NoStrictLimits}
+}
+
+// reloadWith validates cfg, saves server states, installs cfg and reloads,
+// then waits until the new worker serves every service in all. On any error
+// before the reload nothing changed; on a failed reload the previous file is
+// put back (the old worker keeps serving it).
+func (d *Direct) reloadWith(ctx context.Context, cfg []byte, all []services.Service, res *target.Result) error {
+	ctx, cancel := context.WithTimeout(ctx, d.opts.ReloadTimeout)
+	defer cancel()
+	dir := filepath.Dir(d.opts.ConfigPath)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(d.opts.ConfigPath)+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("write new config: %w", err)
+	}
+	tmpName := tmp.Name()
+	defer os.Remove(tmpName) // a no-op once renamed
+	if _, err := tmp.Write(cfg); err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write new config %s: %w", tmpName, err)
+	}
+	if err := checkConfig(ctx, d.opts.HAProxyBin, tmpName); err != nil {
+		return err
+	}
+	if d.opts.ServerStateFile != "" {
+		// Right before the reload, so the states are as fresh as possible.
+		dump, err := d.rt.ShowServersState(ctx)
+		if err != nil {
+			return fmt.Errorf("dump server state: %w", err)
+		}
+		fixed, err := FixServersState(dump, all)
+		if err != nil {
+			return fmt.Errorf("dump server state: %w", err)
+		}
+		if err := writeAtomic(d.opts.ServerStateFile, []byte(fixed), 0o600); err != nil {
+			return fmt.Errorf("write server state file: %w", err)
+		}
+	}
+	old, oldErr := os.ReadFile(d.opts.ConfigPath)
+	if err := os.Rename(tmpName, d.opts.ConfigPath); err != nil {
+		return fmt.Errorf("install new config: %w", err)
+	}
+	proc, err := d.rt.Reload(ctx)
+	res.Reloaded = true
+	res.ReloadID = strconv.Itoa(proc.Reloads)
+	if err != nil {
+		res.ReloadResult = "failed"
+		if errors.Is(err, ErrReloadFailed) && oldErr == nil {
+			if werr := writeAtomic(d.opts.ConfigPath, old, 0o644); werr != nil {
+				return fmt.Errorf("%w; restoring the previous %s also failed: %w", err, d.opts.ConfigPath, werr)
+			}
+		} else if !errors.Is(err, ErrReloadFailed) {
+			res.ReloadResult = "in_progress"
+		}
+		return err
+	}
+	if err := d.waitServing(ctx, all); err != nil {
+		res.ReloadResult = "in_progress"
+		return err
+	}
+	res.ReloadResult = "succeeded"
+	return nil
+}
+
+// waitServing polls show stat until every service in all has its frontend,
+// its backend and exactly its servers.
+func (d *Direct) waitServing(ctx context.Context, all []services.Service) error {
+	t := time.NewTicker(ReloadPollInterval)
+	defer t.Stop()
+	var last string
+	for {
+		rows, err := d.rt.ShowStat(ctx)
+		if err == nil {
+			last = missingServing(rows, all)
+			if last == "" {
+				return nil
+			}
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("new worker does not serve the new config: %w (last: %s)", ctx.Err(), last)
+		case <-t.C:
+		}
+	}
+}
+
+func missingServing(rows []StatRow, all []services.Service) string {
+	have := map[string]bool{}
+	servers := map[string]int{}
+	for _, r := range rows {
+		have[r.Proxy+"/"+r.Name] = true
+		if r.Type == TypeServer {
+			servers[r.Proxy]++
+		}
+	}
+	for _, s := range all {
+		if !have[s.Name+"/FRONTEND"] || !have[s.Name+"/BACKEND"] {
+			return "service " + s.Name + " missing"
+		}
+		for _, sv := range s.Servers {
+			if !have[s.Name+"/"+sv.Name] {
+				return "server " + s.Name + "/" + sv.Name + " missing"
+			}
+		}
+		if servers[s.Name] != len(s.Servers) {
+			return fmt.Sprintf("backend %s has %d servers, want %d", s.Name, servers[s.Name], len(s.Servers))
+		}
+	}
+	return ""
+}
+
+// checkConfig runs `haproxy -c -f path`; its message is the error.
+func checkConfig(ctx context.Context, bin, path string) error {
+	cmd := exec.CommandContext(ctx, bin, "-c", "-f", path)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("new config rejected by %s -c (nothing changed): %w: %s", bin, err, strings.TrimSpace(out.String()))
+	}
+	return nil
+}
+
+// mergeKept returns desired followed by the services of the current file
+// that desired does not name, so Apply never drops a section it was not
+// asked about.
+func mergeKept(desired, file []services.Service) []services.Service {
+	named := map[string]bool{}
+	for _, s := range desired {
+		named[s.Name] = true
+	}
+	out := append([]services.Service(nil), desired...)
+	for _, s := range file {
+		if !named[s.Name] {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func desiredWeight(desired []services.Service, backend, server string) (int, error) {
+	for _, s := range desired {
+		if s.Name != backend {
+			continue
+		}
+		for _, sv := range s.Servers {
+			if sv.Name == server {
+				return sv.Weight, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("server %s/%s not in desired services", backend, server)
+}
+
+// statePreserved reports whether a rendered config keeps server states
+// across reloads: server-state-file in global and load-server-state-from-file
+// in defaults.
+func statePreserved(cfg []byte) bool {
+	var file, load bool
+	for _, line := range strings.Split(string(cfg), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "server-state-file" {
+			file = true
+		}
+		if len(f) >= 2 && f[0] == "load-server-state-from-file" && f[1] != "none" {
+			load = true
+		}
+	}
+	return file && load
+}
+
+// writeAtomic writes data to a temp file in path's directory and renames it
+// over path, so readers (and HAProxy) see the old or the new file, never a
+// partial one.
+func writeAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	name := tmp.Name()
+	defer os.Remove(name)
+	if _, err := tmp.Write(data); err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Chmod(name, mode); err != nil {
+		return err
+	}
+	return os.Rename(name, path)
+}

@@ -1,0 +1,182 @@
+package haproxy
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/pgsvc/pgsvc/pkg/services"
+)
+
+// Server-state file columns (version 1, HAProxy 2.6).
+const (
+	stBeID = iota
+	stBeName
+	stSrvID
+	stSrvName
+	stSrvAddr
+	stOpState
+	stAdminState
+	stUWeight
+	stIWeight
+	stTimeSinceChange
+	stCheckStatus
+	stCheckResult
+	stCheckHealth
+	stCheckState
+	stAgentState
+	stBkForcedID
+	stSrvForcedID
+	stFQDN
+	stSrvPort
+	stSrvRecord
+	stUseSSL
+	stCheckPort
+	stCheckAddr
+	stAgentAddr
+	stAgentPort
+	stColumns
+)
+
+// StateServer is one server line of a server-state file, as far as the
+// driver reads it.
+type StateServer struct {
+	Backend   string
+	Server    string
+	Addr      string
+	Port      int
+	CheckPort int
+	OpState   int // 0 stopped, 1 starting, 2 running, 3 stopping
+	AdminSt   int // bitfield, decimal as HAProxy prints it (not hex)
+	UWeight   int
+}
+
+// ParseServersState parses `show servers state` output (or a state file).
+func ParseServersState(text string) ([]StateServer, error) {
+	var out []StateServer
+	for n, line := range strings.Split(text, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") || (n == 0 && line == "1") {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) < stColumns {
+			return nil, fmt.Errorf("servers state: line %d: %d fields, want %d", n+1, len(f), stColumns)
+		}
+		s := StateServer{Backend: f[stBeName], Server: f[stSrvName], Addr: f[stSrvAddr]}
+		var errs []string
+		for _, c := range []struct {
+			dst  *int
+			col  int
+			name string
+		}{{&s.Port, stSrvPort, "srv_port"}, {&s.CheckPort, stCheckPort, "srv_check_port"}, {&s.OpState, stOpState, "srv_op_state"},
+			{&s.AdminSt, stAdminState, "srv_admin_state"}, {&s.UWeight, stUWeight, "srv_uweight"}} {
+			v, err := strconv.Atoi(f[c.col])
+			if err != nil {
+				errs = append(errs, c.name+" "+strconv.Quote(f[c.col]))
+			}
+			*c.dst = v
+		}
+		if len(errs) > 0 {
+			return nil, fmt.Errorf("servers state: line %d (%s/%s): bad %s", n+1, s.Backend, s.Server, strings.Join(errs, ", "))
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// FixServersState turns a `show servers state` dump taken right before a
+// reload into the server-state file the new worker should load for desired.
+//
+// Why it is not written verbatim: HAProxy 2.6 applies some fields of the file
+// over the new config. Measured here: a changed address follows the config,
+// but srv_port from the file wins over a changed port in the config; and a
+// server with no line in the file (new server, new backend) starts UP 1/3
+// before its first check (the reload hazard). So:
+//   - a server whose address, port or check port changes gets a line for its
+//     NEW endpoint marked stopped (DOWN, health 0): it is another member now,
+//     and it comes UP only after `rise` good checks;
+//   - a server with no line gets such a stopped line too;
+//   - every desired server's weight (srv_uweight, srv_iweight) is set to the
+//     desired weight so a reload never restores an older runtime weight;
+//   - other lines (unchanged servers, sections the driver does not manage)
+//     are kept as dumped: their live health and admin states carry over.
+//
+// The `disabled` keyword: the state file's admin state carries a "config
+// maintenance" bit; HAProxy applies the file's admin state only when the
+// server's `disabled` keyword did not change since the file was written.
+// The driver never renders `disabled`, so that bit never flips, and runtime
+// admin states (maint/drain set over the stats socket) survive reloads.
+// Lines for a new endpoint are written with admin state 0 (ready).
+func FixServersState(dump string, desired []services.Service) (string, error) {
+	lines := strings.Split(strings.TrimRight(dump, "\n"), "\n")
+	if len(lines) < 2 || strings.TrimSpace(lines[0]) != "1" || !strings.HasPrefix(lines[1], "#") {
+		return "", fmt.Errorf("servers state: unexpected dump %q", truncate(dump, 120))
+	}
+	want := map[string]services.Server{}
+	for _, s := range desired {
+		for _, sv := range s.Servers {
+			want[s.Name+"/"+sv.Name] = sv
+		}
+	}
+	var b strings.Builder
+	b.WriteString(lines[0] + "\n" + lines[1] + "\n")
+	seen := map[string]bool{}
+	for n, line := range lines[2:] {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		f := strings.Fields(line)
+		if len(f) < stColumns {
+			return "", fmt.Errorf("servers state: line %d: %d fields, want %d", n+3, len(f), stColumns)
+		}
+		key := f[stBeName] + "/" + f[stSrvName]
+		sv, ok := want[key]
+		if !ok {
+			b.WriteString(line + "\n")
+			continue
+		}
+		seen[key] = true
+		if f[stSrvAddr] != sv.Address || f[stSrvPort] != strconv.Itoa(sv.Port) || f[stCheckPort] != strconv.Itoa(sv.CheckPort) {
+			markStopped(f, sv)
+		}
+		f[stUWeight] = strconv.Itoa(sv.Weight)
+		f[stIWeight] = strconv.Itoa(sv.Weight)
+		b.WriteString(strings.Join(f, " ") + "\n")
+	}
+	for _, s := range desired {
+		for _, sv := range s.Servers {
+			if seen[s.Name+"/"+sv.Name] {
+				continue
+			}
+			f := make([]string, stColumns)
+			// IDs: without forced ids HAProxy 2.6 matches lines by backend
+			// and server name, so placeholders are fine.
+			f[stBeID], f[stSrvID] = "0", "0"
+			f[stBeName], f[stSrvName] = s.Name, sv.Name
+			f[stAdminState] = "0"
+			f[stUWeight], f[stIWeight] = strconv.Itoa(sv.Weight), strconv.Itoa(sv.Weight)
+			f[stTimeSinceChange] = "0"
+			f[stAgentState], f[stBkForcedID], f[stSrvForcedID] = "0", "0", "0"
+			f[stFQDN], f[stSrvRecord], f[stCheckAddr], f[stAgentAddr] = "-", "-", "-", "-"
+			f[stUseSSL] = "0"
+			f[stAgentPort] = "0"
+			markStopped(f, sv)
+			b.WriteString(strings.Join(f, " ") + "\n")
+		}
+	}
+	return b.String(), nil
+}
+
+// markStopped writes sv's endpoint into a state line and marks it stopped
+// with a failed check at health 0, so HAProxy starts it DOWN.
+func markStopped(f []string, sv services.Server) {
+	f[stSrvAddr] = sv.Address
+	f[stSrvPort] = strconv.Itoa(sv.Port)
+	f[stCheckPort] = strconv.Itoa(sv.CheckPort)
+	f[stOpState] = "0"
+	f[stCheckStatus] = "0" // HCHK_STATUS_UNKNOWN
+	f[stCheckResult] = "2" // CHK_RES_FAILED
+	f[stCheckHealth] = "0"
+	f[stCheckState] = "6" // CHK_ST_CONFIGURED|CHK_ST_ENABLED, as dumped for "check" servers
+}
