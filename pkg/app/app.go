@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -23,6 +25,7 @@ import (
 	"github.com/pgsvc/pgsvc/pkg/controller"
 	"github.com/pgsvc/pgsvc/pkg/dataplaneapi"
 	"github.com/pgsvc/pgsvc/pkg/haproxy"
+	"github.com/pgsvc/pgsvc/pkg/metrics"
 	"github.com/pgsvc/pgsvc/pkg/patroni"
 	"github.com/pgsvc/pgsvc/pkg/target"
 	"github.com/pgsvc/pgsvc/pkg/topology"
@@ -73,13 +76,18 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<
 		StaleAfter: cfg.Controller.StaleAfter.Duration, ApplyTimeout: cfg.Controller.ApplyTimeout.Duration,
 		IncludeUnknown: cfg.IncludeUnknown, DryRun: cfg.DryRun, HistorySize: cfg.Controller.HistorySize,
 	}
-	ctl := controller.New(inv, targets, opts)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var ctl *controller.Controller
+	m := metrics.New(reg, func() controller.Status { return ctl.Status() })
+	opts.Metrics = m
+	ctl = controller.New(inv, targets, opts)
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv := &http.Server{Handler: ctl.Handler(nil), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: ctl.Handler(map[string]http.Handler{"/metrics": m.Handler()}), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)

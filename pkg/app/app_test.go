@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -179,4 +180,45 @@ func TestSwitchoverThroughDataPlaneAPI(t *testing.T) {
 	if applied < 2 {
 		t.Errorf("history has %d applied decisions, want >= 2", applied)
 	}
+
+	// Metrics after the scripted switchover.
+	m := scrape(t, addr)
+	for _, want := range []string{
+		`pgsvc_convergence_seconds_count{target="` + st.Targets[0].Name + `"}`,
+		`pgsvc_reloads_total{target="` + st.Targets[0].Name + `"}`,
+		`pgsvc_applied_changes_total{kind="update_server",target="` + st.Targets[0].Name + `"}`,
+		`pgsvc_dcs_snapshots_total{namespace="/pg"}`,
+	} {
+		if v, ok := m[want]; !ok || v < 1 {
+			t.Errorf("metric %s = %v (present %v), want >= 1", want, v, ok)
+		}
+	}
+	for _, want := range []string{`pgsvc_target_in_sync{target="` + st.Targets[0].Name + `"}`, `pgsvc_dcs_connected{namespace="/pg"}`, "pgsvc_ready"} {
+		if m[want] != 1 {
+			t.Errorf("metric %s = %v, want 1", want, m[want])
+		}
+	}
+}
+
+// scrape reads /metrics into "name{labels}" -> value.
+func scrape(t *testing.T, addr string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		var v float64
+		if _, err := fmt.Sscan(line[i+1:], &v); err == nil {
+			out[line[:i]] = v
+		}
+	}
+	return out
 }
