@@ -11,6 +11,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/pgsvc/pgsvc/pkg/app"
 	"github.com/pgsvc/pgsvc/pkg/config"
 	"github.com/pgsvc/pgsvc/pkg/controller"
 	"github.com/pgsvc/pgsvc/pkg/patroni"

@@ -69,7 +69,7 @@ func parseRunFlags(args []string, stderr io.Writer) (*config.Config, error) {
 	for _, u := range f.dpapi {
 		cfg.DataPlaneAPI = append(cfg.DataPlaneAPI, config.DataPlaneAPI{URL: u})
 	}
-	if f.direct != (config.Direct{}) {
+	if f.direct.ConfigPath != "" || f.direct.StatsSocket != "" || f.direct.MasterSocket != "" || f.direct.ServerStateFile != "" {
 		cfg.Direct = append(cfg.Direct, f.direct)
 	}
 	if f.listen != "" {
