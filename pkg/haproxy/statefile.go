@@ -175,7 +175,10 @@ func markStopped(f []string, sv services.Server) {
 	f[stSrvPort] = strconv.Itoa(sv.Port)
 	f[stCheckPort] = strconv.Itoa(sv.CheckPort)
 	f[stOpState] = "0"
-	f[stCheckStatus] = "0" // HCHK_STATUS_UNKNOWN
+	// HCHK_STATUS_INI, as for a server that was never checked. Measured:
+	// with 0 (HCHK_STATUS_UNKNOWN) HAProxy 2.6 leaves the check "* UNK" in
+	// progress for good, and the server never comes UP.
+	f[stCheckStatus] = "1"
 	f[stCheckResult] = "2" // CHK_RES_FAILED
 	f[stCheckHealth] = "0"
 	f[stCheckState] = "6" // CHK_ST_CONFIGURED|CHK_ST_ENABLED, as dumped for "check" servers
