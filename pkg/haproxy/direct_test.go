@@ -1,0 +1,256 @@
+package haproxy
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgsvc/pgsvc/pkg/services"
+	"github.com/pgsvc/pgsvc/pkg/target"
+)
+
+const frontIP = "127.0.0.30"
+
+// cluster builds the primary and replica services of a fake cluster the way
+// pkg/services does: every member in both, the primary as backup in replica.
+func cluster(primaryPort, replicaPort int, weights map[string]int, ms ...*member) []services.Service {
+	prim := services.Service{Name: "pg-t-primary", Service: "primary", IP: frontIP, Port: primaryPort, Check: "/primary",
+		Balance: "roundrobin", Maxconn: 500, DefaultServer: testDefaultServer}
+	repl := services.Service{Name: "pg-t-replica", Service: "replica", IP: frontIP, Port: replicaPort, Check: "/read-only",
+		Balance: "roundrobin", Maxconn: 500, DefaultServer: testDefaultServer}
+	for _, m := range ms {
+		w := 100
+		if v, ok := weights[m.name]; ok {
+			w = v
+		}
+		prim.Servers = append(prim.Servers, m.server(w, false))
+		repl.Servers = append(repl.Servers, m.server(w, m.role.Load() == "primary"))
+	}
+	return []services.Service{prim, repl}
+}
+
+func kinds(cs []target.Change) string {
+	var k []string
+	for _, c := range cs {
+		k = append(k, c.Kind+":"+c.Backend+"/"+c.Server)
+	}
+	return strings.Join(k, " ")
+}
+
+// TestDirectLifecycle drives one real HAProxy through the cases the
+// controller meets, in order: each step starts from the previous one's state.
+func TestDirectLifecycle(t *testing.T) {
+	r := startRig(t)
+	ctx := context.Background()
+	m1 := newMember(t, "pg-t-1", "127.0.0.31", "primary")
+	m2 := newMember(t, "pg-t-2", "127.0.0.32", "replica")
+	m3 := newMember(t, "pg-t-3", "127.0.0.33", "replica")
+	pp, rp := freePort(t, frontIP), freePort(t, frontIP)
+	weights := map[string]int{}
+
+	t.Run("initial apply creates services", func(t *testing.T) {
+		desired := cluster(pp, rp, weights, m1, m2, m3)
+		res, err := r.direct.Apply(ctx, desired)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := kinds(res.Changes); got != "create_service:pg-t-primary/ create_service:pg-t-replica/" {
+			t.Errorf("changes = %s", got)
+		}
+		if !res.Reloaded || res.ReloadResult != "succeeded" || res.ReloadID != "1" {
+			t.Errorf("result = %+v, want reloaded, succeeded, reload id 1", res)
+		}
+		if res.StatePreserved == nil || !*res.StatePreserved {
+			t.Errorf("StatePreserved = %v, want true", res.StatePreserved)
+		}
+		r.waitStatus(t, map[string]bool{
+			"pg-t-primary/pg-t-1": true, "pg-t-primary/pg-t-2": false, "pg-t-primary/pg-t-3": false,
+			"pg-t-replica/pg-t-1": true, "pg-t-replica/pg-t-2": true, "pg-t-replica/pg-t-3": true,
+		})
+		again, err := r.direct.Apply(ctx, desired)
+		if err != nil || len(again.Changes) != 0 || again.Reloaded {
+			t.Errorf("second apply = %+v, %v; want no changes, no reload", again, err)
+		}
+	})
+
+	t.Run("switchover flips backup flags", func(t *testing.T) {
+		m1.setRole("replica")
+		m2.setRole("primary")
+		before := r.reloads(t)
+		res, err := r.direct.Apply(ctx, cluster(pp, rp, weights, m1, m2, m3))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := kinds(res.Changes); got != "update_server:pg-t-replica/pg-t-1 update_server:pg-t-replica/pg-t-2" {
+			t.Errorf("changes = %s", got)
+		}
+		if !res.Reloaded || r.reloads(t) != before+1 {
+			t.Errorf("want one reload: result %+v, counter %d -> %d", res, before, r.reloads(t))
+		}
+		st := r.stat(t)
+		if !st["pg-t-replica/pg-t-2"].Backup || st["pg-t-replica/pg-t-1"].Backup {
+			t.Errorf("replica backend backup flags: pg-t-1 %v pg-t-2 %v, want false/true",
+				st["pg-t-replica/pg-t-1"].Backup, st["pg-t-replica/pg-t-2"].Backup)
+		}
+		r.waitStatus(t, map[string]bool{"pg-t-primary/pg-t-1": false, "pg-t-primary/pg-t-2": true})
+	})
+
+	t.Run("weight only applies at runtime without reload", func(t *testing.T) {
+		before := r.reloads(t)
+		weights["pg-t-3"] = 50
+		res, err := r.direct.Apply(ctx, cluster(pp, rp, weights, m1, m2, m3))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := kinds(res.Changes); got != "set_weight:pg-t-primary/pg-t-3 set_weight:pg-t-replica/pg-t-3" {
+			t.Errorf("changes = %s", got)
+		}
+		if res.Reloaded || r.reloads(t) != before {
+			t.Errorf("reloaded: result %+v, counter %d -> %d", res, before, r.reloads(t))
+		}
+		if w := r.stat(t)["pg-t-replica/pg-t-3"].Weight; w != 50 {
+			t.Errorf("show stat weight = %d, want 50", w)
+		}
+		cfg, _ := os.ReadFile(r.opts.ConfigPath)
+		if !strings.Contains(string(cfg), "server pg-t-3 127.0.0.33") || !strings.Contains(string(cfg), "weight 50") {
+			t.Errorf("config file does not carry weight 50:\n%s", cfg)
+		}
+	})
+
+	t.Run("servers added and removed, new server starts down", func(t *testing.T) {
+		m4 := newMember(t, "pg-t-4", "127.0.0.34", "replica")
+		before := r.reloads(t)
+		res, err := r.direct.Apply(ctx, cluster(pp, rp, weights, m1, m2, m4))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := "add_server:pg-t-primary/pg-t-4 remove_server:pg-t-primary/pg-t-3 add_server:pg-t-replica/pg-t-4 remove_server:pg-t-replica/pg-t-3"
+		if got := kinds(res.Changes); got != want {
+			t.Errorf("changes = %s, want %s", got, want)
+		}
+		st := r.stat(t)
+		if _, ok := st["pg-t-primary/pg-t-3"]; ok {
+			t.Error("pg-t-3 still in pg-t-primary")
+		}
+		// No state line existed for pg-t-4: FixServersState starts it DOWN
+		// instead of HAProxy's UP 1/3 in a primary service.
+		if row := st["pg-t-primary/pg-t-4"]; row.Up() {
+			t.Errorf("new server pg-t-4 in primary is %q right after the reload, want DOWN", row.Status)
+		}
+		if r.reloads(t) != before+1 {
+			t.Errorf("reload counter %d -> %d, want +1", before, r.reloads(t))
+		}
+		r.waitStatus(t, map[string]bool{"pg-t-replica/pg-t-4": true, "pg-t-primary/pg-t-4": false})
+		m3 = m4
+	})
+
+	t.Run("changed port follows the config", func(t *testing.T) {
+		// HAProxy 2.6 restores srv_port from the state file over the config;
+		// FixServersState rewrites it.
+		m5 := newMember(t, "pg-t-4", "127.0.0.35", "replica")
+		res, err := r.direct.Apply(ctx, cluster(pp, rp, weights, m1, m2, m5))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Reloaded {
+			t.Fatalf("want a reload, got %+v", res)
+		}
+		if row := r.stat(t)["pg-t-replica/pg-t-4"]; row.Addr != m5.ip || row.Port != m5.port {
+			t.Errorf("pg-t-4 at %s:%d, want %s:%d", row.Addr, row.Port, m5.ip, m5.port)
+		}
+		m3 = m5
+		changes, err := r.direct.Diff(ctx, cluster(pp, rp, weights, m1, m2, m5))
+		if err != nil || len(changes) != 0 {
+			t.Errorf("diff after apply = %v, %v; want none", changes, err)
+		}
+	})
+
+	t.Run("bad config is rejected and the old one keeps serving", func(t *testing.T) {
+		before := r.reloads(t)
+		oldCfg, _ := os.ReadFile(r.opts.ConfigPath)
+		bad := cluster(pp, rp, weights, m1, m2, m3)
+		bad[0].DefaultServer = testDefaultServer + " no-such-option 1"
+		_, err := r.direct.Apply(ctx, bad)
+		if err == nil || !strings.Contains(err.Error(), "no-such-option") {
+			t.Fatalf("err = %v, want haproxy -c's message naming no-such-option", err)
+		}
+		if r.reloads(t) != before {
+			t.Errorf("reload counter moved %d -> %d", before, r.reloads(t))
+		}
+		if cfg, _ := os.ReadFile(r.opts.ConfigPath); string(cfg) != string(oldCfg) {
+			t.Error("config file changed after a rejected apply")
+		}
+		d := startDialer(addr(frontIP, pp))
+		eventually(t, 5*time.Second, "connections through the old config", func() string {
+			if d.ok.Load() < 5 {
+				return "fewer than 5 connections served"
+			}
+			return ""
+		})
+		d.Stop()
+	})
+}
+
+// TestReloadHazard checks that reloads never route connections of a
+// primary-like service to servers whose checks fail: health states survive
+// the reload through the server-state file, and new servers start DOWN.
+func TestReloadHazard(t *testing.T) {
+	r := startRig(t)
+	ctx := context.Background()
+	m1 := newMember(t, "pg-h-1", "127.0.0.41", "primary")
+	m2 := newMember(t, "pg-h-2", "127.0.0.42", "replica")
+	m3 := newMember(t, "pg-h-3", "127.0.0.43", "replica")
+	pp, rp := freePort(t, frontIP), freePort(t, frontIP)
+	mk := func(ms ...*member) []services.Service {
+		s := cluster(pp, rp, nil, ms...)
+		s[0].Name, s[1].Name = "pg-h-primary", "pg-h-replica"
+		// Slower checks than elsewhere: a fresh worker that trusted
+		// unchecked servers would route to them for a whole interval.
+		for i := range s {
+			s[i].DefaultServer = "inter 500ms fastinter 200ms downinter 500ms rise 2 fall 2 on-marked-down shutdown-sessions"
+		}
+		return s
+	}
+	if _, err := r.direct.Apply(ctx, mk(m1, m2)); err != nil {
+		t.Fatal(err)
+	}
+	r.waitStatus(t, map[string]bool{"pg-h-primary/pg-h-1": true, "pg-h-primary/pg-h-2": false})
+	m2base := m2.accepted.Load()
+
+	d := startDialer(addr(frontIP, pp))
+	defer d.Stop()
+	for i, desired := range [][]services.Service{mk(m1, m2, m3), mk(m1, m2), mk(m1, m2, m3)} {
+		res, err := r.direct.Apply(ctx, desired)
+		if err != nil {
+			t.Fatalf("apply %d: %v", i, err)
+		}
+		if !res.Reloaded {
+			t.Fatalf("apply %d did not reload: %+v", i, res)
+		}
+		st := r.stat(t)
+		for _, k := range []string{"pg-h-primary/pg-h-2", "pg-h-primary/pg-h-3"} {
+			if row, ok := st[k]; ok && row.Up() {
+				t.Errorf("apply %d: %s is %q right after the reload, want DOWN", i, k, row.Status)
+			}
+		}
+	}
+	// Keep dialing after the last reload through the window in which a
+	// fresh worker would trust unchecked servers (several check intervals).
+	after := d.ok.Load() + d.failed.Load()
+	eventually(t, 10*time.Second, "dialing after the reloads", func() string {
+		if d.ok.Load()+d.failed.Load() < after+200 {
+			return "fewer than 200 attempts since the last reload"
+		}
+		return ""
+	})
+	d.Stop()
+	if n := m2.accepted.Load() - m2base + m3.accepted.Load(); n != 0 {
+		t.Errorf("%d connections through the primary service reached replicas", n)
+	}
+	if d.ok.Load() == 0 {
+		t.Errorf("no connection reached the primary (%d failed)", d.failed.Load())
+	}
+	t.Logf("primary served %d connections, %d failed, across 3 reloads", d.ok.Load(), d.failed.Load())
+}
