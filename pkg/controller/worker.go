@@ -177,6 +177,7 @@ func (w *worker) handle(ctx context.Context, j *job) bool {
 	w.mu.Lock()
 	w.status.State = "applying"
 	w.status.InSync = false
+	w.status.LastAttempt = start
 	w.mu.Unlock()
 	res, err := w.t.Apply(actx, j.desired)
 	dur := w.opts.Now().Sub(start)
