@@ -237,6 +237,10 @@ func (e *Elector) term(ctx context.Context) (started bool, err error) {
 	termCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
+	// The deadline belongs to one lease: start this one's from scratch.
+	e.mu.Lock()
+	e.deadline = time.Time{}
+	e.mu.Unlock()
 	sent := e.opts.Now()
 	gctx, gcancel := context.WithTimeout(termCtx, e.ttl)
 	lease, err := e.cli.Grant(gctx, int64(e.opts.TTL))

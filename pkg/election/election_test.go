@@ -515,10 +515,26 @@ func TestEtcdRestart(t *testing.T) {
 	srv := etcdtest.Start(t)
 	rs := []*runner{start(t, srv.Client(t), "a"), start(t, srv.Client(t), "b")}
 	waitOneLeader(t, rs, 10*time.Second)
-	srv.Stop()
+	// Stop waits seconds for clients to go away; the fence must act from
+	// the moment etcd stops answering, while Stop is still running.
+	stopping := time.Now()
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		srv.Stop()
+	}()
 	waitFor(t, testTTL*time.Second+time.Second, "no leader while etcd is down", func() bool { return len(leaders(rs)) == 0 })
+	t.Logf("no leader %v after etcd began to stop", time.Since(stopping))
+	select {
+	case <-stopped:
+	case <-time.After(30 * time.Second):
+		t.Fatal("etcd did not stop within 30s")
+	}
+	restarted := time.Now()
 	srv.Restart(t)
+	t.Logf("etcd restarted in %v", time.Since(restarted))
 	l := waitOneLeader(t, rs, 20*time.Second)
+	t.Logf("%s leads %v after the restart began", l.e.Identity(), time.Since(restarted))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if got, err := rs[0].e.Leader(ctx); err != nil || got != l.e.Identity() {
