@@ -24,6 +24,7 @@ import (
 	"github.com/pgsvc/pgsvc/pkg/config"
 	"github.com/pgsvc/pgsvc/pkg/controller"
 	"github.com/pgsvc/pgsvc/pkg/dataplaneapi"
+	"github.com/pgsvc/pgsvc/pkg/election"
 	"github.com/pgsvc/pgsvc/pkg/haproxy"
 	"github.com/pgsvc/pgsvc/pkg/metrics"
 	"github.com/pgsvc/pgsvc/pkg/patroni"
@@ -76,6 +77,20 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<
 		StaleAfter: cfg.Controller.StaleAfter.Duration, ApplyTimeout: cfg.Controller.ApplyTimeout.Duration,
 		IncludeUnknown: cfg.IncludeUnknown, DryRun: cfg.DryRun, HistorySize: cfg.Controller.HistorySize,
 	}
+	var elector *election.Elector
+	if cfg.Election.Enabled {
+		elector = election.New(cli, election.Options{Key: cfg.Election.Key, Identity: cfg.Election.Identity, TTL: cfg.Election.TTL, Log: log})
+		opts.Gate = elector.IsLeader
+		opts.LeaderInfo = func() *controller.LeaderStatus {
+			lctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			leader, err := elector.Leader(lctx)
+			if err != nil {
+				leader = "(unknown: " + err.Error() + ")"
+			}
+			return &controller.LeaderStatus{Identity: elector.Identity(), IsLeader: elector.IsLeader(), Leader: leader}
+		}
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var ctl *controller.Controller
@@ -101,6 +116,14 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<
 		ready <- ln.Addr().String()
 	}
 
+	if elector != nil {
+		elector.OnChange(func(isLeader bool) {
+			log.Info("controller leadership changed", zap.Bool("leader", isLeader), zap.String("identity", elector.Identity()))
+			if isLeader {
+				ctl.Trigger() // re-check every target now that we apply
+			}
+		})
+	}
 	namespaces := controller.Namespaces(inv)
 	snaps := make(chan patroni.Snapshot, 16)
 	wctx, cancelWatch := context.WithCancel(ctx)
@@ -139,11 +162,21 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<
 		}
 	}()
 
+	electionDone := make(chan struct{})
+	if elector != nil {
+		go func() {
+			defer close(electionDone)
+			_ = elector.Run(wctx)
+		}()
+	} else {
+		close(electionDone)
+	}
 	err = ctl.Run(ctx)
 	cancelWatch()
 	for range namespaces {
 		<-done
 	}
+	<-electionDone
 	log.Info("controller stopped")
 	if errors.Is(err, context.Canceled) {
 		return nil

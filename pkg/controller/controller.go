@@ -53,6 +53,8 @@ type Options struct {
 	Gate func() bool
 	// Metrics, when set, receives counters and latencies.
 	Metrics Metrics
+	// LeaderInfo, when set, says which controller instance applies (HA).
+	LeaderInfo func() *LeaderStatus
 }
 
 func (o *Options) defaults() {

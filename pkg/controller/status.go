@@ -120,6 +120,9 @@ func (c *Controller) Status() Status {
 	c.mu.Lock()
 	now := c.opts.Now()
 	st := Status{Now: now, DryRun: c.opts.DryRun, Inventory: c.inv.File}
+	if c.opts.LeaderInfo != nil {
+		st.Leader = c.opts.LeaderInfo()
+	}
 	for _, ns := range Namespaces(c.inv) {
 		n := NamespaceStatus{Namespace: ns, Stale: c.staleReason(ns, now)}
 		if s, ok := c.snaps[ns]; ok {
