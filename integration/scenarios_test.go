@@ -1,0 +1,651 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/pgsvc/pgsvc/integration/harness"
+	"github.com/pgsvc/pgsvc/pkg/config"
+	"github.com/pgsvc/pgsvc/pkg/controller"
+)
+
+// scenarioRig is the one environment every scenario shares: starting
+// Patroni clusters is the slow part, so they run in order on the same stack.
+type scenarioRig struct {
+	top     *testing.T
+	ctx     context.Context
+	env     *harness.Env
+	haproxy *haproxyRig
+	cfg     func() *config.Config
+	ctl     *controllerRun
+	res     *results
+	addrs   map[string]string // member -> address
+
+	// writes through pg-test's primary service during scenarios 1-3, and the
+	// spans in which Patroni actions may make them fail.
+	writer  *writer
+	windows []window
+	// sessions used after reloads; each goes through a service the reload's
+	// cause does not touch.
+	sessionUses int
+}
+
+const (
+	testIP = "127.0.0.10"
+	duoIP  = "127.0.0.20"
+	// failMargin is how long after convergence write failures still count
+	// as the Patroni action's.
+	failMargin = 2 * time.Second
+)
+
+// TestScenarios runs the end-to-end scenarios of the controller against
+// real software: etcd, Patroni 3.0.2 (pg-test with 3 members, pg-duo with
+// 2), PostgreSQL 15, pgbouncer, a master-worker HAProxy 2.6 driven
+// directly, and the controller in-process (app.Serve). Assertions are on
+// real traffic through the services. It needs root; CI's integration job
+// runs it.
+func TestScenarios(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+
+	pgTest := fastCluster()
+	pgDuo := harness.DuoCluster()
+	pgDuo.TTL, pgDuo.LoopWait, pgDuo.RetryTimeout = 10, 2, 3
+	setupStart := time.Now()
+	env := startEnv(t, ctx, pgTest, pgDuo)
+	r := &scenarioRig{top: t, ctx: ctx, env: env, res: &results{}, addrs: env.MemberAddrs()}
+	t.Cleanup(func() {
+		if path := os.Getenv("PGSVC_RESULTS"); path != "" {
+			if err := os.WriteFile(path, []byte(r.res.markdown()), 0o644); err != nil {
+				t.Errorf("write results: %v", err)
+			} else {
+				t.Logf("results written to %s", path)
+			}
+		}
+	})
+	r.res.add("setup", "patroni clusters up (5 members)", "%s", dur(time.Since(setupStart)))
+
+	inv := filepath.Join(t.TempDir(), "pigsty.yml")
+	if err := env.WriteInventory(inv); err != nil {
+		t.Fatal(err)
+	}
+	r.haproxy = startHAProxy(t, ctx, inv)
+	r.cfg = func() *config.Config { return scenarioConfig(inv, env, r.haproxy) }
+	ctl, err := startController(t, r.cfg())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.ctl = ctl
+	for _, c := range [][2]string{{"pg-test", "pg-test-1"}, {"pg-duo", "pg-duo-1"}} {
+		if err := createWritesTable(ctx, env, c[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	convStart := time.Now()
+	if err := r.waitInitial(); err != nil {
+		t.Fatal(err)
+	}
+	r.res.add("setup", "initial convergence (controller ready, traffic right)", "%s", dur(time.Since(convStart)))
+
+	// A long-lived session on pg-duo's primary, unaffected by pg-test's
+	// events, opened before any of them.
+	duoSess, err := openSession(ctx, svcAddr(duoIP, portPrimary))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { duoSess.close() }()
+	if _, err := duoSess.use(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r.writer = startWriter(svcAddr(testIP, portPrimary), 100*time.Millisecond)
+	defer r.writer.stop()
+
+	t.Run("1 switchover of 3-member pg-test", func(t *testing.T) { r.switchover3(t, duoSess) })
+	t.Run("2 switchover of 2-member pg-duo closes the offline gap", func(t *testing.T) {
+		duoSess.close()
+		duoSess = r.switchoverDuo(t)
+	})
+	t.Run("3 kill -9 failover of pg-test's primary", func(t *testing.T) { r.failover(t, duoSess) })
+	t.Run("4 zero misrouted writes", func(t *testing.T) { r.checkWrites(t) })
+	t.Run("5 controller restart and etcd restart", func(t *testing.T) { r.restarts(t) })
+	t.Run("6 data plane api", func(t *testing.T) {
+		if os.Getenv("DATAPLANEAPI_BIN") == "" {
+			t.Skip("DATAPLANEAPI_BIN not set: no Data Plane API build is available here; CI drives HAProxy directly " +
+				"(pkg/dataplaneapi's real-API test and the double-backed app test cover that driver)")
+		}
+		t.Skip("DATAPLANEAPI_BIN is set, but these scenarios drive HAProxy directly; pkg/dataplaneapi's real-API test runs against that binary")
+	})
+}
+
+// ------------------------------------------------------------------ checks
+
+func (r *scenarioRig) status() (controller.Status, error) { return r.ctl.status(r.ctx) }
+
+// clusterRight reports whether HAProxy serves cluster correctly for leader:
+// the controller is ready with that leader, only the leader is up in the
+// primary backend, a write through the primary service lands on it, the
+// leader is a backup of the replica backend and fresh replica-service
+// connections never land on it.
+func (r *scenarioRig) clusterRight(cluster, ip, leader string) (bool, string) {
+	st, err := r.status()
+	if err != nil {
+		return false, err.Error()
+	}
+	if ok, why := readyWithLeader(st, cluster, leader); !ok {
+		return false, why
+	}
+	if ok, why := r.haproxy.onlyUp(r.ctx, cluster+"-primary", leader); !ok {
+		return false, why
+	}
+	row, ok, why := r.haproxy.server(r.ctx, cluster+"-replica", leader)
+	if !ok {
+		return false, why
+	}
+	if !row.Backup {
+		return false, fmt.Sprintf("%s is not a backup of %s-replica yet", leader, cluster)
+	}
+	a, err := probe(r.ctx, svcAddr(ip, portPrimary))
+	if err != nil {
+		return false, "primary service: " + err.Error()
+	}
+	if a.InRecovery || a.Addr != r.addrs[leader] {
+		return false, fmt.Sprintf("primary service answered on %s (in recovery %v), want %s", a.Addr, a.InRecovery, r.addrs[leader])
+	}
+	as, err := probeN(r.ctx, svcAddr(ip, portReplica), 6)
+	if err != nil {
+		return false, "replica service: " + err.Error()
+	}
+	for _, a := range as {
+		if a.Addr == r.addrs[leader] || !a.InRecovery {
+			return false, fmt.Sprintf("replica service answered on %s (in recovery %v): %v", a.Addr, a.InRecovery, addrCounts(as))
+		}
+	}
+	return true, ""
+}
+
+// offlineAnswers reports whether the offline service answers on a replica.
+func (r *scenarioRig) offlineAnswers(ip string) (answer, bool, string) {
+	a, err := probe(r.ctx, svcAddr(ip, portOffline))
+	if err != nil {
+		return a, false, "offline service: " + err.Error()
+	}
+	if !a.InRecovery {
+		return a, false, fmt.Sprintf("offline service answered on %s, not in recovery", a.Addr)
+	}
+	return a, true, ""
+}
+
+func (r *scenarioRig) waitInitial() error {
+	for _, c := range []struct{ cluster, ip, leader string }{{"pg-test", testIP, "pg-test-1"}, {"pg-duo", duoIP, "pg-duo-1"}} {
+		err := waitFor(r.ctx, 90*time.Second, c.cluster+" initial convergence", func() (bool, string) {
+			if ok, why := r.clusterRight(c.cluster, c.ip, c.leader); !ok {
+				return false, why
+			}
+			_, ok, why := r.offlineAnswers(c.ip)
+			return ok, why
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// reportApply adds the controller's first apply for cluster after start.
+func (r *scenarioRig) reportApply(t *testing.T, scenario, cluster string, start time.Time) {
+	st, err := r.status()
+	if err != nil {
+		t.Errorf("status: %v", err)
+		return
+	}
+	e, ok := firstApply(st, cluster, start)
+	if !ok {
+		r.res.add(scenario, "controller applied", "no apply for %s in the history", cluster)
+		return
+	}
+	r.res.add(scenario, "controller applied (from action; DCS event to apply end)", "%s; %s (reloaded %v)",
+		dur(e.At.Sub(start)), dur(e.Convergence), e.Reloaded)
+}
+
+// useSession uses a long-lived session and fails the test if it broke.
+func (r *scenarioRig) useSession(t *testing.T, s *session, after string) {
+	t.Helper()
+	if _, err := s.use(r.ctx); err != nil {
+		t.Errorf("after %s: %v", after, err)
+		return
+	}
+	r.sessionUses++
+}
+
+func other(members []harness.MemberSpec, not ...string) string {
+	for _, m := range members {
+		skip := false
+		for _, n := range not {
+			skip = skip || m.Name == n
+		}
+		if !skip {
+			return m.Name
+		}
+	}
+	return ""
+}
+
+// ---------------------------------------------------------------- scenarios
+
+// switchover3: after a switchover of pg-test, replica-service connections
+// never land on the new primary and the old primary serves reads.
+func (r *scenarioRig) switchover3(t *testing.T, duoSess *session) {
+	const sc = "1 switchover pg-test"
+	old, err := r.env.Leader(r.ctx, "pg-test")
+	if err != nil || old == "" {
+		t.Fatalf("leader = %q, %v", old, err)
+	}
+	cand := other(r.env.Members("pg-test"), old, "pg-test-3")
+	st0, err := r.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	sw, err := r.env.Switchover(r.ctx, "pg-test", old, cand)
+	if err != nil {
+		r.windows = append(r.windows, window{Label: sc, Start: start, End: time.Now()})
+		t.Fatal(err)
+	}
+	r.res.add(sc, "leader key moved", "%s -> %s in %s", old, cand, dur(sw.LeaderMoved))
+	err = waitFor(r.ctx, 90*time.Second, "pg-test served right after the switchover", func() (bool, string) {
+		return r.clusterRight("pg-test", testIP, cand)
+	})
+	served := time.Now()
+	r.windows = append(r.windows, window{Label: sc, Start: start, End: served})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.reportApply(t, sc, "pg-test", start)
+	r.res.add(sc, "HAProxy serving correctly", "%s", dur(served.Sub(start)))
+
+	// 30 fresh connections, then more rounds until the old primary has
+	// answered too (it may come back slowly: rise 3, slowstart 30s).
+	seen := map[string]int{}
+	onNew := 0
+	err = waitFor(r.ctx, 90*time.Second, "old primary "+old+" serves reads through the replica service", func() (bool, string) {
+		as, err := probeN(r.ctx, svcAddr(testIP, portReplica), 30)
+		for _, a := range as {
+			seen[a.Addr]++
+			if a.Addr == r.addrs[cand] || !a.InRecovery {
+				onNew++
+			}
+		}
+		if err != nil {
+			return false, err.Error()
+		}
+		return seen[r.addrs[old]] > 0, fmt.Sprintf("answers so far %v", seen)
+	})
+	r.res.add(sc, "replica-service connections on the new primary", "%d of %d (by server %v)", onNew, sum(seen), seen)
+	if onNew != 0 {
+		t.Errorf("%d replica-service connections landed on the new primary %s: %v", onNew, cand, seen)
+	}
+	if err != nil {
+		t.Error(err)
+	} else {
+		r.res.add(sc, "old primary serving reads", "%s after the action", dur(time.Since(start)))
+	}
+	a, ok, why := r.offlineAnswers(testIP)
+	if !ok {
+		t.Errorf("offline service: %s", why)
+	} else {
+		r.res.add(sc, "offline service answers", "on %s (in recovery)", a.Addr)
+	}
+	st1, err := r.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := reloads(st1) - reloads(st0); n < 1 {
+		t.Errorf("no HAProxy reload recorded for the switchover")
+	}
+	r.useSession(t, duoSess, "the reload for pg-test's switchover (session on pg-duo's primary)")
+
+	hctx, cancel := context.WithTimeout(r.ctx, 3*time.Minute)
+	defer cancel()
+	if err := r.env.WaitHealthy(hctx, "pg-test"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// switchoverDuo: in a 2-member cluster the offline service loses its only
+// server in a switchover; the controller makes the demoted primary its
+// backup, so it answers again. Returns a new long-lived session on pg-duo's
+// (new) primary for the next scenario.
+func (r *scenarioRig) switchoverDuo(t *testing.T) *session {
+	const sc = "2 switchover pg-duo"
+	testSess, err := openSession(r.ctx, svcAddr(testIP, portPrimary))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer testSess.close()
+	r.useSession(t, testSess, "opening (session on pg-test's primary)")
+	old, err := r.env.Leader(r.ctx, "pg-duo")
+	if err != nil || old == "" {
+		t.Fatalf("leader = %q, %v", old, err)
+	}
+	cand := other(r.env.Members("pg-duo"), old)
+	start := time.Now()
+	sw, err := r.env.Switchover(r.ctx, "pg-duo", old, cand)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.res.add(sc, "leader key moved", "%s -> %s in %s", old, cand, dur(sw.LeaderMoved))
+	var got answer
+	err = waitFor(r.ctx, 90*time.Second, "pg-duo's offline service answers on "+old, func() (bool, string) {
+		if ok, why := r.clusterRight("pg-duo", duoIP, cand); !ok {
+			return false, why
+		}
+		a, ok, why := r.offlineAnswers(duoIP)
+		if !ok {
+			return false, why
+		}
+		got = a
+		return a.Addr == r.addrs[old], fmt.Sprintf("offline answered on %s", a.Addr)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.reportApply(t, sc, "pg-duo", start)
+	r.res.add(sc, "offline service answers again", "%s after the action, on %s", dur(time.Since(start)), got.Addr)
+	r.useSession(t, testSess, "the reload for pg-duo's switchover (session on pg-test's primary)")
+
+	hctx, cancel := context.WithTimeout(r.ctx, 3*time.Minute)
+	defer cancel()
+	if err := r.env.WaitHealthy(hctx, "pg-duo"); err != nil {
+		t.Fatal(err)
+	}
+	s, err := openSession(r.ctx, svcAddr(duoIP, portPrimary))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.useSession(t, s, "opening (session on pg-duo's new primary)")
+	return s
+}
+
+// failover: kill -9 of pg-test's primary; the primary service follows the
+// new leader, the others answer; then the old primary rejoins.
+func (r *scenarioRig) failover(t *testing.T, duoSess *session) {
+	const sc = "3 kill -9 failover pg-test"
+	old, err := r.env.Leader(r.ctx, "pg-test")
+	if err != nil || old == "" {
+		t.Fatalf("leader = %q, %v", old, err)
+	}
+	start := time.Now()
+	if err := r.env.KillMember(old); err != nil {
+		r.windows = append(r.windows, window{Label: sc, Start: start, End: time.Now()})
+		t.Fatalf("kill %s: %v", old, err)
+	}
+	wctx, cancel := context.WithTimeout(r.ctx, 90*time.Second)
+	next, err := r.env.WaitLeader(wctx, "pg-test", old)
+	cancel()
+	if err != nil {
+		r.windows = append(r.windows, window{Label: sc, Start: start, End: time.Now()})
+		t.Fatal(err)
+	}
+	r.res.add(sc, "leader key moved", "%s -> %s in %s", old, next, dur(time.Since(start)))
+	err = waitFor(r.ctx, 90*time.Second, "pg-test served right after the failover", func() (bool, string) {
+		if ok, why := r.clusterRight("pg-test", testIP, next); !ok {
+			return false, why
+		}
+		_, ok, why := r.offlineAnswers(testIP)
+		return ok, why
+	})
+	served := time.Now()
+	r.windows = append(r.windows, window{Label: sc, Start: start, End: served})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.reportApply(t, sc, "pg-test", start)
+	r.res.add(sc, "HAProxy serving correctly", "%s", dur(served.Sub(start)))
+	r.useSession(t, duoSess, "the reload for pg-test's failover (session on pg-duo's primary)")
+
+	// The old primary rejoins (pg_rewind) as a replica.
+	rejoin := time.Now()
+	if err := r.env.RestartMember(r.ctx, old); err != nil {
+		t.Fatalf("restart %s: %v", old, err)
+	}
+	hctx, hcancel := context.WithTimeout(r.ctx, 4*time.Minute)
+	defer hcancel()
+	if err := r.env.WaitHealthy(hctx, "pg-test"); err != nil {
+		t.Fatal(err)
+	}
+	err = waitFor(r.ctx, 90*time.Second, old+" serves reads again", func() (bool, string) {
+		if ok, why := r.clusterRight("pg-test", testIP, next); !ok {
+			return false, why
+		}
+		row, ok, why := r.haproxy.server(r.ctx, "pg-test-replica", old)
+		if !ok {
+			return false, why
+		}
+		if row.Backup || !row.Up() {
+			return false, fmt.Sprintf("%s in pg-test-replica: %s backup=%v", old, row.Status, row.Backup)
+		}
+		return true, ""
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.res.add(sc, "old primary rejoined and serving reads", "%s after restart", dur(time.Since(rejoin)))
+	r.useSession(t, duoSess, "pg-test's rejoin (session on pg-duo's primary)")
+}
+
+// checkWrites: no write through pg-test's primary service reached a
+// read-only server, and writes failed only inside the Patroni windows.
+func (r *scenarioRig) checkWrites(t *testing.T) {
+	const sc = "4 writes during 1-3"
+	recs := r.writer.stop()
+	s := countWrites(recs, r.windows, failMargin)
+	r.res.add(sc, "writes ok / misrouted (25006) / failed", "%d / %d / %d", s.OK, s.Misrouted, s.Failed)
+	r.res.add(sc, "failed outside Patroni windows (+2s)", "%d", s.FailedOutside)
+	for _, w := range r.windows {
+		var n int
+		var first, last time.Time
+		for _, rec := range recs {
+			if rec.Err != "" && w.covers(rec, failMargin) {
+				if n == 0 {
+					first = rec.At
+				}
+				last = rec.At.Add(rec.Took)
+				n++
+			}
+		}
+		if n > 0 {
+			r.res.add(sc, "failed writes in "+w.Label, "%d, from +%s to +%s", n, dur(first.Sub(w.Start)), dur(last.Sub(w.Start)))
+		} else {
+			r.res.add(sc, "failed writes in "+w.Label, "0")
+		}
+	}
+	r.res.add(sc, "long-lived session uses across reloads", "%d, none failed", r.sessionUses)
+	if s.OK < 100 {
+		t.Errorf("only %d successful writes: the writer did not run", s.OK)
+	}
+	if s.Misrouted != 0 {
+		for _, rec := range recs {
+			if rec.Misrouted {
+				t.Logf("misrouted at %s: %s", rec.At.Format("15:04:05.000"), rec.Err)
+			}
+		}
+		t.Errorf("%d writes reached a read-only server through the primary service", s.Misrouted)
+	}
+	for _, rec := range s.Outside {
+		t.Errorf("write at %s failed outside any Patroni window: %s", rec.At.Format("15:04:05.000"), rec.Err)
+	}
+}
+
+// restarts: the services keep serving while the controller is down and
+// converge when it is back; with etcd down the controller says stale and
+// leaves HAProxy alone, and is ready again when etcd is back.
+func (r *scenarioRig) restarts(t *testing.T) {
+	const sc = "5 controller/etcd restart"
+	if err := r.ctl.stop(); err != nil {
+		t.Fatal(err)
+	}
+	old, err := r.env.Leader(r.ctx, "pg-test")
+	if err != nil || old == "" {
+		t.Fatalf("leader = %q, %v", old, err)
+	}
+	cand := other(r.env.Members("pg-test"), old, "pg-test-3")
+	start := time.Now()
+	if _, err := r.env.Switchover(r.ctx, "pg-test", old, cand); err != nil {
+		t.Fatal(err)
+	}
+	err = waitFor(r.ctx, 90*time.Second, "primary service follows "+cand+" by health checks alone", func() (bool, string) {
+		if ok, why := r.haproxy.onlyUp(r.ctx, "pg-test-primary", cand); !ok {
+			return false, why
+		}
+		a, err := probe(r.ctx, svcAddr(testIP, portPrimary))
+		if err != nil {
+			return false, err.Error()
+		}
+		return !a.InRecovery && a.Addr == r.addrs[cand], fmt.Sprintf("primary service answered on %s", a.Addr)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.res.add(sc, "primary service follows the switchover with the controller down", "%s", dur(time.Since(start)))
+	as, err := probeN(r.ctx, svcAddr(testIP, portReplica), 20)
+	if err != nil {
+		t.Errorf("replica service with the controller down: %v", err)
+	}
+	r.res.add(sc, "replica-service connections on the new primary, controller down", "%d of %d", addrCounts(as)[r.addrs[cand]], len(as))
+
+	restart := time.Now()
+	ctl, err := startController(r.top, r.cfg())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.ctl = ctl
+	err = waitFor(r.ctx, 90*time.Second, "restarted controller converges", func() (bool, string) {
+		return r.clusterRight("pg-test", testIP, cand)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.res.add(sc, "restarted controller converged", "%s after its start", dur(time.Since(restart)))
+	hctx, cancel := context.WithTimeout(r.ctx, 3*time.Minute)
+	defer cancel()
+	if err := r.env.WaitHealthy(hctx, "pg-test"); err != nil {
+		t.Fatal(err)
+	}
+
+	// etcd down: stale, HAProxy untouched, traffic flows.
+	before, err := r.haproxy.layout(r.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopAt := time.Now()
+	if err := r.env.StopEtcd(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	var stale string
+	err = waitFor(r.ctx, 60*time.Second, "status says stale", func() (bool, string) {
+		st, err := r.status()
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, d := range st.DCS {
+			if d.Stale != "" && !st.Ready {
+				stale = d.Stale
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("ready %v, dcs %+v", st.Ready, st.DCS)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.res.add(sc, "status stale after etcd stopped", "%s (%s)", dur(time.Since(stopAt)), stale)
+	for _, ip := range []string{testIP, duoIP} {
+		err = waitFor(r.ctx, 30*time.Second, "replica service of "+ip+" answers with etcd down", func() (bool, string) {
+			as, err := probeN(r.ctx, svcAddr(ip, portReplica), 3)
+			if err != nil {
+				return false, err.Error()
+			}
+			return true, fmt.Sprint(addrCounts(as))
+		})
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	after, err := r.haproxy.layout(r.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(before, after) {
+		t.Errorf("HAProxy backends changed while etcd was down:\nbefore %v\nafter  %v", before, after)
+	}
+	st, err := r.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range st.History {
+		if e.At.After(stopAt) && e.Kind == "applied" {
+			t.Errorf("controller applied while etcd was down: %+v", e)
+		}
+	}
+	r.res.add(sc, "HAProxy backends while etcd down", "unchanged (%d servers), traffic flows", len(after))
+
+	startAt := time.Now()
+	if err := r.env.StartEtcd(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	var leader string
+	err = waitFor(r.ctx, 2*time.Minute, "status fresh and ready after etcd restart", func() (bool, string) {
+		l, err := r.env.Leader(r.ctx, "pg-test")
+		if err != nil || l == "" {
+			return false, fmt.Sprintf("pg-test leader %q, %v", l, err)
+		}
+		st, err := r.status()
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, d := range st.DCS {
+			if d.Stale != "" {
+				return false, d.Stale
+			}
+		}
+		leader = l
+		return readyWithLeader(st, "pg-test", l)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.res.add(sc, "ready again after etcd started", "%s (pg-test leader %s)", dur(time.Since(startAt)), leader)
+	hctx2, cancel2 := context.WithTimeout(r.ctx, 3*time.Minute)
+	defer cancel2()
+	for _, c := range []string{"pg-test", "pg-duo"} {
+		if err := r.env.WaitHealthy(hctx2, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err = waitFor(r.ctx, 90*time.Second, "pg-test served right after etcd restart", func() (bool, string) {
+		l, err := r.env.Leader(r.ctx, "pg-test")
+		if err != nil {
+			return false, err.Error()
+		}
+		return r.clusterRight("pg-test", testIP, l)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func sum(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
