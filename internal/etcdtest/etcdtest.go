@@ -3,6 +3,7 @@
 package etcdtest
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/url"
@@ -91,4 +92,27 @@ func (s *Server) Client(tb testing.TB) *clientv3.Client {
 	}
 	tb.Cleanup(func() { cli.Close() })
 	return cli
+}
+
+// PutPatroni writes what Patroni 3.0.2 writes for cluster scope under /pg:
+// one member key per host (named <scope>-<n>, shaped as in the real DCS
+// fixtures) and the leader key naming leader.
+func PutPatroni(tb testing.TB, cli *clientv3.Client, scope string, hosts []string, leader string, timeline int) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i, h := range hosts {
+		name := fmt.Sprintf("%s-%d", scope, i+1)
+		role := "replica"
+		if name == leader {
+			role = "master"
+		}
+		v := fmt.Sprintf(`{"conn_url":"postgres://%s:5432/postgres","api_url":"http://%s:8008/patroni","state":"running","role":%q,"version":"3.0.2","xlog_location":71531312,"timeline":%d}`, h, h, role, timeline)
+		if _, err := cli.Put(ctx, "/pg/"+scope+"/members/"+name, v); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if _, err := cli.Put(ctx, "/pg/"+scope+"/leader", leader); err != nil {
+		tb.Fatal(err)
+	}
 }

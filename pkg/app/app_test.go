@@ -33,26 +33,10 @@ all:
       vars: { pg_cluster: pg-test }
 `
 
-// patroniKeys writes what Patroni 3.0.2 writes for pg-test with leader as
-// the primary (member values shaped as in the real fixtures).
+// patroniKeys writes pg-test's Patroni keys on 127.0.0.11-13 with leader as the primary.
 func patroniKeys(t testing.TB, cli *clientv3.Client, leader string, timeline int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	for i := 1; i <= 3; i++ {
-		name := fmt.Sprintf("pg-test-%d", i)
-		role := "replica"
-		if name == leader {
-			role = "master"
-		}
-		v := fmt.Sprintf(`{"conn_url":"postgres://127.0.0.1%d:5432/postgres","api_url":"http://127.0.0.1%d:8008/patroni","state":"running","role":%q,"version":"3.0.2","xlog_location":71531312,"timeline":%d}`, i, i, role, timeline)
-		if _, err := cli.Put(ctx, "/pg/pg-test/members/"+name, v); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := cli.Put(ctx, "/pg/pg-test/leader", leader); err != nil {
-		t.Fatal(err)
-	}
+	etcdtest.PutPatroni(t, cli, "pg-test", []string{"127.0.0.11", "127.0.0.12", "127.0.0.13"}, leader, timeline)
 }
 
 // startServe runs Serve in the background until the test ends and returns
