@@ -198,3 +198,15 @@ func TestInventoryLoads(t *testing.T) {
 		}
 	}
 }
+
+// TestDemoInventoryInSync keeps config/demo.yml what the harness writes.
+func TestDemoInventoryInSync(t *testing.T) {
+	b, err := os.ReadFile("../../config/demo.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := InventoryYAML([]ClusterSpec{TestCluster(), DuoCluster()})
+	if !strings.HasSuffix(string(b), want) {
+		t.Errorf("config/demo.yml differs from the harness inventory; regenerate it from integration/harness/testdata/inventory.yml.golden")
+	}
+}
