@@ -206,6 +206,12 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 	changes := target.Diff(snap.current, desired)
 	res := target.Result{Changes: changes}
 	if len(changes) == 0 {
+		// Nothing to do; still report whether the running file keeps server
+		// state across reloads, so status can warn about a file set up by hand.
+		if running, err := os.ReadFile(d.opts.ConfigPath); err == nil {
+			preserved := statePreserved(running)
+			res.StatePreserved = &preserved
+		}
 		res.Duration = time.Since(start)
 		return res, nil
 	}
