@@ -485,10 +485,14 @@ func (w *writer) snapshot() []writeRec {
 	return append([]writeRec(nil), w.recs...)
 }
 
-// window is a span in which a Patroni action may make writes fail.
+// window is a span in which a Patroni action may make writes fail: from the
+// action's start to HAProxy serving the new leader. LeaderAt and AppliedAt
+// (zero when unknown) place the leader key's move and the controller's
+// apply in it.
 type window struct {
-	Label      string
-	Start, End time.Time
+	Label               string
+	Start, End          time.Time
+	LeaderAt, AppliedAt time.Time
 }
 
 func (w window) covers(r writeRec, margin time.Duration) bool {
@@ -496,33 +500,41 @@ func (w window) covers(r writeRec, margin time.Duration) bool {
 	return !end.Before(w.Start) && !r.At.After(w.End.Add(margin))
 }
 
-// writeStats counts records.
+// writeStats counts records; Outside are the failed or misrouted writes no
+// window covers.
 type writeStats struct {
-	OK, Misrouted, Failed, FailedOutside int
-	Outside                              []writeRec
+	OK, Misrouted, Failed           int
+	MisroutedOutside, FailedOutside int
+	Outside                         []writeRec
 }
 
 func countWrites(recs []writeRec, windows []window, margin time.Duration) writeStats {
 	var s writeStats
 	for _, r := range recs {
-		switch {
-		case r.Misrouted:
-			s.Misrouted++
-		case r.Err != "":
-			s.Failed++
-			inside := false
-			for _, w := range windows {
-				if w.covers(r, margin) {
-					inside = true
-					break
-				}
-			}
-			if !inside {
-				s.FailedOutside++
-				s.Outside = append(s.Outside, r)
-			}
-		default:
+		if r.Err == "" {
 			s.OK++
+			continue
+		}
+		if r.Misrouted {
+			s.Misrouted++
+		} else {
+			s.Failed++
+		}
+		inside := false
+		for _, w := range windows {
+			if w.covers(r, margin) {
+				inside = true
+				break
+			}
+		}
+		if inside {
+			continue
+		}
+		s.Outside = append(s.Outside, r)
+		if r.Misrouted {
+			s.MisroutedOutside++
+		} else {
+			s.FailedOutside++
 		}
 	}
 	return s
@@ -619,4 +631,59 @@ func (r *results) markdown() string {
 		fmt.Fprintf(&b, "| %s | %s | %s |\n", row[0], row[1], strings.ReplaceAll(row[2], "|", "\\|"))
 	}
 	return b.String()
+}
+
+// ------------------------------------------------------------ leader watch
+
+// leaderWatch records when a cluster's leader key first names a member other
+// than the one it had when the watch started. patronictl returns well after
+// the key moved, so its run time is no measure of that.
+type leaderWatch struct {
+	start  time.Time
+	cancel context.CancelFunc
+	done   chan struct{}
+	leader string
+	at     time.Time
+	err    error
+}
+
+// watchLeader polls the leader key every 50 ms until it names someone other
+// than from (and not nobody), or timeout.
+func watchLeader(ctx context.Context, env *harness.Env, cluster, from string, timeout time.Duration) *leaderWatch {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	w := &leaderWatch{start: time.Now(), cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		last := ""
+		for {
+			l, err := env.Leader(ctx, cluster)
+			if err == nil && l != "" && l != from {
+				w.leader, w.at = l, time.Now()
+				return
+			}
+			if err == nil {
+				last = l
+			}
+			select {
+			case <-ctx.Done():
+				w.err = fmt.Errorf("leader of %s still %q after %v: %w", cluster, last, timeout, ctx.Err())
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return w
+}
+
+// wait returns the new leader and the time from start (the caller's action
+// start) to the key naming it.
+func (w *leaderWatch) wait(start time.Time) (string, time.Duration, error) {
+	<-w.done
+	w.cancel()
+	if w.err != nil {
+		return "", 0, w.err
+	}
+	return w.leader, w.at.Sub(start), nil
 }
