@@ -458,13 +458,17 @@ func (w *writer) write(ctx context.Context, n int) writeRec {
 	defer cancel()
 	conn, err := pgx.Connect(cctx, svcDSN(w.hostport))
 	if err == nil {
+		defer conn.Close(context.WithoutCancel(cctx))
 		err = conn.QueryRow(cctx, "insert into "+writesTable+" (n) values ($1) returning host(inet_server_addr())", n).Scan(&rec.Addr)
-		conn.Close(context.WithoutCancel(cctx))
 	}
 	if err != nil {
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "25006" {
 			rec.Misrouted = true
+			// A read still works there: say which server took the write.
+			if qerr := conn.QueryRow(cctx, "select host(inet_server_addr())").Scan(&rec.Addr); qerr != nil {
+				rec.Addr = "?"
+			}
 		}
 		rec.Err = err.Error()
 	}

@@ -442,6 +442,18 @@ func (r *scenarioRig) failover(t *testing.T, duoSess *session) {
 	w.AppliedAt = r.reportApply(t, sc, "pg-test", start)
 	r.windows = append(r.windows, w)
 	r.res.add(sc, "HAProxy serving correctly", "%s", dur(served.Sub(start)))
+	// The default service (straight to Postgres, same /primary check)
+	// follows too.
+	err = waitFor(r.ctx, 30*time.Second, "default service on "+next, func() (bool, string) {
+		a, err := probe(r.ctx, svcAddr(testIP, portDefault))
+		if err != nil {
+			return false, err.Error()
+		}
+		return !a.InRecovery && a.Addr == r.addrs[next], fmt.Sprintf("default service answered on %s (in recovery %v)", a.Addr, a.InRecovery)
+	})
+	if err != nil {
+		t.Error(err)
+	}
 	r.useSession(t, duoSess, "the reload for pg-test's failover (session on pg-duo's primary)")
 
 	// The old primary rejoins (pg_rewind) as a replica.
@@ -498,7 +510,7 @@ func (r *scenarioRig) checkWrites(t *testing.T) {
 			}
 			at := "+" + dur(rec.At.Sub(w.Start))
 			if rec.Misrouted {
-				misrouted = append(misrouted, at)
+				misrouted = append(misrouted, at+" on "+r.memberOf(rec.Addr))
 			} else {
 				failed = append(failed, at)
 			}
@@ -526,7 +538,7 @@ func (r *scenarioRig) checkWrites(t *testing.T) {
 		if rec.Misrouted {
 			what = "reached a read-only server"
 		}
-		t.Errorf("write at %s %s outside any Patroni window: %s", rec.At.Format("15:04:05.000"), what, rec.Err)
+		t.Errorf("write at %s %s outside any Patroni window (server %q): %s", rec.At.Format("15:04:05.000"), what, rec.Addr, rec.Err)
 	}
 }
 
@@ -700,6 +712,16 @@ func (r *scenarioRig) restarts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// memberOf names the member at addr (addr itself when unknown).
+func (r *scenarioRig) memberOf(addr string) string {
+	for m, a := range r.addrs {
+		if a == addr {
+			return m
+		}
+	}
+	return addr
 }
 
 func sum(m map[string]int) int {
