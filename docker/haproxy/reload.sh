@@ -1,0 +1,31 @@
+#!/bin/sh
+# reload_cmd and restart_cmd of the Data Plane API (it runs this without a
+# shell, so everything lives here). Dump the live server states first, so the
+# new worker starts every server as it was (see "The reload hazard" in the
+# project's Data Plane API notes), then ask the 2.6 master to reload.
+# A failed dump fails the reload: reloading without fresh state would start
+# every server UP, and the API reports a failed reload the controller retries.
+set -eu
+
+admin=/var/run/haproxy/admin.sock
+master=/var/run/haproxy/master.sock
+state=/var/lib/haproxy/server-state
+
+tmp="$state.tmp.$$"
+if ! echo "show servers state" | socat -t 5 stdio "unix-connect:$admin" >"$tmp"; then
+    rm -f "$tmp"
+    echo "pgsvc-haproxy-reload: show servers state on $admin failed; not reloading" >&2
+    exit 1
+fi
+# The dump starts with the file format version line ("1"); anything else is
+# an error text from HAProxy.
+if [ "$(head -n 1 "$tmp")" != "1" ]; then
+    echo "pgsvc-haproxy-reload: unexpected answer to show servers state: $(head -n 1 "$tmp")" >&2
+    rm -f "$tmp"
+    exit 1
+fi
+mv "$tmp" "$state"
+
+# HAProxy 2.6's master answers "reload" with nothing and reloads
+# asynchronously; the Data Plane API validated the file with haproxy -c first.
+echo "reload" | socat -t 5 stdio "unix-connect:$master"
