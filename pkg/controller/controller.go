@@ -106,6 +106,7 @@ type Controller struct {
 	eventAt     map[string]time.Time        // first unreconciled event per namespace
 	health      map[string]HealthFunc
 	lastLeaders map[string]string             // cluster -> last leader seen in DCS
+	released    map[string]string             // cluster -> member that released the leader key
 	lastGood    map[string][]services.Service // cluster -> services last computed from a fresh view
 	plan        *plan.Plan
 	frozen      map[string]string // cluster -> why its services are frozen
@@ -130,6 +131,7 @@ func New(inv *topology.Inventory, targets []target.Target, opts Options) *Contro
 		eventAt:     map[string]time.Time{},
 		health:      map[string]HealthFunc{},
 		lastLeaders: map[string]string{},
+		released:    map[string]string{},
 		lastGood:    map[string][]services.Service{},
 		frozen:      map[string]string{},
 		staleNS:     map[string]string{},
@@ -336,7 +338,14 @@ func (c *Controller) ReconcileOnce(force bool) {
 	for k, v := range c.lastLeaders {
 		leaders[k] = v
 	}
-	p, err := plan.Compute(inv, dcs, plan.Options{IncludeUnknown: c.opts.IncludeUnknown, LastKnownLeaders: leaders})
+	if staleCount := len(staleNS); staleCount == 0 {
+		c.trackReleases(dcs)
+	}
+	released := make(map[string]string, len(c.released))
+	for k, v := range c.released {
+		released[k] = v
+	}
+	p, err := plan.Compute(inv, dcs, plan.Options{IncludeUnknown: c.opts.IncludeUnknown, LastKnownLeaders: leaders, Released: released})
 	if err != nil {
 		// Selector evaluation failed: keep everything as it is.
 		c.mu.Unlock()
@@ -411,6 +420,30 @@ func (c *Controller) ReconcileOnce(force bool) {
 	}
 	for _, w := range c.workers {
 		w.submit(job{desired: desired, force: force, eventAt: eventAt, decision: decision, revision: revision})
+	}
+}
+
+// trackReleases notes, per cluster, the member that gave up the leader key
+// while its own member key stayed: Patroni deletes the leader key itself when
+// it demotes a primary (switchover, clean stop), while a crash or a lost
+// etcd lets the leader and member keys expire together. The released member
+// is fenced from write services until it leads again or its key goes away,
+// closing the window in which HAProxy still sees it UP (its /primary check
+// has not failed `fall` times yet) although it already restarts read-only.
+// Call with c.mu held.
+func (c *Controller) trackReleases(dcs map[string]*patroni.ClusterState) {
+	for cl, st := range dcs {
+		last := c.lastLeaders[cl]
+		switch {
+		case st.Leader == "" && last != "" && st.Members[last] != nil:
+			if c.released[cl] != last {
+				c.log.Info("leader key released: fencing the old primary from write services",
+					zap.String("cluster", cl), zap.String("member", last))
+			}
+			c.released[cl] = last
+		case c.released[cl] != "" && (st.Leader == c.released[cl] || st.Members[c.released[cl]] == nil):
+			delete(c.released, cl)
+		}
 	}
 }
 

@@ -154,8 +154,10 @@ func TestReconcile(t *testing.T) {
 		{name: "xlog churn never reaches HAProxy", steps: []patroni.Snapshot{
 			state(10, "pg-test-1", 100, all...), state(11, "pg-test-1", 200, all...), state(12, "pg-test-1", 300, all...)},
 			wantApplies: 1, wantBackup: "pg-test-1"},
-		{name: "leader key gone keeps the last leader", steps: []patroni.Snapshot{
-			state(10, "pg-test-1", 100, all...), state(11, "", 100, all...)}, wantApplies: 1, wantBackup: "pg-test-1"},
+		{name: "leader key gone keeps the last leader (only the write fence changes)", steps: []patroni.Snapshot{
+			state(10, "pg-test-1", 100, all...), state(11, "", 100, all...)}, wantApplies: 2, wantBackup: "pg-test-1"},
+		{name: "leader key and member expired together keep everything", steps: []patroni.Snapshot{
+			state(10, "pg-test-1", 100, all...), state(11, "", 100, "pg-test-2", "pg-test-3")}, wantApplies: 1, wantBackup: "pg-test-1"},
 		{name: "failover with the old primary gone", steps: []patroni.Snapshot{
 			state(10, "pg-test-1", 100, all...), state(30, "pg-test-3", 100, "pg-test-2", "pg-test-3")},
 			wantApplies: 2, wantBackup: "pg-test-3"},
@@ -351,5 +353,55 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 5s")
 		}
 		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// weightOf returns server's weight in service name of svcs (-1 if absent).
+func weightOf(svcs []services.Service, name, server string) int {
+	for _, s := range svcs {
+		if s.Name != name {
+			continue
+		}
+		for _, sv := range s.Servers {
+			if sv.Name == server {
+				return sv.Weight
+			}
+		}
+	}
+	return -1
+}
+
+func TestFenceReleasedLeader(t *testing.T) {
+	all := []string{"pg-test-1", "pg-test-2", "pg-test-3"}
+	tests := []struct {
+		name  string
+		steps []patroni.Snapshot
+		// weights of pg-test-1 in the primary, default and replica services after the last step
+		primary, dflt, replica int
+	}{
+		{name: "steady", steps: []patroni.Snapshot{state(10, "pg-test-1", 1, all...)}, primary: 100, dflt: 100, replica: 100},
+		{name: "leader key released, member key kept: fenced from writes", steps: []patroni.Snapshot{
+			state(10, "pg-test-1", 1, all...), state(11, "", 1, all...)}, primary: 0, dflt: 0, replica: 100},
+		{name: "still fenced after the new leader takes the key", steps: []patroni.Snapshot{
+			state(10, "pg-test-1", 1, all...), state(11, "", 1, all...), state(12, "pg-test-2", 1, all...)}, primary: 0, dflt: 0, replica: 100},
+		{name: "unfenced once it leads again", steps: []patroni.Snapshot{
+			state(10, "pg-test-1", 1, all...), state(11, "", 1, all...), state(12, "pg-test-2", 1, all...), state(13, "pg-test-1", 1, all...)},
+			primary: 100, dflt: 100, replica: 100},
+		{name: "lease expiry (crash or lost etcd) is not a release", steps: []patroni.Snapshot{
+			state(10, "pg-test-1", 1, all...), state(11, "", 1, "pg-test-2", "pg-test-3")}, primary: 100, dflt: 100, replica: 100},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ft := &fakeTarget{}
+			c := New(loadInventory(t), []target.Target{ft}, Options{})
+			for _, s := range tc.steps {
+				c.Observe(s)
+				step(c, false)
+			}
+			got := ft.last()
+			if p, d, r := weightOf(got, "pg-test-primary", "pg-test-1"), weightOf(got, "pg-test-default", "pg-test-1"), weightOf(got, "pg-test-replica", "pg-test-1"); p != tc.primary || d != tc.dflt || r != tc.replica {
+				t.Errorf("pg-test-1 weights primary/default/replica = %d/%d/%d, want %d/%d/%d", p, d, r, tc.primary, tc.dflt, tc.replica)
+			}
+		})
 	}
 }

@@ -17,6 +17,10 @@ type Options struct {
 	// a cluster whose leader key is momentarily absent keeps its write path
 	// (see topology.MergeOptions.LastKnownLeader).
 	LastKnownLeaders map[string]string
+	// Released maps a cluster name to the member seen releasing the leader
+	// key (see topology.MergeOptions.Released): write services give it
+	// weight 0 until it leads again.
+	Released map[string]string
 }
 
 // Compute merges the live Patroni state of every cluster of inv into the
@@ -37,6 +41,7 @@ func Compute(inv *topology.Inventory, dcs map[string]*patroni.ClusterState, opts
 		v := topology.Merge(c, st, topology.MergeOptions{
 			IncludeUnknown:  opts.IncludeUnknown,
 			LastKnownLeader: opts.LastKnownLeaders[c.Name],
+			Released:        opts.Released[c.Name],
 		})
 		svcs, err := services.Build(v)
 		if err != nil {

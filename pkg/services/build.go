@@ -230,6 +230,26 @@ func docName(doc map[string]any) string {
 }
 
 func server(v *topology.View, def *topology.ServiceDef, m *topology.MemberView, dest string, selected, backup bool) Server {
+	sv := plainServer(v, def, m, dest, selected, backup)
+	if m.Fenced && WriteCheck(def.Check) {
+		sv.Weight = 0
+		sv.Reason += "; weight 0: " + m.FenceReason
+	}
+	return sv
+}
+
+// WriteCheck reports whether a service's Patroni health check passes only on
+// the primary: such a service carries writes, and a member that is being
+// demoted must take no new connections in it.
+func WriteCheck(check string) bool {
+	switch strings.TrimSuffix(strings.SplitN(check, "?", 2)[0], "/") {
+	case "", "/primary", "/read-write", "/master", "/leader":
+		return true
+	}
+	return false
+}
+
+func plainServer(v *topology.View, def *topology.ServiceDef, m *topology.MemberView, dest string, selected, backup bool) Server {
 	return Server{
 		Name:      m.Name,
 		Address:   m.Address,

@@ -15,6 +15,10 @@ type MergeOptions struct {
 	// for roles while the DCS has no leader key, so a switchover in flight or
 	// a DCS outage does not tear down the write path.
 	LastKnownLeader string
+	// Released is the member the caller saw release the leader key while
+	// its own member key stayed (an explicit demotion, not a lease expiry).
+	// It is fenced from write services until it holds the leader key again.
+	Released string
 }
 
 // Merge combines a cluster's inventory with Patroni's live state (nil when
@@ -36,6 +40,20 @@ type MergeOptions struct {
 // Members Patroni reports that the inventory lacks come after the inventory
 // members, by name, with Known=false and Served=opts.IncludeUnknown.
 func Merge(c *Cluster, st *patroni.ClusterState, opts MergeOptions) *View {
+	v := merge(c, st, opts)
+	if opts.Released == "" || st == nil || st.Leader == opts.Released {
+		return v
+	}
+	for _, m := range v.Members {
+		if m.Name == opts.Released {
+			m.Fenced = true
+			m.FenceReason = "released the leader key (Patroni is demoting it): no new writes until it leads again"
+		}
+	}
+	return v
+}
+
+func merge(c *Cluster, st *patroni.ClusterState, opts MergeOptions) *View {
 	v := &View{Cluster: c}
 	if c == nil {
 		return v

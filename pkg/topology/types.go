@@ -123,4 +123,9 @@ type MemberView struct {
 	PgbouncerPort int
 	PatroniPort   int
 	Weight        int
+	// Fenced is true for the member that released the leader key and has
+	// not led again since (Patroni is demoting it): write services give it
+	// no new connections. FenceReason says so in words.
+	Fenced      bool
+	FenceReason string
 }
