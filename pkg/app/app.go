@@ -75,6 +75,7 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<
 	opts := controller.Options{
 		Log: log, Debounce: cfg.Controller.Debounce.Duration, ResyncInterval: cfg.Controller.ResyncInterval.Duration,
 		StaleAfter: cfg.Controller.StaleAfter.Duration, ApplyTimeout: cfg.Controller.ApplyTimeout.Duration,
+		FenceHold:      cfg.Controller.FenceHold.Duration,
 		IncludeUnknown: cfg.IncludeUnknown, DryRun: cfg.DryRun, HistorySize: cfg.Controller.HistorySize,
 	}
 	var elector *election.Elector

@@ -80,7 +80,10 @@ type Controller struct {
 	ResyncInterval Duration `yaml:"resync_interval"`
 	StaleAfter     Duration `yaml:"stale_after"`
 	ApplyTimeout   Duration `yaml:"apply_timeout"`
-	HistorySize    int      `yaml:"history_size"`
+	// FenceHold keeps a demoting primary out of write services this long
+	// after a new leader took the key (5s; about inter + (fall-1) x fastinter).
+	FenceHold   Duration `yaml:"fence_hold"`
+	HistorySize int      `yaml:"history_size"`
 }
 
 // Election makes several controller instances elect one that applies changes.
@@ -150,6 +153,9 @@ func (c *Config) ApplyDefaults() {
 	}
 	if c.Controller.ApplyTimeout.Duration == 0 {
 		c.Controller.ApplyTimeout.Duration = 60 * time.Second
+	}
+	if c.Controller.FenceHold.Duration == 0 {
+		c.Controller.FenceHold.Duration = 5 * time.Second
 	}
 	if c.Controller.HistorySize == 0 {
 		c.Controller.HistorySize = 100

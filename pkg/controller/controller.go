@@ -42,6 +42,11 @@ type Options struct {
 	RetryMin, RetryMax time.Duration
 	// ApplyTimeout bounds one Apply call (60s).
 	ApplyTimeout time.Duration
+	// FenceHold is how long a primary that released the leader key stays
+	// fenced from write services after a new leader took the key (5s):
+	// about inter + (fall-1) x fastinter of the health checks, the time
+	// HAProxy needs to see it fail /primary.
+	FenceHold time.Duration
 	// IncludeUnknown serves members Patroni reports that the inventory lacks.
 	IncludeUnknown bool
 	// DryRun computes and diffs but never changes a target.
@@ -82,6 +87,9 @@ func (o *Options) defaults() {
 	if o.ApplyTimeout == 0 {
 		o.ApplyTimeout = 60 * time.Second
 	}
+	if o.FenceHold == 0 {
+		o.FenceHold = 5 * time.Second
+	}
 	if o.HistorySize == 0 {
 		o.HistorySize = 100
 	}
@@ -106,7 +114,7 @@ type Controller struct {
 	eventAt     map[string]time.Time        // first unreconciled event per namespace
 	health      map[string]HealthFunc
 	lastLeaders map[string]string             // cluster -> last leader seen in DCS
-	released    map[string]string             // cluster -> member that released the leader key
+	released    map[string]*release           // cluster -> member that released the leader key
 	lastGood    map[string][]services.Service // cluster -> services last computed from a fresh view
 	plan        *plan.Plan
 	frozen      map[string]string // cluster -> why its services are frozen
@@ -131,7 +139,7 @@ func New(inv *topology.Inventory, targets []target.Target, opts Options) *Contro
 		eventAt:     map[string]time.Time{},
 		health:      map[string]HealthFunc{},
 		lastLeaders: map[string]string{},
-		released:    map[string]string{},
+		released:    map[string]*release{},
 		lastGood:    map[string][]services.Service{},
 		frozen:      map[string]string{},
 		staleNS:     map[string]string{},
@@ -260,10 +268,14 @@ func (c *Controller) checkStale() {
 	c.mu.Lock()
 	changed := false
 	now := c.opts.Now()
+	// (also lifts write fences whose hold has passed)
 	for _, ns := range Namespaces(c.inv) {
 		if (c.staleReason(ns, now) != "") != (c.staleNS[ns] != "") {
 			changed = true
 		}
+	}
+	if c.fenceExpired(now) {
+		changed = true
 	}
 	c.mu.Unlock()
 	if changed {
@@ -338,12 +350,12 @@ func (c *Controller) ReconcileOnce(force bool) {
 	for k, v := range c.lastLeaders {
 		leaders[k] = v
 	}
-	if staleCount := len(staleNS); staleCount == 0 {
-		c.trackReleases(dcs)
+	if len(staleNS) == 0 {
+		c.trackReleases(dcs, now)
 	}
 	released := make(map[string]string, len(c.released))
 	for k, v := range c.released {
-		released[k] = v
+		released[k] = v.member
 	}
 	p, err := plan.Compute(inv, dcs, plan.Options{IncludeUnknown: c.opts.IncludeUnknown, LastKnownLeaders: leaders, Released: released})
 	if err != nil {
@@ -423,28 +435,55 @@ func (c *Controller) ReconcileOnce(force bool) {
 	}
 }
 
+// release is a member seen giving up the leader key.
+type release struct {
+	member string
+	// newLeaderAt is when another member was first seen holding the key.
+	newLeaderAt time.Time
+}
+
 // trackReleases notes, per cluster, the member that gave up the leader key
 // while its own member key stayed: Patroni deletes the leader key itself when
 // it demotes a primary (switchover, clean stop), while a crash or a lost
 // etcd lets the leader and member keys expire together. The released member
-// is fenced from write services until it leads again or its key goes away,
-// closing the window in which HAProxy still sees it UP (its /primary check
-// has not failed `fall` times yet) although it already restarts read-only.
+// is fenced from write services (weight 0) while HAProxy may still see it UP
+// (its /primary check has not failed `fall` times yet) although it restarts
+// read-only: until it leads again, its member key goes away, or FenceHold
+// has passed since a new leader took the key. The fence is short-lived on
+// purpose: a controller that dies must not leave a future primary fenced.
 // Call with c.mu held.
-func (c *Controller) trackReleases(dcs map[string]*patroni.ClusterState) {
+func (c *Controller) trackReleases(dcs map[string]*patroni.ClusterState, now time.Time) {
 	for cl, st := range dcs {
 		last := c.lastLeaders[cl]
+		rel := c.released[cl]
 		switch {
 		case st.Leader == "" && last != "" && st.Members[last] != nil:
-			if c.released[cl] != last {
+			if rel == nil || rel.member != last {
 				c.log.Info("leader key released: fencing the old primary from write services",
 					zap.String("cluster", cl), zap.String("member", last))
+				c.released[cl] = &release{member: last}
 			}
-			c.released[cl] = last
-		case c.released[cl] != "" && (st.Leader == c.released[cl] || st.Members[c.released[cl]] == nil):
+		case rel == nil:
+		case st.Leader == rel.member || st.Members[rel.member] == nil:
+			delete(c.released, cl)
+		case st.Leader != "" && rel.newLeaderAt.IsZero():
+			rel.newLeaderAt = now
+		case st.Leader != "" && now.Sub(rel.newLeaderAt) >= c.opts.FenceHold:
+			c.log.Info("write fence lifted", zap.String("cluster", cl), zap.String("member", rel.member))
 			delete(c.released, cl)
 		}
 	}
+}
+
+// fenceExpired reports whether some write fence is due to be lifted.
+// Call with c.mu held.
+func (c *Controller) fenceExpired(now time.Time) bool {
+	for _, r := range c.released {
+		if !r.newLeaderAt.IsZero() && now.Sub(r.newLeaderAt) >= c.opts.FenceHold {
+			return true
+		}
+	}
+	return false
 }
 
 // guardEmpty keeps a service's previous servers when the new plan would leave

@@ -376,14 +376,19 @@ func TestFenceReleasedLeader(t *testing.T) {
 	tests := []struct {
 		name  string
 		steps []patroni.Snapshot
+		// advance moves the clock before the last step
+		advance time.Duration
 		// weights of pg-test-1 in the primary, default and replica services after the last step
 		primary, dflt, replica int
 	}{
 		{name: "steady", steps: []patroni.Snapshot{state(10, "pg-test-1", 1, all...)}, primary: 100, dflt: 100, replica: 100},
 		{name: "leader key released, member key kept: fenced from writes", steps: []patroni.Snapshot{
 			state(10, "pg-test-1", 1, all...), state(11, "", 1, all...)}, primary: 0, dflt: 0, replica: 100},
-		{name: "still fenced after the new leader takes the key", steps: []patroni.Snapshot{
+		{name: "still fenced right after the new leader takes the key", steps: []patroni.Snapshot{
 			state(10, "pg-test-1", 1, all...), state(11, "", 1, all...), state(12, "pg-test-2", 1, all...)}, primary: 0, dflt: 0, replica: 100},
+		{name: "fence lifted FenceHold after the new leader took the key", steps: []patroni.Snapshot{
+			state(10, "pg-test-1", 1, all...), state(11, "", 1, all...), state(12, "pg-test-2", 1, all...), state(13, "pg-test-2", 1, all...)},
+			advance: 6 * time.Second, primary: 100, dflt: 100, replica: 100},
 		{name: "unfenced once it leads again", steps: []patroni.Snapshot{
 			state(10, "pg-test-1", 1, all...), state(11, "", 1, all...), state(12, "pg-test-2", 1, all...), state(13, "pg-test-1", 1, all...)},
 			primary: 100, dflt: 100, replica: 100},
@@ -393,8 +398,12 @@ func TestFenceReleasedLeader(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			ft := &fakeTarget{}
-			c := New(loadInventory(t), []target.Target{ft}, Options{})
-			for _, s := range tc.steps {
+			now := time.Now()
+			c := New(loadInventory(t), []target.Target{ft}, Options{Now: func() time.Time { return now }})
+			for i, s := range tc.steps {
+				if i == len(tc.steps)-1 {
+					now = now.Add(tc.advance)
+				}
 				c.Observe(s)
 				step(c, false)
 			}
