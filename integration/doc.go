@@ -2,5 +2,5 @@
 // PostgreSQL, pgbouncer and HAProxy processes. They carry the build tag
 // `integration` and need root (the harness starts Postgres as user postgres):
 //
-//	go test -tags integration -race -count=1 -timeout 15m ./integration/...
+//	go test -tags integration -race -count=1 -timeout 25m ./integration/...
 package integration
