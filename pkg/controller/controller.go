@@ -435,36 +435,59 @@ func (c *Controller) ReconcileOnce(force bool) {
 	}
 }
 
-// release is a member seen giving up the leader key.
+// release is a member Patroni is moving the primary away from.
 type release struct {
 	member string
+	// requested is true while only the switchover request names it (it
+	// still holds the leader key).
+	requested bool
 	// newLeaderAt is when another member was first seen holding the key.
 	newLeaderAt time.Time
 }
 
-// trackReleases notes, per cluster, the member that gave up the leader key
-// while its own member key stayed: Patroni deletes the leader key itself when
-// it demotes a primary (switchover, clean stop), while a crash or a lost
-// etcd lets the leader and member keys expire together. The released member
-// is fenced from write services (weight 0) while HAProxy may still see it UP
-// (its /primary check has not failed `fall` times yet) although it restarts
-// read-only: until it leads again, its member key goes away, or FenceHold
-// has passed since a new leader took the key. The fence is short-lived on
-// purpose: a controller that dies must not leave a future primary fenced.
+// trackReleases notes, per cluster, the primary Patroni is moving away from,
+// so write services give it no new connections while it goes read-only
+// and HAProxy may still see it UP (its /primary check has not failed `fall`
+// times yet). Two signals, both Patroni's own statements:
+//   - the failover key asks to switch over away from the current leader
+//     (written when the switchover starts; a scheduled one only counts via
+//     the next signal);
+//   - the leader key was deleted while the old leader's member key stayed
+//     (Patroni releases the key itself when it demotes; a crash or a lost
+//     etcd lets the leader and member keys expire together, which is not a
+//     release: failsafe primaries keep serving).
+//
+// The fence is lifted when the member leads again after releasing, when a
+// requested switchover is dropped while it still leads, when its member key
+// goes away, or FenceHold after a new leader took the key: short-lived on
+// purpose, so a controller that dies cannot leave a future primary fenced.
 // Call with c.mu held.
 func (c *Controller) trackReleases(dcs map[string]*patroni.ClusterState, now time.Time) {
 	for cl, st := range dcs {
 		last := c.lastLeaders[cl]
 		rel := c.released[cl]
+		fo := st.Failover
 		switch {
+		case st.Leader != "" && fo != nil && fo.Leader == st.Leader && fo.ScheduledAt == "":
+			if rel == nil || rel.member != st.Leader {
+				c.log.Info("switchover requested: fencing the primary from write services",
+					zap.String("cluster", cl), zap.String("member", st.Leader), zap.String("candidate", fo.Member))
+				c.released[cl] = &release{member: st.Leader, requested: true}
+			}
 		case st.Leader == "" && last != "" && st.Members[last] != nil:
 			if rel == nil || rel.member != last {
 				c.log.Info("leader key released: fencing the old primary from write services",
 					zap.String("cluster", cl), zap.String("member", last))
 				c.released[cl] = &release{member: last}
+			} else {
+				rel.requested = false
 			}
 		case rel == nil:
 		case st.Leader == rel.member || st.Members[rel.member] == nil:
+			if rel.requested {
+				c.log.Info("switchover request gone while the primary still leads: write fence lifted",
+					zap.String("cluster", cl), zap.String("member", rel.member))
+			}
 			delete(c.released, cl)
 		case st.Leader != "" && rel.newLeaderAt.IsZero():
 			rel.newLeaderAt = now

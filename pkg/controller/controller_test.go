@@ -392,6 +392,17 @@ func TestFenceReleasedLeader(t *testing.T) {
 		{name: "unfenced once it leads again", steps: []patroni.Snapshot{
 			state(10, "pg-test-1", 1, all...), state(11, "", 1, all...), state(12, "pg-test-2", 1, all...), state(13, "pg-test-1", 1, all...)},
 			primary: 100, dflt: 100, replica: 100},
+		{name: "switchover requested: the primary is fenced at once", steps: []patroni.Snapshot{
+			state(10, "pg-test-1", 1, all...), requested(state(11, "pg-test-1", 1, all...), "pg-test-1", "pg-test-2")}, primary: 0, dflt: 0, replica: 100},
+		{name: "switchover request dropped: fence lifted", steps: []patroni.Snapshot{
+			state(10, "pg-test-1", 1, all...), requested(state(11, "pg-test-1", 1, all...), "pg-test-1", "pg-test-2"), state(12, "pg-test-1", 1, all...)},
+			primary: 100, dflt: 100, replica: 100},
+		{name: "scheduled switchover does not fence early", steps: []patroni.Snapshot{
+			state(10, "pg-test-1", 1, all...), scheduled(requested(state(11, "pg-test-1", 1, all...), "pg-test-1", "pg-test-2"))},
+			primary: 100, dflt: 100, replica: 100},
+		{name: "requested, released, new leader: still fenced", steps: []patroni.Snapshot{
+			state(10, "pg-test-1", 1, all...), requested(state(11, "pg-test-1", 1, all...), "pg-test-1", "pg-test-2"),
+			requested(state(12, "", 1, all...), "pg-test-1", "pg-test-2"), state(13, "pg-test-2", 1, all...)}, primary: 0, dflt: 0, replica: 100},
 		{name: "lease expiry (crash or lost etcd) is not a release", steps: []patroni.Snapshot{
 			state(10, "pg-test-1", 1, all...), state(11, "", 1, "pg-test-2", "pg-test-3")}, primary: 100, dflt: 100, replica: 100},
 	}
@@ -413,4 +424,16 @@ func TestFenceReleasedLeader(t *testing.T) {
 			}
 		})
 	}
+}
+
+// requested adds a switchover request (the failover key) to s.
+func requested(s patroni.Snapshot, leader, candidate string) patroni.Snapshot {
+	s.Clusters["pg-test"].Failover = &patroni.Failover{Leader: leader, Member: candidate}
+	return s
+}
+
+// scheduled makes s's switchover request a scheduled one.
+func scheduled(s patroni.Snapshot) patroni.Snapshot {
+	s.Clusters["pg-test"].Failover.ScheduledAt = "2030-01-01T00:00:00+00:00"
+	return s
 }

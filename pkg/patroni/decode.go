@@ -152,7 +152,14 @@ func Decode(namespace string, kvs []KV) map[string]*ClusterState {
 				continue
 			}
 			p.optimeLeader = &n
-		case len(sub) == 1 && (sub[0] == keyFailover || sub[0] == keyHistory ||
+		case len(sub) == 1 && sub[0] == keyFailover:
+			f, err := decodeFailover(kv.Value)
+			if err != nil {
+				fail(err)
+				continue
+			}
+			cs.Failover = f
+		case len(sub) == 1 && (sub[0] == keyHistory ||
 			sub[0] == keyInitialize || sub[0] == keyFailsafe):
 			// Known keys the controller does not need; only their revision counts.
 		}
@@ -528,4 +535,33 @@ func parseLSN(s string) (int64, error) {
 		return 0, fmt.Errorf("negative LSN %d", n)
 	}
 	return n, nil
+}
+
+// decodeFailover reads the failover key: {"leader","member","scheduled_at"}
+// while a switchover/failover is requested, {} (or empty) once it was used.
+func decodeFailover(value []byte) (*Failover, error) {
+	if len(bytes.TrimSpace(value)) == 0 {
+		return nil, nil
+	}
+	var raw map[string]any
+	if err := json.Unmarshal(value, &raw); err != nil {
+		return nil, fmt.Errorf("failover: invalid JSON object: %w", err)
+	}
+	if raw == nil {
+		return nil, errors.New("failover: not a JSON object")
+	}
+	f := &Failover{}
+	for field, dst := range map[string]*string{"leader": &f.Leader, "member": &f.Member, "scheduled_at": &f.ScheduledAt} {
+		switch v := raw[field].(type) {
+		case nil:
+		case string:
+			*dst = v
+		default:
+			return nil, fmt.Errorf("failover: %s is %T, want string", field, raw[field])
+		}
+	}
+	if f.Leader == "" && f.Member == "" {
+		return nil, nil
+	}
+	return f, nil
 }

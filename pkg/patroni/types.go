@@ -93,6 +93,8 @@ type ClusterState struct {
 	Group *int `json:"group,omitempty"`
 	// Revision is the highest mod revision among this cluster's keys.
 	Revision int64 `json:"revision"`
+	// Failover is the pending switchover/failover request (nil when none).
+	Failover *Failover `json:"failover,omitempty"`
 	// Errors lists keys of this cluster whose values could not be decoded.
 	Errors []KeyError `json:"errors,omitempty"`
 }
@@ -144,4 +146,15 @@ type WatchStatus struct {
 	Restarts int
 	// Resyncs counts periodic full re-lists.
 	Resyncs int
+}
+
+// Failover is a switchover or failover request from the failover key.
+type Failover struct {
+	// Leader is the member to move the primary away from ("" for a failover
+	// that names only a candidate).
+	Leader string `json:"leader,omitempty"`
+	// Member is the requested candidate ("" = any).
+	Member string `json:"member,omitempty"`
+	// ScheduledAt is the requested time (ISO 8601), "" for now.
+	ScheduledAt string `json:"scheduled_at,omitempty"`
 }

@@ -15,9 +15,10 @@ type MergeOptions struct {
 	// for roles while the DCS has no leader key, so a switchover in flight or
 	// a DCS outage does not tear down the write path.
 	LastKnownLeader string
-	// Released is the member the caller saw release the leader key while
-	// its own member key stayed (an explicit demotion, not a lease expiry).
-	// It is fenced from write services until it holds the leader key again.
+	// Released is the member the caller saw Patroni move the primary away
+	// from (a switchover request naming it, or the leader key released while
+	// its member key stayed): it is Fenced, and write services give it no
+	// new connections. The caller decides how long this lasts.
 	Released string
 }
 
@@ -41,13 +42,13 @@ type MergeOptions struct {
 // members, by name, with Known=false and Served=opts.IncludeUnknown.
 func Merge(c *Cluster, st *patroni.ClusterState, opts MergeOptions) *View {
 	v := merge(c, st, opts)
-	if opts.Released == "" || st == nil || st.Leader == opts.Released {
+	if opts.Released == "" || st == nil {
 		return v
 	}
 	for _, m := range v.Members {
 		if m.Name == opts.Released {
 			m.Fenced = true
-			m.FenceReason = "released the leader key (Patroni is demoting it): no new writes until it leads again"
+			m.FenceReason = "Patroni is moving the primary away from it (switchover requested or leader key released): no new writes"
 		}
 	}
 	return v
