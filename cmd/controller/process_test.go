@@ -110,7 +110,7 @@ func freeAddr(t *testing.T) string {
 
 // startController runs the binary with a config written for it; it is
 // killed by PID when the test ends.
-func startController(t *testing.T, name, dir, etcdURL, apiURL, inventory string, election bool) *proc {
+func startController(t *testing.T, name, dir, etcdURL, apiURL, inventory string, election bool, extra ...string) *proc {
 	t.Helper()
 	addr := freeAddr(t)
 	cfg := fmt.Sprintf(`inventory: %s
@@ -126,7 +126,7 @@ log: {level: info, format: json}
 		t.Fatal(err)
 	}
 	p := &proc{name: name, addr: addr, stderr: &bytes.Buffer{}, mu: &sync.Mutex{}}
-	p.cmd = exec.Command(controllerBin(t), "run", "--config", path)
+	p.cmd = exec.Command(controllerBin(t), append([]string{"run", "--config", path}, extra...)...)
 	p.cmd.Stderr = lockedWriter{p.mu, p.stderr}
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -316,4 +316,25 @@ func TestSIGHUPAndCommands(t *testing.T) {
 		_ = p.cmd.Process.Signal(syscall.SIGHUP)
 		waitUntil(t, "standby service created after SIGHUP", 10*time.Second, func() bool { return backups(api, "pg-test-standby") == "pg-test-2" })
 	})
+}
+
+func TestDryRun(t *testing.T) {
+	srv := etcdtest.Start(t)
+	cli := srv.Client(t)
+	etcdtest.PutPatroni(t, cli, "pg-test", testHosts, "pg-test-1", 1)
+	api := dpapitest.NewServer(t)
+	dir := t.TempDir()
+	inv := filepath.Join(dir, "pigsty.yml")
+	if err := os.WriteFile(inv, []byte(fmt.Sprintf(procInventory, "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startController(t, "dry", dir, srv.ClientURL, api.URL(), inv, false, "--dry-run")
+	waitUntil(t, "dry run computed the pending changes", 20*time.Second, func() bool {
+		st, err := status(p)
+		return err == nil && st.DryRun && len(st.Targets) == 1 && st.Targets[0].State == "dry_run" && len(st.Targets[0].PendingChanges) == 4
+	})
+	waitUntil(t, "dry run logged the plan", 10*time.Second, func() bool { return strings.Contains(p.logs(), "dry run: would change") })
+	if w := api.Writes(); len(w) != 0 {
+		t.Errorf("a dry run wrote to the Data Plane API: %+v", w)
+	}
 }
