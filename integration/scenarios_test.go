@@ -14,6 +14,7 @@ import (
 	"github.com/pgsvc/pgsvc/integration/harness"
 	"github.com/pgsvc/pgsvc/pkg/config"
 	"github.com/pgsvc/pgsvc/pkg/controller"
+	"github.com/pgsvc/pgsvc/pkg/dataplaneapi/dpapitest"
 )
 
 // scenarioRig is the one environment every scenario shares: starting
@@ -128,12 +129,17 @@ func TestScenarios(t *testing.T) {
 		}
 		r.restarts(t)
 	})
-	t.Run("6 data plane api", func(t *testing.T) {
-		if os.Getenv("DATAPLANEAPI_BIN") == "" {
+	t.Run("6 switchover through a real Data Plane API", func(t *testing.T) {
+		bin := os.Getenv("DATAPLANEAPI_BIN")
+		if bin == "" {
 			t.Skip("DATAPLANEAPI_BIN not set: no Data Plane API build is available here; CI drives HAProxy directly " +
-				"(pkg/dataplaneapi's real-API test and the double-backed app test cover that driver)")
+				"(pkg/dataplaneapi's real-API test and the double-backed app test cover that driver). " +
+				"Set DATAPLANEAPI_BIN=/path/to/dataplaneapi (2.9.x) to run this scenario")
 		}
-		t.Skip("DATAPLANEAPI_BIN is set, but these scenarios drive HAProxy directly; pkg/dataplaneapi's real-API test runs against that binary")
+		if !ok {
+			t.Skip("an earlier scenario failed: the shared stack is in an unknown state")
+		}
+		r.dataPlaneAPI(t, bin)
 	})
 }
 
@@ -732,4 +738,57 @@ func sum(m map[string]int) int {
 		n += v
 	}
 	return n
+}
+
+// dataPlaneAPI hands the same HAProxy to a real Data Plane API (its reload
+// script dumps server state, then reloads through the master socket), runs
+// the controller with the API as its only target, and checks a switchover
+// end to end with real traffic.
+func (r *scenarioRig) dataPlaneAPI(t *testing.T, bin string) {
+	const sc = "6 switchover via Data Plane API"
+	if err := r.ctl.stop(); err != nil {
+		t.Fatal(err)
+	}
+	base := dpapitest.StartReal(t, dpapitest.Real{Bin: bin, Dir: t.TempDir(), ConfigPath: r.haproxy.Config,
+		HAProxyBin: "/usr/sbin/haproxy", StatsSocket: r.haproxy.StatsSocket, MasterSocket: r.haproxy.MasterSocket,
+		StateFile: r.haproxy.StateFile})
+	cfg := r.cfg()
+	cfg.Direct = nil
+	cfg.DataPlaneAPI = []config.DataPlaneAPI{{URL: base}}
+	ctl, err := startController(r.top, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.ctl = ctl
+	old, err := r.env.Leader(r.ctx, "pg-test")
+	if err != nil || old == "" {
+		t.Fatalf("leader = %q, %v", old, err)
+	}
+	if err := waitFor(r.ctx, 90*time.Second, "pg-test served right through the API", func() (bool, string) {
+		return r.clusterRight("pg-test", testIP, old)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cand := other(r.env.Members("pg-test"), old)
+	lw := watchLeader(r.ctx, r.env, "pg-test", old, time.Minute)
+	start := time.Now()
+	sw, err := r.env.Switchover(r.ctx, "pg-test", old, cand)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.reportLeader(t, sc, lw, start, old, sw)
+	if err := waitFor(r.ctx, 90*time.Second, "pg-test served right after the switchover via the API", func() (bool, string) {
+		return r.clusterRight("pg-test", testIP, cand)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r.res.add(sc, "HAProxy serving correctly", "%s", dur(time.Since(start)))
+	r.reportApply(t, sc, "pg-test", start)
+	st, err := r.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tg := st.Targets[0]; !tg.InSync || tg.StatePreserved == nil || !*tg.StatePreserved || tg.ReloadResult != "succeeded" {
+		t.Errorf("Data Plane API target: %+v", tg)
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/pgsvc/pgsvc/pkg/dataplaneapi"
+	"github.com/pgsvc/pgsvc/pkg/dataplaneapi/dpapitest"
 	"github.com/pgsvc/pgsvc/pkg/services"
 )
 
@@ -30,7 +31,6 @@ func TestRealDataPlaneAPI(t *testing.T) {
 		t.Skipf("DATAPLANEAPI_BIN is set but %s is missing (apt-get install haproxy)", haproxyBin)
 	}
 	dir := t.TempDir()
-	apiPort := freePort(t)
 	svcPorts := []int{freePort(t), freePort(t), freePort(t), freePort(t)}
 	cfgPath := filepath.Join(dir, "haproxy.cfg")
 	state := filepath.Join(dir, "server-state")
@@ -52,49 +52,6 @@ backend legacy-app
     mode tcp
     server app1 127.0.9.1:8080 check
 `, admin, state))
-	// Dump server states right before every reload (the reload hazard), then
-	// ask the 2.6 master to reload; Python because socat may be missing.
-	reload := filepath.Join(dir, "reload.sh")
-	write(t, reload, fmt.Sprintf(`#!/bin/sh
-/usr/bin/python3 - <<'PY'
-import socket
-def cli(path, cmd):
-    s = socket.socket(socket.AF_UNIX); s.connect(path); s.sendall(cmd.encode() + b"\n")
-    out = b""
-    while True:
-        b = s.recv(65536)
-        if not b: break
-        out += b
-    s.close(); return out
-open(%q, "wb").write(cli(%q, "show servers state"))
-cli(%q, "reload")
-PY
-`, state, admin, master))
-	if err := os.Chmod(reload, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	yml := filepath.Join(dir, "dataplaneapi.yml")
-	write(t, yml, fmt.Sprintf(`config_version: 2
-name: pgsvc-test
-dataplaneapi:
-  host: 127.0.0.1
-  port: %d
-  user:
-    - name: admin
-      password: adminpwd
-      insecure: true
-  transaction:
-    transaction_dir: %s
-haproxy:
-  config_file: %s
-  haproxy_bin: %s
-  reload:
-    reload_delay: 1
-    reload_strategy: custom
-    reload_cmd: %s
-    restart_cmd: %s
-`, apiPort, filepath.Join(dir, "txn"), cfgPath, haproxyBin, reload, reload))
-
 	pidFile := filepath.Join(dir, "haproxy.pid")
 	if out, err := exec.Command(haproxyBin, "-W", "-D", "-S", master, "-f", cfgPath, "-p", pidFile).CombinedOutput(); err != nil {
 		t.Fatalf("start haproxy: %v\n%s", err, out)
@@ -106,30 +63,10 @@ haproxy:
 			}
 		}
 	})
-	api := exec.Command(bin, "-f", yml)
-	api.Dir = dir
-	logf, _ := os.Create(filepath.Join(dir, "dataplaneapi.log"))
-	api.Stdout, api.Stderr = logf, logf
-	if err := api.Start(); err != nil {
-		t.Fatalf("start dataplaneapi: %v", err)
-	}
-	t.Cleanup(func() {
-		_ = api.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = api.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = api.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(filepath.Join(dir, "dataplaneapi.log"))
-			t.Logf("dataplaneapi log:\n%s", b)
-		}
-	})
+	base := dpapitest.StartReal(t, dpapitest.Real{Bin: bin, Dir: dir, ConfigPath: cfgPath, HAProxyBin: haproxyBin,
+		StatsSocket: admin, MasterSocket: master, StateFile: state})
 
-	c, err := dataplaneapi.New(fmt.Sprintf("http://admin:adminpwd@127.0.0.1:%d", apiPort), dataplaneapi.Options{Timeout: 10 * time.Second})
+	c, err := dataplaneapi.New(base, dataplaneapi.Options{Timeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,130 @@
+package dpapitest
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Real describes a running HAProxy (master-worker, admin stats socket,
+// server-state file) for a real Data Plane API to manage.
+type Real struct {
+	// Bin is the Data Plane API 2.9.x binary (DATAPLANEAPI_BIN).
+	Bin string
+	// Dir holds the API's config, reload script, transactions and log.
+	Dir          string
+	ConfigPath   string // the haproxy.cfg HAProxy runs (the API rewrites it)
+	HAProxyBin   string
+	StatsSocket  string
+	MasterSocket string
+	StateFile    string
+}
+
+// StartReal starts the real Data Plane API in front of an HAProxy that is
+// already running, with the reload script dataplaneapi-v2.md asks for: dump
+// `show servers state` into the state file, then reload through the 2.6
+// master socket. It returns the API's base URL with its credentials and
+// stops the API (by PID) when the test ends.
+func StartReal(t testing.TB, r Real) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	reload := filepath.Join(r.Dir, "reload.sh")
+	// Python because socat may be missing; /usr/bin/python3 comes with Patroni.
+	script := fmt.Sprintf(`#!/bin/sh
+/usr/bin/python3 - <<'PY'
+import socket
+def cli(path, cmd):
+    s = socket.socket(socket.AF_UNIX); s.connect(path); s.sendall(cmd.encode() + b"\n")
+    out = b""
+    while True:
+        b = s.recv(65536)
+        if not b: break
+        out += b
+    s.close(); return out
+open(%q, "wb").write(cli(%q, "show servers state"))
+cli(%q, "reload")
+PY
+`, r.StateFile, r.StatsSocket, r.MasterSocket)
+	if err := os.WriteFile(reload, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	yml := filepath.Join(r.Dir, "dataplaneapi.yml")
+	cfg := fmt.Sprintf(`config_version: 2
+name: pgsvc-test
+dataplaneapi:
+  host: 127.0.0.1
+  port: %d
+  user:
+    - name: admin
+      password: adminpwd
+      insecure: true
+  transaction:
+    transaction_dir: %s
+haproxy:
+  config_file: %s
+  haproxy_bin: %s
+  reload:
+    reload_delay: 1
+    reload_strategy: custom
+    reload_cmd: %s
+    restart_cmd: %s
+`, port, filepath.Join(r.Dir, "txn"), r.ConfigPath, r.HAProxyBin, reload, reload)
+	if err := os.WriteFile(yml, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(r.Dir, "dataplaneapi.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := exec.Command(r.Bin, "-f", yml)
+	api.Dir = r.Dir
+	api.Stdout, api.Stderr = logf, logf
+	if err := api.Start(); err != nil {
+		t.Fatalf("start dataplaneapi: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = api.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = api.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = api.Process.Kill()
+			<-done
+		}
+		logf.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("dataplaneapi log:\n%s", b)
+		}
+	})
+	base := fmt.Sprintf("http://admin:adminpwd@127.0.0.1:%d", port)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/v2/services/haproxy/configuration/version", port), nil)
+		req.SetBasicAuth("admin", "adminpwd")
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return base
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dataplaneapi did not answer within 30s (last: %v)", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
