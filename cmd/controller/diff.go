@@ -8,7 +8,6 @@ import (
 	"io"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
 	"github.com/pgsvc/pgsvc/pkg/app"
@@ -106,16 +105,11 @@ func desiredNow(ctx context.Context, cfg *config.Config, inv *topology.Inventory
 	defer cli.Close()
 	dcs := map[string]*patroni.ClusterState{}
 	for _, ns := range controller.Namespaces(inv) {
-		resp, err := cli.Get(ctx, patroni.Prefix(ns), clientv3.WithPrefix())
+		states, _, err := patroni.List(ctx, cli, ns)
 		if err != nil {
-			return nil, fmt.Errorf("etcd: list %s: %w", ns, err)
+			return nil, fmt.Errorf("etcd: %w", err)
 		}
-		kvs := make([]patroni.KV, 0, len(resp.Kvs))
-		for _, kv := range resp.Kvs {
-			kvs = append(kvs, patroni.KV{Key: string(kv.Key), Value: kv.Value, CreateRevision: kv.CreateRevision,
-				ModRevision: kv.ModRevision, Version: kv.Version, Lease: kv.Lease})
-		}
-		for name, st := range patroni.Decode(ns, kvs) {
+		for name, st := range states {
 			dcs[name] = st
 		}
 	}

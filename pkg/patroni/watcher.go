@@ -367,3 +367,18 @@ func fromPB(kv *mvccpb.KeyValue) KV {
 		Lease:          kv.Lease,
 	}
 }
+
+// List reads namespace once and decodes it: the one-shot form of a watch,
+// for commands such as `controller diff`.
+func List(ctx context.Context, cli *clientv3.Client, namespace string) (map[string]*ClusterState, int64, error) {
+	prefix := Prefix(namespace)
+	resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, 0, fmt.Errorf("list %s: %w", prefix, err)
+	}
+	kvs := make([]KV, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		kvs = append(kvs, fromPB(kv))
+	}
+	return Decode(namespace, kvs), resp.Header.Revision, nil
+}
