@@ -338,3 +338,21 @@ func TestDryRun(t *testing.T) {
 		t.Errorf("a dry run wrote to the Data Plane API: %+v", w)
 	}
 }
+
+func TestWatchInventory(t *testing.T) {
+	srv := etcdtest.Start(t)
+	cli := srv.Client(t)
+	etcdtest.PutPatroni(t, cli, "pg-test", testHosts, "pg-test-1", 1)
+	api := dpapitest.NewServer(t)
+	dir := t.TempDir()
+	inv := filepath.Join(dir, "pigsty.yml")
+	if err := os.WriteFile(inv, []byte(fmt.Sprintf(procInventory, "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startController(t, "w", dir, srv.ClientURL, api.URL(), inv, false, "--watch-inventory")
+	waitUntil(t, "ready", 20*time.Second, func() bool { st, err := status(p); return err == nil && st.Ready })
+	if err := os.WriteFile(inv, []byte(fmt.Sprintf(procInventory, "        pg_services: [{name: standby, port: 5435, selector: \"[]\", backup: \"[? pg_role == `primary`]\", check: /read-only-sync}]")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "standby service created after the file changed (no signal)", 15*time.Second, func() bool { return backups(api, "pg-test-standby") == "pg-test-1" })
+}

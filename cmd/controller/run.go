@@ -29,7 +29,7 @@ type runFlags struct {
 	config, inventory, etcd, listen, logLevel, logFormat string
 	dpapi                                                stringList
 	direct                                               config.Direct
-	dryRun, includeUnknown                               bool
+	dryRun, includeUnknown, watchInventory               bool
 }
 
 func parseRunFlags(args []string, stderr io.Writer) (*config.Config, error) {
@@ -48,6 +48,7 @@ func parseRunFlags(args []string, stderr io.Writer) (*config.Config, error) {
 	fs.StringVar(&f.listen, "listen", "", "status and metrics address (127.0.0.1:9876)")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "watch and compute, log and expose the plan, change nothing")
 	fs.BoolVar(&f.includeUnknown, "include-unknown", false, "serve members Patroni reports that the inventory lacks")
+	fs.BoolVar(&f.watchInventory, "watch-inventory", false, "reload the inventory when the file changes (SIGHUP always does)")
 	fs.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (info)")
 	fs.StringVar(&f.logFormat, "log-format", "", "json or console (json)")
 	if err := fs.Parse(args); err != nil {
@@ -77,6 +78,7 @@ func parseRunFlags(args []string, stderr io.Writer) (*config.Config, error) {
 	}
 	cfg.DryRun = cfg.DryRun || f.dryRun
 	cfg.IncludeUnknown = cfg.IncludeUnknown || f.includeUnknown
+	cfg.WatchInventory = cfg.WatchInventory || f.watchInventory
 	if f.logLevel != "" {
 		cfg.Log.Level = f.logLevel
 	}

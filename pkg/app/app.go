@@ -5,6 +5,7 @@ package app
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -158,10 +159,13 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<
 			case <-wctx.Done():
 				return
 			case <-hup:
-				reloadInventory(ctl, cfg.Inventory, namespaces, log)
+				reloadInventory(ctl, cfg, namespaces, log)
 			}
 		}
 	}()
+	if cfg.WatchInventory {
+		go watchInventory(wctx, ctl, cfg, namespaces, log)
+	}
 
 	electionDone := make(chan struct{})
 	if elector != nil {
@@ -187,8 +191,8 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<
 
 // reloadInventory re-reads and validates the inventory; a bad file is
 // rejected with its error and the running inventory is kept.
-func reloadInventory(ctl *controller.Controller, path string, namespaces []string, log *zap.Logger) {
-	inv, err := topology.Load(path)
+func reloadInventory(ctl *controller.Controller, cfg *config.Config, namespaces []string, log *zap.Logger) {
+	inv, err := topology.Load(cfg.Inventory)
 	if err != nil {
 		log.Error("inventory reload rejected; keeping the running inventory", zap.Error(err))
 		return
@@ -198,7 +202,42 @@ func reloadInventory(ctl *controller.Controller, path string, namespaces []strin
 			zap.Strings("running", namespaces), zap.Strings("new", got))
 		return
 	}
+	if err := CheckTargetClusters(cfg, inv); err != nil {
+		log.Error("inventory reload rejected; keeping the running inventory", zap.Error(err))
+		return
+	}
 	ctl.SetInventory(inv)
+}
+
+// InventoryPoll is how often watch_inventory looks at the file.
+const InventoryPoll = 2 * time.Second
+
+// watchInventory reloads the inventory when its content changes, as SIGHUP
+// does (the content is compared, not the mtime, so editors that rewrite a
+// file in place or by rename are both seen).
+func watchInventory(ctx context.Context, ctl *controller.Controller, cfg *config.Config, namespaces []string, log *zap.Logger) {
+	sum := func() [32]byte {
+		b, err := os.ReadFile(cfg.Inventory)
+		if err != nil {
+			return [32]byte{}
+		}
+		return sha256.Sum256(b)
+	}
+	last := sum()
+	t := time.NewTicker(InventoryPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if now := sum(); now != last {
+				last = now
+				log.Info("inventory file changed; reloading", zap.String("file", cfg.Inventory))
+				reloadInventory(ctl, cfg, namespaces, log)
+			}
+		}
+	}
 }
 
 func BuildTargets(cfg *config.Config, log *zap.Logger) ([]target.Target, error) {

@@ -25,6 +25,8 @@ type Config struct {
 	Inventory string `yaml:"inventory"`
 	// IncludeUnknown serves members Patroni reports that the inventory lacks.
 	IncludeUnknown bool `yaml:"include_unknown"`
+	// WatchInventory reloads the inventory when the file changes (as SIGHUP).
+	WatchInventory bool `yaml:"watch_inventory"`
 	// Listen is the status/metrics address (127.0.0.1:9876).
 	Listen string `yaml:"listen"`
 	// DryRun computes and diffs but never changes HAProxy.
