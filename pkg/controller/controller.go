@@ -450,8 +450,7 @@ type release struct {
 // and HAProxy may still see it UP (its /primary check has not failed `fall`
 // times yet). Two signals, both Patroni's own statements:
 //   - the failover key asks to switch over away from the current leader
-//     (written when the switchover starts; a scheduled one only counts via
-//     the next signal);
+//     (written when the switchover starts; a scheduled one from its time);
 //   - the leader key was deleted while the old leader's member key stayed
 //     (Patroni releases the key itself when it demotes; a crash or a lost
 //     etcd lets the leader and member keys expire together, which is not a
@@ -468,7 +467,7 @@ func (c *Controller) trackReleases(dcs map[string]*patroni.ClusterState, now tim
 		rel := c.released[cl]
 		fo := st.Failover
 		switch {
-		case st.Leader != "" && fo != nil && fo.Leader == st.Leader && fo.ScheduledAt == "":
+		case st.Leader != "" && fo != nil && fo.Leader == st.Leader && switchoverDue(fo, now):
 			if rel == nil || rel.member != st.Leader {
 				c.log.Info("switchover requested: fencing the primary from write services",
 					zap.String("cluster", cl), zap.String("member", st.Leader), zap.String("candidate", fo.Member))
@@ -498,12 +497,33 @@ func (c *Controller) trackReleases(dcs map[string]*patroni.ClusterState, now tim
 	}
 }
 
-// fenceExpired reports whether some write fence is due to be lifted.
+// switchoverDue reports whether a switchover request is to happen now: it
+// has no scheduled time, or that time has come. An unreadable time is not
+// due (the release of the leader key still fences).
+func switchoverDue(fo *patroni.Failover, now time.Time) bool {
+	if fo.ScheduledAt == "" {
+		return true
+	}
+	at, err := time.Parse(time.RFC3339Nano, fo.ScheduledAt)
+	return err == nil && !now.Before(at)
+}
+
+// fenceExpired reports whether some write fence is due to be lifted, or a
+// scheduled switchover has come due and its primary is not fenced yet.
 // Call with c.mu held.
 func (c *Controller) fenceExpired(now time.Time) bool {
 	for _, r := range c.released {
 		if !r.newLeaderAt.IsZero() && now.Sub(r.newLeaderAt) >= c.opts.FenceHold {
 			return true
+		}
+	}
+	for _, s := range c.snaps {
+		for name, st := range s.Clusters {
+			fo := st.Failover
+			if fo != nil && fo.ScheduledAt != "" && fo.Leader == st.Leader && switchoverDue(fo, now) &&
+				(c.released[name] == nil || c.released[name].member != st.Leader) {
+				return true
+			}
 		}
 	}
 	return false

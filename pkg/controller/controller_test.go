@@ -400,6 +400,10 @@ func TestFenceReleasedLeader(t *testing.T) {
 		{name: "scheduled switchover does not fence early", steps: []patroni.Snapshot{
 			state(10, "pg-test-1", 1, all...), scheduled(requested(state(11, "pg-test-1", 1, all...), "pg-test-1", "pg-test-2"))},
 			primary: 100, dflt: 100, replica: 100},
+		{name: "scheduled switchover fences when its time comes", steps: []patroni.Snapshot{
+			state(10, "pg-test-1", 1, all...), scheduledAt(requested(state(11, "pg-test-1", 1, all...), "pg-test-1", "pg-test-2"), time.Now().Add(3*time.Second)),
+			scheduledAt(requested(state(11, "pg-test-1", 1, all...), "pg-test-1", "pg-test-2"), time.Now().Add(3*time.Second))},
+			advance: 4 * time.Second, primary: 0, dflt: 0, replica: 100},
 		{name: "requested, released, new leader: still fenced", steps: []patroni.Snapshot{
 			state(10, "pg-test-1", 1, all...), requested(state(11, "pg-test-1", 1, all...), "pg-test-1", "pg-test-2"),
 			requested(state(12, "", 1, all...), "pg-test-1", "pg-test-2"), state(13, "pg-test-2", 1, all...)}, primary: 0, dflt: 0, replica: 100},
@@ -436,4 +440,29 @@ func requested(s patroni.Snapshot, leader, candidate string) patroni.Snapshot {
 func scheduled(s patroni.Snapshot) patroni.Snapshot {
 	s.Clusters["pg-test"].Failover.ScheduledAt = "2030-01-01T00:00:00+00:00"
 	return s
+}
+
+// scheduledAt gives s's switchover request a scheduled time.
+func scheduledAt(s patroni.Snapshot, at time.Time) patroni.Snapshot {
+	s.Clusters["pg-test"].Failover.ScheduledAt = at.UTC().Format("2006-01-02T15:04:05.999999-07:00")
+	return s
+}
+
+// TestScheduledSwitchoverWakesTheLoop: the periodic check notices when a
+// scheduled switchover comes due, without any DCS event.
+func TestScheduledSwitchoverWakesTheLoop(t *testing.T) {
+	now := time.Now()
+	c := New(loadInventory(t), []target.Target{&fakeTarget{}}, Options{Now: func() time.Time { return now }})
+	all := []string{"pg-test-1", "pg-test-2", "pg-test-3"}
+	c.Observe(state(10, "pg-test-1", 1, all...))
+	step(c, false)
+	c.Observe(scheduledAt(requested(state(11, "pg-test-1", 1, all...), "pg-test-1", "pg-test-2"), now.Add(2*time.Second)))
+	step(c, false)
+	c.mu.Lock()
+	early := c.fenceExpired(now)
+	due := c.fenceExpired(now.Add(3 * time.Second))
+	c.mu.Unlock()
+	if early || !due {
+		t.Errorf("fenceExpired before/after the scheduled time = %v/%v, want false/true", early, due)
+	}
 }
