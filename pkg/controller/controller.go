@@ -398,6 +398,7 @@ func (c *Controller) ReconcileOnce(force bool) {
 	}
 
 	prev := c.desired
+	prevFrozen := c.frozen
 	c.plan = p
 	c.frozen = frozen
 	c.staleNS = staleNS
@@ -419,7 +420,14 @@ func (c *Controller) ReconcileOnce(force bool) {
 			zap.Int("changes", len(changes)), zap.Any("detail", changes))
 	}
 	for cl, r := range frozen {
-		c.log.Warn("cluster frozen", zap.String("cluster", cl), zap.String("reason", r))
+		if prevFrozen[cl] != r {
+			c.log.Warn("cluster frozen", zap.String("cluster", cl), zap.String("reason", r))
+		}
+	}
+	for cl := range prevFrozen {
+		if frozen[cl] == "" {
+			c.log.Info("cluster no longer frozen", zap.String("cluster", cl))
+		}
 	}
 	if eventAt.IsZero() {
 		eventAt = start
