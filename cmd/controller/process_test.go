@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/pgsvc/pgsvc/internal/etcdtest"
 	"github.com/pgsvc/pgsvc/pkg/controller"
 	"github.com/pgsvc/pgsvc/pkg/dataplaneapi/dpapitest"
@@ -197,15 +199,8 @@ func leaders(ps []*proc) []*proc {
 func TestControllerHA(t *testing.T) {
 	for _, n := range []int{2, 3} {
 		t.Run(fmt.Sprintf("%d controllers", n), func(t *testing.T) {
-			srv := etcdtest.Start(t)
-			cli := srv.Client(t)
-			etcdtest.PutPatroni(t, cli, "pg-test", testHosts, "pg-test-1", 1)
-			api := dpapitest.NewServer(t)
-			dir := t.TempDir()
-			inv := filepath.Join(dir, "pigsty.yml")
-			if err := os.WriteFile(inv, []byte(fmt.Sprintf(procInventory, "")), 0o600); err != nil {
-				t.Fatal(err)
-			}
+			st := newStack(t)
+			srv, cli, api, dir, inv := st.srv, st.cli, st.api, st.dir, st.inv
 			var ps []*proc
 			for i := 1; i <= n; i++ {
 				ps = append(ps, startController(t, fmt.Sprintf("c%d", i), dir, srv.ClientURL, api.URL(), inv, true))
@@ -243,15 +238,8 @@ func TestControllerHA(t *testing.T) {
 }
 
 func TestSIGHUPAndCommands(t *testing.T) {
-	srv := etcdtest.Start(t)
-	cli := srv.Client(t)
-	etcdtest.PutPatroni(t, cli, "pg-test", testHosts, "pg-test-1", 1)
-	api := dpapitest.NewServer(t)
-	dir := t.TempDir()
-	inv := filepath.Join(dir, "pigsty.yml")
-	if err := os.WriteFile(inv, []byte(fmt.Sprintf(procInventory, "")), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	st := newStack(t)
+	srv, cli, api, dir, inv := st.srv, st.cli, st.api, st.dir, st.inv
 	p := startController(t, "c1", dir, srv.ClientURL, api.URL(), inv, false)
 	waitUntil(t, "ready", 20*time.Second, func() bool { st, err := status(p); return err == nil && st.Ready })
 
@@ -319,15 +307,8 @@ func TestSIGHUPAndCommands(t *testing.T) {
 }
 
 func TestDryRun(t *testing.T) {
-	srv := etcdtest.Start(t)
-	cli := srv.Client(t)
-	etcdtest.PutPatroni(t, cli, "pg-test", testHosts, "pg-test-1", 1)
-	api := dpapitest.NewServer(t)
-	dir := t.TempDir()
-	inv := filepath.Join(dir, "pigsty.yml")
-	if err := os.WriteFile(inv, []byte(fmt.Sprintf(procInventory, "")), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	st := newStack(t)
+	srv, api, dir, inv := st.srv, st.api, st.dir, st.inv
 	p := startController(t, "dry", dir, srv.ClientURL, api.URL(), inv, false, "--dry-run")
 	waitUntil(t, "dry run computed the pending changes", 20*time.Second, func() bool {
 		st, err := status(p)
@@ -340,19 +321,34 @@ func TestDryRun(t *testing.T) {
 }
 
 func TestWatchInventory(t *testing.T) {
-	srv := etcdtest.Start(t)
-	cli := srv.Client(t)
-	etcdtest.PutPatroni(t, cli, "pg-test", testHosts, "pg-test-1", 1)
-	api := dpapitest.NewServer(t)
-	dir := t.TempDir()
-	inv := filepath.Join(dir, "pigsty.yml")
-	if err := os.WriteFile(inv, []byte(fmt.Sprintf(procInventory, "")), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	st := newStack(t)
+	srv, api, dir, inv := st.srv, st.api, st.dir, st.inv
 	p := startController(t, "w", dir, srv.ClientURL, api.URL(), inv, false, "--watch-inventory")
 	waitUntil(t, "ready", 20*time.Second, func() bool { st, err := status(p); return err == nil && st.Ready })
 	if err := os.WriteFile(inv, []byte(fmt.Sprintf(procInventory, "        pg_services: [{name: standby, port: 5435, selector: \"[]\", backup: \"[? pg_role == `primary`]\", check: /read-only-sync}]")), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	waitUntil(t, "standby service created after the file changed (no signal)", 15*time.Second, func() bool { return backups(api, "pg-test-standby") == "pg-test-1" })
+}
+
+// stack is what every process test starts from: a real etcd holding
+// pg-test's Patroni keys (leader pg-test-1), the Data Plane API double and
+// the inventory file.
+type stack struct {
+	srv      *etcdtest.Server
+	cli      *clientv3.Client
+	api      *dpapitest.Server
+	dir, inv string
+}
+
+func newStack(t *testing.T) stack {
+	t.Helper()
+	st := stack{srv: etcdtest.Start(t), api: dpapitest.NewServer(t), dir: t.TempDir()}
+	st.cli = st.srv.Client(t)
+	etcdtest.PutPatroni(t, st.cli, "pg-test", testHosts, "pg-test-1", 1)
+	st.inv = filepath.Join(st.dir, "pigsty.yml")
+	if err := os.WriteFile(st.inv, []byte(fmt.Sprintf(procInventory, "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
