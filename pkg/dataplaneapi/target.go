@@ -20,6 +20,10 @@ type TargetOptions struct {
 	// RawThreshold: above this many write calls, one POST of the whole
 	// configuration replaces the per-object transaction (default 50).
 	RawThreshold int
+	// RuntimeMax: up to this many weight-only changes are applied one
+	// server PUT each without reload (each PUT still re-saves the whole
+	// file); more go into one transaction with one reload (default 8).
+	RuntimeMax int
 	// MaxRetries bounds replans after 409/406/429 (default 3).
 	MaxRetries int
 	// ReloadTimeout bounds the wait for a scheduled reload (default 30s; the
@@ -36,6 +40,9 @@ type TargetOptions struct {
 func (o *TargetOptions) defaults() {
 	if o.RawThreshold <= 0 {
 		o.RawThreshold = 50
+	}
+	if o.RuntimeMax <= 0 {
+		o.RuntimeMax = 8
 	}
 	if o.MaxRetries <= 0 {
 		o.MaxRetries = 3
@@ -297,7 +304,7 @@ func (t *Target) applyOnce(ctx context.Context, desired []services.Service) (tar
 		return res, nil
 	}
 	res.Changes = changes
-	if target.RuntimeOnly(changes) {
+	if target.RuntimeOnly(changes) && len(changes) <= t.opts.RuntimeMax {
 		return t.applyRuntime(ctx, st, desired, changes, res)
 	}
 	ops, err := planOps(st, desired, changes)

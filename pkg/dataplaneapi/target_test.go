@@ -238,6 +238,34 @@ func TestApplyWeightOnlyNeedsNoReload(t *testing.T) {
 	f.assertConverged(t, desired)
 }
 
+// TestApplyManyWeightsInOneTransaction: every weight-only PUT re-saves the
+// whole file, so a mass change (e.g. write fences across many clusters) goes
+// into one transaction with one reload instead.
+func TestApplyManyWeightsInOneTransaction(t *testing.T) {
+	f := newFixture(t)
+	var desired []services.Service
+	for c := 1; c <= 5; c++ {
+		desired = append(desired, cluster(fmt.Sprintf("pg-c%d", c), c, 3, 1)...)
+	}
+	f.apply(t, desired)
+	f.srv.ResetRequests()
+	n := 0
+	for i := range desired {
+		if desired[i].Service == "primary" || desired[i].Service == "default" {
+			desired[i].Servers[0].Weight = 0
+			n++
+		}
+	}
+	res := f.apply(t, desired)
+	if len(res.Changes) != n || !target.RuntimeOnly(res.Changes) {
+		t.Fatalf("changes %+v, want %d set_weight", res.Changes, n)
+	}
+	if got := f.srv.Count("POST", "/transactions"); got != 1 || !res.Reloaded {
+		t.Errorf("%d weight changes: %d transactions (reloaded %v), want 1", n, got, res.Reloaded)
+	}
+	f.assertConverged(t, desired)
+}
+
 func TestApplyNoChangeMakesNoWrite(t *testing.T) {
 	f := newFixture(t)
 	desired := cluster("pg-live", 1, 3, 1)
