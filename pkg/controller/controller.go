@@ -47,6 +47,10 @@ type Options struct {
 	// about inter + (fall-1) x fastinter of the health checks, the time
 	// HAProxy needs to see it fail /primary.
 	FenceHold time.Duration
+	// PromoteWindow is how long after a member took the leader key write
+	// services may force it UP (once Patroni reports it running as
+	// primary) rather than wait for its health checks (15s).
+	PromoteWindow time.Duration
 	// IncludeUnknown serves members Patroni reports that the inventory lacks.
 	IncludeUnknown bool
 	// DryRun computes and diffs but never changes a target.
@@ -90,6 +94,9 @@ func (o *Options) defaults() {
 	if o.FenceHold == 0 {
 		o.FenceHold = 5 * time.Second
 	}
+	if o.PromoteWindow == 0 {
+		o.PromoteWindow = 15 * time.Second
+	}
 	if o.HistorySize == 0 {
 		o.HistorySize = 100
 	}
@@ -115,6 +122,7 @@ type Controller struct {
 	health      map[string]HealthFunc
 	lastLeaders map[string]string             // cluster -> last leader seen in DCS
 	released    map[string]*release           // cluster -> member that released the leader key
+	promoted    map[string]*promotion         // cluster -> member that just took the leader key
 	lastGood    map[string][]services.Service // cluster -> services last computed from a fresh view
 	plan        *plan.Plan
 	frozen      map[string]string // cluster -> why its services are frozen
@@ -140,6 +148,7 @@ func New(inv *topology.Inventory, targets []target.Target, opts Options) *Contro
 		health:      map[string]HealthFunc{},
 		lastLeaders: map[string]string{},
 		released:    map[string]*release{},
+		promoted:    map[string]*promotion{},
 		lastGood:    map[string][]services.Service{},
 		frozen:      map[string]string{},
 		staleNS:     map[string]string{},
@@ -352,12 +361,18 @@ func (c *Controller) ReconcileOnce(force bool) {
 	}
 	if len(staleNS) == 0 {
 		c.trackReleases(dcs, now)
+		c.trackPromotions(dcs, now)
 	}
 	released := make(map[string]string, len(c.released))
 	for k, v := range c.released {
 		released[k] = v.member
 	}
-	p, err := plan.Compute(inv, dcs, plan.Options{IncludeUnknown: c.opts.IncludeUnknown, LastKnownLeaders: leaders, Released: released})
+	promoted := make(map[string]string, len(c.promoted))
+	for k, v := range c.promoted {
+		promoted[k] = v.member
+	}
+	p, err := plan.Compute(inv, dcs, plan.Options{IncludeUnknown: c.opts.IncludeUnknown, LastKnownLeaders: leaders,
+		Released: released, Promoted: promoted})
 	if err != nil {
 		// Selector evaluation failed: keep everything as it is.
 		c.mu.Unlock()
@@ -505,6 +520,30 @@ func (c *Controller) trackReleases(dcs map[string]*patroni.ClusterState, now tim
 	}
 }
 
+// promotion is a member seen taking the leader key from another one.
+type promotion struct {
+	member string
+	since  time.Time
+}
+
+// trackPromotions notes, per cluster, the member that took the leader key
+// from another one, for PromoteWindow: while Patroni reports it running as
+// primary, write services force it UP instead of waiting for HAProxy's
+// `rise` checks after `downinter`. The window keeps the controller from ever
+// fighting a health check that fails for a real reason later on.
+// Call with c.mu held.
+func (c *Controller) trackPromotions(dcs map[string]*patroni.ClusterState, now time.Time) {
+	for cl, st := range dcs {
+		last := c.lastLeaders[cl]
+		switch p := c.promoted[cl]; {
+		case st.Leader != "" && last != "" && st.Leader != last:
+			c.promoted[cl] = &promotion{member: st.Leader, since: now}
+		case p != nil && (st.Leader != p.member || now.Sub(p.since) >= c.opts.PromoteWindow):
+			delete(c.promoted, cl)
+		}
+	}
+}
+
 // switchoverDue reports whether a switchover request is to happen now: it
 // has no scheduled time, or that time has come. An unreadable time is not
 // due (the release of the leader key still fences).
@@ -522,6 +561,11 @@ func switchoverDue(fo *patroni.Failover, now time.Time) bool {
 func (c *Controller) fenceExpired(now time.Time) bool {
 	for _, r := range c.released {
 		if !r.newLeaderAt.IsZero() && now.Sub(r.newLeaderAt) >= c.opts.FenceHold {
+			return true
+		}
+	}
+	for _, p := range c.promoted {
+		if now.Sub(p.since) >= c.opts.PromoteWindow {
 			return true
 		}
 	}

@@ -466,3 +466,65 @@ func TestScheduledSwitchoverWakesTheLoop(t *testing.T) {
 		t.Errorf("fenceExpired before/after the scheduled time = %v/%v, want false/true", early, due)
 	}
 }
+
+// forcedUp returns the servers with ForceUp in service name.
+func forcedUp(svcs []services.Service, name string) string {
+	var out []string
+	for _, s := range svcs {
+		if s.Name != name {
+			continue
+		}
+		for _, sv := range s.Servers {
+			if sv.ForceUp {
+				out = append(out, sv.Name)
+			}
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+func TestForceUpNewPrimary(t *testing.T) {
+	all := []string{"pg-test-1", "pg-test-2", "pg-test-3"}
+	promotedRole := func(s patroni.Snapshot, role string) patroni.Snapshot {
+		s.Clusters["pg-test"].Members[s.Clusters["pg-test"].Leader].Role = role
+		return s
+	}
+	tests := []struct {
+		name    string
+		steps   []patroni.Snapshot
+		advance time.Duration
+		primary string // ForceUp servers of pg-test-primary after the last step
+		replica string
+	}{
+		{name: "steady leader is left to its checks", steps: []patroni.Snapshot{state(10, "pg-test-1", 1, all...)}},
+		{name: "new leader reported primary is forced up in write services", steps: []patroni.Snapshot{
+			state(10, "pg-test-1", 1, all...), state(20, "pg-test-2", 1, all...)}, primary: "pg-test-2"},
+		{name: "new leader not yet promoted is not", steps: []patroni.Snapshot{
+			state(10, "pg-test-1", 1, all...), promotedRole(state(20, "pg-test-2", 1, all...), patroni.RolePromoted)}},
+		{name: "through a leaderless switchover", steps: []patroni.Snapshot{
+			state(10, "pg-test-1", 1, all...), state(11, "", 1, all...), state(20, "pg-test-3", 1, all...)}, primary: "pg-test-3"},
+		{name: "window over: back to health checks", steps: []patroni.Snapshot{
+			state(10, "pg-test-1", 1, all...), state(20, "pg-test-2", 1, all...), state(21, "pg-test-2", 1, all...)}, advance: 16 * time.Second},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ft := &fakeTarget{}
+			now := time.Now()
+			c := New(loadInventory(t), []target.Target{ft}, Options{Now: func() time.Time { return now }})
+			for i, s := range tc.steps {
+				if i == len(tc.steps)-1 {
+					now = now.Add(tc.advance)
+				}
+				c.Observe(s)
+				step(c, false)
+			}
+			got := ft.last()
+			if p, r := forcedUp(got, "pg-test-primary"), forcedUp(got, "pg-test-replica"); p != tc.primary || r != tc.replica {
+				t.Errorf("forced up: primary %q replica %q, want %q %q", p, r, tc.primary, tc.replica)
+			}
+			if d := forcedUp(got, "pg-test-default"); d != tc.primary {
+				t.Errorf("forced up in the default (write) service: %q, want %q", d, tc.primary)
+			}
+		})
+	}
+}

@@ -193,6 +193,19 @@ func (t *Target) readOnce(ctx context.Context, desired []services.Service) (*sta
 		if fe != nil {
 			cur.Settings = settingsOf(d, fe, bind, be, checks)
 		}
+		if wantsForceUp(d) {
+			// Live health only matters where a new primary may be forced UP.
+			rs, err := t.c.GetRuntimeServers(ctx, d.Name)
+			if err != nil {
+				return nil, false, fmt.Errorf("read runtime servers of %s: %w", d.Name, err)
+			}
+			for _, r := range rs {
+				if s, ok := cur.Servers[r.Name]; ok && r.OperationalState == "down" && r.AdminState != "maint" {
+					s.Down = true
+					cur.Servers[r.Name] = s
+				}
+			}
+		}
 		st.current[d.Name] = cur
 	}
 	st.statePreserved = t.readStatePreserved(ctx)
@@ -304,6 +317,20 @@ func (t *Target) applyOnce(ctx context.Context, desired []services.Service) (tar
 		return res, nil
 	}
 	res.Changes = changes
+	force, rest := splitForceUp(changes)
+	if len(rest) > 0 {
+		res, err = t.applyConfig(ctx, st, desired, rest, res)
+		res.Changes = changes
+		if err != nil {
+			return res, err
+		}
+	}
+	return res, t.forceUp(ctx, force)
+}
+
+// applyConfig applies configuration changes: weight-only ones as server
+// PUTs without reload when few, else one transaction (or one raw POST).
+func (t *Target) applyConfig(ctx context.Context, st *state, desired []services.Service, changes []target.Change, res target.Result) (target.Result, error) {
 	if target.RuntimeOnly(changes) && len(changes) <= t.opts.RuntimeMax {
 		return t.applyRuntime(ctx, st, desired, changes, res)
 	}
@@ -315,6 +342,37 @@ func (t *Target) applyOnce(ctx context.Context, desired []services.Service) (tar
 		return t.applyRaw(ctx, st, desired, changes, len(ops), res)
 	}
 	return t.applyTxn(ctx, st, ops, changes, res)
+}
+
+func wantsForceUp(s services.Service) bool {
+	for _, sv := range s.Servers {
+		if sv.ForceUp {
+			return true
+		}
+	}
+	return false
+}
+
+func splitForceUp(changes []target.Change) (force, rest []target.Change) {
+	for _, c := range changes {
+		if c.Kind == target.KindForceUp {
+			force = append(force, c)
+		} else {
+			rest = append(rest, c)
+		}
+	}
+	return force, rest
+}
+
+// forceUp marks new primaries UP at once through the runtime API
+// (operational_state up) after any reload; HAProxy's next checks still run.
+func (t *Target) forceUp(ctx context.Context, changes []target.Change) error {
+	for _, c := range changes {
+		if _, err := t.c.ReplaceRuntimeServer(ctx, c.Backend, c.Server, &models.RuntimeServer{OperationalState: "up"}); err != nil {
+			return fmt.Errorf("force up %s/%s: %w", c.Backend, c.Server, err)
+		}
+	}
+	return nil
 }
 
 // applyRuntime applies weight-only changes as direct server PUTs, which the

@@ -510,3 +510,34 @@ func TestStatePreservedFalseWithoutStateFile(t *testing.T) {
 		t.Fatalf("StatePreserved = %v, want false", res.StatePreserved)
 	}
 }
+
+// TestApplyForceUp: a new primary still DOWN in the runtime view is forced
+// UP through the runtime endpoint (operational_state up): no configuration
+// write, no reload; once up, nothing more is done.
+func TestApplyForceUp(t *testing.T) {
+	f := newFixture(t)
+	desired := cluster("pg-live", 1, 3, 2)
+	f.apply(t, desired)
+	f.srv.SetOperationalState("pg-live-primary", "pg-live-2", "down")
+	f.srv.ResetRequests()
+	reloads := f.srv.ReloadCount()
+	for i := range desired {
+		if desired[i].Service == "primary" {
+			for j := range desired[i].Servers {
+				desired[i].Servers[j].ForceUp = desired[i].Servers[j].Name == "pg-live-2"
+			}
+		}
+	}
+	res := f.apply(t, desired)
+	if len(res.Changes) != 1 || res.Changes[0].Kind != target.KindForceUp || res.Changes[0].Server != "pg-live-2" {
+		t.Fatalf("changes %+v, want one force_up of pg-live-2", res.Changes)
+	}
+	w := f.srv.Writes()
+	if len(w) != 1 || w[0].Method != "PUT" || w[0].Path != "/runtime/servers/pg-live-2" || !strings.Contains(string(w[0].Body), `"operational_state":"up"`) {
+		t.Errorf("writes %+v, want one runtime PUT operational_state up", w)
+	}
+	if res.Reloaded || f.srv.ReloadCount() != reloads {
+		t.Errorf("force up reloaded: %+v", res)
+	}
+	f.assertConverged(t, desired)
+}

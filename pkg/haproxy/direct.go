@@ -155,7 +155,7 @@ func (d *Direct) read(ctx context.Context) (*snapshot, error) {
 		case TypeServer:
 			get(r.Proxy).Servers[r.Name] = services.Server{
 				Name: r.Name, Address: r.Addr, Port: r.Port, CheckPort: checkPort[r.Proxy+"/"+r.Name],
-				Weight: r.Weight, Backup: r.Backup,
+				Weight: r.Weight, Backup: r.Backup, Down: strings.HasPrefix(r.Status, "DOWN"),
 			}
 		}
 	}
@@ -223,6 +223,9 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 
 	if target.RuntimeOnly(changes) {
 		for _, c := range changes {
+			if c.Kind == target.KindForceUp {
+				continue // after the weights
+			}
 			w, err := desiredWeight(desired, c.Backend, c.Server)
 			if err == nil {
 				err = d.rt.SetWeight(ctx, c.Backend, c.Server, w)
@@ -230,6 +233,9 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 			if err != nil {
 				return res, fmt.Errorf("apply %s %s/%s: %w", c.Kind, c.Backend, c.Server, err)
 			}
+		}
+		if err := d.forceUp(ctx, changes); err != nil {
+			return res, err
 		}
 		// The file must carry the weights too, or the next reload (whose
 		// state file is fixed to the file's weights) would bring old ones
@@ -243,6 +249,10 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 	}
 
 	if err := d.reloadWith(ctx, cfg, all, &res); err != nil {
+		res.Duration = time.Since(start)
+		return res, err
+	}
+	if err := d.forceUp(ctx, changes); err != nil {
 		res.Duration = time.Since(start)
 		return res, err
 	}
@@ -397,6 +407,23 @@ func mergeKept(desired, file []services.Service) []services.Service {
 		}
 	}
 	return out
+}
+
+// forceUp marks the new primary UP in write services at once (`set server
+// B/S health up`) instead of waiting for its rise checks; the next checks
+// still run, so a wrong nudge is undone after `fall` failures.
+func (d *Direct) forceUp(ctx context.Context, changes []target.Change) error {
+	for _, c := range changes {
+		if c.Kind != target.KindForceUp {
+			continue
+		}
+		if out, err := d.rt.Exec(ctx, fmt.Sprintf("set server %s/%s health up", c.Backend, c.Server)); err != nil {
+			return fmt.Errorf("force up %s/%s: %w", c.Backend, c.Server, err)
+		} else if strings.TrimSpace(out) != "" {
+			return fmt.Errorf("force up %s/%s: haproxy says %q", c.Backend, c.Server, strings.TrimSpace(out))
+		}
+	}
+	return nil
 }
 
 func desiredWeight(desired []services.Service, backend, server string) (int, error) {

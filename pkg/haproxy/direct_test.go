@@ -254,3 +254,37 @@ func TestReloadHazard(t *testing.T) {
 	}
 	t.Logf("primary served %d connections, %d failed, across 3 reloads", d.ok.Load(), d.failed.Load())
 }
+
+// TestForceUp: a new primary whose health checks have not risen yet (slow
+// checks here) is marked UP at once when desired says ForceUp, without a
+// reload; a second apply changes nothing.
+func TestForceUp(t *testing.T) {
+	r := startRig(t)
+	ctx := context.Background()
+	m := newMember(t, "pg-f-1", "127.0.0.57", "primary")
+	svc := services.Service{Name: "pg-f-primary", Service: "primary", IP: frontIP, Port: freePort(t, frontIP), Check: "/primary",
+		Balance: "roundrobin", Maxconn: 500, DefaultServer: "inter 30s fastinter 30s downinter 30s rise 3 fall 3"}
+	svc.Servers = []services.Server{m.server(100, false)}
+	if _, err := r.direct.Apply(ctx, []services.Service{svc}); err != nil {
+		t.Fatal(err)
+	}
+	// A new server starts DOWN until its checks rise: with 30 s checks, long.
+	if row := r.stat(t)["pg-f-primary/pg-f-1"]; row.Up() {
+		t.Fatalf("new server is %q before any check", row.Status)
+	}
+	reloads := r.reloads(t)
+	svc.Servers[0].ForceUp = true
+	res, err := r.direct.Apply(ctx, []services.Service{svc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := kinds(res.Changes); got != "force_up:pg-f-primary/pg-f-1" || res.Reloaded || r.reloads(t) != reloads {
+		t.Errorf("changes %s, reloaded %v (reloads %d -> %d): want one force_up, no reload", got, res.Reloaded, reloads, r.reloads(t))
+	}
+	if row := r.stat(t)["pg-f-primary/pg-f-1"]; row.Status != "UP" {
+		t.Errorf("after force up: %q, want UP", row.Status)
+	}
+	if again, err := r.direct.Apply(ctx, []services.Service{svc}); err != nil || len(again.Changes) != 0 {
+		t.Errorf("second apply: %+v %v, want no change", again.Changes, err)
+	}
+}

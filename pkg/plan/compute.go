@@ -21,6 +21,9 @@ type Options struct {
 	// key (see topology.MergeOptions.Released): write services give it
 	// weight 0 until it leads again.
 	Released map[string]string
+	// Promoted maps a cluster name to the member that just took the leader
+	// key (see topology.MergeOptions.Promoted).
+	Promoted map[string]string
 }
 
 // Compute merges the live Patroni state of every cluster of inv into the
@@ -42,6 +45,7 @@ func Compute(inv *topology.Inventory, dcs map[string]*patroni.ClusterState, opts
 			IncludeUnknown:  opts.IncludeUnknown,
 			LastKnownLeader: opts.LastKnownLeaders[c.Name],
 			Released:        opts.Released[c.Name],
+			Promoted:        opts.Promoted[c.Name],
 		})
 		svcs, err := services.Build(v)
 		if err != nil {

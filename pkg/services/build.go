@@ -235,6 +235,10 @@ func server(v *topology.View, def *topology.ServiceDef, m *topology.MemberView, 
 		sv.Weight = 0
 		sv.Reason += "; weight 0: " + m.FenceReason
 	}
+	if m.Promoted && WriteCheck(def.Check) {
+		sv.ForceUp = true
+		sv.Reason += "; forced UP: it just took the leader key and Patroni reports it running as primary"
+	}
 	return sv
 }
 

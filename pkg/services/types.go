@@ -30,6 +30,14 @@ type Server struct {
 	CheckPort int    `json:"check_port"`
 	Weight    int    `json:"weight"`
 	Backup    bool   `json:"backup"`
+	// ForceUp asks the target to mark the server UP at once if its health
+	// check still has it DOWN: in a write service, the member that just took
+	// the leader key and that Patroni reports running as primary. Saves the
+	// `rise` checks after `downinter` of a failover; never set otherwise.
+	ForceUp bool `json:"force_up,omitempty"`
+	// Down is set by targets on servers they read back: the live health
+	// check has the server DOWN (not in maintenance). Never set in desired.
+	Down bool `json:"-"`
 	// Reason says why the server is in the service and why it is (not) backup.
 	Reason string `json:"reason"`
 	// Selected is true when the member matched the service's selector; a

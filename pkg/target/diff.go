@@ -94,6 +94,10 @@ func diffServers(backend string, cur map[string]services.Server, want []services
 			out = append(out, Change{Kind: KindSetWeight, Backend: backend, Server: w.Name,
 				Detail: fmt.Sprintf("weight %d -> %d", c.Weight, w.Weight), Runtime: true})
 		}
+		if w.ForceUp && c.Down {
+			out = append(out, Change{Kind: KindForceUp, Backend: backend, Server: w.Name,
+				Detail: "health DOWN -> UP: the new primary, per Patroni", Runtime: true})
+		}
 	}
 	var gone []string
 	for name := range cur {

@@ -36,6 +36,7 @@ const (
 	KindRemoveServer  = "remove_server"
 	KindUpdateServer  = "update_server" // address/port/check port/backup changed (needs reload)
 	KindSetWeight     = "set_weight"    // runtime-capable
+	KindForceUp       = "force_up"      // runtime only: health UP now (a new primary)
 )
 
 // Change is one difference between an HAProxy and the desired services.

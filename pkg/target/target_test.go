@@ -14,6 +14,7 @@ func srv(name, addr string, backup bool, weight int) services.Server {
 func TestDiff(t *testing.T) {
 	want := services.Service{Name: "pg-test-replica", IP: "*", Port: 5434, Check: "/read-only", Balance: "roundrobin", Maxconn: 5000,
 		Servers: []services.Server{srv("pg-test-1", "10.0.0.1", false, 100), srv("pg-test-2", "10.0.0.2", true, 100)}}
+	want.Servers[0].ForceUp = true // only acted on while the live server is down
 	settings := SettingsOf(want)
 	tests := []struct {
 		name    string
@@ -33,6 +34,10 @@ func TestDiff(t *testing.T) {
 		{name: "added and removed", current: map[string]*Backend{want.Name: {Name: want.Name, HasFrontend: true,
 			Servers: map[string]services.Server{"pg-test-1": srv("pg-test-1", "10.0.0.1", false, 100), "pg-test-3": srv("pg-test-3", "10.0.0.3", false, 100)}}},
 			kinds: []string{KindAddServer, KindRemoveServer}},
+		{name: "new primary still down is forced up", current: map[string]*Backend{want.Name: {Name: want.Name, HasFrontend: true,
+			Servers: map[string]services.Server{"pg-test-1": {Name: "pg-test-1", Address: "10.0.0.1", Port: 6432, CheckPort: 8008, Weight: 100, Down: true},
+				"pg-test-2": srv("pg-test-2", "10.0.0.2", true, 100)}}},
+			kinds: []string{KindForceUp}, runtime: true},
 		{name: "settings changed", current: map[string]*Backend{want.Name: {Name: want.Name, HasFrontend: true, Settings: &Settings{IP: "*", Port: 5434, Check: "/replica", Balance: "roundrobin", Maxconn: 5000},
 			Servers: map[string]services.Server{"pg-test-1": srv("pg-test-1", "10.0.0.1", false, 100), "pg-test-2": srv("pg-test-2", "10.0.0.2", true, 100)}}},
 			kinds: []string{KindUpdateService}},

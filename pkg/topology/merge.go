@@ -20,6 +20,10 @@ type MergeOptions struct {
 	// its member key stayed): it is Fenced, and write services give it no
 	// new connections. The caller decides how long this lasts.
 	Released string
+	// Promoted is the member the caller saw take the leader key from
+	// another one a moment ago; it is marked Promoted while it holds the
+	// key and Patroni reports it running as primary.
+	Promoted string
 }
 
 // Merge combines a cluster's inventory with Patroni's live state (nil when
@@ -42,11 +46,15 @@ type MergeOptions struct {
 // members, by name, with Known=false and Served=opts.IncludeUnknown.
 func Merge(c *Cluster, st *patroni.ClusterState, opts MergeOptions) *View {
 	v := merge(c, st, opts)
-	if opts.Released == "" || st == nil {
+	if st == nil {
 		return v
 	}
 	for _, m := range v.Members {
-		if m.Name == opts.Released {
+		if opts.Promoted != "" && m.Name == opts.Promoted && st.Leader == m.Name && m.Live != nil &&
+			m.Live.Role == patroni.RolePrimary && m.Live.State == "running" {
+			m.Promoted = true
+		}
+		if opts.Released != "" && m.Name == opts.Released {
 			m.Fenced = true
 			m.FenceReason = "Patroni is moving the primary away from it (switchover requested or leader key released): no new writes"
 		}

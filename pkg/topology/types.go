@@ -128,4 +128,7 @@ type MemberView struct {
 	// no new connections. FenceReason says so in words.
 	Fenced      bool
 	FenceReason string
+	// Promoted is true for the member that just took the leader key (see
+	// MergeOptions.Promoted) while Patroni reports it running as primary.
+	Promoted bool
 }

@@ -132,6 +132,7 @@ type Server struct {
 	down            bool
 	runtimeBroken   bool
 	admin           map[string]string // backend/server -> admin_state
+	oper            map[string]string // backend/server -> operational_state (health), when set
 	requests        []Request
 }
 
@@ -139,7 +140,7 @@ type Server struct {
 func NewServer(t testing.TB, opts ...Option) *Server {
 	t.Helper()
 	s := &Server{t: t, user: "admin", password: "adminpwd", version: 1, reloadPolls: 1,
-		txns: map[string]*txn{}, admin: map[string]string{}, seed: EmptyConfig}
+		txns: map[string]*txn{}, admin: map[string]string{}, oper: map[string]string{}, seed: EmptyConfig}
 	for _, o := range opts {
 		o(s)
 	}
@@ -1128,6 +1129,9 @@ func (s *Server) runtimeView(backend string, i int, m *models.Server) models.Run
 		st = "ready"
 	}
 	op := "up"
+	if o := s.oper[backend+"/"+m.Name]; o != "" {
+		op = o
+	}
 	if st == "maint" {
 		op = "down"
 	}
@@ -1178,9 +1182,22 @@ func (s *Server) runtimeServers(method string, p []string, q url.Values, body []
 		v := s.runtimeView(backend, i, m)
 		if rs.OperationalState != "" {
 			// Observed: accepted, shown once, undone by the next good checks.
+			// The double's checks are "good" unless SetOperationalState said
+			// otherwise; forcing "up" ends such a simulated failure.
+			if rs.OperationalState == "up" {
+				delete(s.oper, backend+"/"+m.Name)
+			}
 			v.OperationalState = rs.OperationalState
 		}
 		return answer{status: 200, body: v}, nil
 	}
 	return answer{}, errf(405, "method %s not allowed", method)
+}
+
+// SetOperationalState sets a server's health as the runtime endpoints report
+// it ("down": its checks fail or have not risen yet; "up").
+func (s *Server) SetOperationalState(backend, server, state string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.oper[backend+"/"+server] = state
 }
