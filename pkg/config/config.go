@@ -84,8 +84,11 @@ type Controller struct {
 	ApplyTimeout   Duration `yaml:"apply_timeout"`
 	// FenceHold keeps a demoting primary out of write services this long
 	// after a new leader took the key (5s; about inter + (fall-1) x fastinter).
-	FenceHold   Duration `yaml:"fence_hold"`
-	HistorySize int      `yaml:"history_size"`
+	FenceHold Duration `yaml:"fence_hold"`
+	// PromoteWindow: this long after a member took the leader key, write
+	// services force it UP once Patroni reports it running as primary (15s).
+	PromoteWindow Duration `yaml:"promote_window"`
+	HistorySize   int      `yaml:"history_size"`
 }
 
 // Election makes several controller instances elect one that applies changes.
@@ -158,6 +161,9 @@ func (c *Config) ApplyDefaults() {
 	}
 	if c.Controller.FenceHold.Duration == 0 {
 		c.Controller.FenceHold.Duration = 5 * time.Second
+	}
+	if c.Controller.PromoteWindow.Duration == 0 {
+		c.Controller.PromoteWindow.Duration = 15 * time.Second
 	}
 	if c.Controller.HistorySize == 0 {
 		c.Controller.HistorySize = 100
