@@ -129,8 +129,6 @@ type Controller struct {
 	staleNS     map[string]string // namespace -> why its view is stale (last reconcile)
 	desired     []services.Service
 	decision    int64
-	lastRun     time.Time
-	lastResync  time.Time
 	history     []Event
 	workers     []*worker
 }
@@ -418,10 +416,6 @@ func (c *Controller) ReconcileOnce(force bool) {
 	c.frozen = frozen
 	c.staleNS = staleNS
 	c.desired = desired
-	c.lastRun = now
-	if force {
-		c.lastResync = now
-	}
 	c.decision++
 	decision := c.decision
 	c.mu.Unlock()
