@@ -110,13 +110,18 @@ func step(c *Controller, force bool) {
 
 // backups returns the backup servers of service name, as "a,b".
 func backups(svcs []services.Service, name string) string {
+	return serversWhere(svcs, name, func(sv services.Server) bool { return sv.Backup })
+}
+
+// serversWhere returns the servers of service name for which keep is true, as "a,b".
+func serversWhere(svcs []services.Service, name string, keep func(services.Server) bool) string {
 	var out []string
 	for _, s := range svcs {
 		if s.Name != name {
 			continue
 		}
 		for _, sv := range s.Servers {
-			if sv.Backup {
+			if keep(sv) {
 				out = append(out, sv.Name)
 			}
 		}
@@ -125,15 +130,7 @@ func backups(svcs []services.Service, name string) string {
 }
 
 func serverNames(svcs []services.Service, name string) string {
-	var out []string
-	for _, s := range svcs {
-		if s.Name == name {
-			for _, sv := range s.Servers {
-				out = append(out, sv.Name)
-			}
-		}
-	}
-	return strings.Join(out, ",")
+	return serversWhere(svcs, name, func(services.Server) bool { return true })
 }
 
 func TestReconcile(t *testing.T) {
@@ -469,18 +466,7 @@ func TestScheduledSwitchoverWakesTheLoop(t *testing.T) {
 
 // forcedUp returns the servers with ForceUp in service name.
 func forcedUp(svcs []services.Service, name string) string {
-	var out []string
-	for _, s := range svcs {
-		if s.Name != name {
-			continue
-		}
-		for _, sv := range s.Servers {
-			if sv.ForceUp {
-				out = append(out, sv.Name)
-			}
-		}
-	}
-	return strings.Join(out, ",")
+	return serversWhere(svcs, name, func(sv services.Server) bool { return sv.ForceUp })
 }
 
 func TestForceUpNewPrimary(t *testing.T) {
