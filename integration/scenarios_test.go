@@ -278,10 +278,7 @@ func other(members []harness.MemberSpec, not ...string) string {
 // never land on the new primary and the old primary serves reads.
 func (r *scenarioRig) switchover3(t *testing.T, duoSess *session) {
 	const sc = "1 switchover pg-test"
-	old, err := r.env.Leader(r.ctx, "pg-test")
-	if err != nil || old == "" {
-		t.Fatalf("leader = %q, %v", old, err)
-	}
+	old := r.leader(t, "pg-test")
 	cand := other(r.env.Members("pg-test"), old, "pg-test-3")
 	st0, err := r.status()
 	if err != nil {
@@ -368,18 +365,8 @@ func (r *scenarioRig) switchoverDuo(t *testing.T) *session {
 	}
 	defer testSess.close()
 	r.useSession(t, testSess, "opening (session on pg-test's primary)")
-	old, err := r.env.Leader(r.ctx, "pg-duo")
-	if err != nil || old == "" {
-		t.Fatalf("leader = %q, %v", old, err)
-	}
-	cand := other(r.env.Members("pg-duo"), old)
-	lw := watchLeader(r.ctx, r.env, "pg-duo", old, time.Minute)
-	start := time.Now()
-	sw, err := r.env.Switchover(r.ctx, "pg-duo", old, cand)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.reportLeader(t, sc, lw, start, old, sw)
+	old := r.leader(t, "pg-duo")
+	cand, start := r.switchOver(t, sc, "pg-duo", old)
 	var got answer
 	err = waitFor(r.ctx, 90*time.Second, "pg-duo's offline service answers on "+old, func() (bool, string) {
 		if ok, why := r.clusterRight("pg-duo", duoIP, cand); !ok {
@@ -416,10 +403,7 @@ func (r *scenarioRig) switchoverDuo(t *testing.T) *session {
 // new leader, the others answer; then the old primary rejoins.
 func (r *scenarioRig) failover(t *testing.T, duoSess *session) {
 	const sc = "3 kill -9 failover pg-test"
-	old, err := r.env.Leader(r.ctx, "pg-test")
-	if err != nil || old == "" {
-		t.Fatalf("leader = %q, %v", old, err)
-	}
+	old := r.leader(t, "pg-test")
 	lw := watchLeader(r.ctx, r.env, "pg-test", old, 90*time.Second)
 	start := time.Now()
 	if err := r.env.KillMember(old); err != nil {
@@ -566,19 +550,9 @@ func (r *scenarioRig) restarts(t *testing.T) {
 	if err := r.ctl.stop(); err != nil {
 		t.Fatal(err)
 	}
-	old, err := r.env.Leader(r.ctx, "pg-test")
-	if err != nil || old == "" {
-		t.Fatalf("leader = %q, %v", old, err)
-	}
-	cand := other(r.env.Members("pg-test"), old, "pg-test-3")
-	lw := watchLeader(r.ctx, r.env, "pg-test", old, time.Minute)
-	start := time.Now()
-	sw, err := r.env.Switchover(r.ctx, "pg-test", old, cand)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.reportLeader(t, sc, lw, start, old, sw)
-	err = waitFor(r.ctx, 90*time.Second, "primary service follows "+cand+" by health checks alone", func() (bool, string) {
+	old := r.leader(t, "pg-test")
+	cand, start := r.switchOver(t, sc, "pg-test", old, "pg-test-3")
+	err := waitFor(r.ctx, 90*time.Second, "primary service follows "+cand+" by health checks alone", func() (bool, string) {
 		if ok, why := r.haproxy.onlyUp(r.ctx, "pg-test-primary", cand); !ok {
 			return false, why
 		}
@@ -757,23 +731,13 @@ func (r *scenarioRig) dataPlaneAPI(t *testing.T, bin string) {
 		t.Fatal(err)
 	}
 	r.ctl = ctl
-	old, err := r.env.Leader(r.ctx, "pg-test")
-	if err != nil || old == "" {
-		t.Fatalf("leader = %q, %v", old, err)
-	}
+	old := r.leader(t, "pg-test")
 	if err := waitFor(r.ctx, 90*time.Second, "pg-test served right through the API", func() (bool, string) {
 		return r.clusterRight("pg-test", testIP, old)
 	}); err != nil {
 		t.Fatal(err)
 	}
-	cand := other(r.env.Members("pg-test"), old)
-	lw := watchLeader(r.ctx, r.env, "pg-test", old, time.Minute)
-	start := time.Now()
-	sw, err := r.env.Switchover(r.ctx, "pg-test", old, cand)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.reportLeader(t, sc, lw, start, old, sw)
+	cand, start := r.switchOver(t, sc, "pg-test", old)
 	if err := waitFor(r.ctx, 90*time.Second, "pg-test served right after the switchover via the API", func() (bool, string) {
 		return r.clusterRight("pg-test", testIP, cand)
 	}); err != nil {
@@ -788,4 +752,30 @@ func (r *scenarioRig) dataPlaneAPI(t *testing.T, bin string) {
 	if tg := st.Targets[0]; !tg.InSync || tg.StatePreserved == nil || !*tg.StatePreserved || tg.ReloadResult != "succeeded" {
 		t.Errorf("Data Plane API target: %+v", tg)
 	}
+}
+
+// leader returns cluster's current leader from the DCS.
+func (r *scenarioRig) leader(t *testing.T, cluster string) string {
+	t.Helper()
+	old, err := r.env.Leader(r.ctx, cluster)
+	if err != nil || old == "" {
+		t.Fatalf("leader = %q, %v", old, err)
+	}
+	return old
+}
+
+// switchOver runs `patronictl switchover` from old to another member (not
+// one of not), reports when the leader key moved, and returns the candidate
+// and when the action started.
+func (r *scenarioRig) switchOver(t *testing.T, sc, cluster, old string, not ...string) (string, time.Time) {
+	t.Helper()
+	cand := other(r.env.Members(cluster), append([]string{old}, not...)...)
+	lw := watchLeader(r.ctx, r.env, cluster, old, time.Minute)
+	start := time.Now()
+	sw, err := r.env.Switchover(r.ctx, cluster, old, cand)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.reportLeader(t, sc, lw, start, old, sw)
+	return cand, start
 }
