@@ -60,6 +60,8 @@ type DataPlaneAPI struct {
 	PasswordFile string `yaml:"password_file"`
 	// Clusters limits this HAProxy to these clusters' services (empty = all):
 	// Pigsty's one-HAProxy-per-member layout, or a pg_service_provider group.
+	// On a template URL (with {host}, see HostPlaceholder) it keeps only
+	// these clusters of each node.
 	Clusters []string `yaml:"clusters"`
 }
 
@@ -245,6 +247,12 @@ func (c *Config) Validate() error {
 		return bad("dataplaneapi", "no HAProxy target: give at least one dataplaneapi URL or direct HAProxy")
 	}
 	for i, d := range c.DataPlaneAPI {
+		if d.IsTemplate() {
+			if err := validateTemplate(d.URL); err != nil {
+				return bad(fmt.Sprintf("dataplaneapi[%d].url", i), "%q: %v", redactTemplate(d.URL), err)
+			}
+			continue
+		}
 		u, err := url.Parse(d.URL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return bad(fmt.Sprintf("dataplaneapi[%d].url", i), "%q is not an http(s)://[user:pass@]host:port URL", redact(d.URL))
