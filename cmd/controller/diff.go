@@ -47,7 +47,7 @@ func runDiff(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "controller: %v\n", err)
 		return 1
 	}
-	targets, err := app.BuildTargets(cfg, log)
+	targets, err := app.BuildTargets(cfg, inv, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "controller: %v\n", err)
 		return 1

@@ -24,7 +24,6 @@ import (
 
 	"github.com/pgsvc/pgsvc/pkg/config"
 	"github.com/pgsvc/pgsvc/pkg/controller"
-	"github.com/pgsvc/pgsvc/pkg/dataplaneapi"
 	"github.com/pgsvc/pgsvc/pkg/election"
 	"github.com/pgsvc/pgsvc/pkg/haproxy"
 	"github.com/pgsvc/pgsvc/pkg/metrics"
@@ -56,7 +55,15 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<
 	if err := CheckTargetClusters(cfg, inv); err != nil {
 		return err
 	}
-	targets, err := BuildTargets(cfg, log)
+	dp, warnings, err := ExpandDataPlaneAPI(cfg, inv)
+	if err != nil {
+		return err
+	}
+	for _, w := range warnings {
+		log.Warn("inventory placement", zap.String("warning", w))
+	}
+	placed := TargetsKey(dp)
+	targets, err := buildTargets(cfg, dp, log)
 	if err != nil {
 		return err
 	}
@@ -159,12 +166,12 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<
 			case <-wctx.Done():
 				return
 			case <-hup:
-				reloadInventory(ctl, cfg, namespaces, log)
+				reloadInventory(ctl, cfg, namespaces, placed, log)
 			}
 		}
 	}()
 	if cfg.WatchInventory {
-		go watchInventory(wctx, ctl, cfg, namespaces, log)
+		go watchInventory(wctx, ctl, cfg, namespaces, placed, log)
 	}
 
 	electionDone := make(chan struct{})
@@ -191,7 +198,7 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<
 
 // reloadInventory re-reads and validates the inventory; a bad file is
 // rejected with its error and the running inventory is kept.
-func reloadInventory(ctl *controller.Controller, cfg *config.Config, namespaces []string, log *zap.Logger) {
+func reloadInventory(ctl *controller.Controller, cfg *config.Config, namespaces []string, placed string, log *zap.Logger) {
 	inv, err := topology.Load(cfg.Inventory)
 	if err != nil {
 		log.Error("inventory reload rejected; keeping the running inventory", zap.Error(err))
@@ -206,6 +213,10 @@ func reloadInventory(ctl *controller.Controller, cfg *config.Config, namespaces 
 		log.Error("inventory reload rejected; keeping the running inventory", zap.Error(err))
 		return
 	}
+	if err := checkPlacementUnchanged(cfg, inv, placed); err != nil {
+		log.Error("inventory reload rejected; keeping the running inventory", zap.Error(err))
+		return
+	}
 	ctl.SetInventory(inv)
 }
 
@@ -215,7 +226,7 @@ const InventoryPoll = 2 * time.Second
 // watchInventory reloads the inventory when its content changes, as SIGHUP
 // does (the content is compared, not the mtime, so editors that rewrite a
 // file in place or by rename are both seen).
-func watchInventory(ctx context.Context, ctl *controller.Controller, cfg *config.Config, namespaces []string, log *zap.Logger) {
+func watchInventory(ctx context.Context, ctl *controller.Controller, cfg *config.Config, namespaces []string, placed string, log *zap.Logger) {
 	sum := func() [32]byte {
 		b, err := os.ReadFile(cfg.Inventory)
 		if err != nil {
@@ -234,20 +245,18 @@ func watchInventory(ctx context.Context, ctl *controller.Controller, cfg *config
 			if now := sum(); now != last {
 				last = now
 				log.Info("inventory file changed; reloading", zap.String("file", cfg.Inventory))
-				reloadInventory(ctl, cfg, namespaces, log)
+				reloadInventory(ctl, cfg, namespaces, placed, log)
 			}
 		}
 	}
 }
 
-func BuildTargets(cfg *config.Config, log *zap.Logger) ([]target.Target, error) {
-	var out []target.Target
-	for i, d := range cfg.DataPlaneAPI {
-		c, err := dataplaneapi.New(d.URL, dataplaneapi.Options{Username: d.Username, PasswordFile: d.PasswordFile})
-		if err != nil {
-			return nil, fmt.Errorf("%s: dataplaneapi[%d]: %w", cfg.File, i, err)
-		}
-		out = append(out, target.OnlyClusters(dataplaneapi.NewTarget(c, log, dataplaneapi.TargetOptions{}), d.Clusters))
+// buildTargets builds the Data Plane API targets dp (see
+// ExpandDataPlaneAPI) and the direct HAProxies.
+func buildTargets(cfg *config.Config, dp []DataPlaneAPITarget, log *zap.Logger) ([]target.Target, error) {
+	out, err := newDataPlaneAPITargets(cfg, dp, log)
+	if err != nil {
+		return nil, err
 	}
 	for _, d := range cfg.Direct {
 		out = append(out, target.OnlyClusters(haproxy.NewDirect(haproxy.Options{
