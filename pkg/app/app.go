@@ -90,15 +90,9 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<
 	if cfg.Election.Enabled {
 		elector = election.New(cli, election.Options{Key: cfg.Election.Key, Identity: cfg.Election.Identity, TTL: cfg.Election.TTL, Log: log})
 		opts.Gate = elector.IsLeader
-		opts.LeaderInfo = func() *controller.LeaderStatus {
-			lctx, cancel := context.WithTimeout(ctx, time.Second)
-			defer cancel()
-			leader, err := elector.Leader(lctx)
-			if err != nil {
-				leader = "(unknown: " + err.Error() + ")"
-			}
-			return &controller.LeaderStatus{Identity: elector.Identity(), IsLeader: elector.IsLeader(), Leader: leader}
-		}
+		lc := newLeaderCache(elector)
+		go lc.run(ctx)
+		opts.LeaderInfo = lc.info
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

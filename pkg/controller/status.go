@@ -117,12 +117,13 @@ type LeaderStatus struct {
 
 // Status returns the current status document.
 func (c *Controller) Status() Status {
+	var leader *LeaderStatus
+	if c.opts.LeaderInfo != nil {
+		leader = c.opts.LeaderInfo() // outside c.mu: it may be slow
+	}
 	c.mu.Lock()
 	now := c.opts.Now()
-	st := Status{Now: now, DryRun: c.opts.DryRun, Inventory: c.inv.File}
-	if c.opts.LeaderInfo != nil {
-		st.Leader = c.opts.LeaderInfo()
-	}
+	st := Status{Now: now, DryRun: c.opts.DryRun, Inventory: c.inv.File, Leader: leader}
 	for _, ns := range Namespaces(c.inv) {
 		n := NamespaceStatus{Namespace: ns, Stale: c.staleReason(ns, now)}
 		if s, ok := c.snaps[ns]; ok {
