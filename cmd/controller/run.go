@@ -39,7 +39,7 @@ func parseRunFlags(args []string, stderr io.Writer) (*config.Config, error) {
 	fs.StringVar(&f.config, "config", "", "YAML config file (see config/controller.yml)")
 	fs.StringVar(&f.inventory, "inventory", "", "Pigsty inventory (pigsty.yml)")
 	fs.StringVar(&f.etcd, "etcd", "", "etcd endpoints, comma-separated (http://127.0.0.1:2379)")
-	fs.Var(&f.dpapi, "dataplaneapi", "Data Plane API URL of one HAProxy, repeatable (http://user:pass@host:5555)")
+	fs.Var(&f.dpapi, "dataplaneapi", "Data Plane API URL of one HAProxy, repeatable (http://user@host:5555; a password here is visible in /proc/PID/cmdline: use PGSVC_DATAPLANEAPI_PASSWORD or password_file)")
 	fs.StringVar(&f.direct.ConfigPath, "haproxy-config", "", "direct driver: the haproxy.cfg the controller owns")
 	fs.StringVar(&f.direct.StatsSocket, "stats-socket", "", "direct driver: HAProxy admin stats socket")
 	fs.StringVar(&f.direct.MasterSocket, "master-socket", "", "direct driver: HAProxy master socket (haproxy -W -S)")
@@ -54,6 +54,7 @@ func parseRunFlags(args []string, stderr io.Writer) (*config.Config, error) {
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
+	cmdlineWarnings = cmdlinePasswordWarnings(f.dpapi, f.etcd)
 	cfg := &config.Config{}
 	if f.config != "" {
 		var err error
@@ -103,6 +104,9 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 	}
 	log := app.NewLogger(cfg.Log, stderr)
 	defer func() { _ = log.Sync() }()
+	for _, w := range cmdlineWarnings {
+		log.Warn(w)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := app.Serve(ctx, cfg, log, nil); err != nil {
