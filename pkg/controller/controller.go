@@ -126,6 +126,7 @@ type Controller struct {
 	lastGood    map[string][]services.Service // cluster -> services last computed from a fresh view
 	plan        *plan.Plan
 	frozen      map[string]string // cluster -> why its services are frozen
+	planErrs    map[string]string // cluster -> why its plan failed (last reconcile)
 	staleNS     map[string]string // namespace -> why its view is stale (last reconcile)
 	desired     []services.Service
 	decision    int64
@@ -369,15 +370,11 @@ func (c *Controller) ReconcileOnce(force bool) {
 	for k, v := range c.promoted {
 		promoted[k] = v.member
 	}
-	p, err := plan.Compute(inv, dcs, plan.Options{IncludeUnknown: c.opts.IncludeUnknown, LastKnownLeaders: leaders,
-		Released: released, Promoted: promoted})
-	if err != nil {
-		// Selector evaluation failed: keep everything as it is.
-		c.mu.Unlock()
-		c.log.Error("plan failed; keeping the last applied services", zap.Error(err))
-		c.addEvent(Event{At: start, Kind: "plan_error", Revision: revision, Error: err.Error()})
-		return
-	}
+	// A cluster whose plan fails keeps its last good services (below); the
+	// others go on.
+	p, planErrs := computeIsolated(inv, dcs, plan.Options{IncludeUnknown: c.opts.IncludeUnknown, LastKnownLeaders: leaders,
+		Released: released, Promoted: promoted}, c.plan)
+	planEvents := c.notePlanErrors(planErrs)
 
 	frozen := map[string]string{}
 	var desired []services.Service
@@ -386,6 +383,8 @@ func (c *Controller) ReconcileOnce(force bool) {
 		computed := cl.Services
 		reason := ""
 		switch {
+		case planErrs[cl.Name] != nil:
+			reason = "plan failed: " + planErrs[cl.Name].Error() + "; keeping its last good services"
 		case staleNS[invCl.Namespace] != "":
 			reason = staleNS[invCl.Namespace]
 		case cl.Leaderless && leaders[cl.Name] == "":
@@ -397,8 +396,9 @@ func (c *Controller) ReconcileOnce(force bool) {
 				desired = append(desired, prev...)
 				continue
 			}
-			if staleNS[invCl.Namespace] != "" {
-				// Never seen a fresh view of this cluster: apply nothing for it.
+			if staleNS[invCl.Namespace] != "" || planErrs[cl.Name] != nil {
+				// Never seen a fresh view (or a good plan) of this
+				// cluster: apply nothing for it.
 				continue
 			}
 		}
@@ -420,6 +420,10 @@ func (c *Controller) ReconcileOnce(force bool) {
 	decision := c.decision
 	c.mu.Unlock()
 
+	for _, e := range planEvents {
+		e.At, e.Decision, e.Revision = start, decision, revision
+		c.addEvent(e)
+	}
 	c.opts.Metrics.Reconcile(force)
 	if changes := desiredChanges(prev, desired); len(changes) > 0 || prev == nil {
 		ev := Event{At: start, Kind: "plan_changed", Decision: decision, Revision: revision, Changes: changes,

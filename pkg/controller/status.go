@@ -32,6 +32,7 @@ type Event struct {
 	Decision int64             `json:"decision,omitempty"`
 	Revision int64             `json:"dcs_revision,omitempty"`
 	Target   string            `json:"target,omitempty"`
+	Cluster  string            `json:"cluster,omitempty"`
 	Changes  []target.Change   `json:"changes,omitempty"`
 	Frozen   map[string]string `json:"frozen,omitempty"`
 	Reloaded bool              `json:"reloaded,omitempty"`
@@ -92,6 +93,9 @@ type ClusterStatus struct {
 	Revision int64 `json:"dcs_revision"`
 	// Frozen says why this cluster's services are held as they were.
 	Frozen string `json:"frozen,omitempty"`
+	// PlanError says why this cluster's plan failed (its last good
+	// services are kept; the other clusters go on).
+	PlanError string `json:"plan_error,omitempty"`
 }
 
 // Status is the document GET /status serves.
@@ -149,7 +153,10 @@ func (c *Controller) Status() Status {
 	}
 	if c.plan != nil {
 		for _, cl := range c.plan.Clusters {
-			cs := ClusterStatus{Cluster: cl, Frozen: c.frozen[cl.Name]}
+			cs := ClusterStatus{Cluster: cl, Frozen: c.frozen[cl.Name], PlanError: c.planErrs[cl.Name]}
+			if cs.PlanError != "" {
+				st.NotReady = append(st.NotReady, "cluster "+cl.Name+": plan failed: "+cs.PlanError)
+			}
 			if s, ok := c.snaps[cl.Namespace]; ok {
 				if cst := s.Clusters[cl.Name]; cst != nil {
 					cs.Revision = cst.Revision

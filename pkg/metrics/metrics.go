@@ -184,6 +184,8 @@ var (
 		"Consecutive failed applies of the target.", []string{"target"}, nil)
 	descFrozen = prometheus.NewDesc("pgsvc_cluster_frozen",
 		"1 when the cluster's services are frozen (held as they were).", []string{"cluster"}, nil)
+	descPlanFailed = prometheus.NewDesc("pgsvc_cluster_plan_failed",
+		"1 when the cluster's plan fails (its last good services are kept; the other clusters go on).", []string{"cluster"}, nil)
 	descLeader = prometheus.NewDesc("pgsvc_controller_leader",
 		"1 when this controller instance applies changes (elected leader, or no election).", nil, nil)
 	descReady = prometheus.NewDesc("pgsvc_ready",
@@ -192,7 +194,7 @@ var (
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descViewAge, descConnected, descRestarts, descResyncs,
-		descInSync, descFailures, descFrozen, descLeader, descReady} {
+		descInSync, descFailures, descFrozen, descPlanFailed, descLeader, descReady} {
 		ch <- d
 	}
 }
@@ -213,6 +215,7 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, cl := range st.Clusters {
 		ch <- prometheus.MustNewConstMetric(descFrozen, prometheus.GaugeValue, b2f(cl.Frozen != ""), cl.Name)
+		ch <- prometheus.MustNewConstMetric(descPlanFailed, prometheus.GaugeValue, b2f(cl.PlanError != ""), cl.Name)
 	}
 	ch <- prometheus.MustNewConstMetric(descLeader, prometheus.GaugeValue, b2f(st.Leader == nil || st.Leader.IsLeader))
 	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, b2f(st.Ready))

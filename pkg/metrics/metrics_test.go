@@ -268,12 +268,12 @@ func TestLint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(mfs) != 15 {
+	if len(mfs) != 16 {
 		var names []string
 		for _, mf := range mfs {
 			names = append(names, mf.GetName())
 		}
-		t.Errorf("gathered %d families, want 15: %v", len(mfs), names)
+		t.Errorf("gathered %d families, want 16: %v", len(mfs), names)
 	}
 	for _, c := range []prometheus.Collector{m.snapshots, m.reconciles, m.changes, m.reloads, m.applyErrors,
 		m.convergence, &statusCollector{status: sampleStatus}} {
