@@ -165,4 +165,3 @@ func countEvents(h []Event, kind string) int {
 	}
 	return n
 }
-
