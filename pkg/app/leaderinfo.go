@@ -27,15 +27,32 @@ type leaderCache struct {
 
 func newLeaderCache(e *election.Elector) *leaderCache { return &leaderCache{e: e} }
 
-// run refreshes the cache every LeaderRefresh until ctx ends.
+// run re-reads the leader at every change of the election's keys (watch),
+// and every LeaderRefresh in case the watch is stuck, until ctx ends.
 func (l *leaderCache) run(ctx context.Context) {
 	t := time.NewTicker(LeaderRefresh)
 	defer t.Stop()
-	for {
+	for ctx.Err() == nil {
+		wctx, cancel := context.WithCancel(ctx)
+		wch := l.e.WatchCandidates(wctx)
 		l.refresh(ctx)
+	watch:
+		for {
+			select {
+			case <-ctx.Done():
+				break watch
+			case <-t.C:
+				l.refresh(ctx)
+			case wr, ok := <-wch:
+				if !ok || wr.Err() != nil {
+					break watch // re-watch after the next tick
+				}
+				l.refresh(ctx)
+			}
+		}
+		cancel()
 		select {
 		case <-ctx.Done():
-			return
 		case <-t.C:
 		}
 	}
