@@ -181,7 +181,7 @@ func TestBadInput(t *testing.T) {
 		{"selector error in render", []string{"render", "--inventory", "testdata/bad/projection-selector.yml"}, 1, `controller: testdata/bad/projection-selector.yml:11: cluster pg-test: service names (pg_services[0]): selector:`},
 		{"missing snapshot", []string{"plan", "--inventory", pgTest, "--dcs", "testdata/nope.json"}, 1, "controller: testdata/nope.json: cannot open: no such file or directory"},
 		{"truncated snapshot", []string{"plan", "--inventory", pgTest, "--dcs", "testdata/bad/truncated-snapshot.json"}, 1, "controller: testdata/bad/truncated-snapshot.json: invalid snapshot JSON"},
-		{"ports collide", []string{"render", "--inventory", "testdata/render/two-clusters.yml"}, 1, "controller: testdata/render/two-clusters.yml: services cannot share one haproxy: service pg-duo-primary: bind *:5433 collides with service pg-test-primary"},
+		{"ports collide", []string{"render", "--inventory", "testdata/render/two-clusters.yml", "--cluster", "pg-test,pg-duo"}, 1, "controller: testdata/render/two-clusters.yml: services cannot share one haproxy: service pg-duo-primary: bind *:5433 collides with service pg-test-primary"},
 		{"unknown cluster", []string{"render", "--inventory", "testdata/render/two-clusters.yml", "--cluster", "pg-nope"}, 1, "controller: testdata/render/two-clusters.yml: --cluster pg-nope: no such cluster in the inventory"},
 	}
 	for _, tc := range tests {

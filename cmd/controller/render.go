@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/pgsvc/pgsvc/pkg/haproxycfg"
-	"github.com/pgsvc/pgsvc/pkg/services"
 )
 
 func init() {
@@ -25,7 +24,7 @@ const (
 func runRender(args []string, stdout, stderr io.Writer) int {
 	var in planInput
 	var opts haproxycfg.Options
-	var clusters string
+	var clusters, host string
 	flags := flag.NewFlagSet("render", flag.ContinueOnError)
 	flags.SetOutput(stderr)
 	in.register(flags)
@@ -35,8 +34,9 @@ func runRender(args []string, stdout, stderr io.Writer) int {
 	flags.IntVar(&opts.Maxconn, "maxconn", haproxycfg.DefaultMaxconn, "global maxconn")
 	flags.BoolVar(&opts.NoStrictLimits, "no-strict-limits", false, "let HAProxy start when it cannot raise its file limit for maxconn")
 	flags.StringVar(&clusters, "cluster", "", "render only these clusters (comma-separated); services of clusters\nsharing one HAProxy must not bind the same port")
+	flags.StringVar(&host, "host", "", "render the haproxy.cfg of this inventory node: the clusters Pigsty places\non it (its own cluster, or those delegating to its pg_service_provider group)")
 	flags.Usage = func() {
-		fmt.Fprintln(flags.Output(), "usage: controller render --inventory FILE [--dcs SNAPSHOT] [--cluster a,b] [--stats-socket P] [--server-state-file P]")
+		fmt.Fprintln(flags.Output(), "usage: controller render --inventory FILE [--dcs SNAPSHOT] [--host IP] [--cluster a,b] [--stats-socket P] [--server-state-file P]")
 		fmt.Fprintln(flags.Output(), "\nPrints a complete haproxy.cfg (frontend+backend pairs the Data Plane API can manage).")
 		fmt.Fprintf(flags.Output(), "Defaults: stats socket %s, server-state file %s.\n\n", defaultStatsSocket, defaultServerStateFile)
 		flags.PrintDefaults()
@@ -63,17 +63,25 @@ func runRender(args []string, stdout, stderr io.Writer) int {
 			want[name] = true
 		}
 	}
-	var svcs []services.Service
-	for _, c := range p.Clusters {
-		if len(want) == 0 || want[c.Name] {
-			svcs = append(svcs, c.Services...)
+	files, warnings, err := renderFiles(p, inv, want, strings.TrimSpace(host))
+	for _, w := range warnings {
+		fmt.Fprintf(stderr, "controller: warning: %s\n", w)
+	}
+	if err != nil {
+		return exitWithError(stderr, err)
+	}
+	for i, f := range files {
+		var out []byte
+		if len(files) > 1 {
+			if i > 0 {
+				out = append(out, '\n')
+			}
+			out = append(out, f.header(i, len(files))...)
 		}
-	}
-	if err := haproxycfg.Check(svcs); err != nil {
-		return exitWithError(stderr, fmt.Errorf("%s: %w (pick clusters with --cluster)", inv.File, err))
-	}
-	if _, err := stdout.Write(haproxycfg.Render(svcs, opts)); err != nil {
-		return exitWithError(stderr, fmt.Errorf("write output: %w", err))
+		out = append(out, haproxycfg.Render(f.svcs, opts)...)
+		if _, err := stdout.Write(out); err != nil {
+			return exitWithError(stderr, fmt.Errorf("write output: %w", err))
+		}
 	}
 	return 0
 }
