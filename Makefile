@@ -8,6 +8,19 @@ export PATH := $(PATH):/usr/local/go/bin
 
 .PHONY: all build deps test check unit integration bench demo demo-down clean
 
+# Real Data Plane API builds for the real-API tests (pkg/dataplaneapi and
+# end-to-end scenario 6): CI's clone sits next to a copy of shared/, whose
+# bin/ holds 2.9.9 (v2) and 3.2.0 (v3). Where they are absent the tests skip
+# and say so; set DATAPLANEAPI_BIN / DATAPLANEAPI_V3_BIN to use other builds.
+DPAPI_V2_BIN := $(abspath ../shared/bin/dataplaneapi-2.9.9)
+DPAPI_V3_BIN := $(abspath ../shared/bin/dataplaneapi-3.2.0)
+ifneq ($(wildcard $(DPAPI_V2_BIN)),)
+export DATAPLANEAPI_BIN ?= $(DPAPI_V2_BIN)
+endif
+ifneq ($(wildcard $(DPAPI_V3_BIN)),)
+export DATAPLANEAPI_V3_BIN ?= $(DPAPI_V3_BIN)
+endif
+
 all: build
 
 build:

@@ -129,18 +129,25 @@ func TestScenarios(t *testing.T) {
 		}
 		r.restarts(t)
 	})
-	t.Run("6 switchover through a real Data Plane API", func(t *testing.T) {
-		bin := os.Getenv("DATAPLANEAPI_BIN")
-		if bin == "" {
-			t.Skip("DATAPLANEAPI_BIN not set: no Data Plane API build is available here; CI drives HAProxy directly " +
-				"(pkg/dataplaneapi's real-API test and the double-backed app test cover that driver). " +
-				"Set DATAPLANEAPI_BIN=/path/to/dataplaneapi (2.9.x) to run this scenario")
-		}
-		if !ok {
-			t.Skip("an earlier scenario failed: the shared stack is in an unknown state")
-		}
-		r.dataPlaneAPI(t, bin)
-	})
+	// Scenario 6 runs once per real Data Plane API build (CI: ../shared/bin
+	// through the Makefile): 2.9.x speaks /v2, 3.x /v3; the controller detects which.
+	for _, api := range []struct{ name, env, want string }{
+		{"v2", "DATAPLANEAPI_BIN", "2.9.x"},
+		{"v3", "DATAPLANEAPI_V3_BIN", "3.x"},
+	} {
+		t.Run("6 switchover through a real Data Plane API "+api.name, func(t *testing.T) {
+			bin := os.Getenv(api.env)
+			if bin == "" {
+				t.Skip(api.env + " not set: no Data Plane API " + api.want + " build is available here (CI sets it from ../shared/bin " +
+					"through the Makefile); pkg/dataplaneapi's double-backed tests cover that driver. " +
+					"Set " + api.env + "=/path/to/dataplaneapi (" + api.want + ") to run this scenario")
+			}
+			if !ok {
+				t.Skip("an earlier scenario failed: the shared stack is in an unknown state")
+			}
+			r.dataPlaneAPI(t, bin, api.name)
+		})
+	}
 }
 
 // ------------------------------------------------------------------ checks
@@ -715,8 +722,8 @@ func sum(m map[string]int) int {
 // script dumps server state, then reloads through the master socket), runs
 // the controller with the API as its only target, and checks a switchover
 // end to end with real traffic.
-func (r *scenarioRig) dataPlaneAPI(t *testing.T, bin string) {
-	const sc = "6 switchover via Data Plane API"
+func (r *scenarioRig) dataPlaneAPI(t *testing.T, bin, version string) {
+	sc := "6 switchover via Data Plane API " + version
 	if err := r.ctl.stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -142,7 +142,7 @@ func BuildTargets(cfg *config.Config, inv *topology.Inventory, log *zap.Logger) 
 func newDataPlaneAPITargets(cfg *config.Config, dp []DataPlaneAPITarget, log *zap.Logger) ([]target.Target, error) {
 	var out []target.Target
 	for _, t := range dp {
-		c, err := dataplaneapi.New(t.URL, dataplaneapi.Options{Username: t.Entry.Username, PasswordFile: t.Entry.PasswordFile})
+		c, err := dataplaneapi.New(t.URL, dataplaneapi.Options{Username: t.Entry.Username, PasswordFile: t.Entry.PasswordFile, APIVersion: t.Entry.APIVersion})
 		if err != nil {
 			return nil, fmt.Errorf("%s: %s: %w", cfg.File, t.describe(), err)
 		}

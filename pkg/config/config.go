@@ -51,7 +51,7 @@ type Etcd struct {
 	DialTimeout  Duration `yaml:"dial_timeout"`
 }
 
-// DataPlaneAPI is one HAProxy managed through its Data Plane API v2.
+// DataPlaneAPI is one HAProxy managed through its Data Plane API (v2 or v3).
 type DataPlaneAPI struct {
 	// URL like http://admin:secret@127.0.0.1:5555 (credentials may also come
 	// from Username/PasswordFile or PGSVC_DATAPLANEAPI_PASSWORD).
@@ -63,6 +63,9 @@ type DataPlaneAPI struct {
 	// On a template URL (with {host}, see HostPlaceholder) it keeps only
 	// these clusters of each node.
 	Clusters []string `yaml:"clusters"`
+	// APIVersion is auto (default: detected from /v3/info vs /v2/info), v2
+	// (Data Plane API 2.x) or v3 (3.x).
+	APIVersion string `yaml:"api_version"`
 }
 
 // Direct is one local HAProxy driven without the Data Plane API.
@@ -256,6 +259,11 @@ func (c *Config) Validate() error {
 		u, err := url.Parse(d.URL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return bad(fmt.Sprintf("dataplaneapi[%d].url", i), "%q is not an http(s)://[user:pass@]host:port URL", redact(d.URL))
+		}
+		switch d.APIVersion {
+		case "", "auto", "v2", "v3":
+		default:
+			return bad(fmt.Sprintf("dataplaneapi[%d].api_version", i), "%q: want auto, v2 or v3", d.APIVersion)
 		}
 	}
 	for i, d := range c.Direct {

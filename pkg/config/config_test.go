@@ -22,7 +22,7 @@ func TestLoadGood(t *testing.T) {
 	if c.Controller.StaleAfter.Duration != 10*time.Second {
 		t.Errorf("default stale_after not applied: %v", c.Controller.StaleAfter)
 	}
-	if c.Etcd.Endpoints[0] != "https://10.10.10.10:2379" || c.DataPlaneAPI[0].PasswordFile == "" {
+	if c.Etcd.Endpoints[0] != "https://10.10.10.10:2379" || c.DataPlaneAPI[0].PasswordFile == "" || c.DataPlaneAPI[0].APIVersion != "v3" {
 		t.Errorf("decoded: %+v", c)
 	}
 }
@@ -35,6 +35,7 @@ func TestRejected(t *testing.T) {
 		"no-inventory.yml":         "inventory: required",
 		"bad-etcd-url.yml":         "etcd.endpoints[0]",
 		"bad-dpapi-url.yml":        "dataplaneapi[0].url",
+		"bad-dpapi-version.yml":    "dataplaneapi[0].api_version",
 		"direct-no-state-file.yml": "direct[0].server_state_file",
 		"cert-without-key.yml":     "etcd.cert_file",
 		"bad-listen.yml":           "listen:",

@@ -1,6 +1,7 @@
 // Package dataplaneapi drives one HAProxy through the HAProxy Data Plane API
-// v2 (2.9.x, client-native v5 models): a small typed client (Client) and the
-// target.Target implementation on top of it (Target).
+// v2 (2.9.x, client-native v5 models) or v3 (3.x, client-native v6 models;
+// detected from the API, see apiversion.go): a small typed client (Client)
+// and the target.Target implementation on top of it (Target).
 package dataplaneapi
 
 import (
@@ -21,7 +22,8 @@ import (
 	"github.com/haproxytech/client-native/v5/models"
 )
 
-// BasePath is the prefix of every call the controller makes.
+// BasePath is the prefix of every call the controller makes to a v2 API
+// (BasePathV3 on a v3 API).
 const BasePath = "/v2/services/haproxy"
 
 // PasswordEnv is read when neither the URL nor Options carry a password.
@@ -40,6 +42,9 @@ type Options struct {
 	Timeout time.Duration
 	// HTTPClient is used when set (tests); its Timeout is not changed.
 	HTTPClient *http.Client
+	// APIVersion is "v2", "v3", or "" / "auto": detected from the API at
+	// the first call (GET /v3/info, then /v2/info).
+	APIVersion string
 }
 
 // Client is a typed Data Plane API v2 client. It is safe for concurrent use.
@@ -49,6 +54,7 @@ type Client struct {
 	password string
 	timeout  time.Duration
 	hc       *http.Client
+	ver      apiVersion
 }
 
 // New returns a client for rawURL (e.g. http://admin:secret@127.0.0.1:5555).
@@ -64,6 +70,9 @@ func New(rawURL string, opts Options) (*Client, error) {
 		return nil, fmt.Errorf("dataplaneapi url %s: missing host", redact(u))
 	}
 	c := &Client{timeout: opts.Timeout, hc: opts.HTTPClient}
+	if err := c.ver.set(opts.APIVersion); err != nil {
+		return nil, err
+	}
 	if u.User != nil {
 		c.user = u.User.Username()
 		c.password, _ = u.User.Password()
@@ -237,12 +246,24 @@ func (w Write) apply(q url.Values) error {
 // do performs one call. body is JSON-encoded unless it is a rawBody; out, when
 // non-nil, receives the decoded 2xx answer.
 func (c *Client) do(ctx context.Context, method, path string, q url.Values, body, out any) (Meta, error) {
+	v, err := c.version(ctx)
+	if err != nil {
+		return Meta{}, fmt.Errorf("dataplaneapi %s %s: %w", method, path, err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	u := *c.base
-	u.Path = c.base.Path + BasePath + path
-	if len(q) > 0 {
-		u.RawQuery = q.Encode()
+	prefix, route, rq := BasePath, path, q
+	if v == 3 {
+		prefix = BasePathV3
+		route, rq = v3Route(path, q)
+		if body, err = v3Body(body); err != nil {
+			return Meta{}, fmt.Errorf("dataplaneapi %s %s: %w", method, path, err)
+		}
+	}
+	u.Path = c.base.Path + prefix + route
+	if len(rq) > 0 {
+		u.RawQuery = rq.Encode()
 	}
 	var rd io.Reader
 	ctype := ""
@@ -264,7 +285,11 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 	if ctype != "" {
 		req.Header.Set("Content-Type", ctype)
 	}
-	req.Header.Set("Accept", "application/json")
+	if _, text := out.(*rawText); text {
+		req.Header.Set("Accept", "text/plain")
+	} else {
+		req.Header.Set("Accept", "application/json")
+	}
 	req.SetBasicAuth(c.user, c.password)
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -296,7 +321,12 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 				ae.Message = ae.Message[:200]
 			}
 		}
+		ae.Message = c.redactSecret(ae.Message)
 		return m, ae
+	}
+	if rt, ok := out.(*rawText); ok {
+		*rt = rawText(data)
+		return m, nil
 	}
 	if out != nil && len(bytes.TrimSpace(data)) > 0 {
 		if err := json.Unmarshal(data, out); err != nil {
@@ -315,6 +345,12 @@ type envelope[T any] struct {
 }
 
 func getData[T any](ctx context.Context, c *Client, path string, q url.Values) (T, int64, error) {
+	if v, err := c.version(ctx); err == nil && v == 3 {
+		// v3 answers the bare data; the version is in the header.
+		var d T
+		m, err := c.do(ctx, http.MethodGet, path, q, nil, &d)
+		return d, m.Version, err
+	}
 	var env envelope[T]
 	m, err := c.do(ctx, http.MethodGet, path, q, nil, &env)
 	if err != nil {
@@ -483,7 +519,12 @@ func (c *Client) GetHTTPChecks(ctx context.Context, backend string) (models.HTTP
 
 // CreateHTTPCheck adds an http-check rule at hc.Index.
 func (c *Client) CreateHTTPCheck(ctx context.Context, backend string, hc *models.HTTPCheck, w Write) (Meta, error) {
-	_, m, err := write[models.HTTPCheck](ctx, c, http.MethodPost, "/configuration/http_checks", hcQ(backend), w, hc)
+	path := "/configuration/http_checks"
+	if v, err := c.version(ctx); err == nil && v == 3 && hc.Index != nil {
+		// v3 takes the index in the path (POST .../http_checks/{index}).
+		path += "/" + strconv.FormatInt(*hc.Index, 10)
+	}
+	_, m, err := write[models.HTTPCheck](ctx, c, http.MethodPost, path, hcQ(backend), w, hc)
 	return m, err
 }
 
@@ -537,6 +578,15 @@ func (c *Client) DeleteServer(ctx context.Context, backend, name string, w Write
 
 // GetRawConfig returns the whole configuration file and its version.
 func (c *Client) GetRawConfig(ctx context.Context) (string, int64, error) {
+	if v, err := c.version(ctx); err == nil && v == 3 {
+		// v3 answers text/plain with the version in a header.
+		var text rawText
+		m, err := c.do(ctx, http.MethodGet, "/configuration/raw", nil, nil, &text)
+		if err != nil {
+			return "", 0, err
+		}
+		return string(text), m.Version, nil
+	}
 	var out struct {
 		Version int64  `json:"_version"`
 		Data    string `json:"data"`
@@ -556,6 +606,11 @@ func (c *Client) GetRawConfig(ctx context.Context) (string, int64, error) {
 // write, one reload).
 func (c *Client) PostRawConfig(ctx context.Context, version int64, text string) (Meta, error) {
 	q := url.Values{"version": {strconv.FormatInt(version, 10)}}
+	if v, err := c.version(ctx); err == nil && v == 3 {
+		// v3 answers the stored text as text/plain.
+		var sink rawText
+		return c.do(ctx, http.MethodPost, "/configuration/raw", q, rawBody(text), &sink)
+	}
 	return c.do(ctx, http.MethodPost, "/configuration/raw", q, rawBody(text), nil)
 }
 
@@ -570,12 +625,23 @@ func (c *Client) GetReload(ctx context.Context, id string) (*models.Reload, erro
 
 // GetGlobal reads the global section.
 func (c *Client) GetGlobal(ctx context.Context) (*models.Global, error) {
+	if v, err := c.version(ctx); err == nil && v == 3 {
+		return c.getGlobalV3(ctx)
+	}
 	g, _, err := getData[*models.Global](ctx, c, "/configuration/global", nil)
 	return g, err
 }
 
 // GetDefaults reads the (first) defaults section.
 func (c *Client) GetDefaults(ctx context.Context) (*models.Defaults, error) {
+	if v, err := c.version(ctx); err == nil && v == 3 {
+		// v3 lists every (named) defaults section.
+		all, _, err := getData[[]*models.Defaults](ctx, c, "/configuration/defaults", nil)
+		if err != nil || len(all) == 0 {
+			return nil, err
+		}
+		return all[0], nil
+	}
 	d, _, err := getData[*models.Defaults](ctx, c, "/configuration/defaults", nil)
 	return d, err
 }

@@ -88,7 +88,7 @@ func TestHeadersMatchedCaseInsensitively(t *testing.T) {
 		fmt.Fprint(w, `{"_version":11,"id":"x","status":"success"}`)
 	}))
 	defer ts.Close()
-	c, err := dataplaneapi.New(strings.Replace(ts.URL, "http://", "http://u:p@", 1), dataplaneapi.Options{})
+	c, err := dataplaneapi.New(strings.Replace(ts.URL, "http://", "http://u:p@", 1), dataplaneapi.Options{APIVersion: "v2"})
 	if err != nil {
 		t.Fatal(err)
 	}

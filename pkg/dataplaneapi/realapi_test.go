@@ -20,16 +20,45 @@ import (
 	"github.com/pgsvc/pgsvc/pkg/services"
 )
 
-// TestRealDataPlaneAPI runs the target scenarios against a real Data Plane
-// API 2.9.x in front of a real HAProxy 2.6, both started here on loopback.
-func TestRealDataPlaneAPI(t *testing.T) {
-	bin := os.Getenv("DATAPLANEAPI_BIN")
-	if bin == "" {
-		t.Skip("no Data Plane API binary here; set DATAPLANEAPI_BIN=/path/to/dataplaneapi (2.9.x) to run against the real API")
+// realAPIs are the real Data Plane API builds the driver is tested against:
+// CI (the Makefile) points these variables at ../shared/bin/; elsewhere the
+// tests skip, saying so.
+var realAPIs = []struct{ name, env, want string }{
+	{"v2", "DATAPLANEAPI_BIN", "2.9.x"},
+	{"v3", "DATAPLANEAPI_V3_BIN", "3.x"},
+}
+
+// forEachRealAPI runs f once per real API binary, as a subtest named after
+// its version; a version without a binary is skipped with the reason.
+func forEachRealAPI(t *testing.T, f func(t *testing.T, bin string, version int)) {
+	for i, api := range realAPIs {
+		t.Run(api.name, func(t *testing.T) {
+			bin := os.Getenv(api.env)
+			if bin == "" {
+				t.Skipf("no Data Plane API %s binary here; set %s=/path/to/dataplaneapi (%s) to run against the real API (CI does, from ../shared/bin via the Makefile)", api.name, api.env, api.want)
+			}
+			if _, err := os.Stat(bin); err != nil {
+				t.Skipf("%s=%s: %v", api.env, bin, err)
+			}
+			if _, err := os.Stat(haproxyBin); err != nil {
+				t.Skipf("%s is set but %s is missing (apt-get install haproxy)", api.env, haproxyBin)
+			}
+			f(t, bin, i+2)
+		})
 	}
-	if _, err := os.Stat(haproxyBin); err != nil {
-		t.Skipf("DATAPLANEAPI_BIN is set but %s is missing (apt-get install haproxy)", haproxyBin)
-	}
+}
+
+// realStack is a real HAProxy 2.6 with a real Data Plane API in front of it,
+// both started here on loopback and stopped with the test.
+type realStack struct {
+	base     string
+	c        *dataplaneapi.Client
+	svcPorts []int
+	dir      string
+}
+
+func startRealStack(t *testing.T, bin string, apiVersion int) *realStack {
+	t.Helper()
 	dir := t.TempDir()
 	svcPorts := []int{freePort(t), freePort(t), freePort(t), freePort(t)}
 	cfgPath := filepath.Join(dir, "haproxy.cfg")
@@ -70,9 +99,28 @@ backend legacy-app
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	waitUntil(t, 30*time.Second, func() bool { _, err := c.GetVersion(ctx); return err == nil })
+	if v, err := c.APIVersion(ctx); err != nil || v != apiVersion {
+		t.Fatalf("detected API version %d (%v), want %d", v, err, apiVersion)
+	}
+	return &realStack{base: base, c: c, svcPorts: svcPorts, dir: dir}
+}
+
+// TestRealDataPlaneAPI runs the target scenarios against each real Data
+// Plane API (2.9.x and 3.x) in front of a real HAProxy 2.6.
+func TestRealDataPlaneAPI(t *testing.T) {
+	forEachRealAPI(t, func(t *testing.T, bin string, version int) {
+		rs := startRealStack(t, bin, version)
+		testRealTarget(t, rs)
+	})
+}
+
+func testRealTarget(t *testing.T, rs *realStack) {
+	c, svcPorts := rs.c, rs.svcPorts
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
 	tg := dataplaneapi.NewTarget(c, zaptest.NewLogger(t), dataplaneapi.TargetOptions{ReloadTimeout: 30 * time.Second, ReloadPollInterval: 100 * time.Millisecond})
 
 	onLoopback := func(svcs []services.Service) []services.Service {

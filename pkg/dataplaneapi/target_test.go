@@ -56,6 +56,9 @@ type fixture struct {
 
 func newFixture(t *testing.T, opts ...dpapitest.Option) *fixture {
 	t.Helper()
+	if onV3Double(t) {
+		opts = append(opts, dpapitest.WithAPIVersion(3))
+	}
 	srv := dpapitest.NewServer(t, opts...)
 	c, err := dataplaneapi.New(srv.URL(), dataplaneapi.Options{Timeout: 2 * time.Second})
 	if err != nil {

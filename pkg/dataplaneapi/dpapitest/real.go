@@ -15,7 +15,8 @@ import (
 // Real describes a running HAProxy (master-worker, admin stats socket,
 // server-state file) for a real Data Plane API to manage.
 type Real struct {
-	// Bin is the Data Plane API 2.9.x binary (DATAPLANEAPI_BIN).
+	// Bin is the Data Plane API binary: 2.9.x (DATAPLANEAPI_BIN) or 3.x
+	// (DATAPLANEAPI_V3_BIN); both read this configuration format.
 	Bin string
 	// Dir holds the API's config, reload script, transactions and log.
 	Dir          string
@@ -113,13 +114,16 @@ haproxy:
 	base := fmt.Sprintf("http://admin:adminpwd@127.0.0.1:%d", port)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/v2/services/haproxy/configuration/version", port), nil)
-		req.SetBasicAuth("admin", "adminpwd")
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return base
+		for _, v := range []string{"v2", "v3"} {
+			req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/%s/services/haproxy/configuration/version", port, v), nil)
+			req.SetBasicAuth("admin", "adminpwd")
+			var resp *http.Response
+			resp, err = http.DefaultClient.Do(req)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return base
+				}
 			}
 		}
 		if time.Now().After(deadline) {

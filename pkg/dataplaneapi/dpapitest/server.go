@@ -32,8 +32,10 @@ const MaxTransactions = 20
 // Request is one recorded call.
 type Request struct {
 	Method string
-	// Path is relative to /v2/services/haproxy.
-	Path  string
+	// Path is relative to /v2/services/haproxy, in the v2 form also for a
+	// v3 double (the same tests count both); APIPath is the path as sent.
+	Path    string
+	APIPath string
 	Query url.Values
 	Body  []byte
 }
@@ -134,6 +136,7 @@ type Server struct {
 	admin           map[string]string // backend/server -> admin_state
 	oper            map[string]string // backend/server -> operational_state (health), when set
 	requests        []Request
+	apiVersion      int
 }
 
 // NewServer starts a double; it is closed with the test.
@@ -316,10 +319,15 @@ type answer struct {
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
-	path := strings.TrimPrefix(r.URL.Path, basePath)
+	base := s.basePath()
+	path, query := strings.TrimPrefix(r.URL.Path, base), r.URL.Query()
+	v3 := s.APIVersion() == 3
+	if v3 {
+		path, query, body = v2Form(r.Method, path, query, body)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.requests = append(s.requests, Request{Method: r.Method, Path: path, Query: r.URL.Query(), Body: body})
+	s.requests = append(s.requests, Request{Method: r.Method, Path: path, APIPath: r.URL.Path, Query: query, Body: body})
 	if s.down {
 		if hj, ok := w.(http.Hijacker); ok {
 			if conn, _, err := hj.Hijack(); err == nil {
@@ -349,14 +357,23 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if !strings.HasPrefix(r.URL.Path, basePath) {
-		s.writeErr(w, errf(404, "path %s not found", r.URL.Path))
+	if r.Method == http.MethodGet && r.URL.Path == "/v"+strconv.Itoa(s.APIVersion())+"/info" {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"api":{"version":"dpapitest v%d"},"system":{}}`+"\n", s.APIVersion())
 		return
 	}
-	a, e := s.route(r.Method, path, r.URL.Query(), body)
+	if !strings.HasPrefix(r.URL.Path, base) {
+		s.writeErr(w, errf(404, "path %s was not found", r.URL.Path))
+		return
+	}
+	a, e := s.route(r.Method, path, query, body)
 	if e != nil {
 		s.writeErr(w, e)
 		return
+	}
+	text := false
+	if v3 {
+		a, text = v3Answer(path, a)
 	}
 	w.Header().Set("Configuration-Version", strconv.FormatInt(s.version, 10))
 	if a.reloadID != "" {
@@ -364,6 +381,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	if a.body == nil {
 		w.WriteHeader(a.status)
+		return
+	}
+	if str, ok := a.body.(string); ok && text {
+		w.Header().Set("Content-Type", "text/plain")
+		w.WriteHeader(a.status)
+		_, _ = io.WriteString(w, str)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -407,6 +430,9 @@ func (s *Server) route(method, path string, q url.Values, body []byte) (answer, 
 		var data any = s.cfg.global()
 		if p[1] == "defaults" {
 			data = s.cfg.defaults()
+		}
+		if s.APIVersion() == 3 {
+			data = v3Section(data)
 		}
 		return answer{status: 200, body: map[string]any{"_version": s.version, "data": data}}, nil
 	case len(p) >= 2 && p[0] == "configuration":
