@@ -175,8 +175,13 @@ func (w *worker) handle(ctx context.Context, j *job) bool {
 		return err == nil
 	}
 	w.mu.Lock()
-	w.status.State = "applying"
-	w.status.InSync = false
+	if !unchanged || !w.status.InSync {
+		// A resync of what is already applied keeps the target in sync (and
+		// the controller ready) while it checks; only a failure or a change
+		// of the desired state takes that away.
+		w.status.State = "applying"
+		w.status.InSync = false
+	}
 	w.status.LastAttempt = start
 	w.mu.Unlock()
 	res, err := w.t.Apply(actx, j.desired)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -55,6 +56,9 @@ type realStack struct {
 	c        *dataplaneapi.Client
 	svcPorts []int
 	dir      string
+	// rt sits between the driver's client and the real API: it counts the
+	// requests and can act before one is sent (see hookTransport).
+	rt *hookTransport
 }
 
 func startRealStack(t *testing.T, bin string, apiVersion int) *realStack {
@@ -95,7 +99,8 @@ backend legacy-app
 	base := dpapitest.StartReal(t, dpapitest.Real{Bin: bin, Dir: dir, ConfigPath: cfgPath, HAProxyBin: haproxyBin,
 		StatsSocket: admin, MasterSocket: master, StateFile: state})
 
-	c, err := dataplaneapi.New(base, dataplaneapi.Options{Timeout: 10 * time.Second})
+	rt := &hookTransport{next: http.DefaultTransport}
+	c, err := dataplaneapi.New(base, dataplaneapi.Options{Timeout: 10 * time.Second, HTTPClient: &http.Client{Transport: rt}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +110,7 @@ backend legacy-app
 	if v, err := c.APIVersion(ctx); err != nil || v != apiVersion {
 		t.Fatalf("detected API version %d (%v), want %d", v, err, apiVersion)
 	}
-	return &realStack{base: base, c: c, svcPorts: svcPorts, dir: dir}
+	return &realStack{base: base, c: c, svcPorts: svcPorts, dir: dir, rt: rt}
 }
 
 // TestRealDataPlaneAPI runs the target scenarios against each real Data
@@ -150,8 +155,14 @@ func testRealTarget(t *testing.T, rs *realStack) {
 	if r.state == nil || !*r.state {
 		t.Errorf("create: state preserved = %v, want true", r.state)
 	}
+	rs.rt.reset(nil)
 	if r := apply("no change", onLoopback(cluster("pg-live", 1, 3, 1))); r.changes != 0 || r.reloaded {
 		t.Errorf("no change: %+v", r)
+	}
+	// Read once: the apply with nothing changed and the Diff after it each
+	// asked for the version only.
+	if got := rs.rt.requests(); len(got) != 2 || !strings.HasSuffix(got[0], "/configuration/version") {
+		t.Errorf("an apply with nothing changed (and a diff) sent %d requests, want 2 version reads: %v", len(got), got)
 	}
 	if r := apply("switchover", onLoopback(cluster("pg-live", 1, 3, 2))); !r.reloaded || r.result != "succeeded" {
 		t.Errorf("switchover: %+v", r)

@@ -33,6 +33,11 @@ type TargetOptions struct {
 	ReloadPollInterval time.Duration
 	// Backoff is the first wait after a 429, doubled per retry (default 500ms).
 	Backoff time.Duration
+	// FullReadEvery bounds how long a parsed configuration is reused while
+	// the API's version stays the same: after this, the next read GETs the
+	// whole file again even though nothing seems to have changed (default
+	// 10m; the controller's own writes keep the copy in step in between).
+	FullReadEvery time.Duration
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 }
@@ -56,6 +61,9 @@ func (o *TargetOptions) defaults() {
 	if o.Backoff <= 0 {
 		o.Backoff = 500 * time.Millisecond
 	}
+	if o.FullReadEvery <= 0 {
+		o.FullReadEvery = 10 * time.Minute
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -70,6 +78,11 @@ type Target struct {
 	// mu makes sure this process never holds two transactions open on one
 	// HAProxy, even if a caller breaks the one-goroutine contract.
 	mu sync.Mutex
+	// snapMu guards snap, the last configuration read (or written) and
+	// parsed; see snapshot.
+	snapMu sync.Mutex
+	snap   *snapshot
+	reads  ReadStats
 }
 
 var _ target.Target = (*Target)(nil)
@@ -86,118 +99,44 @@ func NewTarget(c *Client, log *zap.Logger, opts TargetOptions) *Target {
 // Name is the API URL without the password.
 func (t *Target) Name() string { return t.c.Name() }
 
-// state is what one read of the API found.
+// state is what one read of the API found: the parsed configuration and,
+// for the desired services, the diff's view of it.
 type state struct {
-	version int64
+	*snapshot
 	current map[string]*target.Backend
-	fe      map[string]*models.Frontend
-	be      map[string]*models.Backend
-	bind    map[string]*models.Bind // the frontend's bind (named like it, else the first)
-	checks  map[string]models.HTTPChecks
-	servers map[string]map[string]*models.Server
-	// statePreserved is nil when global/defaults could not be read.
+	// statePreserved is nil when it could not be told.
 	statePreserved *bool
 }
 
-// read loads the sections named in desired, retrying when the version moved
-// during the read (another writer), so the state is one consistent version.
+// read returns the configuration for desired: the parsed copy when the
+// API's version has not moved since it was read or written (one GET), else
+// one GET of the raw file; plus the live health of the servers a new
+// primary may be forced UP in (a few backends at most).
 func (t *Target) read(ctx context.Context, desired []services.Service) (*state, error) {
-	var lastErr error
-	for i := 0; i < t.opts.MaxRetries; i++ {
-		st, consistent, err := t.readOnce(ctx, desired)
-		if err != nil {
-			return nil, err
-		}
-		if consistent {
-			return st, nil
-		}
-		lastErr = fmt.Errorf("configuration version moved from %d while reading", st.version)
-	}
-	return nil, fmt.Errorf("read %s: %w", t.Name(), lastErr)
-}
-
-func (t *Target) readOnce(ctx context.Context, desired []services.Service) (*state, bool, error) {
-	v, err := t.c.GetVersion(ctx)
+	sn, err := t.snapshotNow(ctx)
 	if err != nil {
-		return nil, false, fmt.Errorf("read version: %w", err)
+		return nil, err
 	}
-	st := &state{version: v, current: map[string]*target.Backend{},
-		fe: map[string]*models.Frontend{}, be: map[string]*models.Backend{}, bind: map[string]*models.Bind{},
-		checks: map[string]models.HTTPChecks{}, servers: map[string]map[string]*models.Server{}}
-	consistent := true
-	same := func(got int64) {
-		if got != 0 && got != v {
-			consistent = false
-		}
-	}
-	bes, bv, err := t.c.GetBackends(ctx)
-	if err != nil {
-		return nil, false, fmt.Errorf("read backends: %w", err)
-	}
-	same(bv)
-	fes, fv, err := t.c.GetFrontends(ctx)
-	if err != nil {
-		return nil, false, fmt.Errorf("read frontends: %w", err)
-	}
-	same(fv)
-	for _, b := range bes {
-		if b != nil {
-			st.be[b.Name] = b
-		}
-	}
-	for _, f := range fes {
-		if f != nil {
-			st.fe[f.Name] = f
-		}
-	}
+	sp := sn.statePreserved
+	st := &state{snapshot: sn, current: map[string]*target.Backend{}, statePreserved: &sp}
 	for _, d := range desired {
-		be, fe := st.be[d.Name], st.fe[d.Name]
-		var bind *models.Bind
-		if fe != nil {
-			binds, bv, err := t.c.GetBinds(ctx, d.Name)
-			if err != nil {
-				return nil, false, fmt.Errorf("read binds of %s: %w", d.Name, err)
-			}
-			same(bv)
-			for _, b := range binds {
-				if b != nil && (bind == nil || b.Name == d.Name) {
-					bind = b
-				}
-			}
-			st.bind[d.Name] = bind
-		}
+		be, fe := sn.be[d.Name], sn.fe[d.Name]
 		if be == nil {
 			continue
 		}
-		checks, cv, err := t.c.GetHTTPChecks(ctx, d.Name)
-		if err != nil {
-			return nil, false, fmt.Errorf("read http checks of %s: %w", d.Name, err)
-		}
-		same(cv)
-		st.checks[d.Name] = checks
-		srvs, sv, err := t.c.GetServers(ctx, d.Name)
-		if err != nil {
-			return nil, false, fmt.Errorf("read servers of %s: %w", d.Name, err)
-		}
-		same(sv)
 		cur := &target.Backend{Name: d.Name, HasFrontend: fe != nil, Servers: map[string]services.Server{}}
-		st.servers[d.Name] = map[string]*models.Server{}
 		dw := defaultWeight(be)
-		for _, s := range srvs {
-			if s == nil {
-				continue
-			}
-			st.servers[d.Name][s.Name] = s
+		for _, s := range sn.servers[d.Name] {
 			cur.Servers[s.Name] = serverOf(s, dw)
 		}
 		if fe != nil {
-			cur.Settings = settingsOf(d, fe, bind, be, checks)
+			cur.Settings = settingsOf(d, fe, sn.bind[d.Name], be, sn.checks[d.Name])
 		}
 		if wantsForceUp(d) {
 			// Live health only matters where a new primary may be forced UP.
 			rs, err := t.c.GetRuntimeServers(ctx, d.Name)
 			if err != nil {
-				return nil, false, fmt.Errorf("read runtime servers of %s: %w", d.Name, err)
+				return nil, fmt.Errorf("read runtime servers of %s: %w", d.Name, err)
 			}
 			for _, r := range rs {
 				if s, ok := cur.Servers[r.Name]; ok && r.OperationalState == "down" && r.AdminState != "maint" {
@@ -208,24 +147,68 @@ func (t *Target) readOnce(ctx context.Context, desired []services.Service) (*sta
 		}
 		st.current[d.Name] = cur
 	}
-	st.statePreserved = t.readStatePreserved(ctx)
-	return st, consistent, nil
+	return st, nil
 }
 
-// readStatePreserved reports whether HAProxy carries server states across
-// reloads (server-state-file in global + load-server-state-from-file global
-// in defaults); nil when it cannot tell.
-func (t *Target) readStatePreserved(ctx context.Context) *bool {
-	g, err := t.c.GetGlobal(ctx)
-	if err != nil || g == nil {
-		return nil
-	}
-	d, err := t.c.GetDefaults(ctx)
+// ReadStats counts how a Target read the configuration.
+type ReadStats struct {
+	// Reused: reads answered from the parsed copy (one GET of the version).
+	Reused int64
+	// Full: reads that GET the whole file (first read, version moved by
+	// another writer, after an error, or FullReadEvery elapsed).
+	Full int64
+}
+
+// Reads returns the read counters.
+func (t *Target) Reads() ReadStats {
+	t.snapMu.Lock()
+	defer t.snapMu.Unlock()
+	return t.reads
+}
+
+func (t *Target) snapshotNow(ctx context.Context) (*snapshot, error) {
+	v, err := t.c.GetVersion(ctx)
 	if err != nil {
-		return nil
+		return nil, fmt.Errorf("read version: %w", err)
 	}
-	ok := g.ServerStateFile != "" && d != nil && d.LoadServerStateFromFile == "global"
-	return &ok
+	t.snapMu.Lock()
+	sn := t.snap
+	if sn != nil && sn.version == v && t.opts.Now().Sub(sn.readAt) < t.opts.FullReadEvery {
+		t.reads.Reused++
+		t.snapMu.Unlock()
+		return sn, nil
+	}
+	t.snapMu.Unlock()
+	if sn != nil && sn.version != v {
+		t.log.Info("configuration version moved (another writer, or a restored file); reading it whole",
+			zap.Int64("had", sn.version), zap.Int64("now", v))
+	}
+	text, rv, err := t.c.GetRawConfig(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read configuration: %w", err)
+	}
+	if rv == 0 {
+		rv = v
+	}
+	sn = parseSnapshot(text, rv)
+	sn.readAt = t.opts.Now()
+	t.snapMu.Lock()
+	t.snap = sn
+	t.reads.Full++
+	t.snapMu.Unlock()
+	return sn, nil
+}
+
+// keep records the configuration after the controller's own write; a nil
+// snapshot (or an unknown version) makes the next read a full one.
+func (t *Target) keep(sn *snapshot) {
+	t.snapMu.Lock()
+	defer t.snapMu.Unlock()
+	if sn == nil || sn.version <= 0 {
+		t.snap = nil
+		return
+	}
+	t.snap = sn
 }
 
 // Diff reads the HAProxy and returns the changes Apply would make now.
@@ -322,10 +305,21 @@ func (t *Target) applyOnce(ctx context.Context, desired []services.Service) (tar
 		res, err = t.applyConfig(ctx, st, desired, rest, res)
 		res.Changes = changes
 		if err != nil {
+			// Whatever happened, read the whole file next time.
+			t.keep(nil)
 			return res, err
 		}
 	}
 	return res, t.forceUp(ctx, force)
+}
+
+// touched names the services a set of changes writes.
+func touched(changes []target.Change) map[string]bool {
+	out := map[string]bool{}
+	for _, c := range changes {
+		out[c.Backend] = true
+	}
+	return out
 }
 
 // applyConfig applies configuration changes: weight-only ones as server
@@ -341,7 +335,7 @@ func (t *Target) applyConfig(ctx context.Context, st *state, desired []services.
 	if len(ops) > t.opts.RawThreshold {
 		return t.applyRaw(ctx, st, desired, changes, len(ops), res)
 	}
-	return t.applyTxn(ctx, st, ops, changes, res)
+	return t.applyTxn(ctx, st, desired, ops, changes, res)
 }
 
 func wantsForceUp(s services.Service) bool {
@@ -380,11 +374,16 @@ func (t *Target) forceUp(ctx context.Context, changes []target.Change) error {
 func (t *Target) applyRuntime(ctx context.Context, st *state, desired []services.Service, changes []target.Change, res target.Result) (target.Result, error) {
 	want := desiredServers(desired)
 	v := st.version
+	known := true
 	for _, c := range changes {
 		base := st.servers[c.Backend][c.Server]
 		w, ok := want[c.Backend][c.Server]
 		if base == nil || !ok {
 			return res, fmt.Errorf("set weight %s/%s: server not read", c.Backend, c.Server)
+		}
+		base, err := wholeServer(ctx, t.c, st, c.Backend, c.Server)
+		if err != nil {
+			return res, fmt.Errorf("set weight %s/%s: %w", c.Backend, c.Server, err)
 		}
 		m, err := t.c.ReplaceServer(ctx, c.Backend, serverModel(w, base), AtVersion(v))
 		if err != nil {
@@ -394,6 +393,7 @@ func (t *Target) applyRuntime(ctx context.Context, st *state, desired []services
 			v = m.Version
 		} else {
 			v++
+			known = false
 		}
 		if m.Reloaded() {
 			// The API decided this needs a reload after all; follow it.
@@ -407,8 +407,26 @@ func (t *Target) applyRuntime(ctx context.Context, st *state, desired []services
 		}
 	}
 	res.Version = v
+	if known {
+		t.keep(st.patched(desired, touched(changes), v))
+	} else {
+		t.keep(nil)
+	}
 	t.log.Info("applied at runtime", zap.Int("changes", len(changes)), zap.Int64("version", v))
 	return res, nil
+}
+
+// wholeServer is the server a whole-object PUT is built on: the parsed one,
+// or, when its line had options the parser does not know, the API's.
+func wholeServer(ctx context.Context, cl *Client, st *state, backend, name string) (*models.Server, error) {
+	if !st.partial[backend+"/"+name] {
+		return st.servers[backend][name], nil
+	}
+	s, _, err := cl.GetServer(ctx, backend, name)
+	if err != nil {
+		return nil, fmt.Errorf("read server: %w", err)
+	}
+	return s, nil
 }
 
 // op is one write call, done inside a transaction.
@@ -474,15 +492,24 @@ func planOps(st *state, desired []services.Service, changes []target.Change) ([]
 				ops = append(ops, frontendOps(st, d)...)
 			}
 		case target.KindUpdateService:
-			be, err := backendModel(d, st.be[name])
-			if err != nil {
+			if _, err := backendModel(d, nil); err != nil {
 				return nil, err
 			}
 			ops = append(ops, op{"replace backend " + name, func(ctx context.Context, cl *Client, w Write) (Meta, error) {
+				// A whole-object PUT: built on the API's own backend, so
+				// options the controller does not manage survive.
+				base, _, err := cl.GetBackend(ctx, name)
+				if err != nil {
+					return Meta{}, fmt.Errorf("read backend: %w", err)
+				}
+				be, err := backendModel(d, base)
+				if err != nil {
+					return Meta{}, err
+				}
 				return cl.ReplaceBackend(ctx, be, w)
 			}})
 			cur := st.checks[name]
-			if got := checkOf(be.AdvCheck, cur); got != d.Check || d.Check == "" {
+			if got := checkOf(st.be[name].AdvCheck, cur); got != d.Check || d.Check == "" {
 				// Remove from the end so indexes stay valid, then add ours.
 				for i := len(cur) - 1; i >= 0; i-- {
 					idx := int64(i)
@@ -505,11 +532,16 @@ func planOps(st *state, desired []services.Service, changes []target.Change) ([]
 				return cl.CreateServer(ctx, name, m, w)
 			}})
 		case target.KindUpdateServer, target.KindSetWeight:
-			// Whole-object PUT built on what the API returned, so fields the
-			// controller does not manage survive.
-			m := serverModel(want[name][c.Server], st.servers[name][c.Server])
-			ops = append(ops, op{"replace server " + name + "/" + c.Server, func(ctx context.Context, cl *Client, w Write) (Meta, error) {
-				return cl.ReplaceServer(ctx, name, m, w)
+			// Whole-object PUT built on the server as the file has it (or as
+			// the API answers it, when the line had options the parser does
+			// not know), so fields the controller does not manage survive.
+			srv, ws := c.Server, want[name][c.Server]
+			ops = append(ops, op{"replace server " + name + "/" + srv, func(ctx context.Context, cl *Client, w Write) (Meta, error) {
+				base, err := wholeServer(ctx, cl, st, name, srv)
+				if err != nil {
+					return Meta{}, err
+				}
+				return cl.ReplaceServer(ctx, name, serverModel(ws, base), w)
 			}})
 		case target.KindRemoveServer:
 			srv := c.Server
@@ -527,11 +559,29 @@ func planOps(st *state, desired []services.Service, changes []target.Change) ([]
 // ones (create_service + update_service may both ask: dedupe keeps one).
 func frontendOps(st *state, d services.Service) []op {
 	name := d.Name
-	f := frontendModel(d, st.fe[name])
-	ops := []op{{"replace frontend " + name, func(ctx context.Context, cl *Client, w Write) (Meta, error) { return cl.ReplaceFrontend(ctx, f, w) }}}
+	ops := []op{{"replace frontend " + name, func(ctx context.Context, cl *Client, w Write) (Meta, error) {
+		// Built on the API's own frontend: unmanaged options survive.
+		base, _, err := cl.GetFrontend(ctx, name)
+		if err != nil {
+			return Meta{}, fmt.Errorf("read frontend: %w", err)
+		}
+		return cl.ReplaceFrontend(ctx, frontendModel(d, base), w)
+	}}}
 	if cur := st.bind[name]; cur != nil {
-		b := bindModel(d, cur)
-		ops = append(ops, op{"replace bind " + name, func(ctx context.Context, cl *Client, w Write) (Meta, error) { return cl.ReplaceBind(ctx, name, b, w) }})
+		bindName := cur.Name
+		ops = append(ops, op{"replace bind " + name, func(ctx context.Context, cl *Client, w Write) (Meta, error) {
+			binds, _, err := cl.GetBinds(ctx, name)
+			if err != nil {
+				return Meta{}, fmt.Errorf("read binds: %w", err)
+			}
+			base := cur
+			for _, b := range binds {
+				if b != nil && b.Name == bindName {
+					base = b
+				}
+			}
+			return cl.ReplaceBind(ctx, name, bindModel(d, base), w)
+		}})
 	} else {
 		b := bindModel(d, nil)
 		ops = append(ops, op{"create bind " + name, func(ctx context.Context, cl *Client, w Write) (Meta, error) { return cl.CreateBind(ctx, name, b, w) }})
@@ -554,7 +604,7 @@ func dedupe(ops []op) []op {
 
 // applyTxn runs every op in one transaction and commits it (one reload). On
 // any failure the transaction is deleted: nothing is half-applied.
-func (t *Target) applyTxn(ctx context.Context, st *state, ops []op, changes []target.Change, res target.Result) (target.Result, error) {
+func (t *Target) applyTxn(ctx context.Context, st *state, desired []services.Service, ops []op, changes []target.Change, res target.Result) (target.Result, error) {
 	txn, err := t.c.StartTransaction(ctx, st.version)
 	if err != nil {
 		return res, fmt.Errorf("start transaction at version %d: %w", st.version, err)
@@ -588,8 +638,10 @@ func (t *Target) applyTxn(ctx context.Context, st *state, ops []op, changes []ta
 	committed = true
 	if m.Version > 0 {
 		res.Version = m.Version
+		t.keep(st.patched(desired, touched(changes), m.Version))
 	} else {
 		res.Version = st.version + 1
+		t.keep(nil)
 	}
 	t.log.Info("committed transaction", zap.Int("changes", len(changes)), zap.Int("calls", len(ops)),
 		zap.String("reload_id", m.ReloadID), zap.Int64("version", res.Version))
@@ -647,9 +699,14 @@ func (t *Target) waitReload(ctx context.Context, id string) (string, error) {
 // and posts it in one call: cheaper than many per-object writes, because
 // each of those re-saves the whole transaction file.
 func (t *Target) applyRaw(ctx context.Context, st *state, desired []services.Service, changes []target.Change, calls int, res target.Result) (target.Result, error) {
-	text, v, err := t.c.GetRawConfig(ctx)
-	if err != nil {
-		return res, fmt.Errorf("read raw configuration: %w", err)
+	text, v := st.text, st.version
+	if text == "" {
+		// The parsed copy was patched after a per-object write: read the
+		// file itself once.
+		var err error
+		if text, v, err = t.c.GetRawConfig(ctx); err != nil {
+			return res, fmt.Errorf("read raw configuration: %w", err)
+		}
 	}
 	if v != st.version {
 		return res, &APIError{Status: 409, Code: 409, Method: "GET", Path: "/configuration/raw",
@@ -665,8 +722,12 @@ func (t *Target) applyRaw(ctx context.Context, st *state, desired []services.Ser
 	}
 	if m.Version > 0 {
 		res.Version = m.Version
+		sn := parseSnapshot(out, m.Version)
+		sn.readAt = st.readAt
+		t.keep(sn)
 	} else {
 		res.Version = v + 1
+		t.keep(nil)
 	}
 	t.log.Info("posted raw configuration", zap.Int("changes", len(changes)), zap.Int("calls_avoided", calls),
 		zap.String("reload_id", m.ReloadID), zap.Int64("version", res.Version))

@@ -38,6 +38,12 @@ func TestDriverOnV3Double(t *testing.T) {
 		{"LeavesForeignSectionsAlone", TestApplyLeavesForeignSectionsAlone},
 		{"StatePreservedFalseWithoutStateFile", TestStatePreservedFalseWithoutStateFile},
 		{"ForceUp", TestApplyForceUp},
+		{"ResyncWithSameVersionReadsOnlyTheVersion", TestResyncWithSameVersionReadsOnlyTheVersion},
+		{"OneClusterChangeCostsTheSameAtAnyFleetSize", TestOneClusterChangeCostsTheSameAtAnyFleetSize},
+		{"SwitchoverReadsNoObjects", TestSwitchoverReadsNoObjects},
+		{"OutsideEditTriggersOneFullRead", TestOutsideEditTriggersOneFullRead},
+		{"WriteFenceNeverWaitsOnAFullRead", TestWriteFenceNeverWaitsOnAFullRead},
+		{"FailedApplyReadsEverythingNextTime", TestFailedApplyReadsEverythingNextTime},
 	} {
 		t.Run(tc.name, tc.f)
 	}

@@ -1,0 +1,293 @@
+package dataplaneapi
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/haproxytech/client-native/v5/models"
+
+	"github.com/pgsvc/pgsvc/pkg/dataplaneapi/internal/cfgtext"
+	"github.com/pgsvc/pgsvc/pkg/services"
+)
+
+// snapshot is the whole configuration as one GET of the raw file found it
+// at one version, parsed here: frontends, binds, backends, http-check rules
+// and servers, and whether server state survives reloads. A Target keeps
+// the last one and reuses it while the API's version has not moved, so an
+// apply or resync with nothing changed costs one GET of the version, and a
+// change costs that GET plus its writes, whatever the size of the fleet.
+//
+// The parser reads the lines the controller manages (and HAProxy's common
+// server options, as cfgtext knows them). Lines it does not know are not
+// lost: a whole-object PUT of a section or server that had such lines is
+// built on a GET of that one object instead (see partial), and the raw path
+// keeps other sections verbatim.
+type snapshot struct {
+	version int64
+	// text is the file as read (or as posted), "" once the snapshot was
+	// patched after a per-object write: the raw path then reads it anew.
+	text    string
+	readAt  time.Time
+	fe      map[string]*models.Frontend
+	bind    map[string]*models.Bind // the frontend's bind named like it, else its first
+	be      map[string]*models.Backend
+	checks  map[string]models.HTTPChecks
+	servers map[string]map[string]*models.Server
+	// partial lists "backend/server" whose line had options cfgtext does not know.
+	partial map[string]bool
+	// statePreserved: server-state-file in global and
+	// load-server-state-from-file global in the first defaults section.
+	statePreserved bool
+}
+
+func newSnapshot() *snapshot {
+	return &snapshot{fe: map[string]*models.Frontend{}, bind: map[string]*models.Bind{}, be: map[string]*models.Backend{},
+		checks: map[string]models.HTTPChecks{}, servers: map[string]map[string]*models.Server{}, partial: map[string]bool{}}
+}
+
+// parseSnapshot parses a configuration file. It never fails: a line it
+// cannot read is skipped (and, in a server line, marks the server partial),
+// as the point is to compare what the controller manages.
+func parseSnapshot(text string, version int64) *snapshot {
+	sn := newSnapshot()
+	sn.version, sn.text = version, text
+	var kind, name string
+	var stateFile, loadState bool
+	defaultsSeen := 0
+	for _, l := range strings.Split(text, "\n") {
+		f := strings.Fields(l)
+		if len(f) == 0 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		if l[0] != ' ' && l[0] != '\t' && sectionKeywords[f[0]] {
+			kind, name = f[0], ""
+			if len(f) > 1 {
+				name = f[1]
+			}
+			switch kind {
+			case "defaults":
+				defaultsSeen++
+			case "frontend":
+				fe := &models.Frontend{Name: name}
+				if len(f) > 3 && f[2] == "from" {
+					fe.From = f[3]
+				}
+				sn.fe[name] = fe
+			case "backend":
+				be := &models.Backend{Name: name}
+				if len(f) > 3 && f[2] == "from" {
+					be.From = f[3]
+				}
+				sn.be[name] = be
+				sn.servers[name] = map[string]*models.Server{}
+			}
+			continue
+		}
+		switch kind {
+		case "global":
+			if f[0] == "server-state-file" && len(f) > 1 {
+				stateFile = true
+			}
+		case "defaults":
+			if defaultsSeen == 1 && f[0] == "load-server-state-from-file" && len(f) > 1 && f[1] == "global" {
+				loadState = true
+			}
+		case "frontend":
+			sn.frontendLine(name, f)
+		case "backend":
+			sn.backendLine(name, f)
+		}
+	}
+	sn.statePreserved = stateFile && loadState
+	return sn
+}
+
+func (sn *snapshot) frontendLine(name string, f []string) {
+	fe := sn.fe[name]
+	switch f[0] {
+	case "mode":
+		fe.Mode = word(f, 1)
+	case "maxconn":
+		if n, err := strconv.ParseInt(word(f, 1), 10, 64); err == nil {
+			fe.Maxconn = &n
+		}
+	case "default_backend", "use_backend":
+		if f[0] == "default_backend" {
+			fe.DefaultBackend = word(f, 1)
+		}
+	case "bind":
+		host, port, err := cfgtext.SplitHostPort(word(f, 1))
+		if err != nil {
+			return
+		}
+		b := &models.Bind{Address: host}
+		if port != 0 {
+			b.Port = &port
+		}
+		b.Name = host + ":" + strconv.FormatInt(port, 10)
+		for i := 2; i+1 < len(f); i++ {
+			if f[i] == "name" {
+				b.Name = f[i+1]
+			}
+		}
+		if cur := sn.bind[name]; cur == nil || (b.Name == name && cur.Name != name) {
+			sn.bind[name] = b
+		}
+	}
+}
+
+func (sn *snapshot) backendLine(name string, f []string) {
+	be := sn.be[name]
+	switch {
+	case f[0] == "mode":
+		be.Mode = word(f, 1)
+	case f[0] == "balance":
+		alg := word(f, 1)
+		be.Balance = &models.Balance{Algorithm: &alg}
+	case f[0] == "option" && word(f, 1) == "httpchk":
+		be.AdvCheck = "httpchk"
+	case f[0] == "option" && word(f, 1) == "http-keep-alive":
+		be.HTTPConnectionMode = "http-keep-alive"
+	case f[0] == "http-check" && word(f, 1) == "send":
+		hc := &models.HTTPCheck{Type: "send", Index: i64p(len(sn.checks[name]))}
+		for i := 2; i+1 < len(f); i++ {
+			switch f[i] {
+			case "meth":
+				hc.Method = f[i+1]
+			case "uri":
+				hc.URI = f[i+1]
+			}
+		}
+		sn.checks[name] = append(sn.checks[name], hc)
+	case f[0] == "http-check" && word(f, 1) == "expect":
+		hc := &models.HTTPCheck{Type: "expect", Index: i64p(len(sn.checks[name]))}
+		rest := f[2:]
+		if len(rest) > 0 && rest[0] == "!" {
+			hc.ExclamationMark = true
+			rest = rest[1:]
+		}
+		hc.Match, hc.Pattern = word(rest, 0), strings.Join(rest[min(1, len(rest)):], " ")
+		sn.checks[name] = append(sn.checks[name], hc)
+	case f[0] == "http-check":
+		// Other rules (connect, set-var, ...) only need to be counted and
+		// to differ from the controller's two rules.
+		sn.checks[name] = append(sn.checks[name], &models.HTTPCheck{Type: word(f, 1), Index: i64p(len(sn.checks[name]))})
+	case f[0] == "default-server":
+		p, _ := parseParamsLenient(f[1:])
+		be.DefaultServer = &models.DefaultServer{ServerParams: p}
+	case f[0] == "server" && len(f) >= 3:
+		host, port, err := cfgtext.SplitHostPort(f[2])
+		if err != nil {
+			sn.partial[name+"/"+f[1]] = true
+			return
+		}
+		p, complete := parseParamsLenient(f[3:])
+		s := &models.Server{Name: f[1], Address: host, ServerParams: p}
+		if port != 0 {
+			s.Port = &port
+		}
+		sn.servers[name][s.Name] = s
+		if !complete {
+			sn.partial[name+"/"+s.Name] = true
+		}
+	}
+}
+
+// parseParamsLenient parses server options, skipping words cfgtext does not
+// know; complete is false when it skipped any.
+func parseParamsLenient(words []string) (models.ServerParams, bool) {
+	complete := true
+	var keep []string
+	for i := 0; i < len(words); i++ {
+		w := words[i]
+		one, err := cfgtext.ParseServerParams([]string{w})
+		if err == nil {
+			_ = one
+			keep = append(keep, w)
+			continue
+		}
+		if i+1 < len(words) {
+			if _, err := cfgtext.ParseServerParams([]string{w, words[i+1]}); err == nil {
+				keep = append(keep, w, words[i+1])
+				i++
+				continue
+			}
+		}
+		complete = false
+	}
+	p, err := cfgtext.ParseServerParams(keep)
+	if err != nil {
+		return p, false
+	}
+	return p, complete
+}
+
+func word(f []string, i int) string {
+	if i < len(f) {
+		return f[i]
+	}
+	return ""
+}
+
+// clone copies the maps (not the models, which are never modified in place)
+// so a patched snapshot does not change one a concurrent Diff reads.
+func (sn *snapshot) clone() *snapshot {
+	out := newSnapshot()
+	out.version, out.readAt, out.statePreserved = sn.version, sn.readAt, sn.statePreserved
+	for k, v := range sn.fe {
+		out.fe[k] = v
+	}
+	for k, v := range sn.bind {
+		out.bind[k] = v
+	}
+	for k, v := range sn.be {
+		out.be[k] = v
+	}
+	for k, v := range sn.checks {
+		out.checks[k] = v
+	}
+	for k, v := range sn.servers {
+		m := make(map[string]*models.Server, len(v))
+		for n, s := range v {
+			m[n] = s
+		}
+		out.servers[k] = m
+	}
+	for k, v := range sn.partial {
+		out.partial[k] = v
+	}
+	return out
+}
+
+// patched returns the snapshot as it is after the controller's own write of
+// the named services of desired, at version: what the write sent, on the
+// models it was built on. Servers that had options the parser does not know
+// stay partial.
+func (sn *snapshot) patched(desired []services.Service, touched map[string]bool, version int64) *snapshot {
+	out := sn.clone()
+	out.version, out.text = version, ""
+	for _, d := range desired {
+		if !touched[d.Name] {
+			continue
+		}
+		name := d.Name
+		if be, err := backendModel(d, sn.be[name]); err == nil {
+			out.be[name] = be
+		}
+		out.checks[name] = httpChecksOf(d)
+		out.fe[name] = frontendModel(d, sn.fe[name])
+		out.bind[name] = bindModel(d, sn.bind[name])
+		srv := make(map[string]*models.Server, len(d.Servers))
+		for _, s := range d.Servers {
+			srv[s.Name] = serverModel(s, sn.servers[name][s.Name])
+		}
+		for k := range out.partial {
+			if strings.HasPrefix(k, name+"/") && srv[strings.TrimPrefix(k, name+"/")] == nil {
+				delete(out.partial, k)
+			}
+		}
+		out.servers[name] = srv
+	}
+	return out
+}

@@ -1,0 +1,60 @@
+package dataplaneapi
+
+import (
+	"os"
+	"testing"
+)
+
+func TestParseSnapshot(t *testing.T) {
+	b, err := os.ReadFile("testdata/raw/canonical.cfg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn := parseSnapshot(string(b)+`
+backend hand-made
+  mode tcp
+  balance leastconn
+  option httpchk GET /health
+  http-check expect ! status 500
+  default-server inter 2s weight 50 init-addr last,none
+  server s1 10.0.0.1:5432 check cookie s1 weight 10 backup
+  server s2 10.0.0.2:5432 check port 8008
+`, 7)
+	if !sn.statePreserved || sn.version != 7 {
+		t.Fatalf("statePreserved %v version %d", sn.statePreserved, sn.version)
+	}
+	fe, bind := sn.fe["pg-test-primary"], sn.bind["pg-test-primary"]
+	if fe == nil || fe.Mode != "tcp" || fe.Maxconn == nil || *fe.Maxconn != 5000 || fe.DefaultBackend != "pg-test-primary" || fe.From != "unnamed_defaults_1" {
+		t.Fatalf("frontend %+v", fe)
+	}
+	if bind == nil || bind.Name != "pg-test-primary" || bind.Address != "127.0.0.10" || bind.Port == nil || *bind.Port != 5433 {
+		t.Fatalf("bind %+v", bind)
+	}
+	be := sn.be["pg-test-primary"]
+	if be == nil || be.AdvCheck != "httpchk" || be.HTTPConnectionMode != "http-keep-alive" || *be.Balance.Algorithm != "roundrobin" {
+		t.Fatalf("backend %+v", be)
+	}
+	if got := checkOf(be.AdvCheck, sn.checks["pg-test-primary"]); got != "/primary" {
+		t.Fatalf("check %q", got)
+	}
+	s := sn.servers["pg-test-primary"]["pg-test-2"]
+	if s == nil || s.Address != "127.0.0.12" || *s.Port != 6432 || *s.HealthCheckPort != 8008 || *s.Weight != 100 || s.Check != "enabled" {
+		t.Fatalf("server %+v", s)
+	}
+	if len(sn.partial) != 1 || !sn.partial["hand-made/s1"] {
+		t.Fatalf("partial %v: want only hand-made/s1 (cookie is not a known option)", sn.partial)
+	}
+	s1 := sn.servers["hand-made"]["s1"]
+	if s1 == nil || *s1.Weight != 10 || s1.Backup != "enabled" {
+		t.Fatalf("known options of a partial server not read: %+v", s1)
+	}
+	if got := checkOf("httpchk", sn.checks["hand-made"]); got == "/health" || got == "" {
+		t.Fatalf("hand-made check %q must not look like the controller's", got)
+	}
+	if ds := sn.be["hand-made"].DefaultServer; ds == nil || *ds.Weight != 50 || *ds.Inter != 2000 {
+		t.Fatalf("default-server %+v", ds)
+	}
+	if noState := parseSnapshot("global\n  daemon\ndefaults\n  mode tcp\n", 1); noState.statePreserved {
+		t.Fatal("state preserved without a state file")
+	}
+}
