@@ -36,8 +36,8 @@ type Request struct {
 	// v3 double (the same tests count both); APIPath is the path as sent.
 	Path    string
 	APIPath string
-	Query url.Values
-	Body  []byte
+	Query   url.Values
+	Body    []byte
 }
 
 // IsWrite reports whether the call can change the configuration or state.
