@@ -63,7 +63,7 @@ func decodePerNamespace(inv *topology.Inventory, kvs []patroni.KV) map[string]*p
 			decoded = patroni.Decode(c.Namespace, kvs)
 			byNS[c.Namespace] = decoded
 		}
-		if st := decoded[c.Name]; st != nil {
+		if st := decoded[c.DCSKey]; st != nil {
 			dcs[c.Name] = st
 		}
 	}

@@ -347,7 +347,7 @@ func (c *Controller) ReconcileOnce(force bool) {
 			if cl.Namespace != ns {
 				continue
 			}
-			if st := s.Clusters[cl.Name]; st != nil {
+			if st := s.Clusters[cl.DCSKey]; st != nil {
 				dcs[cl.Name] = st
 			}
 		}

@@ -158,7 +158,7 @@ func (c *Controller) Status() Status {
 				st.NotReady = append(st.NotReady, "cluster "+cl.Name+": plan failed: "+cs.PlanError)
 			}
 			if s, ok := c.snaps[cl.Namespace]; ok {
-				if cst := s.Clusters[cl.Name]; cst != nil {
+				if cst := s.Clusters[cl.DCSKey]; cst != nil {
 					cs.Revision = cst.Revision
 				}
 			}

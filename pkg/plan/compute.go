@@ -59,11 +59,16 @@ func Compute(inv *topology.Inventory, dcs map[string]*patroni.ClusterState, opts
 		pc := Cluster{
 			Name:       c.Name,
 			Namespace:  c.Namespace,
+			DCSKey:     c.DCSKey,
 			Leader:     v.Leader,
 			Live:       v.Live,
 			Leaderless: v.Leaderless,
 			Members:    make([]Member, 0, len(v.Members)),
 			Services:   svcs,
+		}
+		if c.Citus {
+			g := c.Group
+			pc.Scope, pc.CitusGroup = c.Scope, &g
 		}
 		for _, m := range v.Members {
 			pc.Members = append(pc.Members, member(m, st))

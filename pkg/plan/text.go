@@ -37,7 +37,11 @@ func writeCluster(w *bufio.Writer, c Cluster) {
 	case c.Live:
 		state = "live"
 	}
-	fmt.Fprintf(w, "cluster %s  namespace %s  leader %s  (%s)\n", c.Name, c.Namespace, leader, state)
+	citus := ""
+	if c.CitusGroup != nil {
+		citus = fmt.Sprintf("  citus scope %s group %d", c.Scope, *c.CitusGroup)
+	}
+	fmt.Fprintf(w, "cluster %s  namespace %s%s  leader %s  (%s)\n", c.Name, c.Namespace, citus, leader, state)
 
 	w.WriteString("  members:\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

@@ -14,6 +14,13 @@ type Plan struct {
 type Cluster struct {
 	Name      string `json:"name"`
 	Namespace string `json:"namespace"`
+	// Scope and CitusGroup are Patroni's scope and Citus group of a Citus
+	// cluster (pg_mode citus: pg_shard and pg_group); omitted otherwise.
+	Scope      string `json:"scope,omitempty"`
+	CitusGroup *int   `json:"citus_group,omitempty"`
+	// DCSKey is the cluster's key in a decoded DCS snapshot (see
+	// topology.Cluster.DCSKey).
+	DCSKey string `json:"-"`
 	// Leader is the live leader, "" when unknown.
 	Leader string `json:"leader"`
 	// Live is true when Patroni state was available for this cluster.

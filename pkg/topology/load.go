@@ -3,7 +3,6 @@ package topology
 import (
 	"errors"
 	"fmt"
-	"maps"
 	"math"
 	"os"
 	"regexp"
@@ -25,17 +24,22 @@ func Load(path string) (*Inventory, error) {
 // Parse parses a Pigsty (Ansible YAML) inventory. file is used in error
 // messages only.
 //
-// The inventory is `all.vars`, and groups under `all.children`; every group
-// whose vars set pg_cluster is a PostgreSQL cluster, the others are ignored
-// (their own children are searched, with their vars as an extra layer). Clusters
-// and members keep the order of the file. Variables are merged per key, the
-// later layer replacing the earlier one as Ansible does: built-in defaults <
-// all.vars < group vars < host vars.
+// The inventory is `all.vars`, `all.hosts` and groups under `all.children`
+// (nested to any depth). Each host's variables are merged as Ansible merges
+// them, key by key, the later layer replacing the earlier one: built-in
+// defaults < all.vars < the vars of every group the host is in (its groups
+// and their ancestors, by depth, then ansible_group_priority, then name) <
+// host vars. A PostgreSQL cluster is every host whose merged pg_cluster has
+// one value, whatever groups they are in, as Pigsty selects a cluster's
+// members (hostvars filtered on pg_cluster); hosts without pg_cluster are
+// ignored. Clusters come in the order of their first host, members in the
+// order hosts first appear in the file.
 //
 // On any problem Parse returns a nil inventory and every *Error found, joined
 // with errors.Join: nothing half-loaded is ever returned.
 func Parse(file string, data []byte) (*Inventory, error) {
-	p := &parser{file: file, clusters: map[string]*yaml.Node{}, decoded: map[*yaml.Node]layer{}, work: maxWork}
+	p := &parser{file: file, decoded: map[*yaml.Node]layer{}, work: maxWork,
+		groupsByName: map[string]*group{}, hostsByName: map[string]*hostEntry{}}
 	inv := p.parse(data)
 	if len(p.errs) > 0 {
 		return nil, errors.Join(p.errs...)
@@ -69,6 +73,7 @@ type varEntry struct {
 	val  any // as yaml.v3 decoded it (ints are int): validation reads this
 	json any // normalised once per layer (see normalize): Vars hold this
 	node *yaml.Node
+	src  string // where the vars mapping is ("" for built-in defaults)
 }
 
 type layer map[string]varEntry
@@ -92,9 +97,10 @@ func (l layer) line(key string) int {
 }
 
 // clusterScoped are variables that describe the whole cluster (its services,
-// where they live, the DCS namespace): a per-host value would be ambiguous,
-// so they must be set at group or global level.
-var clusterScoped = []string{"pg_cluster", "pg_services", "pg_default_services", "pg_default_service_dest", "pg_namespace", "pg_service_provider"}
+// where they live, the DCS namespace): every member must have the same
+// merged value, wherever it is set.
+var clusterScoped = []string{"pg_services", "pg_default_services", "pg_default_service_dest", "pg_namespace", "pg_service_provider",
+	"pg_mode", "pg_shard", "pg_group"}
 
 // maxWork is far beyond any real inventory (thousands of hosts and groups).
 const maxWork = 1 << 18
@@ -122,12 +128,17 @@ type parser struct {
 	// work bounds the walk over groups and merge keys: aliases turn the YAML
 	// tree into a DAG, and a few lines reusing an anchor at each level would
 	// otherwise make the walk exponential.
-	work     int
-	file     string
-	errs     []error
-	inv      Inventory
-	clusters map[string]*yaml.Node // pg_cluster -> its group key node, for duplicates
-	decoded  map[*yaml.Node]layer  // vars mappings already decoded
+	work    int
+	file    string
+	errs    []error
+	inv     Inventory
+	decoded map[*yaml.Node]layer // vars mappings already decoded
+	// Ansible's view of the inventory: groups by name and hosts in the
+	// order they first appear (hostvars order), see membership.go.
+	groupsByName map[string]*group
+	groupOrder   []*group
+	hostsByName  map[string]*hostEntry
+	hostOrder    []*hostEntry
 }
 
 func (p *parser) errf(line int, w where, field, format string, args ...any) {
@@ -246,24 +257,25 @@ func (p *parser) parse(data []byte) *Inventory {
 		p.errf(all.Line, where{}, "all", "must be a mapping with children and vars")
 		return nil
 	}
-	var children *yaml.Node
 	var allVars layer
+	// Hosts and groups are recorded in file order (Ansible's hostvars order).
 	p.pairs(all, where{}, "all", func(key string, k, v *yaml.Node) {
 		switch key {
 		case "vars":
-			allVars = p.decodeVars(v, where{}, "all.vars")
+			allVars = p.decodeVars(v, where{}, "all.vars", "all.vars")
 		case "children":
-			children = v
+			p.walk(v, "", "all.children")
 		case "hosts":
-			// Ungrouped hosts cannot belong to a cluster group.
+			// Hosts straight under all are in Ansible's "ungrouped" group.
+			p.hostsOf(v, nil, where{}, "all.hosts")
 		default:
 			p.errf(k.Line, where{}, "all."+key, "unknown key (want children, vars or hosts)")
 		}
 	})
-	p.groups(children, []layer{defaultLayer(), allVars}, "all.children")
+	p.buildClusters(defaultLayer(), allVars)
 	p.checkProviders()
 	if len(p.errs) == 0 && len(p.inv.Clusters) == 0 {
-		p.errf(0, where{}, "all.children", "no PostgreSQL cluster (no group sets pg_cluster)")
+		p.errf(0, where{}, "all.children", "no PostgreSQL cluster (no host has pg_cluster)")
 	}
 	return &p.inv
 }
@@ -278,7 +290,10 @@ func defaultLayer() layer {
 
 // decodeVars decodes a vars mapping into a layer. Merge keys (<<) and anchors
 // are honoured; each entry keeps its value node for error lines.
-func (p *parser) decodeVars(n *yaml.Node, w where, field string) layer {
+//
+// src is where the mapping is in the inventory (e.g. all.children.pg-test.vars),
+// kept on each entry for messages about a variable whose value is shared.
+func (p *parser) decodeVars(n *yaml.Node, w where, field, src string) layer {
 	n = resolve(n)
 	if isNull(n) {
 		return layer{}
@@ -302,7 +317,7 @@ func (p *parser) decodeVars(n *yaml.Node, w where, field string) layer {
 	nodes := map[string]*yaml.Node{}
 	p.collectValueNodes(n, nodes, 0)
 	for k, v := range vals {
-		l[k] = varEntry{val: v, json: normalize(v), node: nodes[k]}
+		l[k] = varEntry{val: v, json: normalize(v), node: nodes[k], src: src}
 	}
 	return l
 }
@@ -334,46 +349,6 @@ func (p *parser) collectValueNodes(m *yaml.Node, out map[string]*yaml.Node, dept
 			out[k] = m.Content[i+1]
 		}
 	}
-}
-
-func (p *parser) groups(children *yaml.Node, parents []layer, path string) {
-	if isNull(children) {
-		return
-	}
-	if children.Kind != yaml.MappingNode {
-		p.errf(children.Line, where{}, path, "must be a mapping of groups")
-		return
-	}
-	p.pairs(children, where{}, path, func(name string, k, g *yaml.Node) {
-		if isNull(g) || !p.spend(len(g.Content)+1, k.Line) {
-			return // a group with nothing in it, or out of budget
-		}
-		gpath := path + "." + name
-		if g.Kind != yaml.MappingNode {
-			p.errf(g.Line, where{}, gpath, "group must be a mapping with hosts, vars or children")
-			return
-		}
-		var hosts, kids *yaml.Node
-		gvars := layer{}
-		p.pairs(g, where{}, gpath, func(key string, k, v *yaml.Node) {
-			switch key {
-			case "hosts":
-				hosts = v
-			case "vars":
-				gvars = p.decodeVars(v, where{}, gpath+".vars")
-			case "children":
-				kids = v
-			default:
-				p.errf(k.Line, where{}, gpath+"."+key, "unknown key (want hosts, vars or children)")
-			}
-		})
-		layers := append(append([]layer(nil), parents...), gvars)
-		if _, ok := gvars["pg_cluster"]; ok {
-			p.cluster(k, gpath, hosts, kids, layers)
-			return
-		}
-		p.groups(kids, layers, gpath+".children")
-	})
 }
 
 // str reads a string variable; absent or null gives def.
@@ -427,94 +402,6 @@ func (p *parser) intIn(l layer, key string, w where, lo, hi int) (int, bool) {
 // validName accepts what HAProxy allows in a section/server name (and what is
 // safe in an etcd key): letters, digits, '-', '_', '.', ':'.
 var validName = regexp.MustCompile(`^[A-Za-z0-9_.:-]+$`)
-
-func (p *parser) cluster(groupKey *yaml.Node, gpath string, hosts, kids *yaml.Node, layers []layer) {
-	cv := merged(layers)
-	nErrs := len(p.errs)
-	name, _ := p.str(cv, "pg_cluster", where{}, "")
-	if name == "" || !validName.MatchString(name) {
-		if len(p.errs) == nErrs {
-			p.errf(cv.line("pg_cluster"), where{}, gpath+".vars.pg_cluster", "invalid cluster name %q (want letters, digits, '-', '_', '.')", name)
-		}
-		return
-	}
-	w := where{cluster: name}
-	if prev, dup := p.clusters[name]; dup {
-		p.errf(groupKey.Line, w, "pg_cluster", "duplicate cluster (also group %s at line %d)", prev.Value, prev.Line)
-		return
-	}
-	p.clusters[name] = groupKey
-	if kids != nil && !isNull(kids) {
-		p.errf(kids.Line, w, "children", "nested groups inside a PostgreSQL cluster group are not supported; list the members under hosts")
-	}
-
-	c := &Cluster{Name: name}
-	ns, _ := p.str(cv, "pg_namespace", w, defaultNamespace)
-	// Patroni builds keys as /<namespace>/<scope>/..., collapsing slashes.
-	c.Namespace = strings.TrimRight("/"+strings.Trim(ns, "/"), "/")
-	c.ServiceProvider, _ = p.str(cv, "pg_service_provider", w, "")
-	if e, set := cv["pg_default_service_dest"]; set && e.val != nil {
-		if d, ok := destText(e.val); !ok || d == defaultDest {
-			p.errf(nodeLine(e.node), w, "pg_default_service_dest", "unknown destination %s (want postgres, pgbouncer or a port number)", describe(e.val))
-		}
-	}
-	c.Services = p.services(cv, w)
-
-	if isNull(hosts) {
-		p.errf(groupKey.Line, w, "hosts", "cluster has no hosts")
-		return
-	}
-	if hosts.Kind != yaml.MappingNode {
-		p.errf(hosts.Line, w, "hosts", "must be a mapping of host -> vars")
-		return
-	}
-	seqs := map[int]string{}
-	primary := ""
-	p.pairs(hosts, w, "hosts", func(host string, k, hv *yaml.Node) {
-		hw := where{cluster: name, host: host}
-		if host == "" {
-			p.errf(k.Line, w, "hosts", "empty host key")
-			return
-		}
-		hl := p.decodeVars(hv, hw, "vars")
-		for _, key := range clusterScoped {
-			if _, set := hl[key]; set {
-				p.errf(hl.line(key), hw, key, "is a cluster setting: set it in the group vars, not per host")
-			}
-		}
-		// inventory_hostname is Ansible's magic variable: always the host key.
-		hl = maps.Clone(hl) // hl may be shared through an alias
-		hl["inventory_hostname"] = varEntry{val: host, json: host, node: k}
-		mv := merged(append(append([]layer(nil), layers...), hl))
-		m := p.member(mv, hw, name, k.Line)
-		if m == nil {
-			return
-		}
-		if prev, dup := seqs[m.Seq]; dup {
-			p.errf(mv.line("pg_seq"), hw, "pg_seq", "duplicate pg_seq %d (also host %s)", m.Seq, prev)
-			return
-		}
-		seqs[m.Seq] = host
-		if m.Role == "primary" {
-			if primary != "" {
-				p.errf(mv.line("pg_role"), hw, "pg_role", "second primary (host %s is already primary)", primary)
-				return
-			}
-			primary = host
-		}
-		c.Members = append(c.Members, m)
-	})
-	if len(c.Members) == 0 && len(p.errs) == nErrs {
-		p.errf(hosts.Line, w, "hosts", "cluster has no hosts")
-	}
-	if c.ServiceProvider == "" {
-		p.checkNodePorts(c, w)
-	}
-	c.Vars = jsonVars(cv)
-	if len(p.errs) == nErrs {
-		p.inv.Clusters = append(p.inv.Clusters, c)
-	}
-}
 
 var roles = map[string]bool{"primary": true, "replica": true, "offline": true}
 

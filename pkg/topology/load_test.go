@@ -32,7 +32,7 @@ func TestParseRejects(t *testing.T) {
 		{"bad-pgbouncer-port.yml", `bad-pgbouncer-port.yml:8: cluster pg-test, host 10.10.10.11: pgbouncer_port: must be an integer between 1 and 65535, got 70000`},
 		{"bad-patroni-port.yml", `bad-patroni-port.yml:5: cluster pg-test, host 10.10.10.11: patroni_port: must be an integer between 1 and 65535, got "8008"`},
 		{"bad-weight.yml", `bad-weight.yml:6: cluster pg-test, host 10.10.10.12: pg_weight: must be an integer between 0 and 255, got 256`},
-		{"host-cluster-var.yml", `host-cluster-var.yml:9: cluster pg-test, host 10.10.10.12: pg_services: is a cluster setting: set it in the group vars, not per host`},
+		{"host-cluster-var.yml", `host-cluster-var.yml:9: cluster pg-test, host 10.10.10.12: pg_services: is a cluster setting: every member needs the same value (host 10.10.10.11 has another)`},
 		{"dup-service-name.yml", `dup-service-name.yml:9: cluster pg-test: pg_services[0].name: duplicate service name "primary" (also pg_default_services[0])`},
 		{"dup-service-port.yml", `dup-service-port.yml:9: cluster pg-test: pg_services[0].port: service "standby": port 5434 already used by service "replica" (pg_default_services[1])`},
 		{"bad-service-port.yml", `bad-service-port.yml:9: cluster pg-test: pg_services[0].port: service "standby": port must be an integer between 1 and 65535, got 65536`},
@@ -51,14 +51,16 @@ func TestParseRejects(t *testing.T) {
 		{"bad-ip.yml", `bad-ip.yml:9: cluster pg-test: pg_services[0].ip: service "standby": ip must be * or an IP address, got "10.10.10.300"`},
 		{"bad-check.yml", `bad-check.yml:9: cluster pg-test: pg_services[0].check: service "standby": check must be a Patroni REST path such as /primary, got "sync"`},
 		{"bad-cluster-name.yml", `bad-cluster-name.yml:6: all.children.pg-test.vars.pg_cluster: invalid cluster name "pg test" (want letters, digits, '-', '_', '.')`},
-		{"dup-cluster.yml", `dup-cluster.yml:7: cluster pg-test: pg_cluster: duplicate cluster (also group pg-test at line 3)`},
+		// Two groups with one pg_cluster are one cluster (membership is by
+		// value, as Pigsty selects members): their pg_seq clash.
+		{"dup-cluster.yml", `dup-cluster.yml:9: cluster pg-test, host 10.10.10.12: pg_seq: duplicate pg_seq 1 (also host 10.10.10.11)`},
 		{"dup-host.yml", `dup-host.yml:6: cluster pg-test: hosts.10.10.10.11: duplicate key (first at line 5)`},
 		{"no-hosts.yml", `no-hosts.yml:3: cluster pg-test: hosts: cluster has no hosts`},
 		{"unknown-group-key.yml", `unknown-group-key.yml:4: all.children.pg-test.host: unknown key (want hosts, vars or children)`},
 		{"malformed.yml", `malformed.yml:5: invalid YAML: did not find expected ',' or '}' (in the collection starting on this line)`},
 		{"alias-bomb.yml", `alias-bomb.yml:8: inventory too large (aliases expand to more than 262144 nodes)`},
 		{"empty.yml", `empty.yml: empty inventory (want a mapping with key all)`},
-		{"no-clusters.yml", `no-clusters.yml: all.children: no PostgreSQL cluster (no group sets pg_cluster)`},
+		{"no-clusters.yml", `no-clusters.yml: all.children: no PostgreSQL cluster (no host has pg_cluster)`},
 	}
 	covered := map[string]bool{}
 	for _, tt := range tests {

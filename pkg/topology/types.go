@@ -16,11 +16,26 @@ type Inventory struct {
 	Clusters []*Cluster
 }
 
-// Cluster is one PostgreSQL cluster of the inventory (a group with pg_cluster).
+// Cluster is one PostgreSQL cluster of the inventory: every host whose merged
+// pg_cluster is Name, whatever groups list them.
 type Cluster struct {
 	Name string
 	// Namespace is pg_namespace ("/pg" by default), without a trailing slash.
 	Namespace string
+	// Mode is pg_mode ("pgsql" when unset).
+	Mode string
+	// Citus is true for pg_mode citus: Patroni runs the cluster as scope
+	// Shard (pg_shard), Citus group Group (pg_group), so its keys are
+	// <namespace>/<pg_shard>/<pg_group>/...; Name (pg_cluster) still names
+	// the members and the services.
+	Citus bool
+	Shard string
+	Group int
+	// Scope is Patroni's scope: Name, or Shard for Citus.
+	Scope string
+	// DCSKey is the key of this cluster's state in a decoded DCS snapshot
+	// (patroni.Decode): Name, or "<pg_shard>/<pg_group>" for Citus.
+	DCSKey string
 	// ServiceProvider is pg_service_provider ("" = every member's HAProxy).
 	ServiceProvider string
 	// Vars are the cluster-level merged variables: defaults < all.vars < group vars.
