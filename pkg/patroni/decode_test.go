@@ -253,7 +253,12 @@ func TestParseSnapshotErrors(t *testing.T) {
 		name, data, want string
 	}{
 		{"not json", `{`, "snap.json: invalid snapshot JSON"},
-		{"no header", `{"kvs":[]}`, "snap.json: header missing"},
+		{"no header, no kvs", `{"foo":[]}`, "snap.json: kvs missing (and no header: not an etcdctl -w json answer)"},
+		{"member name not an HAProxy identifier", `{"kvs":[{"key":"/pg/a/members/pg a-1","value":"{}"}]}`,
+			`snap.json: kvs[0].key (/pg/a/members/pg a-1): member name "pg a-1" is not a valid HAProxy identifier (want letters, digits, '-', '_', '.', ':')`},
+		{"leader name not an HAProxy identifier", `{"header":{"revision":3},"kvs":[{"key":"/pg/a/leader","value":"a#1"}]}`,
+			`snap.json: kvs[0].value (key /pg/a/leader): leader name "a#1" is not a valid HAProxy identifier (want letters, digits, '-', '_', '.', ':')`},
+		{"citus member name, base64", `{"kvs":[{"key":"L3BnL2MvMS9tZW1iZXJzL2Ega` + `g==","value":"e30="}]}`, "is not a valid HAProxy identifier"},
 		{"no revision", `{"header":{"cluster_id":1}}`, "snap.json: header.revision missing"},
 		{"etcd_header no revision", `{"etcd_header":{}}`, "snap.json: etcd_header.revision missing"},
 		{"revision not a number", `{"header":{"revision":"x"}}`, "snap.json: invalid snapshot JSON"},
@@ -278,6 +283,18 @@ func TestParseSnapshotErrors(t *testing.T) {
 		_, _, err := LoadSnapshot(filepath.Join(t.TempDir(), "nope.json"))
 		if err == nil || !strings.Contains(err.Error(), "nope.json") {
 			t.Fatalf("error %v, want one naming the file", err)
+		}
+	})
+	t.Run("hand-written, no header", func(t *testing.T) {
+		// Plain strings and no header, as the README invites: revision unknown (0).
+		kvs, rev, err := ParseSnapshot("snap.json", []byte(`{"kvs":[{"key":"/pg/pg-test/leader","value":"pg-test-2"},`+
+			`{"key":"/pg/pg-test/members/pg-test-2","value":"{\"conn_url\":\"postgres://10.0.0.2:5432/postgres\",\"api_url\":\"http://10.0.0.2:8008/patroni\",\"state\":\"running\",\"role\":\"primary\"}"}]}`))
+		if err != nil || rev != 0 || len(kvs) != 2 {
+			t.Fatalf("got %d kvs at revision %d, %v; want 2 kvs, revision 0", len(kvs), rev, err)
+		}
+		st := Decode("/pg", kvs)["pg-test"]
+		if st == nil || st.Leader != "pg-test-2" || st.Members["pg-test-2"] == nil || st.Members["pg-test-2"].Role != RolePrimary {
+			t.Fatalf("decoded %+v, want pg-test led by its primary pg-test-2", st)
 		}
 	})
 	t.Run("empty kvs", func(t *testing.T) {
