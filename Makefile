@@ -6,7 +6,7 @@ SHELL := /bin/bash
 GO ?= go
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all build deps test check unit integration bench demo demo-down clean
+.PHONY: all build deps test check unit integration bench bench-scale demo demo-down clean
 
 # Real Data Plane API builds for the real-API tests (pkg/dataplaneapi and
 # end-to-end scenario 6): CI's clone sits next to a copy of shared/, whose
@@ -45,6 +45,18 @@ integration: build
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/... | tee bench.txt
+
+# Fleet-scale benchmark on real etcd, HAProxy 2.6 and (DRIVER=v2|v3) the real Data Plane API:
+#   make bench-scale N=1000 DRIVER=v2   (DRIVER=direct|v2|v3; BENCH_FLAGS="-idle 2m -out results.md" ...)
+N ?= 100
+DRIVER ?= direct
+DATAPLANEAPI_BIN ?= ../shared/bin/dataplaneapi-2.9.9
+DATAPLANEAPI_V3_BIN ?= ../shared/bin/dataplaneapi-3.2.0
+BENCH_FLAGS ?=
+bench-scale: build
+	$(GO) build -o bin/benchscale ./integration/cmd/benchscale
+	bin/benchscale -n $(N) -driver $(DRIVER) -controller bin/controller \
+		-dataplaneapi-v2 $(DATAPLANEAPI_BIN) -dataplaneapi-v3 $(DATAPLANEAPI_V3_BIN) $(BENCH_FLAGS)
 
 demo: deps build
 	bash scripts/demo.sh up

@@ -1,0 +1,712 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/pgsvc/pgsvc/pkg/haproxy"
+	"github.com/pgsvc/pgsvc/pkg/haproxycfg"
+	"github.com/pgsvc/pgsvc/pkg/topology"
+)
+
+// bench holds everything one run started; teardown stops it all by PID.
+type bench struct {
+	o    options
+	out  io.Writer
+	logw io.Writer
+	dir  string
+
+	etcd       *etcdServer
+	cli        *clientv3.Client
+	hap        *haproxy.Process
+	rt         *haproxy.Runtime
+	br         *backendReader
+	api        *child
+	count      *counter
+	controller *child
+	statusURL  string
+
+	fleet *fleet
+	inv   *topology.Inventory
+	w     *writer
+}
+
+func (b *bench) logf(format string, a ...any) {
+	fmt.Fprintf(b.logw, "[%s] %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, a...))
+}
+
+func (b *bench) teardown() {
+	if b.controller != nil {
+		b.controller.stop()
+	}
+	if b.api != nil {
+		b.api.stop()
+	}
+	b.count.close()
+	if b.hap != nil {
+		if err := b.hap.Stop(); err != nil {
+			b.logf("stop haproxy: %v", err)
+		}
+	}
+	if b.cli != nil {
+		b.cli.Close()
+	}
+	b.etcd.stop()
+}
+
+// phase is what one phase cost.
+type phase struct {
+	name        string
+	took        time.Duration // to live (or to the end of the phase)
+	ready       time.Duration // controller /readyz (initial convergence)
+	settled     time.Duration // switchover: until the write fence was lifted
+	requests    int           // Data Plane API requests
+	requestsBy  string
+	reloads     int // HAProxy master reload counter delta
+	reconciles  int // controller reconciles
+	applies     int // controller applies that changed something
+	applyErrors int
+	oldWorkers  int
+}
+
+type result struct {
+	o         options
+	machine   string
+	fdLimit   uint64
+	setupKeys time.Duration
+	initial   phase
+	switchov  phase
+	mass      phase
+	massFirst time.Duration // from the first failover write
+	idle      phase
+	fence     time.Duration // switchover: leader key released -> fence live
+	idleFor   time.Duration
+	notReady  int
+	samples   int
+	cpuCtl    float64 // fraction of one core while idle
+	cpuAPI    float64
+	cpuHAP    float64
+	rss, hwm  float64 // controller MB
+	apiRSS    float64
+	hapRSS    float64 // current worker
+	version   string
+}
+
+func (b *bench) run(ctx context.Context) (*result, error) {
+	o := b.o
+	res := &result{o: o, machine: machine()}
+	var err error
+	if res.fdLimit, err = raiseFileLimit(); err != nil {
+		b.logf("raise file limit: %v (HAProxy runs with no strict-limits)", err)
+	}
+	if o.dir != "" {
+		b.dir = absPath(o.dir)
+		if err := os.MkdirAll(b.dir, 0o755); err != nil {
+			return nil, err
+		}
+	} else if b.dir, err = os.MkdirTemp("", "benchscale-"); err != nil {
+		return nil, err
+	}
+	ctlBin, err := exec.LookPath(o.controllerBin)
+	if err != nil {
+		return nil, fmt.Errorf("controller binary %s: %w (run make build)", o.controllerBin, err)
+	}
+	ctlBin = absPath(ctlBin)
+	hapBin, err := exec.LookPath(o.haproxyBin)
+	if err != nil {
+		return nil, fmt.Errorf("haproxy: %w (apt-get install haproxy)", err)
+	}
+	apiBin := ""
+	switch o.driver {
+	case "v2":
+		apiBin = o.dpapiV2
+	case "v3":
+		apiBin = o.dpapiV3
+	}
+	if o.driver != "direct" {
+		if apiBin == "" {
+			return nil, fmt.Errorf("driver %s needs the Data Plane API binary: -dataplaneapi-%s PATH", o.driver, o.driver)
+		}
+		if _, err := os.Stat(apiBin); err != nil {
+			return nil, fmt.Errorf("driver %s: %w", o.driver, err)
+		}
+		apiBin = absPath(apiBin)
+		// Its -v prints no version in these builds: the file name says it.
+		res.version = filepath.Base(apiBin)
+	}
+	b.logf("work directory %s; %s; file limit %d", b.dir, res.machine, res.fdLimit)
+
+	// etcd and the fleet's keys.
+	if b.etcd, err = startEtcd(ctx, o.etcdBin, b.dir); err != nil {
+		return nil, err
+	}
+	if b.cli, err = b.etcd.client(); err != nil {
+		return nil, err
+	}
+	b.fleet = newFleet(o.n, o.octet)
+	invPath := filepath.Join(b.dir, "pigsty.yml")
+	if err := os.WriteFile(invPath, []byte(b.fleet.inventory()), 0o600); err != nil {
+		return nil, err
+	}
+	if b.inv, err = topology.Load(invPath); err != nil {
+		return nil, err
+	}
+	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	lease, err := b.cli.Grant(lctx, 4*3600)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("etcd lease: %w", err)
+	}
+	b.fleet.lease = lease.ID
+	b.w = &writer{cli: b.cli}
+	start := time.Now()
+	if _, err := b.w.commit(ctx, b.fleet.initial()); err != nil {
+		return nil, err
+	}
+	res.setupKeys = time.Since(start)
+	b.logf("wrote Patroni keys of %d clusters in %s (etcd %s)", o.n, res.setupKeys.Round(time.Millisecond), o.etcdBin)
+
+	// HAProxy, empty but for the stats socket and the server-state file.
+	cfgPath := filepath.Join(b.dir, "haproxy.cfg")
+	stats, master := filepath.Join(b.dir, "admin.sock"), filepath.Join(b.dir, "master.sock")
+	state := filepath.Join(b.dir, "server-state")
+	const maxconn = 8000
+	initial := haproxycfg.Render(nil, haproxycfg.Options{StatsSocket: stats, ServerStateFile: state, Maxconn: maxconn, NoStrictLimits: true})
+	if err := os.WriteFile(cfgPath, initial, 0o600); err != nil {
+		return nil, err
+	}
+	hctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	b.hap, err = haproxy.StartProcess(hctx, hapBin, cfgPath, master, filepath.Join(b.dir, "haproxy.pid"))
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	// show stat of 1,000 clusters is a few MB: a generous socket timeout.
+	b.rt = &haproxy.Runtime{Socket: stats, MasterSocket: master, Timeout: 60 * time.Second}
+	b.br = &backendReader{rt: b.rt}
+
+	// The controller's config: the direct driver, or the API behind the counter.
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	listen := fmt.Sprintf("127.0.0.1:%d", port)
+	b.statusURL = "http://" + listen
+	ctlCfg := fmt.Sprintf("inventory: %s\nlisten: %q\netcd:\n  endpoints: [%q]\nlog:\n  level: info\n", invPath, listen, b.etcd.url)
+	if o.driver == "direct" {
+		ctlCfg += fmt.Sprintf("direct:\n  - {config_path: %q, stats_socket: %q, master_socket: %q, server_state_file: %q, haproxy_bin: %q, maxconn: %d, no_strict_limits: true}\n",
+			cfgPath, stats, master, state, hapBin, maxconn)
+	} else {
+		var apiURL string
+		b.api, apiURL, err = startDataplaneAPI(ctx, apiBin, o.driver, b.dir, cfgPath, hapBin, stats, master, state, o.reloadDelay)
+		if err != nil {
+			return nil, err
+		}
+		if b.count, err = startCounter(apiURL); err != nil {
+			return nil, err
+		}
+		ctlCfg += fmt.Sprintf("dataplaneapi:\n  - {url: %q}\n", "http://admin:adminpwd@"+b.count.addr)
+	}
+	ctlCfgPath := filepath.Join(b.dir, "controller.yml")
+	if err := os.WriteFile(ctlCfgPath, []byte(ctlCfg), 0o600); err != nil {
+		return nil, err
+	}
+
+	// 1. Initial convergence.
+	want, err := b.fleet.modelWanted(b.inv, nil)
+	if err != nil {
+		return nil, err
+	}
+	before := b.mark(ctx)
+	start = time.Now()
+	if b.controller, err = startChild("controller", b.dir, ctlBin, "run", "--config", ctlCfgPath); err != nil {
+		return nil, err
+	}
+	b.logf("controller started (pid %d); waiting for %d backends to be live", b.controller.pid(), len(want))
+	res.initial.name = "initial convergence"
+	var ready time.Duration
+	live, err := b.waitLive(ctx, want, nil, start, b.pollEvery(), func() {
+		if ready == 0 && b.ready(ctx) {
+			ready = time.Since(start)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("initial convergence: %w", err)
+	}
+	if err := waitFor(ctx, o.timeout, 100*time.Millisecond, func() (bool, error) {
+		if ready == 0 && b.ready(ctx) {
+			ready = time.Since(start)
+		}
+		return ready > 0, b.controllerGone()
+	}); err != nil {
+		return nil, fmt.Errorf("controller never ready: %w", err)
+	}
+	res.initial.took, res.initial.ready = live, ready
+	b.settle(ctx)
+	b.fill(ctx, &res.initial, before)
+	b.logf("initial: ready %s, live %s, %d API requests, %d reloads", ready.Round(time.Millisecond), live.Round(time.Millisecond), res.initial.requests, res.initial.reloads)
+	if err := b.crossCheck(ctx, nil); err != nil {
+		return nil, err
+	}
+
+	// 2. One cluster's switchover.
+	target := o.n / 2
+	steps, leaderStep := b.fleet.switchover(target)
+	only := map[int]bool{target: true}
+	want, err = b.fleet.modelWanted(b.inv, only)
+	if err != nil {
+		return nil, err
+	}
+	backends := backendNames(want)
+	before = b.mark(ctx)
+	// Patroni takes a while between releasing the leader key and the
+	// candidate taking it (1.8 s in the end-to-end runs, RESULTS.md): the
+	// gap is polled to see the write fence go live.
+	var leaderAt, releasedAt time.Time
+	for i, st := range steps {
+		at, err := b.w.commit(ctx, [][]clientv3.Op{st})
+		if err != nil {
+			return nil, err
+		}
+		switch i {
+		case leaderStep - 1:
+			releasedAt = at
+			for time.Since(releasedAt) < o.gap {
+				if res.fence == 0 {
+					if rows, err := b.br.read(ctx, backends); err == nil && fenced(rows) {
+						res.fence = time.Since(releasedAt)
+					}
+				}
+				time.Sleep(time.Millisecond)
+			}
+		case leaderStep:
+			leaderAt = at
+		}
+	}
+	res.switchov.name = "switchover of " + b.fleet.clusterName(target)
+	if res.switchov.took, err = b.waitLive(ctx, want, backends, leaderAt, time.Millisecond, nil); err != nil {
+		return nil, fmt.Errorf("switchover: %w", err)
+	}
+	// Settled: the fence lifted (every active server at its wanted weight).
+	if err := waitFor(ctx, o.timeout, 5*time.Millisecond, func() (bool, error) {
+		rows, err := b.br.read(ctx, backends)
+		if err != nil {
+			return false, nil
+		}
+		for _, w := range weightsOf(rows) {
+			if w != 100 {
+				return false, b.controllerGone()
+			}
+		}
+		return true, nil
+	}); err != nil {
+		return nil, fmt.Errorf("switchover: weights never back to 100 (fence not lifted): %w", err)
+	}
+	res.switchov.settled = time.Since(leaderAt)
+	b.settle(ctx)
+	b.fill(ctx, &res.switchov, before)
+	b.logf("switchover: live %s after the leader key, fence lifted %s, %d API requests, %d reloads", res.switchov.took.Round(time.Millisecond),
+		res.switchov.settled.Round(time.Millisecond), res.switchov.requests, res.switchov.reloads)
+	if err := b.crossCheck(ctx, only); err != nil {
+		return nil, err
+	}
+
+	// 3. Every cluster fails over at once.
+	expire, promote := b.fleet.massFailover()
+	if want, err = b.fleet.modelWanted(b.inv, nil); err != nil {
+		return nil, err
+	}
+	before = b.mark(ctx)
+	first := time.Now()
+	if _, err := b.w.commit(ctx, expire); err != nil {
+		return nil, err
+	}
+	lastLeader, err := b.w.commit(ctx, promote)
+	if err != nil {
+		return nil, err
+	}
+	b.logf("mass failover written in %s", lastLeader.Sub(first).Round(time.Millisecond))
+	res.mass.name = "mass failover"
+	if res.mass.took, err = b.waitLive(ctx, want, nil, lastLeader, b.pollEvery(), nil); err != nil {
+		return nil, fmt.Errorf("mass failover: %w", err)
+	}
+	res.massFirst = res.mass.took + lastLeader.Sub(first)
+	b.settle(ctx)
+	b.fill(ctx, &res.mass, before)
+	b.logf("mass failover: live %s after the last leader key, %d API requests, %d reloads", res.mass.took.Round(time.Millisecond), res.mass.requests, res.mass.reloads)
+	if err := b.crossCheck(ctx, nil); err != nil {
+		return nil, err
+	}
+
+	// 4. Idle.
+	b.logf("measuring the idle fleet for %s", o.idle)
+	before = b.mark(ctx)
+	cpu0 := b.cpu(ctx)
+	t0 := time.Now()
+	tick := time.NewTicker(time.Second)
+	for time.Since(t0) < o.idle {
+		select {
+		case <-ctx.Done():
+			tick.Stop()
+			return nil, ctx.Err()
+		case <-tick.C:
+		}
+		res.samples++
+		if !b.ready(ctx) {
+			res.notReady++
+		}
+		if err := b.controllerGone(); err != nil {
+			tick.Stop()
+			return nil, err
+		}
+	}
+	tick.Stop()
+	res.idleFor = time.Since(t0)
+	cpu1 := b.cpu(ctx)
+	res.idle.name = "idle"
+	res.idle.took = res.idleFor
+	b.fill(ctx, &res.idle, before)
+	frac := func(d time.Duration) float64 { return d.Seconds() / res.idleFor.Seconds() }
+	res.cpuCtl, res.cpuAPI, res.cpuHAP = frac(cpu1.ctl-cpu0.ctl), frac(cpu1.api-cpu0.api), frac(cpu1.hap-cpu0.hap)
+	res.rss, res.hwm = procStatus(b.controller.pid())
+	if b.api != nil {
+		res.apiRSS, _ = procStatus(b.api.pid())
+	}
+	if pid, err := b.rt.WorkerPID(ctx); err == nil {
+		res.hapRSS, _ = procStatus(pid)
+	}
+	return res, nil
+}
+
+// pollEvery is the full-`show stat` poll period: it costs HAProxy CPU in
+// proportion to the fleet.
+func (b *bench) pollEvery() time.Duration {
+	return min(500*time.Millisecond, time.Duration(b.o.n/10+5)*time.Millisecond)
+}
+
+// lastApplyError is the controller's last "apply failed" log line, if any.
+func (b *bench) lastApplyError() string {
+	f, err := os.Open(b.controller.log.Name())
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	last := ""
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), `"apply failed`) {
+			last = sc.Text()
+		}
+	}
+	if last == "" {
+		return ""
+	}
+	return "; controller: " + last
+}
+
+func (b *bench) controllerGone() error {
+	if b.controller != nil && b.controller.exited() {
+		return fmt.Errorf("the controller exited (see %s)", b.controller.log.Name())
+	}
+	return nil
+}
+
+// waitLive polls the running HAProxy until the backends of want show
+// exactly the wanted servers and flags, and returns the time from since.
+// backends limits the read to those backends (`show stat <backend>`);
+// nil reads everything.
+func (b *bench) waitLive(ctx context.Context, want wanted, backends []string, since time.Time, every time.Duration, each func()) (time.Duration, error) {
+	deadline := time.Now().Add(b.o.timeout)
+	var lastBad []string
+	var example string
+	var lastErr error
+	progress := time.Now()
+	for {
+		var rows []haproxy.StatRow
+		var err error
+		if backends != nil {
+			rows, err = b.br.read(ctx, backends)
+		} else {
+			rows, err = b.rt.ShowStat(ctx)
+		}
+		now := time.Now()
+		if err == nil {
+			lastBad, example = mismatch(rows, want)
+			if len(lastBad) == 0 {
+				return now.Sub(since), nil
+			}
+		} else {
+			lastErr = err
+		}
+		if each != nil {
+			each()
+		}
+		if err := b.controllerGone(); err != nil {
+			return 0, err
+		}
+		if now.After(deadline) {
+			return 0, fmt.Errorf("not live within %s: %d of %d backends differ (%s); last read error: %v", b.o.timeout, len(lastBad), len(want), example, lastErr)
+		}
+		if time.Since(progress) > 30*time.Second {
+			progress = time.Now()
+			b.logf("  ... %s: %d of %d backends not live yet (%s)%s", time.Since(since).Round(time.Second), len(lastBad), len(want), example, b.lastApplyError())
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(every):
+		}
+	}
+}
+
+// crossCheck compares the fleet model with what etcd really holds (the
+// live checks above are against the model).
+func (b *bench) crossCheck(ctx context.Context, only map[int]bool) error {
+	var names map[string]bool
+	if only != nil {
+		names = map[string]bool{}
+		for i := range only {
+			names[b.fleet.clusterName(i)] = true
+		}
+	}
+	fromEtcd, err := expected(ctx, b.cli, b.inv, names)
+	if err != nil {
+		return err
+	}
+	model, err := b.fleet.modelWanted(b.inv, only)
+	if err != nil {
+		return err
+	}
+	for name, w := range model {
+		if !sameSet(w, fromEtcd[name]) {
+			return fmt.Errorf("internal: the model of %s (%s) differs from the plan of etcd's keys (%s)", name, fmtSet(w), fmtSet(fromEtcd[name]))
+		}
+	}
+	return nil
+}
+
+func (b *bench) ready(ctx context.Context) bool {
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(rctx, http.MethodGet, b.statusURL+"/readyz", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// settle waits (bounded) until the controller is ready and has been quiet
+// for 2 s: no reconcile and no API request.
+func (b *bench) settle(ctx context.Context) {
+	last := b.metric(ctx, "pgsvc_reconciles_total")
+	quietFrom := time.Now()
+	err := waitFor(ctx, b.o.timeout, 250*time.Millisecond, func() (bool, error) {
+		if m := b.metric(ctx, "pgsvc_reconciles_total"); m != last {
+			last, quietFrom = m, time.Now()
+		}
+		return time.Since(quietFrom) >= 2*time.Second && b.count.quietSince() >= 2*time.Second && b.ready(ctx), b.controllerGone()
+	})
+	if err != nil {
+		b.logf("did not settle: %v", err)
+	}
+}
+
+// marks are counters at the start of a phase.
+type marks struct {
+	req                  snap
+	reloads              int
+	reconciles, applies  float64
+	applyErrors          float64
+	haveReloads, haveMet bool
+}
+
+func (b *bench) mark(ctx context.Context) marks {
+	m := marks{req: b.count.snapshot()}
+	if p, err := b.rt.ShowProc(ctx); err == nil {
+		m.reloads, m.haveReloads = p.Reloads, true
+	}
+	m.reconciles = b.metric(ctx, "pgsvc_reconciles_total")
+	m.applies = b.metric(ctx, "pgsvc_convergence_seconds_count")
+	m.applyErrors = b.metric(ctx, "pgsvc_apply_errors_total")
+	return m
+}
+
+func (b *bench) fill(ctx context.Context, p *phase, before marks) {
+	after := b.mark(ctx)
+	p.requests, p.requestsBy = after.req.since(before.req)
+	p.reloads = after.reloads - before.reloads
+	p.reconciles = int(after.reconciles - max(before.reconciles, 0))
+	p.applies = int(after.applies - max(before.applies, 0))
+	p.applyErrors = int(after.applyErrors - max(before.applyErrors, 0))
+	if proc, err := b.rt.ShowProc(ctx); err == nil {
+		p.oldWorkers = len(proc.OldWorkers)
+	}
+}
+
+// metric sums every series of one metric family on the controller's /metrics
+// (-1 when unreadable).
+func (b *bench) metric(ctx context.Context, name string) float64 {
+	mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(mctx, http.MethodGet, b.statusURL+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	var sum float64
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name) {
+			continue
+		}
+		rest := line[len(name):]
+		if rest == "" || (rest[0] != ' ' && rest[0] != '{') {
+			continue
+		}
+		f := strings.Fields(rest[strings.LastIndexByte(rest, '}')+1:])
+		if len(f) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err == nil {
+			sum += v
+		}
+	}
+	return sum
+}
+
+type cpuTimes struct{ ctl, api, hap time.Duration }
+
+// cpu is the CPU time used so far by the controller, the API, and HAProxy's
+// master and current workers.
+func (b *bench) cpu(ctx context.Context) cpuTimes {
+	var c cpuTimes
+	c.ctl = procCPU(b.controller.pid())
+	if b.api != nil {
+		c.api = procCPU(b.api.pid())
+	}
+	if p, err := b.rt.ShowProc(ctx); err == nil {
+		c.hap = procCPU(p.MasterPID)
+		for _, w := range append(p.Workers, p.OldWorkers...) {
+			c.hap += procCPU(w.PID)
+		}
+	}
+	return c
+}
+
+func (r *result) driverName() string {
+	if r.o.driver == "direct" {
+		return "direct"
+	}
+	if r.version != "" {
+		return r.o.driver + " (" + r.version + ")"
+	}
+	return r.o.driver
+}
+
+func ms(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "-"
+	case d < 10*time.Second:
+		return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond))
+	default:
+		return fmt.Sprintf("%.1f s", d.Seconds())
+	}
+}
+
+func fenceText(d, gap time.Duration) string {
+	if d <= 0 {
+		return fmt.Sprintf("not seen within %s", gap)
+	}
+	return ms(d)
+}
+
+func (r *result) reqs(p phase) string {
+	if r.o.driver == "direct" {
+		return "-"
+	}
+	s := strconv.Itoa(p.requests)
+	if p.applies > 0 {
+		s += fmt.Sprintf(" (%d per apply)", p.requests/p.applies)
+	}
+	return s
+}
+
+func (r *result) print(w io.Writer) {
+	fmt.Fprintf(w, "\nbenchscale: %d clusters x 3 members (4 services, %d servers per cluster), driver %s, %s\n\n",
+		r.o.n, 11, r.driverName(), r.machine)
+	fmt.Fprintln(w, "| measure | value |")
+	fmt.Fprintln(w, "|---|---|")
+	row := func(k, v string, a ...any) { fmt.Fprintf(w, "| %s | %s |\n", k, fmt.Sprintf(v, a...)) }
+	row("Patroni keys written (etcd)", "%s", ms(r.setupKeys))
+	row("initial convergence: controller ready / all backends live", "%s / %s", ms(r.initial.ready), ms(r.initial.took))
+	for _, p := range []phase{r.initial, r.switchov, r.mass, r.idle} {
+		row(p.name+": reconciles / applies / apply errors", "%d / %d / %d", p.reconciles, p.applies, p.applyErrors)
+		row(p.name+": HAProxy reloads / old workers left", "%d / %d", p.reloads, p.oldWorkers)
+		if r.o.driver != "direct" {
+			row(p.name+": API requests", "%s: %s", r.reqs(p), p.requestsBy)
+		}
+	}
+	row(r.switchov.name+": leader key moved -> live", "%s", ms(r.switchov.took))
+	row(r.switchov.name+": leader key released -> write fence live", "%s", fenceText(r.fence, r.o.gap))
+	row(r.switchov.name+": leader key moved -> write fence lifted", "%s", ms(r.switchov.settled))
+	row("mass failover: last leader key -> live (from the first write)", "%s (%s)", ms(r.mass.took), ms(r.massFirst))
+	idleMin := r.idleFor.Minutes()
+	if r.o.driver != "direct" {
+		row("idle: API requests per minute", "%.0f", float64(r.idle.requests)/idleMin)
+	}
+	row("idle: /readyz not ready", "%d of %d samples", r.notReady, r.samples)
+	row("idle: CPU (share of one core) controller / API / HAProxy", "%.1f%% / %.1f%% / %.1f%%", 100*r.cpuCtl, 100*r.cpuAPI, 100*r.cpuHAP)
+	row("controller RSS now / peak", "%.0f MB / %.0f MB", r.rss, r.hwm)
+	if r.o.driver != "direct" {
+		row("Data Plane API RSS", "%.0f MB", r.apiRSS)
+	}
+	row("HAProxy worker RSS", "%.0f MB", r.hapRSS)
+}
+
+// rowHeader is the header of the rows -out appends.
+const rowHeader = "| driver | N | ready / live | switchover → live (fence lifted) | API req. switchover | mass failover → live | API req. mass failover | reloads init/switch/mass/idle | idle API req./min | idle not-ready | old workers | controller RSS (peak) | idle CPU ctl/API/HAProxy | notes |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+
+func (r *result) appendRow(path string) error {
+	_, statErr := os.Stat(path)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if statErr != nil {
+		if _, err := f.WriteString(rowHeader); err != nil {
+			return err
+		}
+	}
+	idle := "-"
+	if r.o.driver != "direct" {
+		idle = fmt.Sprintf("%.0f", float64(r.idle.requests)/r.idleFor.Minutes())
+	}
+	old := max(r.initial.oldWorkers, r.switchov.oldWorkers, r.mass.oldWorkers, r.idle.oldWorkers)
+	_, err = fmt.Fprintf(f, "| %s | %d | %s / %s | %s (%s) | %s | %s | %s | %d/%d/%d/%d | %s | %d of %d | %d | %.0f MB (%.0f MB) | %.0f%% / %.0f%% / %.0f%% | %s |\n",
+		r.driverName(), r.o.n, ms(r.initial.ready), ms(r.initial.took), ms(r.switchov.took), ms(r.switchov.settled),
+		r.reqs(r.switchov), ms(r.mass.took), r.reqs(r.mass),
+		r.initial.reloads, r.switchov.reloads, r.mass.reloads, r.idle.reloads, idle, r.notReady, r.samples, old,
+		r.rss, r.hwm, 100*r.cpuCtl, 100*r.cpuAPI, 100*r.cpuHAP, strings.TrimSpace(r.o.label+" "+r.machine))
+	return err
+}

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/pgsvc/pgsvc/pkg/haproxy"
+)
+
+// active reports whether a server row takes traffic by admin state: not in
+// maintenance and not draining (health does not matter: nobody listens).
+func active(r haproxy.StatRow) bool {
+	return !strings.HasPrefix(r.Status, "MAINT") && !strings.HasPrefix(r.Status, "DRAIN")
+}
+
+// liveOf groups `show stat` server rows of the backends in w into the same
+// shape as wanted.
+func liveOf(rows []haproxy.StatRow, w wanted) wanted {
+	got := wanted{}
+	for _, r := range rows {
+		if r.Type != haproxy.TypeServer {
+			continue
+		}
+		if _, ok := w[r.Proxy]; !ok {
+			continue
+		}
+		if !active(r) {
+			continue
+		}
+		if got[r.Proxy] == nil {
+			got[r.Proxy] = map[string]bool{}
+		}
+		got[r.Proxy][fmt.Sprintf("%s:%d", r.Addr, r.Port)] = r.Backup
+	}
+	return got
+}
+
+// mismatch returns the backends of w whose active servers differ from
+// what the running HAProxy shows (sorted), and one example for messages.
+func mismatch(rows []haproxy.StatRow, w wanted) (bad []string, example string) {
+	got := liveOf(rows, w)
+	for name, want := range w {
+		have := got[name]
+		if !sameSet(have, want) {
+			bad = append(bad, name)
+		}
+	}
+	sort.Strings(bad)
+	if len(bad) > 0 {
+		example = fmt.Sprintf("%s: want %s, running %s", bad[0], fmtSet(w[bad[0]]), fmtSet(got[bad[0]]))
+	}
+	return bad, example
+}
+
+func sameSet(a, b map[string]bool) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if bv, ok := b[k]; !ok || bv != v {
+			return false
+		}
+	}
+	return true
+}
+
+func fmtSet(m map[string]bool) string {
+	var out []string
+	for k, b := range m {
+		if b {
+			k += "(backup)"
+		}
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return "[" + strings.Join(out, " ") + "]"
+}
+
+// backendReader reads only the server rows of some backends: `show stat
+// <iid> 4 -1`, one command each, cheap enough to poll every few ms at any
+// fleet size. (By name, `show stat <name>` finds the frontend of the same
+// name.) Proxy ids come from `show stat -1 2 -1` and are looked up again
+// whenever an answer names another proxy (a reload renumbered them).
+type backendReader struct {
+	rt   *haproxy.Runtime
+	iids map[string]string
+}
+
+func (br *backendReader) resolve(ctx context.Context) error {
+	out, err := br.rt.Exec(ctx, "show stat -1 2 -1")
+	if err != nil {
+		return err
+	}
+	lines := strings.Split(out, "\n")
+	if len(lines) == 0 || !strings.HasPrefix(lines[0], "# ") {
+		return fmt.Errorf("show stat: no header")
+	}
+	px, iid := -1, -1
+	for i, c := range strings.Split(strings.TrimPrefix(lines[0], "# "), ",") {
+		switch c {
+		case "pxname":
+			px = i
+		case "iid":
+			iid = i
+		}
+	}
+	if px < 0 || iid < 0 {
+		return fmt.Errorf("show stat: no pxname/iid columns")
+	}
+	br.iids = map[string]string{}
+	for _, l := range lines[1:] {
+		f := strings.Split(l, ",")
+		if len(f) > max(px, iid) {
+			br.iids[f[px]] = f[iid]
+		}
+	}
+	return nil
+}
+
+func (br *backendReader) read(ctx context.Context, names []string) ([]haproxy.StatRow, error) {
+	if br.iids == nil {
+		if err := br.resolve(ctx); err != nil {
+			return nil, err
+		}
+	}
+	var rows []haproxy.StatRow
+	for _, n := range names {
+		id, ok := br.iids[n]
+		if !ok {
+			br.iids = nil
+			return nil, fmt.Errorf("backend %s not in the running HAProxy", n)
+		}
+		out, err := br.rt.Exec(ctx, "show stat "+id+" 4 -1")
+		if err != nil {
+			return nil, err
+		}
+		r, err := haproxy.ParseStat(out)
+		if err != nil {
+			return nil, err
+		}
+		for _, row := range r {
+			if row.Proxy != n {
+				br.iids = nil
+				return nil, fmt.Errorf("proxy id %s is now %s, not %s", id, row.Proxy, n)
+			}
+		}
+		rows = append(rows, r...)
+	}
+	return rows, nil
+}
+
+func backendNames(w wanted) []string {
+	out := make([]string, 0, len(w))
+	for n := range w {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// weightsOf returns the user weight of every server of the given backends
+// by address:port (the write fence sets it to 0 during a switchover).
+func weightsOf(rows []haproxy.StatRow) map[string]int {
+	m := map[string]int{}
+	for _, r := range rows {
+		if r.Type == haproxy.TypeServer && active(r) {
+			m[r.Proxy+"/"+fmt.Sprintf("%s:%d", r.Addr, r.Port)] = r.Weight
+		}
+	}
+	return m
+}
+
+// fenced reports whether some active server has weight 0 (the controller's
+// write fence on a demoting primary).
+func fenced(rows []haproxy.StatRow) bool {
+	for _, w := range weightsOf(rows) {
+		if w == 0 {
+			return true
+		}
+	}
+	return false
+}
