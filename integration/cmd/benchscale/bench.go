@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -78,6 +79,8 @@ type phase struct {
 	applies     int // controller applies that changed something
 	applyErrors int
 	oldWorkers  int
+	// applied summarises the controller's own "applied" log lines.
+	applied string
 }
 
 type result struct {
@@ -528,6 +531,7 @@ func (b *bench) settle(ctx context.Context) {
 
 // marks are counters at the start of a phase.
 type marks struct {
+	at                   time.Time
 	req                  snap
 	reloads              int
 	reconciles, applies  float64
@@ -536,7 +540,7 @@ type marks struct {
 }
 
 func (b *bench) mark(ctx context.Context) marks {
-	m := marks{req: b.count.snapshot()}
+	m := marks{at: time.Now(), req: b.count.snapshot()}
 	if p, err := b.rt.ShowProc(ctx); err == nil {
 		m.reloads, m.haveReloads = p.Reloads, true
 	}
@@ -556,6 +560,45 @@ func (b *bench) fill(ctx context.Context, p *phase, before marks) {
 	if proc, err := b.rt.ShowProc(ctx); err == nil {
 		p.oldWorkers = len(proc.OldWorkers)
 	}
+	p.applied = b.appliedSince(before.at)
+}
+
+// appliedSince summarises the controller's "applied" log lines since t:
+// how long each apply took, its convergence (first DCS event -> applied),
+// whether it reloaded, and how many changes it made.
+func (b *bench) appliedSince(t time.Time) string {
+	f, err := os.Open(b.controller.log.Name())
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	var parts []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	for sc.Scan() {
+		if !strings.Contains(sc.Text(), `"msg":"applied"`) {
+			continue
+		}
+		var l struct {
+			TS          time.Time         `json:"ts"`
+			Took        float64           `json:"took"`
+			Convergence float64           `json:"convergence"`
+			Reloaded    bool              `json:"reloaded"`
+			Changes     []json.RawMessage `json:"changes"`
+		}
+		if json.Unmarshal(sc.Bytes(), &l) != nil || l.TS.Before(t) {
+			continue
+		}
+		r := "runtime"
+		if l.Reloaded {
+			r = "reload"
+		}
+		parts = append(parts, fmt.Sprintf("%d changes, %s, took %.2f s, convergence %.2f s", len(l.Changes), r, l.Took, l.Convergence))
+	}
+	if len(parts) > 6 {
+		parts = append(parts[:6], fmt.Sprintf("+%d more", len(parts)-6))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // metric sums every series of one metric family on the controller's /metrics
@@ -662,6 +705,9 @@ func (r *result) print(w io.Writer) {
 	for _, p := range []phase{r.initial, r.switchov, r.mass, r.idle} {
 		row(p.name+": reconciles / applies / apply errors", "%d / %d / %d", p.reconciles, p.applies, p.applyErrors)
 		row(p.name+": HAProxy reloads / old workers left", "%d / %d", p.reloads, p.oldWorkers)
+		if p.applied != "" {
+			row(p.name+": the controller's applies", "%s", p.applied)
+		}
 		if r.o.driver != "direct" {
 			row(p.name+": API requests", "%s: %s", r.reqs(p), p.requestsBy)
 		}
