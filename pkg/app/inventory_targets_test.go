@@ -2,6 +2,8 @@ package app
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -117,5 +119,41 @@ func TestExpandRejects(t *testing.T) {
 	// Limited to one of the two clusters, the same node no longer clashes.
 	if _, _, err = expand(t, "../placement/testdata/shared-node-clash.yml", config.DataPlaneAPI{URL: "http://{host}:5555", Clusters: []string{"pg-v12"}}); err != nil {
 		t.Errorf("one cluster per node: %v", err)
+	}
+}
+
+// TestReloadKeepsPlacement: an inventory reload that would change the
+// template-expanded targets is rejected (they are built once); one that
+// keeps them is accepted.
+func TestReloadKeepsPlacement(t *testing.T) {
+	cfg := &config.Config{File: "controller.yml", DataPlaneAPI: []config.DataPlaneAPI{{URL: "http://{host}:5555"}}}
+	ts, _, err := expand(t, "testdata/ha-simu.yml", cfg.DataPlaneAPI...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	placed := TargetsKey(ts)
+	same, err := topology.Load("testdata/ha-simu.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkPlacementUnchanged(cfg, same, placed); err != nil {
+		t.Errorf("same inventory: %v", err)
+	}
+	b, err := os.ReadFile("testdata/ha-simu.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := filepath.Join(t.TempDir(), "pigsty.yml")
+	// pg-v13 stops delegating: its services move to its own member.
+	text := strings.Replace(string(b), "pg_service_provider: proxy       # use load balancer on group `proxy` with port 10013", "", 1)
+	if err := os.WriteFile(moved, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	next, err := topology.Load(moved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkPlacementUnchanged(cfg, next, placed); err == nil || !strings.Contains(err.Error(), moved+": the HAProxy nodes or the clusters each carries changed") {
+		t.Errorf("moved services: %v", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -25,6 +26,9 @@ type Real struct {
 	StatsSocket  string
 	MasterSocket string
 	StateFile    string
+	// Host and Port the API listens on (127.0.0.1 and a free port when unset).
+	Host string
+	Port int
 }
 
 // StartReal starts the real Data Plane API in front of an HAProxy that is
@@ -34,12 +38,18 @@ type Real struct {
 // stops the API (by PID) when the test ends.
 func StartReal(t testing.TB, r Real) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	host, port := r.Host, r.Port
+	if host == "" {
+		host = "127.0.0.1"
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	if port == 0 {
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		port = l.Addr().(*net.TCPAddr).Port
+		l.Close()
+	}
 	reload := filepath.Join(r.Dir, "reload.sh")
 	// Python because socat may be missing; /usr/bin/python3 comes with Patroni.
 	script := fmt.Sprintf(`#!/bin/sh
@@ -64,7 +74,7 @@ PY
 	cfg := fmt.Sprintf(`config_version: 2
 name: pgsvc-test
 dataplaneapi:
-  host: 127.0.0.1
+  host: %s
   port: %d
   user:
     - name: admin
@@ -80,7 +90,7 @@ haproxy:
     reload_strategy: custom
     reload_cmd: %s
     restart_cmd: %s
-`, port, filepath.Join(r.Dir, "txn"), r.ConfigPath, r.HAProxyBin, reload, reload)
+`, host, port, filepath.Join(r.Dir, "txn"), r.ConfigPath, r.HAProxyBin, reload, reload)
 	if err := os.WriteFile(yml, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -111,11 +121,12 @@ haproxy:
 			t.Logf("dataplaneapi log:\n%s", b)
 		}
 	})
-	base := fmt.Sprintf("http://admin:adminpwd@127.0.0.1:%d", port)
+	addr := net.JoinHostPort(host, strconv.Itoa(port))
+	base := "http://admin:adminpwd@" + addr
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		for _, v := range []string{"v2", "v3"} {
-			req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d/%s/services/haproxy/configuration/version", port, v), nil)
+			req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/"+v+"/services/haproxy/configuration/version", nil)
 			req.SetBasicAuth("admin", "adminpwd")
 			var resp *http.Response
 			resp, err = http.DefaultClient.Do(req)

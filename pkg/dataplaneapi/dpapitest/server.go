@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -137,6 +138,7 @@ type Server struct {
 	oper            map[string]string // backend/server -> operational_state (health), when set
 	requests        []Request
 	apiVersion      int
+	listener        net.Listener // WithListener
 }
 
 // NewServer starts a double; it is closed with the test.
@@ -153,7 +155,12 @@ func NewServer(t testing.TB, opts ...Option) *Server {
 	}
 	cfg.canonicalize()
 	s.cfg, s.verbatim = cfg, s.seed
-	s.ts = httptest.NewServer(http.HandlerFunc(s.serve))
+	s.ts = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
+	if s.listener != nil {
+		s.ts.Listener.Close()
+		s.ts.Listener = s.listener
+	}
+	s.ts.Start()
 	t.Cleanup(s.ts.Close)
 	return s
 }
