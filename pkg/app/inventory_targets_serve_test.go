@@ -239,13 +239,24 @@ const haproxyBin = "/usr/sbin/haproxy"
 // HAProxy 2.6 + Data Plane API 2.9 pairs on 127.0.0.41 and 127.0.0.42; the
 // running HAProxies' backends are read from their stats sockets.
 func TestInventoryTargetsTwoRealHAProxies(t *testing.T) {
-	bin := os.Getenv("DATAPLANEAPI_BIN")
-	if bin == "" {
-		t.Skip("no Data Plane API binary here; set DATAPLANEAPI_BIN=/path/to/dataplaneapi (2.9.x, e.g. /work/shared/bin/dataplaneapi-2.9.9) to run against two real ones; TestInventoryTargetsTwoDataPlaneAPIs runs the same scenario against the double")
+	for _, v := range []struct{ name, env, version string }{
+		{"v2", "DATAPLANEAPI_BIN", "2.9.x"},
+		{"v3", "DATAPLANEAPI_V3_BIN", "3.x"},
+	} {
+		t.Run(v.name, func(t *testing.T) {
+			bin := os.Getenv(v.env)
+			if bin == "" {
+				t.Skipf("no Data Plane API %s binary here; `make unit` sets %s from ../shared/bin, or set %s=/path/to/dataplaneapi to run against two real ones; TestInventoryTargetsTwoDataPlaneAPIs runs the same scenario against the double", v.version, v.env, v.env)
+			}
+			if _, err := os.Stat(haproxyBin); err != nil {
+				t.Skipf("%s is set but %s is missing (apt-get install haproxy)", v.env, haproxyBin)
+			}
+			twoRealHAProxies(t, bin)
+		})
 	}
-	if _, err := os.Stat(haproxyBin); err != nil {
-		t.Skipf("DATAPLANEAPI_BIN is set but %s is missing (apt-get install haproxy)", haproxyBin)
-	}
+}
+
+func twoRealHAProxies(t *testing.T, bin string) {
 	port := freeSharedPort(t, nodeA, nodeB)
 	sockets := map[string]string{}
 	for _, node := range []string{nodeA, nodeB} {
