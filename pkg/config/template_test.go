@@ -74,3 +74,19 @@ func TestTemplateRejected(t *testing.T) {
 		})
 	}
 }
+
+// TestExampleConfigValid: the documented example (config/controller.yml,
+// with its {host} template) is a valid configuration.
+func TestExampleConfigValid(t *testing.T) {
+	c, err := Load("../../config/controller.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.ApplyDefaults()
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.DataPlaneAPI) == 0 || !c.DataPlaneAPI[0].IsTemplate() {
+		t.Errorf("the example's first dataplaneapi entry is not the {host} template: %+v", c.DataPlaneAPI)
+	}
+}
