@@ -23,17 +23,26 @@ type planInput struct {
 	inventory      string
 	dcs            string
 	includeUnknown bool
+	pigstyVersion  string
 }
 
 func (in *planInput) register(flags *flag.FlagSet) {
 	flags.StringVar(&in.inventory, "inventory", "", "Pigsty inventory YAML (required), e.g. config/pigsty.yml")
 	flags.StringVar(&in.dcs, "dcs", "", "`SNAPSHOT` of Patroni's keys as etcdctl prints it (etcdctl get --prefix /pg/ -w json);\nwithout it the inventory roles are used")
 	flags.BoolVar(&in.includeUnknown, "include-unknown", false, "serve members Patroni reports that the inventory lacks")
+	in.pigstyVersion = topology.VersionAuto
+	flags.Func("pigsty-version", "render health checks as Pigsty `auto|v3|v4` does (auto: from the inventory; see README, Pigsty versions)", func(v string) error {
+		if !topology.ValidVersion(v) {
+			return fmt.Errorf("want auto, v3 or v4")
+		}
+		in.pigstyVersion = v
+		return nil
+	})
 }
 
 // compute loads the inventory and the optional DCS snapshot and plans.
 func (in *planInput) compute() (*plan.Plan, *topology.Inventory, error) {
-	inv, err := topology.Load(in.inventory)
+	inv, err := topology.LoadWith(in.inventory, topology.ParseOptions{PigstyVersion: in.pigstyVersion})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -30,6 +30,7 @@ type runFlags struct {
 	dpapi                                                stringList
 	direct                                               config.Direct
 	dryRun, includeUnknown, watchInventory               bool
+	pigstyVersion                                        string
 }
 
 func parseRunFlags(args []string, stderr io.Writer) (*config.Config, error) {
@@ -49,6 +50,7 @@ func parseRunFlags(args []string, stderr io.Writer) (*config.Config, error) {
 	fs.BoolVar(&f.dryRun, "dry-run", false, "watch and compute, log and expose the plan, change nothing")
 	fs.BoolVar(&f.includeUnknown, "include-unknown", false, "serve members Patroni reports that the inventory lacks")
 	fs.BoolVar(&f.watchInventory, "watch-inventory", false, "reload the inventory when the file changes (SIGHUP always does)")
+	fs.StringVar(&f.pigstyVersion, "pigsty-version", "", "render health checks as Pigsty auto|v3|v4 does (auto: from the inventory)")
 	fs.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (info)")
 	fs.StringVar(&f.logFormat, "log-format", "", "json or console (json)")
 	if err := fs.Parse(args); err != nil {
@@ -80,6 +82,9 @@ func parseRunFlags(args []string, stderr io.Writer) (*config.Config, error) {
 	cfg.DryRun = cfg.DryRun || f.dryRun
 	cfg.IncludeUnknown = cfg.IncludeUnknown || f.includeUnknown
 	cfg.WatchInventory = cfg.WatchInventory || f.watchInventory
+	if f.pigstyVersion != "" {
+		cfg.PigstyVersion = f.pigstyVersion
+	}
 	if f.logLevel != "" {
 		cfg.Log.Level = f.logLevel
 	}

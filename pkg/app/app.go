@@ -48,7 +48,7 @@ func NewLogger(cfg config.Log, w io.Writer) *zap.Logger {
 // Serve runs the controller until ctx is done. ready, when set, receives the
 // bound status address once it listens (tests).
 func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<- string) error {
-	inv, err := topology.Load(cfg.Inventory)
+	inv, err := topology.LoadWith(cfg.Inventory, topology.ParseOptions{PigstyVersion: cfg.PigstyVersion})
 	if err != nil {
 		return err
 	}
@@ -193,7 +193,7 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<
 // reloadInventory re-reads and validates the inventory; a bad file is
 // rejected with its error and the running inventory is kept.
 func reloadInventory(ctl *controller.Controller, cfg *config.Config, namespaces []string, placed string, log *zap.Logger) {
-	inv, err := topology.Load(cfg.Inventory)
+	inv, err := topology.LoadWith(cfg.Inventory, topology.ParseOptions{PigstyVersion: cfg.PigstyVersion})
 	if err != nil {
 		log.Error("inventory reload rejected; keeping the running inventory", zap.Error(err))
 		return

@@ -23,6 +23,9 @@ type Config struct {
 	File string `yaml:"-"`
 	// Inventory is the Pigsty inventory (pigsty.yml) path.
 	Inventory string `yaml:"inventory"`
+	// PigstyVersion renders health checks as this Pigsty version does:
+	// auto (from the inventory, the default), v3 or v4.
+	PigstyVersion string `yaml:"pigsty_version"`
 	// IncludeUnknown serves members Patroni reports that the inventory lacks.
 	IncludeUnknown bool `yaml:"include_unknown"`
 	// WatchInventory reloads the inventory when the file changes (as SIGHUP).
@@ -230,6 +233,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Inventory == "" {
 		return bad("inventory", "required (path of the Pigsty inventory, or --inventory)")
+	}
+	switch c.PigstyVersion {
+	case "", "auto", "v3", "v4":
+	default:
+		return bad("pigsty_version", "%q: want auto, v3 or v4", c.PigstyVersion)
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return bad("listen", "%q is not host:port", c.Listen)

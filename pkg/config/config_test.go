@@ -72,3 +72,24 @@ func TestRedact(t *testing.T) {
 		t.Errorf("Redact = %q", got)
 	}
 }
+
+func TestPigstyVersionSetting(t *testing.T) {
+	base := "inventory: /etc/pgsvc/pigsty.yml\ndirect: [{config_path: /etc/haproxy/haproxy.cfg, stats_socket: /run/a.sock, master_socket: /run/m.sock, server_state_file: /var/lib/haproxy/state}]\n"
+	check := func(doc string) error {
+		c, err := Parse("c.yml", []byte(doc))
+		if err != nil {
+			return err
+		}
+		c.ApplyDefaults()
+		return c.Validate()
+	}
+	for _, v := range []string{"", "pigsty_version: auto\n", "pigsty_version: v3\n", "pigsty_version: v4\n"} {
+		if err := check(base + v); err != nil {
+			t.Errorf("%q: %v", v, err)
+		}
+	}
+	err := check(base + "pigsty_version: v5\n")
+	if err == nil || err.Error() != `c.yml: pigsty_version: "v5": want auto, v3 or v4` {
+		t.Errorf("v5: %v", err)
+	}
+}

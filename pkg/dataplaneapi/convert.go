@@ -121,6 +121,12 @@ func serverModel(want services.Server, base *models.Server) *models.Server {
 		m.HealthCheckPort = i64p(want.CheckPort)
 	}
 	m.Weight = i64p(want.Weight)
+	// patroni_ssl_enabled: check Patroni over TLS with Pigsty's CA.
+	m.CheckSsl, m.SslCafile = "", ""
+	if want.CheckSSL {
+		m.CheckSsl = "enabled"
+		m.SslCafile = want.CAFile
+	}
 	// "backup" absent means not backup; the API renders "disabled" as
 	// no-backup, so only ever send "enabled" or nothing.
 	m.Backup = ""
@@ -132,7 +138,11 @@ func serverModel(want services.Server, base *models.Server) *models.Server {
 
 // serverOf converts an API server into the diff's view.
 func serverOf(m *models.Server, defWeight int) services.Server {
-	s := services.Server{Name: m.Name, Address: m.Address, Weight: defWeight, Backup: m.Backup == "enabled"}
+	s := services.Server{Name: m.Name, Address: m.Address, Weight: defWeight, Backup: m.Backup == "enabled",
+		CheckSSL: m.CheckSsl == "enabled"}
+	if s.CheckSSL {
+		s.CAFile = m.SslCafile
+	}
 	if m.Port != nil {
 		s.Port = int(*m.Port)
 	}

@@ -100,7 +100,7 @@ func ParseOwnConfig(text string) ([]services.Service, error) {
 	return out, nil
 }
 
-// parseServerLine reads "server NAME ADDR:PORT check port P weight W [backup]".
+// parseServerLine reads "server NAME ADDR:PORT [check-ssl ca-file F] check port P weight W [backup]".
 func parseServerLine(f []string) (services.Server, error) {
 	if len(f) < 3 {
 		return services.Server{}, fmt.Errorf("server line too short")
@@ -132,6 +132,14 @@ func parseServerLine(f []string) (services.Server, error) {
 		case "backup":
 			sv.Backup = true
 			sv.Selected = false
+		case "check-ssl":
+			sv.CheckSSL = true
+		case "ca-file":
+			if i+1 >= len(f) {
+				return sv, fmt.Errorf("ca-file without a value")
+			}
+			sv.CAFile = f[i+1]
+			i++
 		}
 	}
 	return sv, nil

@@ -173,9 +173,21 @@ func (d *Direct) read(ctx context.Context) (*snapshot, error) {
 		}
 		snap.file = file
 		for _, s := range file {
-			if b := cur[s.Name]; b != nil && b.HasFrontend {
+			b := cur[s.Name]
+			if b == nil {
+				continue
+			}
+			if b.HasFrontend {
 				st := target.SettingsOf(s)
 				b.Settings = &st
+			}
+			// The runtime does not show how a server is checked: the
+			// file HAProxy runs says whether over TLS.
+			for _, fs := range s.Servers {
+				if sv, ok := b.Servers[fs.Name]; ok {
+					sv.CheckSSL, sv.CAFile = fs.CheckSSL, fs.CAFile
+					b.Servers[fs.Name] = sv
+				}
 			}
 		}
 	}

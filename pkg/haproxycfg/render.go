@@ -160,13 +160,22 @@ func checks(b *strings.Builder, s services.Service) {
 }
 
 // ServerLine is one server as HAProxy reads it, without indentation:
-// "server pg-test-1 10.10.10.11:6432 check port 8008 weight 100 backup".
+// "server pg-test-1 10.10.10.11:6432 check port 8008 weight 100 backup", with
+// "check-ssl ca-file FILE" before "check" when Patroni speaks TLS (as
+// Pigsty's template writes it).
 func ServerLine(sv services.Server) string {
 	addr := sv.Address
 	if strings.Contains(addr, ":") && !strings.HasPrefix(addr, "[") {
 		addr = "[" + addr + "]"
 	}
-	l := fmt.Sprintf("server %s %s:%d check port %d weight %d", sv.Name, addr, sv.Port, sv.CheckPort, sv.Weight)
+	ssl := ""
+	if sv.CheckSSL {
+		ssl = " check-ssl"
+		if sv.CAFile != "" {
+			ssl += " ca-file " + sv.CAFile
+		}
+	}
+	l := fmt.Sprintf("server %s %s:%d%s check port %d weight %d", sv.Name, addr, sv.Port, ssl, sv.CheckPort, sv.Weight)
 	if sv.Backup {
 		l += " backup"
 	}

@@ -132,7 +132,7 @@ func buildOne(v *topology.View, def *topology.ServiceDef, served []*topology.Mem
 		DestPort:      destPort,
 		Balance:       orDefault(def.Balance, "roundrobin"),
 		Maxconn:       def.Maxconn,
-		DefaultServer: orDefault(def.Options, DefaultServerOptions),
+		DefaultServer: orDefault(def.Options, orDefault(c.DefaultServer, DefaultServerOptions)),
 		Servers:       []Server{},
 	}
 	if s.Maxconn == 0 {
@@ -260,6 +260,8 @@ func plainServer(v *topology.View, def *topology.ServiceDef, m *topology.MemberV
 		Port:      destPortOf(m, dest),
 		CheckPort: memberPort(m, "patroni_port", m.PatroniPort, func(i *topology.Member) int { return i.PatroniPort }, defaultPatroniPort),
 		Weight:    memberPort(m, "pg_weight", m.Weight, func(i *topology.Member) int { return i.Weight }, defaultWeight),
+		CheckSSL:  v.Cluster.PatroniSSL,
+		CAFile:    v.Cluster.PatroniCAFile,
 		Backup:    backup,
 		Selected:  selected,
 		Reason:    reason(v, def, m, selected, backup),

@@ -28,8 +28,12 @@ type Server struct {
 	Address   string `json:"address"`
 	Port      int    `json:"port"`
 	CheckPort int    `json:"check_port"`
-	Weight    int    `json:"weight"`
-	Backup    bool   `json:"backup"`
+	// CheckSSL checks Patroni over TLS against CAFile (patroni_ssl_enabled:
+	// "check-ssl ca-file /pg/cert/ca.crt" before "check port").
+	CheckSSL bool   `json:"check_ssl,omitempty"`
+	CAFile   string `json:"ca_file,omitempty"`
+	Weight   int    `json:"weight"`
+	Backup   bool   `json:"backup"`
 	// ForceUp asks the target to mark the server UP at once if its health
 	// check still has it DOWN: in a write service, the member that just took
 	// the leader key and that Patroni reports running as primary. Saves the

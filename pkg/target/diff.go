@@ -72,7 +72,7 @@ func diffServers(backend string, cur map[string]services.Server, want []services
 		c, ok := cur[w.Name]
 		if !ok {
 			out = append(out, Change{Kind: KindAddServer, Backend: backend, Server: w.Name,
-				Detail: fmt.Sprintf("%s:%d check port %d weight %d%s", w.Address, w.Port, w.CheckPort, w.Weight, backupWord(w.Backup))})
+				Detail: fmt.Sprintf("%s:%d%s check port %d weight %d%s", w.Address, w.Port, sslDetail(w), w.CheckPort, w.Weight, backupWord(w.Backup))})
 			continue
 		}
 		var parts []string
@@ -81,6 +81,9 @@ func diffServers(backend string, cur map[string]services.Server, want []services
 		}
 		if c.CheckPort != w.CheckPort {
 			parts = append(parts, fmt.Sprintf("check port %d -> %d", c.CheckPort, w.CheckPort))
+		}
+		if c.CheckSSL != w.CheckSSL || c.CAFile != w.CAFile {
+			parts = append(parts, fmt.Sprintf("check-ssl %s -> %s", sslWord(c), sslWord(w)))
 		}
 		if c.Backup != w.Backup {
 			parts = append(parts, fmt.Sprintf("backup %t -> %t", c.Backup, w.Backup))
@@ -110,6 +113,20 @@ func diffServers(backend string, cur map[string]services.Server, want []services
 		out = append(out, Change{Kind: KindRemoveServer, Backend: backend, Server: name, Detail: "no longer selected"})
 	}
 	return out
+}
+
+func sslDetail(s services.Server) string {
+	if !s.CheckSSL {
+		return ""
+	}
+	return " check-ssl ca-file " + s.CAFile
+}
+
+func sslWord(s services.Server) string {
+	if !s.CheckSSL {
+		return "off"
+	}
+	return "ca-file " + s.CAFile
 }
 
 func backupWord(b bool) string {

@@ -38,8 +38,16 @@ func Load(path string) (*Inventory, error) {
 // On any problem Parse returns a nil inventory and every *Error found, joined
 // with errors.Join: nothing half-loaded is ever returned.
 func Parse(file string, data []byte) (*Inventory, error) {
-	p := &parser{file: file, decoded: map[*yaml.Node]layer{}, work: maxWork,
-		groupsByName: map[string]*group{}, hostsByName: map[string]*hostEntry{}}
+	return ParseWith(file, data, ParseOptions{})
+}
+
+// ParseWith is Parse with options (the Pigsty version to render for).
+func ParseWith(file string, data []byte, opts ParseOptions) (*Inventory, error) {
+	if !ValidVersion(opts.PigstyVersion) {
+		return nil, fmt.Errorf("pigsty version %q: want auto, v3 or v4", opts.PigstyVersion)
+	}
+	p := &parser{file: file, decoded: map[*yaml.Node]layer{}, work: maxWork, opts: opts,
+		groupsByName: map[string]*group{}, hostsByName: map[string]*hostEntry{}, cvs: map[*Cluster]layer{}}
 	inv := p.parse(data)
 	if len(p.errs) > 0 {
 		return nil, errors.Join(p.errs...)
@@ -100,7 +108,7 @@ func (l layer) line(key string) int {
 // where they live, the DCS namespace): every member must have the same
 // merged value, wherever it is set.
 var clusterScoped = []string{"pg_services", "pg_default_services", "pg_default_service_dest", "pg_namespace", "pg_service_provider",
-	"pg_mode", "pg_shard", "pg_group"}
+	"pg_mode", "pg_shard", "pg_group", "pg_rto", "pg_rto_plan", "patroni_ssl_enabled"}
 
 // maxWork is far beyond any real inventory (thousands of hosts and groups).
 const maxWork = 1 << 18
@@ -139,6 +147,8 @@ type parser struct {
 	groupOrder   []*group
 	hostsByName  map[string]*hostEntry
 	hostOrder    []*hostEntry
+	opts         ParseOptions
+	cvs          map[*Cluster]layer // each cluster's merged vars (its first member's)
 }
 
 func (p *parser) errf(line int, w where, field, format string, args ...any) {
@@ -273,6 +283,7 @@ func (p *parser) parse(data []byte) *Inventory {
 		}
 	})
 	p.buildClusters(defaultLayer(), allVars)
+	p.applyVersion(p.opts, allVars, p.cvs)
 	p.checkProviders()
 	if len(p.errs) == 0 && len(p.inv.Clusters) == 0 {
 		p.errf(0, where{}, "all.children", "no PostgreSQL cluster (no host has pg_cluster)")

@@ -396,6 +396,7 @@ func (p *parser) cluster(name string, hosts []pgHost) {
 	c.Vars = clusterVars(hosts)
 	if len(p.errs) == nErrs {
 		p.inv.Clusters = append(p.inv.Clusters, c)
+		p.cvs[c] = cv
 	}
 }
 

@@ -14,6 +14,10 @@ type Inventory struct {
 	File string
 	// Clusters in the order the inventory lists them.
 	Clusters []*Cluster
+	// PigstyVersion is V3 or V4, the version rendered for (see
+	// ParseOptions); VersionReason says why in words.
+	PigstyVersion string
+	VersionReason string
 }
 
 // Cluster is one PostgreSQL cluster of the inventory: every host whose merged
@@ -36,6 +40,13 @@ type Cluster struct {
 	// DCSKey is the key of this cluster's state in a decoded DCS snapshot
 	// (patroni.Decode): Name, or "<pg_shard>/<pg_group>" for Citus.
 	DCSKey string
+	// DefaultServer is the default-server line of services without
+	// options: v3's fixed timing, or v4's from pg_rto and pg_rto_plan.
+	DefaultServer string
+	// PatroniSSL is patroni_ssl_enabled: Patroni's REST API speaks https,
+	// checked against PatroniCAFile (Pigsty's /pg/cert/ca.crt); "" when off.
+	PatroniSSL    bool
+	PatroniCAFile string
 	// ServiceProvider is pg_service_provider ("" = every member's HAProxy).
 	ServiceProvider string
 	// Vars are the cluster-level merged variables: defaults < all.vars < group vars.
