@@ -62,6 +62,12 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<
 	for _, w := range warnings {
 		log.Warn("inventory placement", zap.String("warning", w))
 	}
+	for _, t := range dp {
+		if t.Host != "" {
+			log.Info("target from the inventory", zap.String("entry", t.Field), zap.String("host", t.Host),
+				zap.String("url", config.Redact(t.URL)), zap.Strings("clusters", t.Clusters))
+		}
+	}
 	placed := TargetsKey(dp)
 	targets, err := buildTargets(cfg, dp, log)
 	if err != nil {
