@@ -84,14 +84,16 @@ func (b *Backend) server(name string) (int, *models.Server) {
 }
 
 // canonicalize does what the real API does when it saves: anonymous defaults
-// get a name and every proxy a "from" line.
-func (c *Config) canonicalize() {
+// get a name and every proxy a "from" line (3.2.0 gives "from" only to the
+// proxies of the file it started with, not to those created through it:
+// addFrom false).
+func (c *Config) canonicalize(addFrom ...bool) {
 	for i := range c.Defaults {
 		if c.Defaults[i].Name == "" {
 			c.Defaults[i].Name = "unnamed_defaults_" + strconv.Itoa(i+1)
 		}
 	}
-	if len(c.Defaults) == 0 {
+	if len(c.Defaults) == 0 || (len(addFrom) > 0 && !addFrom[0]) {
 		return
 	}
 	last := c.Defaults[len(c.Defaults)-1].Name

@@ -269,7 +269,7 @@ func (s *Server) Edit(f func(*Config)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	f(s.cfg)
-	s.cfg.canonicalize()
+	s.cfg.canonicalize(s.APIVersion() == 2)
 	s.version++
 	s.verbatim = ""
 }
@@ -365,6 +365,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if r.Method == http.MethodGet && r.URL.Path == "/v"+strconv.Itoa(s.APIVersion())+"/info" {
+		w.Header().Set("Configuration-Version", strconv.FormatInt(s.version, 10))
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"api":{"version":"dpapitest v%d"},"system":{}}`+"\n", s.APIVersion())
 		return
@@ -540,7 +541,7 @@ func validate(c *Config) error {
 // schedules a reload; it returns the reload id.
 func (s *Server) install(cfg *Config) string {
 	prev := s.cfg
-	cfg.canonicalize()
+	cfg.canonicalize(s.APIVersion() == 2)
 	s.cfg = cfg
 	s.version++
 	s.verbatim = ""
@@ -765,7 +766,7 @@ func (s *Server) putServerDirect(cfg *Config, backend, name string, body []byte)
 	i, _ := be.server(name)
 	be.Servers[i] = &m
 	if reflect.DeepEqual(stripRuntimeFields(*old), stripRuntimeFields(m)) {
-		cfg.canonicalize()
+		cfg.canonicalize(s.APIVersion() == 2)
 		s.cfg = cfg
 		s.version++
 		s.verbatim = ""
@@ -1196,8 +1197,8 @@ func (s *Server) runtimeServers(method string, p []string, q url.Values, body []
 	}
 	if m == nil {
 		status := 404
-		if method == "PUT" {
-			status = 500 // observed: the runtime PUT of an unknown server is a 500
+		if method == "PUT" && s.APIVersion() == 2 {
+			status = 500 // observed on 2.9.9: the runtime PUT of an unknown server is a 500 (3.2.0: 404)
 		}
 		return answer{}, errf(status, "no data for %s/%s: not found", backend, p[0])
 	}
@@ -1210,7 +1211,13 @@ func (s *Server) runtimeServers(method string, p []string, q url.Values, body []
 			return answer{}, e
 		}
 		if rs.AdminState != "" {
-			s.admin[backend+"/"+m.Name] = rs.AdminState
+			key := backend + "/" + m.Name
+			if rs.AdminState == "ready" && s.admin[key] == "maint" {
+				// Observed (3.2.0 over 2.6): leaving maintenance marks the
+				// server UP at once, until its first check says otherwise.
+				delete(s.oper, key)
+			}
+			s.admin[key] = rs.AdminState
 		}
 		v := s.runtimeView(backend, i, m)
 		if rs.OperationalState != "" {

@@ -94,7 +94,53 @@ func v3Answer(path string, a answer) (answer, bool) {
 	}
 	p := segs(path)
 	text := len(p) == 2 && p[0] == "configuration" && p[1] == "raw"
+	if len(p) >= 2 && a.body != nil && !text {
+		a.body = asV6(p[0]+"/"+p[1], a.body)
+	}
 	return a, text
+}
+
+// asV6 re-expresses an answer (one object or a list) as client-native v6
+// models, so the double answers in v3's shape (e.g. no http-check index).
+func asV6(kind string, body any) any {
+	var mk func() any
+	switch kind {
+	case "configuration/servers":
+		mk = func() any { return &v6.Server{} }
+	case "configuration/backends":
+		mk = func() any { return &v6.Backend{} }
+	case "configuration/frontends":
+		mk = func() any { return &v6.Frontend{} }
+	case "configuration/binds":
+		mk = func() any { return &v6.Bind{} }
+	case "configuration/http_checks":
+		mk = func() any { return &v6.HTTPCheck{} }
+	case "runtime/servers":
+		mk = func() any { return &v6.RuntimeServer{} }
+	default:
+		return body
+	}
+	b, err := json.Marshal(body)
+	if err != nil {
+		return body
+	}
+	var list []json.RawMessage
+	if json.Unmarshal(b, &list) == nil {
+		out := make([]any, 0, len(list))
+		for _, item := range list {
+			v := mk()
+			if json.Unmarshal(item, v) != nil {
+				return body
+			}
+			out = append(out, v)
+		}
+		return out
+	}
+	v := mk()
+	if json.Unmarshal(b, v) != nil {
+		return body
+	}
+	return v
 }
 
 // v3Section answers global and defaults as client-native v6 has them: the
