@@ -83,6 +83,8 @@ type Target struct {
 	snapMu sync.Mutex
 	snap   *snapshot
 	reads  ReadStats
+	// stale: see cleanStale.
+	stale staleState
 }
 
 var _ target.Target = (*Target)(nil)
@@ -266,6 +268,7 @@ func (t *Target) Apply(ctx context.Context, desired []services.Service) (target.
 		res, err := t.applyOnce(ctx, desired)
 		res.Duration = t.opts.Now().Sub(start)
 		if err == nil {
+			t.cleanStale(ctx, res.Version)
 			return res, nil
 		}
 		last := attempt >= t.opts.MaxRetries
