@@ -205,7 +205,14 @@ func TestControllerHA(t *testing.T) {
 			for i := 1; i <= n; i++ {
 				ps = append(ps, startController(t, fmt.Sprintf("c%d", i), dir, srv.ClientURL, api.URL(), inv, true))
 			}
-			waitUntil(t, "exactly one leader", 20*time.Second, func() bool { return len(leaders(ps)) == 1 })
+			waitUntil(t, "every controller answering and exactly one leader", 20*time.Second, func() bool {
+				for _, p := range ps {
+					if _, err := status(p); err != nil {
+						return false // not listening yet
+					}
+				}
+				return len(leaders(ps)) == 1
+			})
 			waitUntil(t, "the leader applies", 20*time.Second, func() bool { return backups(api, "pg-test-replica") == "pg-test-1" })
 			old := leaders(ps)[0]
 			for _, p := range ps {
