@@ -6,7 +6,7 @@ SHELL := /bin/bash
 GO ?= go
 export PATH := $(PATH):/usr/local/go/bin
 
-.PHONY: all build deps test check unit integration bench bench-scale demo demo-down clean
+.PHONY: all build deps test check unit fuzz integration bench bench-scale demo demo-down clean
 
 # Real Data Plane API builds for the real-API tests (pkg/dataplaneapi and
 # end-to-end scenario 6): CI's clone sits next to a copy of shared/, whose
@@ -29,7 +29,7 @@ build:
 deps:
 	bash scripts/install-deps.sh
 
-test: deps check unit integration
+test: deps check unit fuzz integration
 
 check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -38,6 +38,18 @@ check:
 
 unit:
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+# Bounded fuzzing of everything hostile input reaches: DCS values, snapshots,
+# inventories. Each target must never panic and never emit a name, address,
+# port or option that pkg/haproxyname rejects. FUZZTIME=1m make fuzz for longer.
+FUZZTIME ?= 10s
+FUZZ_TARGETS := ./pkg/patroni:FuzzDecode ./pkg/patroni:FuzzDecodeMember ./pkg/patroni:FuzzParseSnapshot \
+	./pkg/plan:FuzzLoadInventory ./pkg/plan:FuzzPlanDCS
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t#*:} ($${t%%:*}, $(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) $${t%%:*}; \
+	done
 
 # End-to-end tests against real etcd, Patroni 3.0.2, PostgreSQL 15, pgbouncer and HAProxy 2.6.
 integration: build

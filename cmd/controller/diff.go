@@ -37,7 +37,7 @@ func runDiff(args []string, stdout, stderr io.Writer) int {
 	log := zap.NewNop()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	inv, err := topology.LoadWith(cfg.Inventory, topology.ParseOptions{PigstyVersion: cfg.PigstyVersion})
+	inv, err := plan.LoadInventory(cfg.Inventory, topology.ParseOptions{PigstyVersion: cfg.PigstyVersion})
 	if err != nil {
 		fmt.Fprintf(stderr, "controller: %v\n", err)
 		return 1

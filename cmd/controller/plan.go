@@ -42,7 +42,7 @@ func (in *planInput) register(flags *flag.FlagSet) {
 
 // compute loads the inventory and the optional DCS snapshot and plans.
 func (in *planInput) compute() (*plan.Plan, *topology.Inventory, error) {
-	inv, err := topology.LoadWith(in.inventory, topology.ParseOptions{PigstyVersion: in.pigstyVersion})
+	inv, err := plan.LoadInventory(in.inventory, topology.ParseOptions{PigstyVersion: in.pigstyVersion})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/pgsvc/pgsvc/pkg/haproxy"
 	"github.com/pgsvc/pgsvc/pkg/metrics"
 	"github.com/pgsvc/pgsvc/pkg/patroni"
+	"github.com/pgsvc/pgsvc/pkg/plan"
 	"github.com/pgsvc/pgsvc/pkg/target"
 	"github.com/pgsvc/pgsvc/pkg/topology"
 )
@@ -48,7 +49,7 @@ func NewLogger(cfg config.Log, w io.Writer) *zap.Logger {
 // Serve runs the controller until ctx is done. ready, when set, receives the
 // bound status address once it listens (tests).
 func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<- string) error {
-	inv, err := topology.LoadWith(cfg.Inventory, topology.ParseOptions{PigstyVersion: cfg.PigstyVersion})
+	inv, err := plan.LoadInventory(cfg.Inventory, topology.ParseOptions{PigstyVersion: cfg.PigstyVersion})
 	if err != nil {
 		return err
 	}
@@ -86,12 +87,7 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<
 	}
 	defer cli.Close()
 
-	opts := controller.Options{
-		Log: log, Debounce: cfg.Controller.Debounce.Duration, ResyncInterval: cfg.Controller.ResyncInterval.Duration,
-		StaleAfter: cfg.Controller.StaleAfter.Duration, ApplyTimeout: cfg.Controller.ApplyTimeout.Duration,
-		FenceHold:      cfg.Controller.FenceHold.Duration,
-		IncludeUnknown: cfg.IncludeUnknown, DryRun: cfg.DryRun, HistorySize: cfg.Controller.HistorySize,
-	}
+	opts := ControllerOptions(cfg, log)
 	var elector *election.Elector
 	if cfg.Election.Enabled {
 		elector = election.New(cli, election.Options{Key: cfg.Election.Key, Identity: cfg.Election.Identity, TTL: cfg.Election.TTL, Log: log})
@@ -196,10 +192,21 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<
 	return err
 }
 
+// ControllerOptions maps the config's controller settings onto the
+// controller's options (every field of config.Controller is passed on).
+func ControllerOptions(cfg *config.Config, log *zap.Logger) controller.Options {
+	return controller.Options{
+		Log: log, Debounce: cfg.Controller.Debounce.Duration, ResyncInterval: cfg.Controller.ResyncInterval.Duration,
+		StaleAfter: cfg.Controller.StaleAfter.Duration, ApplyTimeout: cfg.Controller.ApplyTimeout.Duration,
+		FenceHold: cfg.Controller.FenceHold.Duration, PromoteWindow: cfg.Controller.PromoteWindow.Duration,
+		IncludeUnknown: cfg.IncludeUnknown, DryRun: cfg.DryRun, HistorySize: cfg.Controller.HistorySize,
+	}
+}
+
 // reloadInventory re-reads and validates the inventory; a bad file is
 // rejected with its error and the running inventory is kept.
 func reloadInventory(ctl *controller.Controller, cfg *config.Config, namespaces []string, placed string, log *zap.Logger) {
-	inv, err := topology.LoadWith(cfg.Inventory, topology.ParseOptions{PigstyVersion: cfg.PigstyVersion})
+	inv, err := plan.LoadInventory(cfg.Inventory, topology.ParseOptions{PigstyVersion: cfg.PigstyVersion})
 	if err != nil {
 		log.Error("inventory reload rejected; keeping the running inventory", zap.Error(err))
 		return

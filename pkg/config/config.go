@@ -287,6 +287,9 @@ func (c *Config) Validate() error {
 			return bad(f+".server_state_file", "required: without it every reload starts servers UP and misroutes writes")
 		}
 	}
+	if err := c.Controller.validate(); err != nil {
+		return bad(err.field, "%s", err.msg)
+	}
 	if c.Election.TTL < 2 {
 		return bad("election.ttl", "must be at least 2 seconds")
 	}

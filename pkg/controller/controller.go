@@ -97,7 +97,7 @@ func (o *Options) defaults() {
 	if o.PromoteWindow == 0 {
 		o.PromoteWindow = 15 * time.Second
 	}
-	if o.HistorySize == 0 {
+	if o.HistorySize <= 0 {
 		o.HistorySize = 100
 	}
 	if o.Metrics == nil {
@@ -132,6 +132,8 @@ type Controller struct {
 	decision    int64
 	history     []Event
 	workers     []*worker
+	guard       *panicGuard
+	lastState   map[string]*patroni.ClusterState // cluster -> last DCS state seen (kept if all its keys vanish)
 }
 
 // New returns a controller for inv that keeps targets in step.
@@ -151,6 +153,8 @@ func New(inv *topology.Inventory, targets []target.Target, opts Options) *Contro
 		lastGood:    map[string][]services.Service{},
 		frozen:      map[string]string{},
 		staleNS:     map[string]string{},
+		guard:       newPanicGuard(),
+		lastState:   map[string]*patroni.ClusterState{},
 	}
 	for _, t := range targets {
 		c.workers = append(c.workers, newWorker(t, &c.opts, c.recordApply))
@@ -227,16 +231,25 @@ func (c *Controller) markDirty() {
 // Run reconciles until ctx is done: after each burst of DCS events, on every
 // resync tick and on a periodic staleness check. It starts the target
 // workers and waits for them before returning ctx.Err().
-func (c *Controller) Run(ctx context.Context) error {
+func (c *Controller) Run(parent context.Context) (err error) {
+	ctx, cancel := context.WithCancel(parent)
 	var wg sync.WaitGroup
 	for _, w := range c.workers {
 		wg.Add(1)
 		go func(w *worker) {
 			defer wg.Done()
+			defer c.recoverPanic("target worker " + w.t.Name())
 			w.run(ctx)
 		}(w)
 	}
-	defer wg.Wait()
+	defer func() {
+		cancel()
+		c.waitAfter(&wg)
+		if f := c.Failed(); f != "" {
+			err = fmt.Errorf("controller stopped: %s", f)
+		}
+	}()
+	defer c.recoverPanic("reconcile loop")
 
 	resync := time.NewTicker(c.opts.ResyncInterval)
 	defer resync.Stop()
@@ -246,6 +259,8 @@ func (c *Controller) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-c.guard.done:
+			return nil // a worker panicked: the deferred check reports it
 		case <-c.dirty:
 			if c.opts.Debounce > 0 {
 				t := time.NewTimer(c.opts.Debounce)
@@ -325,6 +340,7 @@ func (c *Controller) ReconcileOnce(force bool) {
 	// The merged DCS view, per cluster, from the namespace snapshots.
 	dcs := map[string]*patroni.ClusterState{}
 	staleNS := map[string]string{}
+	vanished := map[string]bool{}
 	var revision int64
 	var eventAt time.Time
 	incomplete := false
@@ -349,6 +365,14 @@ func (c *Controller) ReconcileOnce(force bool) {
 			}
 			if st := s.Clusters[cl.DCSKey]; st != nil {
 				dcs[cl.Name] = st
+				c.lastState[cl.Name] = st
+			} else if last := c.lastState[cl.Name]; last != nil {
+				// Every key of a cluster that had live state is gone
+				// (etcdctl del --prefix, a restored etcd): keep the last
+				// known roles, frozen and reported stale, rather than fall
+				// back to the inventory's roles and undo a switchover.
+				dcs[cl.Name] = last
+				vanished[cl.Name] = true
 			}
 		}
 	}
@@ -387,6 +411,8 @@ func (c *Controller) ReconcileOnce(force bool) {
 			reason = "plan failed: " + planErrs[cl.Name].Error() + "; keeping its last good services"
 		case staleNS[invCl.Namespace] != "":
 			reason = staleNS[invCl.Namespace]
+		case vanished[cl.Name]:
+			reason = reasonVanished
 		case cl.Leaderless && leaders[cl.Name] == "":
 			reason = "no leader key in DCS and no leader seen yet; keeping the services as they are"
 		}
@@ -412,6 +438,7 @@ func (c *Controller) ReconcileOnce(force bool) {
 
 	prev := c.desired
 	prevFrozen := c.frozen
+	c.logNewWarnings(c.plan, p)
 	c.plan = p
 	c.frozen = frozen
 	c.staleNS = staleNS

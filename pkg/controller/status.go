@@ -154,6 +154,9 @@ func (c *Controller) Status() Status {
 	if c.plan != nil {
 		for _, cl := range c.plan.Clusters {
 			cs := ClusterStatus{Cluster: cl, Frozen: c.frozen[cl.Name], PlanError: c.planErrs[cl.Name]}
+			if cs.Frozen == reasonVanished {
+				st.NotReady = append(st.NotReady, cl.Name+": "+reasonVanished)
+			}
 			if cs.PlanError != "" {
 				st.NotReady = append(st.NotReady, "cluster "+cl.Name+": plan failed: "+cs.PlanError)
 			}
@@ -176,6 +179,9 @@ func (c *Controller) Status() Status {
 			st.NotReady = append(st.NotReady, ts.Name+": "+ts.State)
 		}
 		st.Targets = append(st.Targets, ts)
+	}
+	if f := c.Failed(); f != "" {
+		st.NotReady = append(st.NotReady, "controller stopped: "+f)
 	}
 	st.Ready = len(st.NotReady) == 0
 	return st

@@ -226,6 +226,9 @@ func (t *Target) Diff(ctx context.Context, desired []services.Service) ([]target
 }
 
 func validate(desired []services.Service) error {
+	if err := services.Validate(desired); err != nil {
+		return err
+	}
 	seen := map[string]bool{}
 	for i, d := range desired {
 		if d.Name == "" {

@@ -204,6 +204,11 @@ func RenderListen(s services.Service) string {
 // names and two services bound to the same port (a "*" bind collides with
 // every address on that port).
 func Check(svcs []services.Service) error {
+	// Every name, address, port and option word first: nothing unvalidated
+	// is ever written into a config.
+	if err := services.Validate(svcs); err != nil {
+		return err
+	}
 	names := map[string]bool{}
 	type bind struct {
 		ip   string

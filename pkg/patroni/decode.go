@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/pgsvc/pgsvc/pkg/haproxyname"
 )
 
 // Key names Patroni uses under /<namespace>/<scope>/.
@@ -121,12 +123,25 @@ func Decode(namespace string, kvs []KV) map[string]*ClusterState {
 				fail(errors.New("empty member name"))
 				continue
 			}
+			if err := haproxyname.Identifier(sub[1]); err != nil {
+				// The name becomes an HAProxy server name: never let it in.
+				fail(fmt.Errorf("member skipped: %w", err))
+				continue
+			}
 			m, err := decodeMember(sub[1], kv.Value)
 			if err != nil {
 				fail(err)
 				continue
 			}
 			m.ModRevision = kv.ModRevision
+			if m.Timeline < 0 {
+				fail(fmt.Errorf("member %q: negative timeline %d ignored", m.Name, m.Timeline))
+				m.Timeline = 0
+			}
+			if m.XLogLocation != nil && *m.XLogLocation < 0 {
+				fail(fmt.Errorf("member %q: negative xlog_location %d ignored", m.Name, *m.XLogLocation))
+				m.XLogLocation = nil
+			}
 			cs.Members[m.Name] = m
 		case len(sub) == 1 && sub[0] == keySync:
 			if err := decodeSync(cs, kv.Value); err != nil {
@@ -275,6 +290,9 @@ func decodeMember(name string, value []byte) (*Member, error) {
 	if err != nil {
 		return nil, fmt.Errorf("member %q: conn_url: %w", name, err)
 	}
+	if err := haproxyname.Address(host); err != nil {
+		return nil, fmt.Errorf("member %q: conn_url: %w", name, err)
+	}
 	m.Host, m.Port = host, port
 	if mj.APIURL != nil && *mj.APIURL != "" {
 		m.APIURL = *mj.APIURL
@@ -284,6 +302,9 @@ func decodeMember(name string, value []byte) (*Member, error) {
 		}
 		h, p, err := parseURLHostPort(m.APIURL, defPort, "http", "https")
 		if err != nil {
+			return nil, fmt.Errorf("member %q: api_url: %w", name, err)
+		}
+		if err := haproxyname.Address(h); err != nil {
 			return nil, fmt.Errorf("member %q: api_url: %w", name, err)
 		}
 		m.APIHost, m.APIPort = h, p

@@ -610,6 +610,7 @@ func FuzzDecode(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, key string, value []byte) {
 		got := Decode("/pg", []KV{kv("/pg/c/leader", "m", 1), {Key: key, Value: value, ModRevision: 2}})
+		checkDecoded(t, got) // only HAProxy-safe members come out
 		for scope, cs := range got {
 			if cs == nil || cs.Scope != scope || cs.Members == nil {
 				t.Fatalf("bad cluster %q: %+v", scope, cs)

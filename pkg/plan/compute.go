@@ -41,6 +41,7 @@ func Compute(inv *topology.Inventory, dcs map[string]*patroni.ClusterState, opts
 		if dcs != nil {
 			st = dcs[c.Name]
 		}
+		st, _ = ignoreGhostLeader(c, st)
 		v := topology.Merge(c, st, topology.MergeOptions{
 			IncludeUnknown:  opts.IncludeUnknown,
 			LastKnownLeader: opts.LastKnownLeaders[c.Name],
@@ -56,6 +57,7 @@ func Compute(inv *topology.Inventory, dcs map[string]*patroni.ClusterState, opts
 			}
 			return nil, fmt.Errorf("%s: %w", loc, err)
 		}
+		svcs, dropped := dropInvalidServers(svcs)
 		pc := Cluster{
 			Name:       c.Name,
 			Namespace:  c.Namespace,
@@ -74,6 +76,7 @@ func Compute(inv *topology.Inventory, dcs map[string]*patroni.ClusterState, opts
 			pc.Members = append(pc.Members, member(m, st))
 		}
 		pc.Warnings = warnings(v, st, dcs != nil, opts.IncludeUnknown, opts.LastKnownLeaders[c.Name])
+		pc.Warnings = append(append(pc.Warnings, dropped...), c.Warnings...)
 		p.Clusters = append(p.Clusters, pc)
 	}
 	return p, nil

@@ -167,17 +167,17 @@ func match(expr *jmespath.JMESPath, docs []any, index *docIndex) (hit map[int]bo
 	}
 	list, ok := res.([]any)
 	if !ok {
-		return nil, fmt.Errorf("returned %s, want a list of members", kindOf(res))
+		return nil, shapeError{fmt.Errorf("returned %s, want a list of members", kindOf(res))}
 	}
 	hit = make(map[int]bool, len(list))
 	for n, e := range list {
 		doc, ok := e.(map[string]any)
 		if !ok {
-			return nil, fmt.Errorf("element %d is %s, want a member (a filter such as [? ...], not a projection)", n, kindOf(e))
+			return nil, shapeError{fmt.Errorf("element %d is %s, want a member (a filter such as [? ...], not a projection)", n, kindOf(e))}
 		}
 		i, ok := index.find(doc)
 		if !ok {
-			return nil, fmt.Errorf("element %d is not a member of the cluster (selectors must return members unchanged)", n)
+			return nil, shapeError{fmt.Errorf("element %d is not a member of the cluster (selectors must return members unchanged)", n)}
 		}
 		hit[i] = true
 	}

@@ -285,6 +285,7 @@ func (p *parser) parse(data []byte) *Inventory {
 	p.buildClusters(defaultLayer(), allVars)
 	p.applyVersion(p.opts, allVars, p.cvs)
 	p.checkProviders()
+	p.validate()
 	if len(p.errs) == 0 && len(p.inv.Clusters) == 0 {
 		p.errf(0, where{}, "all.children", "no PostgreSQL cluster (no host has pg_cluster)")
 	}

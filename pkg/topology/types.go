@@ -56,6 +56,8 @@ type Cluster struct {
 	Members []*Member
 	// Services are pg_default_services + pg_services, validated, selectors compiled.
 	Services []*ServiceDef
+	// Warnings are accepted oddities found at load (see validate.go).
+	Warnings []string
 }
 
 // Member is one instance of a cluster as the inventory declares it.

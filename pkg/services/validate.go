@@ -1,0 +1,123 @@
+package services
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/pgsvc/pgsvc/pkg/haproxyname"
+)
+
+// ErrSelectorShape matches (errors.Is) a selector that returned something
+// other than a list of the cluster's members: wrong whatever the data, so
+// inventories with one are rejected at load. Evaluation errors (a function
+// given a null live field) depend on the data and are not.
+var ErrSelectorShape = errors.New("selector does not return a list of members")
+
+type shapeError struct{ error }
+
+func (e shapeError) Is(target error) bool { return target == ErrSelectorShape }
+func (e shapeError) Unwrap() error        { return e.error }
+
+// Validate is the last check before services reach HAProxy: every section
+// and server name an HAProxy identifier, every address an IP or host name,
+// every port 1-65535, every word of the health check, balance and
+// default-server line a known, plain token, and no section or server twice.
+// Renderers and both drivers call it before writing anything, whatever
+// checked the input before (inventory load, DCS decode).
+func Validate(svcs []Service) error {
+	var errs []error
+	names := make(map[string]bool, len(svcs))
+	for i := range svcs {
+		s := &svcs[i]
+		if err := ValidateService(s); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if names[s.Name] {
+			errs = append(errs, fmt.Errorf("%s: defined twice (one section name for two services)", describeService(s)))
+		}
+		names[s.Name] = true
+	}
+	return errors.Join(errs...)
+}
+
+// ValidateService checks one service and its servers (see Validate).
+func ValidateService(s *Service) error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%s: %s", describeService(s), fmt.Sprintf(format, a...))
+	}
+	if err := haproxyname.Identifier(s.Name); err != nil {
+		return bad("section %v", err)
+	}
+	if err := haproxyname.BindAddress(s.IP); err != nil {
+		return bad("%v", err)
+	}
+	if err := haproxyname.Port(s.Port); err != nil {
+		return bad("bind %v", err)
+	}
+	if s.Check != "" {
+		if err := haproxyname.Word(s.Check); err != nil || !strings.HasPrefix(s.Check, "/") {
+			return bad("health check %q: want a path such as /primary", s.Check)
+		}
+	}
+	if s.Balance != "" {
+		if err := haproxyname.Word(s.Balance); err != nil {
+			return bad("balance: %v", err)
+		}
+	}
+	if s.Maxconn < 0 {
+		return bad("maxconn %d is negative", s.Maxconn)
+	}
+	if err := haproxyname.ServerOptions(s.DefaultServer); err != nil {
+		return bad("%v", err)
+	}
+	seen := make(map[string]bool, len(s.Servers))
+	for j := range s.Servers {
+		if err := ValidateServer(&s.Servers[j]); err != nil {
+			return bad("%v", err)
+		}
+		if seen[s.Servers[j].Name] {
+			return bad("server %s listed twice", s.Servers[j].Name)
+		}
+		seen[s.Servers[j].Name] = true
+	}
+	return nil
+}
+
+// ValidateServer checks one server line: an identifier, an address, a port,
+// a health-check port and a weight HAProxy accepts (0-256).
+func ValidateServer(sv *Server) error {
+	if err := haproxyname.Identifier(sv.Name); err != nil {
+		return fmt.Errorf("server %v", err)
+	}
+	if err := haproxyname.Address(sv.Address); err != nil {
+		return fmt.Errorf("server %s: %v", sv.Name, err)
+	}
+	if err := haproxyname.Port(sv.Port); err != nil {
+		return fmt.Errorf("server %s: %v", sv.Name, err)
+	}
+	if sv.CheckPort != 0 {
+		if err := haproxyname.Port(sv.CheckPort); err != nil {
+			return fmt.Errorf("server %s: check %v", sv.Name, err)
+		}
+	}
+	if sv.Weight < 0 || sv.Weight > 256 {
+		return fmt.Errorf("server %s: weight %d out of range (0-256)", sv.Name, sv.Weight)
+	}
+	return nil
+}
+
+func describeService(s *Service) string {
+	name := s.Name
+	if err := haproxyname.Identifier(name); err != nil {
+		name = fmt.Sprintf("%q", name)
+		if len(name) > 90 {
+			name = name[:90] + "...\""
+		}
+	}
+	if s.Cluster != "" {
+		return "cluster " + s.Cluster + ": service " + name
+	}
+	return "service " + name
+}
