@@ -60,6 +60,11 @@ type Options struct {
 	// Gate, when set, must return true for this instance to apply changes
 	// (controller HA: only the elected leader applies).
 	Gate func() bool
+	// Term, when set, returns the election term and whether this instance
+	// leads (election.Elector.Term); it supersedes Gate: work is written
+	// only in the term it was planned in, and the lease is re-checked right
+	// before every write inside an apply.
+	Term func() (int64, bool)
 	// Metrics, when set, receives counters and latencies.
 	Metrics Metrics
 	// LeaderInfo, when set, says which controller instance applies (HA).
@@ -157,7 +162,9 @@ func New(inv *topology.Inventory, targets []target.Target, opts Options) *Contro
 		lastState:   map[string]*patroni.ClusterState{},
 	}
 	for _, t := range targets {
-		c.workers = append(c.workers, newWorker(t, &c.opts, c.recordApply))
+		w := newWorker(t, &c.opts, c.recordApply)
+		w.heldEvent = c.recordHeld
+		c.workers = append(c.workers, w)
 	}
 	return c
 }
@@ -479,7 +486,8 @@ func (c *Controller) ReconcileOnce(force bool) {
 		return
 	}
 	for _, w := range c.workers {
-		w.submit(job{desired: desired, force: force, eventAt: eventAt, decision: decision, revision: revision})
+		w.submit(job{desired: desired, force: force, eventAt: eventAt, decision: decision, revision: revision,
+			term: c.opts.currentTerm()})
 	}
 }
 

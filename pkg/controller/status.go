@@ -178,6 +178,9 @@ func (c *Controller) Status() Status {
 		if !ts.InSync && ts.State != "standby" && !(c.opts.DryRun && ts.LastError == "") {
 			st.NotReady = append(st.NotReady, ts.Name+": "+ts.State)
 		}
+		for _, h := range ts.HeldBack {
+			st.NotReady = append(st.NotReady, ts.Name+": cluster "+h.Cluster+" held back: "+h.Error)
+		}
 		st.Targets = append(st.Targets, ts)
 	}
 	if f := c.Failed(); f != "" {

@@ -18,6 +18,9 @@ type job struct {
 	eventAt  time.Time // first DCS event this job answers (convergence latency)
 	decision int64
 	revision int64
+	// term is the election term the job was planned under: it is written
+	// only while this instance still leads in that term.
+	term int64
 }
 
 // TargetStatus is one HAProxy target's convergence, as status shows it.
@@ -43,6 +46,9 @@ type TargetStatus struct {
 	StatePreserved  *bool           `json:"state_preserved,omitempty"`
 	StateWarning    string          `json:"state_warning,omitempty"`
 	ApplyDurationMS float64         `json:"last_apply_ms"`
+	// HeldBack are clusters this HAProxy refused: their last good state is
+	// kept here while the others are applied (state "partial").
+	HeldBack []HeldCluster `json:"held_back,omitempty"`
 }
 
 type worker struct {
@@ -51,11 +57,14 @@ type worker struct {
 	log    *zap.Logger
 	record func(name string, j job, res target.Result, err error, dur time.Duration)
 	notify chan struct{}
+	// heldEvent, when set, is told about every cluster held back.
+	heldEvent func(target, cluster string, err error)
 
 	mu      sync.Mutex
 	pending *job
 	applied []services.Service // last desired applied successfully
 	status  TargetStatus
+	held    map[string]*HeldCluster // clusters this HAProxy refused, by name
 }
 
 func newWorker(t target.Target, opts *Options, record func(string, job, target.Result, error, time.Duration)) *worker {
@@ -96,23 +105,44 @@ func (w *worker) snapshot() TargetStatus {
 func (w *worker) run(ctx context.Context) {
 	var retry <-chan time.Time
 	var current *job
+	failing := false // current failed and waits for its backoff
 	for {
+		fired := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-w.notify:
 		case <-retry:
+			fired = true
 		}
-		retry = nil
 		w.mu.Lock()
-		if w.pending != nil {
-			current, w.pending = w.pending, nil
+		if p := w.pending; p != nil {
+			if failing && !fired && retry != nil && p.term == current.term && sameDesired(p.desired, current.desired) {
+				// The same work that keeps failing, during its backoff (a
+				// resync, DCS churn that changes nothing here): wait for
+				// the backoff instead of retrying at every event.
+				w.pending = nil
+				w.mu.Unlock()
+				continue
+			}
+			current, w.pending = p, nil
 		}
 		w.mu.Unlock()
+		retry = nil
+		failing = false
 		if current == nil {
 			continue
 		}
 		if ok := w.handle(ctx, current); ok {
+			if d := w.heldRetryIn(); d > 0 {
+				// Some cluster is held back: try it again when due, with
+				// the newest desired state.
+				again := *current
+				again.force = true
+				current = &again
+				retry = time.After(d)
+				continue
+			}
 			current = nil
 			continue
 		}
@@ -123,6 +153,7 @@ func (w *worker) run(ctx context.Context) {
 		delay := backoff(w.opts.RetryMin, w.opts.RetryMax, w.status.Failures)
 		w.mu.Unlock()
 		retry = time.After(delay)
+		failing = true
 	}
 }
 
@@ -145,7 +176,7 @@ func (w *worker) handle(ctx context.Context, j *job) bool {
 	if unchanged && !j.force {
 		return true
 	}
-	if w.opts.Gate != nil && !w.opts.Gate() {
+	if !w.opts.termOK(j.term) {
 		w.mu.Lock()
 		w.status.State = "standby"
 		w.status.InSync = false
@@ -184,8 +215,19 @@ func (w *worker) handle(ctx context.Context, j *job) bool {
 	}
 	w.status.LastAttempt = start
 	w.mu.Unlock()
-	res, err := w.t.Apply(actx, j.desired)
+	res, err := w.applyIsolated(actx, j)
 	dur := w.opts.Now().Sub(start)
+	if isDropped(err) {
+		// Leadership ended (or moved to a newer term) during the apply:
+		// nothing more was written; the work is someone else's now.
+		w.log.Warn("apply dropped: this instance no longer leads in the term it planned under", zap.Int64("decision", j.decision))
+		w.mu.Lock()
+		w.status.State = "standby"
+		w.status.InSync = false
+		w.applied = nil
+		w.mu.Unlock()
+		return true
+	}
 	w.record(w.t.Name(), *j, res, err, dur)
 
 	w.mu.Lock()
@@ -211,6 +253,10 @@ func (w *worker) handle(ctx context.Context, j *job) bool {
 	w.status.LastError = ""
 	w.status.State = "in_sync"
 	w.status.InSync = true
+	if len(w.held) > 0 {
+		w.status.State = "partial"
+		w.status.InSync = false
+	}
 	w.status.LastApplied = w.opts.Now()
 	w.status.LastDecision = j.decision
 	w.status.AppliedRevision = j.revision

@@ -90,6 +90,7 @@ type Elector struct {
 
 	mu       sync.Mutex
 	holding  bool      // this instance won and has not lost or resigned
+	termNo   int64     // incremented at every win
 	deadline time.Time // the lease is certainly alive before this instant
 	subs     []func(bool)
 	reported bool // last value given to subs
@@ -159,8 +160,21 @@ func (e *Elector) notify() time.Time {
 
 func (e *Elector) setHolding(h bool) {
 	e.mu.Lock()
+	if h && !e.holding {
+		e.termNo++
+	}
 	e.holding = h
 	e.mu.Unlock()
+}
+
+// Term returns the number of this instance's current (or last) term and
+// whether it leads now (IsLeader). Work computed under one term must not be
+// written under another: a leader paused across a loss and a new win would
+// otherwise apply what it planned before another instance's changes.
+func (e *Elector) Term() (int64, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.termNo, e.isLeaderLocked()
 }
 
 // extend records a successful grant or keepalive sent at sent.

@@ -209,7 +209,7 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 	defer d.mu.Unlock()
 	start := time.Now()
 	if err := haproxycfg.Check(desired); err != nil {
-		return target.Result{}, err
+		return target.Result{}, target.Reject(err)
 	}
 	snap, err := d.read(ctx)
 	if err != nil {
@@ -234,6 +234,9 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 	log := d.log.With(zap.Int("changes", len(changes)))
 
 	if target.RuntimeOnly(changes) {
+		if err := target.CheckWrite(ctx); err != nil {
+			return res, err
+		}
 		for _, c := range changes {
 			if c.Kind == target.KindForceUp {
 				continue // after the weights
@@ -260,6 +263,10 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 		return res, nil
 	}
 
+	if err := probeBinds(desired, snap.current); err != nil {
+		res.Duration = time.Since(start)
+		return res, target.Reject(err)
+	}
 	if err := d.reloadWith(ctx, cfg, all, &res); err != nil {
 		res.Duration = time.Since(start)
 		return res, err
@@ -302,7 +309,7 @@ func (d *Direct) reloadWith(ctx context.Context, cfg []byte, all []services.Serv
 		return fmt.Errorf("write new config %s: %w", tmpName, err)
 	}
 	if err := checkConfig(ctx, d.opts.HAProxyBin, tmpName); err != nil {
-		return err
+		return target.Reject(nameSections(err, cfg))
 	}
 	if d.opts.ServerStateFile != "" {
 		// Right before the reload, so the states are as fresh as possible.
@@ -319,6 +326,11 @@ func (d *Direct) reloadWith(ctx context.Context, cfg []byte, all []services.Serv
 		}
 	}
 	old, oldErr := os.ReadFile(d.opts.ConfigPath)
+	// Last look at the lease before the file is installed and HAProxy
+	// reloaded: this apply may have been paused since it began.
+	if err := target.CheckWrite(ctx); err != nil {
+		return err
+	}
 	if err := os.Rename(tmpName, d.opts.ConfigPath); err != nil {
 		return fmt.Errorf("install new config: %w", err)
 	}
@@ -333,6 +345,11 @@ func (d *Direct) reloadWith(ctx context.Context, cfg []byte, all []services.Serv
 			}
 		} else if !errors.Is(err, ErrReloadFailed) {
 			res.ReloadResult = "in_progress"
+		}
+		if errors.Is(err, ErrReloadFailed) {
+			// HAProxy refused to load the new file (e.g. a bind that fails):
+			// the old worker serves the previous one, restored above.
+			return target.Reject(err)
 		}
 		return err
 	}
@@ -428,6 +445,9 @@ func (d *Direct) forceUp(ctx context.Context, changes []target.Change) error {
 	for _, c := range changes {
 		if c.Kind != target.KindForceUp {
 			continue
+		}
+		if err := target.CheckWrite(ctx); err != nil {
+			return err
 		}
 		if out, err := d.rt.Exec(ctx, fmt.Sprintf("set server %s/%s health up", c.Backend, c.Server)); err != nil {
 			return fmt.Errorf("force up %s/%s: %w", c.Backend, c.Server, err)
