@@ -197,30 +197,7 @@ func (sn *snapshot) backendLine(name string, f []string) {
 // parseParamsLenient parses server options, skipping words cfgtext does not
 // know; complete is false when it skipped any.
 func parseParamsLenient(words []string) (models.ServerParams, bool) {
-	complete := true
-	var keep []string
-	for i := 0; i < len(words); i++ {
-		w := words[i]
-		one, err := cfgtext.ParseServerParams([]string{w})
-		if err == nil {
-			_ = one
-			keep = append(keep, w)
-			continue
-		}
-		if i+1 < len(words) {
-			if _, err := cfgtext.ParseServerParams([]string{w, words[i+1]}); err == nil {
-				keep = append(keep, w, words[i+1])
-				i++
-				continue
-			}
-		}
-		complete = false
-	}
-	p, err := cfgtext.ParseServerParams(keep)
-	if err != nil {
-		return p, false
-	}
-	return p, complete
+	return cfgtext.ParseServerParamsLenient(words)
 }
 
 func word(f []string, i int) string {

@@ -265,3 +265,51 @@ func ParseServerLine(words []string) (models.Server, error) {
 	}
 	return s, nil
 }
+
+// ParseServerParamsLenient is ParseServerParams for reading a file someone
+// else may have written: a word it does not know is skipped (complete is
+// then false), a known option with a bad value too.
+func ParseServerParamsLenient(words []string) (p models.ServerParams, complete bool) {
+	complete = true
+	for i := 0; i < len(words); i++ {
+		w := words[i]
+		if flag, ok := negations[w]; ok {
+			byWord[flag].set(&p, "disabled")
+			continue
+		}
+		d, ok := byWord[w]
+		if !ok {
+			complete = false
+			continue
+		}
+		if d.kind == kFlag {
+			d.set(&p, "enabled")
+			continue
+		}
+		if i+1 >= len(words) {
+			complete = false
+			break
+		}
+		i++
+		v := words[i]
+		switch d.kind {
+		case kInt:
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				complete = false
+				continue
+			}
+			d.set(&p, n)
+		case kDuration:
+			n, err := ParseDuration(v)
+			if err != nil {
+				complete = false
+				continue
+			}
+			d.set(&p, n)
+		case kString:
+			d.set(&p, v)
+		}
+	}
+	return p, complete
+}
