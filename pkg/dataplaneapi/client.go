@@ -55,6 +55,7 @@ type Client struct {
 	timeout  time.Duration
 	hc       *http.Client
 	ver      apiVersion
+	v3obj    v3Objects
 }
 
 // New returns a client for rawURL (e.g. http://admin:secret@127.0.0.1:5555).
@@ -257,8 +258,16 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 	if v == 3 {
 		prefix = BasePathV3
 		route, rq = v3Route(path, q)
+		v5t := v5TypeOf(body)
 		if body, err = v3Body(body); err != nil {
 			return Meta{}, fmt.Errorf("dataplaneapi %s %s: %w", method, path, err)
+		}
+		if method == http.MethodPut && v5t != nil {
+			if base := c.v3obj.take(route); base != nil {
+				if body, err = mergeV3(base, body, v5t); err != nil {
+					return Meta{}, fmt.Errorf("dataplaneapi %s %s: %w", method, path, err)
+				}
+			}
 		}
 	}
 	u.Path = c.base.Path + prefix + route
@@ -327,6 +336,9 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 	if rt, ok := out.(*rawText); ok {
 		*rt = rawText(data)
 		return m, nil
+	}
+	if v == 3 && method == http.MethodGet {
+		c.v3obj.keep(route, data, bytes.HasPrefix(bytes.TrimSpace(data), []byte("[")))
 	}
 	if out != nil && len(bytes.TrimSpace(data)) > 0 {
 		if err := json.Unmarshal(data, out); err != nil {

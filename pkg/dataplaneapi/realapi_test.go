@@ -164,13 +164,40 @@ func testRealTarget(t *testing.T, rs *realStack) {
 	if got := rs.rt.requests(); len(got) != 2 || !strings.HasSuffix(got[0], "/configuration/version") {
 		t.Errorf("an apply with nothing changed (and a diff) sent %d requests, want 2 version reads: %v", len(got), got)
 	}
+	// Another writer gives a server an option the driver's parser does not
+	// know (cookie): the switchover's PUT of that server is built on a GET
+	// of it, so the option survives.
+	v, err := c.GetVersion(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, _, err := c.GetServer(ctx, "pg-live-replica", "pg-live-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Cookie = "c2"
+	if _, err := c.ReplaceServer(ctx, "pg-live-replica", srv, dataplaneapi.AtVersion(v)); err != nil {
+		t.Fatal(err)
+	}
 	if r := apply("switchover", onLoopback(cluster("pg-live", 1, 3, 2))); !r.reloaded || r.result != "succeeded" {
 		t.Errorf("switchover: %+v", r)
+	}
+	if text, _, err := c.GetRawConfig(ctx); err != nil || !strings.Contains(text, "cookie c2") || !strings.Contains(text, "server pg-live-2 ") {
+		t.Errorf("an option the driver does not manage was lost: %v\n%s", err, text)
 	}
 	w := onLoopback(cluster("pg-live", 1, 3, 2))
 	w[1].Servers[2].Weight = 10
 	if r := apply("weight", w); r.reloaded || r.changes != 1 {
 		t.Errorf("weight-only: %+v (want no reload)", r)
+	}
+	// Service settings (GET of the object, whole-object PUT; on v3 fields
+	// only v6 knows survive it).
+	set := onLoopback(cluster("pg-live", 1, 3, 2))
+	set[1].Servers[2].Weight = 10
+	set[0].Maxconn = 4000
+	set[1].Check = "/replica"
+	if r := apply("settings", set); !r.reloaded || r.changes != 2 {
+		t.Errorf("settings: %+v", r)
 	}
 	// The raw path with a low threshold.
 	rawTarget := dataplaneapi.NewTarget(c, zaptest.NewLogger(t), dataplaneapi.TargetOptions{RawThreshold: 3, ReloadPollInterval: 100 * time.Millisecond})
