@@ -199,3 +199,69 @@ func TestFailingTargetBacksOffAcrossEvents(t *testing.T) {
 		t.Errorf("%d attempts in 1s with a 400ms backoff under ~50 identical jobs, want 2-4", got)
 	}
 }
+
+// TestWorkOfAnOlderTermDropped: work planned under one election term is
+// never written in another (a leader paused across a loss and a new win),
+// and a loss inside an apply stops it at the next write check.
+func TestWorkOfAnOlderTermDropped(t *testing.T) {
+	var term int64 = 1
+	leading := true
+	var mu sync.Mutex
+	ft := &fakeTarget{}
+	c := New(loadInventory(t), []target.Target{ft}, Options{Term: func() (int64, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		return term, leading
+	}})
+	c.Observe(state(10, "pg-test-1", 100, "pg-test-1", "pg-test-2", "pg-test-3"))
+	c.ReconcileOnce(false) // planned in term 1
+	mu.Lock()
+	term = 2 // lost and won again before the worker ran
+	mu.Unlock()
+	w := c.workers[0]
+	j := w.pending
+	w.pending = nil
+	if !w.handle(context.Background(), j) || ft.count() != 0 {
+		t.Fatalf("work of term 1 applied in term 2 (%d applies)", ft.count())
+	}
+	if st := w.snapshot(); st.State != "standby" {
+		t.Errorf("state %s after dropping, want standby", st.State)
+	}
+	// Planned and applied in the same term: written; the write check
+	// inside the apply sees a loss.
+	step(c, true)
+	if ft.count() != 1 {
+		t.Fatalf("%d applies in the planning term, want 1", ft.count())
+	}
+	var inApply error
+	pt := &probeTarget{fn: func(ctx context.Context) error {
+		mu.Lock()
+		leading = false // the lease ran out during the apply
+		mu.Unlock()
+		inApply = target.CheckWrite(ctx)
+		return inApply
+	}}
+	mu.Lock()
+	leading = true
+	mu.Unlock()
+	c2 := New(loadInventory(t), []target.Target{pt}, Options{Term: c.opts.Term})
+	c2.Observe(state(10, "pg-test-1", 100, "pg-test-1", "pg-test-2", "pg-test-3"))
+	step(c2, false)
+	if !errors.Is(inApply, target.ErrNotLeader) {
+		t.Errorf("write check inside the apply = %v, want ErrNotLeader", inApply)
+	}
+	if st := c2.workers[0].snapshot(); st.State != "standby" || st.Failures != 0 {
+		t.Errorf("after a loss inside the apply: state %s, failures %d; want standby, 0", st.State, st.Failures)
+	}
+}
+
+// probeTarget runs fn inside Apply.
+type probeTarget struct{ fn func(context.Context) error }
+
+func (p *probeTarget) Name() string { return "probe" }
+func (p *probeTarget) Diff(context.Context, []services.Service) ([]target.Change, error) {
+	return nil, nil
+}
+func (p *probeTarget) Apply(ctx context.Context, _ []services.Service) (target.Result, error) {
+	return target.Result{}, p.fn(ctx)
+}

@@ -311,6 +311,9 @@ func (d *Direct) reloadWith(ctx context.Context, cfg []byte, all []services.Serv
 	if err := checkConfig(ctx, d.opts.HAProxyBin, tmpName); err != nil {
 		return target.Reject(nameSections(err, cfg))
 	}
+	if err := target.CheckWrite(ctx); err != nil {
+		return err // paused during the check and no longer leading
+	}
 	if d.opts.ServerStateFile != "" {
 		// Right before the reload, so the states are as fresh as possible.
 		dump, err := d.rt.ShowServersState(ctx)
