@@ -119,6 +119,9 @@ func (p *parser) hostsOf(hosts *yaml.Node, g *group, w where, path string) bool 
 		p.errf(hosts.Line, w, "hosts", "must be a mapping of host -> vars")
 		return false
 	}
+	if !p.spend(len(hosts.Content)/2+1, hosts.Line) {
+		return false // aliases repeating one hosts mapping in many groups
+	}
 	found := false
 	p.pairs(hosts, w, "hosts", func(host string, k, hv *yaml.Node) {
 		hw := where{cluster: w.cluster, host: host}
