@@ -23,6 +23,7 @@ type group struct {
 	priority int // ansible_group_priority (default 1)
 	// hasHosts: the group, or a descendant, lists at least one host.
 	hasHosts bool
+	hosts    []string // its own hosts, in file order
 	// ancestors (computed once): every group above this one.
 	ancestors []string
 	state     int // 0 new, 1 visiting, 2 done (depth computation)
@@ -143,6 +144,7 @@ func (p *parser) hostsOf(hosts *yaml.Node, g *group, w where, path string) bool 
 		}
 		if g != nil && !contains(h.groups, g.name) {
 			h.groups = append(h.groups, g.name)
+			g.hosts = append(g.hosts, host)
 		}
 	})
 	return found
@@ -298,6 +300,54 @@ func (p *parser) buildClusters(defaults, allVars layer) {
 		p.cluster(name, byName[name])
 	}
 	p.checkScopes()
+	p.exportGroups()
+}
+
+// exportGroups keeps the group tree for Inventory.GroupHosts and lists
+// every host in Inventory.Hosts.
+func (p *parser) exportGroups() {
+	for _, h := range p.hostOrder {
+		p.inv.Hosts = append(p.inv.Hosts, h.name)
+	}
+	p.inv.groups = make(map[string]groupInfo, len(p.groupOrder))
+	for _, g := range p.groupOrder {
+		p.inv.groups[g.name] = groupInfo{hosts: g.hosts, children: g.children}
+	}
+}
+
+// groupInfo is one group's own hosts and child groups.
+type groupInfo struct {
+	hosts, children []string
+}
+
+// GroupHosts returns the hosts of an inventory group as Ansible's
+// groups[name] lists them: the group's own hosts, then its descendants',
+// each once (e.g. groups[pg_service_provider]); nil for an unknown group.
+func (inv *Inventory) GroupHosts(name string) []string {
+	if _, ok := inv.groups[name]; !ok {
+		return nil
+	}
+	seenGroup := map[string]bool{}
+	seenHost := map[string]bool{}
+	out := []string{}
+	queue := []string{name}
+	for len(queue) > 0 {
+		g := queue[0]
+		queue = queue[1:]
+		if seenGroup[g] {
+			continue
+		}
+		seenGroup[g] = true
+		gi := inv.groups[g]
+		for _, h := range gi.hosts {
+			if !seenHost[h] {
+				seenHost[h] = true
+				out = append(out, h)
+			}
+		}
+		queue = append(queue, gi.children...)
+	}
+	return out
 }
 
 // citus reads pg_mode, and for Citus pg_shard and pg_group: Patroni's scope

@@ -185,3 +185,20 @@ func TestMembershipRejects(t *testing.T) {
 		})
 	}
 }
+
+func TestInventoryGroups(t *testing.T) {
+	inv := loadLayout(t, "provider.yml")
+	if got := strings.Join(inv.GroupHosts("proxy"), " "); got != "10.10.10.20 10.10.10.21" {
+		t.Errorf("groups[proxy] = %q", got)
+	}
+	inv = loadLayout(t, "precedence.yml")
+	if got := strings.Join(inv.GroupHosts("dc1"), " "); got != "10.10.10.11 10.10.10.12" {
+		t.Errorf("groups[dc1] = %q, want its children's hosts, each once", got)
+	}
+	if got := strings.Join(inv.Hosts, " "); got != "10.10.10.11 10.10.10.12 10.10.10.13" {
+		t.Errorf("hosts = %q", got)
+	}
+	if inv.GroupHosts("nope") != nil {
+		t.Error("unknown group has hosts")
+	}
+}

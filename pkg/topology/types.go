@@ -18,6 +18,10 @@ type Inventory struct {
 	// ParseOptions); VersionReason says why in words.
 	PigstyVersion string
 	VersionReason string
+	// Hosts are every host of the inventory in the order they first appear
+	// (Ansible's hostvars order); see also GroupHosts.
+	Hosts  []string
+	groups map[string]groupInfo
 }
 
 // Cluster is one PostgreSQL cluster of the inventory: every host whose merged
