@@ -267,10 +267,14 @@ func buildTargets(cfg *config.Config, dp []DataPlaneAPITarget, log *zap.Logger) 
 		return nil, err
 	}
 	for _, d := range cfg.Direct {
-		out = append(out, target.OnlyClusters(haproxy.NewDirect(haproxy.Options{
+		var t target.Target = haproxy.NewDirect(haproxy.Options{
 			ConfigPath: d.ConfigPath, StatsSocket: d.StatsSocket, MasterSocket: d.MasterSocket,
 			ServerStateFile: d.ServerStateFile, HAProxyBin: d.HAProxyBin, Maxconn: d.Maxconn, NoStrictLimits: d.NoStrictLimits,
-		}, log), d.Clusters))
+		}, log)
+		if d.Layout == "twins" {
+			t = target.WithTwins(t)
+		}
+		out = append(out, target.OnlyClusters(t, d.Clusters))
 	}
 	return out, nil
 }

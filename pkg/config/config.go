@@ -82,6 +82,11 @@ type Direct struct {
 	NoStrictLimits  bool   `yaml:"no_strict_limits"`
 	// Clusters limits this HAProxy to these clusters' services (empty = all).
 	Clusters []string `yaml:"clusters"`
+	// Layout is "pigsty" (default: the servers the selectors choose, a role
+	// change rewrites backup flags and reloads) or "twins" (every member
+	// twice in role-dependent services, a role change is runtime admin
+	// states only: see docs/twins.md).
+	Layout string `yaml:"layout"`
 }
 
 // Controller tunes the reconcile loop.
@@ -285,6 +290,8 @@ func (c *Config) Validate() error {
 			return bad(f+".master_socket", "required (haproxy -W -S <master socket>)")
 		case d.ServerStateFile == "":
 			return bad(f+".server_state_file", "required: without it every reload starts servers UP and misroutes writes")
+		case d.Layout != "" && d.Layout != "pigsty" && d.Layout != "twins":
+			return bad(f+".layout", "%q: want pigsty or twins", d.Layout)
 		}
 	}
 	if err := c.Controller.validate(); err != nil {

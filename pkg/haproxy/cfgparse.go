@@ -132,6 +132,8 @@ func parseServerLine(f []string) (services.Server, error) {
 		case "backup":
 			sv.Backup = true
 			sv.Selected = false
+		case "disabled":
+			sv.Disabled = true
 		case "check-ssl":
 			sv.CheckSSL = true
 		case "ca-file":

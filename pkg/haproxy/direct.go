@@ -134,8 +134,10 @@ func (d *Direct) read(ctx context.Context) (*snapshot, error) {
 		return nil, fmt.Errorf("read current state: %w", err)
 	}
 	checkPort := map[string]int{}
+	admin := map[string]string{}
 	for _, s := range states {
 		checkPort[s.Backend+"/"+s.Server] = s.CheckPort
+		admin[s.Backend+"/"+s.Server] = AdminWord(s.AdminSt)
 	}
 	cur := map[string]*target.Backend{}
 	get := func(n string) *target.Backend {
@@ -156,6 +158,7 @@ func (d *Direct) read(ctx context.Context) (*snapshot, error) {
 			get(r.Proxy).Servers[r.Name] = services.Server{
 				Name: r.Name, Address: r.Addr, Port: r.Port, CheckPort: checkPort[r.Proxy+"/"+r.Name],
 				Weight: r.Weight, Backup: r.Backup, Down: strings.HasPrefix(r.Status, "DOWN"),
+				Admin: admin[r.Proxy+"/"+r.Name],
 			}
 		}
 	}
@@ -237,8 +240,14 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 		if err := target.CheckWrite(ctx); err != nil {
 			return res, err
 		}
+		// Twins: incoming twins ready first, then weights, then outgoing
+		// twins down, so a backend never has zero active servers.
+		ups, downs := flipsOf(changes)
+		if err := d.rt.SetStates(ctx, ups); err != nil {
+			return res, fmt.Errorf("apply set_state: %w", err)
+		}
 		for _, c := range changes {
-			if c.Kind == target.KindForceUp {
+			if c.Kind == target.KindForceUp || c.Kind == target.KindSetState {
 				continue // after the weights
 			}
 			w, err := desiredWeight(desired, c.Backend, c.Server)
@@ -249,7 +258,13 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 				return res, fmt.Errorf("apply %s %s/%s: %w", c.Kind, c.Backend, c.Server, err)
 			}
 		}
+		if err := d.rt.SetStates(ctx, downs); err != nil {
+			return res, fmt.Errorf("apply set_state: %w", err)
+		}
 		if err := d.forceUp(ctx, changes); err != nil {
+			return res, err
+		}
+		if err := d.verifyStates(ctx, desired, changes); err != nil {
 			return res, err
 		}
 		// The file must carry the weights too, or the next reload (whose
@@ -272,6 +287,10 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 		return res, err
 	}
 	if err := d.forceUp(ctx, changes); err != nil {
+		res.Duration = time.Since(start)
+		return res, err
+	}
+	if err := d.verifyStates(ctx, desired, changes); err != nil {
 		res.Duration = time.Since(start)
 		return res, err
 	}

@@ -114,9 +114,17 @@ func FixServersState(dump string, desired []services.Service) (string, error) {
 		return "", fmt.Errorf("servers state: unexpected dump %q", truncate(dump, 120))
 	}
 	want := map[string]services.Server{}
+	// Twins (services.LayoutTwins): the admin state the new worker must
+	// start each server with, written so that it matches the new file's
+	// `disabled` keyword: then HAProxy applies the line, and a reload never
+	// resurrects a stale twin nor drops an active one.
+	twinAdmin := map[string]string{}
 	for _, s := range desired {
 		for _, sv := range s.Servers {
 			want[s.Name+"/"+sv.Name] = sv
+			if s.Layout == services.LayoutTwins {
+				twinAdmin[s.Name+"/"+sv.Name] = twinAdminBits(sv)
+			}
 		}
 	}
 	var b strings.Builder
@@ -142,6 +150,9 @@ func FixServersState(dump string, desired []services.Service) (string, error) {
 		}
 		f[stUWeight] = strconv.Itoa(sv.Weight)
 		f[stIWeight] = strconv.Itoa(sv.Weight)
+		if a, ok := twinAdmin[key]; ok {
+			f[stAdminState] = a
+		}
 		b.WriteString(strings.Join(f, " ") + "\n")
 	}
 	for _, s := range desired {
@@ -155,6 +166,9 @@ func FixServersState(dump string, desired []services.Service) (string, error) {
 			f[stBeID], f[stSrvID] = "0", "0"
 			f[stBeName], f[stSrvName] = s.Name, sv.Name
 			f[stAdminState] = "0"
+			if a, ok := twinAdmin[s.Name+"/"+sv.Name]; ok {
+				f[stAdminState] = a
+			}
 			f[stUWeight], f[stIWeight] = strconv.Itoa(sv.Weight), strconv.Itoa(sv.Weight)
 			f[stTimeSinceChange] = "0"
 			f[stAgentState], f[stBkForcedID], f[stSrvForcedID] = "0", "0", "0"
@@ -182,4 +196,14 @@ func markStopped(f []string, sv services.Server) {
 	f[stCheckResult] = "2" // CHK_RES_FAILED
 	f[stCheckHealth] = "0"
 	f[stCheckState] = "6" // CHK_ST_CONFIGURED|CHK_ST_ENABLED, as dumped for "check" servers
+}
+
+// twinAdminBits is the srv_admin_state of a twin after a reload: an inactive
+// twin is `disabled` in the file (config + forced maintenance, as HAProxy
+// dumps such a server), an active one has no admin flag.
+func twinAdminBits(sv services.Server) string {
+	if sv.Disabled {
+		return strconv.Itoa(admCMaint | admFMaint)
+	}
+	return "0"
 }

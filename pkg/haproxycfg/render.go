@@ -179,6 +179,9 @@ func ServerLine(sv services.Server) string {
 	if sv.Backup {
 		l += " backup"
 	}
+	if sv.Disabled {
+		l += " disabled"
+	}
 	return l
 }
 

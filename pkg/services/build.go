@@ -138,6 +138,15 @@ func buildOne(v *topology.View, def *topology.ServiceDef, served []*topology.Mem
 	if s.Maxconn == 0 {
 		s.Maxconn = 5000
 	}
+	s.RoleDependent = def.Backup != "" || !selectsAll(def.Selector)
+	for _, m := range served {
+		if !s.RoleDependent {
+			break // Twins leaves such a service as it is
+		}
+		cand := server(v, def, m, dest, true, false)
+		cand.Unconfirmed = v.Live && (m.Live == nil || (m.Live.State != "running" && m.Live.State != "streaming"))
+		s.Candidates = append(s.Candidates, cand)
+	}
 	for i, m := range served {
 		if selected[i] {
 			s.Servers = append(s.Servers, server(v, def, m, dest, true, backup[i]))

@@ -20,6 +20,17 @@ type Service struct {
 	// DefaultServer is the whole default-server line (options), without the keyword.
 	DefaultServer string   `json:"default_server"`
 	Servers       []Server `json:"servers"`
+	// Layout is "" for Pigsty's layout (servers are the members the
+	// selectors chose) or LayoutTwins (see Twins).
+	Layout string `json:"layout,omitempty"`
+	// RoleDependent is set by Build when the definition has a backup
+	// selector or a selector other than `[]`: live roles can then move a
+	// member between normal, backup and absent.
+	RoleDependent bool `json:"-"`
+	// Candidates are every served member as a plain (non-backup) server, in
+	// member order, set by Build: what Twins needs to keep a fixed set of
+	// servers whatever the roles.
+	Candidates []Server `json:"-"`
 }
 
 // Server is one server line of a backend.
@@ -39,6 +50,18 @@ type Server struct {
 	// the leader key and that Patroni reports running as primary. Saves the
 	// `rise` checks after `downinter` of a failover; never set otherwise.
 	ForceUp bool `json:"force_up,omitempty"`
+	// Disabled marks an inactive twin (LayoutTwins): `disabled` in the
+	// file, admin state drain or maint at runtime (Service.InactiveState).
+	Disabled bool `json:"disabled,omitempty"`
+	// Member is the cluster member a twin stands for ("" outside twins).
+	Member string `json:"member,omitempty"`
+	// Admin is the runtime admin state a target read back: "ready",
+	// "drain" or "maint" ("" = not read). Never set in desired.
+	Admin string `json:"-"`
+	// Unconfirmed is set on Build's candidates when the DCS has live data
+	// for the cluster but does not report this member running: Twins never
+	// activates its twins (`ready` is UP at once, before any check).
+	Unconfirmed bool `json:"-"`
 	// Down is set by targets on servers they read back: the live health
 	// check has the server DOWN (not in maintenance). Never set in desired.
 	Down bool `json:"-"`

@@ -58,6 +58,9 @@ func Diff(current map[string]*Backend, desired []services.Service) []Change {
 			}
 		}
 		out = append(out, diffServers(d.Name, cur.Servers, d.Servers)...)
+		if d.Layout == services.LayoutTwins {
+			out = append(out, diffAdmin(d, cur.Servers)...)
+		}
 	}
 	return out
 }

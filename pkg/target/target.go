@@ -37,6 +37,7 @@ const (
 	KindUpdateServer  = "update_server" // address/port/check port/backup changed (needs reload)
 	KindSetWeight     = "set_weight"    // runtime-capable
 	KindForceUp       = "force_up"      // runtime only: health UP now (a new primary)
+	KindSetState      = "set_state"     // runtime only: a twin's admin state (ready/drain/maint)
 )
 
 // Change is one difference between an HAProxy and the desired services.

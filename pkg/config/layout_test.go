@@ -1,0 +1,29 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestDirectLayout(t *testing.T) {
+	for layout, ok := range map[string]bool{"": true, "pigsty": true, "twins": true, "twin": false} {
+		c, err := Parse("c.yml", []byte(`inventory: inv.yml
+direct:
+  - config_path: /tmp/h.cfg
+    stats_socket: /tmp/s.sock
+    master_socket: /tmp/m.sock
+    server_state_file: /tmp/st
+    layout: "`+layout+`"
+`))
+		if err == nil {
+			c.ApplyDefaults()
+			err = c.Validate()
+		}
+		if ok && err != nil {
+			t.Errorf("layout %q: %v", layout, err)
+		}
+		if !ok && (err == nil || !strings.Contains(err.Error(), "direct[0].layout")) {
+			t.Errorf("layout %q: err %v, want one naming direct[0].layout", layout, err)
+		}
+	}
+}

@@ -1,0 +1,259 @@
+package haproxy
+
+import (
+	"sort"
+
+	"go.uber.org/zap"
+
+	"bufio"
+	"context"
+	"fmt"
+	"github.com/pgsvc/pgsvc/pkg/services"
+	"github.com/pgsvc/pgsvc/pkg/target"
+	"io"
+	"net"
+	"strings"
+	"time"
+)
+
+// Pipeline sends cmds over one stats-socket connection in `prompt` mode, all
+// written before any answer is read (HAProxy runs them in order), and returns
+// one answer per command. 6,000 `set server` commands take ~50 ms this way
+// instead of one connection each.
+func (r *Runtime) Pipeline(ctx context.Context, cmds []string) ([]string, error) {
+	if len(cmds) == 0 {
+		return nil, nil
+	}
+	for _, c := range cmds {
+		if strings.ContainsAny(c, "\n\r") {
+			return nil, fmt.Errorf("command %q: contains a newline", c)
+		}
+	}
+	timeout := r.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", r.Socket)
+	if err != nil {
+		return nil, fmt.Errorf("haproxy socket %s: %w", r.Socket, err)
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	// In prompt mode every answer ends with an empty line and the prompt
+	// "> "; the first "prompt" itself answers with just the prompt.
+	var b strings.Builder
+	b.WriteString("prompt\n")
+	for _, c := range cmds {
+		b.WriteString(c + "\n")
+	}
+	b.WriteString("quit\n")
+	errc := make(chan error, 1)
+	go func() {
+		_, werr := io.WriteString(conn, b.String())
+		errc <- werr
+	}()
+	br := bufio.NewReader(conn)
+	// Skip the answer to "prompt": "\n> " or "> ".
+	if err := skipPrompt(br); err != nil {
+		return nil, fmt.Errorf("haproxy socket %s: prompt: %w", r.Socket, ctxErr(ctx, err))
+	}
+	out := make([]string, 0, len(cmds))
+	for range cmds {
+		ans, err := readAnswer(br)
+		if err != nil {
+			return out, fmt.Errorf("haproxy socket %s: answer %d of %d: %w", r.Socket, len(out)+1, len(cmds), ctxErr(ctx, err))
+		}
+		out = append(out, ans)
+	}
+	if werr := <-errc; werr != nil {
+		return out, fmt.Errorf("haproxy socket %s: %w", r.Socket, ctxErr(ctx, werr))
+	}
+	return out, nil
+}
+
+func skipPrompt(br *bufio.Reader) error {
+	for {
+		c, err := br.ReadByte()
+		if err != nil {
+			return err
+		}
+		if c == '>' {
+			c2, err := br.ReadByte()
+			if err != nil {
+				return err
+			}
+			if c2 == ' ' {
+				return nil
+			}
+		}
+	}
+}
+
+// readAnswer reads one prompt-mode answer: text up to "\n> " (the answer's
+// terminating empty line is dropped).
+func readAnswer(br *bufio.Reader) (string, error) {
+	var b strings.Builder
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return "", err
+		}
+		b.WriteString(line)
+		// The next prompt follows the blank line that ends the answer.
+		if line == "\n" {
+			p, err := br.Peek(2)
+			if err == nil && string(p) == "> " {
+				_, _ = br.Discard(2)
+				return strings.TrimSuffix(b.String(), "\n"), nil
+			}
+		}
+	}
+}
+
+// SetStates sets the admin state of many servers over one connection, in
+// order; keys are "backend/server", states "ready", "drain" or "maint".
+func (r *Runtime) SetStates(ctx context.Context, flips []Flip) error {
+	cmds := make([]string, 0, len(flips))
+	for _, f := range flips {
+		switch f.State {
+		case "ready", "maint", "drain":
+		default:
+			return fmt.Errorf("server %s/%s: state %q: want ready, maint or drain", f.Backend, f.Server, f.State)
+		}
+		cmds = append(cmds, fmt.Sprintf("set server %s/%s state %s", f.Backend, f.Server, f.State))
+	}
+	answers, err := r.Pipeline(ctx, cmds)
+	if err != nil {
+		return err
+	}
+	var bad []string
+	for i, a := range answers {
+		if msg := strings.TrimSpace(a); msg != "" {
+			bad = append(bad, cmds[i]+": "+msg)
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("haproxy: %s", strings.Join(bad, "; "))
+	}
+	return nil
+}
+
+// Flip is one server's admin state change.
+type Flip struct {
+	Backend, Server, State string
+}
+
+// Admin state bits of `show servers state` (srv_admin_state, decimal).
+const (
+	admFMaint = 0x01
+	admIMaint = 0x02
+	admCMaint = 0x04
+	admFDrain = 0x08
+	admIDrain = 0x10
+	admRMaint = 0x20
+	admHMaint = 0x40
+	admCDrain = 0x80
+)
+
+// AdminWord is "maint", "drain" or "ready" for a srv_admin_state bitfield.
+// The "config" bits (CMAINT: `disabled` in the file the process loaded;
+// CDRAIN) only record the file: measured on HAProxy 2.6, a `disabled` server
+// set `ready` at runtime runs with admin state 4 (CMAINT) and takes traffic.
+func AdminWord(bits int) string {
+	switch {
+	case bits&(admFMaint|admIMaint|admRMaint|admHMaint) != 0:
+		return "maint"
+	case bits&(admFDrain|admIDrain) != 0:
+		return "drain"
+	}
+	return "ready"
+}
+
+// flipsOf splits the set_state changes into activations and deactivations.
+func flipsOf(changes []target.Change) (ups, downs []Flip) {
+	for _, c := range changes {
+		if c.Kind != target.KindSetState {
+			continue
+		}
+		f := Flip{Backend: c.Backend, Server: c.Server, State: target.StateOf(c)}
+		if f.State == "ready" {
+			ups = append(ups, f)
+		} else {
+			downs = append(downs, f)
+		}
+	}
+	return ups, downs
+}
+
+// verifyStates reads back the admin state of every twin server of desired
+// that changes touched and compares it with the desired one. A mismatch (a
+// command HAProxy ignored, a reload whose state file did not apply) is set
+// again once; if it still differs, the error names it (status and metrics
+// report failed applies, and the next resync tries again).
+func (d *Direct) verifyStates(ctx context.Context, desired []services.Service, changes []target.Change) error {
+	touched := map[string]bool{}
+	for _, c := range changes {
+		touched[c.Backend] = true
+	}
+	want := map[string]string{}
+	for _, s := range desired {
+		if s.Layout != services.LayoutTwins || !touched[s.Name] {
+			continue
+		}
+		for _, sv := range s.Servers {
+			want[s.Name+"/"+sv.Name] = services.AdminWord(s, sv)
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	var wrong []Flip
+	for attempt := 0; ; attempt++ {
+		text, err := d.rt.ShowServersState(ctx)
+		if err != nil {
+			return fmt.Errorf("verify admin states: %w", err)
+		}
+		states, err := ParseServersState(text)
+		if err != nil {
+			return fmt.Errorf("verify admin states: %w", err)
+		}
+		wrong = wrong[:0]
+		for _, st := range states {
+			w, ok := want[st.Backend+"/"+st.Server]
+			if !ok {
+				continue
+			}
+			got := AdminWord(st.AdminSt)
+			if (w == "ready") != (got == "ready") {
+				wrong = append(wrong, Flip{Backend: st.Backend, Server: st.Server, State: w})
+			}
+		}
+		if len(wrong) == 0 {
+			if attempt > 0 {
+				d.log.Warn("admin states repaired after read-back", zap.Int("attempts", attempt))
+			}
+			return nil
+		}
+		if attempt == 1 {
+			break
+		}
+		d.log.Warn("admin states differ from what was applied; setting them again", zap.Int("servers", len(wrong)))
+		// Readies first, as always.
+		sort.SliceStable(wrong, func(i, j int) bool { return wrong[i].State == "ready" && wrong[j].State != "ready" })
+		if err := d.rt.SetStates(ctx, wrong); err != nil {
+			return fmt.Errorf("repair admin states: %w", err)
+		}
+	}
+	names := make([]string, 0, len(wrong))
+	for _, f := range wrong {
+		names = append(names, f.Backend+"/"+f.Server+" want "+f.State)
+	}
+	return fmt.Errorf("admin states still wrong after repair: %s", strings.Join(names, ", "))
+}

@@ -1,0 +1,224 @@
+package haproxy
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgsvc/pgsvc/pkg/services"
+	"github.com/pgsvc/pgsvc/pkg/target"
+)
+
+// twinCluster builds what target.WithTwins hands the driver for a fake
+// cluster: the primary service as Pigsty has it, the replica service in the
+// twin layout (each member normal + backup twin; the primary's backup twin
+// and the replicas' normal twins active).
+func twinCluster(primaryPort, replicaPort int, ms ...*member) []services.Service {
+	prim := services.Service{Name: "pg-t-primary", Service: "primary", IP: frontIP, Port: primaryPort, Check: "/primary",
+		Balance: "roundrobin", Maxconn: 500, DefaultServer: testDefaultServer}
+	repl := services.Service{Name: "pg-t-replica", Service: "replica", IP: frontIP, Port: replicaPort, Check: "/read-only",
+		Balance: "roundrobin", Maxconn: 500, DefaultServer: testDefaultServer, Layout: services.LayoutTwins}
+	for _, m := range ms {
+		prim.Servers = append(prim.Servers, m.server(100, false))
+		isPrimary := m.role.Load() == "primary"
+		n := m.server(100, false)
+		n.Member, n.Disabled = m.name, isPrimary
+		b := m.server(100, true)
+		b.Name, b.Member, b.Disabled = m.name+services.BackupTwinSuffix, m.name, !isPrimary
+		repl.Servers = append(repl.Servers, n, b)
+	}
+	return []services.Service{prim, repl}
+}
+
+// admins reads `show servers state` of one backend: server -> ready/drain/maint.
+func (r *rig) admins(t testing.TB, backend string) map[string]string {
+	t.Helper()
+	text, err := r.rt.ShowServersState(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := ParseServersState(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, s := range st {
+		if s.Backend == backend {
+			out[s.Server] = AdminWord(s.AdminSt)
+		}
+	}
+	return out
+}
+
+func wantAdmins(t testing.TB, r *rig, want map[string]string) {
+	t.Helper()
+	got := r.admins(t, "pg-t-replica")
+	for k, w := range want {
+		if got[k] != w {
+			t.Errorf("admin state of pg-t-replica/%s = %q, want %q (all: %v)", k, got[k], w, got)
+		}
+	}
+}
+
+// TestTwinsDirect: a switchover in the twin layout is runtime admin states
+// only (the master's reload counter does not move), never leaves the
+// replica backend without an active server, is read back, an operator's
+// `set server` is repaired, and a reload for an inventory change keeps the
+// live roles (no stale twin resurrected).
+func TestTwinsDirect(t *testing.T) {
+	r := startRig(t)
+	ctx := context.Background()
+	m1 := newMember(t, "pg-t-1", "127.0.0.31", "primary")
+	m2 := newMember(t, "pg-t-2", "127.0.0.32", "replica")
+	m3 := newMember(t, "pg-t-3", "127.0.0.33", "replica")
+	pp, rp := freePort(t, frontIP), freePort(t, frontIP)
+
+	res, err := r.direct.Apply(ctx, twinCluster(pp, rp, m1, m2, m3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Reloaded {
+		t.Fatalf("initial apply: %+v, want a reload", res)
+	}
+	cfg, _ := os.ReadFile(r.opts.ConfigPath)
+	if !strings.Contains(string(cfg), "server pg-t-2.backup 127.0.0.32") || !strings.Contains(string(cfg), " backup disabled\n") {
+		t.Fatalf("file lacks the disabled backup twins:\n%s", cfg)
+	}
+	wantAdmins(t, r, map[string]string{"pg-t-1": "maint", "pg-t-1.backup": "ready", "pg-t-2": "ready", "pg-t-2.backup": "maint", "pg-t-3": "ready", "pg-t-3.backup": "maint"})
+	r.waitStatus(t, map[string]bool{"pg-t-replica/pg-t-2": true, "pg-t-replica/pg-t-3": true, "pg-t-replica/pg-t-1.backup": true})
+	if again, err := r.direct.Apply(ctx, twinCluster(pp, rp, m1, m2, m3)); err != nil || len(again.Changes) != 0 {
+		t.Fatalf("second apply = %+v, %v; want nothing to do", again, err)
+	}
+
+	t.Run("switchover is runtime only", func(t *testing.T) {
+		reloads := r.reloads(t)
+		d := startDialer(addr(frontIP, rp))
+		defer d.Stop()
+		eventually(t, 5*time.Second, "traffic through the replica service", func() string {
+			if d.ok.Load() < 20 {
+				return fmt.Sprintf("%d connections", d.ok.Load())
+			}
+			return ""
+		})
+		m1.setRole("replica")
+		m2.setRole("primary")
+		start := time.Now()
+		res, err := r.direct.Apply(ctx, twinCluster(pp, rp, m1, m2, m3))
+		took := time.Since(start)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Reloaded || !target.RuntimeOnly(res.Changes) {
+			t.Errorf("switchover: %+v, want runtime changes only", res)
+		}
+		if got := kinds(res.Changes); got != "set_state:pg-t-replica/pg-t-1 set_state:pg-t-replica/pg-t-1.backup set_state:pg-t-replica/pg-t-2 set_state:pg-t-replica/pg-t-2.backup" {
+			t.Errorf("changes = %s", got)
+		}
+		if n := r.reloads(t); n != reloads {
+			t.Errorf("master reload counter %d -> %d, want no reload", reloads, n)
+		}
+		wantAdmins(t, r, map[string]string{"pg-t-1": "ready", "pg-t-1.backup": "drain", "pg-t-2": "drain", "pg-t-2.backup": "ready", "pg-t-3": "ready"})
+		t.Logf("switchover applied in %s", took)
+		// New connections avoid the new primary: pg-t-2 (drained, and its
+		// backup twin is only used when no replica is up).
+		was := m2.accepted.Load()
+		okBefore := d.ok.Load()
+		eventually(t, 5*time.Second, "traffic after the switchover", func() string {
+			if d.ok.Load() < okBefore+30 {
+				return fmt.Sprintf("%d connections", d.ok.Load()-okBefore)
+			}
+			return ""
+		})
+		d.Stop()
+		if got := m2.accepted.Load() - was; got > 1 {
+			t.Errorf("the new primary took %d reads after the switchover", got)
+		}
+		if f := d.failed.Load(); f != 0 {
+			t.Errorf("%d failed connections through the replica service", f)
+		}
+		cfg, _ := os.ReadFile(r.opts.ConfigPath)
+		if !strings.Contains(string(cfg), "server pg-t-2 127.0.0.32:") || !strings.Contains(string(cfg), fmt.Sprintf("server pg-t-2 127.0.0.32:%d check port %d weight 100 disabled\n", m2.port, m2.restPort)) {
+			t.Errorf("file's disabled keywords not in step with the roles:\n%s", cfg)
+		}
+	})
+
+	t.Run("an operator's set server is repaired", func(t *testing.T) {
+		if err := r.rt.SetState(ctx, "pg-t-replica", "pg-t-1", "maint"); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.rt.SetState(ctx, "pg-t-replica", "pg-t-3.backup", "ready"); err != nil {
+			t.Fatal(err)
+		}
+		changes, err := r.direct.Diff(ctx, twinCluster(pp, rp, m1, m2, m3))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := kinds(changes); got != "set_state:pg-t-replica/pg-t-1 set_state:pg-t-replica/pg-t-3.backup" {
+			t.Errorf("diff = %s", got)
+		}
+		res, err := r.direct.Apply(ctx, twinCluster(pp, rp, m1, m2, m3))
+		if err != nil || res.Reloaded || len(res.Changes) != 2 {
+			t.Fatalf("repair = %+v, %v", res, err)
+		}
+		wantAdmins(t, r, map[string]string{"pg-t-1": "ready", "pg-t-3.backup": "drain"})
+	})
+
+	t.Run("a reload keeps the live roles", func(t *testing.T) {
+		reloads := r.reloads(t)
+		m4 := newMember(t, "pg-t-4", "127.0.0.34", "replica")
+		res, err := r.direct.Apply(ctx, twinCluster(pp, rp, m1, m2, m3, m4))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Reloaded || r.reloads(t) != reloads+1 {
+			t.Errorf("inventory change: %+v, counter %d -> %d, want one reload", res, reloads, r.reloads(t))
+		}
+		wantAdmins(t, r, map[string]string{"pg-t-1": "ready", "pg-t-1.backup": "maint", "pg-t-2": "maint", "pg-t-2.backup": "ready",
+			"pg-t-3": "ready", "pg-t-3.backup": "maint", "pg-t-4": "ready", "pg-t-4.backup": "maint"})
+		if again, err := r.direct.Apply(ctx, twinCluster(pp, rp, m1, m2, m3, m4)); err != nil || len(again.Changes) != 0 {
+			t.Errorf("after the reload = %+v, %v; want nothing to do", again, err)
+		}
+	})
+}
+
+// TestPipeline: many commands over one prompt-mode connection, each answer
+// in its place (an error in the middle is reported, the rest still run).
+func TestPipeline(t *testing.T) {
+	r := startRig(t)
+	ctx := context.Background()
+	m1 := newMember(t, "pg-t-1", "127.0.0.31", "primary")
+	m2 := newMember(t, "pg-t-2", "127.0.0.32", "replica")
+	if _, err := r.direct.Apply(ctx, twinCluster(freePort(t, frontIP), freePort(t, frontIP), m1, m2)); err != nil {
+		t.Fatal(err)
+	}
+	var cmds []string
+	for i := 0; i < 500; i++ {
+		cmds = append(cmds, "set server pg-t-replica/pg-t-2.backup state drain", "set server pg-t-replica/pg-t-2.backup state maint")
+	}
+	cmds = append(cmds, "set server pg-t-replica/nope state ready", "show servers state pg-t-replica")
+	out, err := r.rt.Pipeline(ctx, cmds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) != len(cmds) {
+		t.Fatalf("%d answers for %d commands", len(out), len(cmds))
+	}
+	for i := 0; i < 1000; i++ {
+		if out[i] != "" {
+			t.Fatalf("answer %d = %q, want empty", i, out[i])
+		}
+	}
+	if !strings.Contains(out[1000], "No such server") {
+		t.Errorf("answer to an unknown server = %q", out[1000])
+	}
+	if !strings.Contains(out[1001], "pg-t-2.backup") {
+		t.Errorf("show servers state answer = %q", out[1001])
+	}
+	err = r.rt.SetStates(ctx, []Flip{{"pg-t-replica", "pg-t-1", "ready"}, {"pg-t-replica", "nope", "drain"}})
+	if err == nil || !strings.Contains(err.Error(), "nope") {
+		t.Errorf("SetStates with an unknown server: %v", err)
+	}
+}

@@ -1,0 +1,118 @@
+package services
+
+import (
+	"fmt"
+	"strings"
+)
+
+// LayoutTwins is Service.Layout for the twin layout (see Twins).
+const LayoutTwins = "twins"
+
+// BackupTwinSuffix names a member's backup twin: "pg-test-1" is the member as
+// a normal server, "pg-test-1.backup" the same member as a `backup` server.
+// Both are valid HAProxy server names and read naturally in `show stat`,
+// `controller status` and the Data Plane API.
+const BackupTwinSuffix = ".backup"
+
+// selectsAll reports whether a selector picks every member (Pigsty's `[]`).
+func selectsAll(sel string) bool {
+	s := strings.Join(strings.Fields(sel), "")
+	return s == "" || s == "[]" || s == "[*]"
+}
+
+// InactiveState is the runtime admin state of an inactive twin in s: "maint"
+// in a write service (its Patroni check passes only on the primary: a
+// member leaving it must take no more writes, and maint cuts its sessions,
+// as the failing health check would), "drain" elsewhere (read services:
+// sessions on a replica that became the backup, or on a former primary
+// that now is a plain replica, are still valid reads and survive; a drained
+// server keeps being health-checked, so activating it later follows its real
+// health instead of `ready`'s immediate UP). In the file an inactive twin is
+// always `disabled` (maint), the only admin keyword HAProxy's file has.
+func InactiveState(s Service) string {
+	if WriteCheck(s.Check) {
+		return "maint"
+	}
+	return "drain"
+}
+
+// Twins turns Pigsty's layout into the twin layout: in every service whose
+// membership depends on live roles (Service.RoleDependent), every served
+// member of the cluster is present twice — the normal server (member name)
+// and a backup twin (member name + BackupTwinSuffix) — whatever the roles,
+// so that a role change is a runtime admin-state change only, never a
+// reload. Exactly one twin of a member is active (not Disabled) when
+// Pigsty's layout has the member (as normal or backup server); both are
+// Disabled when the selectors leave it out, or when the DCS has live data for
+// the cluster but does not report the member running (its twins are never
+// activated before the DCS says it is alive in that role). Services whose
+// membership does not depend on roles (primary, default: `[]` without
+// backup) are returned unchanged. Pure; in is not modified.
+func Twins(in []Service) ([]Service, error) {
+	out := make([]Service, 0, len(in))
+	for _, s := range in {
+		if !s.RoleDependent || len(s.Candidates) == 0 {
+			out = append(out, s)
+			continue
+		}
+		pig := make(map[string]Server, len(s.Servers))
+		for _, sv := range s.Servers {
+			pig[sv.Name] = sv
+		}
+		names := make(map[string]bool, len(s.Candidates))
+		for _, c := range s.Candidates {
+			names[c.Name] = true
+		}
+		t := s
+		t.Layout = LayoutTwins
+		t.Servers = make([]Server, 0, 2*len(s.Candidates))
+		inactive := InactiveState(s)
+		for _, c := range s.Candidates {
+			bname := c.Name + BackupTwinSuffix
+			if names[bname] {
+				return nil, fmt.Errorf("service %s: member %s and the backup twin of member %s have the same name", s.Name, bname, c.Name)
+			}
+			p, in := pig[c.Name]
+			delete(pig, c.Name)
+			for _, backup := range []bool{false, true} {
+				tw := c
+				tw.Member, tw.Backup, tw.Selected, tw.Unconfirmed = c.Name, backup, !backup, false
+				if backup {
+					tw.Name = bname
+				}
+				switch {
+				case in && p.Backup == backup && !c.Unconfirmed:
+					tw.Weight, tw.ForceUp, tw.Reason, tw.Selected = p.Weight, p.ForceUp, "active twin: "+p.Reason, p.Selected
+				case in && p.Backup == backup:
+					tw.Disabled, tw.ForceUp = true, false
+					tw.Reason = fmt.Sprintf("inactive twin (%s): the DCS does not report %s running; Pigsty's layout: %s", inactive, c.Name, p.Reason)
+				case in:
+					tw.Disabled, tw.ForceUp = true, false
+					tw.Reason = fmt.Sprintf("inactive twin (%s): the member is %s", inactive, map[bool]string{true: "a backup server", false: "a normal server"}[p.Backup])
+				default:
+					tw.Disabled, tw.ForceUp = true, false
+					tw.Reason = fmt.Sprintf("inactive twin (%s): not selected (%s)", inactive, c.Reason)
+				}
+				t.Servers = append(t.Servers, tw)
+			}
+		}
+		// Servers Pigsty's layout has that are no candidates (none today)
+		// are kept as they are.
+		for _, sv := range s.Servers {
+			if _, left := pig[sv.Name]; left {
+				t.Servers = append(t.Servers, sv)
+			}
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// AdminWord is the runtime admin state desired for sv in s: "ready" or
+// InactiveState(s).
+func AdminWord(s Service, sv Server) string {
+	if sv.Disabled {
+		return InactiveState(s)
+	}
+	return "ready"
+}

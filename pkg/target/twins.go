@@ -1,0 +1,89 @@
+package target
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/pgsvc/pgsvc/pkg/services"
+)
+
+// diffAdmin compares the runtime admin state of the servers of a twin-layout
+// service with the desired one. A server whose admin state the target did
+// not read (Admin "") is not compared; an inactive twin in maint where drain
+// is wanted (or the reverse) is inactive all the same and left alone.
+func diffAdmin(d services.Service, cur map[string]services.Server) []Change {
+	var out []Change
+	sorted := append([]services.Server(nil), d.Servers...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
+	for _, w := range sorted {
+		c, ok := cur[w.Name]
+		if !ok || c.Admin == "" {
+			continue
+		}
+		inactive := c.Admin == "drain" || c.Admin == "maint"
+		if inactive == w.Disabled {
+			continue
+		}
+		want := services.AdminWord(d, w)
+		out = append(out, Change{Kind: KindSetState, Backend: d.Name, Server: w.Name,
+			Detail: fmt.Sprintf("%s -> %s", c.Admin, want), Runtime: true})
+	}
+	return out
+}
+
+// StateOf is the admin state a set_state change sets ("ready", "drain", "maint").
+func StateOf(c Change) string {
+	if i := strings.LastIndex(c.Detail, "-> "); i >= 0 {
+		return strings.Fields(c.Detail[i+3:])[0]
+	}
+	return ""
+}
+
+// OrderFlips returns changes with every set_state to "ready" first, then the
+// other changes in their order, then the set_state to drain/maint: the
+// incoming twin is up before the outgoing one goes down, so a backend never
+// has zero active servers between two commands. Pure.
+func OrderFlips(changes []Change) []Change {
+	out := make([]Change, 0, len(changes))
+	var downs []Change
+	for _, c := range changes {
+		if c.Kind == KindSetState && StateOf(c) == "ready" {
+			out = append(out, c)
+		}
+	}
+	for _, c := range changes {
+		switch {
+		case c.Kind != KindSetState:
+			out = append(out, c)
+		case StateOf(c) != "ready":
+			downs = append(downs, c)
+		}
+	}
+	return append(out, downs...)
+}
+
+// WithTwins wraps t so that it is given the services in the twin layout
+// (services.Twins): role changes become runtime admin-state flips. Only
+// targets that read back admin states (Server.Admin) and apply set_state
+// changes support it (the direct driver).
+func WithTwins(t Target) Target { return &twins{Target: t} }
+
+type twins struct{ Target }
+
+func (t *twins) Diff(ctx context.Context, desired []services.Service) ([]Change, error) {
+	tw, err := services.Twins(desired)
+	if err != nil {
+		return nil, err
+	}
+	return t.Target.Diff(ctx, tw)
+}
+
+func (t *twins) Apply(ctx context.Context, desired []services.Service) (Result, error) {
+	tw, err := services.Twins(desired)
+	if err != nil {
+		return Result{}, err
+	}
+	return t.Target.Apply(ctx, tw)
+}
