@@ -22,7 +22,8 @@ import (
 // pass that follows deletes it. The passes run after successful applies,
 // from the first one after start, and stop once no in-progress transaction
 // is left at all (a GET /transactions per configuration version until then;
-// none after).
+// none after). A 429 (the limit of open transactions reached, possibly by
+// such orphans) runs a pass at once before backing off.
 
 type staleState struct {
 	done        bool
@@ -44,6 +45,30 @@ func (t *Target) cleanStale(ctx context.Context, version int64) {
 	if left == 0 {
 		t.stale.done = true
 	}
+}
+
+// cleanStaleNow deletes the outdated in-progress transactions at once (the
+// API answered 429); it returns how many it deleted.
+func (t *Target) cleanStaleNow(ctx context.Context) int {
+	v, err := t.c.GetVersion(ctx)
+	if err != nil {
+		return 0
+	}
+	before, err := t.c.ListTransactions(ctx)
+	if err != nil {
+		return 0
+	}
+	open := 0
+	for _, x := range before {
+		if x != nil && x.Status == "in_progress" {
+			open++
+		}
+	}
+	left, err := t.deleteOutdatedTransactions(ctx, v)
+	if err != nil {
+		return 0
+	}
+	return open - left
 }
 
 // deleteOutdatedTransactions deletes the in-progress transactions opened at

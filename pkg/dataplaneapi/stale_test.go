@@ -84,3 +84,27 @@ func TestStaleTransactionsDeletedOnceOutdated(t *testing.T) {
 	testStaleTransactions(t, f.c, func(s []services.Service) []services.Service { return s },
 		func() { f.srv.Edit(func(*dpapitest.Config) {}) })
 }
+
+// Orphans that fill the API's limit of open transactions must not block
+// the controller: a 429 makes it delete the outdated ones and go on.
+func TestOrphansFillingTheLimitAreDeletedOn429(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.apply(t, cluster("pg-a", 1, 3, 1))
+	v, _ := f.c.GetVersion(ctx)
+	for i := 0; i < dpapitest.MaxTransactions; i++ {
+		if _, err := f.c.StartTransaction(ctx, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.srv.Edit(func(*dpapitest.Config) {}) // they are outdated now
+	restarted := dataplaneapi.NewTarget(f.c, zaptest.NewLogger(t), dataplaneapi.TargetOptions{ReloadPollInterval: 2 * time.Millisecond, Backoff: time.Hour})
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := restarted.Apply(ctx, cluster("pg-a", 1, 3, 2)); err != nil {
+		t.Fatalf("apply with the limit filled by orphans: %v", err)
+	}
+	if open := inProgress(t, f.c); len(open) != 0 {
+		t.Errorf("%d transactions still open", len(open))
+	}
+}

@@ -280,6 +280,12 @@ func (t *Target) Apply(ctx context.Context, desired []services.Service) (target.
 			t.log.Info("configuration changed under us; re-reading and replanning", zap.Int("attempt", attempt+1), zap.Error(err))
 			continue
 		case IsTooMany(err) && !last:
+			// Transactions left open by killed controllers may be what
+			// fills the API's limit: delete the outdated ones first.
+			if n := t.cleanStaleNow(ctx); n > 0 {
+				t.log.Info("deleted outdated transactions after a 429; retrying", zap.Int("deleted", n))
+				continue
+			}
 			t.log.Warn("too many open transactions; backing off", zap.Duration("wait", backoff), zap.Error(err))
 			timer := time.NewTimer(backoff)
 			select {

@@ -44,6 +44,8 @@ func TestDriverOnV3Double(t *testing.T) {
 		{"OutsideEditTriggersOneFullRead", TestOutsideEditTriggersOneFullRead},
 		{"WriteFenceNeverWaitsOnAFullRead", TestWriteFenceNeverWaitsOnAFullRead},
 		{"FailedApplyReadsEverythingNextTime", TestFailedApplyReadsEverythingNextTime},
+		{"StaleTransactionsDeletedOnceOutdated", TestStaleTransactionsDeletedOnceOutdated},
+		{"OrphansFillingTheLimitAreDeletedOn429", TestOrphansFillingTheLimitAreDeletedOn429},
 	} {
 		t.Run(tc.name, tc.f)
 	}
