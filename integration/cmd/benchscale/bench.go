@@ -243,7 +243,7 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 		if ready == 0 && b.ready(ctx) {
 			ready = time.Since(start)
 		}
-	})
+	}, nil)
 	if err != nil {
 		return nil, fmt.Errorf("initial convergence: %w", err)
 	}
@@ -277,6 +277,11 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 	// candidate taking it (1.8 s in the end-to-end runs, RESULTS.md): the
 	// gap is polled to see the write fence go live.
 	var leaderAt, releasedAt time.Time
+	seeFence := func(rows []haproxy.StatRow) {
+		if res.fence == 0 && !releasedAt.IsZero() && fenced(rows) {
+			res.fence = time.Since(releasedAt)
+		}
+	}
 	for i, st := range steps {
 		at, err := b.w.commit(ctx, [][]clientv3.Op{st})
 		if err != nil {
@@ -286,10 +291,8 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 		case leaderStep - 1:
 			releasedAt = at
 			for time.Since(releasedAt) < o.gap {
-				if res.fence == 0 {
-					if rows, err := b.br.read(ctx, backends); err == nil && fenced(rows) {
-						res.fence = time.Since(releasedAt)
-					}
+				if rows, err := b.br.read(ctx, backends); err == nil {
+					seeFence(rows)
 				}
 				time.Sleep(time.Millisecond)
 			}
@@ -298,7 +301,7 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 		}
 	}
 	res.switchov.name = "switchover of " + b.fleet.clusterName(target)
-	if res.switchov.took, err = b.waitLive(ctx, want, backends, leaderAt, time.Millisecond, nil); err != nil {
+	if res.switchov.took, err = b.waitLive(ctx, want, backends, leaderAt, time.Millisecond, nil, seeFence); err != nil {
 		return nil, fmt.Errorf("switchover: %w", err)
 	}
 	// Settled: the fence lifted (every active server at its wanted weight).
@@ -307,6 +310,7 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 		if err != nil {
 			return false, nil
 		}
+		seeFence(rows)
 		for _, w := range weightsOf(rows) {
 			if w != 100 {
 				return false, b.controllerGone()
@@ -341,7 +345,7 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 	}
 	b.logf("mass failover written in %s", lastLeader.Sub(first).Round(time.Millisecond))
 	res.mass.name = "mass failover"
-	if res.mass.took, err = b.waitLive(ctx, want, nil, lastLeader, b.pollEvery(), nil); err != nil {
+	if res.mass.took, err = b.waitLive(ctx, want, nil, lastLeader, b.pollEvery(), nil, nil); err != nil {
 		return nil, fmt.Errorf("mass failover: %w", err)
 	}
 	res.massFirst = res.mass.took + lastLeader.Sub(first)
@@ -430,7 +434,7 @@ func (b *bench) controllerGone() error {
 // exactly the wanted servers and flags, and returns the time from since.
 // backends limits the read to those backends (`show stat <backend>`);
 // nil reads everything.
-func (b *bench) waitLive(ctx context.Context, want wanted, backends []string, since time.Time, every time.Duration, each func()) (time.Duration, error) {
+func (b *bench) waitLive(ctx context.Context, want wanted, backends []string, since time.Time, every time.Duration, each func(), onRows func([]haproxy.StatRow)) (time.Duration, error) {
 	deadline := time.Now().Add(b.o.timeout)
 	var lastBad []string
 	var example string
@@ -445,6 +449,9 @@ func (b *bench) waitLive(ctx context.Context, want wanted, backends []string, si
 			rows, err = b.rt.ShowStat(ctx)
 		}
 		now := time.Now()
+		if err == nil && onRows != nil {
+			onRows(rows)
+		}
 		if err == nil {
 			lastBad, example = mismatch(rows, want)
 			if len(lastBad) == 0 {
@@ -676,9 +683,9 @@ func ms(d time.Duration) string {
 	}
 }
 
-func fenceText(d, gap time.Duration) string {
+func fenceText(d time.Duration) string {
 	if d <= 0 {
-		return fmt.Sprintf("not seen within %s", gap)
+		return "never seen"
 	}
 	return ms(d)
 }
@@ -713,7 +720,7 @@ func (r *result) print(w io.Writer) {
 		}
 	}
 	row(r.switchov.name+": leader key moved -> live", "%s", ms(r.switchov.took))
-	row(r.switchov.name+": leader key released -> write fence live", "%s", fenceText(r.fence, r.o.gap))
+	row(r.switchov.name+": leader key released -> write fence live (the new leader took the key after "+r.o.gap.String()+")", "%s", fenceText(r.fence))
 	row(r.switchov.name+": leader key moved -> write fence lifted", "%s", ms(r.switchov.settled))
 	row("mass failover: last leader key -> live (from the first write)", "%s (%s)", ms(r.mass.took), ms(r.massFirst))
 	idleMin := r.idleFor.Minutes()
@@ -730,7 +737,7 @@ func (r *result) print(w io.Writer) {
 }
 
 // rowHeader is the header of the rows -out appends.
-const rowHeader = "| driver | N | ready / live | switchover → live (fence lifted) | API req. switchover | mass failover → live | API req. mass failover | reloads init/switch/mass/idle | idle API req./min | idle not-ready | old workers | controller RSS (peak) | idle CPU ctl/API/HAProxy | notes |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+const rowHeader = "| driver | N | ready / live | switchover → live (fence lifted) | release → fence | API req. switchover | mass failover → live | API req. mass failover | reloads init/switch/mass/idle | idle API req./min | idle not-ready | old workers | controller RSS (peak) | idle CPU ctl/API/HAProxy | notes |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
 
 func (r *result) appendRow(path string) error {
 	_, statErr := os.Stat(path)
@@ -749,8 +756,8 @@ func (r *result) appendRow(path string) error {
 		idle = fmt.Sprintf("%.0f", float64(r.idle.requests)/r.idleFor.Minutes())
 	}
 	old := max(r.initial.oldWorkers, r.switchov.oldWorkers, r.mass.oldWorkers, r.idle.oldWorkers)
-	_, err = fmt.Fprintf(f, "| %s | %d | %s / %s | %s (%s) | %s | %s | %s | %d/%d/%d/%d | %s | %d of %d | %d | %.0f MB (%.0f MB) | %.0f%% / %.0f%% / %.0f%% | %s |\n",
-		r.driverName(), r.o.n, ms(r.initial.ready), ms(r.initial.took), ms(r.switchov.took), ms(r.switchov.settled),
+	_, err = fmt.Fprintf(f, "| %s | %d | %s / %s | %s (%s) | %s | %s | %s | %s | %d/%d/%d/%d | %s | %d of %d | %d | %.0f MB (%.0f MB) | %.0f%% / %.0f%% / %.0f%% | %s |\n",
+		r.driverName(), r.o.n, ms(r.initial.ready), ms(r.initial.took), ms(r.switchov.took), ms(r.switchov.settled), fenceText(r.fence),
 		r.reqs(r.switchov), ms(r.mass.took), r.reqs(r.mass),
 		r.initial.reloads, r.switchov.reloads, r.mass.reloads, r.idle.reloads, idle, r.notReady, r.samples, old,
 		r.rss, r.hwm, 100*r.cpuCtl, 100*r.cpuAPI, 100*r.cpuHAP, strings.TrimSpace(r.o.label+" "+r.machine))
