@@ -136,6 +136,10 @@ func TestMismatch(t *testing.T) {
 	if !fenced(rows) {
 		t.Error("weight 0 not seen as the fence")
 	}
+	n, ex := offWeights(rows, map[string]int{"pg-a-replica/127.90.0.2:6432": 100, "pg-a-replica/127.90.0.3:6432": 100})
+	if n != 1 || ex != "pg-a-replica/127.90.0.2:6432 weight 0, plan 100" {
+		t.Errorf("offWeights: %d %q", n, ex)
+	}
 }
 
 func TestPathShape(t *testing.T) {

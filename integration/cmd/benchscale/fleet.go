@@ -261,6 +261,23 @@ func (f *fleet) modelWanted(inv *topology.Inventory, only map[int]bool) (wanted,
 	return wantedOf(p, names), nil
 }
 
+// modelWeights is every server's planned weight, by backend/address:port.
+func (f *fleet) modelWeights(inv *topology.Inventory) (map[string]int, error) {
+	p, err := plan.Compute(inv, patroni.Decode("/pg", f.kvs(nil)), plan.Options{})
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]int{}
+	for _, c := range p.Clusters {
+		for _, s := range c.Services {
+			for _, sv := range s.Servers {
+				m[fmt.Sprintf("%s/%s:%d", s.Name, sv.Address, sv.Port)] = sv.Weight
+			}
+		}
+	}
+	return m, nil
+}
+
 // wanted is what the running HAProxy must show for a cluster's services:
 // per backend, the active (not in maintenance or drain) servers by
 // address:port and whether each is a backup. Comparing addresses rather

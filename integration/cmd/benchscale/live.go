@@ -182,3 +182,22 @@ func fenced(rows []haproxy.StatRow) bool {
 	}
 	return false
 }
+
+// offWeights counts the active servers whose running weight differs from
+// want (by backend/address:port) and names the first one.
+func offWeights(rows []haproxy.StatRow, want map[string]int) (int, string) {
+	n, first := 0, ""
+	got := weightsOf(rows)
+	for k, w := range got {
+		if pw, ok := want[k]; ok && pw != w {
+			n++
+			if first == "" || k < first {
+				first = k
+			}
+		}
+	}
+	if n == 0 {
+		return 0, ""
+	}
+	return n, fmt.Sprintf("%s weight %d, plan %d", first, got[first], want[first])
+}
