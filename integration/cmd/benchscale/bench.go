@@ -85,6 +85,9 @@ type phase struct {
 	// plan's once the phase settled; offExample names one.
 	offWeight  int
 	offExample string
+	// cpu is the CPU time each process used during the phase: on a
+	// shared machine a steadier figure than the wall clock.
+	cpu cpuTimes
 }
 
 type result struct {
@@ -557,6 +560,7 @@ func (b *bench) settle(ctx context.Context) {
 // marks are counters at the start of a phase.
 type marks struct {
 	at                   time.Time
+	cpu                  cpuTimes
 	req                  snap
 	reloads              int
 	reconciles, applies  float64
@@ -565,7 +569,7 @@ type marks struct {
 }
 
 func (b *bench) mark(ctx context.Context) marks {
-	m := marks{at: time.Now(), req: b.count.snapshot()}
+	m := marks{at: time.Now(), req: b.count.snapshot(), cpu: b.cpu(ctx)}
 	if p, err := b.rt.ShowProc(ctx); err == nil {
 		m.reloads, m.haveReloads = p.Reloads, true
 	}
@@ -578,6 +582,7 @@ func (b *bench) mark(ctx context.Context) marks {
 func (b *bench) fill(ctx context.Context, p *phase, before marks) {
 	after := b.mark(ctx)
 	p.requests, p.requestsBy = after.req.since(before.req)
+	p.cpu = cpuTimes{ctl: after.cpu.ctl - before.cpu.ctl, api: after.cpu.api - before.cpu.api, hap: max(after.cpu.hap-before.cpu.hap, 0)}
 	p.reloads = after.reloads - before.reloads
 	p.reconciles = int(after.reconciles - max(before.reconciles, 0))
 	p.applies = int(after.applies - max(before.applies, 0))
@@ -672,7 +677,9 @@ type cpuTimes struct{ ctl, api, hap time.Duration }
 // master and current workers.
 func (b *bench) cpu(ctx context.Context) cpuTimes {
 	var c cpuTimes
-	c.ctl = procCPU(b.controller.pid())
+	if b.controller != nil {
+		c.ctl = procCPU(b.controller.pid())
+	}
 	if b.api != nil {
 		c.api = procCPU(b.api.pid())
 	}
@@ -743,6 +750,7 @@ func (r *result) print(w io.Writer) {
 	for _, p := range []phase{r.initial, r.switchov, r.mass, r.idle} {
 		row(p.name+": reconciles / applies / apply errors", "%d / %d / %d", p.reconciles, p.applies, p.applyErrors)
 		row(p.name+": HAProxy reloads / old workers left", "%d / %d", p.reloads, p.oldWorkers)
+		row(p.name+": CPU used by controller / API / HAProxy (live processes)", "%.1f s / %.1f s / %.1f s", p.cpu.ctl.Seconds(), p.cpu.api.Seconds(), p.cpu.hap.Seconds())
 		if p.offWeight > 0 {
 			row(p.name+": servers whose running weight is not the plan's, once settled", "**%d** (%s)", p.offWeight, p.offExample)
 		}
