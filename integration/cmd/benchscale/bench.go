@@ -373,7 +373,18 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 		return nil, err
 	}
 
-	// 4. Idle.
+	// 4. Idle, from quietAfter past the last leader change: within its
+	// promote window (15 s) the controller forces new primaries UP again
+	// whenever their checks fail (here they always do: nobody listens).
+	if wait := quietAfter - time.Since(lastLeader); wait > 0 {
+		b.logf("waiting %s: idle starts %s after the last leader change", wait.Round(time.Second), quietAfter)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		b.settle(ctx)
+	}
 	b.logf("measuring the idle fleet for %s", o.idle)
 	before = b.mark(ctx)
 	cpu0 := b.cpu(ctx)
@@ -418,6 +429,10 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 // that reading HAProxy never costs it more than about a tenth of a core (a
 // full read of 1,000 clusters is ~15,000 rows).
 func (b *bench) pollEvery() time.Duration { return 50 * time.Millisecond }
+
+// quietAfter: the idle phase starts this long after the last leader change
+// (past the controller's promote_window, 15 s, and fence_hold, 5 s).
+const quietAfter = 25 * time.Second
 
 // pollShare: pause >= pollShare x the last read.
 const pollShare = 9
