@@ -190,6 +190,21 @@ func testRealTarget(t *testing.T, rs *realStack) {
 	if r := apply("weight", w); r.reloaded || r.changes != 1 {
 		t.Errorf("weight-only: %+v (want no reload)", r)
 	}
+	// Force the new primary UP through the runtime endpoint (nothing
+	// listens here, so its checks keep it DOWN until then).
+	waitUntil(t, 30*time.Second, func() bool {
+		rs, err := c.GetRuntimeServer(ctx, "pg-live-primary", "pg-live-2")
+		return err == nil && rs.OperationalState == "down"
+	})
+	fu := onLoopback(cluster("pg-live", 1, 3, 2))
+	fu[1].Servers[2].Weight = 10
+	for i := range fu[0].Servers {
+		fu[0].Servers[i].ForceUp = fu[0].Servers[i].Name == "pg-live-2"
+	}
+	res, err := tg.Apply(ctx, fu)
+	if err != nil || len(res.Changes) != 1 || res.Changes[0].Kind != "force_up" || res.Reloaded {
+		t.Errorf("force up: %+v %v", res, err)
+	}
 	// Service settings (GET of the object, whole-object PUT; on v3 fields
 	// only v6 knows survive it).
 	set := onLoopback(cluster("pg-live", 1, 3, 2))
