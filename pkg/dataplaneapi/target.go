@@ -85,6 +85,8 @@ type Target struct {
 	reads  ReadStats
 	// stale: see cleanStale.
 	stale staleState
+	// running: see confirmRunning.
+	running runningState
 }
 
 var _ target.Target = (*Target)(nil)
@@ -272,7 +274,7 @@ func (t *Target) Apply(ctx context.Context, desired []services.Service) (target.
 		res.Duration = t.opts.Now().Sub(start)
 		if err == nil {
 			t.cleanStale(ctx, res.Version)
-			return res, nil
+			return t.confirmRunning(ctx, desired, res)
 		}
 		last := attempt >= t.opts.MaxRetries
 		switch {
@@ -297,6 +299,7 @@ func (t *Target) Apply(ctx context.Context, desired []services.Service) (target.
 			backoff *= 2
 			continue
 		}
+		t.applyFailed(res, err)
 		return res, fmt.Errorf("apply %s: %w", t.Name(), err)
 	}
 }
@@ -344,7 +347,7 @@ func (t *Target) applyConfig(ctx context.Context, st *state, desired []services.
 	if err != nil {
 		return res, err
 	}
-	if len(ops) > t.opts.RawThreshold {
+	if len(ops) > t.opts.RawThreshold || t.running.rawNext {
 		return t.applyRaw(ctx, st, desired, changes, len(ops), res)
 	}
 	return t.applyTxn(ctx, st, desired, ops, changes, res)
