@@ -40,6 +40,7 @@ type bench struct {
 
 	fleet *fleet
 	inv   *topology.Inventory
+	fake  *fakeCluster
 	w     *writer
 }
 
@@ -48,6 +49,7 @@ func (b *bench) logf(format string, a ...any) {
 }
 
 func (b *bench) teardown() {
+	b.fake.close()
 	if b.controller != nil {
 		b.controller.stop()
 	}
@@ -100,17 +102,20 @@ type result struct {
 	mass      phase
 	massFirst time.Duration // from the first failover write
 	idle      phase
-	fence     time.Duration // switchover: leader key released -> fence live
-	idleFor   time.Duration
-	notReady  int
-	samples   int
-	cpuCtl    float64 // fraction of one core while idle
-	cpuAPI    float64
-	cpuHAP    float64
-	rss, hwm  float64 // controller MB
-	apiRSS    float64
-	hapRSS    float64 // current worker
-	version   string
+	// sessions: which client sessions held through the switching cluster's
+	// services survived its switchover ("" when not measured).
+	sessions string
+	fence    time.Duration // switchover: leader key released -> fence live
+	idleFor  time.Duration
+	notReady int
+	samples  int
+	cpuCtl   float64 // fraction of one core while idle
+	cpuAPI   float64
+	cpuHAP   float64
+	rss, hwm float64 // controller MB
+	apiRSS   float64
+	hapRSS   float64 // current worker
+	version  string
 }
 
 func (b *bench) run(ctx context.Context) (*result, error) {
@@ -279,6 +284,26 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 		return nil, err
 	}
 	backends := backendNames(want)
+	var held []*session
+	if o.sessions {
+		// The switching cluster's members answer (checks pass) and one
+		// client session is held through each of its services.
+		oldLeader := b.fleet.memberName(target, (b.fleet.leader[target]+1)%3+1)
+		if b.fake, err = startFakeCluster(b.fleet, target); err != nil {
+			return nil, fmt.Errorf("fake members: %w", err)
+		}
+		b.fake.setRole(oldLeader, "primary")
+		addrs := map[string]string{}
+		ip := b.fleet.addr(target, 0)
+		for svc, port := range map[string]int{"primary": portPrimary, "replica": portReplica, "default": portDefault, "offline": portOffline} {
+			addrs[svc] = fmt.Sprintf("%s:%d", ip, port)
+		}
+		if held, err = openSessions(ctx, addrs, 2*time.Minute); err != nil {
+			return nil, err
+		}
+		defer closeSessions(held)
+		b.logf("holding %d client sessions through %s's services", len(held), b.fleet.clusterName(target))
+	}
 	before = b.mark(ctx)
 	// Patroni takes a while between releasing the leader key and the
 	// candidate taking it (1.8 s in the end-to-end runs, RESULTS.md): the
@@ -295,6 +320,12 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 			return nil, err
 		}
 		switch i {
+		case leaderStep - 2:
+			if b.fake != nil { // the old primary stops serving as primary
+				for seq := 1; seq <= 3; seq++ {
+					b.fake.setRole(b.fleet.memberName(target, seq), "replica")
+				}
+			}
 		case leaderStep - 1:
 			releasedAt = at
 			for time.Since(releasedAt) < o.gap {
@@ -305,6 +336,9 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 			}
 		case leaderStep:
 			leaderAt = at
+			if b.fake != nil {
+				b.fake.setRole(b.fleet.memberName(target, b.fleet.leader[target]), "primary")
+			}
 		}
 	}
 	res.switchov.name = "switchover of " + b.fleet.clusterName(target)
@@ -340,6 +374,16 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 	}
 	b.settle(ctx)
 	b.fill(ctx, &res.switchov, before)
+	if held != nil {
+		kept := make([]bool, len(held))
+		for i, h := range held {
+			kept[i] = h.alive()
+		}
+		res.sessions = sessionsText(held, kept)
+		closeSessions(held)
+		b.fake.close()
+		b.fake = nil
+	}
 	b.logf("switchover: live %s after the leader key, fence lifted %s, %d API requests, %d reloads", res.switchov.took.Round(time.Millisecond),
 		res.switchov.settled.Round(time.Millisecond), res.switchov.requests, res.switchov.reloads)
 	if err := b.crossCheck(ctx, only); err != nil {
@@ -777,6 +821,9 @@ func (r *result) print(w io.Writer) {
 		}
 	}
 	row(r.switchov.name+": leader key moved -> live", "%s", ms(r.switchov.took))
+	if r.sessions != "" {
+		row(r.switchov.name+": client sessions held through its services", "%s (old HAProxy workers left: %d)", r.sessions, r.switchov.oldWorkers)
+	}
 	row(r.switchov.name+": leader key released -> write fence live (the new leader took the key after "+r.o.gap.String()+")", "%s", fenceText(r.fence))
 	row(r.switchov.name+": leader key moved -> write fence lifted", "%s", liftText(r.switchov.settled))
 	row("mass failover: last leader key -> live (from the first write)", "%s (%s)", ms(r.mass.took), ms(r.massFirst))

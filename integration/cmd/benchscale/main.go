@@ -48,6 +48,7 @@ type options struct {
 	keep          bool
 	idle          time.Duration
 	gap           time.Duration
+	sessions      bool
 	timeout       time.Duration
 	reloadDelay   int
 	octet         int
@@ -74,6 +75,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, logs)")
 	fs.DurationVar(&o.idle, "idle", time.Minute, "how long to measure the idle fleet")
 	fs.DurationVar(&o.gap, "switchover-gap", 500*time.Millisecond, "switchover: time between the old leader releasing the leader key and the new one taking it")
+	fs.BoolVar(&o.sessions, "sessions", true, "make the switching cluster's members answer and hold a client session through each of its services across the switchover")
 	fs.DurationVar(&o.timeout, "timeout", 15*time.Minute, "bound of each phase")
 	fs.IntVar(&o.reloadDelay, "reload-delay", 1, "the Data Plane API's reload_delay in seconds")
 	fs.IntVar(&o.octet, "octet", 90, "addresses are 127.<octet>.x.y")
