@@ -146,7 +146,11 @@ func newDataPlaneAPITargets(cfg *config.Config, dp []DataPlaneAPITarget, log *za
 		if err != nil {
 			return nil, fmt.Errorf("%s: %s: %w", cfg.File, t.describe(), err)
 		}
-		out = append(out, target.OnlyClusters(dataplaneapi.NewTarget(c, log, dataplaneapi.TargetOptions{}), t.Clusters))
+		var tg target.Target = dataplaneapi.NewTarget(c, log, dataplaneapi.TargetOptions{})
+		if t.Entry.Layout == "twins" {
+			tg = target.WithTwins(tg)
+		}
+		out = append(out, target.OnlyClusters(tg, t.Clusters))
 	}
 	return out, nil
 }

@@ -69,6 +69,9 @@ type DataPlaneAPI struct {
 	// APIVersion is auto (default: detected from /v3/info vs /v2/info), v2
 	// (Data Plane API 2.x) or v3 (3.x).
 	APIVersion string `yaml:"api_version"`
+	// Layout is "pigsty" (default) or "twins" (see Direct.Layout): role
+	// changes through the runtime server endpoints, no configuration write.
+	Layout string `yaml:"layout"`
 }
 
 // Direct is one local HAProxy driven without the Data Plane API.
@@ -263,6 +266,9 @@ func (c *Config) Validate() error {
 		return bad("dataplaneapi", "no HAProxy target: give at least one dataplaneapi URL or direct HAProxy")
 	}
 	for i, d := range c.DataPlaneAPI {
+		if d.Layout != "" && d.Layout != "pigsty" && d.Layout != "twins" {
+			return bad(fmt.Sprintf("dataplaneapi[%d].layout", i), "%q: want pigsty or twins", d.Layout)
+		}
 		if d.IsTemplate() {
 			if err := validateTemplate(d.URL); err != nil {
 				return bad(fmt.Sprintf("dataplaneapi[%d].url", i), "%q: %v", redactTemplate(d.URL), err)
@@ -278,6 +284,7 @@ func (c *Config) Validate() error {
 		default:
 			return bad(fmt.Sprintf("dataplaneapi[%d].api_version", i), "%q: want auto, v2 or v3", d.APIVersion)
 		}
+
 	}
 	for i, d := range c.Direct {
 		f := fmt.Sprintf("direct[%d]", i)

@@ -25,5 +25,20 @@ direct:
 		if !ok && (err == nil || !strings.Contains(err.Error(), "direct[0].layout")) {
 			t.Errorf("layout %q: err %v, want one naming direct[0].layout", layout, err)
 		}
+		c, err = Parse("c.yml", []byte(`inventory: inv.yml
+dataplaneapi:
+  - url: http://admin:pw@{host}:5555
+    layout: "`+layout+`"
+`))
+		if err == nil {
+			c.ApplyDefaults()
+			err = c.Validate()
+		}
+		if ok && err != nil {
+			t.Errorf("dataplaneapi layout %q: %v", layout, err)
+		}
+		if !ok && (err == nil || !strings.Contains(err.Error(), "dataplaneapi[0].layout")) {
+			t.Errorf("dataplaneapi layout %q: err %v, want one naming dataplaneapi[0].layout", layout, err)
+		}
 	}
 }

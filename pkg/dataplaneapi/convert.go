@@ -133,6 +133,15 @@ func serverModel(want services.Server, base *models.Server) *models.Server {
 	if want.Backup {
 		m.Backup = "enabled"
 	}
+	// Twins (services.LayoutTwins, Member set): an inactive twin is
+	// `disabled` in the file, an active one not. Other servers keep
+	// whatever maintenance the file has.
+	if want.Member != "" {
+		m.Maintenance = ""
+		if want.Disabled {
+			m.Maintenance = "enabled"
+		}
+	}
 	return m
 }
 

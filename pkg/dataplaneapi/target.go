@@ -136,6 +136,11 @@ func (t *Target) read(ctx context.Context, desired []services.Service) (*state, 
 		if fe != nil {
 			cur.Settings = settingsOf(d, fe, sn.bind[d.Name], be, sn.checks[d.Name])
 		}
+		if d.Layout == services.LayoutTwins {
+			if err := t.readAdmin(ctx, d.Name, cur); err != nil {
+				return nil, err
+			}
+		}
 		if wantsForceUp(d) {
 			// Live health only matters where a new primary may be forced UP.
 			rs, err := t.c.GetRuntimeServers(ctx, d.Name)
@@ -316,6 +321,7 @@ func (t *Target) applyOnce(ctx context.Context, desired []services.Service) (tar
 	}
 	res.Changes = changes
 	force, rest := splitForceUp(changes)
+	flips, rest := splitFlips(rest)
 	if len(rest) > 0 {
 		res, err = t.applyConfig(ctx, st, desired, rest, res)
 		res.Changes = changes
@@ -324,6 +330,15 @@ func (t *Target) applyOnce(ctx context.Context, desired []services.Service) (tar
 			t.keep(nil)
 			return res, err
 		}
+	}
+	if res.Reloaded && twinLayout(desired) {
+		all := touched(changes)
+		if err := t.waitRuntime(ctx, desired, all); err != nil {
+			return res, err
+		}
+	}
+	if err := t.applyFlips(ctx, desired, flips); err != nil {
+		return res, err
 	}
 	return res, t.forceUp(ctx, force)
 }
@@ -347,7 +362,9 @@ func (t *Target) applyConfig(ctx context.Context, st *state, desired []services.
 	if err != nil {
 		return res, err
 	}
-	if len(ops) > t.opts.RawThreshold || t.running.rawNext {
+	// Twins: the file is written whole (one raw POST) so every `disabled`
+	// keyword is in step with the live roles, not only the servers changed.
+	if len(ops) > t.opts.RawThreshold || t.running.rawNext || twinLayout(desired) {
 		return t.applyRaw(ctx, st, desired, changes, len(ops), res)
 	}
 	return t.applyTxn(ctx, st, desired, ops, changes, res)

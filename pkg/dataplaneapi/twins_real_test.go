@@ -1,0 +1,169 @@
+package dataplaneapi_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/haproxytech/client-native/v5/models"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/pgsvc/pgsvc/pkg/dataplaneapi"
+	"github.com/pgsvc/pgsvc/pkg/services"
+	"github.com/pgsvc/pgsvc/pkg/target"
+)
+
+// twinned turns cluster()'s services into what target.WithTwins hands a
+// driver: replica and offline (role-dependent) get every member as a twin
+// pair, exactly one active per member Pigsty's layout has.
+func twinned(t *testing.T, svcs []services.Service) []services.Service {
+	t.Helper()
+	for i := range svcs {
+		if svcs[i].Service != "replica" && svcs[i].Service != "offline" {
+			continue
+		}
+		svcs[i].RoleDependent = true
+		for _, sv := range svcs[0].Servers { // primary: every member
+			sv.Port = svcs[i].DestPort
+			svcs[i].Candidates = append(svcs[i].Candidates, sv)
+		}
+	}
+	out, err := services.Twins(svcs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestRealTwins: the twin layout through each real Data Plane API (2.9.x
+// and 3.x) over a real HAProxy 2.6: a switchover is runtime admin states
+// only (no configuration write, version unchanged, no reload), read back;
+// an operator's runtime change is repaired; an inventory change rewrites
+// the file with `disabled` in step and the reload keeps the live roles.
+func TestRealTwins(t *testing.T) {
+	forEachRealAPI(t, func(t *testing.T, bin string, version int) {
+		rs := startRealStack(t, bin, version)
+		c := rs.c
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		tg := dataplaneapi.NewTarget(c, zaptest.NewLogger(t), dataplaneapi.TargetOptions{ReloadTimeout: 30 * time.Second, ReloadPollInterval: 100 * time.Millisecond})
+		place := func(svcs []services.Service) []services.Service {
+			for i := range svcs {
+				svcs[i].IP, svcs[i].Port = "127.0.0.1", rs.svcPorts[i%4]
+			}
+			return svcs
+		}
+		admins := func(backend string) map[string]string {
+			t.Helper()
+			rts, err := c.GetRuntimeServers(ctx, backend)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := map[string]string{}
+			for _, r := range rts {
+				out[r.Name] = r.AdminState
+			}
+			return out
+		}
+		wantActive := func(step string, active ...string) {
+			t.Helper()
+			on := map[string]bool{}
+			for _, a := range active {
+				on[a] = true
+			}
+			got := admins("pg-tw-replica")
+			for name, st := range got {
+				if on[name] != (st == "ready") {
+					t.Errorf("%s: pg-tw-replica/%s admin %s, want active=%v (all: %v)", step, name, st, on[name], got)
+				}
+			}
+		}
+		converged := func(step string, desired []services.Service) {
+			t.Helper()
+			if ch, err := tg.Diff(ctx, desired); err != nil || len(ch) != 0 {
+				t.Fatalf("%s: not converged: %+v %v", step, ch, err)
+			}
+		}
+
+		first := place(twinned(t, cluster("pg-tw", 1, 3, 1)))
+		res, err := tg.Apply(ctx, first)
+		if err != nil || !res.Reloaded || res.ReloadResult != "succeeded" {
+			t.Fatalf("create: %+v %v", res, err)
+		}
+		converged("create", first)
+		wantActive("create", "pg-tw-1.backup", "pg-tw-2", "pg-tw-3")
+		if text, _, err := c.GetRawConfig(ctx); err != nil || !strings.Contains(text, "server pg-tw-2.backup ") || !strings.Contains(text, "disabled") {
+			t.Fatalf("file lacks the disabled twins: %v\n%s", err, text)
+		}
+
+		v0, err := c.GetVersion(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs.rt.reset(nil)
+		sw := place(twinned(t, cluster("pg-tw", 1, 3, 2)))
+		res, err = tg.Apply(ctx, sw)
+		if err != nil {
+			t.Fatalf("switchover: %v", err)
+		}
+		if res.Reloaded || !target.RuntimeOnly(res.Changes) {
+			t.Errorf("switchover: %+v, want runtime admin states only", res)
+		}
+		for _, r := range rs.rt.requests() {
+			if !strings.HasPrefix(r, "GET ") && !strings.Contains(r, "/runtime/") {
+				t.Errorf("switchover sent a configuration write: %s", r)
+			}
+		}
+		if v1, err := c.GetVersion(ctx); err != nil || v1 != v0 {
+			t.Errorf("configuration version %d -> %d (%v): the file was written", v0, v1, err)
+		}
+		converged("switchover", sw)
+		wantActive("switchover", "pg-tw-1", "pg-tw-2.backup", "pg-tw-3")
+
+		// An operator readies the drained normal twin of the new primary.
+		if _, err := c.ReplaceRuntimeServer(ctx, "pg-tw-replica", "pg-tw-2", &models.RuntimeServer{AdminState: "ready"}); err != nil {
+			t.Fatal(err)
+		}
+		res, err = tg.Apply(ctx, sw)
+		if err != nil || res.Reloaded || len(res.Changes) != 1 || res.Changes[0].Server != "pg-tw-2" {
+			t.Errorf("repair: %+v %v", res, err)
+		}
+		wantActive("repair", "pg-tw-1", "pg-tw-2.backup", "pg-tw-3")
+
+		// Inventory change: a fourth member; the reload keeps the roles.
+		grown := place(twinned(t, cluster("pg-tw", 1, 4, 2)))
+		res, err = tg.Apply(ctx, grown)
+		if err != nil || !res.Reloaded || res.ReloadResult != "succeeded" {
+			t.Fatalf("grow: %+v %v", res, err)
+		}
+		converged("grow", grown)
+		wantActive("grow", "pg-tw-1", "pg-tw-2.backup", "pg-tw-3", "pg-tw-4")
+		text, _, err := c.GetRawConfig(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(text, "server pg-tw-2 ") {
+			t.Fatalf("no pg-tw-2 in the file:\n%s", text)
+		}
+		// The new primary's normal twin is disabled in the file now, its
+		// backup twin not (in the replica backend).
+		rep := text[strings.Index(text, "backend pg-tw-replica"):]
+		if i := strings.Index(rep[1:], "\nbackend "); i > 0 {
+			rep = rep[:i+1]
+		}
+		for _, want := range []struct {
+			server   string
+			disabled bool
+		}{{"pg-tw-2", true}, {"pg-tw-2.backup", false}, {"pg-tw-1", false}, {"pg-tw-1.backup", true}} {
+			for _, l := range strings.Split(rep, "\n") {
+				f := strings.Fields(l)
+				if len(f) > 1 && f[0] == "server" && f[1] == want.server {
+					if has := strings.Contains(l, " disabled"); has != want.disabled {
+						t.Errorf("file: %q: disabled=%v, want %v", strings.TrimSpace(l), has, want.disabled)
+					}
+				}
+			}
+		}
+	})
+}
