@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/pgsvc/pgsvc/pkg/haproxycfg"
+	"github.com/pgsvc/pgsvc/pkg/services"
 )
 
 func init() {
@@ -24,7 +25,7 @@ const (
 func runRender(args []string, stdout, stderr io.Writer) int {
 	var in planInput
 	var opts haproxycfg.Options
-	var clusters, host string
+	var clusters, host, layout string
 	flags := flag.NewFlagSet("render", flag.ContinueOnError)
 	flags.SetOutput(stderr)
 	in.register(flags)
@@ -35,6 +36,7 @@ func runRender(args []string, stdout, stderr io.Writer) int {
 	flags.BoolVar(&opts.NoStrictLimits, "no-strict-limits", false, "let HAProxy start when it cannot raise its file limit for maxconn")
 	flags.StringVar(&clusters, "cluster", "", "render only these clusters (comma-separated); services of clusters\nsharing one HAProxy must not bind the same port")
 	flags.StringVar(&host, "host", "", "render the haproxy.cfg of this inventory node: the clusters Pigsty places\non it (its own cluster, or those delegating to its pg_service_provider group)")
+	flags.StringVar(&layout, "layout", "pigsty", "pigsty: Pigsty's view (the servers the selectors choose); twins: the file a\ntarget with layout: twins writes (every member twice in role-dependent\nservices, inactive twins disabled)")
 	flags.Usage = func() {
 		fmt.Fprintln(flags.Output(), "usage: controller render --inventory FILE [--dcs SNAPSHOT] [--host IP] [--cluster a,b] [--stats-socket P] [--server-state-file P]")
 		fmt.Fprintln(flags.Output(), "\nPrints a complete haproxy.cfg (frontend+backend pairs the Data Plane API can manage).")
@@ -46,6 +48,9 @@ func runRender(args []string, stdout, stderr io.Writer) int {
 	}
 	if in.inventory == "" {
 		return subUsageError(flags, stderr, "--inventory is required")
+	}
+	if layout != "pigsty" && layout != "twins" {
+		return subUsageError(flags, stderr, fmt.Sprintf("--layout %s: want pigsty or twins", layout))
 	}
 	if opts.Maxconn < 1 {
 		return subUsageError(flags, stderr, fmt.Sprintf("--maxconn %d: want a positive number", opts.Maxconn))
@@ -78,7 +83,13 @@ func runRender(args []string, stdout, stderr io.Writer) int {
 			}
 			out = append(out, f.header(i, len(files))...)
 		}
-		out = append(out, haproxycfg.Render(f.svcs, opts)...)
+		svcs := f.svcs
+		if layout == "twins" {
+			if svcs, err = services.Twins(svcs); err != nil {
+				return exitWithError(stderr, err)
+			}
+		}
+		out = append(out, haproxycfg.Render(svcs, opts)...)
 		if _, err := stdout.Write(out); err != nil {
 			return exitWithError(stderr, fmt.Errorf("write output: %w", err))
 		}
