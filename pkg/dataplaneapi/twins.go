@@ -125,6 +125,9 @@ func (t *Target) putStates(ctx context.Context, batch []target.Change) error {
 	if len(batch) == 0 {
 		return nil
 	}
+	if err := target.CheckWrite(ctx); err != nil {
+		return err
+	}
 	sem := make(chan struct{}, flipParallel)
 	var mu sync.Mutex
 	var errs []string

@@ -247,6 +247,9 @@ func (d *Direct) verifyStates(ctx context.Context, desired []services.Service, c
 		d.log.Warn("admin states differ from what was applied; setting them again", zap.Int("servers", len(wrong)))
 		// Readies first, as always.
 		sort.SliceStable(wrong, func(i, j int) bool { return wrong[i].State == "ready" && wrong[j].State != "ready" })
+		if err := target.CheckWrite(ctx); err != nil {
+			return err
+		}
 		if err := d.rt.SetStates(ctx, wrong); err != nil {
 			return fmt.Errorf("repair admin states: %w", err)
 		}
