@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/haproxytech/client-native/v5/models"
+
+	"github.com/pgsvc/pgsvc/pkg/target"
 )
 
 // BasePath is the prefix of every call the controller makes to a v2 API
@@ -247,6 +249,14 @@ func (w Write) apply(q url.Values) error {
 // do performs one call. body is JSON-encoded unless it is a rawBody; out, when
 // non-nil, receives the decoded 2xx answer.
 func (c *Client) do(ctx context.Context, method, path string, q url.Values, body, out any) (Meta, error) {
+	if method == http.MethodPost || method == http.MethodPut {
+		// A controller paused mid-apply re-checks its lease before each
+		// write (target.WithWriteCheck); deletes (of our own transactions)
+		// may still clean up.
+		if err := target.CheckWrite(ctx); err != nil {
+			return Meta{}, fmt.Errorf("dataplaneapi %s %s: %w", method, path, err)
+		}
+	}
 	v, err := c.version(ctx)
 	if err != nil {
 		return Meta{}, fmt.Errorf("dataplaneapi %s %s: %w", method, path, err)
