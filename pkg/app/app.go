@@ -200,6 +200,7 @@ func ControllerOptions(cfg *config.Config, log *zap.Logger) controller.Options {
 		Log: log, Debounce: cfg.Controller.Debounce.Duration, ResyncInterval: cfg.Controller.ResyncInterval.Duration,
 		StaleAfter: cfg.Controller.StaleAfter.Duration, ApplyTimeout: cfg.Controller.ApplyTimeout.Duration,
 		FenceHold: cfg.Controller.FenceHold.Duration, PromoteWindow: cfg.Controller.PromoteWindow.Duration,
+		PatroniCAFile:  cfg.Controller.PatroniCAFile,
 		IncludeUnknown: cfg.IncludeUnknown, DryRun: cfg.DryRun, HistorySize: cfg.Controller.HistorySize,
 	}
 }

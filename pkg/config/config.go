@@ -105,6 +105,9 @@ type Controller struct {
 	// services force it UP once Patroni reports it running as primary (15s).
 	PromoteWindow Duration `yaml:"promote_window"`
 	HistorySize   int      `yaml:"history_size"`
+	// PatroniCAFile verifies Patroni REST APIs served over https, probed
+	// during switchovers and failovers (/pg/cert/ca.crt, Pigsty's CA).
+	PatroniCAFile string `yaml:"patroni_ca_file"`
 }
 
 // Election makes several controller instances elect one that applies changes.
@@ -183,6 +186,9 @@ func (c *Config) ApplyDefaults() {
 	}
 	if c.Controller.HistorySize == 0 {
 		c.Controller.HistorySize = 100
+	}
+	if c.Controller.PatroniCAFile == "" {
+		c.Controller.PatroniCAFile = "/pg/cert/ca.crt"
 	}
 	if c.Election.Key == "" {
 		c.Election.Key = "/pgsvc/election"

@@ -51,6 +51,14 @@ type Options struct {
 	// services may force it UP (once Patroni reports it running as
 	// primary) rather than wait for its health checks (15s).
 	PromoteWindow time.Duration
+	// ProbeInterval is how often, during a transition only, the members
+	// concerned are asked for /primary through their Patroni REST API (20ms).
+	ProbeInterval time.Duration
+	// PatroniCAFile verifies Patroni REST APIs served over https
+	// (patroni.DefaultCAFile, Pigsty's CA).
+	PatroniCAFile string
+	// Prober, when set, replaces the REST prober (tests).
+	Prober Prober
 	// IncludeUnknown serves members Patroni reports that the inventory lacks.
 	IncludeUnknown bool
 	// DryRun computes and diffs but never changes a target.
@@ -102,6 +110,9 @@ func (o *Options) defaults() {
 	if o.PromoteWindow == 0 {
 		o.PromoteWindow = 15 * time.Second
 	}
+	if o.ProbeInterval == 0 {
+		o.ProbeInterval = 20 * time.Millisecond
+	}
 	if o.HistorySize <= 0 {
 		o.HistorySize = 100
 	}
@@ -126,8 +137,9 @@ type Controller struct {
 	eventAt     map[string]time.Time        // first unreconciled event per namespace
 	health      map[string]HealthFunc
 	lastLeaders map[string]string             // cluster -> last leader seen in DCS
-	released    map[string]*release           // cluster -> member that released the leader key
-	promoted    map[string]*promotion         // cluster -> member that just took the leader key
+	released    map[string]*release           // cluster -> member fenced from write services
+	promoted    map[string]*promotion         // cluster -> member to force UP in write services
+	tx          transitions                   // switchovers and failovers in flight (transition.go)
 	lastGood    map[string][]services.Service // cluster -> services last computed from a fresh view
 	plan        *plan.Plan
 	frozen      map[string]string // cluster -> why its services are frozen
@@ -161,6 +173,7 @@ func New(inv *topology.Inventory, targets []target.Target, opts Options) *Contro
 		guard:       newPanicGuard(),
 		lastState:   map[string]*patroni.ClusterState{},
 	}
+	c.tx.init(&c.opts)
 	for _, t := range targets {
 		w := newWorker(t, &c.opts, c.recordApply)
 		w.heldEvent = c.recordHeld
@@ -257,6 +270,8 @@ func (c *Controller) Run(parent context.Context) (err error) {
 		}
 	}()
 	defer c.recoverPanic("reconcile loop")
+	c.startProbing(ctx)
+	defer c.stopProbing()
 
 	resync := time.NewTicker(c.opts.ResyncInterval)
 	defer resync.Stop()
@@ -283,6 +298,10 @@ func (c *Controller) Run(parent context.Context) (err error) {
 			case <-c.dirty:
 			default:
 			}
+			c.ReconcileOnce(false)
+		case <-c.tx.wake:
+			// A REST probe saw a transition move: no debounce, the write
+			// path waits on this.
 			c.ReconcileOnce(false)
 		case <-resync.C:
 			c.ReconcileOnce(true)
@@ -390,21 +409,22 @@ func (c *Controller) ReconcileOnce(force bool) {
 		leaders[k] = v
 	}
 	if len(staleNS) == 0 {
-		c.trackReleases(dcs, now)
-		c.trackPromotions(dcs, now)
+		c.trackTransitions(dcs, now)
 	}
 	released := make(map[string]string, len(c.released))
 	for k, v := range c.released {
 		released[k] = v.member
 	}
 	promoted := make(map[string]string, len(c.promoted))
+	confirmed := map[string]bool{}
 	for k, v := range c.promoted {
 		promoted[k] = v.member
+		confirmed[k] = v.confirmed
 	}
 	// A cluster whose plan fails keeps its last good services (below); the
 	// others go on.
 	p, planErrs := computeIsolated(inv, dcs, plan.Options{IncludeUnknown: c.opts.IncludeUnknown, LastKnownLeaders: leaders,
-		Released: released, Promoted: promoted}, c.plan)
+		Released: released, Promoted: promoted, PromotedConfirmed: confirmed}, c.plan)
 	planEvents := c.notePlanErrors(planErrs)
 
 	frozen := map[string]string{}
@@ -453,6 +473,7 @@ func (c *Controller) ReconcileOnce(force bool) {
 	c.decision++
 	decision := c.decision
 	c.mu.Unlock()
+	c.flushTransitions()
 
 	for _, e := range planEvents {
 		e.At, e.Decision, e.Revision = start, decision, revision
@@ -491,92 +512,6 @@ func (c *Controller) ReconcileOnce(force bool) {
 	}
 }
 
-// release is a member Patroni is moving the primary away from.
-type release struct {
-	member string
-	// requested is true while only the switchover request names it (it
-	// still holds the leader key).
-	requested bool
-	// newLeaderAt is when another member was first seen holding the key.
-	newLeaderAt time.Time
-}
-
-// trackReleases notes, per cluster, the primary Patroni is moving away from,
-// so write services give it no new connections while it goes read-only
-// and HAProxy may still see it UP (its /primary check has not failed `fall`
-// times yet). Two signals, both Patroni's own statements:
-//   - the failover key asks to switch over away from the current leader
-//     (written when the switchover starts; a scheduled one from its time);
-//   - the leader key was deleted while the old leader's member key stayed
-//     (Patroni releases the key itself when it demotes; a crash or a lost
-//     etcd lets the leader and member keys expire together, which is not a
-//     release: failsafe primaries keep serving).
-//
-// The fence is lifted when the member leads again after releasing, when a
-// requested switchover is dropped while it still leads, when its member key
-// goes away, or FenceHold after a new leader took the key: short-lived on
-// purpose, so a controller that dies cannot leave a future primary fenced.
-// Call with c.mu held.
-func (c *Controller) trackReleases(dcs map[string]*patroni.ClusterState, now time.Time) {
-	for cl, st := range dcs {
-		last := c.lastLeaders[cl]
-		rel := c.released[cl]
-		fo := st.Failover
-		switch {
-		case st.Leader != "" && fo != nil && fo.Leader == st.Leader && switchoverDue(fo, now):
-			if rel == nil || rel.member != st.Leader {
-				c.log.Info("switchover requested: fencing the primary from write services",
-					zap.String("cluster", cl), zap.String("member", st.Leader), zap.String("candidate", fo.Member))
-				c.released[cl] = &release{member: st.Leader, requested: true}
-			}
-		case st.Leader == "" && last != "" && st.Members[last] != nil:
-			if rel == nil || rel.member != last {
-				c.log.Info("leader key released: fencing the old primary from write services",
-					zap.String("cluster", cl), zap.String("member", last))
-				c.released[cl] = &release{member: last}
-			} else {
-				rel.requested = false
-			}
-		case rel == nil:
-		case st.Leader == rel.member || st.Members[rel.member] == nil:
-			if rel.requested {
-				c.log.Info("switchover request gone while the primary still leads: write fence lifted",
-					zap.String("cluster", cl), zap.String("member", rel.member))
-			}
-			delete(c.released, cl)
-		case st.Leader != "" && rel.newLeaderAt.IsZero():
-			rel.newLeaderAt = now
-		case st.Leader != "" && now.Sub(rel.newLeaderAt) >= c.opts.FenceHold:
-			c.log.Info("write fence lifted", zap.String("cluster", cl), zap.String("member", rel.member))
-			delete(c.released, cl)
-		}
-	}
-}
-
-// promotion is a member seen taking the leader key from another one.
-type promotion struct {
-	member string
-	since  time.Time
-}
-
-// trackPromotions notes, per cluster, the member that took the leader key
-// from another one, for PromoteWindow: while Patroni reports it running as
-// primary, write services force it UP instead of waiting for HAProxy's
-// `rise` checks after `downinter`. The window keeps the controller from ever
-// fighting a health check that fails for a real reason later on.
-// Call with c.mu held.
-func (c *Controller) trackPromotions(dcs map[string]*patroni.ClusterState, now time.Time) {
-	for cl, st := range dcs {
-		last := c.lastLeaders[cl]
-		switch p := c.promoted[cl]; {
-		case st.Leader != "" && last != "" && st.Leader != last:
-			c.promoted[cl] = &promotion{member: st.Leader, since: now}
-		case p != nil && (st.Leader != p.member || now.Sub(p.since) >= c.opts.PromoteWindow):
-			delete(c.promoted, cl)
-		}
-	}
-}
-
 // switchoverDue reports whether a switchover request is to happen now: it
 // has no scheduled time, or that time has come. An unreadable time is not
 // due (the release of the leader key still fences).
@@ -586,32 +521,6 @@ func switchoverDue(fo *patroni.Failover, now time.Time) bool {
 	}
 	at, err := time.Parse(time.RFC3339Nano, fo.ScheduledAt)
 	return err == nil && !now.Before(at)
-}
-
-// fenceExpired reports whether some write fence is due to be lifted, or a
-// scheduled switchover has come due and its primary is not fenced yet.
-// Call with c.mu held.
-func (c *Controller) fenceExpired(now time.Time) bool {
-	for _, r := range c.released {
-		if !r.newLeaderAt.IsZero() && now.Sub(r.newLeaderAt) >= c.opts.FenceHold {
-			return true
-		}
-	}
-	for _, p := range c.promoted {
-		if now.Sub(p.since) >= c.opts.PromoteWindow {
-			return true
-		}
-	}
-	for _, s := range c.snaps {
-		for name, st := range s.Clusters {
-			fo := st.Failover
-			if fo != nil && fo.ScheduledAt != "" && fo.Leader == st.Leader && switchoverDue(fo, now) &&
-				(c.released[name] == nil || c.released[name].member != st.Leader) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // guardEmpty keeps a service's previous servers when the new plan would leave

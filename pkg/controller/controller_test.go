@@ -153,8 +153,8 @@ func TestReconcile(t *testing.T) {
 			wantApplies: 1, wantBackup: "pg-test-1"},
 		{name: "leader key gone keeps the last leader (only the write fence changes)", steps: []patroni.Snapshot{
 			state(10, "pg-test-1", 100, all...), state(11, "", 100, all...)}, wantApplies: 2, wantBackup: "pg-test-1"},
-		{name: "leader key and member expired together keep everything", steps: []patroni.Snapshot{
-			state(10, "pg-test-1", 100, all...), state(11, "", 100, "pg-test-2", "pg-test-3")}, wantApplies: 1, wantBackup: "pg-test-1"},
+		{name: "leader key and member expired together keep the roles (only the write fence changes)", steps: []patroni.Snapshot{
+			state(10, "pg-test-1", 100, all...), state(11, "", 100, "pg-test-2", "pg-test-3")}, wantApplies: 2, wantBackup: "pg-test-1"},
 		{name: "failover with the old primary gone", steps: []patroni.Snapshot{
 			state(10, "pg-test-1", 100, all...), state(30, "pg-test-3", 100, "pg-test-2", "pg-test-3")},
 			wantApplies: 2, wantBackup: "pg-test-3"},
@@ -389,23 +389,25 @@ func TestFenceReleasedLeader(t *testing.T) {
 		{name: "unfenced once it leads again", steps: []patroni.Snapshot{
 			state(10, "pg-test-1", 1, all...), state(11, "", 1, all...), state(12, "pg-test-2", 1, all...), state(13, "pg-test-1", 1, all...)},
 			primary: 100, dflt: 100, replica: 100},
-		{name: "switchover requested: the primary is fenced at once", steps: []patroni.Snapshot{
-			state(10, "pg-test-1", 1, all...), requested(state(11, "pg-test-1", 1, all...), "pg-test-1", "pg-test-2")}, primary: 0, dflt: 0, replica: 100},
+		{name: "switchover requested: not fenced at the request", steps: []patroni.Snapshot{
+			state(10, "pg-test-1", 1, all...), requested(state(11, "pg-test-1", 1, all...), "pg-test-1", "pg-test-2")}, primary: 100, dflt: 100, replica: 100},
 		{name: "switchover request dropped: fence lifted", steps: []patroni.Snapshot{
 			state(10, "pg-test-1", 1, all...), requested(state(11, "pg-test-1", 1, all...), "pg-test-1", "pg-test-2"), state(12, "pg-test-1", 1, all...)},
 			primary: 100, dflt: 100, replica: 100},
 		{name: "scheduled switchover does not fence early", steps: []patroni.Snapshot{
 			state(10, "pg-test-1", 1, all...), scheduled(requested(state(11, "pg-test-1", 1, all...), "pg-test-1", "pg-test-2"))},
 			primary: 100, dflt: 100, replica: 100},
-		{name: "scheduled switchover fences when its time comes", steps: []patroni.Snapshot{
+		{name: "scheduled switchover: fenced when the leader key goes after its time came", steps: []patroni.Snapshot{
 			state(10, "pg-test-1", 1, all...), scheduledAt(requested(state(11, "pg-test-1", 1, all...), "pg-test-1", "pg-test-2"), time.Now().Add(3*time.Second)),
-			scheduledAt(requested(state(11, "pg-test-1", 1, all...), "pg-test-1", "pg-test-2"), time.Now().Add(3*time.Second))},
+			scheduledAt(requested(state(12, "", 1, all...), "pg-test-1", "pg-test-2"), time.Now().Add(3*time.Second))},
 			advance: 4 * time.Second, primary: 0, dflt: 0, replica: 100},
 		{name: "requested, released, new leader: still fenced", steps: []patroni.Snapshot{
 			state(10, "pg-test-1", 1, all...), requested(state(11, "pg-test-1", 1, all...), "pg-test-1", "pg-test-2"),
 			requested(state(12, "", 1, all...), "pg-test-1", "pg-test-2"), state(13, "pg-test-2", 1, all...)}, primary: 0, dflt: 0, replica: 100},
-		{name: "lease expiry (crash or lost etcd) is not a release", steps: []patroni.Snapshot{
-			state(10, "pg-test-1", 1, all...), state(11, "", 1, "pg-test-2", "pg-test-3")}, primary: 100, dflt: 100, replica: 100},
+		{name: "lease expiry (crash): the dead primary is fenced at once", steps: []patroni.Snapshot{
+			state(10, "pg-test-1", 1, all...), state(11, "", 1, "pg-test-2", "pg-test-3")}, primary: 0, dflt: 0, replica: 100},
+		{name: "lease expiry with failsafe_mode is not a release: its /primary decides", steps: []patroni.Snapshot{
+			state(10, "pg-test-1", 1, all...), failsafe(state(11, "", 1, "pg-test-2", "pg-test-3"))}, primary: 100, dflt: 100, replica: 100},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -425,6 +427,12 @@ func TestFenceReleasedLeader(t *testing.T) {
 			}
 		})
 	}
+}
+
+// failsafe sets failsafe_mode in s's dynamic config.
+func failsafe(s patroni.Snapshot) patroni.Snapshot {
+	s.Clusters["pg-test"].FailsafeMode = true
+	return s
 }
 
 // requested adds a switchover request (the failover key) to s.

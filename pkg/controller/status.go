@@ -28,7 +28,7 @@ func (nopMetrics) ApplyFailed(string, error)                            {}
 // Event is one decision of the controller, kept in the status history.
 type Event struct {
 	At       time.Time         `json:"at"`
-	Kind     string            `json:"kind"` // plan_changed, applied, apply_failed, plan_error
+	Kind     string            `json:"kind"` // plan_changed, applied, apply_failed, plan_error, transition
 	Decision int64             `json:"decision,omitempty"`
 	Revision int64             `json:"dcs_revision,omitempty"`
 	Target   string            `json:"target,omitempty"`
@@ -42,6 +42,9 @@ type Event struct {
 	Duration time.Duration `json:"duration_ns"`
 	// Convergence is the time from the first DCS event to the apply's end.
 	Convergence time.Duration `json:"convergence_ns,omitempty"`
+	// Transition is the timeline of a switchover or failover (kind
+	// transition).
+	Transition *TransitionTimeline `json:"transition,omitempty"`
 }
 
 func (c *Controller) addEvent(e Event) {
@@ -64,6 +67,7 @@ func (c *Controller) recordApply(name string, j job, res target.Result, err erro
 	if len(res.Changes) == 0 {
 		return
 	}
+	c.noteApplied(res.Changes, c.opts.Now())
 	conv := c.opts.Now().Sub(j.eventAt)
 	c.opts.Metrics.Applied(name, res.Changes, res.Reloaded, conv)
 	c.addEvent(Event{At: c.opts.Now(), Kind: "applied", Decision: j.decision, Revision: j.revision, Target: name,

@@ -46,9 +46,19 @@ type Metrics struct {
 	reloads     *prometheus.CounterVec
 	applyErrors *prometheus.CounterVec
 	convergence *prometheus.HistogramVec
+	transitions *prometheus.CounterVec
+	downtime    *prometheus.HistogramVec
 }
 
-var _ controller.Metrics = (*Metrics)(nil)
+var (
+	_ controller.Metrics           = (*Metrics)(nil)
+	_ controller.TransitionMetrics = (*Metrics)(nil)
+)
+
+// DowntimeBuckets are the pgsvc_write_downtime_seconds buckets: 10ms to
+// 60s. Patroni's own switchover window is a few hundred milliseconds; a
+// crash failover's is the leader TTL.
+var DowntimeBuckets = []float64{.01, .025, .05, .1, .2, .3, .5, .75, 1, 2, 5, 10, 30, 60}
 
 // New registers pgsvc's metrics on reg and returns them. status is called at
 // every scrape for the gauges (DCS view age and connection, target sync,
@@ -86,8 +96,17 @@ func New(reg prometheus.Registerer, status func() controller.Status) *Metrics {
 			Help:    "Time from the first DCS event of a change to its apply on a target.",
 			Buckets: ConvergenceBuckets,
 		}, []string{"target"}),
+		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pgsvc_transitions_total",
+			Help: "Switchovers and failovers followed, by cause (switchover requested, leader key released/expired/moved) and outcome (completed: an old primary went off and a new one came on; other: refused, never carried out, or left to the health checks).",
+		}, []string{"cause", "outcome"}),
+		downtime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "pgsvc_write_downtime_seconds",
+			Help:    "Write-path downtime of a completed transition as the controller saw it: from the old primary going off (its /primary stopped answering 200 or its leader key went) to the new primary forced UP (or answering /primary 200 read-write).",
+			Buckets: DowntimeBuckets,
+		}, []string{"cause"}),
 	}
-	reg.MustRegister(m.snapshots, m.reconciles, m.changes, m.reloads, m.applyErrors, m.convergence)
+	reg.MustRegister(m.snapshots, m.reconciles, m.changes, m.reloads, m.applyErrors, m.convergence, m.transitions, m.downtime)
 	// Known label values start at zero so rate() works from the first scrape.
 	m.reconciles.WithLabelValues("event")
 	m.reconciles.WithLabelValues("resync")
@@ -135,6 +154,17 @@ func (m *Metrics) Applied(target string, changes []target.Change, reloaded bool,
 	if convergence > 0 {
 		m.convergence.WithLabelValues(target).Observe(convergence.Seconds())
 	}
+}
+
+// Transition counts one transition and, when it completed, observes its
+// write-path downtime.
+func (m *Metrics) Transition(cause string, writeDowntime time.Duration, completed bool) {
+	outcome := "other"
+	if completed {
+		outcome = "completed"
+		m.downtime.WithLabelValues(cause).Observe(writeDowntime.Seconds())
+	}
+	m.transitions.WithLabelValues(cause, outcome).Inc()
 }
 
 // ApplyFailed counts one failed apply, labelled with the HTTP status the

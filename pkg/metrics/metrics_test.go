@@ -125,6 +125,67 @@ pgsvc_convergence_seconds_count{target="dpapi-a"} 2
 	})
 }
 
+func TestTransitions(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	m := New(reg, nil)
+	m.Transition("switchover requested", 180*time.Millisecond, true)
+	m.Transition("switchover requested", 0, false)
+	m.Transition("leader key expired", 40*time.Millisecond, true)
+	for _, tc := range []struct {
+		labels []string
+		want   float64
+	}{
+		{[]string{"switchover requested", "completed"}, 1},
+		{[]string{"switchover requested", "other"}, 1},
+		{[]string{"leader key expired", "completed"}, 1},
+	} {
+		if got, err := toFloat64(m.transitions.WithLabelValues(tc.labels...)); err != nil || got != tc.want {
+			t.Errorf("transitions %v = %v (%v), want %v", tc.labels, got, err, tc.want)
+		}
+	}
+	want := `
+# HELP pgsvc_write_downtime_seconds Write-path downtime of a completed transition as the controller saw it: from the old primary going off (its /primary stopped answering 200 or its leader key went) to the new primary forced UP (or answering /primary 200 read-write).
+# TYPE pgsvc_write_downtime_seconds histogram
+pgsvc_write_downtime_seconds_bucket{cause="leader key expired",le="0.01"} 0
+pgsvc_write_downtime_seconds_bucket{cause="leader key expired",le="0.025"} 0
+pgsvc_write_downtime_seconds_bucket{cause="leader key expired",le="0.05"} 1
+pgsvc_write_downtime_seconds_bucket{cause="leader key expired",le="0.1"} 1
+pgsvc_write_downtime_seconds_bucket{cause="leader key expired",le="0.2"} 1
+pgsvc_write_downtime_seconds_bucket{cause="leader key expired",le="0.3"} 1
+pgsvc_write_downtime_seconds_bucket{cause="leader key expired",le="0.5"} 1
+pgsvc_write_downtime_seconds_bucket{cause="leader key expired",le="0.75"} 1
+pgsvc_write_downtime_seconds_bucket{cause="leader key expired",le="1"} 1
+pgsvc_write_downtime_seconds_bucket{cause="leader key expired",le="2"} 1
+pgsvc_write_downtime_seconds_bucket{cause="leader key expired",le="5"} 1
+pgsvc_write_downtime_seconds_bucket{cause="leader key expired",le="10"} 1
+pgsvc_write_downtime_seconds_bucket{cause="leader key expired",le="30"} 1
+pgsvc_write_downtime_seconds_bucket{cause="leader key expired",le="60"} 1
+pgsvc_write_downtime_seconds_bucket{cause="leader key expired",le="+Inf"} 1
+pgsvc_write_downtime_seconds_sum{cause="leader key expired"} 0.04
+pgsvc_write_downtime_seconds_count{cause="leader key expired"} 1
+pgsvc_write_downtime_seconds_bucket{cause="switchover requested",le="0.01"} 0
+pgsvc_write_downtime_seconds_bucket{cause="switchover requested",le="0.025"} 0
+pgsvc_write_downtime_seconds_bucket{cause="switchover requested",le="0.05"} 0
+pgsvc_write_downtime_seconds_bucket{cause="switchover requested",le="0.1"} 0
+pgsvc_write_downtime_seconds_bucket{cause="switchover requested",le="0.2"} 1
+pgsvc_write_downtime_seconds_bucket{cause="switchover requested",le="0.3"} 1
+pgsvc_write_downtime_seconds_bucket{cause="switchover requested",le="0.5"} 1
+pgsvc_write_downtime_seconds_bucket{cause="switchover requested",le="0.75"} 1
+pgsvc_write_downtime_seconds_bucket{cause="switchover requested",le="1"} 1
+pgsvc_write_downtime_seconds_bucket{cause="switchover requested",le="2"} 1
+pgsvc_write_downtime_seconds_bucket{cause="switchover requested",le="5"} 1
+pgsvc_write_downtime_seconds_bucket{cause="switchover requested",le="10"} 1
+pgsvc_write_downtime_seconds_bucket{cause="switchover requested",le="30"} 1
+pgsvc_write_downtime_seconds_bucket{cause="switchover requested",le="60"} 1
+pgsvc_write_downtime_seconds_bucket{cause="switchover requested",le="+Inf"} 1
+pgsvc_write_downtime_seconds_sum{cause="switchover requested"} 0.18
+pgsvc_write_downtime_seconds_count{cause="switchover requested"} 1
+`
+	if err := gatherAndCompare(reg, want, "pgsvc_write_downtime_seconds"); err != nil {
+		t.Error(err)
+	}
+}
+
 func sampleStatus() controller.Status {
 	return controller.Status{
 		Now:   time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC),

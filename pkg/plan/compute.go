@@ -24,6 +24,10 @@ type Options struct {
 	// Promoted maps a cluster name to the member that just took the leader
 	// key (see topology.MergeOptions.Promoted).
 	Promoted map[string]string
+	// PromotedConfirmed marks the clusters whose Promoted member answered
+	// its REST API's /primary 200 read-write (see
+	// topology.MergeOptions.PromotedConfirmed).
+	PromotedConfirmed map[string]bool
 }
 
 // Compute merges the live Patroni state of every cluster of inv into the
@@ -47,6 +51,8 @@ func Compute(inv *topology.Inventory, dcs map[string]*patroni.ClusterState, opts
 			LastKnownLeader: opts.LastKnownLeaders[c.Name],
 			Released:        opts.Released[c.Name],
 			Promoted:        opts.Promoted[c.Name],
+
+			PromotedConfirmed: opts.PromotedConfirmed[c.Name],
 		})
 		svcs, err := services.Build(v)
 		if err != nil {

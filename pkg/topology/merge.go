@@ -24,6 +24,11 @@ type MergeOptions struct {
 	// another one a moment ago; it is marked Promoted while it holds the
 	// key and Patroni reports it running as primary.
 	Promoted string
+	// PromotedConfirmed says the caller saw Promoted's REST API answer
+	// /primary 200 read-write: it is marked Promoted while it holds the key
+	// even though its member key does not say running primary yet (Patroni
+	// rewrites it up to loop_wait later).
+	PromotedConfirmed bool
 }
 
 // Merge combines a cluster's inventory with Patroni's live state (nil when
@@ -51,7 +56,7 @@ func Merge(c *Cluster, st *patroni.ClusterState, opts MergeOptions) *View {
 	}
 	for _, m := range v.Members {
 		if opts.Promoted != "" && m.Name == opts.Promoted && st.Leader == m.Name && m.Live != nil &&
-			m.Live.Role == patroni.RolePrimary && m.Live.State == "running" {
+			(opts.PromotedConfirmed || m.Live.Role == patroni.RolePrimary && m.Live.State == "running") {
 			m.Promoted = true
 		}
 		if opts.Released != "" && m.Name == opts.Released {

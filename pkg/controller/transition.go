@@ -1,0 +1,553 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pgsvc/pgsvc/pkg/patroni"
+	"github.com/pgsvc/pgsvc/pkg/target"
+)
+
+// Prober asks a member's Patroni REST API whether it is the primary
+// (*patroni.Prober). Probe must return within a short timeout of its own.
+type Prober interface {
+	Probe(ctx context.Context, apiURL string) patroni.ProbeResult
+}
+
+// A transition is one switchover or failover of a cluster as the controller
+// follows it. The DCS says one is starting (failover key written, leader key
+// released, expired or moved); from then until it settles, at most
+// PromoteWindow, the members concerned are asked for /primary every
+// ProbeInterval, and the answers drive the write path:
+//
+//	old primary off  its /primary stops answering 200 (or its leader key goes):
+//	                 weight 0 in every /primary-checked service at once
+//	new primary on   it holds the leader key and answers /primary 200 with
+//	                 PostgreSQL read-write: forced UP in those services at once
+//	fence lifted     FenceHold after both the old primary went off and a new
+//	                 leader took the key (HAProxy's checks have seen it fail)
+//
+// A request Patroni refuses or never carries out (the failover key goes
+// while the old primary still holds the key and answers 200) ends the
+// transition with the write path untouched. Nothing is probed in steady
+// state.
+type transition struct {
+	cluster string
+	cause   string
+	from    string // the primary Patroni moves away from
+	to      string // the member that took the leader key ("" until one did)
+
+	start, deadline time.Time
+	request         *patroni.Failover // the failover key that started it, if any
+
+	requestAt, offAt, leaderAt, onAt, fencedAt, forcedAt, liftAt time.Time
+
+	offWhy, onWhy string
+	// lost is set when the new primary's /primary stopped answering 200
+	// after it was on: a real failure, never forced UP again.
+	lost bool
+
+	probes  map[string]*memberProbe
+	probing bool // probe goroutines run (until the deadline or the end)
+	ctx     context.Context
+	cancel  context.CancelFunc
+}
+
+// memberProbe is what the probes of one member have said so far.
+type memberProbe struct {
+	url      string
+	last     patroni.ProbeResult
+	seen     bool
+	failures int // consecutive probes without an answer
+	started  bool
+}
+
+// noAnswerOff is how many probes in a row without any answer make the old
+// primary count as off: one timeout is noise, three (≈60 ms) mean its
+// REST API is gone, which HAProxy's check will see too.
+const noAnswerOff = 3
+
+// transitions is the controller's transition state (guarded by c.mu except
+// where noted).
+type transitions struct {
+	active  map[string]*transition       // cluster -> transition in flight
+	apiURLs map[string]map[string]string // cluster -> member -> api_url last seen
+	// doneRequest is the failover key of a transition that ended while the
+	// key stayed: it does not start another one.
+	doneRequest map[string]patroni.Failover
+	ended       []*transition // to report (flushTransitions)
+
+	wake chan struct{} // 1-buffered: a probe answer changed something
+
+	prober    Prober
+	probeWarn string
+	warned    bool
+
+	ctx     context.Context // Run's; nil while not running
+	wg      sync.WaitGroup  // probe goroutines
+	running atomic.Int32    // probe goroutines running (tests)
+}
+
+func (tx *transitions) init(opts *Options) {
+	tx.active = map[string]*transition{}
+	tx.apiURLs = map[string]map[string]string{}
+	tx.doneRequest = map[string]patroni.Failover{}
+	tx.wake = make(chan struct{}, 1)
+	tx.prober = opts.Prober
+	if tx.prober == nil {
+		p, warn := patroni.NewProber(patroni.ProberOptions{CAFile: opts.PatroniCAFile, Now: opts.Now})
+		tx.prober, tx.probeWarn = p, warn
+	}
+}
+
+// release is a member fenced from write services.
+type release struct{ member string }
+
+// promotion is a member to force UP in write services; confirmed when its
+// REST API said it is the primary, read-write.
+type promotion struct {
+	member    string
+	confirmed bool
+}
+
+// startProbing lets transitions probe, under ctx (Run's).
+func (c *Controller) startProbing(ctx context.Context) {
+	c.mu.Lock()
+	c.tx.ctx = ctx
+	for _, t := range c.tx.active {
+		c.probeAll(t)
+	}
+	c.mu.Unlock()
+}
+
+// stopProbing ends every probe and waits for the goroutines.
+func (c *Controller) stopProbing() {
+	c.mu.Lock()
+	for _, t := range c.tx.active {
+		c.stopProbes(t)
+	}
+	c.tx.ctx = nil
+	c.mu.Unlock()
+	c.tx.wg.Wait()
+}
+
+// trackTransitions starts, advances and ends the transition of every
+// cluster from a fresh DCS view, and sets c.released and c.promoted from
+// them. Call with c.mu held.
+func (c *Controller) trackTransitions(dcs map[string]*patroni.ClusterState, now time.Time) {
+	for cl, st := range dcs {
+		urls := c.tx.apiURLs[cl]
+		if urls == nil {
+			urls = map[string]string{}
+			c.tx.apiURLs[cl] = urls
+		}
+		for name, m := range st.Members {
+			if m != nil && m.APIURL != "" {
+				urls[name] = m.APIURL
+			}
+		}
+		if t := c.tx.active[cl]; t == nil {
+			c.startTransition(cl, st, now)
+		}
+	}
+	for cl, t := range c.tx.active {
+		c.advance(t, dcs[cl], now)
+	}
+}
+
+// startTransition starts one if the DCS shows it. Call with c.mu held.
+func (c *Controller) startTransition(cl string, st *patroni.ClusterState, now time.Time) {
+	last := c.lastLeaders[cl]
+	fo := st.Failover
+	if fo == nil {
+		delete(c.tx.doneRequest, cl)
+	}
+	t := &transition{cluster: cl, start: now, deadline: now.Add(c.opts.PromoteWindow), probes: map[string]*memberProbe{}}
+	var candidates []string
+	switch {
+	case st.Leader != "" && fo != nil && (fo.Leader == "" || fo.Leader == st.Leader) && fo.Member != st.Leader &&
+		switchoverDue(fo, now):
+		if done, ok := c.tx.doneRequest[cl]; ok && done == *fo {
+			return
+		}
+		t.cause, t.from, t.requestAt = "switchover requested", st.Leader, now
+		f := *fo
+		t.request = &f
+		if fo.Member != "" {
+			candidates = []string{fo.Member}
+		}
+	case st.Leader == "" && last != "":
+		t.from = last
+		t.cause = "leader key expired"
+		if st.Members[last] != nil {
+			t.cause = "leader key released"
+		}
+	case st.Leader != "" && last != "" && st.Leader != last:
+		t.from, t.cause = last, "leader key moved"
+		candidates = []string{st.Leader}
+	default:
+		return
+	}
+	if candidates == nil {
+		for name := range c.tx.apiURLs[cl] {
+			if name != t.from && st.Members[name] != nil {
+				candidates = append(candidates, name)
+			}
+		}
+		sort.Strings(candidates)
+	}
+	for _, name := range append([]string{t.from}, candidates...) {
+		if u := c.tx.apiURLs[cl][name]; u != "" {
+			t.probes[name] = &memberProbe{url: u}
+		}
+	}
+	c.tx.active[cl] = t
+	c.log.Info("transition: probing Patroni's REST API", zap.String("cluster", cl), zap.String("cause", t.cause),
+		zap.String("from", t.from), zap.Strings("candidates", candidates))
+	c.probeAll(t)
+}
+
+// advance moves t on from the DCS view st (nil: the cluster is gone from
+// the DCS) and the probes' answers, ends it when it is over, and sets
+// c.released / c.promoted for its cluster. Call with c.mu held.
+func (c *Controller) advance(t *transition, st *patroni.ClusterState, now time.Time) {
+	cl := t.cluster
+	if st != nil {
+		switch leader := st.Leader; {
+		case leader != "" && leader != t.from:
+			if t.to != leader {
+				t.to, t.leaderAt, t.onAt, t.onWhy, t.lost, t.forcedAt = leader, now, time.Time{}, "", false, time.Time{}
+				if t.probes[leader] == nil {
+					if u := c.tx.apiURLs[cl][leader]; u != "" {
+						t.probes[leader] = &memberProbe{url: u}
+						c.probeAll(t)
+					}
+				}
+			}
+			c.off(t, now, "the leader key moved to "+leader)
+		case leader == "":
+			if st.Members[t.from] != nil {
+				c.off(t, now, "it released the leader key")
+			} else if !st.FailsafeMode {
+				// Without failsafe_mode a primary whose key expired has demoted
+				// itself (retry_timeout < ttl) or is dead. With it, it may keep
+				// serving: only its /primary answers decide (below).
+				c.off(t, now, "its leader key expired")
+			}
+		case leader == t.from && t.offAt.IsZero() && t.request != nil && !sameRequest(st.Failover, t.request):
+			c.end(t, "the switchover request went away while "+t.from+" still leads: write path untouched")
+			return
+		}
+	}
+	if p := t.probes[t.from]; p != nil && p.seen && t.offAt.IsZero() {
+		switch {
+		case p.last.Answered() && !p.last.Primary():
+			c.off(t, p.last.At, fmt.Sprintf("its /primary answered %d", p.last.Code))
+		case p.failures >= noAnswerOff:
+			c.off(t, p.last.At, "its REST API stopped answering ("+p.last.Err+")")
+		}
+	}
+	if !t.offAt.IsZero() && st != nil && st.Leader == t.from {
+		// It kept (or took back) the key: off only while /primary says so.
+		if p := t.probes[t.from]; p == nil || !t.probing || (p.seen && p.last.Primary() && !p.last.At.Before(t.offAt)) {
+			c.end(t, t.from+" leads again")
+			return
+		}
+	}
+	if t.to != "" && st != nil && st.Leader == t.to && !t.lost {
+		p := t.probes[t.to]
+		switch {
+		case p != nil && p.seen && p.last.Primary() && p.last.Writable:
+			if t.onAt.IsZero() {
+				t.onAt, t.onWhy = p.last.At, "its /primary answered 200 and PostgreSQL is read-write"
+				c.log.Info("transition: new primary on", zap.String("cluster", cl), zap.String("member", t.to),
+					zap.String("why", t.onWhy), zap.Duration("since_off", sinceOrZero(t.offAt, t.onAt)))
+			}
+		case p != nil && p.seen && p.last.Answered() && !p.last.Primary() && !t.onAt.IsZero():
+			t.lost = true
+			c.log.Warn("transition: the new primary's /primary stopped answering 200: left to HAProxy's checks",
+				zap.String("cluster", cl), zap.String("member", t.to), zap.Int("code", p.last.Code))
+		case t.onAt.IsZero() && (p == nil || p.failures >= noAnswerOff || !t.probing):
+			// Its REST API cannot tell: fall back on its member key.
+			if m := st.Members[t.to]; m != nil && m.Role == patroni.RolePrimary && m.State == "running" {
+				t.onAt, t.onWhy = now, "its member key says running primary (REST API not answering)"
+			}
+		}
+	}
+	if t.liftAt.IsZero() && !t.offAt.IsZero() && !t.leaderAt.IsZero() {
+		t.liftAt = later(t.offAt, t.leaderAt).Add(c.opts.FenceHold)
+	}
+	if t.probing && !now.Before(t.deadline) {
+		c.stopProbes(t)
+	}
+	fenced := !t.offAt.IsZero() && (t.liftAt.IsZero() || now.Before(t.liftAt))
+	// Forced UP for FenceHold: HAProxy has it UP by then (on our word or
+	// its checks'), and a later failure is left to the checks.
+	forceUp := t.to != "" && !t.onAt.IsZero() && !t.lost && now.Before(t.deadline) && now.Before(t.onAt.Add(c.opts.FenceHold))
+	pendingOn := t.to != "" && t.onAt.IsZero() && !t.lost && now.Before(t.deadline)
+	if !fenced && !forceUp && !pendingOn && (!t.offAt.IsZero() || !now.Before(t.deadline)) {
+		why := "settled"
+		if t.offAt.IsZero() {
+			why = "window over; " + t.from + " never went off"
+		}
+		c.end(t, why)
+		return
+	}
+	if fenced {
+		c.released[cl] = &release{member: t.from}
+	} else {
+		delete(c.released, cl)
+	}
+	if forceUp {
+		c.promoted[cl] = &promotion{member: t.to, confirmed: strings.HasPrefix(t.onWhy, "its /primary")}
+	} else {
+		delete(c.promoted, cl)
+	}
+}
+
+// off marks t's old primary off (fenced) at at, once. Call with c.mu held.
+func (c *Controller) off(t *transition, at time.Time, why string) {
+	if !t.offAt.IsZero() {
+		return
+	}
+	t.offAt, t.offWhy = at, why
+	c.log.Info("transition: old primary off, fenced from write services", zap.String("cluster", t.cluster),
+		zap.String("member", t.from), zap.String("why", why))
+}
+
+// end closes t: probes stop, its fence and force-up go, and it is queued
+// for the status history. Call with c.mu held.
+func (c *Controller) end(t *transition, why string) {
+	c.stopProbes(t)
+	delete(c.tx.active, t.cluster)
+	delete(c.released, t.cluster)
+	delete(c.promoted, t.cluster)
+	if t.request != nil {
+		c.tx.doneRequest[t.cluster] = *t.request
+	}
+	t.offWhy = strings.TrimSpace(t.offWhy)
+	c.tx.ended = append(c.tx.ended, t)
+	c.log.Info("transition over", zap.String("cluster", t.cluster), zap.String("from", t.from), zap.String("to", t.to),
+		zap.String("why", why))
+}
+
+func sameRequest(cur, req *patroni.Failover) bool {
+	return cur != nil && *cur == *req
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+func sinceOrZero(from, to time.Time) time.Duration {
+	if from.IsZero() || to.IsZero() {
+		return 0
+	}
+	return to.Sub(from)
+}
+
+// probeAll starts a probe goroutine for every member of t not probed yet,
+// while the controller runs and t's window lasts. Call with c.mu held.
+func (c *Controller) probeAll(t *transition) {
+	if c.tx.ctx == nil || !c.opts.Now().Before(t.deadline) {
+		return
+	}
+	if t.cancel == nil {
+		t.ctx, t.cancel = context.WithCancel(c.tx.ctx)
+		t.probing = true
+	}
+	if !t.probing {
+		return
+	}
+	for name, p := range t.probes {
+		if !p.started {
+			p.started = true
+			c.spawnProbe(t.ctx, t, name, p.url)
+		}
+	}
+}
+
+// spawnProbe probes member every ProbeInterval until ctx ends. Call with
+// c.mu held.
+func (c *Controller) spawnProbe(ctx context.Context, t *transition, member, url string) {
+	if strings.HasPrefix(url, "https:") && c.tx.probeWarn != "" && !c.tx.warned {
+		c.tx.warned = true
+		c.log.Warn(c.tx.probeWarn)
+	}
+	c.tx.wg.Add(1)
+	c.tx.running.Add(1)
+	go func() {
+		defer c.tx.wg.Done()
+		defer c.tx.running.Add(-1)
+		tick := time.NewTicker(c.opts.ProbeInterval)
+		defer tick.Stop()
+		for {
+			r := c.tx.prober.Probe(ctx, url)
+			if ctx.Err() != nil {
+				return
+			}
+			c.probeAnswered(t, member, r)
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+}
+
+// probeAnswered records one probe answer and wakes the loop when it can
+// change the write path.
+func (c *Controller) probeAnswered(t *transition, member string, r patroni.ProbeResult) {
+	c.mu.Lock()
+	p := t.probes[member]
+	if p == nil || !t.probing || c.tx.active[t.cluster] != t {
+		c.mu.Unlock()
+		return
+	}
+	prev, seen := p.last, p.seen
+	p.last, p.seen = r, true
+	if r.Answered() {
+		p.failures = 0
+	} else {
+		p.failures++
+	}
+	changed := !seen || prev.Code != r.Code || prev.Writable != r.Writable || p.failures == noAnswerOff
+	c.mu.Unlock()
+	if changed {
+		select {
+		case c.tx.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// stopProbes ends t's probe goroutines. Call with c.mu held.
+func (c *Controller) stopProbes(t *transition) {
+	if t.cancel != nil {
+		t.cancel()
+	}
+	t.probing = false
+}
+
+// fenceExpired reports whether a transition has something due without any
+// event: a fence to lift, a window that ended, or a scheduled switchover
+// whose time has come. Call with c.mu held.
+func (c *Controller) fenceExpired(now time.Time) bool {
+	for _, t := range c.tx.active {
+		if (!t.liftAt.IsZero() && !now.Before(t.liftAt) && c.released[t.cluster] != nil) || !now.Before(t.deadline) ||
+			(!t.onAt.IsZero() && !now.Before(t.onAt.Add(c.opts.FenceHold)) && c.promoted[t.cluster] != nil) {
+			return true
+		}
+	}
+	for _, s := range c.snaps {
+		for name, st := range s.Clusters {
+			fo := st.Failover
+			if fo != nil && fo.ScheduledAt != "" && fo.Leader == st.Leader && switchoverDue(fo, now) && c.tx.active[name] == nil {
+				if done, ok := c.tx.doneRequest[name]; !ok || done != *fo {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// TransitionTimeline is one switchover or failover as the controller saw
+// it, in the status history.
+type TransitionTimeline struct {
+	Cluster string `json:"cluster"`
+	Cause   string `json:"cause"`
+	From    string `json:"from"`
+	To      string `json:"to,omitempty"`
+	// Start is when the DCS showed the transition; the others are zero when
+	// they did not happen.
+	Start time.Time `json:"start"`
+	// Requested: the failover key asked for it.
+	Requested time.Time `json:"requested,omitempty"`
+	// OldPrimaryOff: the old primary's /primary stopped answering 200, or
+	// its leader key went; FencedApplied: its weight 0 reached HAProxy.
+	OldPrimaryOff time.Time `json:"old_primary_off,omitempty"`
+	OffReason     string    `json:"off_reason,omitempty"`
+	FencedApplied time.Time `json:"fenced_applied,omitempty"`
+	// LeaderKey: a new member took the leader key.
+	LeaderKey time.Time `json:"leader_key,omitempty"`
+	// NewPrimaryOn: it answered /primary 200 read-write; ForcedUp: HAProxy
+	// marked it UP on our word (zero when its checks had it UP already).
+	NewPrimaryOn time.Time `json:"new_primary_on,omitempty"`
+	OnReason     string    `json:"on_reason,omitempty"`
+	ForcedUp     time.Time `json:"forced_up,omitempty"`
+	// WriteDowntime is from OldPrimaryOff to the new primary's ForcedUp (or
+	// NewPrimaryOn): how long the write path had no primary, as the
+	// controller saw it.
+	WriteDowntime time.Duration `json:"write_downtime_ns,omitempty"`
+}
+
+// TransitionMetrics is implemented by a Metrics that records transitions.
+type TransitionMetrics interface {
+	Transition(cause string, writeDowntime time.Duration, ok bool)
+}
+
+func (t *transition) timeline() TransitionTimeline {
+	tl := TransitionTimeline{Cluster: t.cluster, Cause: t.cause, From: t.from, To: t.to, Start: t.start,
+		Requested: t.requestAt, OldPrimaryOff: t.offAt, OffReason: t.offWhy, FencedApplied: t.fencedAt,
+		LeaderKey: t.leaderAt, NewPrimaryOn: t.onAt, OnReason: t.onWhy, ForcedUp: t.forcedAt}
+	on := t.forcedAt
+	if on.IsZero() {
+		on = t.onAt
+	}
+	if !t.offAt.IsZero() && !on.IsZero() && on.After(t.offAt) {
+		tl.WriteDowntime = on.Sub(t.offAt)
+	}
+	return tl
+}
+
+// flushTransitions reports the transitions that ended: one history event
+// each, and the downtime metric. Call without c.mu.
+func (c *Controller) flushTransitions() {
+	c.mu.Lock()
+	ended := c.tx.ended
+	c.tx.ended = nil
+	c.mu.Unlock()
+	for _, t := range ended {
+		tl := t.timeline()
+		c.addEvent(Event{At: c.opts.Now(), Kind: "transition", Transition: &tl})
+		if m, ok := c.opts.Metrics.(TransitionMetrics); ok {
+			m.Transition(tl.Cause, tl.WriteDowntime, !tl.OldPrimaryOff.IsZero() && !tl.NewPrimaryOn.IsZero())
+		}
+		c.log.Info("transition timeline", zap.String("cluster", tl.Cluster), zap.String("cause", tl.Cause),
+			zap.String("from", tl.From), zap.String("to", tl.To), zap.Duration("write_downtime", tl.WriteDowntime),
+			zap.Any("timeline", tl))
+	}
+}
+
+// noteApplied records when a transition's fence and force-up reached a
+// target (the first one).
+func (c *Controller) noteApplied(changes []target.Change, at time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, t := range c.tx.active {
+		for _, ch := range changes {
+			if !strings.HasPrefix(ch.Backend, t.cluster+"-") {
+				continue
+			}
+			switch {
+			case ch.Kind == target.KindForceUp && ch.Server == t.to && t.forcedAt.IsZero():
+				t.forcedAt = at
+			case ch.Kind == target.KindSetWeight && ch.Server == t.from && strings.HasSuffix(ch.Detail, "-> 0") &&
+				t.fencedAt.IsZero() && !t.offAt.IsZero():
+				t.fencedAt = at
+			}
+		}
+	}
+}

@@ -1,0 +1,310 @@
+package controller
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pgsvc/pgsvc/pkg/patroni"
+	"github.com/pgsvc/pgsvc/pkg/services"
+	"github.com/pgsvc/pgsvc/pkg/target"
+)
+
+// fakeAPI is one member's Patroni REST API: /primary answers with the code
+// and body role set by the test, and counts the requests.
+type fakeAPI struct {
+	srv  *httptest.Server
+	mu   sync.Mutex
+	code int
+	role string
+	hits int
+}
+
+func newFakeAPI(t *testing.T, code int, role string) *fakeAPI {
+	f := &fakeAPI{code: code, role: role}
+	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		f.hits++
+		code, role := f.code, f.role
+		f.mu.Unlock()
+		if r.URL.Path != "/primary" {
+			t.Errorf("probe of %s, want /primary", r.URL.Path)
+		}
+		w.WriteHeader(code)
+		_, _ = w.Write([]byte(`{"state":"running","role":"` + role + `"}`))
+	}))
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+func (f *fakeAPI) set(code int, role string) {
+	f.mu.Lock()
+	f.code, f.role = code, role
+	f.mu.Unlock()
+}
+
+func (f *fakeAPI) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.hits
+}
+
+// apis is pg-test's three members' REST APIs.
+type apis map[string]*fakeAPI
+
+// with points s's member keys at the fake APIs and sets the role the
+// member keys say for the leader (Patroni rewrites it up to loop_wait after
+// taking the key).
+func (a apis) with(s patroni.Snapshot, leaderRole string) patroni.Snapshot {
+	cs := s.Clusters["pg-test"]
+	for name, m := range cs.Members {
+		if f := a[name]; f != nil {
+			m.APIURL = f.srv.URL + "/patroni"
+		}
+		if name == cs.Leader && leaderRole != "" {
+			m.Role = leaderRole
+		}
+	}
+	return s
+}
+
+// transitionMetrics records Transition calls.
+type transitionMetrics struct {
+	nopMetrics
+	mu    sync.Mutex
+	calls []time.Duration
+}
+
+func (m *transitionMetrics) Transition(cause string, d time.Duration, ok bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if ok {
+		m.calls = append(m.calls, d)
+	}
+}
+
+// runTransitionController runs a controller with fast probes and a short
+// FenceHold until the test ends.
+func runTransitionController(t *testing.T, ft *fakeTarget, m Metrics) *Controller {
+	t.Helper()
+	c := New(loadInventory(t), []target.Target{ft}, Options{ProbeInterval: 5 * time.Millisecond, Debounce: time.Millisecond,
+		FenceHold: 300 * time.Millisecond, PromoteWindow: 10 * time.Second, Metrics: m, PatroniCAFile: "/nonexistent"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = c.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		if n := c.tx.running.Load(); n != 0 {
+			t.Errorf("%d probe goroutines still running after Run returned", n)
+		}
+	})
+	return c
+}
+
+// eventually polls cond until it holds or a deadline passes.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		<-tick.C
+	}
+}
+
+// afterProbes waits until f has answered n more probes.
+func afterProbes(t *testing.T, f *fakeAPI, n int) {
+	t.Helper()
+	from := f.count()
+	eventually(t, "more probes", func() bool { return f.count() >= from+n })
+}
+
+func (f *fakeTarget) all() [][]services.Service {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([][]services.Service(nil), f.applies...)
+}
+
+func transitionEvents(c *Controller) []TransitionTimeline {
+	var out []TransitionTimeline
+	for _, e := range c.Status().History {
+		if e.Kind == "transition" {
+			out = append(out, *e.Transition)
+		}
+	}
+	return out
+}
+
+// TestTransitionSwitchover follows a switchover pg-test-1 -> pg-test-2 the
+// way Patroni makes it, with the REST answers moving ahead of the DCS.
+func TestTransitionSwitchover(t *testing.T) {
+	all := []string{"pg-test-1", "pg-test-2", "pg-test-3"}
+	a := apis{"pg-test-1": newFakeAPI(t, 200, "master"), "pg-test-2": newFakeAPI(t, 503, "replica"),
+		"pg-test-3": newFakeAPI(t, 503, "replica")}
+	ft := &fakeTarget{}
+	m := &transitionMetrics{}
+	c := runTransitionController(t, ft, m)
+
+	c.Observe(a.with(state(10, "pg-test-1", 1, all...), ""))
+	eventually(t, "first apply", func() bool { return ft.count() == 1 })
+	for name, f := range a {
+		if n := f.count(); n != 0 {
+			t.Errorf("%s probed %d times in steady state", name, n)
+		}
+	}
+
+	// The request: the old primary and the named candidate are probed, the
+	// write path is untouched while the old primary answers 200.
+	c.Observe(a.with(requested(state(11, "pg-test-1", 1, all...), "pg-test-1", "pg-test-2"), ""))
+	eventually(t, "probes of the old primary and the candidate", func() bool {
+		return a["pg-test-1"].count() > 2 && a["pg-test-2"].count() > 2
+	})
+	if n := a["pg-test-3"].count(); n != 0 {
+		t.Errorf("pg-test-3, not the candidate, probed %d times", n)
+	}
+	if w := weightOf(ft.last(), "pg-test-primary", "pg-test-1"); w != 100 {
+		t.Errorf("pg-test-1 weight %d in the primary service at the request, want 100 (fence at demotion, not request)", w)
+	}
+
+	// Patroni demotes: /primary 503 before any DCS change. Fenced at once.
+	a["pg-test-1"].set(503, "master")
+	eventually(t, "pg-test-1 fenced in write services", func() bool {
+		last := ft.last()
+		return weightOf(last, "pg-test-primary", "pg-test-1") == 0 && weightOf(last, "pg-test-default", "pg-test-1") == 0
+	})
+	if w := weightOf(ft.last(), "pg-test-replica", "pg-test-1"); w != 100 {
+		t.Errorf("pg-test-1 weight %d in the replica service, want 100", w)
+	}
+
+	// pg-test-2 takes the key; its member key still says replica, its
+	// /primary says 200 but PostgreSQL is still in recovery: not yet.
+	a["pg-test-2"].set(200, "replica")
+	c.Observe(a.with(requested(state(12, "pg-test-2", 1, all...), "pg-test-1", "pg-test-2"), patroni.RoleReplica))
+	eventually(t, "the new roles applied", func() bool { return backups(ft.last(), "pg-test-replica") == "pg-test-2" })
+	afterProbes(t, a["pg-test-2"], 3)
+	if f := forcedUp(ft.last(), "pg-test-primary"); f != "" {
+		t.Errorf("forced up %q while PostgreSQL is still in recovery", f)
+	}
+	// Read-write: forced UP in both write services, though the member key
+	// still says replica; never in the replica service.
+	a["pg-test-2"].set(200, "master")
+	eventually(t, "pg-test-2 forced up", func() bool {
+		last := ft.last()
+		return forcedUp(last, "pg-test-primary") == "pg-test-2" && forcedUp(last, "pg-test-default") == "pg-test-2"
+	})
+	if f := forcedUp(ft.last(), "pg-test-replica"); f != "" {
+		t.Errorf("forced up %q in the replica service", f)
+	}
+	for _, applied := range ft.all() {
+		if f := forcedUp(applied, "pg-test-primary"); f != "" && f != "pg-test-2" {
+			t.Errorf("forced up %q, never the old primary or a member without the key", f)
+		}
+	}
+
+	// FenceHold later the transition is over: fence lifted, probes stopped,
+	// the timeline in the history and the metrics.
+	eventually(t, "the transition's end", func() bool { return len(transitionEvents(c)) == 1 })
+	eventually(t, "probes stopped", func() bool { return c.tx.running.Load() == 0 })
+	eventually(t, "fence lifted and force-up over", func() bool {
+		last := ft.last()
+		return weightOf(last, "pg-test-primary", "pg-test-1") == 100 && forcedUp(last, "pg-test-primary") == ""
+	})
+	tl := transitionEvents(c)[0]
+	if tl.Cause != "switchover requested" || tl.From != "pg-test-1" || tl.To != "pg-test-2" || tl.Requested.IsZero() ||
+		tl.OldPrimaryOff.IsZero() || tl.LeaderKey.IsZero() || tl.NewPrimaryOn.IsZero() ||
+		tl.OldPrimaryOff.Before(tl.Requested) || tl.NewPrimaryOn.Before(tl.OldPrimaryOff) || tl.WriteDowntime <= 0 {
+		t.Errorf("timeline %+v", tl)
+	}
+	if tl.OffReason != "its /primary answered 503" {
+		t.Errorf("off reason %q, want the REST answer", tl.OffReason)
+	}
+	m.mu.Lock()
+	if len(m.calls) != 1 || m.calls[0] != tl.WriteDowntime {
+		t.Errorf("downtime metric calls %v, want [%v]", m.calls, tl.WriteDowntime)
+	}
+	m.mu.Unlock()
+}
+
+// TestTransitionRefused: a switchover request Patroni never carries out
+// leaves the write path untouched and stops the probes.
+func TestTransitionRefused(t *testing.T) {
+	all := []string{"pg-test-1", "pg-test-2", "pg-test-3"}
+	a := apis{"pg-test-1": newFakeAPI(t, 200, "master"), "pg-test-2": newFakeAPI(t, 503, "replica"),
+		"pg-test-3": newFakeAPI(t, 503, "replica")}
+	ft := &fakeTarget{}
+	c := runTransitionController(t, ft, nil)
+	c.Observe(a.with(state(10, "pg-test-1", 1, all...), ""))
+	eventually(t, "first apply", func() bool { return ft.count() == 1 })
+	c.Observe(a.with(requested(state(11, "pg-test-1", 1, all...), "pg-test-1", ""), ""))
+	eventually(t, "probes of every member", func() bool {
+		return a["pg-test-1"].count() > 2 && a["pg-test-2"].count() > 2 && a["pg-test-3"].count() > 2
+	})
+	c.Observe(a.with(state(12, "pg-test-1", 1, all...), ""))
+	eventually(t, "the transition's end", func() bool { return len(transitionEvents(c)) == 1 })
+	eventually(t, "probes stopped", func() bool { return c.tx.running.Load() == 0 })
+	if tl := transitionEvents(c)[0]; !tl.OldPrimaryOff.IsZero() || tl.To != "" {
+		t.Errorf("timeline %+v, want nothing off or on", tl)
+	}
+	for i, applied := range ft.all() {
+		if w := weightOf(applied, "pg-test-primary", "pg-test-1"); w != 100 {
+			t.Errorf("apply %d: pg-test-1 weight %d, want the write path untouched", i, w)
+		}
+	}
+	// The same request still in the DCS does not start another transition.
+	c.Observe(a.with(requested(state(13, "pg-test-1", 1, all...), "pg-test-1", ""), ""))
+	c.Observe(a.with(requested(state(14, "pg-test-1", 1, all...), "pg-test-1", ""), ""))
+	eventually(t, "two more reconciles", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.decision >= 4
+	})
+	if n := c.tx.running.Load(); n != 0 {
+		t.Errorf("%d probes for a request already seen through", n)
+	}
+}
+
+// TestTransitionKill9: the leader's lease expires (kill -9); the dead
+// primary is fenced at once, the new leader forced UP as soon as its
+// /primary answers 200 read-write, and no longer once it fails.
+func TestTransitionKill9(t *testing.T) {
+	all := []string{"pg-test-1", "pg-test-2", "pg-test-3"}
+	a := apis{"pg-test-1": newFakeAPI(t, 200, "master"), "pg-test-2": newFakeAPI(t, 503, "replica"),
+		"pg-test-3": newFakeAPI(t, 503, "replica")}
+	ft := &fakeTarget{}
+	c := runTransitionController(t, ft, nil)
+	c.Observe(a.with(state(10, "pg-test-1", 1, all...), ""))
+	eventually(t, "first apply", func() bool { return ft.count() == 1 })
+
+	a["pg-test-1"].srv.Close() // dead: nothing answers
+	c.Observe(a.with(state(11, "", 1, "pg-test-2", "pg-test-3"), ""))
+	eventually(t, "the dead primary fenced", func() bool { return weightOf(ft.last(), "pg-test-primary", "pg-test-1") == 0 })
+	eventually(t, "the survivors probed", func() bool { return a["pg-test-2"].count() > 0 && a["pg-test-3"].count() > 0 })
+
+	a["pg-test-3"].set(200, "master")
+	c.Observe(a.with(state(12, "pg-test-3", 1, "pg-test-2", "pg-test-3"), patroni.RolePromoted))
+	eventually(t, "pg-test-3 forced up", func() bool { return forcedUp(ft.last(), "pg-test-primary") == "pg-test-3" })
+
+	// A real failure of its /primary within the window: left to HAProxy.
+	a["pg-test-3"].set(503, "master")
+	eventually(t, "force-up withdrawn", func() bool { return forcedUp(ft.last(), "pg-test-primary") == "" })
+	a["pg-test-3"].set(200, "master")
+	afterProbes(t, a["pg-test-3"], 3)
+	if f := forcedUp(ft.last(), "pg-test-primary"); f != "" {
+		t.Errorf("forced %q up again after a real check failure", f)
+	}
+	eventually(t, "the transition's end", func() bool { return len(transitionEvents(c)) == 1 })
+	tl := transitionEvents(c)[0]
+	if tl.Cause != "leader key expired" || tl.OffReason != "its leader key expired" || tl.To != "pg-test-3" || tl.NewPrimaryOn.IsZero() {
+		t.Errorf("timeline %+v", tl)
+	}
+}
