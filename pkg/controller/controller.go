@@ -460,7 +460,7 @@ func (c *Controller) ReconcileOnce(force bool) {
 			c.lastLeaders[cl.Name] = cl.Leader
 		}
 		c.lastGood[cl.Name] = computed
-		desired = append(desired, computed...)
+		desired = append(desired, c.holdRoles(cl.Name, computed, now)...)
 	}
 
 	prev := c.desired

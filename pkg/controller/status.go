@@ -67,7 +67,7 @@ func (c *Controller) recordApply(name string, j job, res target.Result, err erro
 	if len(res.Changes) == 0 {
 		return
 	}
-	c.noteApplied(res.Changes, c.opts.Now())
+	c.noteApplied(res, c.opts.Now())
 	conv := c.opts.Now().Sub(j.eventAt)
 	c.opts.Metrics.Applied(name, res.Changes, res.Reloaded, conv)
 	c.addEvent(Event{At: c.opts.Now(), Kind: "applied", Decision: j.decision, Revision: j.revision, Target: name,

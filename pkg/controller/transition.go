@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgsvc/pgsvc/pkg/patroni"
+	"github.com/pgsvc/pgsvc/pkg/services"
 	"github.com/pgsvc/pgsvc/pkg/target"
 )
 
@@ -53,6 +54,9 @@ type transition struct {
 	// lost is set when the new primary's /primary stopped answering 200
 	// after it was on: a real failure, never forced UP again.
 	lost bool
+	// held is set while the last reconcile held the cluster's role changes
+	// back (holdRoles).
+	held bool
 
 	probes  map[string]*memberProbe
 	probing bool // probe goroutines run (until the deadline or the end)
@@ -83,6 +87,9 @@ type transitions struct {
 	// key stayed: it does not start another one.
 	doneRequest map[string]patroni.Failover
 	ended       []*transition // to report (flushTransitions)
+	// lastDesired is what each cluster's services were last handed to the
+	// targets as (holdRoles keeps them while a new primary comes on).
+	lastDesired map[string][]services.Service
 
 	wake chan struct{} // 1-buffered: a probe answer changed something
 
@@ -99,6 +106,7 @@ func (tx *transitions) init(opts *Options) {
 	tx.active = map[string]*transition{}
 	tx.apiURLs = map[string]map[string]string{}
 	tx.doneRequest = map[string]patroni.Failover{}
+	tx.lastDesired = map[string][]services.Service{}
 	tx.wake = make(chan struct{}, 1)
 	tx.prober = opts.Prober
 	if tx.prober == nil {
@@ -389,14 +397,28 @@ func (c *Controller) spawnProbe(ctx context.Context, t *transition, member, url 
 	go func() {
 		defer c.tx.wg.Done()
 		defer c.tx.running.Add(-1)
+		// A probe starts every interval even while earlier ones wait for
+		// a slow answer (up to MaxInFlight outstanding): Patroni's REST API
+		// runs a query per /primary and may take longer than the interval.
+		var inflight sync.WaitGroup
+		defer inflight.Wait()
+		slots := make(chan struct{}, patroni.MaxInFlight())
 		tick := time.NewTicker(c.opts.ProbeInterval)
 		defer tick.Stop()
 		for {
-			r := c.tx.prober.Probe(ctx, url)
-			if ctx.Err() != nil {
-				return
+			select {
+			case slots <- struct{}{}:
+				inflight.Add(1)
+				go func() {
+					defer inflight.Done()
+					defer func() { <-slots }()
+					r := c.tx.prober.Probe(ctx, url)
+					if ctx.Err() == nil {
+						c.probeAnswered(t, member, r)
+					}
+				}()
+			default: // all slots waiting on answers: skip this tick
 			}
-			c.probeAnswered(t, member, r)
 			select {
 			case <-ctx.Done():
 				return
@@ -414,6 +436,10 @@ func (c *Controller) probeAnswered(t *transition, member string, r patroni.Probe
 	if p == nil || !t.probing || c.tx.active[t.cluster] != t {
 		c.mu.Unlock()
 		return
+	}
+	if p.seen && r.Sent.Before(p.last.Sent) {
+		c.mu.Unlock()
+		return // overtaken by a later probe's answer
 	}
 	prev, seen := p.last, p.seen
 	p.last, p.seen = r, true
@@ -440,13 +466,75 @@ func (c *Controller) stopProbes(t *transition) {
 	t.probing = false
 }
 
+// maxRoleHold bounds how long holdRoles keeps a cluster's role changes
+// back while its new leader is not read-write yet.
+const maxRoleHold = time.Second
+
+// holding reports whether t's role changes are to wait: a member took the
+// key, is probed, and has not come on yet.
+func (t *transition) holding(now time.Time) bool {
+	return t.to != "" && t.onAt.IsZero() && !t.lost && t.probing && now.Before(t.leaderAt.Add(maxRoleHold))
+}
+
+// holdRoles returns the services to hand the targets for cluster cl. While
+// its new leader has taken the key but is not read-write yet (at most
+// maxRoleHold), they keep their previous servers and backup flags, taking
+// only weights and force-ups from the new plan: a membership or backup
+// change needs a reload (hundreds of milliseconds), which would hold up
+// the force-up of the new primary that comes a moment later. Then both go
+// in one apply, the force-up first. Call with c.mu held.
+func (c *Controller) holdRoles(cl string, computed []services.Service, now time.Time) []services.Service {
+	out := computed
+	t := c.tx.active[cl]
+	prev, ok := c.tx.lastDesired[cl]
+	if t != nil {
+		t.held = false
+		if ok && t.holding(now) {
+			out = overlayRuntime(prev, computed)
+			t.held = !sameDesired(out, computed)
+			if t.held {
+				c.log.Debug("transition: role changes wait for the new primary", zap.String("cluster", cl), zap.String("member", t.to))
+			}
+		}
+	}
+	c.tx.lastDesired[cl] = out
+	return out
+}
+
+// overlayRuntime returns prev with the weights and force-ups next gives the
+// same servers.
+func overlayRuntime(prev, next []services.Service) []services.Service {
+	want := map[string]map[string]services.Server{}
+	for _, s := range next {
+		m := map[string]services.Server{}
+		for _, sv := range s.Servers {
+			m[sv.Name] = sv
+		}
+		want[s.Name] = m
+	}
+	out := make([]services.Service, len(prev))
+	for i, s := range prev {
+		servers := make([]services.Server, len(s.Servers))
+		for j, sv := range s.Servers {
+			if n, ok := want[s.Name][sv.Name]; ok {
+				sv.Weight, sv.ForceUp, sv.Reason = n.Weight, n.ForceUp, n.Reason
+			}
+			servers[j] = sv
+		}
+		s.Servers = servers
+		out[i] = s
+	}
+	return out
+}
+
 // fenceExpired reports whether a transition has something due without any
 // event: a fence to lift, a window that ended, or a scheduled switchover
 // whose time has come. Call with c.mu held.
 func (c *Controller) fenceExpired(now time.Time) bool {
 	for _, t := range c.tx.active {
 		if (!t.liftAt.IsZero() && !now.Before(t.liftAt) && c.released[t.cluster] != nil) || !now.Before(t.deadline) ||
-			(!t.onAt.IsZero() && !now.Before(t.onAt.Add(c.opts.FenceHold)) && c.promoted[t.cluster] != nil) {
+			(!t.onAt.IsZero() && !now.Before(t.onAt.Add(c.opts.FenceHold)) && c.promoted[t.cluster] != nil) ||
+			(t.held && !t.holding(now)) {
 			return true
 		}
 	}
@@ -532,18 +620,21 @@ func (c *Controller) flushTransitions() {
 }
 
 // noteApplied records when a transition's fence and force-up reached a
-// target (the first one).
-func (c *Controller) noteApplied(changes []target.Change, at time.Time) {
+// target (the first one): at, or when the target says it forced UP.
+func (c *Controller) noteApplied(res target.Result, at time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, t := range c.tx.active {
-		for _, ch := range changes {
+		for _, ch := range res.Changes {
 			if !strings.HasPrefix(ch.Backend, t.cluster+"-") {
 				continue
 			}
 			switch {
 			case ch.Kind == target.KindForceUp && ch.Server == t.to && t.forcedAt.IsZero():
 				t.forcedAt = at
+				if !res.ForcedUp.IsZero() {
+					t.forcedAt = res.ForcedUp
+				}
 			case ch.Kind == target.KindSetWeight && ch.Server == t.from && strings.HasSuffix(ch.Detail, "-> 0") &&
 				t.fencedAt.IsZero() && !t.offAt.IsZero():
 				t.fencedAt = at

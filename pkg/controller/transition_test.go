@@ -187,21 +187,32 @@ func TestTransitionSwitchover(t *testing.T) {
 	}
 
 	// pg-test-2 takes the key; its member key still says replica, its
-	// /primary says 200 but PostgreSQL is still in recovery: not yet.
+	// /primary says 200 but PostgreSQL is still in recovery: not forced UP
+	// yet, and the role changes (a reload) wait for it.
 	a["pg-test-2"].set(200, "replica")
 	c.Observe(a.with(requested(state(12, "pg-test-2", 1, all...), "pg-test-1", "pg-test-2"), patroni.RoleReplica))
-	eventually(t, "the new roles applied", func() bool { return backups(ft.last(), "pg-test-replica") == "pg-test-2" })
+	eventually(t, "the new leader probed", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		tr := c.tx.active["pg-test"]
+		return tr != nil && tr.to == "pg-test-2" && tr.probes["pg-test-2"].seen && tr.probes["pg-test-2"].last.Primary()
+	})
 	afterProbes(t, a["pg-test-2"], 3)
-	if f := forcedUp(ft.last(), "pg-test-primary"); f != "" {
-		t.Errorf("forced up %q while PostgreSQL is still in recovery", f)
+	if last := ft.last(); forcedUp(last, "pg-test-primary") != "" || backups(last, "pg-test-replica") != "pg-test-1" {
+		t.Errorf("forced up %q, replica backups %q while PostgreSQL is still in recovery: want nothing forced, roles held",
+			forcedUp(last, "pg-test-primary"), backups(last, "pg-test-replica"))
 	}
 	// Read-write: forced UP in both write services, though the member key
-	// still says replica; never in the replica service.
+	// still says replica, never in the replica service; the role changes in
+	// the same apply.
 	a["pg-test-2"].set(200, "master")
 	eventually(t, "pg-test-2 forced up", func() bool {
 		last := ft.last()
 		return forcedUp(last, "pg-test-primary") == "pg-test-2" && forcedUp(last, "pg-test-default") == "pg-test-2"
 	})
+	if got := backups(ft.last(), "pg-test-replica"); got != "pg-test-2" {
+		t.Errorf("replica backups %q with the force-up, want pg-test-2", got)
+	}
 	if f := forcedUp(ft.last(), "pg-test-replica"); f != "" {
 		t.Errorf("forced up %q in the replica service", f)
 	}
@@ -306,5 +317,31 @@ func TestTransitionKill9(t *testing.T) {
 	tl := transitionEvents(c)[0]
 	if tl.Cause != "leader key expired" || tl.OffReason != "its leader key expired" || tl.To != "pg-test-3" || tl.NewPrimaryOn.IsZero() {
 		t.Errorf("timeline %+v", tl)
+	}
+}
+
+// TestTransitionRoleHoldBounded: a new leader that never becomes read-write
+// holds the role changes back for maxRoleHold at most, and is never forced
+// UP.
+func TestTransitionRoleHoldBounded(t *testing.T) {
+	all := []string{"pg-test-1", "pg-test-2", "pg-test-3"}
+	a := apis{"pg-test-1": newFakeAPI(t, 200, "master"), "pg-test-2": newFakeAPI(t, 503, "replica"),
+		"pg-test-3": newFakeAPI(t, 503, "replica")}
+	ft := &fakeTarget{}
+	c := runTransitionController(t, ft, nil)
+	c.Observe(a.with(state(10, "pg-test-1", 1, all...), ""))
+	eventually(t, "first apply", func() bool { return ft.count() == 1 })
+	a["pg-test-1"].set(503, "replica")
+	a["pg-test-2"].set(200, "replica")
+	start := time.Now()
+	c.Observe(a.with(state(11, "pg-test-2", 1, all...), patroni.RolePromoted))
+	eventually(t, "the roles applied after the hold", func() bool { return backups(ft.last(), "pg-test-replica") == "pg-test-2" })
+	if d := time.Since(start); d < maxRoleHold {
+		t.Errorf("roles applied %v after the key moved, want the hold (%v) first", d, maxRoleHold)
+	}
+	for _, applied := range ft.all() {
+		if f := forcedUp(applied, "pg-test-primary"); f != "" {
+			t.Errorf("forced up %q, never read-write", f)
+		}
 	}
 }

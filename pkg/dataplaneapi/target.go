@@ -340,7 +340,11 @@ func (t *Target) applyOnce(ctx context.Context, desired []services.Service) (tar
 	if err := t.applyFlips(ctx, desired, flips); err != nil {
 		return res, err
 	}
-	return res, t.forceUp(ctx, force)
+	err = t.forceUp(ctx, force)
+	if err == nil && len(force) > 0 {
+		res.ForcedUp = time.Now()
+	}
+	return res, err
 }
 
 // touched names the services a set of changes writes.

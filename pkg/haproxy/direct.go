@@ -261,7 +261,7 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 		if err := d.rt.SetStates(ctx, downs); err != nil {
 			return res, fmt.Errorf("apply set_state: %w", err)
 		}
-		if err := d.forceUp(ctx, changes); err != nil {
+		if err := d.forceUp(ctx, changes, &res); err != nil {
 			return res, err
 		}
 		if err := d.verifyStates(ctx, desired, changes); err != nil {
@@ -282,11 +282,15 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 		res.Duration = time.Since(start)
 		return res, target.Reject(err)
 	}
-	if err := d.reloadWith(ctx, cfg, all, &res); err != nil {
+	// A new primary first: a reload takes hundreds of milliseconds, and the
+	// server-state dump right before it carries the forced UP over to the
+	// new worker (a forced-up server always exists already: only a server
+	// HAProxy has DOWN is forced).
+	if err := d.forceUp(ctx, changes, &res); err != nil {
 		res.Duration = time.Since(start)
 		return res, err
 	}
-	if err := d.forceUp(ctx, changes); err != nil {
+	if err := d.reloadWith(ctx, cfg, all, &res); err != nil {
 		res.Duration = time.Since(start)
 		return res, err
 	}
@@ -463,7 +467,8 @@ func mergeKept(desired, file []services.Service) []services.Service {
 // forceUp marks the new primary UP in write services at once (`set server
 // B/S health up`) instead of waiting for its rise checks; the next checks
 // still run, so a wrong nudge is undone after `fall` failures.
-func (d *Direct) forceUp(ctx context.Context, changes []target.Change) error {
+func (d *Direct) forceUp(ctx context.Context, changes []target.Change, res *target.Result) error {
+	forced := false
 	for _, c := range changes {
 		if c.Kind != target.KindForceUp {
 			continue
@@ -476,6 +481,10 @@ func (d *Direct) forceUp(ctx context.Context, changes []target.Change) error {
 		} else if strings.TrimSpace(out) != "" {
 			return fmt.Errorf("force up %s/%s: haproxy says %q", c.Backend, c.Server, strings.TrimSpace(out))
 		}
+		forced = true
+	}
+	if forced {
+		res.ForcedUp = time.Now()
 	}
 	return nil
 }

@@ -288,3 +288,35 @@ func TestForceUp(t *testing.T) {
 		t.Errorf("second apply: %+v %v, want no change", again.Changes, err)
 	}
 }
+
+// TestForceUpWithReload: a force-up in the same apply as a change that needs
+// a reload is done first (a reload takes hundreds of milliseconds) and the
+// server-state file carries it into the new worker.
+func TestForceUpWithReload(t *testing.T) {
+	r := startRig(t)
+	ctx := context.Background()
+	m1 := newMember(t, "pg-g-1", "127.0.0.58", "primary")
+	m2 := newMember(t, "pg-g-2", "127.0.0.59", "replica")
+	svc := services.Service{Name: "pg-g-primary", Service: "primary", IP: frontIP, Port: freePort(t, frontIP), Check: "/primary",
+		Balance: "roundrobin", Maxconn: 500, DefaultServer: "inter 30s fastinter 30s downinter 30s rise 3 fall 3"}
+	svc.Servers = []services.Server{m1.server(100, false), m2.server(100, false)}
+	if _, err := r.direct.Apply(ctx, []services.Service{svc}); err != nil {
+		t.Fatal(err)
+	}
+	if row := r.stat(t)["pg-g-primary/pg-g-1"]; row.Up() {
+		t.Fatalf("new server is %q before any check", row.Status)
+	}
+	reloads := r.reloads(t)
+	svc.Servers[0].ForceUp = true
+	svc.Servers[1].Backup = true // needs a reload
+	res, err := r.direct.Apply(ctx, []services.Service{svc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := kinds(res.Changes); !strings.Contains(got, "force_up:pg-g-primary/pg-g-1") || !res.Reloaded || r.reloads(t) <= reloads {
+		t.Errorf("changes %s, reloaded %v: want a force_up and a reload", got, res.Reloaded)
+	}
+	if row := r.stat(t)["pg-g-primary/pg-g-1"]; row.Status != "UP" {
+		t.Errorf("after force up and reload: %q, want UP in the new worker", row.Status)
+	}
+}

@@ -21,8 +21,10 @@ const DefaultCAFile = "/pg/cert/ca.crt"
 
 // ProbeResult is one answer of a member's Patroni REST API to /primary.
 type ProbeResult struct {
-	// At is when the answer arrived (or the request failed).
-	At time.Time `json:"at"`
+	// Sent is when the request was sent, At when the answer arrived (or
+	// the request failed).
+	Sent time.Time `json:"sent"`
+	At   time.Time `json:"at"`
 	// Code is the HTTP status; 0 when there was no answer (refused,
 	// timeout, TLS error).
 	Code int `json:"code"`
@@ -89,14 +91,23 @@ func NewProber(opts ProberOptions) (p *Prober, warning string) {
 		DialContext:         (&net.Dialer{Timeout: opts.Timeout}).DialContext,
 		TLSClientConfig:     tlsCfg,
 		TLSHandshakeTimeout: opts.Timeout,
-		// One connection per member, kept alive between probes 20 ms apart:
-		// a new TCP (and TLS) handshake per probe would add its own delay.
-		MaxIdleConnsPerHost: 1,
+		// Connections kept alive between probes 20 ms apart where the API
+		// allows it (Patroni 3.0's answers HTTP/1.0 and closes).
+		MaxIdleConnsPerHost: maxInFlight,
 		IdleConnTimeout:     5 * time.Second,
 		DisableCompression:  true,
 	}
 	return &Prober{client: &http.Client{Transport: tr}, timeout: opts.Timeout, now: opts.Now}, warning
 }
+
+// maxInFlight is how many probes of one member may be outstanding: a
+// Patroni REST API answering slower than the probe interval (each /primary
+// runs a query) is still asked every interval.
+const maxInFlight = 4
+
+// MaxInFlight is how many probes of one member a caller should keep
+// outstanding at most.
+func MaxInFlight() int { return maxInFlight }
 
 // PrimaryURL is the /primary address of a member whose api_url is apiURL
 // (http://host:8008/patroni -> http://host:8008/primary).
@@ -116,23 +127,24 @@ func PrimaryURL(apiURL string) (string, error) {
 // same status code and no body, and the body tells whether PostgreSQL is
 // read-write yet.
 func (p *Prober) Probe(ctx context.Context, apiURL string) ProbeResult {
+	sent := p.now()
 	target, err := PrimaryURL(apiURL)
 	if err != nil {
-		return ProbeResult{At: p.now(), Err: err.Error()}
+		return ProbeResult{Sent: sent, At: p.now(), Err: err.Error()}
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil {
-		return ProbeResult{At: p.now(), Err: err.Error()}
+		return ProbeResult{Sent: sent, At: p.now(), Err: err.Error()}
 	}
 	resp, err := p.client.Do(req)
 	if err != nil {
-		return ProbeResult{At: p.now(), Err: err.Error()}
+		return ProbeResult{Sent: sent, At: p.now(), Err: err.Error()}
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	r := ProbeResult{At: p.now(), Code: resp.StatusCode}
+	r := ProbeResult{Sent: sent, At: p.now(), Code: resp.StatusCode}
 	if err != nil {
 		r.Err = "read body: " + err.Error()
 		return r

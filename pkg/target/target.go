@@ -66,4 +66,7 @@ type Result struct {
 	// reloads (server-state-file + load-server-state-from-file); nil = unknown.
 	StatePreserved *bool         `json:"state_preserved,omitempty"`
 	Duration       time.Duration `json:"duration_ns"`
+	// ForcedUp is when the force_up changes were made (zero when none): an
+	// apply with a reload goes on long after.
+	ForcedUp time.Time `json:"forced_up,omitempty"`
 }
