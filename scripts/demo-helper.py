@@ -8,6 +8,8 @@ with Patroni).
                                                  exit 0 once the controller
                                                  followed the switchover
   demo-helper.py changes URL SINCE               print what was applied since
+  demo-helper.py timeline URL CLUSTER SINCE      print the cluster's switchover/failover
+                                                 timelines since (exit 1: none yet)
   demo-helper.py haproxy SOCKET PREFIX           print HAProxy's servers
   demo-helper.py settled SOCKET PREFIX           exit 0 once HAProxy's checks
                                                  agree with the roles
@@ -70,6 +72,45 @@ def changes(url, since):
             print("  %-14s %s/%s  %s" % (ch["kind"], ch["backend"], ch.get("server", ""), ch.get("detail", "")))
 
 
+def parse_time(v):
+    """RFC 3339 with nanoseconds -> seconds since the epoch (float)."""
+    import datetime
+    if not v or v.startswith("0001-"):
+        return None
+    date, frac = v.rstrip("Z"), "0"
+    if "." in date:
+        date, frac = date.split(".", 1)
+    t = datetime.datetime.strptime(date, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.timezone.utc)
+    return t.timestamp() + float("0." + frac)
+
+
+def timeline(url, name, since):
+    found = 1
+    try:
+        st = status(url)
+    except OSError:
+        return 1
+    for e in st.get("history") or []:
+        tl = e.get("transition")
+        if e["kind"] != "transition" or not tl or tl["cluster"] != name or e["at"] < since:
+            continue
+        found = 0
+        print("%s -> %s (%s), as the controller saw it:" % (tl["from"], tl.get("to") or "?", tl["cause"]))
+        start = parse_time(tl["start"])
+        for key, what in (("start", "transition seen in the DCS"), ("requested", "switchover requested"),
+                          ("old_primary_off", "old primary off: " + tl.get("off_reason", "")),
+                          ("fenced_applied", "old primary fenced in HAProxy (weight 0)"),
+                          ("leader_key", "new leader key"),
+                          ("new_primary_on", "new primary on: " + tl.get("on_reason", "")),
+                          ("forced_up", "new primary forced UP in HAProxy")):
+            at = parse_time(tl.get(key))
+            if at is not None:
+                print("  %+8.0f ms  %s" % ((at - start) * 1000, what))
+        if tl.get("write_downtime_ns"):
+            print("  write path without a primary (old off -> new forced UP): %.0f ms" % (tl["write_downtime_ns"] / 1e6))
+    return found
+
+
 def show_stat(sock_path):
     s = socket.socket(socket.AF_UNIX)
     s.settimeout(3)
@@ -113,7 +154,7 @@ def settled(sock_path, prefix):
 def main(argv):
     cmds = {
         "leader": (leader, 2), "converged": (converged, 5), "changes": (changes, 2),
-        "haproxy": (haproxy, 2), "settled": (settled, 2),
+        "haproxy": (haproxy, 2), "settled": (settled, 2), "timeline": (timeline, 3),
     }
     if len(argv) < 1 or argv[0] not in cmds or len(argv) - 1 != cmds[argv[0]][1]:
         sys.stderr.write(__doc__)

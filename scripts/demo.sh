@@ -284,6 +284,13 @@ $out"
 	done
 	info "the controller followed ($leader -> $candidate):"
 	helper changes "$STATUS_URL" "$since" | sed 's/^/      /'
+	# The transition's record comes once it settled (fence_hold after the new leader).
+	deadline=$(($(date +%s) + 20))
+	until out=$(helper timeline "$STATUS_URL" pg-test "$since"); do
+		[ "$(date +%s)" -lt "$deadline" ] || break
+		sleep 0.5
+	done
+	echo "$out" | sed 's/^/      /'
 	# HAProxy's own health checks (rise 3) take a few more seconds to agree.
 	deadline=$(($(date +%s) + 30))
 	until helper settled "$HDIR/admin.sock" pg-test-; do

@@ -258,13 +258,17 @@ func (c *Controller) advance(t *transition, st *patroni.ClusterState, now time.T
 		switch {
 		case p.last.Answered() && !p.last.Primary():
 			c.off(t, p.last.At, fmt.Sprintf("its /primary answered %d", p.last.Code))
+		case p.last.Stopping():
+			// Patroni signals the postmaster to stop right after saying so;
+			// /primary answers 200 until the shutdown is over.
+			c.off(t, p.last.At, "Patroni is stopping its PostgreSQL (state "+p.last.State+")")
 		case p.failures >= noAnswerOff:
 			c.off(t, p.last.At, "its REST API stopped answering ("+p.last.Err+")")
 		}
 	}
 	if !t.offAt.IsZero() && st != nil && st.Leader == t.from {
 		// It kept (or took back) the key: off only while /primary says so.
-		if p := t.probes[t.from]; p == nil || !t.probing || (p.seen && p.last.Primary() && !p.last.At.Before(t.offAt)) {
+		if p := t.probes[t.from]; p == nil || !t.probing || (p.seen && p.last.Primary() && !p.last.Stopping() && p.last.At.After(t.offAt)) {
 			c.end(t, t.from+" leads again")
 			return
 		}
@@ -289,8 +293,17 @@ func (c *Controller) advance(t *transition, st *patroni.ClusterState, now time.T
 			}
 		}
 	}
-	if t.liftAt.IsZero() && !t.offAt.IsZero() && !t.leaderAt.IsZero() {
-		t.liftAt = later(t.offAt, t.leaderAt).Add(c.opts.FenceHold)
+	if !t.offAt.IsZero() && !t.leaderAt.IsZero() {
+		// HAProxy's checks need FenceHold to mark the old primary DOWN, and
+		// a reload starts them over (a state dumped before they failed
+		// comes back UP): lift the fence only once every target is idle,
+		// FenceHold after the last reload too.
+		quiet, reloaded := c.targetsQuiet()
+		if quiet {
+			t.liftAt = later(later(t.offAt, t.leaderAt), reloaded).Add(c.opts.FenceHold)
+		} else {
+			t.liftAt = time.Time{}
+		}
 	}
 	if t.probing && !now.Before(t.deadline) {
 		c.stopProbes(t)
@@ -344,6 +357,19 @@ func (c *Controller) end(t *transition, why string) {
 	c.tx.ended = append(c.tx.ended, t)
 	c.log.Info("transition over", zap.String("cluster", t.cluster), zap.String("from", t.from), zap.String("to", t.to),
 		zap.String("why", why))
+}
+
+// targetsQuiet reports whether every target worker is idle, and when the
+// last reload of any of them ended. Call with c.mu held (takes the
+// workers' locks).
+func (c *Controller) targetsQuiet() (bool, time.Time) {
+	quiet, last := true, time.Time{}
+	for _, w := range c.workers {
+		q, r := w.quiet()
+		quiet = quiet && q
+		last = later(last, r)
+	}
+	return quiet, last
 }
 
 func sameRequest(cur, req *patroni.Failover) bool {
@@ -448,7 +474,8 @@ func (c *Controller) probeAnswered(t *transition, member string, r patroni.Probe
 	} else {
 		p.failures++
 	}
-	changed := !seen || prev.Code != r.Code || prev.Writable != r.Writable || p.failures == noAnswerOff
+	changed := !seen || prev.Code != r.Code || prev.Writable != r.Writable || prev.Stopping() != r.Stopping() ||
+		p.failures == noAnswerOff
 	c.mu.Unlock()
 	if changed {
 		select {
@@ -532,7 +559,7 @@ func overlayRuntime(prev, next []services.Service) []services.Service {
 // whose time has come. Call with c.mu held.
 func (c *Controller) fenceExpired(now time.Time) bool {
 	for _, t := range c.tx.active {
-		if (!t.liftAt.IsZero() && !now.Before(t.liftAt) && c.released[t.cluster] != nil) || !now.Before(t.deadline) ||
+		if (c.released[t.cluster] != nil && !t.leaderAt.IsZero() && (t.liftAt.IsZero() || !now.Before(t.liftAt))) || !now.Before(t.deadline) ||
 			(!t.onAt.IsZero() && !now.Before(t.onAt.Add(c.opts.FenceHold)) && c.promoted[t.cluster] != nil) ||
 			(t.held && !t.holding(now)) {
 			return true

@@ -16,25 +16,26 @@ import (
 // fakeAPI is one member's Patroni REST API: /primary answers with the code
 // and body role set by the test, and counts the requests.
 type fakeAPI struct {
-	srv  *httptest.Server
-	mu   sync.Mutex
-	code int
-	role string
-	hits int
+	srv   *httptest.Server
+	mu    sync.Mutex
+	code  int
+	role  string
+	state string
+	hits  int
 }
 
 func newFakeAPI(t *testing.T, code int, role string) *fakeAPI {
-	f := &fakeAPI{code: code, role: role}
+	f := &fakeAPI{code: code, role: role, state: "running"}
 	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
 		f.hits++
-		code, role := f.code, f.role
+		code, role, state := f.code, f.role, f.state
 		f.mu.Unlock()
 		if r.URL.Path != "/primary" {
 			t.Errorf("probe of %s, want /primary", r.URL.Path)
 		}
 		w.WriteHeader(code)
-		_, _ = w.Write([]byte(`{"state":"running","role":"` + role + `"}`))
+		_, _ = w.Write([]byte(`{"state":"` + state + `","role":"` + role + `"}`))
 	}))
 	t.Cleanup(f.srv.Close)
 	return f
@@ -43,6 +44,12 @@ func newFakeAPI(t *testing.T, code int, role string) *fakeAPI {
 func (f *fakeAPI) set(code int, role string) {
 	f.mu.Lock()
 	f.code, f.role = code, role
+	f.mu.Unlock()
+}
+
+func (f *fakeAPI) setState(state string) {
+	f.mu.Lock()
+	f.state = state
 	f.mu.Unlock()
 }
 
@@ -176,8 +183,9 @@ func TestTransitionSwitchover(t *testing.T) {
 		t.Errorf("pg-test-1 weight %d in the primary service at the request, want 100 (fence at demotion, not request)", w)
 	}
 
-	// Patroni demotes: /primary 503 before any DCS change. Fenced at once.
-	a["pg-test-1"].set(503, "master")
+	// Patroni demotes: it says it stops PostgreSQL while /primary still
+	// answers 200, before any DCS change. Fenced at once.
+	a["pg-test-1"].setState("stopping")
 	eventually(t, "pg-test-1 fenced in write services", func() bool {
 		last := ft.last()
 		return weightOf(last, "pg-test-primary", "pg-test-1") == 0 && weightOf(last, "pg-test-default", "pg-test-1") == 0
@@ -236,7 +244,8 @@ func TestTransitionSwitchover(t *testing.T) {
 		tl.OldPrimaryOff.Before(tl.Requested) || tl.NewPrimaryOn.Before(tl.OldPrimaryOff) || tl.WriteDowntime <= 0 {
 		t.Errorf("timeline %+v", tl)
 	}
-	if tl.OffReason != "its /primary answered 503" {
+	a["pg-test-1"].set(503, "replica")
+	if tl.OffReason != "Patroni is stopping its PostgreSQL (state stopping)" {
 		t.Errorf("off reason %q, want the REST answer", tl.OffReason)
 	}
 	m.mu.Lock()
@@ -343,5 +352,89 @@ func TestTransitionRoleHoldBounded(t *testing.T) {
 		if f := forcedUp(applied, "pg-test-primary"); f != "" {
 			t.Errorf("forced up %q, never read-write", f)
 		}
+	}
+}
+
+// gatedTarget is a fakeTarget whose applies wait while the gate is closed
+// (a slow reload).
+type gatedTarget struct {
+	fakeTarget
+	mu      sync.Mutex
+	gate    chan struct{}
+	entered chan struct{}
+}
+
+func (g *gatedTarget) Apply(ctx context.Context, d []services.Service) (target.Result, error) {
+	g.mu.Lock()
+	gate := g.gate
+	g.mu.Unlock()
+	if gate != nil {
+		select {
+		case g.entered <- struct{}{}:
+		default:
+		}
+		<-gate
+	}
+	return g.fakeTarget.Apply(ctx, d)
+}
+
+// TestFenceWaitsForReload: the old primary's fence is not lifted while an
+// apply (a reload) is in progress, and only FenceHold after it ended: a
+// reload with a server state dumped before HAProxy's checks failed brings
+// the old primary back UP, and its checks start over.
+func TestFenceWaitsForReload(t *testing.T) {
+	all := []string{"pg-test-1", "pg-test-2", "pg-test-3"}
+	a := apis{"pg-test-1": newFakeAPI(t, 200, "master"), "pg-test-2": newFakeAPI(t, 503, "replica"),
+		"pg-test-3": newFakeAPI(t, 503, "replica")}
+	gt := &gatedTarget{entered: make(chan struct{}, 1)}
+	c := New(loadInventory(t), []target.Target{gt}, Options{ProbeInterval: 5 * time.Millisecond, Debounce: time.Millisecond,
+		FenceHold: 300 * time.Millisecond, PromoteWindow: 10 * time.Second, PatroniCAFile: "/nonexistent"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = c.Run(ctx)
+	}()
+	defer func() {
+		cancel()
+		gt.mu.Lock()
+		if gt.gate != nil {
+			close(gt.gate)
+			gt.gate = nil
+		}
+		gt.mu.Unlock()
+		<-done
+	}()
+	ft := &gt.fakeTarget
+	c.Observe(a.with(state(10, "pg-test-1", 1, all...), ""))
+	eventually(t, "first apply", func() bool { return ft.count() == 1 })
+	c.Observe(a.with(state(11, "", 1, all...), ""))
+	eventually(t, "pg-test-1 fenced", func() bool { return weightOf(ft.last(), "pg-test-primary", "pg-test-1") == 0 })
+
+	// The new leader comes on; its apply (a reload) hangs.
+	gate := make(chan struct{})
+	gt.mu.Lock()
+	gt.gate = gate
+	gt.mu.Unlock()
+	a["pg-test-1"].set(503, "replica")
+	a["pg-test-2"].set(200, "master")
+	c.Observe(a.with(state(12, "pg-test-2", 1, all...), ""))
+	<-gt.entered
+	held := time.Now()
+	eventually(t, "well past FenceHold", func() bool { return time.Since(held) > time.Second })
+	c.mu.Lock()
+	fenced := c.released["pg-test"] != nil
+	c.mu.Unlock()
+	if !fenced {
+		t.Fatal("fence lifted while a reload is in progress")
+	}
+	gt.mu.Lock()
+	gt.gate = nil
+	gt.mu.Unlock()
+	close(gate)
+	released := time.Now()
+	eventually(t, "fence lifted after the reload", func() bool { return weightOf(ft.last(), "pg-test-primary", "pg-test-1") == 100 })
+	if d := time.Since(released); d < 300*time.Millisecond {
+		t.Errorf("fence lifted %v after the reload ended, want FenceHold (300ms) at least", d)
 	}
 }

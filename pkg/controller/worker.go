@@ -65,6 +65,8 @@ type worker struct {
 	applied []services.Service // last desired applied successfully
 	status  TargetStatus
 	held    map[string]*HeldCluster // clusters this HAProxy refused, by name
+	// reloadedAt is when the last apply that reloaded HAProxy ended.
+	reloadedAt time.Time
 }
 
 func newWorker(t target.Target, opts *Options, record func(string, job, target.Result, error, time.Duration)) *worker {
@@ -91,6 +93,14 @@ func (w *worker) submit(j job) {
 	case w.notify <- struct{}{}:
 	default:
 	}
+}
+
+// quiet reports whether the worker has nothing pending or in progress, and
+// when its last reload ended.
+func (w *worker) quiet() (bool, time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.pending == nil && w.status.State != "applying", w.reloadedAt
 }
 
 func (w *worker) snapshot() TargetStatus {
@@ -249,6 +259,9 @@ func (w *worker) handle(ctx context.Context, j *job) bool {
 		w.log.Info("apply recovered", zap.Int("after_failures", w.status.Failures))
 	}
 	w.applied = j.desired
+	if res.Reloaded {
+		w.reloadedAt = w.opts.Now()
+	}
 	w.status.Failures = 0
 	w.status.LastError = ""
 	w.status.State = "in_sync"

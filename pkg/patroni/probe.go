@@ -33,6 +33,12 @@ type ProbeResult struct {
 	// as soon as it holds the leader lock, a moment before pg_ctl promote
 	// has made the server read-write.
 	Writable bool `json:"writable"`
+	// State is PostgreSQL's state as Patroni reports it in the body
+	// (running, stopping, ...; "" when there was none). Patroni sets
+	// stopping right before it signals the postmaster to stop: from then
+	// on no write succeeds, though /primary still answers 200 until the
+	// shutdown is over.
+	State string `json:"state,omitempty"`
 	// Err says why there was no answer.
 	Err string `json:"error,omitempty"`
 }
@@ -40,6 +46,10 @@ type ProbeResult struct {
 // Primary reports whether /primary answered 200: the member holds the
 // leader lock (what HAProxy's /primary check tests).
 func (r ProbeResult) Primary() bool { return r.Code == http.StatusOK }
+
+// Stopping reports whether Patroni answered that PostgreSQL is not running
+// (stopping, stopped, restarting, ...).
+func (r ProbeResult) Stopping() bool { return r.State != "" && r.State != "running" }
 
 // Answered reports whether the REST API answered at all.
 func (r ProbeResult) Answered() bool { return r.Code != 0 }
@@ -149,15 +159,15 @@ func (p *Prober) Probe(ctx context.Context, apiURL string) ProbeResult {
 		r.Err = "read body: " + err.Error()
 		return r
 	}
-	if r.Code == http.StatusOK {
-		var doc struct {
-			Role string `json:"role"`
-		}
-		if json.Unmarshal(body, &doc) == nil {
-			switch strings.ToLower(doc.Role) {
-			case "master", "primary":
-				r.Writable = true
-			}
+	var doc struct {
+		Role  string `json:"role"`
+		State string `json:"state"`
+	}
+	if json.Unmarshal(body, &doc) == nil {
+		r.State = doc.State
+		switch strings.ToLower(doc.Role) {
+		case "master", "primary":
+			r.Writable = r.Code == http.StatusOK && doc.State == "running"
 		}
 	}
 	return r

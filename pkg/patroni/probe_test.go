@@ -16,6 +16,10 @@ import (
 // whether the member holds the leader lock, the body's role whether
 // PostgreSQL has left recovery.
 func fakePatroni(code int, role string) http.HandlerFunc {
+	return fakePatroniState(code, role, "running")
+}
+
+func fakePatroniState(code int, role, state string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/primary" {
 			http.NotFound(w, r)
@@ -23,7 +27,7 @@ func fakePatroni(code int, role string) http.HandlerFunc {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(code)
-		_, _ = w.Write([]byte(`{"state": "running", "role": "` + role + `", "server_version": 150010}`))
+		_, _ = w.Write([]byte(`{"state": "` + state + `", "role": "` + role + `", "server_version": 150010}`))
 	}
 }
 
@@ -54,6 +58,14 @@ func TestProbe(t *testing.T) {
 			}
 		})
 	}
+	t.Run("leader shutting PostgreSQL down", func(t *testing.T) {
+		srv := httptest.NewServer(fakePatroniState(200, "master", "stopping"))
+		defer srv.Close()
+		r := p.Probe(context.Background(), srv.URL+"/patroni")
+		if !r.Primary() || r.Writable || !r.Stopping() || r.State != "stopping" {
+			t.Errorf("probe = %+v, want 200, stopping, not writable", r)
+		}
+	})
 	t.Run("nobody listening", func(t *testing.T) {
 		srv := httptest.NewServer(fakePatroni(200, "master"))
 		url := srv.URL
