@@ -150,6 +150,10 @@ func (c *Controller) stopProbing() {
 // cluster from a fresh DCS view, and sets c.released and c.promoted from
 // them. Call with c.mu held.
 func (c *Controller) trackTransitions(dcs map[string]*patroni.ClusterState, now time.Time) {
+	ssl := map[string]bool{}
+	for _, cl := range c.inv.Clusters {
+		ssl[cl.Name] = cl.PatroniSSL
+	}
 	for cl, st := range dcs {
 		urls := c.tx.apiURLs[cl]
 		if urls == nil {
@@ -158,7 +162,13 @@ func (c *Controller) trackTransitions(dcs map[string]*patroni.ClusterState, now 
 		}
 		for name, m := range st.Members {
 			if m != nil && m.APIURL != "" {
-				urls[name] = m.APIURL
+				u := m.APIURL
+				if ssl[cl] && strings.HasPrefix(u, "http://") {
+					// patroni_ssl_enabled: the REST API speaks https whatever
+					// api_url says (HAProxy checks it with check-ssl too).
+					u = "https://" + strings.TrimPrefix(u, "http://")
+				}
+				urls[name] = u
 			}
 		}
 		if t := c.tx.active[cl]; t == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/pgsvc/pgsvc/pkg/patroni"
 	"github.com/pgsvc/pgsvc/pkg/services"
 	"github.com/pgsvc/pgsvc/pkg/target"
+	"github.com/pgsvc/pgsvc/pkg/topology"
 )
 
 // fakeAPI is one member's Patroni REST API: /primary answers with the code
@@ -436,5 +438,61 @@ func TestFenceWaitsForReload(t *testing.T) {
 	eventually(t, "fence lifted after the reload", func() bool { return weightOf(ft.last(), "pg-test-primary", "pg-test-1") == 100 })
 	if d := time.Since(released); d < 300*time.Millisecond {
 		t.Errorf("fence lifted %v after the reload ended, want FenceHold (300ms) at least", d)
+	}
+}
+
+// urlProber records the URLs it is asked for and answers 503.
+type urlProber struct {
+	mu   sync.Mutex
+	urls map[string]bool
+}
+
+func (p *urlProber) Probe(ctx context.Context, apiURL string) patroni.ProbeResult {
+	p.mu.Lock()
+	p.urls[apiURL] = true
+	p.mu.Unlock()
+	return patroni.ProbeResult{Sent: time.Now(), At: time.Now(), Code: 503}
+}
+
+// TestTransitionProbesHTTPSWithPatroniSSL: with patroni_ssl_enabled the
+// REST API is probed over https even when api_url says http.
+func TestTransitionProbesHTTPSWithPatroniSSL(t *testing.T) {
+	inv, err := topology.Parse("test.yml", []byte(strings.Replace(testInventory,
+		"vars: { pg_cluster: pg-test }", "vars: { pg_cluster: pg-test, patroni_ssl_enabled: true }", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr := &urlProber{urls: map[string]bool{}}
+	c := New(inv, []target.Target{&fakeTarget{}}, Options{ProbeInterval: 5 * time.Millisecond, Debounce: time.Millisecond, Prober: pr})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = c.Run(ctx)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	all := []string{"pg-test-1", "pg-test-2", "pg-test-3"}
+	withURL := func(s patroni.Snapshot) patroni.Snapshot {
+		for name, m := range s.Clusters["pg-test"].Members {
+			m.APIURL = "http://" + name + ":8008/patroni"
+		}
+		return s
+	}
+	c.Observe(withURL(state(10, "pg-test-1", 1, all...)))
+	c.Observe(withURL(requested(state(11, "pg-test-1", 1, all...), "pg-test-1", "pg-test-2")))
+	eventually(t, "probes of pg-test-1 and pg-test-2 over https", func() bool {
+		pr.mu.Lock()
+		defer pr.mu.Unlock()
+		return pr.urls["https://pg-test-1:8008/patroni"] && pr.urls["https://pg-test-2:8008/patroni"]
+	})
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	for u := range pr.urls {
+		if strings.HasPrefix(u, "http://") {
+			t.Errorf("probed %s over plain http", u)
+		}
 	}
 }
