@@ -59,8 +59,9 @@ type ProberOptions struct {
 	// CAFile verifies https api_urls (DefaultCAFile). A missing or bad file
 	// leaves the system roots in use; NewProber reports it as a warning.
 	CAFile string
-	// Timeout bounds one request (250ms): a probe that takes longer says
-	// nothing useful about a transition measured in tens of milliseconds.
+	// Timeout bounds one request (1s). Probes overlap (a new one every
+	// interval, a few outstanding), so a slow answer delays nothing; an API
+	// that does not answer at all (refused) fails at once.
 	Timeout time.Duration
 	// Now is the clock (time.Now).
 	Now func() time.Time
@@ -81,7 +82,7 @@ func NewProber(opts ProberOptions) (p *Prober, warning string) {
 		opts.CAFile = DefaultCAFile
 	}
 	if opts.Timeout <= 0 {
-		opts.Timeout = 250 * time.Millisecond
+		opts.Timeout = time.Second
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now

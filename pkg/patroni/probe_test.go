@@ -44,7 +44,8 @@ func TestProbe(t *testing.T) {
 		{name: "replica", code: 503, role: "replica"},
 		{name: "demoting", code: 503, role: "master"},
 	}
-	p, _ := NewProber(ProberOptions{CAFile: filepath.Join(t.TempDir(), "none.crt")})
+	// A generous timeout: a loaded CI machine answers loopback slowly.
+	p, _ := NewProber(ProberOptions{CAFile: filepath.Join(t.TempDir(), "none.crt"), Timeout: 5 * time.Second})
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := httptest.NewServer(fakePatroni(tc.code, tc.role))
