@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -26,6 +27,8 @@ func TestEveryControllerSettingIsPassedOn(t *testing.T) {
 			f.Set(reflect.ValueOf(config.Duration{Duration: time.Duration(1000 + i)}))
 		case int:
 			f.SetInt(int64(1000 + i))
+		case string:
+			f.SetString(strconv.Itoa(1000 + i))
 		default:
 			t.Fatalf("controller.%s: unhandled type %T", cv.Type().Field(i).Name, f.Interface())
 		}
@@ -45,6 +48,8 @@ func TestEveryControllerSettingIsPassedOn(t *testing.T) {
 			have = int64(v)
 		case int:
 			have = int64(v)
+		case string:
+			have, _ = strconv.ParseInt(v, 10, 64)
 		}
 		if have != want {
 			t.Errorf("controller.%s is not passed on: options have %v", name, got.Interface())
