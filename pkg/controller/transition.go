@@ -171,13 +171,27 @@ func (c *Controller) trackTransitions(dcs map[string]*patroni.ClusterState, now 
 				urls[name] = u
 			}
 		}
+		if ghostLeader(st) {
+			continue
+		}
 		if t := c.tx.active[cl]; t == nil {
 			c.startTransition(cl, st, now)
 		}
 	}
 	for cl, t := range c.tx.active {
-		c.advance(t, dcs[cl], now)
+		st := dcs[cl]
+		if ghostLeader(st) {
+			st = nil // only probes and the clock move it on
+		}
+		c.advance(t, st, now)
 	}
+}
+
+// ghostLeader reports whether st's leader key names no member Patroni
+// reports: garbage, not a transition (the plan ignores it too). A real new
+// leader was a member before it took the key.
+func ghostLeader(st *patroni.ClusterState) bool {
+	return st != nil && st.Leader != "" && st.Members[st.Leader] == nil
 }
 
 // startTransition starts one if the DCS shows it. Call with c.mu held.

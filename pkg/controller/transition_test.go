@@ -496,3 +496,26 @@ func TestTransitionProbesHTTPSWithPatroniSSL(t *testing.T) {
 		}
 	}
 }
+
+// TestGhostLeaderIsNoTransition: a leader key naming no member (garbage)
+// starts no transition and fences nobody.
+func TestGhostLeaderIsNoTransition(t *testing.T) {
+	all := []string{"pg-test-1", "pg-test-2", "pg-test-3"}
+	ft := &fakeTarget{}
+	c := New(loadInventory(t), []target.Target{ft}, Options{})
+	c.Observe(state(10, "pg-test-1", 1, all...))
+	step(c, false)
+	ghost := state(11, "pg-test-1", 1, all...)
+	ghost.Clusters["pg-test"].Leader = "ghost-9"
+	c.Observe(ghost)
+	step(c, false)
+	c.mu.Lock()
+	n := len(c.tx.active)
+	c.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d transitions for a ghost leader", n)
+	}
+	if w := weightOf(ft.last(), "pg-test-primary", "pg-test-1"); w != 100 {
+		t.Errorf("pg-test-1 weight %d after a ghost leader key, want 100", w)
+	}
+}
