@@ -552,8 +552,8 @@ func (c *Controller) holdRoles(cl string, computed []services.Service, now time.
 	return out
 }
 
-// overlayRuntime returns prev with the weights and force-ups next gives the
-// same servers.
+// overlayRuntime returns prev with what next gives the same servers that
+// is applied at runtime: weights, force-ups and twin flips (Disabled).
 func overlayRuntime(prev, next []services.Service) []services.Service {
 	want := map[string]map[string]services.Server{}
 	for _, s := range next {
@@ -568,7 +568,8 @@ func overlayRuntime(prev, next []services.Service) []services.Service {
 		servers := make([]services.Server, len(s.Servers))
 		for j, sv := range s.Servers {
 			if n, ok := want[s.Name][sv.Name]; ok {
-				sv.Weight, sv.ForceUp, sv.Reason = n.Weight, n.ForceUp, n.Reason
+				// Twins flip at runtime (Disabled): nothing to hold there.
+				sv.Weight, sv.ForceUp, sv.Disabled, sv.Reason = n.Weight, n.ForceUp, n.Disabled, n.Reason
 			}
 			servers[j] = sv
 		}
