@@ -22,7 +22,10 @@ const (
 
 // PatroniCAFile is where Pigsty puts its CA on every node; HAProxy checks
 // Patroni with it (check-ssl ca-file) when patroni_ssl_enabled is true.
-const PatroniCAFile = "/pg/cert/ca.crt"
+// It is a variable only so that tests can point a real HAProxy at a
+// throwaway CA (machines running tests have no /pg/cert); nothing else
+// changes it.
+var PatroniCAFile = "/pg/cert/ca.crt"
 
 // ParseOptions tune ParseWith.
 type ParseOptions struct {
