@@ -26,6 +26,7 @@ import (
 	"github.com/pgsvc/pgsvc/pkg/config"
 	"github.com/pgsvc/pgsvc/pkg/haproxy"
 	"github.com/pgsvc/pgsvc/pkg/haproxycfg"
+	"github.com/pgsvc/pgsvc/pkg/patroni"
 	"github.com/pgsvc/pgsvc/pkg/topology"
 )
 
@@ -300,6 +301,20 @@ func TestPatroniSSLCheckThroughHAProxy(t *testing.T) {
 	if !strings.Contains(state, "pg-test-primary") {
 		t.Errorf("show servers state lacks the primary backend:\n%s", state)
 	}
+
+	// The controller's transition prober, given the CA (patroni_ca_file),
+	// reaches the same TLS REST APIs over https and rejects the others.
+	prober, warn := patroni.NewProber(patroni.ProberOptions{CAFile: caFile, Timeout: 2 * time.Second})
+	if warn != "" {
+		t.Errorf("prober with the test CA: %s", warn)
+	}
+	for i, want := range []int{200, 503, 0, 0} {
+		apiURL := fmt.Sprintf("https://%s:%d/patroni", sslHosts[i], restPort)
+		if r := prober.Probe(context.Background(), apiURL); r.Code != want || (want == 0) != (r.Err != "") {
+			t.Errorf("prober %s: code %d error %q, want code %d", apiURL, r.Code, r.Err, want)
+		}
+	}
+	prober.CloseIdle()
 
 	// Switchover pg-test-1 -> pg-test-2, as Patroni does it. The controller
 	// may force the new leader UP for its promote window; the check status
