@@ -70,7 +70,18 @@ func OrderFlips(changes []Change) []Change {
 // changes support it (the direct driver).
 func WithTwins(t Target) Target { return &twins{Target: t} }
 
-type twins struct{ Target }
+// KindRepairState is how a twins target reports a set_state change that
+// repaired drift: the server's desired admin state is the one the last
+// successful apply set, so the running HAProxy changed under the
+// controller (an operator's `set server`, a lost reload, a restarted
+// HAProxy). Status history and pgsvc_applied_changes_total{kind} show it.
+const KindRepairState = "repair_state"
+
+type twins struct {
+	Target
+	// applied: backend/server -> Disabled as the last successful apply left it.
+	applied map[string]bool
+}
 
 func (t *twins) Diff(ctx context.Context, desired []services.Service) ([]Change, error) {
 	tw, err := services.Twins(desired)
@@ -85,5 +96,33 @@ func (t *twins) Apply(ctx context.Context, desired []services.Service) (Result, 
 	if err != nil {
 		return Result{}, err
 	}
-	return t.Target.Apply(ctx, tw)
+	res, err := t.Target.Apply(ctx, tw)
+	want := map[string]bool{}
+	for _, s := range tw {
+		if s.Layout != services.LayoutTwins {
+			continue
+		}
+		for _, sv := range s.Servers {
+			want[s.Name+"/"+sv.Name] = sv.Disabled
+		}
+	}
+	for i, c := range res.Changes {
+		if c.Kind != KindSetState {
+			continue
+		}
+		k := c.Backend + "/" + c.Server
+		if last, ok := t.applied[k]; ok && last == want[k] {
+			res.Changes[i].Kind = KindRepairState
+			res.Changes[i].Detail += " (repaired: the running HAProxy differed from the last apply)"
+		}
+	}
+	if err == nil {
+		if t.applied == nil {
+			t.applied = map[string]bool{}
+		}
+		for k, v := range want {
+			t.applied[k] = v
+		}
+	}
+	return res, err
 }

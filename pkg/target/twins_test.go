@@ -1,6 +1,7 @@
 package target_test
 
 import (
+	"context"
 	"fmt"
 	"reflect"
 	"sort"
@@ -226,5 +227,59 @@ func TestTwinsNameCollision(t *testing.T) {
 	s := services.Service{Name: "x-replica", RoleDependent: true, Candidates: []services.Server{{Name: "a"}, {Name: "a.backup"}}}
 	if _, err := services.Twins([]services.Service{s}); err == nil || !strings.Contains(err.Error(), "same name") {
 		t.Errorf("err = %v, want a name collision", err)
+	}
+}
+
+// fakeTarget diffs desired against its own admin states and applies them.
+type fakeTarget struct{ cur map[string]*target.Backend }
+
+func (f *fakeTarget) Name() string { return "fake" }
+func (f *fakeTarget) Diff(_ context.Context, desired []services.Service) ([]target.Change, error) {
+	return target.Diff(f.cur, desired), nil
+}
+func (f *fakeTarget) Apply(ctx context.Context, desired []services.Service) (target.Result, error) {
+	ch, _ := f.Diff(ctx, desired)
+	f.cur = current(desired)
+	return target.Result{Changes: ch}, nil
+}
+
+func TestTwinsReportsRepairs(t *testing.T) {
+	inv, err := topology.Parse("inv.yml", []byte(twinInventory))
+	if err != nil {
+		t.Fatal(err)
+	}
+	desired := func(dcs map[string]*patroni.ClusterState) []services.Service {
+		p, err := plan.Compute(inv, dcs, plan.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.Clusters[0].Services
+	}
+	before := desired(twinState("pg-test-1", "pg-test-1:primary", "pg-test-2:replica", "pg-test-3:replica"))
+	after := desired(twinState("pg-test-2", "pg-test-1:replica", "pg-test-2:primary", "pg-test-3:replica"))
+	tw, _ := services.Twins(before)
+	f := &fakeTarget{cur: current(tw)}
+	tg := target.WithTwins(f)
+	ctx := context.Background()
+	if res, err := tg.Apply(ctx, before); err != nil || len(res.Changes) != 0 {
+		t.Fatalf("first apply: %+v %v", res, err)
+	}
+	// An operator puts an active twin in maintenance: repaired, reported.
+	sv := f.cur["pg-test-replica"].Servers["pg-test-3"]
+	sv.Admin = "maint"
+	f.cur["pg-test-replica"].Servers["pg-test-3"] = sv
+	res, err := tg.Apply(ctx, before)
+	if err != nil || len(res.Changes) != 1 || res.Changes[0].Kind != target.KindRepairState || !strings.Contains(res.Changes[0].Detail, "repaired") {
+		t.Fatalf("repair: %+v %v", res, err)
+	}
+	// A switchover: set_state, not repairs.
+	res, err = tg.Apply(ctx, after)
+	if err != nil || len(res.Changes) == 0 {
+		t.Fatalf("switchover: %+v %v", res, err)
+	}
+	for _, c := range res.Changes {
+		if c.Kind != target.KindSetState {
+			t.Errorf("switchover change %+v, want set_state", c)
+		}
 	}
 }
