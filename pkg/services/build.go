@@ -144,7 +144,7 @@ func buildOne(v *topology.View, def *topology.ServiceDef, served []*topology.Mem
 			break // Twins leaves such a service as it is
 		}
 		cand := server(v, def, m, dest, true, false)
-		cand.Unconfirmed = v.Live && (m.Live == nil || (m.Live.State != "running" && m.Live.State != "streaming"))
+		cand.Unconfirmed = v.Live && (m.Live == nil || !aliveState(m.Live.State))
 		s.Candidates = append(s.Candidates, cand)
 	}
 	for i, m := range served {

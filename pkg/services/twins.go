@@ -116,3 +116,14 @@ func AdminWord(s Service, sv Server) string {
 	}
 	return "ready"
 }
+
+// aliveState reports whether a Patroni member state means PostgreSQL runs:
+// "running" (Patroni < 3.0.4 for every member), "streaming" and "in archive
+// recovery" (replicas in newer Patroni).
+func aliveState(s string) bool {
+	switch s {
+	case "running", "streaming", "in archive recovery":
+		return true
+	}
+	return false
+}

@@ -195,6 +195,11 @@ func TestTwinsNeverActivateUnconfirmed(t *testing.T) {
 	if got != want {
 		t.Errorf("replica:\n got %s\nwant %s", got, want)
 	}
+	// Newer Patroni: replicas "streaming" / "in archive recovery" are alive.
+	svcs = twinServices(t, twinState("pg-test-1", "pg-test-1:primary", "pg-test-2:replica:streaming", "pg-test-3:replica:in archive recovery"))
+	if got := active(byName(svcs, "replica")); got != "pg-test-1-off pg-test-1.backup+B pg-test-2 pg-test-2.backup+B-off pg-test-3 pg-test-3.backup+B-off" {
+		t.Errorf("replica with streaming replicas: %s", got)
+	}
 	// Without live data (no DCS: inventory roles), the view is followed.
 	svcs = twinServices(t, nil)
 	if got := active(byName(svcs, "replica")); got != "pg-test-1-off pg-test-1.backup+B pg-test-2 pg-test-2.backup+B-off pg-test-3 pg-test-3.backup+B-off" {
