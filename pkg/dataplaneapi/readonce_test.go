@@ -175,3 +175,44 @@ func TestFailedApplyReadsEverythingNextTime(t *testing.T) {
 	}
 	f.assertConverged(t, after)
 }
+
+// A weight change (a lifted write fence) that comes with changes needing a
+// reload is applied at runtime first, never carried by the reload (the
+// server-state file would give the new worker the old running weight).
+func TestWeightChangeDoesNotRideOnAReload(t *testing.T) {
+	f := newFixture(t)
+	before := cluster("pg-live", 1, 3, 1)
+	before[0].Servers[0].Weight = 0 // fenced
+	f.apply(t, before)
+	after := cluster("pg-live", 1, 3, 2) // lift + switchover
+	f.srv.ResetRequests()
+	res := f.apply(t, after)
+	kinds := map[string]int{}
+	for _, c := range res.Changes {
+		kinds[c.Kind]++
+	}
+	if kinds[target.KindSetWeight] != 1 || kinds[target.KindUpdateServer] == 0 {
+		t.Fatalf("changes %v: want the lift and backup flips together", kinds)
+	}
+	weightPut, txn := -1, -1
+	for i, r := range f.srv.Writes() {
+		switch {
+		case r.Method == http.MethodPut && r.Path == "/configuration/servers/pg-live-1" && r.Query.Get("backend") == "pg-live-primary":
+			if r.Query.Get("transaction_id") != "" {
+				t.Errorf("the weight change rode in the transaction")
+			}
+			weightPut = i
+		case r.Method == http.MethodPost && r.Path == "/transactions":
+			txn = i
+		}
+	}
+	if weightPut < 0 || txn < 0 || weightPut > txn {
+		t.Fatalf("weight PUT at %d, transaction at %d: want the weight first, outside the transaction", weightPut, txn)
+	}
+	f.assertConverged(t, after)
+	// The parsed copy followed both writes: nothing is read or written again.
+	f.srv.ResetRequests()
+	if res := f.apply(t, after); len(res.Changes) != 0 || len(f.srv.Requests()) != 1 {
+		t.Fatalf("after: %+v, %d requests", res.Changes, len(f.srv.Requests()))
+	}
+}

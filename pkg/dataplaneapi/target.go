@@ -362,6 +362,25 @@ func (t *Target) applyConfig(ctx context.Context, st *state, desired []services.
 	if target.RuntimeOnly(changes) && len(changes) <= t.opts.RuntimeMax {
 		return t.applyRuntime(ctx, st, desired, changes, res)
 	}
+	// all names every service written (the parsed copy follows them all).
+	all := changes
+	if weights, rest := splitWeights(changes); len(weights) > 0 && len(weights) <= t.opts.RuntimeMax {
+		// A weight change must not ride on a reload: the reload script
+		// saves the running weights into the server-state file and the new
+		// worker takes them back from it whenever the server's weight in
+		// the old worker's file is what the new file says, so a lifted
+		// write fence (0 -> 100) would stay at 0 in the running HAProxy
+		// while the file says 100. Apply the weights at runtime first,
+		// then the rest in one transaction on the version that left.
+		var err error
+		if res, err = t.applyRuntime(ctx, st, desired, weights, res); err != nil {
+			return res, err
+		}
+		moved := *st.snapshot
+		moved.version, moved.text = res.Version, ""
+		st = &state{snapshot: &moved, current: st.current, statePreserved: st.statePreserved}
+		changes = rest
+	}
 	ops, err := planOps(st, desired, changes)
 	if err != nil {
 		return res, err
@@ -369,9 +388,21 @@ func (t *Target) applyConfig(ctx context.Context, st *state, desired []services.
 	// Twins: the file is written whole (one raw POST) so every `disabled`
 	// keyword is in step with the live roles, not only the servers changed.
 	if len(ops) > t.opts.RawThreshold || t.running.rawNext || twinLayout(desired) {
-		return t.applyRaw(ctx, st, desired, changes, len(ops), res)
+		return t.applyRaw(ctx, st, desired, all, len(ops), res)
 	}
-	return t.applyTxn(ctx, st, desired, ops, changes, res)
+	return t.applyTxn(ctx, st, desired, ops, all, res)
+}
+
+// splitWeights separates the weight-only changes.
+func splitWeights(changes []target.Change) (weights, rest []target.Change) {
+	for _, c := range changes {
+		if c.Kind == target.KindSetWeight {
+			weights = append(weights, c)
+		} else {
+			rest = append(rest, c)
+		}
+	}
+	return weights, rest
 }
 
 func wantsForceUp(s services.Service) bool {

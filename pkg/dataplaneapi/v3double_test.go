@@ -45,6 +45,7 @@ func TestDriverOnV3Double(t *testing.T) {
 		{"WriteFenceNeverWaitsOnAFullRead", TestWriteFenceNeverWaitsOnAFullRead},
 		{"FailedApplyReadsEverythingNextTime", TestFailedApplyReadsEverythingNextTime},
 		{"StaleTransactionsDeletedOnceOutdated", TestStaleTransactionsDeletedOnceOutdated},
+		{"WeightChangeDoesNotRideOnAReload", TestWeightChangeDoesNotRideOnAReload},
 		{"OrphansFillingTheLimitAreDeletedOn429", TestOrphansFillingTheLimitAreDeletedOn429},
 	} {
 		t.Run(tc.name, tc.f)

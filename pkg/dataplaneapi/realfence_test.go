@@ -1,0 +1,85 @@
+package dataplaneapi_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/pgsvc/pgsvc/pkg/dataplaneapi"
+	"github.com/pgsvc/pgsvc/pkg/services"
+)
+
+// statsCommand runs one command on HAProxy's admin socket.
+func statsCommand(sock, cmd string) (string, error) {
+	c, err := net.DialTimeout("unix", sock, 2*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := io.WriteString(c, cmd+"\n"); err != nil {
+		return "", err
+	}
+	b, err := io.ReadAll(c)
+	return strings.TrimSpace(string(b)), err
+}
+
+// TestRealAPIFenceLiftWithAReload: a write fence (weight 0, applied at
+// runtime) lifted in the same apply as backup flips that reload HAProxy
+// must be lifted in the running HAProxy too, not only in the file.
+func TestRealAPIFenceLiftWithAReload(t *testing.T) {
+	forEachRealAPI(t, func(t *testing.T, bin string, version int) {
+		rs := startRealStack(t, bin, version)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		tg := dataplaneapi.NewTarget(rs.c, zaptest.NewLogger(t), dataplaneapi.TargetOptions{ReloadPollInterval: 100 * time.Millisecond})
+		place := func(svcs []services.Service) []services.Service {
+			for i := range svcs {
+				svcs[i].IP = "127.0.0.1"
+				svcs[i].Port = rs.svcPorts[i%4]
+			}
+			return svcs
+		}
+		admin := filepath.Join(rs.dir, "admin.sock")
+		weight := func() string {
+			out, err := statsCommand(admin, "get weight pg-f-primary/pg-f-1")
+			if err != nil {
+				return err.Error()
+			}
+			return out
+		}
+		if _, err := tg.Apply(ctx, place(cluster("pg-f", 1, 3, 1))); err != nil {
+			t.Fatal(err)
+		}
+		fenced := place(cluster("pg-f", 1, 3, 1))
+		fenced[0].Servers[0].Weight = 0
+		res, err := tg.Apply(ctx, fenced)
+		if err != nil {
+			t.Fatalf("fence: %v", err)
+		}
+		// The API applies a weight-only PUT at runtime; once in a while
+		// (observed once on each, right after the create's reload) it
+		// answers with a reload instead. Either way the lift below must
+		// reach the running HAProxy.
+		t.Logf("fence (weight 100 -> 0): reloaded %v", res.Reloaded)
+		waitUntil(t, 20*time.Second, func() bool { return strings.HasPrefix(weight(), "0 ") })
+		// Lift the fence and switch over in one apply (one reload).
+		res, err = tg.Apply(ctx, place(cluster("pg-f", 1, 3, 2)))
+		if err != nil || !res.Reloaded || res.ReloadResult != "succeeded" {
+			t.Fatalf("lift + switchover: %+v %v", res, err)
+		}
+		deadline := time.Now().Add(20 * time.Second)
+		for !strings.HasPrefix(weight(), "100 ") {
+			if time.Now().After(deadline) {
+				t.Fatalf("the running HAProxy still has pg-f-1 at %q after the lift (the file says 100)", weight())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+}
