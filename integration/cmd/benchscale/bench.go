@@ -292,6 +292,10 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 		if b.fake, err = startFakeCluster(b.fleet, target); err != nil {
 			return nil, fmt.Errorf("fake members: %w", err)
 		}
+		// The model already moved to the new leader: roles as before the switchover.
+		for seq := 1; seq <= 3; seq++ {
+			b.fake.setRole(b.fleet.memberName(target, seq), "replica")
+		}
 		b.fake.setRole(oldLeader, "primary")
 		addrs := map[string]string{}
 		ip := b.fleet.addr(target, 0)
