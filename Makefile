@@ -59,15 +59,16 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./pkg/... | tee bench.txt
 
 # Fleet-scale benchmark on real etcd, HAProxy 2.6 and (DRIVER=v2|v3) the real Data Plane API:
-#   make bench-scale N=1000 DRIVER=v2   (DRIVER=direct|v2|v3; BENCH_FLAGS="-idle 2m -out results.md" ...)
+#   make bench-scale N=1000 DRIVER=v2   (DRIVER=direct|v2|v3, LAYOUT=pigsty|twins; BENCH_FLAGS="-idle 2m -out results.md" ...)
 N ?= 100
 DRIVER ?= direct
+LAYOUT ?= pigsty
 DATAPLANEAPI_BIN ?= ../shared/bin/dataplaneapi-2.9.9
 DATAPLANEAPI_V3_BIN ?= ../shared/bin/dataplaneapi-3.2.0
 BENCH_FLAGS ?=
 bench-scale: build
 	$(GO) build -o bin/benchscale ./integration/cmd/benchscale
-	bin/benchscale -n $(N) -driver $(DRIVER) -controller bin/controller \
+	bin/benchscale -n $(N) -driver $(DRIVER) -layout $(LAYOUT) -controller bin/controller \
 		-dataplaneapi-v2 $(DATAPLANEAPI_BIN) -dataplaneapi-v3 $(DATAPLANEAPI_V3_BIN) $(BENCH_FLAGS)
 
 demo: deps build

@@ -220,8 +220,8 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 	b.statusURL = "http://" + listen
 	ctlCfg := fmt.Sprintf("inventory: %s\nlisten: %q\netcd:\n  endpoints: [%q]\nlog:\n  level: info\n", invPath, listen, b.etcd.url)
 	if o.driver == "direct" {
-		ctlCfg += fmt.Sprintf("direct:\n  - {config_path: %q, stats_socket: %q, master_socket: %q, server_state_file: %q, haproxy_bin: %q, maxconn: %d, no_strict_limits: true}\n",
-			cfgPath, stats, master, state, hapBin, maxconn)
+		ctlCfg += fmt.Sprintf("direct:\n  - {config_path: %q, stats_socket: %q, master_socket: %q, server_state_file: %q, haproxy_bin: %q, maxconn: %d, no_strict_limits: true%s}\n",
+			cfgPath, stats, master, state, hapBin, maxconn, layoutField(o.layout))
 	} else {
 		var apiURL string
 		b.api, apiURL, err = startDataplaneAPI(ctx, apiBin, o.driver, b.dir, cfgPath, hapBin, stats, master, state, o.reloadDelay)
@@ -231,7 +231,7 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 		if b.count, err = startCounter(apiURL); err != nil {
 			return nil, err
 		}
-		ctlCfg += fmt.Sprintf("dataplaneapi:\n  - {url: %q}\n", "http://admin:adminpwd@"+b.count.addr)
+		ctlCfg += fmt.Sprintf("dataplaneapi:\n  - {url: %q%s}\n", "http://admin:adminpwd@"+b.count.addr, layoutField(o.layout))
 	}
 	ctlCfgPath := filepath.Join(b.dir, "controller.yml")
 	if err := os.WriteFile(ctlCfgPath, []byte(ctlCfg), 0o600); err != nil {
@@ -755,14 +755,23 @@ func (b *bench) cpu(ctx context.Context) cpuTimes {
 	return c
 }
 
+// layoutField is the controller config's layout setting ("" = its default).
+func layoutField(layout string) string {
+	if layout == "" || layout == "pigsty" {
+		return ""
+	}
+	return ", layout: " + layout
+}
+
 func (r *result) driverName() string {
-	if r.o.driver == "direct" {
-		return "direct"
+	name := r.o.driver
+	if r.o.driver != "direct" && r.version != "" {
+		name += " (" + r.version + ")"
 	}
-	if r.version != "" {
-		return r.o.driver + " (" + r.version + ")"
+	if r.o.layout == "twins" {
+		name += ", twins"
 	}
-	return r.o.driver
+	return name
 }
 
 func ms(d time.Duration) string {

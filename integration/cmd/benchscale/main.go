@@ -49,6 +49,7 @@ type options struct {
 	idle          time.Duration
 	gap           time.Duration
 	sessions      bool
+	layout        string
 	timeout       time.Duration
 	reloadDelay   int
 	octet         int
@@ -75,6 +76,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, logs)")
 	fs.DurationVar(&o.idle, "idle", time.Minute, "how long to measure the idle fleet")
 	fs.DurationVar(&o.gap, "switchover-gap", 500*time.Millisecond, "switchover: time between the old leader releasing the leader key and the new one taking it")
+	fs.StringVar(&o.layout, "layout", "pigsty", "the targets' layout: pigsty, or twins (role changes at runtime, docs/twins.md)")
 	fs.BoolVar(&o.sessions, "sessions", true, "make the switching cluster's members answer and hold a client session through each of its services across the switchover")
 	fs.DurationVar(&o.timeout, "timeout", 15*time.Minute, "bound of each phase")
 	fs.IntVar(&o.reloadDelay, "reload-delay", 1, "the Data Plane API's reload_delay in seconds")
@@ -88,6 +90,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "direct", "v2", "v3":
 	default:
 		fmt.Fprintf(stderr, "benchscale: -driver %q: want direct, v2 or v3\n", o.driver)
+		return 2
+	}
+	if o.layout != "pigsty" && o.layout != "twins" {
+		fmt.Fprintf(stderr, "benchscale: -layout %q: want pigsty or twins\n", o.layout)
 		return 2
 	}
 	if o.n < 1 || o.n > 15000 {
