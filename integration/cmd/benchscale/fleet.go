@@ -326,3 +326,19 @@ func serverSet(svs []services.Server) map[string]bool {
 	}
 	return m
 }
+
+// goneInTwinServices lists, for the twins layout, every crashed member's
+// servers in the services whose membership depends on roles (replica and
+// offline here), as backend/address:port.
+func (f *fleet) goneInTwinServices() map[string]bool {
+	m := map[string]bool{}
+	for i := 0; i < f.n; i++ {
+		if f.gone[i] == 0 {
+			continue
+		}
+		a := f.addr(i, f.gone[i])
+		m[fmt.Sprintf("%s-replica/%s:%d", f.clusterName(i), a, 6432)] = true
+		m[fmt.Sprintf("%s-offline/%s:%d", f.clusterName(i), a, 5432)] = true
+	}
+	return m
+}
