@@ -104,7 +104,7 @@ type result struct {
 	// massNotLive says what still differed when the mass failover was not
 	// live within its bound ("" when it was).
 	massNotLive string
-	idle      phase
+	idle        phase
 	// sessions: which client sessions held through the switching cluster's
 	// services survived its switchover ("" when not measured).
 	sessions string
