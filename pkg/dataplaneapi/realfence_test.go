@@ -2,6 +2,7 @@ package dataplaneapi_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"path/filepath"
@@ -80,6 +81,75 @@ func TestRealAPIFenceLiftWithAReload(t *testing.T) {
 				t.Fatalf("the running HAProxy still has pg-f-1 at %q after the lift (the file says 100)", weight())
 			}
 			time.Sleep(100 * time.Millisecond)
+		}
+	})
+}
+
+// TestRealAPIForceUpManyReadsHealthOnce: forcing new primaries UP in many
+// backends (a mass failover) reads every server's health in one request.
+func TestRealAPIForceUpManyReadsHealthOnce(t *testing.T) {
+	forEachRealAPI(t, func(t *testing.T, bin string, version int) {
+		rs := startRealStack(t, bin, version)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		tg := dataplaneapi.NewTarget(rs.c, zaptest.NewLogger(t), dataplaneapi.TargetOptions{ReloadPollInterval: 100 * time.Millisecond})
+		ports := []int{rs.svcPorts[0], rs.svcPorts[1], rs.svcPorts[2], rs.svcPorts[3], freePort(t), freePort(t), freePort(t), freePort(t)}
+		fleet := func(primary int, force bool) []services.Service {
+			var out []services.Service
+			for i, name := range []string{"pg-m1", "pg-m2"} {
+				svcs := cluster(name, 5+i, 3, primary)
+				for j := range svcs {
+					svcs[j].IP, svcs[j].Port = "127.0.0.1", ports[i*4+j]
+					if force && (svcs[j].Service == "primary" || svcs[j].Service == "default") {
+						for k := range svcs[j].Servers {
+							svcs[j].Servers[k].ForceUp = svcs[j].Servers[k].Name == fmt.Sprintf("%s-%d", name, primary)
+						}
+					}
+				}
+				out = append(out, svcs...)
+			}
+			return out
+		}
+		if _, err := tg.Apply(ctx, fleet(1, false)); err != nil {
+			t.Fatal(err)
+		}
+		// Nothing listens: wait until the checks have taken the servers DOWN.
+		waitUntil(t, 30*time.Second, func() bool {
+			for _, c := range []string{"pg-m1", "pg-m2"} {
+				for _, svc := range []string{"primary", "default"} {
+					r, err := rs.c.GetRuntimeServer(ctx, c+"-"+svc, c+"-2")
+					if err != nil || r.OperationalState != "down" {
+						return false
+					}
+				}
+			}
+			return true
+		})
+		rs.rt.reset(nil)
+		res, err := tg.Apply(ctx, fleet(2, true))
+		if err != nil {
+			t.Fatal(err)
+		}
+		forced := 0
+		for _, c := range res.Changes {
+			if c.Kind == "force_up" {
+				forced++
+			}
+		}
+		if forced != 4 {
+			t.Errorf("forced up %d servers, want 4 (the new primary in 2 write services × 2 clusters): %+v", forced, res.Changes)
+		}
+		stats, perBackend := 0, 0
+		for _, r := range rs.rt.requests() {
+			switch {
+			case strings.Contains(r, "/stats/native"):
+				stats++
+			case strings.HasPrefix(r, "GET ") && strings.Contains(r, "servers") && strings.Contains(r, "/runtime/"):
+				perBackend++
+			}
+		}
+		if stats != 1 || perBackend != 0 {
+			t.Errorf("health reads: %d native stats, %d per backend; want 1 and 0", stats, perBackend)
 		}
 	})
 }

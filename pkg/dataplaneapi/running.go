@@ -139,8 +139,9 @@ type nativeStat struct {
 	Type        string `json:"type"`
 	BackendName string `json:"backend_name"`
 	Stats       struct {
-		Addr string `json:"addr"`
-		Bck  *int64 `json:"bck"`
+		Addr   string `json:"addr"`
+		Bck    *int64 `json:"bck"`
+		Status string `json:"status"`
 	} `json:"stats"`
 }
 

@@ -123,6 +123,7 @@ func (t *Target) read(ctx context.Context, desired []services.Service) (*state, 
 	}
 	sp := sn.statePreserved
 	st := &state{snapshot: sn, current: map[string]*target.Backend{}, statePreserved: &sp}
+	down := t.healthOfMany(ctx, desired)
 	for _, d := range desired {
 		be, fe := sn.be[d.Name], sn.fe[d.Name]
 		if be == nil {
@@ -141,7 +142,14 @@ func (t *Target) read(ctx context.Context, desired []services.Service) (*state, 
 				return nil, err
 			}
 		}
-		if wantsForceUp(d) {
+		if wantsForceUp(d) && down != nil {
+			for name, s := range cur.Servers {
+				if down[d.Name+"/"+name] {
+					s.Down = true
+					cur.Servers[name] = s
+				}
+			}
+		} else if wantsForceUp(d) {
 			// Live health only matters where a new primary may be forced UP.
 			rs, err := t.c.GetRuntimeServers(ctx, d.Name)
 			if err != nil {
