@@ -73,6 +73,10 @@ type memberProbe struct {
 	started  bool
 }
 
+// maxProbesInFlight bounds the REST probes outstanding at once, over every
+// cluster in transition.
+const maxProbesInFlight = 256
+
 // noAnswerOff is how many probes in a row without any answer make the old
 // primary count as off: one timeout is noise, three (≈60 ms) mean its
 // REST API is gone, which HAProxy's check will see too.
@@ -92,6 +96,10 @@ type transitions struct {
 	lastDesired map[string][]services.Service
 
 	wake chan struct{} // 1-buffered: a probe answer changed something
+	// slots bounds the probes in flight across all transitions (a mass
+	// failover of many clusters must not flood the machine): a probe that
+	// finds none free skips its tick.
+	slots chan struct{}
 
 	prober    Prober
 	probeWarn string
@@ -108,6 +116,7 @@ func (tx *transitions) init(opts *Options) {
 	tx.doneRequest = map[string]patroni.Failover{}
 	tx.lastDesired = map[string][]services.Service{}
 	tx.wake = make(chan struct{}, 1)
+	tx.slots = make(chan struct{}, maxProbesInFlight)
 	tx.prober = opts.Prober
 	if tx.prober == nil {
 		p, warn := patroni.NewProber(patroni.ProberOptions{CAFile: opts.PatroniCAFile, Now: opts.Now})
@@ -456,18 +465,22 @@ func (c *Controller) spawnProbe(ctx context.Context, t *transition, member, url 
 		tick := time.NewTicker(c.opts.ProbeInterval)
 		defer tick.Stop()
 		for {
-			select {
-			case slots <- struct{}{}:
-				inflight.Add(1)
-				go func() {
-					defer inflight.Done()
-					defer func() { <-slots }()
-					r := c.tx.prober.Probe(ctx, url)
-					if ctx.Err() == nil {
-						c.probeAnswered(t, member, r)
-					}
-				}()
-			default: // all slots waiting on answers: skip this tick
+			// A slot of this member's and one of the controller's; without
+			// both, this tick is skipped.
+			if acquire(slots) {
+				if acquire(c.tx.slots) {
+					inflight.Add(1)
+					go func() {
+						defer inflight.Done()
+						defer func() { <-c.tx.slots; <-slots }()
+						r := c.tx.prober.Probe(ctx, url)
+						if ctx.Err() == nil {
+							c.probeAnswered(t, member, r)
+						}
+					}()
+				} else {
+					<-slots
+				}
 			}
 			select {
 			case <-ctx.Done():
@@ -476,6 +489,16 @@ func (c *Controller) spawnProbe(ctx context.Context, t *transition, member, url 
 			}
 		}
 	}()
+}
+
+// acquire takes a slot of sem if one is free.
+func acquire(sem chan struct{}) bool {
+	select {
+	case sem <- struct{}{}:
+		return true
+	default:
+		return false
+	}
 }
 
 // probeAnswered records one probe answer and wakes the loop when it can
