@@ -5,12 +5,15 @@ package integration
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgsvc/pgsvc/pkg/config"
+	"github.com/pgsvc/pgsvc/pkg/dataplaneapi/dpapitest"
 	"github.com/pgsvc/pgsvc/pkg/haproxy"
 )
 
@@ -68,6 +71,24 @@ func (r *haproxyRig) admins(ctx context.Context, backend string) (map[string]str
 // the new primary, and long-lived sessions through the read services to the
 // member whose role did not change survive the switchover.
 func TestTwinsSwitchover(t *testing.T) {
+	t.Run("direct", func(t *testing.T) { twinsSwitchover(t, "", "") })
+	// Through each real Data Plane API build (runtime server endpoints).
+	for _, api := range []struct{ name, env, want string }{
+		{"v2", "DATAPLANEAPI_BIN", "2.9.x"},
+		{"v3", "DATAPLANEAPI_V3_BIN", "3.x"},
+	} {
+		t.Run("dataplaneapi "+api.name, func(t *testing.T) {
+			bin := os.Getenv(api.env)
+			if bin == "" {
+				t.Skip(api.env + " not set: no Data Plane API " + api.want + " build here; pkg/dataplaneapi's TestRealTwins covers " +
+					"the driver when it is set. Set " + api.env + "=/path/to/dataplaneapi (" + api.want + ") to run this scenario")
+			}
+			twinsSwitchover(t, bin, api.name)
+		})
+	}
+}
+
+func twinsSwitchover(t *testing.T, apiBin, apiName string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	pgTest := fastCluster()
@@ -80,6 +101,14 @@ func TestTwinsSwitchover(t *testing.T) {
 	r.haproxy = startHAProxy(t, ctx, inv)
 	cfg := scenarioConfig(inv, env, r.haproxy)
 	cfg.Direct[0].Layout = "twins"
+	if apiBin != "" {
+		base := dpapitest.StartReal(t, dpapitest.Real{Bin: apiBin, Dir: t.TempDir(), ConfigPath: r.haproxy.Config,
+			HAProxyBin: "/usr/sbin/haproxy", StatsSocket: r.haproxy.StatsSocket, MasterSocket: r.haproxy.MasterSocket,
+			StateFile: r.haproxy.StateFile})
+		cfg.Direct = nil
+		cfg.DataPlaneAPI = []config.DataPlaneAPI{{URL: base, Layout: "twins"}}
+		t.Logf("driver: Data Plane API %s", apiName)
+	}
 	ctl, err := startController(t, cfg)
 	if err != nil {
 		t.Fatal(err)
