@@ -349,7 +349,11 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 		}
 	}
 	res.switchov.name = "switchover of " + b.fleet.clusterName(target)
-	if res.switchov.took, err = b.waitLive(ctx, want, backends, leaderAt, 2*time.Millisecond, nil, seeFence); err != nil {
+	saved := b.o.timeout
+	b.o.timeout = min(saved, 2*time.Minute+time.Duration(o.n)*60*time.Millisecond)
+	res.switchov.took, err = b.waitLive(ctx, want, backends, leaderAt, 2*time.Millisecond, nil, seeFence)
+	b.o.timeout = saved
+	if err != nil {
 		return nil, fmt.Errorf("switchover: %w", err)
 	}
 	// Settled: the fence lifted (every active server at its wanted weight),
@@ -417,7 +421,7 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 	b.logf("mass failover written in %s", lastLeader.Sub(first).Round(time.Millisecond))
 	res.mass.name = "mass failover"
 	massWait := min(o.timeout, 90*time.Second+time.Duration(o.n)*90*time.Millisecond)
-	saved := b.o.timeout
+	saved = b.o.timeout
 	b.o.timeout = massWait
 	res.mass.took, err = b.waitLive(ctx, want, nil, lastLeader, b.pollEvery(), nil, nil)
 	b.o.timeout = saved
@@ -549,6 +553,12 @@ func (b *bench) waitLive(ctx context.Context, want wanted, backends []string, si
 			rows, err = b.br.read(ctx, backends)
 		} else {
 			rows, err = b.rt.ShowStat(ctx)
+		}
+		if err == nil {
+			var adm map[string]bool
+			if adm, err = adminStates(ctx, b.rt, backends); err == nil {
+				inactive = adm
+			}
 		}
 		now := time.Now()
 		if err == nil && onRows != nil {

@@ -4,15 +4,54 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/pgsvc/pgsvc/pkg/haproxy"
 )
 
+// inactive lists backend/server names whose admin state (from `show
+// servers state`) is maintenance or drain; show stat prints DOWN for a
+// drained server whose check fails.
+var inactive map[string]bool
+
 // active reports whether a server row takes traffic by admin state: not in
 // maintenance and not draining (health does not matter: nobody listens).
 func active(r haproxy.StatRow) bool {
+	if inactive[r.Proxy+"/"+r.Name] {
+		return false
+	}
 	return !strings.HasPrefix(r.Status, "MAINT") && !strings.HasPrefix(r.Status, "DRAIN")
+}
+
+// adminStates reads `show servers state [backend]` and returns the servers
+// in maintenance or drain (srv_admin_state, printed in decimal: MAINT bits
+// 0x01 0x02 0x04 0x20 0x40, DRAIN bits 0x08 0x10).
+func adminStates(ctx context.Context, rt *haproxy.Runtime, backends []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	cmds := []string{"show servers state"}
+	if backends != nil {
+		cmds = cmds[:0]
+		for _, b := range backends {
+			cmds = append(cmds, "show servers state "+b)
+		}
+	}
+	for _, c := range cmds {
+		text, err := rt.Exec(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range strings.Split(text, "\n") {
+			f := strings.Fields(l)
+			if len(f) < 7 || strings.HasPrefix(l, "#") {
+				continue
+			}
+			if st, err := strconv.Atoi(f[6]); err == nil && st&0x7f != 0 {
+				out[f[1]+"/"+f[3]] = true
+			}
+		}
+	}
+	return out, nil
 }
 
 // liveOf groups `show stat` server rows of the backends in w into the same
