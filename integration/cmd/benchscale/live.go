@@ -46,7 +46,10 @@ func adminStates(ctx context.Context, rt *haproxy.Runtime, backends []string) (m
 			if len(f) < 7 || strings.HasPrefix(l, "#") {
 				continue
 			}
-			if st, err := strconv.Atoi(f[6]); err == nil && st&0x7f != 0 {
+			// 0x04 (CMAINT, `disabled` in the file the process started
+			// from) stays set after `set server state ready`: show stat's
+			// status says MAINT when it really is.
+			if st, err := strconv.Atoi(f[6]); err == nil && st&0x7b != 0 {
 				out[f[1]+"/"+f[3]] = true
 			}
 		}
