@@ -26,7 +26,7 @@ func active(r haproxy.StatRow) bool {
 
 // adminStates reads `show servers state [backend]` and returns the servers
 // in maintenance or drain (srv_admin_state, printed in decimal: MAINT bits
-// 0x01 0x02 0x04 0x20 0x40, DRAIN bits 0x08 0x10).
+// 0x01 0x02 0x20 0x40, DRAIN bits 0x08 0x10; see below for 0x04).
 func adminStates(ctx context.Context, rt *haproxy.Runtime, backends []string) (map[string]bool, error) {
 	out := map[string]bool{}
 	cmds := []string{"show servers state"}
