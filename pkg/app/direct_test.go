@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -18,7 +16,6 @@ import (
 	"github.com/pgsvc/pgsvc/internal/etcdtest"
 	"github.com/pgsvc/pgsvc/pkg/config"
 	"github.com/pgsvc/pgsvc/pkg/haproxy"
-	"github.com/pgsvc/pgsvc/pkg/haproxycfg"
 )
 
 // directInventory puts pg-test on 127.0.1.11-13 with its services on
@@ -151,34 +148,12 @@ func TestSwitchoverThroughHAProxy(t *testing.T) {
 	patroniKeys(t, cli, "pg-test-1", 1)
 
 	dir := t.TempDir()
-	inv := filepath.Join(dir, "pigsty.yml")
 	text := fmt.Sprintf(directInventory, pgPort, bouncerPort, restPort, primaryPort, fastChecks, replicaPort, fastChecks, offlinePort, fastChecks)
-	if err := os.WriteFile(inv, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	d := config.Direct{ConfigPath: filepath.Join(dir, "haproxy.cfg"), StatsSocket: filepath.Join(dir, "admin.sock"),
-		MasterSocket: filepath.Join(dir, "master.sock"), ServerStateFile: filepath.Join(dir, "server-state"),
-		HAProxyBin: bin, NoStrictLimits: true}
-	initial := haproxycfg.Render(nil, haproxycfg.Options{StatsSocket: d.StatsSocket, ServerStateFile: d.ServerStateFile, Maxconn: 2000, NoStrictLimits: true})
-	if err := os.WriteFile(d.ConfigPath, initial, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	proc, err := haproxy.StartProcess(ctx, bin, d.ConfigPath, d.MasterSocket, filepath.Join(dir, "haproxy.pid"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := proc.Stop(); err != nil {
-			t.Errorf("stop haproxy: %v", err)
-		}
-	})
+	inv, d, rt := startDirectHAProxy(t, dir, bin, text, 20*time.Second)
 
 	cfg := &config.Config{Inventory: inv, Listen: "127.0.0.1:0", Etcd: config.Etcd{Endpoints: []string{srv.ClientURL}}, Direct: []config.Direct{d}}
 	cfg.Controller.Debounce.Duration = 5 * time.Millisecond
 	addr := startServe(t, cfg)
-	rt := &haproxy.Runtime{Socket: d.StatsSocket, MasterSocket: d.MasterSocket, Timeout: 2 * time.Second}
 	backupsLive := func(backend string) string {
 		rows, err := rt.ShowStat(context.Background())
 		if err != nil {

@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +12,6 @@ import (
 	"github.com/pgsvc/pgsvc/internal/etcdtest"
 	"github.com/pgsvc/pgsvc/pkg/config"
 	"github.com/pgsvc/pgsvc/pkg/haproxy"
-	"github.com/pgsvc/pgsvc/pkg/haproxycfg"
 )
 
 // pgTwo is a second cluster for directInventory, on 127.0.1.21-22 with
@@ -61,34 +58,12 @@ func TestBindFailureHoldsBackOneClusterDirect(t *testing.T) {
 	etcdtest.PutPatroni(t, cli, "pg-two", []string{"127.0.1.21", "127.0.1.22"}, "pg-two-1", 1)
 
 	dir := t.TempDir()
-	inv := filepath.Join(dir, "pigsty.yml")
 	text := fmt.Sprintf(directInventory, pgPort, bouncerPort, restPort, primaryPort, fastChecks, replicaPort, fastChecks, offlinePort, fastChecks) +
 		fmt.Sprintf(pgTwo, twoPrimary, twoReplica)
-	if err := os.WriteFile(inv, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	d := config.Direct{ConfigPath: filepath.Join(dir, "haproxy.cfg"), StatsSocket: filepath.Join(dir, "admin.sock"),
-		MasterSocket: filepath.Join(dir, "master.sock"), ServerStateFile: filepath.Join(dir, "server-state"),
-		HAProxyBin: bin, NoStrictLimits: true}
-	initial := haproxycfg.Render(nil, haproxycfg.Options{StatsSocket: d.StatsSocket, ServerStateFile: d.ServerStateFile, Maxconn: 2000, NoStrictLimits: true})
-	if err := os.WriteFile(d.ConfigPath, initial, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	proc, err := haproxy.StartProcess(ctx, bin, d.ConfigPath, d.MasterSocket, filepath.Join(dir, "haproxy.pid"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := proc.Stop(); err != nil {
-			t.Errorf("stop haproxy: %v", err)
-		}
-	})
+	inv, d, rt := startDirectHAProxy(t, dir, bin, text, 20*time.Second)
 	cfg := &config.Config{Inventory: inv, Listen: "127.0.0.1:0", Etcd: config.Etcd{Endpoints: []string{srv.ClientURL}}, Direct: []config.Direct{d}}
 	cfg.Controller.Debounce.Duration = 5 * time.Millisecond
 	addr := startServe(t, cfg)
-	rt := &haproxy.Runtime{Socket: d.StatsSocket, MasterSocket: d.MasterSocket, Timeout: 2 * time.Second}
 	live := func(backend string) string {
 		rows, err := rt.ShowStat(context.Background())
 		if err != nil {
