@@ -389,8 +389,8 @@ func TestFenceReleasedLeader(t *testing.T) {
 		{name: "unfenced once it leads again", steps: []patroni.Snapshot{
 			state(10, "pg-test-1", 1, all...), state(11, "", 1, all...), state(12, "pg-test-2", 1, all...), state(13, "pg-test-1", 1, all...)},
 			primary: 100, dflt: 100, replica: 100},
-		{name: "switchover requested: not fenced at the request", steps: []patroni.Snapshot{
-			state(10, "pg-test-1", 1, all...), requested(state(11, "pg-test-1", 1, all...), "pg-test-1", "pg-test-2")}, primary: 100, dflt: 100, replica: 100},
+		{name: "switchover requested: fenced at the request (fenceAtRequest)", steps: []patroni.Snapshot{
+			state(10, "pg-test-1", 1, all...), requested(state(11, "pg-test-1", 1, all...), "pg-test-1", "pg-test-2")}, primary: 0, dflt: 0, replica: 100},
 		{name: "switchover request dropped: fence lifted", steps: []patroni.Snapshot{
 			state(10, "pg-test-1", 1, all...), requested(state(11, "pg-test-1", 1, all...), "pg-test-1", "pg-test-2"), state(12, "pg-test-1", 1, all...)},
 			primary: 100, dflt: 100, replica: 100},

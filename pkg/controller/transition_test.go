@@ -172,8 +172,8 @@ func TestTransitionSwitchover(t *testing.T) {
 		}
 	}
 
-	// The request: the old primary and the named candidate are probed, the
-	// write path is untouched while the old primary answers 200.
+	// The request: the old primary and the named candidate are probed, and
+	// the old primary is fenced at once (fenceAtRequest).
 	c.Observe(a.with(requested(state(11, "pg-test-1", 1, all...), "pg-test-1", "pg-test-2"), ""))
 	eventually(t, "probes of the old primary and the candidate", func() bool {
 		return a["pg-test-1"].count() > 2 && a["pg-test-2"].count() > 2
@@ -181,14 +181,15 @@ func TestTransitionSwitchover(t *testing.T) {
 	if n := a["pg-test-3"].count(); n != 0 {
 		t.Errorf("pg-test-3, not the candidate, probed %d times", n)
 	}
-	if w := weightOf(ft.last(), "pg-test-primary", "pg-test-1"); w != 100 {
-		t.Errorf("pg-test-1 weight %d in the primary service at the request, want 100 (fence at demotion, not request)", w)
-	}
+	eventually(t, "pg-test-1 fenced in write services at the request", func() bool {
+		last := ft.last()
+		return weightOf(last, "pg-test-primary", "pg-test-1") == 0 && weightOf(last, "pg-test-default", "pg-test-1") == 0
+	})
 
 	// Patroni demotes: it says it stops PostgreSQL while /primary still
-	// answers 200, before any DCS change. Fenced at once.
+	// answers 200, before any DCS change. It stays fenced.
 	a["pg-test-1"].setState("stopping")
-	eventually(t, "pg-test-1 fenced in write services", func() bool {
+	eventually(t, "pg-test-1 still fenced in write services", func() bool {
 		last := ft.last()
 		return weightOf(last, "pg-test-primary", "pg-test-1") == 0 && weightOf(last, "pg-test-default", "pg-test-1") == 0
 	})
@@ -247,8 +248,8 @@ func TestTransitionSwitchover(t *testing.T) {
 		t.Errorf("timeline %+v", tl)
 	}
 	a["pg-test-1"].set(503, "replica")
-	if tl.OffReason != "Patroni is stopping its PostgreSQL (state stopping)" {
-		t.Errorf("off reason %q, want the REST answer", tl.OffReason)
+	if tl.OffReason != fenceAtRequest {
+		t.Errorf("off reason %q, want the request", tl.OffReason)
 	}
 	m.mu.Lock()
 	if len(m.calls) != 1 || m.calls[0] != tl.WriteDowntime {
@@ -258,7 +259,8 @@ func TestTransitionSwitchover(t *testing.T) {
 }
 
 // TestTransitionRefused: a switchover request Patroni never carries out
-// leaves the write path untouched and stops the probes.
+// fences the old primary only until the request goes away, and stops the
+// probes.
 func TestTransitionRefused(t *testing.T) {
 	all := []string{"pg-test-1", "pg-test-2", "pg-test-3"}
 	a := apis{"pg-test-1": newFakeAPI(t, 200, "master"), "pg-test-2": newFakeAPI(t, 503, "replica"),
@@ -274,14 +276,12 @@ func TestTransitionRefused(t *testing.T) {
 	c.Observe(a.with(state(12, "pg-test-1", 1, all...), ""))
 	eventually(t, "the transition's end", func() bool { return len(transitionEvents(c)) == 1 })
 	eventually(t, "probes stopped", func() bool { return c.tx.running.Load() == 0 })
-	if tl := transitionEvents(c)[0]; !tl.OldPrimaryOff.IsZero() || tl.To != "" {
-		t.Errorf("timeline %+v, want nothing off or on", tl)
+	if tl := transitionEvents(c)[0]; tl.OffReason != fenceAtRequest || tl.To != "" {
+		t.Errorf("timeline %+v, want fenced at the request and nothing on", tl)
 	}
-	for i, applied := range ft.all() {
-		if w := weightOf(applied, "pg-test-primary", "pg-test-1"); w != 100 {
-			t.Errorf("apply %d: pg-test-1 weight %d, want the write path untouched", i, w)
-		}
-	}
+	eventually(t, "fence lifted once the request went away", func() bool {
+		return weightOf(ft.last(), "pg-test-primary", "pg-test-1") == 100
+	})
 	// The same request still in the DCS does not start another transition.
 	c.Observe(a.with(requested(state(13, "pg-test-1", 1, all...), "pg-test-1", ""), ""))
 	c.Observe(a.with(requested(state(14, "pg-test-1", 1, all...), "pg-test-1", ""), ""))
