@@ -107,13 +107,24 @@ func startFakeMember(t *testing.T, name, addr string, pgPort, bouncerPort, restP
 
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	// The kernel may hand a just-closed port out again: never return one
+	// this process already handed out (two services on one port).
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if _, dup := handedOut.LoadOrStore(port, true); !dup {
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free port that was not handed out before")
+	return 0
 }
+
+var handedOut sync.Map
 
 // whoAnswers connects to addr and returns the member name it greets with.
 func whoAnswers(addr string) string {
