@@ -113,12 +113,25 @@ func TestRealAPIForceUpManyReadsHealthOnce(t *testing.T) {
 		if _, err := tg.Apply(ctx, fleet(1, false)); err != nil {
 			t.Fatal(err)
 		}
-		// Nothing listens: wait until the checks have taken the servers DOWN.
-		waitUntil(t, 30*time.Second, func() bool {
+		// Nothing listens: wait until the checks have taken the servers DOWN
+		// (fall 3 after the reload's first checks; a cold machine needs more
+		// than the ~10 s this takes here).
+		var seen string
+		defer func() {
+			if t.Failed() {
+				t.Logf("last runtime state seen: %s", seen)
+			}
+		}()
+		waitUntil(t, 90*time.Second, func() bool {
 			for _, c := range []string{"pg-m1", "pg-m2"} {
 				for _, svc := range []string{"primary", "default"} {
 					r, err := rs.c.GetRuntimeServer(ctx, c+"-"+svc, c+"-2")
-					if err != nil || r.OperationalState != "down" {
+					if err != nil {
+						seen = fmt.Sprintf("%s-%s/%s-2: %v", c, svc, c, err)
+						return false
+					}
+					if r.OperationalState != "down" {
+						seen = fmt.Sprintf("%s-%s/%s-2: %+v", c, svc, c, *r)
 						return false
 					}
 				}
