@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/pgsvc/pgsvc/pkg/dataplaneapi/dpapitest"
 	"net"
 	"net/http"
 	"net/url"
@@ -202,21 +203,7 @@ func startDataplaneAPI(ctx context.Context, bin, version, dir, cfgPath, haproxyB
 		return nil, "", err
 	}
 	reload := filepath.Join(dir, "reload.sh")
-	script := fmt.Sprintf(`#!/bin/sh
-/usr/bin/python3 - <<'PY'
-import socket
-def cli(path, cmd):
-    s = socket.socket(socket.AF_UNIX); s.connect(path); s.sendall(cmd.encode() + b"\n")
-    out = b""
-    while True:
-        b = s.recv(65536)
-        if not b: break
-        out += b
-    s.close(); return out
-open(%q, "wb").write(cli(%q, "show servers state"))
-cli(%q, "reload")
-PY
-`, state, stats, master)
+	script := dpapitest.ReloadScript(state, stats, master)
 	if err := os.WriteFile(reload, []byte(script), 0o755); err != nil {
 		return nil, "", err
 	}

@@ -51,22 +51,7 @@ func StartReal(t testing.TB, r Real) string {
 		l.Close()
 	}
 	reload := filepath.Join(r.Dir, "reload.sh")
-	// Python because socat may be missing; /usr/bin/python3 comes with Patroni.
-	script := fmt.Sprintf(`#!/bin/sh
-/usr/bin/python3 - <<'PY'
-import socket
-def cli(path, cmd):
-    s = socket.socket(socket.AF_UNIX); s.connect(path); s.sendall(cmd.encode() + b"\n")
-    out = b""
-    while True:
-        b = s.recv(65536)
-        if not b: break
-        out += b
-    s.close(); return out
-open(%q, "wb").write(cli(%q, "show servers state"))
-cli(%q, "reload")
-PY
-`, r.StateFile, r.StatsSocket, r.MasterSocket)
+	script := ReloadScript(r.StateFile, r.StatsSocket, r.MasterSocket)
 	if err := os.WriteFile(reload, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -142,4 +127,26 @@ haproxy:
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// ReloadScript is the Data Plane API's reload command for HAProxy 2.6: it
+// dumps `show servers state` into state, then asks the master socket to
+// reload. Python because socat may be missing; /usr/bin/python3 comes with
+// Patroni.
+func ReloadScript(state, stats, master string) string {
+	return fmt.Sprintf(`#!/bin/sh
+/usr/bin/python3 - <<'PY'
+import socket
+def cli(path, cmd):
+    s = socket.socket(socket.AF_UNIX); s.connect(path); s.sendall(cmd.encode() + b"\n")
+    out = b""
+    while True:
+        b = s.recv(65536)
+        if not b: break
+        out += b
+    s.close(); return out
+open(%q, "wb").write(cli(%q, "show servers state"))
+cli(%q, "reload")
+PY
+`, state, stats, master)
 }
