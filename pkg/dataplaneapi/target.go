@@ -38,6 +38,12 @@ type TargetOptions struct {
 	// whole file again even though nothing seems to have changed (default
 	// 10m; the controller's own writes keep the copy in step in between).
 	FullReadEvery time.Duration
+	// AdminReadEvery bounds how long the twin layout's runtime admin
+	// states are taken from what the controller last set and read back:
+	// after this, the next read GETs every twin backend's runtime servers,
+	// which finds an operator's `set server` (default 10m; a reload or
+	// restart of HAProxy is found at once, by its pid).
+	AdminReadEvery time.Duration
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 }
@@ -64,6 +70,9 @@ func (o *TargetOptions) defaults() {
 	if o.FullReadEvery <= 0 {
 		o.FullReadEvery = 10 * time.Minute
 	}
+	if o.AdminReadEvery <= 0 {
+		o.AdminReadEvery = 10 * time.Minute
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -87,6 +96,9 @@ type Target struct {
 	stale staleState
 	// running: see confirmRunning.
 	running runningState
+	// admin: the twin layout's runtime admin states (see adminCache).
+	admin      adminCache
+	adminReads AdminReads
 }
 
 var _ target.Target = (*Target)(nil)
@@ -115,7 +127,9 @@ type state struct {
 // read returns the configuration for desired: the parsed copy when the
 // API's version has not moved since it was read or written (one GET), else
 // one GET of the raw file; plus the live health of the servers a new
-// primary may be forced UP in (a few backends at most).
+// primary may be forced UP in (a few backends at most) and, in the twin
+// layout, the runtime admin states (readAdmins: one GET of the running
+// process's pid, and the backends not cached).
 func (t *Target) read(ctx context.Context, desired []services.Service) (*state, error) {
 	sn, err := t.snapshotNow(ctx)
 	if err != nil {
@@ -136,11 +150,6 @@ func (t *Target) read(ctx context.Context, desired []services.Service) (*state, 
 		}
 		if fe != nil {
 			cur.Settings = settingsOf(d, fe, sn.bind[d.Name], be, sn.checks[d.Name])
-		}
-		if d.Layout == services.LayoutTwins {
-			if err := t.readAdmin(ctx, d.Name, cur); err != nil {
-				return nil, err
-			}
 		}
 		if wantsForceUp(d) && down != nil {
 			for name, s := range cur.Servers {
@@ -163,6 +172,9 @@ func (t *Target) read(ctx context.Context, desired []services.Service) (*state, 
 			}
 		}
 		st.current[d.Name] = cur
+	}
+	if err := t.readAdmins(ctx, desired, st.current); err != nil {
+		return nil, err
 	}
 	return st, nil
 }
@@ -341,6 +353,7 @@ func (t *Target) applyOnce(ctx context.Context, desired []services.Service) (tar
 	}
 	if res.Reloaded && twinLayout(desired) {
 		all := touched(changes)
+		t.adminReloaded(all)
 		if err := t.waitRuntime(ctx, desired, all); err != nil {
 			return res, err
 		}

@@ -19,31 +19,6 @@ import (
 // runtime endpoint measured 6,000 flips in 3.4 s with 8 parallel clients.
 const flipParallel = 8
 
-// readAdmin sets the runtime admin state of a twin-layout backend's servers
-// (the configuration view only shows the file's `maintenance`).
-func (t *Target) readAdmin(ctx context.Context, backend string, cur *target.Backend) error {
-	rs, err := t.c.GetRuntimeServers(ctx, backend)
-	if err != nil {
-		return fmt.Errorf("read runtime servers of %s: %w", backend, err)
-	}
-	seen := map[string]bool{}
-	for _, r := range rs {
-		if s, ok := cur.Servers[r.Name]; ok {
-			s.Admin = r.AdminState
-			cur.Servers[r.Name] = s
-			seen[r.Name] = true
-		}
-	}
-	for name := range cur.Servers {
-		if !seen[name] {
-			// HAProxy 2.6's master-CLI reload is asynchronous: the file has
-			// the server, the running worker not yet.
-			return fmt.Errorf("read runtime servers of %s: the running HAProxy has no server %s yet (a reload in progress?)", backend, name)
-		}
-	}
-	return nil
-}
-
 // waitRuntime waits (bounded by the reload timeout) until the running
 // HAProxy has every server of the twin backends in names: after a reload the
 // API answers before the new worker serves.
@@ -115,6 +90,12 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 	}
 	for _, batch := range [][]target.Change{ups, downs} {
 		if err := t.putStates(ctx, batch); err != nil {
+			// What runs in the backends flipped is unknown now.
+			var names []string
+			for b := range touched(flips) {
+				names = append(names, b)
+			}
+			t.adminForget(names)
 			return err
 		}
 	}
@@ -154,29 +135,36 @@ func (t *Target) putStates(ctx context.Context, batch []target.Change) error {
 }
 
 // verifyFlips reads back the admin states of the twin backends flips touched
-// and repairs what differs from desired once; a mismatch left after that is
-// an error (status and metrics report it; the next resync tries again).
+// (readParallel GETs in flight; what is read is what the next applies start
+// from, see adminCache) and repairs what differs from desired once; a
+// mismatch left after that is an error (status and metrics report it; the
+// next resync reads those backends again and tries again).
 func (t *Target) verifyFlips(ctx context.Context, desired []services.Service, flips []target.Change) error {
 	touchedB := touched(flips)
+	var names []string
+	for _, d := range desired {
+		if d.Layout == services.LayoutTwins && touchedB[d.Name] {
+			names = append(names, d.Name)
+		}
+	}
 	for attempt := 0; ; attempt++ {
+		got, err := t.getRuntimeMany(ctx, names)
+		if err != nil {
+			t.adminForget(names)
+			return fmt.Errorf("verify admin states: %w", err)
+		}
+		t.adminKeep(got)
 		var wrong []target.Change
 		for _, d := range desired {
-			if d.Layout != services.LayoutTwins || !touchedB[d.Name] {
+			st, ok := got[d.Name]
+			if !ok {
 				continue
-			}
-			rs, err := t.c.GetRuntimeServers(ctx, d.Name)
-			if err != nil {
-				return fmt.Errorf("verify admin states of %s: %w", d.Name, err)
-			}
-			got := map[string]string{}
-			for _, r := range rs {
-				got[r.Name] = r.AdminState
 			}
 			for _, sv := range d.Servers {
 				want := services.AdminWord(d, sv)
-				if (got[sv.Name] == "ready") != (want == "ready") {
+				if (st[sv.Name] == "ready") != (want == "ready") {
 					wrong = append(wrong, target.Change{Kind: target.KindSetState, Backend: d.Name, Server: sv.Name,
-						Detail: got[sv.Name] + " -> " + want, Runtime: true})
+						Detail: st[sv.Name] + " -> " + want, Runtime: true})
 				}
 			}
 		}
@@ -184,11 +172,12 @@ func (t *Target) verifyFlips(ctx context.Context, desired []services.Service, fl
 			return nil
 		}
 		if attempt == 1 {
-			var names []string
+			t.adminForget(names)
+			var msgs []string
 			for _, c := range wrong {
-				names = append(names, c.Backend+"/"+c.Server+" "+c.Detail)
+				msgs = append(msgs, c.Backend+"/"+c.Server+" "+c.Detail)
 			}
-			return fmt.Errorf("admin states still wrong after repair: %s", strings.Join(names, ", "))
+			return fmt.Errorf("admin states still wrong after repair: %s", strings.Join(msgs, ", "))
 		}
 		t.log.Warn("admin states differ from what was applied; setting them again", zap.Int("servers", len(wrong)))
 		ups, downs := []target.Change{}, []target.Change{}
@@ -201,6 +190,7 @@ func (t *Target) verifyFlips(ctx context.Context, desired []services.Service, fl
 		}
 		for _, b := range [][]target.Change{ups, downs} {
 			if err := t.putStates(ctx, b); err != nil {
+				t.adminForget(names)
 				return err
 			}
 		}

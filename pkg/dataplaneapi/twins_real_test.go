@@ -2,6 +2,10 @@ package dataplaneapi_test
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -47,7 +51,9 @@ func TestRealTwins(t *testing.T) {
 		c := rs.c
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
-		tg := dataplaneapi.NewTarget(c, zaptest.NewLogger(t), dataplaneapi.TargetOptions{ReloadTimeout: 30 * time.Second, ReloadPollInterval: 100 * time.Millisecond})
+		clk := &clock{now: time.Now()}
+		tg := dataplaneapi.NewTarget(c, zaptest.NewLogger(t), dataplaneapi.TargetOptions{ReloadTimeout: 30 * time.Second, ReloadPollInterval: 100 * time.Millisecond,
+			AdminReadEvery: time.Hour, Now: clk.Now})
 		place := func(svcs []services.Service) []services.Service {
 			for i := range svcs {
 				svcs[i].IP, svcs[i].Port = "127.0.0.1", rs.svcPorts[i%4]
@@ -110,10 +116,25 @@ func TestRealTwins(t *testing.T) {
 		if res.Reloaded || !target.RuntimeOnly(res.Changes) {
 			t.Errorf("switchover: %+v, want runtime admin states only", res)
 		}
+		reads := 0
 		for _, r := range rs.rt.requests() {
 			if !strings.HasPrefix(r, "GET ") && !strings.Contains(r, "/runtime/") {
 				t.Errorf("switchover sent a configuration write: %s", r)
 			}
+			if strings.HasPrefix(r, "GET ") && strings.Contains(r, "servers") && strings.Contains(r, "runtime") {
+				reads++
+			}
+		}
+		// Read back: the two twin backends it flipped, nothing else.
+		if reads != 2 {
+			t.Errorf("switchover: %d runtime server reads, want 2: %v", reads, rs.rt.requests())
+		}
+		rs.rt.reset(nil)
+		if res, err := tg.Apply(ctx, sw); err != nil || len(res.Changes) != 0 {
+			t.Fatalf("idle: %+v %v", res, err)
+		}
+		if got := rs.rt.requests(); len(got) != 2 {
+			t.Errorf("idle apply: %d requests, want 2 (version, runtime info): %v", len(got), got)
 		}
 		if v1, err := c.GetVersion(ctx); err != nil || v1 != v0 {
 			t.Errorf("configuration version %d -> %d (%v): the file was written", v0, v1, err)
@@ -121,15 +142,36 @@ func TestRealTwins(t *testing.T) {
 		converged("switchover", sw)
 		wantActive("switchover", "pg-tw-1", "pg-tw-2.backup", "pg-tw-3")
 
-		// An operator readies the drained normal twin of the new primary.
+		// An operator readies the drained normal twin of the new primary:
+		// the periodic full read of the admin states finds and repairs it.
 		if _, err := c.ReplaceRuntimeServer(ctx, "pg-tw-replica", "pg-tw-2", &models.RuntimeServer{AdminState: "ready"}); err != nil {
 			t.Fatal(err)
 		}
+		clk.add(time.Hour)
 		res, err = tg.Apply(ctx, sw)
 		if err != nil || res.Reloaded || len(res.Changes) != 1 || res.Changes[0].Server != "pg-tw-2" {
 			t.Errorf("repair: %+v %v", res, err)
 		}
 		wantActive("repair", "pg-tw-1", "pg-tw-2.backup", "pg-tw-3")
+
+		// HAProxy reloaded behind the API's back (master CLI, no state
+		// dump: the new worker takes the file's roles, from before the
+		// switchover): the new pid makes the next apply read every twin
+		// backend and set the live roles again, without waiting for the
+		// periodic read.
+		pid := socketPID(t, filepath.Join(rs.dir, "admin.sock"))
+		socketCmd(t, filepath.Join(rs.dir, "master.sock"), "reload")
+		waitUntil(t, 30*time.Second, func() bool {
+			p, err := trySocketPID(filepath.Join(rs.dir, "admin.sock"))
+			return err == nil && p != pid
+		})
+		wantActive("outside reload (before the repair)", "pg-tw-1.backup", "pg-tw-2", "pg-tw-3")
+		res, err = tg.Apply(ctx, sw)
+		if err != nil || res.Reloaded || !target.RuntimeOnly(res.Changes) || len(res.Changes) == 0 {
+			t.Errorf("repair after an outside reload: %+v %v", res, err)
+		}
+		wantActive("repair after an outside reload", "pg-tw-1", "pg-tw-2.backup", "pg-tw-3")
+		converged("repair after an outside reload", sw)
 
 		// Inventory change: a fourth member; the reload keeps the roles.
 		grown := place(twinned(t, cluster("pg-tw", 1, 4, 2)))
@@ -166,4 +208,59 @@ func TestRealTwins(t *testing.T) {
 			}
 		}
 	})
+}
+
+// socketCmd sends one command to an HAProxy UNIX socket and returns the answer.
+func socketCmd(t *testing.T, path, cmd string) string {
+	t.Helper()
+	out, err := trySocketCmd(path, cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func trySocketCmd(path, cmd string) (string, error) {
+	conn, err := net.DialTimeout("unix", path, 5*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := conn.Write([]byte(cmd + "\n")); err != nil {
+		return "", err
+	}
+	_ = conn.(*net.UnixConn).CloseWrite()
+	var b strings.Builder
+	buf := make([]byte, 4096)
+	for {
+		n, err := conn.Read(buf)
+		b.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	return b.String(), nil
+}
+
+func socketPID(t *testing.T, path string) int {
+	t.Helper()
+	p, err := trySocketPID(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func trySocketPID(path string) (int, error) {
+	out, err := trySocketCmd(path, "show info")
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(l, "Pid: "); ok {
+			return strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	return 0, fmt.Errorf("show info: no Pid in %q", out)
 }

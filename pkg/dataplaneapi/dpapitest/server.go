@@ -139,12 +139,13 @@ type Server struct {
 	requests        []Request
 	apiVersion      int
 	listener        net.Listener // WithListener
+	pid             int64        // the HAProxy worker's pid /runtime/info answers
 }
 
 // NewServer starts a double; it is closed with the test.
 func NewServer(t testing.TB, opts ...Option) *Server {
 	t.Helper()
-	s := &Server{t: t, user: "admin", password: "adminpwd", version: 1, reloadPolls: 1,
+	s := &Server{t: t, user: "admin", password: "adminpwd", version: 1, reloadPolls: 1, pid: 4000,
 		txns: map[string]*txn{}, admin: map[string]string{}, oper: map[string]string{}, seed: EmptyConfig}
 	for _, o := range opts {
 		o(s)
@@ -299,6 +300,23 @@ func (s *Server) SetDown(down bool) {
 	s.down = down
 }
 
+// RestartHAProxy simulates HAProxy restarted behind the API's back: a new
+// worker pid, and every runtime admin and health state lost.
+func (s *Server) RestartHAProxy() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pid += 100
+	s.admin = map[string]string{}
+	s.oper = map[string]string{}
+}
+
+// PID is the worker pid GET /runtime/info answers.
+func (s *Server) PID() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pid
+}
+
 // SetAdminState sets a server's runtime admin state (ready, maint, drain).
 func (s *Server) SetAdminState(backend, server, state string) {
 	s.mu.Lock()
@@ -432,6 +450,12 @@ func (s *Server) route(method, path string, q url.Values, body []byte) (answer, 
 		return s.reloadsRoute(method, p[1:])
 	case len(p) >= 2 && p[0] == "runtime" && p[1] == "servers":
 		return s.runtimeServers(method, p[2:], q, body)
+	case len(p) == 2 && p[0] == "runtime" && p[1] == "info" && method == "GET":
+		info := map[string]any{"info": map[string]any{"pid": s.pid, "uptime": 60, "version": "2.6.12"}, "runtimeAPI": "/tmp/admin.sock"}
+		if s.APIVersion() == 3 {
+			return answer{status: 200, body: info}, nil
+		}
+		return answer{status: 200, body: []any{info}}, nil
 	case len(p) == 2 && p[0] == "configuration" && p[1] == "raw":
 		return s.raw(method, q, body)
 	case len(p) == 2 && p[0] == "configuration" && (p[1] == "global" || p[1] == "defaults") && method == "GET":
@@ -552,6 +576,8 @@ func (s *Server) install(cfg *Config) string {
 		rl.failed = true
 		// The API restores the last good file when HAProxy refuses the new one.
 		s.cfg = prev
+	} else {
+		s.pid++ // a new worker; the state file carries the admin states
 	}
 	s.reloads = append(s.reloads, rl)
 	return rl.id

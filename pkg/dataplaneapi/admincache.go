@@ -1,0 +1,282 @@
+package dataplaneapi
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/haproxytech/client-native/v5/models"
+	"go.uber.org/zap"
+
+	"github.com/pgsvc/pgsvc/pkg/services"
+	"github.com/pgsvc/pgsvc/pkg/target"
+)
+
+// readParallel is how many runtime GETs are in flight at once when the
+// admin states of many twin backends are read.
+const readParallel = 8
+
+// adminCache keeps the runtime admin states of the twin-layout backends as
+// the controller last read them back (after setting them, or in a full
+// read), so that an apply reads only what changed: the API has no call that
+// answers every backend's runtime servers, and one GET per twin backend per
+// apply is 2,000 requests at 1,000 clusters.
+//
+// What can change the running states behind the controller's back, and how
+// each is caught:
+//   - a reload or restart of HAProxy (not the controller's): the worker's
+//     pid from GET /runtime/info moves; the next read reads every twin
+//     backend again. The controller's own reloads write a file whose
+//     `disabled` keywords are the desired roles, and the reload script
+//     carries the running states over, so after them only the backends the
+//     write touched are read again;
+//   - an operator's `set server` (the pid does not move): the periodic full
+//     read (TargetOptions.AdminReadEvery, default 10 minutes) finds it, and
+//     the repair is reported as repair_state.
+type adminCache struct {
+	mu sync.Mutex
+	// pid is the worker whose states are cached (0: none yet).
+	pid int64
+	// adopt: the controller's own reload is under way; the next new pid is
+	// taken without a full read.
+	adopt bool
+	// states: backend -> server -> admin state (ready, maint, drain).
+	states map[string]map[string]string
+	// fullAt is when every twin backend was last read.
+	fullAt int64 // unix nanoseconds of opts.Now()
+	// noInfo: the API does not answer /runtime/info; every read is full.
+	noInfo bool
+}
+
+// AdminReads counts how the twin layout's admin states were read.
+type AdminReads struct {
+	// Full reads GET every twin backend's runtime servers (first read, a
+	// new HAProxy process, AdminReadEvery elapsed, no /runtime/info).
+	Full int64
+	// Backends is how many per-backend runtime GETs were made in all.
+	Backends int64
+}
+
+// AdminReads returns the admin-state read counters (twin layout).
+func (t *Target) AdminReads() AdminReads {
+	t.admin.mu.Lock()
+	defer t.admin.mu.Unlock()
+	return t.adminReads
+}
+
+// runtimePID returns the pid of the HAProxy process answering the API's
+// runtime socket (v2 answers a list of per-process documents, v3 one).
+func (c *Client) runtimePID(ctx context.Context) (int64, error) {
+	var raw json.RawMessage
+	if _, err := c.do(ctx, http.MethodGet, "/runtime/info", nil, nil, &raw); err != nil {
+		return 0, err
+	}
+	type doc struct {
+		Error string                  `json:"error"`
+		Info  *models.ProcessInfoItem `json:"info"`
+	}
+	var docs []doc
+	if err := json.Unmarshal(raw, &docs); err != nil {
+		var one doc
+		if err2 := json.Unmarshal(raw, &one); err2 != nil {
+			return 0, fmt.Errorf("decode runtime info: %w", err)
+		}
+		docs = []doc{one}
+	}
+	for _, d := range docs {
+		if d.Error != "" {
+			return 0, fmt.Errorf("runtime info: %s", d.Error)
+		}
+		if d.Info != nil && d.Info.Pid != nil && *d.Info.Pid > 0 {
+			return *d.Info.Pid, nil
+		}
+	}
+	return 0, fmt.Errorf("runtime info: no pid")
+}
+
+// readAdmins sets Admin on the servers of the twin backends in cur: from
+// the cache where it holds them, else (and in a full read) from one runtime
+// GET per backend, readParallel in flight.
+func (t *Target) readAdmins(ctx context.Context, desired []services.Service, cur map[string]*target.Backend) error {
+	var names []string
+	for _, d := range desired {
+		if d.Layout == services.LayoutTwins && cur[d.Name] != nil {
+			names = append(names, d.Name)
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	pid, perr := t.c.runtimePID(ctx)
+	now := t.opts.Now().UnixNano()
+	a := &t.admin
+	a.mu.Lock()
+	full, why := false, ""
+	switch {
+	case perr != nil:
+		full, why = true, "runtime info unavailable"
+		if !a.noInfo {
+			t.log.Warn("cannot read the running HAProxy's pid through this API: reading every twin backend's admin states on every apply", zap.Error(perr))
+		}
+		a.noInfo = true
+	case a.pid == 0 || a.states == nil:
+		full, why = true, "first read"
+	case pid != a.pid && a.adopt:
+		// Our own reload: the file we wrote and the state file carry the
+		// states; the backends the write touched were dropped already.
+		t.log.Debug("running HAProxy reloaded by this controller", zap.Int64("pid_was", a.pid), zap.Int64("pid", pid))
+		a.pid, a.adopt = pid, false
+	case pid != a.pid:
+		full, why = true, fmt.Sprintf("the running HAProxy changed (pid %d -> %d: a reload or restart not made by this controller)", a.pid, pid)
+	case now-a.fullAt >= int64(t.opts.AdminReadEvery):
+		full, why = true, "periodic full read"
+	}
+	if perr == nil {
+		a.noInfo = false
+	}
+	var need []string
+	for _, n := range names {
+		if full || !covers(a.states[n], cur[n]) {
+			need = append(need, n)
+		}
+	}
+	a.mu.Unlock()
+	if full && why != "first read" && why != "runtime info unavailable" {
+		t.log.Info("reading every twin backend's runtime admin states", zap.String("why", why), zap.Int("backends", len(need)))
+	}
+	got, err := t.getRuntimeMany(ctx, need)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.states == nil {
+		a.states = map[string]map[string]string{}
+	}
+	for n, st := range got {
+		a.states[n] = st
+	}
+	t.adminReads.Backends += int64(len(need))
+	if full {
+		t.adminReads.Full++
+		a.fullAt = now
+		a.adopt = false
+		if perr == nil {
+			a.pid = pid
+		}
+	}
+	for _, n := range names {
+		st := a.states[n]
+		b := cur[n]
+		for name, s := range b.Servers {
+			adm, ok := st[name]
+			if !ok {
+				// HAProxy 2.6's master-CLI reload is asynchronous: the file
+				// has the server, the running worker not yet.
+				delete(a.states, n)
+				return fmt.Errorf("read runtime servers of %s: the running HAProxy has no server %s yet (a reload in progress?)", n, name)
+			}
+			s.Admin = adm
+			b.Servers[name] = s
+		}
+	}
+	return nil
+}
+
+// covers reports whether cached states hold every server of b.
+func covers(st map[string]string, b *target.Backend) bool {
+	if st == nil {
+		return false
+	}
+	for name := range b.Servers {
+		if _, ok := st[name]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// getRuntimeMany GETs the runtime servers of backends, readParallel in
+// flight: backend -> server -> admin state.
+func (t *Target) getRuntimeMany(ctx context.Context, backends []string) (map[string]map[string]string, error) {
+	out := make(map[string]map[string]string, len(backends))
+	if len(backends) == 0 {
+		return out, nil
+	}
+	var mu sync.Mutex
+	var errs []string
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, readParallel)
+	for _, b := range backends {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(b string) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			rs, err := t.c.GetRuntimeServers(ctx, b)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, fmt.Sprintf("%s: %v", b, err))
+				return
+			}
+			st := make(map[string]string, len(rs))
+			for _, r := range rs {
+				if r != nil {
+					st[r.Name] = r.AdminState
+				}
+			}
+			out[b] = st
+		}(b)
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		sort.Strings(errs)
+		if len(errs) > 3 {
+			errs = append(errs[:3], fmt.Sprintf("and %d more", len(errs)-3))
+		}
+		return nil, fmt.Errorf("read runtime servers: %s", strings.Join(errs, "; "))
+	}
+	return out, nil
+}
+
+// adminReloaded notes the controller's own reload: the next new pid is
+// adopted without a full read, and the backends the write touched are read
+// again.
+func (t *Target) adminReloaded(touched map[string]bool) {
+	a := &t.admin
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.adopt = true
+	for b := range touched {
+		delete(a.states, b)
+	}
+}
+
+// adminForget drops what is cached for backends (their read-back failed).
+func (t *Target) adminForget(backends []string) {
+	a := &t.admin
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, b := range backends {
+		delete(a.states, b)
+	}
+}
+
+// adminKeep records read-back states.
+func (t *Target) adminKeep(got map[string]map[string]string) {
+	a := &t.admin
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.states == nil {
+		return // no full read yet: the next read does one
+	}
+	for b, st := range got {
+		a.states[b] = st
+	}
+	t.adminReads.Backends += int64(len(got))
+}

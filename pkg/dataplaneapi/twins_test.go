@@ -1,0 +1,190 @@
+package dataplaneapi_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/pgsvc/pgsvc/pkg/dataplaneapi"
+	"github.com/pgsvc/pgsvc/pkg/dataplaneapi/dpapitest"
+	"github.com/pgsvc/pgsvc/pkg/services"
+	"github.com/pgsvc/pgsvc/pkg/target"
+)
+
+// fleetTwins is n clusters of 3 members in the twin layout; cluster i's
+// primary is primary(i).
+func fleetTwins(t *testing.T, n int, primary func(i int) int) []services.Service {
+	t.Helper()
+	var out []services.Service
+	for i := 0; i < n; i++ {
+		out = append(out, twinned(t, cluster(fmt.Sprintf("pg-f%03d", i), 10+i, 3, primary(i)))...)
+	}
+	return out
+}
+
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// runtimeGets counts the requests that read one backend's runtime servers.
+func runtimeGets(reqs []dpapitest.Request) int {
+	n := 0
+	for _, r := range reqs {
+		if r.Method == "GET" && r.Path == "/runtime/servers" {
+			n++
+		}
+	}
+	return n
+}
+
+// TestTwinsReadBackIsOChanged: through the API, the twin layout's runtime
+// admin states cost what changed, not the fleet: an idle apply is 2
+// requests (configuration version, running process pid), one cluster's
+// switchover reads back only its 2 twin backends; an operator's change is
+// found by the periodic full read (AdminReadEvery), a restarted HAProxy at
+// once (its pid), and both are repaired; the controller's own reload does
+// not make a full read.
+func TestTwinsReadBackIsOChanged(t *testing.T) {
+	for _, v := range []int{2, 3} {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
+			const n = 20
+			srv := dpapitest.NewServer(t, dpapitest.WithAPIVersion(v))
+			c, err := dataplaneapi.New(srv.URL(), dataplaneapi.Options{Timeout: 5 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			clk := &clock{now: time.Unix(1_800_000_000, 0)}
+			tg := dataplaneapi.NewTarget(c, zaptest.NewLogger(t), dataplaneapi.TargetOptions{
+				ReloadPollInterval: 2 * time.Millisecond, ReloadTimeout: 5 * time.Second, Backoff: time.Millisecond,
+				AdminReadEvery: time.Hour, FullReadEvery: 24 * time.Hour, Now: clk.Now})
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			apply := func(step string, desired []services.Service) target.Result {
+				t.Helper()
+				srv.ResetRequests()
+				res, err := tg.Apply(ctx, desired)
+				if err != nil {
+					t.Fatalf("%s: %v", step, err)
+				}
+				return res
+			}
+			first := fleetTwins(t, n, func(int) int { return 1 })
+			apply("create", first)
+			// The double starts every server ready: the inactive twins are
+			// set at the next apply (the real HAProxy has them disabled).
+			apply("settle", first)
+			before := tg.AdminReads()
+
+			res := apply("idle", first)
+			if len(res.Changes) != 0 {
+				t.Fatalf("idle: %+v", res.Changes)
+			}
+			if got := srv.Requests(); len(got) != 2 {
+				t.Errorf("idle apply: %d requests, want 2 (version, runtime info): %+v", len(got), paths(got))
+			}
+
+			// One cluster's switchover: 2 twin backends read back.
+			sw := fleetTwins(t, n, func(i int) int { return map[bool]int{true: 2, false: 1}[i == 7] })
+			res = apply("switchover", sw)
+			if res.Reloaded || !target.RuntimeOnly(res.Changes) || len(res.Changes) == 0 {
+				t.Fatalf("switchover: %+v", res)
+			}
+			reqs := srv.Requests()
+			if g := runtimeGets(reqs); g != 2 {
+				t.Errorf("switchover read %d backends' runtime servers, want 2 (pg-f007-replica, pg-f007-offline): %v", g, paths(reqs))
+			}
+			for _, r := range reqs {
+				if r.Method == "GET" && r.Path == "/runtime/servers" && !strings.HasPrefix(r.Query.Get("backend"), "pg-f007-") {
+					t.Errorf("switchover read another cluster's backend: %s", r.Query.Get("backend"))
+				}
+			}
+			if len(reqs) > 2+len(res.Changes)+2 {
+				t.Errorf("switchover: %d requests for %d changes: %v", len(reqs), len(res.Changes), paths(reqs))
+			}
+			if after := tg.AdminReads(); after.Full != before.Full {
+				t.Errorf("full reads %d -> %d during idle and switchover", before.Full, after.Full)
+			}
+
+			// An operator readies an inactive twin: not seen before the
+			// periodic full read, repaired by it.
+			srv.SetAdminState("pg-f003-replica", "pg-f003-1", "ready")
+			if res := apply("operator, within AdminReadEvery", sw); len(res.Changes) != 0 {
+				t.Errorf("the cached states were not used: %+v", res.Changes)
+			}
+			clk.add(time.Hour)
+			res = apply("periodic full read", sw)
+			if len(res.Changes) != 1 || res.Changes[0].Backend != "pg-f003-replica" || res.Changes[0].Server != "pg-f003-1" || target.StateOf(res.Changes[0]) != "drain" {
+				t.Errorf("periodic full read: want pg-f003-1 drained again, got %+v", res.Changes)
+			}
+			if g := runtimeGets(srv.Requests()); g < 2*n {
+				t.Errorf("periodic full read: %d runtime reads, want every twin backend (%d)", g, 2*n)
+			}
+
+			// HAProxy restarted behind our back: every state back to the
+			// file's; the new pid makes the next apply read everything.
+			srv.RestartHAProxy()
+			res = apply("restart", sw)
+			inactive := 0
+			for _, s := range sw {
+				for _, sv := range s.Servers {
+					if sv.Disabled {
+						inactive++
+					}
+				}
+			}
+			if len(res.Changes) != inactive || !target.RuntimeOnly(res.Changes) {
+				t.Errorf("restart: %d changes (runtime only: %v), want the %d inactive twins set again", len(res.Changes), target.RuntimeOnly(res.Changes), inactive)
+			}
+			apply("after restart", sw)
+			if res := apply("idle after restart", sw); len(res.Changes) != 0 || len(srv.Requests()) != 2 {
+				t.Errorf("idle after restart: %+v, %d requests", res.Changes, len(srv.Requests()))
+			}
+
+			// An inventory change (a fourth member in one cluster) reloads:
+			// the controller's own reload reads back only what it touched.
+			full := tg.AdminReads().Full
+			grown := append([]services.Service(nil), sw...)
+			four := twinned(t, cluster("pg-f011", 10+11, 4, 1))
+			for i := range grown {
+				for _, s := range four {
+					if grown[i].Name == s.Name {
+						grown[i] = s
+					}
+				}
+			}
+			pid := srv.PID()
+			res = apply("grow", grown)
+			if !res.Reloaded || srv.PID() == pid {
+				t.Fatalf("grow: %+v (pid %d -> %d)", res, pid, srv.PID())
+			}
+			apply("grow, settle", grown)
+			if res := apply("idle after grow", grown); len(res.Changes) != 0 || len(srv.Requests()) != 2 {
+				t.Errorf("idle after grow: %+v, %d requests: %v", res.Changes, len(srv.Requests()), paths(srv.Requests()))
+			}
+			if got := tg.AdminReads().Full; got != full {
+				t.Errorf("the controller's own reload made %d full reads", got-full)
+			}
+		})
+	}
+}
+
+func paths(reqs []dpapitest.Request) []string {
+	out := make([]string, 0, len(reqs))
+	for _, r := range reqs {
+		out = append(out, r.Method+" "+r.Path+"?"+r.Query.Encode())
+	}
+	return out
+}
