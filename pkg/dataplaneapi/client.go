@@ -309,6 +309,9 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 	} else {
 		req.Header.Set("Accept", "application/json")
 	}
+	for k, v := range headersOf(ctx) {
+		req.Header[k] = v
+	}
 	req.SetBasicAuth(c.user, c.password)
 	resp, err := c.hc.Do(req)
 	if err != nil {

@@ -380,6 +380,12 @@ func touched(changes []target.Change) map[string]bool {
 // applyConfig applies configuration changes: weight-only ones as server
 // PUTs without reload when few, else one transaction (or one raw POST).
 func (t *Target) applyConfig(ctx context.Context, st *state, desired []services.Service, changes []target.Change, res target.Result) (target.Result, error) {
+	if twinLayout(desired) && target.RuntimeOnly(changes) && !t.running.rawNext {
+		// Twins: weights without a reload (applyWeightsRaw).
+		if res, done, err := t.applyWeightsRaw(ctx, st, desired, changes, res); done || err != nil {
+			return res, err
+		}
+	}
 	if target.RuntimeOnly(changes) && len(changes) <= t.opts.RuntimeMax {
 		return t.applyRuntime(ctx, st, desired, changes, res)
 	}

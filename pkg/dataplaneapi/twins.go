@@ -3,7 +3,10 @@ package dataplaneapi
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -205,4 +208,109 @@ func twinLayout(desired []services.Service) bool {
 		}
 	}
 	return false
+}
+
+type headersKey struct{}
+
+// withHeaders makes the requests made with ctx carry h.
+func withHeaders(ctx context.Context, h http.Header) context.Context {
+	return context.WithValue(ctx, headersKey{}, h)
+}
+
+func headersOf(ctx context.Context) http.Header {
+	h, _ := ctx.Value(headersKey{}).(http.Header)
+	return h
+}
+
+// maxRuntimeActions bounds the X-Runtime-Actions header (the API's HTTP
+// server takes 1 MiB of headers).
+const maxRuntimeActions = 512 << 10
+
+// postRawNoReload writes the whole file without a reload
+// (skip_reload=true) and has the API run actions at runtime, in order
+// (X-Runtime-Actions, e.g. "SetServerWeight B S 0"): 201, no reload.
+func (c *Client) postRawNoReload(ctx context.Context, version int64, text string, actions []string) (Meta, error) {
+	q := url.Values{"version": {strconv.FormatInt(version, 10)}, "skip_reload": {"true"}}
+	if len(actions) > 0 {
+		ctx = withHeaders(ctx, http.Header{"X-Runtime-Actions": {strings.Join(actions, ";")}})
+	}
+	var sink rawText
+	var out any
+	if v, err := c.version(ctx); err == nil && v == 3 {
+		out = &sink
+	}
+	return c.do(ctx, http.MethodPost, "/configuration/raw", q, rawBody(text), out)
+}
+
+// applyWeightsRaw applies weight-only changes in the twin layout without a
+// reload: one raw POST of the file with skip_reload, whose runtime actions
+// set the same weights in the running HAProxy. (Per-server configuration
+// PUTs re-save the whole file each, ~2 s at 1,000 clusters; a transaction
+// or a raw POST with reload is a reload per role change: a mass failover's
+// write fences made 2.) If the API wrote the file but a runtime action
+// failed, the file is posted again with a reload, which takes the file's
+// weights (they differ from those the running worker started with).
+func (t *Target) applyWeightsRaw(ctx context.Context, st *state, desired []services.Service, changes []target.Change, res target.Result) (target.Result, bool, error) {
+	want := desiredServers(desired)
+	actions := make([]string, 0, len(changes))
+	size := 0
+	for _, c := range changes {
+		w, ok := want[c.Backend][c.Server]
+		if !ok || strings.ContainsAny(c.Backend+c.Server, " ;") {
+			return res, false, nil
+		}
+		a := fmt.Sprintf("SetServerWeight %s %s %d", c.Backend, c.Server, w.Weight)
+		size += len(a) + 1
+		actions = append(actions, a)
+	}
+	if size > maxRuntimeActions {
+		return res, false, nil
+	}
+	text, v := st.text, st.version
+	if text == "" {
+		var err error
+		if text, v, err = t.c.GetRawConfig(ctx); err != nil {
+			return res, true, fmt.Errorf("read raw configuration: %w", err)
+		}
+		if v != st.version {
+			return res, true, &APIError{Status: 409, Code: 409, Method: "GET", Path: "/configuration/raw",
+				Message: fmt.Sprintf("version moved from %d to %d", st.version, v)}
+		}
+	}
+	out, err := ReplaceSections(text, desired, st.servers)
+	if err != nil {
+		return res, true, err
+	}
+	m, err := t.c.postRawNoReload(ctx, v, out, actions)
+	if err != nil {
+		t.keep(nil)
+		// The API writes the file before it runs the actions: if the file
+		// moved, reload it as it is now, so the running weights follow it.
+		if nv, verr := t.c.GetVersion(ctx); verr == nil && nv != v {
+			t.log.Warn("weights written to the file but not set at runtime; reloading", zap.Error(err))
+			text2, v2, rerr := t.c.GetRawConfig(ctx)
+			if rerr == nil {
+				var m2 Meta
+				if m2, rerr = t.c.PostRawConfig(ctx, v2, text2); rerr == nil {
+					res.Version = m2.Version
+					if res, rerr = t.followReload(ctx, m2, res); rerr == nil {
+						return res, true, fmt.Errorf("set weights at runtime: %w (the file was written; reloaded)", err)
+					}
+				}
+			}
+			return res, true, fmt.Errorf("set weights at runtime: %w; reload: %w", err, rerr)
+		}
+		return res, true, fmt.Errorf("post raw configuration (no reload): %w", err)
+	}
+	if m.Version > 0 {
+		res.Version = m.Version
+		sn := parseSnapshot(out, m.Version)
+		sn.readAt = st.readAt
+		t.keep(sn)
+	} else {
+		res.Version = v + 1
+		t.keep(nil)
+	}
+	t.log.Info("applied weights at runtime and in the file, no reload", zap.Int("changes", len(changes)), zap.Int64("version", res.Version))
+	return res, true, nil
 }

@@ -173,6 +173,36 @@ func TestRealTwins(t *testing.T) {
 		wantActive("repair after an outside reload", "pg-tw-1", "pg-tw-2.backup", "pg-tw-3")
 		converged("repair after an outside reload", sw)
 
+		// A write fence on the demoted primary and its lift are weight
+		// changes: the file and the running HAProxy, no reload.
+		admin := filepath.Join(rs.dir, "admin.sock")
+		for _, w := range []int{0, 100} {
+			pid := socketPID(t, admin)
+			fenced := place(twinned(t, cluster("pg-tw", 1, 3, 2)))
+			for i := range fenced {
+				if fenced[i].Service == "primary" || fenced[i].Service == "default" {
+					for j := range fenced[i].Servers {
+						if fenced[i].Servers[j].Name == "pg-tw-1" {
+							fenced[i].Servers[j].Weight = w
+						}
+					}
+				}
+			}
+			res, err := tg.Apply(ctx, fenced)
+			if err != nil || res.Reloaded || len(res.Changes) != 2 {
+				t.Fatalf("weight %d: %+v %v", w, res, err)
+			}
+			for _, b := range []string{"pg-tw-primary", "pg-tw-default"} {
+				if got := socketCmd(t, admin, "get weight "+b+"/pg-tw-1"); !strings.HasPrefix(got, fmt.Sprintf("%d ", w)) {
+					t.Errorf("weight %d: running %s/pg-tw-1: %q", w, b, got)
+				}
+			}
+			if p := socketPID(t, admin); p != pid {
+				t.Errorf("weight %d: the worker changed (%d -> %d): reloaded", w, pid, p)
+			}
+			converged(fmt.Sprintf("weight %d", w), fenced)
+		}
+
 		// Inventory change: a fourth member; the reload keeps the roles.
 		grown := place(twinned(t, cluster("pg-tw", 1, 4, 2)))
 		res, err = tg.Apply(ctx, grown)

@@ -188,3 +188,72 @@ func paths(reqs []dpapitest.Request) []string {
 	}
 	return out
 }
+
+// TestTwinsWeightsWithoutReload: in the twin layout, write fences on many
+// clusters at once (a mass failover) are weight changes only: one raw POST
+// with skip_reload whose runtime actions set the running weights, no
+// reload (before: a raw POST with a reload per fence and per lift).
+func TestTwinsWeightsWithoutReload(t *testing.T) {
+	for _, v := range []int{2, 3} {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
+			const n = 20
+			srv := dpapitest.NewServer(t, dpapitest.WithAPIVersion(v))
+			c, err := dataplaneapi.New(srv.URL(), dataplaneapi.Options{Timeout: 5 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tg := dataplaneapi.NewTarget(c, zaptest.NewLogger(t), dataplaneapi.TargetOptions{
+				ReloadPollInterval: 2 * time.Millisecond, ReloadTimeout: 5 * time.Second, Backoff: time.Millisecond})
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			first := fleetTwins(t, n, func(int) int { return 1 })
+			for _, step := range []string{"create", "settle"} {
+				if _, err := tg.Apply(ctx, first); err != nil {
+					t.Fatalf("%s: %v", step, err)
+				}
+			}
+			fence := func(w int) []services.Service {
+				out := fleetTwins(t, n, func(int) int { return 1 })
+				for i := range out {
+					if out[i].Service != "primary" && out[i].Service != "default" {
+						continue
+					}
+					for j := range out[i].Servers {
+						if strings.HasSuffix(out[i].Servers[j].Name, "-1") {
+							out[i].Servers[j].Weight = w
+						}
+					}
+				}
+				return out
+			}
+			for _, w := range []int{0, 100} {
+				reloads := srv.ReloadCount()
+				srv.ResetRequests()
+				desired := fence(w)
+				res, err := tg.Apply(ctx, desired)
+				if err != nil {
+					t.Fatalf("weight %d: %v", w, err)
+				}
+				if res.Reloaded || srv.ReloadCount() != reloads || len(res.Changes) != 2*n {
+					t.Errorf("weight %d: reloaded %v (reloads %d -> %d), %d changes, want %d and no reload", w, res.Reloaded, reloads, srv.ReloadCount(), len(res.Changes), 2*n)
+				}
+				posts := srv.Writes()
+				if len(posts) != 1 || posts[0].Path != "/configuration/raw" || posts[0].Query.Get("skip_reload") != "true" ||
+					strings.Count(posts[0].RuntimeActions, "SetServerWeight") != 2*n {
+					t.Fatalf("weight %d: writes %v, want one raw POST with skip_reload and %d SetServerWeight actions", w, paths(posts), 2*n)
+				}
+				for i := 0; i < n; i++ {
+					for _, svc := range []string{"primary", "default"} {
+						name := fmt.Sprintf("pg-f%03d", i)
+						if got, ok := srv.RuntimeWeight(name+"-"+svc, name+"-1"); !ok || got != int64(w) {
+							t.Errorf("weight %d: running weight of %s-%s/%s-1: %d (set: %v)", w, name, svc, name, got, ok)
+						}
+					}
+				}
+				if ch, err := tg.Diff(ctx, desired); err != nil || len(ch) != 0 {
+					t.Errorf("weight %d: not converged: %+v %v", w, ch, err)
+				}
+			}
+		})
+	}
+}

@@ -39,6 +39,8 @@ type Request struct {
 	APIPath string
 	Query   url.Values
 	Body    []byte
+	// RuntimeActions is the X-Runtime-Actions header (raw POST).
+	RuntimeActions string
 }
 
 // IsWrite reports whether the call can change the configuration or state.
@@ -138,8 +140,10 @@ type Server struct {
 	oper            map[string]string // backend/server -> operational_state (health), when set
 	requests        []Request
 	apiVersion      int
-	listener        net.Listener // WithListener
-	pid             int64        // the HAProxy worker's pid /runtime/info answers
+	listener        net.Listener     // WithListener
+	pid             int64            // the HAProxy worker's pid /runtime/info answers
+	actions         string           // X-Runtime-Actions of the request being served
+	weight          map[string]int64 // backend/server -> runtime weight set by a runtime action
 }
 
 // NewServer starts a double; it is closed with the test.
@@ -310,6 +314,51 @@ func (s *Server) RestartHAProxy() {
 	s.oper = map[string]string{}
 }
 
+// RuntimeWeight is the weight a runtime action (X-Runtime-Actions
+// SetServerWeight) set on a server, and whether one did.
+func (s *Server) RuntimeWeight(backend, server string) (int64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w, ok := s.weight[backend+"/"+server]
+	return w, ok
+}
+
+// runtimeActions runs an X-Runtime-Actions header: "SetServerWeight B S W"
+// and "SetServerState B S ready|drain|maint", separated by ';'.
+func (s *Server) runtimeActions(h string) *apiErr {
+	for _, a := range strings.Split(h, ";") {
+		f := strings.Split(a, " ")
+		if len(f) == 0 || f[0] == "" {
+			continue
+		}
+		if len(f) < 4 {
+			return errf(500, "cannot execute %s: not enough parameters", f[0])
+		}
+		b := s.cfg.backend(f[1])
+		var m *models.Server
+		if b != nil {
+			_, m = b.server(f[2])
+		}
+		if m == nil {
+			return errf(500, "cannot execute %s: no such server %s/%s", f[0], f[1], f[2])
+		}
+		switch f[0] {
+		case "SetServerWeight":
+			w, err := strconv.ParseInt(f[3], 10, 64)
+			if err != nil {
+				return errf(500, "cannot execute %s: %s", f[0], err)
+			}
+			if s.weight == nil {
+				s.weight = map[string]int64{}
+			}
+			s.weight[f[1]+"/"+f[2]] = w
+		case "SetServerState":
+			s.admin[f[1]+"/"+f[2]] = f[3]
+		}
+	}
+	return nil
+}
+
 // PID is the worker pid GET /runtime/info answers.
 func (s *Server) PID() int64 {
 	s.mu.Lock()
@@ -352,7 +401,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.requests = append(s.requests, Request{Method: r.Method, Path: path, APIPath: r.URL.Path, Query: query, Body: body})
+	s.requests = append(s.requests, Request{Method: r.Method, Path: path, APIPath: r.URL.Path, Query: query, Body: body,
+		RuntimeActions: r.Header.Get("X-Runtime-Actions")})
+	s.actions = r.Header.Get("X-Runtime-Actions")
 	if s.down {
 		if hj, ok := w.(http.Hijacker); ok {
 			if conn, _, err := hj.Hijack(); err == nil {
@@ -648,6 +699,18 @@ func (s *Server) raw(method string, q url.Values, body []byte) (answer, *apiErr)
 		}
 		if err := validate(cfg); err != nil {
 			return answer{}, errf(400, "%s", err)
+		}
+		if q.Get("skip_reload") == "true" {
+			// The file is written, nothing reloads; the runtime actions run
+			// in order, the first failure ends them (as 2.9.9/3.2.0 do).
+			cfg.canonicalize(s.APIVersion() == 2)
+			s.cfg = cfg
+			s.version++
+			s.verbatim = ""
+			if e := s.runtimeActions(s.actions); e != nil {
+				return answer{}, e
+			}
+			return answer{status: 201, body: s.rawLocked()}, nil
 		}
 		id := s.install(cfg)
 		return answer{status: 202, reloadID: id, body: s.rawLocked()}, nil
