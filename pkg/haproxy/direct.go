@@ -42,6 +42,12 @@ type Options struct {
 	// ReloadTimeout bounds a reload until the new worker serves the new
 	// backends (default 30s).
 	ReloadTimeout time.Duration
+	// FullReadEvery bounds how long the running state is taken from what
+	// the driver last read and applied (see readCache): after this the
+	// next apply reads the whole running HAProxy again, which finds an
+	// operator's runtime change (default DefaultFullReadEvery, 10m). A
+	// reload or restart of HAProxy is found at once (the worker's pid).
+	FullReadEvery time.Duration
 }
 
 // Direct keeps a local master-worker HAProxy 2.6 in step without the Data
@@ -60,10 +66,12 @@ type Options struct {
 // reload; anything else is one validated write and one reload through the
 // master socket, with the server-state file dumped right before it.
 type Direct struct {
-	opts Options
-	rt   *Runtime
-	log  *zap.Logger
-	mu   sync.Mutex
+	opts  Options
+	rt    *Runtime
+	log   *zap.Logger
+	mu    sync.Mutex
+	cache readCache
+	reads ReadStats
 }
 
 var _ target.Target = (*Direct)(nil)
@@ -76,6 +84,9 @@ func NewDirect(opts Options, log *zap.Logger) *Direct {
 	}
 	if opts.ReloadTimeout <= 0 {
 		opts.ReloadTimeout = 30 * time.Second
+	}
+	if opts.FullReadEvery <= 0 {
+		opts.FullReadEvery = DefaultFullReadEvery
 	}
 	if log == nil {
 		log = zap.NewNop()
@@ -199,7 +210,7 @@ func (d *Direct) read(ctx context.Context) (*snapshot, error) {
 
 // Diff reads the running HAProxy and returns the changes Apply would make.
 func (d *Direct) Diff(ctx context.Context, desired []services.Service) ([]target.Change, error) {
-	snap, err := d.read(ctx)
+	snap, err := d.readFor(ctx, desired)
 	if err != nil {
 		return nil, err
 	}
@@ -214,7 +225,7 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 	if err := haproxycfg.Check(desired); err != nil {
 		return target.Result{}, target.Reject(err)
 	}
-	snap, err := d.read(ctx)
+	snap, err := d.readFor(ctx, desired)
 	if err != nil {
 		return target.Result{}, err
 	}
@@ -240,6 +251,8 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 		if err := target.CheckWrite(ctx); err != nil {
 			return res, err
 		}
+		// Until it is all applied and read back, what runs is not known.
+		saved := d.takeCache()
 		// Twins: incoming twins ready first, then weights, then outgoing
 		// twins down, so a backend never has zero active servers.
 		ups, downs := flipsOf(changes)
@@ -273,11 +286,14 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 		if err := writeAtomic(d.opts.ConfigPath, cfg, 0o644); err != nil {
 			return res, fmt.Errorf("runtime weights applied, but writing %s failed: %w", d.opts.ConfigPath, err)
 		}
+		d.keepCache(saved, desired, all, changes)
 		log.Info("applied weights at runtime, no reload")
 		res.Duration = time.Since(start)
 		return res, nil
 	}
 
+	// A reload: the next read is a full one.
+	d.forgetCache()
 	if err := probeBinds(desired, snap.current); err != nil {
 		res.Duration = time.Since(start)
 		return res, target.Reject(err)

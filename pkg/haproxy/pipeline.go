@@ -203,10 +203,12 @@ func (d *Direct) verifyStates(ctx context.Context, desired []services.Service, c
 		touched[c.Backend] = true
 	}
 	want := map[string]string{}
+	var backends []string
 	for _, s := range desired {
 		if s.Layout != services.LayoutTwins || !touched[s.Name] {
 			continue
 		}
+		backends = append(backends, s.Name)
 		for _, sv := range s.Servers {
 			want[s.Name+"/"+sv.Name] = services.AdminWord(s, sv)
 		}
@@ -216,11 +218,9 @@ func (d *Direct) verifyStates(ctx context.Context, desired []services.Service, c
 	}
 	var wrong []Flip
 	for attempt := 0; ; attempt++ {
-		text, err := d.rt.ShowServersState(ctx)
-		if err != nil {
-			return fmt.Errorf("verify admin states: %w", err)
-		}
-		states, err := ParseServersState(text)
+		// Only the backends touched: one pipelined `show servers state B`
+		// each, not the whole running HAProxy.
+		states, err := d.serversState(ctx, backends)
 		if err != nil {
 			return fmt.Errorf("verify admin states: %w", err)
 		}

@@ -105,6 +105,7 @@ func TestTwinsDirect(t *testing.T) {
 		})
 		m1.setRole("replica")
 		m2.setRole("primary")
+		full := r.direct.Reads().Full
 		start := time.Now()
 		res, err := r.direct.Apply(ctx, twinCluster(pp, rp, m1, m2, m3))
 		took := time.Since(start)
@@ -119,6 +120,9 @@ func TestTwinsDirect(t *testing.T) {
 		}
 		if n := r.reloads(t); n != reloads {
 			t.Errorf("master reload counter %d -> %d, want no reload", reloads, n)
+		}
+		if got := r.direct.Reads().Full; got != full {
+			t.Errorf("the switchover read the whole running HAProxy (%d full reads)", got-full)
 		}
 		wantAdmins(t, r, map[string]string{"pg-t-1": "ready", "pg-t-1.backup": "drain", "pg-t-2": "drain", "pg-t-2.backup": "ready", "pg-t-3": "ready"})
 		t.Logf("switchover applied in %s", took)
@@ -152,6 +156,8 @@ func TestTwinsDirect(t *testing.T) {
 		if err := r.rt.SetState(ctx, "pg-t-replica", "pg-t-3.backup", "ready"); err != nil {
 			t.Fatal(err)
 		}
+		// Found by the periodic full read (FullReadEvery).
+		r.direct.expireCache()
 		changes, err := r.direct.Diff(ctx, twinCluster(pp, rp, m1, m2, m3))
 		if err != nil {
 			t.Fatal(err)
@@ -164,6 +170,34 @@ func TestTwinsDirect(t *testing.T) {
 			t.Fatalf("repair = %+v, %v", res, err)
 		}
 		wantAdmins(t, r, map[string]string{"pg-t-1": "ready", "pg-t-3.backup": "drain"})
+	})
+
+	t.Run("a reload not made by the driver is read at once", func(t *testing.T) {
+		if err := r.rt.SetState(ctx, "pg-t-replica", "pg-t-3.backup", "ready"); err != nil {
+			t.Fatal(err)
+		}
+		// Outside the driver: no server-state dump, the new worker takes
+		// the file's states (and whatever the last dump held).
+		if _, err := r.rt.Reload(ctx); err != nil {
+			t.Fatal(err)
+		}
+		full := r.direct.Reads().Full
+		want := twinCluster(pp, rp, m1, m2, m3)
+		if _, err := r.direct.Apply(ctx, want); err != nil {
+			t.Fatal(err)
+		}
+		if got := r.direct.Reads().Full; got != full+1 {
+			t.Errorf("full reads %d -> %d after a new worker, want one", full, got)
+		}
+		wantAdmins(t, r, map[string]string{"pg-t-1": "ready", "pg-t-2.backup": "ready", "pg-t-3": "ready"})
+		for _, name := range []string{"pg-t-1.backup", "pg-t-2", "pg-t-3.backup"} {
+			if a := r.admins(t, "pg-t-replica")[name]; a == "ready" {
+				t.Errorf("%s is %s after the repair", name, a)
+			}
+		}
+		if again, err := r.direct.Apply(ctx, want); err != nil || len(again.Changes) != 0 {
+			t.Errorf("after the repair = %+v, %v; want nothing to do", again, err)
+		}
 	})
 
 	t.Run("a reload keeps the live roles", func(t *testing.T) {
@@ -221,4 +255,11 @@ func TestPipeline(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "nope") {
 		t.Errorf("SetStates with an unknown server: %v", err)
 	}
+}
+
+// expireCache makes the next read a full one, as FullReadEvery elapsing does.
+func (d *Direct) expireCache() {
+	d.cache.mu.Lock()
+	d.cache.fullAt = time.Time{}
+	d.cache.mu.Unlock()
 }
