@@ -242,9 +242,14 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 		return res, nil
 	}
 	all := mergeKept(desired, snap.file)
-	cfg := haproxycfg.Render(all, d.renderOptions())
-	preserved := statePreserved(cfg)
-	res.StatePreserved = &preserved
+	// The file is rendered whole (~30 ms at 1,000 clusters): after the
+	// runtime changes, which are what makes a role change live.
+	render := func() ([]byte, bool) {
+		cfg := haproxycfg.Render(all, d.renderOptions())
+		preserved := statePreserved(cfg)
+		res.StatePreserved = &preserved
+		return cfg, preserved
+	}
 	log := d.log.With(zap.Int("changes", len(changes)))
 
 	if target.RuntimeOnly(changes) {
@@ -283,6 +288,7 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 		// The file must carry the weights too, or the next reload (whose
 		// state file is fixed to the file's weights) would bring old ones
 		// back. Only weights differ from the running file, so no `haproxy -c`.
+		cfg, _ := render()
 		if err := writeAtomic(d.opts.ConfigPath, cfg, 0o644); err != nil {
 			return res, fmt.Errorf("runtime weights applied, but writing %s failed: %w", d.opts.ConfigPath, err)
 		}
@@ -294,6 +300,7 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 
 	// A reload: the next read is a full one.
 	d.forgetCache()
+	cfg, preserved := render()
 	if err := probeBinds(desired, snap.current); err != nil {
 		res.Duration = time.Since(start)
 		return res, target.Reject(err)
@@ -524,8 +531,16 @@ func desiredWeight(desired []services.Service, backend, server string) (int, err
 // in defaults.
 func statePreserved(cfg []byte) bool {
 	var file, load bool
-	for _, line := range strings.Split(string(cfg), "\n") {
+	rest := string(cfg)
+	for rest != "" {
+		var line string
+		line, rest, _ = strings.Cut(rest, "\n")
 		f := strings.Fields(line)
+		if len(f) > 0 && (f[0] == "frontend" || f[0] == "backend" || f[0] == "listen") && line[0] != ' ' && line[0] != '\t' {
+			// Both live in global and defaults, which come first: the
+			// proxies (2.6 MB at 1,000 clusters) need no scan.
+			break
+		}
 		if len(f) >= 2 && f[0] == "server-state-file" {
 			file = true
 		}

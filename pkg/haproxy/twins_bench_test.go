@@ -61,3 +61,37 @@ func BenchmarkTwinsMassFailover(b *testing.B) {
 	}
 	b.ReportMetric(float64(flips)/float64(b.N), "flips/op")
 }
+
+// BenchmarkTwinsOneSwitchover: one cluster's switchover among 1,000: one
+// Apply flips its 4 twins; the driver reads `show info` (the worker's pid)
+// instead of the whole running HAProxy, and reads back that one backend.
+func BenchmarkTwinsOneSwitchover(b *testing.B) {
+	const n = 1000
+	r := startRig(b)
+	ctx := context.Background()
+	base := 20000
+	fleet := twinFleet(n, 1, base)
+	if _, err := r.direct.Apply(ctx, fleet); err != nil {
+		b.Fatal(err)
+	}
+	moved := twinFleet(n, 2, base)
+	// After its own reload the driver reads the whole HAProxy once.
+	if _, err := r.direct.Diff(ctx, fleet); err != nil {
+		b.Fatal(err)
+	}
+	full := r.direct.Reads().Full
+	for i := 0; b.Loop(); i++ {
+		desired := append([]services.Service(nil), fleet...)
+		desired[500] = moved[500]
+		if i%2 == 1 {
+			desired[500] = fleet[500]
+		}
+		res, err := r.direct.Apply(ctx, desired)
+		if err != nil || res.Reloaded || len(res.Changes) != 4 {
+			b.Fatalf("switchover: reloaded %v, %d changes, %v", res.Reloaded, len(res.Changes), err)
+		}
+	}
+	if got := r.direct.Reads().Full; got != full {
+		b.Errorf("%d full reads during the switchovers", got-full)
+	}
+}
