@@ -271,6 +271,7 @@ func buildTargets(cfg *config.Config, dp []DataPlaneAPITarget, log *zap.Logger) 
 		var t target.Target = haproxy.NewDirect(haproxy.Options{
 			ConfigPath: d.ConfigPath, StatsSocket: d.StatsSocket, MasterSocket: d.MasterSocket,
 			ServerStateFile: d.ServerStateFile, HAProxyBin: d.HAProxyBin, Maxconn: d.Maxconn, NoStrictLimits: d.NoStrictLimits,
+			FullReadEvery: d.RuntimeReadEvery.Duration,
 		}, log)
 		if d.Layout == "twins" {
 			t = target.WithTwins(t)

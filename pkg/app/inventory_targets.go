@@ -146,7 +146,7 @@ func newDataPlaneAPITargets(cfg *config.Config, dp []DataPlaneAPITarget, log *za
 		if err != nil {
 			return nil, fmt.Errorf("%s: %s: %w", cfg.File, t.describe(), err)
 		}
-		var tg target.Target = dataplaneapi.NewTarget(c, log, dataplaneapi.TargetOptions{})
+		var tg target.Target = dataplaneapi.NewTarget(c, log, dataplaneapi.TargetOptions{AdminReadEvery: t.Entry.RuntimeReadEvery.Duration})
 		if t.Entry.Layout == "twins" {
 			tg = target.WithTwins(tg)
 		}

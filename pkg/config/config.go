@@ -72,6 +72,12 @@ type DataPlaneAPI struct {
 	// Layout is "pigsty" (default) or "twins" (see Direct.Layout): role
 	// changes through the runtime server endpoints, no configuration write.
 	Layout string `yaml:"layout"`
+	// RuntimeReadEvery (twins layout): between two full reads of every
+	// twin backend's runtime admin states the controller trusts what it
+	// set and read back, plus the running process's pid (a reload or
+	// restart is read at once); the full read finds an operator's `set
+	// server` (10m).
+	RuntimeReadEvery Duration `yaml:"runtime_read_every"`
 }
 
 // Direct is one local HAProxy driven without the Data Plane API.
@@ -90,6 +96,12 @@ type Direct struct {
 	// twice in role-dependent services, a role change is runtime admin
 	// states only: see docs/twins.md).
 	Layout string `yaml:"layout"`
+	// RuntimeReadEvery: between two full reads of the running HAProxy
+	// (show stat, show servers state, the file) the driver trusts what it
+	// read and applied, plus the worker's pid (a reload or restart is read
+	// at once) and the file's size and time; the full read finds an
+	// operator's runtime change (10m).
+	RuntimeReadEvery Duration `yaml:"runtime_read_every"`
 }
 
 // Controller tunes the reconcile loop.

@@ -42,3 +42,32 @@ dataplaneapi:
 		}
 	}
 }
+
+func TestRuntimeReadEvery(t *testing.T) {
+	c, err := Parse("c.yml", []byte(`inventory: inv.yml
+direct:
+  - config_path: /tmp/h.cfg
+    stats_socket: /tmp/s.sock
+    master_socket: /tmp/m.sock
+    server_state_file: /tmp/st
+    layout: twins
+    runtime_read_every: 2m
+dataplaneapi:
+  - url: http://admin:pw@127.0.0.1:5555
+    layout: twins
+    runtime_read_every: 30m
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.ApplyDefaults()
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Direct[0].RuntimeReadEvery.Duration; got.String() != "2m0s" {
+		t.Errorf("direct runtime_read_every = %s", got)
+	}
+	if got := c.DataPlaneAPI[0].RuntimeReadEvery.Duration; got.String() != "30m0s" {
+		t.Errorf("dataplaneapi runtime_read_every = %s", got)
+	}
+}
