@@ -103,14 +103,21 @@ func (c *Client) runtimePID(ctx context.Context) (int64, error) {
 // GET per backend, readParallel in flight.
 func (t *Target) readAdmins(ctx context.Context, desired []services.Service, cur map[string]*target.Backend) error {
 	var names []string
+	twins := false
 	for _, d := range desired {
-		if d.Layout == services.LayoutTwins && cur[d.Name] != nil {
-			names = append(names, d.Name)
+		if d.Layout == services.LayoutTwins {
+			twins = true
+			if cur[d.Name] != nil {
+				names = append(names, d.Name)
+			}
 		}
 	}
-	if len(names) == 0 {
+	if !twins {
 		return nil
 	}
+	// Also with no twin backend yet (the first apply creates them): the
+	// pid is recorded, and the read-back after the creating reload
+	// (waitRuntime) fills the cache.
 	pid, perr := t.c.runtimePID(ctx)
 	now := t.opts.Now().UnixNano()
 	a := &t.admin

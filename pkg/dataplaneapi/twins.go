@@ -37,21 +37,25 @@ func (t *Target) waitRuntime(ctx context.Context, desired []services.Service, na
 		for {
 			rs, err := t.c.GetRuntimeServers(ctx, d.Name)
 			last := ""
+			have := map[string]string{}
 			if err != nil {
 				last = err.Error()
 			} else {
-				have := map[string]bool{}
 				for _, r := range rs {
-					have[r.Name] = true
+					if r != nil {
+						have[r.Name] = r.AdminState
+					}
 				}
 				for _, sv := range d.Servers {
-					if !have[sv.Name] {
+					if _, ok := have[sv.Name]; !ok {
 						last = "server " + sv.Name + " missing"
 						break
 					}
 				}
 			}
 			if last == "" {
+				// What the new worker runs: the next apply starts from it.
+				t.adminKeep(map[string]map[string]string{d.Name: have})
 				break
 			}
 			select {
