@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 
+	"go.uber.org/zap"
+
 	"github.com/pgsvc/pgsvc/pkg/app"
 	"github.com/pgsvc/pgsvc/pkg/config"
 )
@@ -31,9 +33,18 @@ type runFlags struct {
 	direct                                               config.Direct
 	dryRun, includeUnknown, watchInventory               bool
 	pigstyVersion                                        string
+	// pprof is the loopback address of the Go profiling endpoints ("" = off).
+	pprof string
 }
 
 func parseRunFlags(args []string, stderr io.Writer) (*config.Config, error) {
+	cfg, _, err := parseRun(args, stderr)
+	return cfg, err
+}
+
+// parseRun parses the flags of `controller run`: the config they make and
+// the profiling address ("" when off).
+func parseRun(args []string, stderr io.Writer) (*config.Config, string, error) {
 	var f runFlags
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -53,15 +64,21 @@ func parseRunFlags(args []string, stderr io.Writer) (*config.Config, error) {
 	fs.StringVar(&f.pigstyVersion, "pigsty-version", "", "render health checks as Pigsty auto|v3|v4 does (auto: from the inventory)")
 	fs.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (info)")
 	fs.StringVar(&f.logFormat, "log-format", "", "json or console (json)")
+	fs.StringVar(&f.pprof, "pprof", "", "serve Go's profiling endpoints (/debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060 (off)")
 	if err := fs.Parse(args); err != nil {
-		return nil, err
+		return nil, "", err
+	}
+	if f.pprof != "" {
+		if err := checkLoopback(f.pprof); err != nil {
+			return nil, "", fmt.Errorf("-pprof: %w", err)
+		}
 	}
 	cmdlineWarnings = cmdlinePasswordWarnings(f.dpapi, f.etcd)
 	cfg := &config.Config{}
 	if f.config != "" {
 		var err error
 		if cfg, err = config.Load(f.config); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 	}
 	if f.inventory != "" {
@@ -93,13 +110,13 @@ func parseRunFlags(args []string, stderr io.Writer) (*config.Config, error) {
 	}
 	cfg.ApplyDefaults()
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return cfg, nil
+	return cfg, f.pprof, nil
 }
 
 func runRun(args []string, stdout, stderr io.Writer) int {
-	cfg, err := parseRunFlags(args, stderr)
+	cfg, pprofAddr, err := parseRun(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -114,6 +131,15 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if pprofAddr != "" {
+		addr, closePprof, err := servePprof(pprofAddr)
+		if err != nil {
+			fmt.Fprintf(stderr, "controller: -pprof: %v\n", err)
+			return 1
+		}
+		defer closePprof()
+		log.Info("profiling endpoints on", zap.String("url", "http://"+addr+"/debug/pprof/"))
+	}
 	if err := app.Serve(ctx, cfg, log, nil); err != nil {
 		fmt.Fprintf(stderr, "controller: %v\n", err)
 		return 1
