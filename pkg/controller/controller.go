@@ -151,6 +151,9 @@ type Controller struct {
 	workers     []*worker
 	guard       *panicGuard
 	lastState   map[string]*patroni.ClusterState // cluster -> last DCS state seen (kept if all its keys vanish)
+	plans       planCache                        // each cluster's plan while its inputs stay the same
+	// fullPlan makes every reconcile plan every cluster (tests compare).
+	fullPlan bool
 }
 
 // New returns a controller for inv that keeps targets in step.
@@ -423,8 +426,17 @@ func (c *Controller) ReconcileOnce(force bool) {
 	}
 	// A cluster whose plan fails keeps its last good services (below); the
 	// others go on.
-	p, planErrs := computeIsolated(inv, dcs, plan.Options{IncludeUnknown: c.opts.IncludeUnknown, LastKnownLeaders: leaders,
-		Released: released, Promoted: promoted, PromotedConfirmed: confirmed}, c.plan)
+	popts := plan.Options{IncludeUnknown: c.opts.IncludeUnknown, LastKnownLeaders: leaders,
+		Released: released, Promoted: promoted, PromotedConfirmed: confirmed}
+	var p *plan.Plan
+	var planErrs map[string]error
+	if c.fullPlan {
+		p, planErrs = computeIsolated(inv, dcs, popts, c.plan)
+	} else {
+		// Only the clusters whose inputs changed are planned again; a
+		// resync plans them all.
+		p, planErrs = c.plans.compute(inv, dcs, popts, c.plan, force, c.log)
+	}
 	planEvents := c.notePlanErrors(planErrs)
 
 	frozen := map[string]string{}

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"reflect"
 	"sort"
 
 	"go.uber.org/zap"
@@ -50,6 +51,85 @@ func computeIsolated(inv *topology.Inventory, dcs map[string]*patroni.ClusterSta
 		p.Clusters = append(p.Clusters, stub)
 	}
 	return p, errs
+}
+
+// planEntry is one cluster's plan and the inputs it was computed from.
+type planEntry struct {
+	cl   *topology.Cluster // the inventory's (a reloaded inventory has new ones)
+	file string
+	st   *patroni.ClusterState // decoded states are never modified (patroni.Snapshot)
+	opts plan.ClusterOptions
+	res  plan.Cluster
+	err  error
+}
+
+// planCache keeps each cluster's plan while its inputs stay the same, so a
+// DCS event re-plans only the clusters whose keys (or transition state)
+// changed. plan.ComputeCluster is pure and depends only on these inputs,
+// so the result is the one a full plan gives (TestIncrementalPlanIsFullPlan).
+type planCache struct {
+	entries map[string]*planEntry // by cluster name
+	// computed counts the clusters planned by the last compute (tests).
+	computed int
+}
+
+// compute is computeIsolated, planning only the clusters whose inputs
+// changed since the last call; full re-plans every cluster (the periodic
+// resync: a safety net that does not trust the cache). dcs must not be nil.
+func (pc *planCache) compute(inv *topology.Inventory, dcs map[string]*patroni.ClusterState, opts plan.Options,
+	prev *plan.Plan, full bool, log *zap.Logger) (*plan.Plan, map[string]error) {
+	entries := make(map[string]*planEntry, len(inv.Clusters))
+	p := &plan.Plan{Clusters: make([]plan.Cluster, 0, len(inv.Clusters))}
+	var errs map[string]error
+	var last map[string]int
+	pc.computed = 0
+	for _, cl := range inv.Clusters {
+		st := dcs[cl.Name]
+		co := plan.ClusterOptionsOf(opts, cl.Name)
+		e := pc.entries[cl.Name]
+		if e == nil || full || e.cl != cl || e.file != inv.File || e.st != st || e.opts != co {
+			res, err := plan.ComputeCluster(inv.File, cl, st, true, co)
+			pc.computed++
+			if full && e != nil && e.cl == cl && e.file == inv.File && e.st == st && e.opts == co &&
+				!samePlanResult(e.res, e.err, res, err) {
+				// The cache would have kept a result its inputs no longer
+				// give: a decoded state was modified in place. Never expected;
+				// the fresh result is used.
+				log.Error("cached plan of a cluster differed from a fresh one; using the fresh one", zap.String("cluster", cl.Name))
+			}
+			e = &planEntry{cl: cl, file: inv.File, st: st, opts: co, res: res, err: err}
+		}
+		entries[cl.Name] = e
+		if e.err == nil {
+			p.Clusters = append(p.Clusters, e.res)
+			continue
+		}
+		if errs == nil {
+			errs = map[string]error{}
+		}
+		errs[cl.Name] = e.err
+		if last == nil && prev != nil {
+			last = make(map[string]int, len(prev.Clusters))
+			for i, pcl := range prev.Clusters {
+				last[pcl.Name] = i
+			}
+		}
+		stub := plan.Cluster{Name: cl.Name, Namespace: cl.Namespace}
+		if i, ok := last[cl.Name]; ok {
+			stub = prev.Clusters[i]
+		}
+		p.Clusters = append(p.Clusters, stub)
+	}
+	pc.entries = entries
+	return p, errs
+}
+
+// samePlanResult reports whether two results of one cluster's plan are the same.
+func samePlanResult(a plan.Cluster, aerr error, b plan.Cluster, berr error) bool {
+	if (aerr == nil) != (berr == nil) || aerr != nil && aerr.Error() != berr.Error() {
+		return false
+	}
+	return reflect.DeepEqual(a, b)
 }
 
 type planError string

@@ -45,47 +45,83 @@ func Compute(inv *topology.Inventory, dcs map[string]*patroni.ClusterState, opts
 		if dcs != nil {
 			st = dcs[c.Name]
 		}
-		st, _ = ignoreGhostLeader(c, st)
-		v := topology.Merge(c, st, topology.MergeOptions{
-			IncludeUnknown:  opts.IncludeUnknown,
-			LastKnownLeader: opts.LastKnownLeaders[c.Name],
-			Released:        opts.Released[c.Name],
-			Promoted:        opts.Promoted[c.Name],
-
-			PromotedConfirmed: opts.PromotedConfirmed[c.Name],
-		})
-		svcs, err := services.Build(v)
+		pc, err := ComputeCluster(inv.File, c, st, dcs != nil, ClusterOptionsOf(opts, c.Name))
 		if err != nil {
-			loc := inv.File
-			var se *services.Error
-			if errors.As(err, &se) && se.Line > 0 {
-				loc = fmt.Sprintf("%s:%d", inv.File, se.Line)
-			}
-			return nil, fmt.Errorf("%s: %w", loc, err)
+			return nil, err
 		}
-		svcs, dropped := dropInvalidServers(svcs)
-		pc := Cluster{
-			Name:       c.Name,
-			Namespace:  c.Namespace,
-			DCSKey:     c.DCSKey,
-			Leader:     v.Leader,
-			Live:       v.Live,
-			Leaderless: v.Leaderless,
-			Members:    make([]Member, 0, len(v.Members)),
-			Services:   svcs,
-		}
-		if c.Citus {
-			g := c.Group
-			pc.Scope, pc.CitusGroup = c.Scope, &g
-		}
-		for _, m := range v.Members {
-			pc.Members = append(pc.Members, member(m, st))
-		}
-		pc.Warnings = warnings(v, st, dcs != nil, opts.IncludeUnknown, opts.LastKnownLeaders[c.Name])
-		pc.Warnings = append(append(pc.Warnings, dropped...), c.Warnings...)
 		p.Clusters = append(p.Clusters, pc)
 	}
 	return p, nil
+}
+
+// ClusterOptions are the Options that concern one cluster (see Options).
+// It is comparable: two calls of ComputeCluster with the same cluster, the
+// same *ClusterState (never modified once decoded), the same haveDCS and
+// equal ClusterOptions give equal results.
+type ClusterOptions struct {
+	IncludeUnknown    bool
+	LastKnownLeader   string
+	Released          string
+	Promoted          string
+	PromotedConfirmed bool
+}
+
+// ClusterOptionsOf picks cluster name's options out of opts.
+func ClusterOptionsOf(opts Options, name string) ClusterOptions {
+	return ClusterOptions{
+		IncludeUnknown:    opts.IncludeUnknown,
+		LastKnownLeader:   opts.LastKnownLeaders[name],
+		Released:          opts.Released[name],
+		Promoted:          opts.Promoted[name],
+		PromotedConfirmed: opts.PromotedConfirmed[name],
+	}
+}
+
+// ComputeCluster is Compute for one cluster c of the inventory file file:
+// st is its decoded DCS state (nil: none), haveDCS whether a DCS view was
+// given at all (Compute's dcs != nil). Compute is this, cluster by cluster;
+// it depends on nothing else, so a caller may keep one cluster's result
+// while its inputs do not change. It never modifies st.
+func ComputeCluster(file string, c *topology.Cluster, st *patroni.ClusterState, haveDCS bool, opts ClusterOptions) (Cluster, error) {
+	st, _ = ignoreGhostLeader(c, st)
+	v := topology.Merge(c, st, topology.MergeOptions{
+		IncludeUnknown:  opts.IncludeUnknown,
+		LastKnownLeader: opts.LastKnownLeader,
+		Released:        opts.Released,
+		Promoted:        opts.Promoted,
+
+		PromotedConfirmed: opts.PromotedConfirmed,
+	})
+	svcs, err := services.Build(v)
+	if err != nil {
+		loc := file
+		var se *services.Error
+		if errors.As(err, &se) && se.Line > 0 {
+			loc = fmt.Sprintf("%s:%d", file, se.Line)
+		}
+		return Cluster{}, fmt.Errorf("%s: %w", loc, err)
+	}
+	svcs, dropped := dropInvalidServers(svcs)
+	pc := Cluster{
+		Name:       c.Name,
+		Namespace:  c.Namespace,
+		DCSKey:     c.DCSKey,
+		Leader:     v.Leader,
+		Live:       v.Live,
+		Leaderless: v.Leaderless,
+		Members:    make([]Member, 0, len(v.Members)),
+		Services:   svcs,
+	}
+	if c.Citus {
+		g := c.Group
+		pc.Scope, pc.CitusGroup = c.Scope, &g
+	}
+	for _, m := range v.Members {
+		pc.Members = append(pc.Members, member(m, st))
+	}
+	pc.Warnings = warnings(v, st, haveDCS, opts.IncludeUnknown, opts.LastKnownLeader)
+	pc.Warnings = append(append(pc.Warnings, dropped...), c.Warnings...)
+	return pc, nil
 }
 
 func member(m *topology.MemberView, st *patroni.ClusterState) Member {
