@@ -78,22 +78,9 @@ func Decode(namespace string, kvs []KV) map[string]*ClusterState {
 	extra := map[string]*pending{}
 
 	for _, kv := range sorted {
-		if !strings.HasPrefix(kv.Key, prefix) {
+		scope, sub, group, ok := splitKey(prefix, kv.Key)
+		if !ok {
 			continue
-		}
-		parts := strings.Split(kv.Key[len(prefix):], "/")
-		if len(parts) < 2 || parts[0] == "" {
-			continue
-		}
-		scope, sub := parts[0], parts[1:]
-		var group *int
-		if len(sub) >= 2 && isDigits(sub[0]) {
-			g, err := strconv.Atoi(sub[0])
-			if err == nil {
-				group = &g
-				scope = scope + "/" + sub[0]
-				sub = sub[1:]
-			}
 		}
 		cs := out[scope]
 		if cs == nil {
@@ -211,6 +198,29 @@ func Decode(namespace string, kvs []KV) map[string]*ClusterState {
 		}
 	}
 	return out
+}
+
+// splitKey splits a key under prefix into the scope Decode files it under
+// ("<scope>" or "<scope>/<group>"), the rest of its path, and the Citus
+// group; ok is false for a key Decode ignores.
+func splitKey(prefix, key string) (scope string, sub []string, group *int, ok bool) {
+	if !strings.HasPrefix(key, prefix) {
+		return "", nil, nil, false
+	}
+	parts := strings.Split(key[len(prefix):], "/")
+	if len(parts) < 2 || parts[0] == "" {
+		return "", nil, nil, false
+	}
+	scope, sub = parts[0], parts[1:]
+	if len(sub) >= 2 && isDigits(sub[0]) {
+		g, err := strconv.Atoi(sub[0])
+		if err == nil {
+			group = &g
+			scope = scope + "/" + sub[0]
+			sub = sub[1:]
+		}
+	}
+	return scope, sub, group, true
 }
 
 func isDigits(s string) bool {

@@ -59,7 +59,9 @@ var errResync = errors.New("periodic resync")
 //   - It first lists the whole prefix and sends one complete Snapshot.
 //   - It then watches the prefix from the list's revision + 1 and, after each
 //     watch response (pending responses are coalesced), sends a new complete
-//     Snapshot decoded from its whole key cache: never a delta.
+//     Snapshot of every cluster: never a delta. Only the clusters whose
+//     keys changed are decoded again; the others keep their ClusterState
+//     (same pointer) from the previous snapshot.
 //   - A compacted, cancelled or closed watch, or any error, makes it list
 //     again with capped exponential backoff, retried until it works (it never
 //     gives up while ctx lives). It also lists again every ResyncInterval.
@@ -67,7 +69,9 @@ var errResync = errors.New("periodic resync")
 //     tell a stale view (Connected false, old LastContact) from a quiet one.
 //   - Every send selects on ctx.Done(). Run never closes out, and returns
 //     ctx.Err() once ctx is cancelled, after all its goroutines have ended.
-//   - The maps of a sent Snapshot are never touched again by the Watcher.
+//   - The maps of a sent Snapshot are never touched again by the Watcher,
+//     nor is any ClusterState it sent (they are shared between snapshots:
+//     consumers must not modify them either).
 //
 // A Watcher is run by one Run call at a time; Status may be called from any
 // goroutine.
@@ -146,11 +150,13 @@ func (w *Watcher) Run(ctx context.Context, out chan<- Snapshot) error {
 		if w.testHookAfterList != nil {
 			w.testHookAfterList(rev)
 		}
-		if err := w.send(ctx, out, cache, rev); err != nil {
+		dec := newDecoder(w.ns)
+		dec.reset(cache)
+		if err := w.send(ctx, out, dec, rev); err != nil {
 			return err
 		}
 		start := w.opts.Now()
-		progressed, err := w.watch(ctx, out, cache, rev)
+		progressed, err := w.watch(ctx, out, dec, rev)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -218,11 +224,11 @@ func (w *Watcher) list(ctx context.Context) (int64, map[string]KV, error) {
 	return resp.Header.Revision, cache, nil
 }
 
-// watch follows the prefix from rev+1, keeping cache current and sending a
+// watch follows the prefix from rev+1, keeping dec current and sending a
 // snapshot after each batch of responses. It returns errResync when the
 // resync timer fires, or why the watch ended; progressed reports whether any
 // event arrived.
-func (w *Watcher) watch(ctx context.Context, out chan<- Snapshot, cache map[string]KV, rev int64) (progressed bool, err error) {
+func (w *Watcher) watch(ctx context.Context, out chan<- Snapshot, dec *decoder, rev int64) (progressed bool, err error) {
 	// WithRequireLeader makes a member cut off from its cluster end the watch
 	// instead of leaving us on a partitioned member's stale data.
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
@@ -253,9 +259,9 @@ func (w *Watcher) watch(ctx context.Context, out chan<- Snapshot, cache map[stri
 					changed = true
 					switch ev.Type {
 					case clientv3.EventTypePut:
-						cache[string(ev.Kv.Key)] = fromPB(ev.Kv)
+						dec.put(fromPB(ev.Kv))
 					case clientv3.EventTypeDelete:
-						delete(cache, string(ev.Kv.Key))
+						dec.del(string(ev.Kv.Key))
 					}
 				}
 				if resp.Header.Revision > rev {
@@ -276,20 +282,17 @@ func (w *Watcher) watch(ctx context.Context, out chan<- Snapshot, cache map[stri
 				continue // progress notification only
 			}
 			progressed = true
-			if err := w.send(ctx, out, cache, rev); err != nil {
+			if err := w.send(ctx, out, dec, rev); err != nil {
 				return progressed, err
 			}
 		}
 	}
 }
 
-// send decodes the whole cache and hands the snapshot to out.
-func (w *Watcher) send(ctx context.Context, out chan<- Snapshot, cache map[string]KV, rev int64) error {
-	kvs := make([]KV, 0, len(cache))
-	for _, kv := range cache {
-		kvs = append(kvs, kv)
-	}
-	snap := Snapshot{Namespace: w.ns, Revision: rev, Clusters: Decode(w.ns, kvs), At: w.opts.Now()}
+// send decodes the clusters whose keys changed (all of them after a list)
+// and hands the complete snapshot to out.
+func (w *Watcher) send(ctx context.Context, out chan<- Snapshot, dec *decoder, rev int64) error {
+	snap := Snapshot{Namespace: w.ns, Revision: rev, Clusters: dec.clusters(), At: w.opts.Now()}
 	select {
 	case <-ctx.Done():
 		return ctx.Err()

@@ -1,0 +1,84 @@
+package patroni
+
+// decoder keeps the decoded state of one namespace's keys and decodes again
+// only the clusters whose keys changed. Decode files every key under one
+// scope ("<scope>" or "<scope>/<group>") and decodes each scope from its own
+// keys alone, so decoding one scope's keys gives exactly that scope's entry
+// of Decode over all keys (TestDecoderIsDecode). A ClusterState it returned
+// is never modified afterwards: a changed scope gets a new one, so
+// consumers may compare pointers to see what changed.
+type decoder struct {
+	ns      string
+	prefix  string
+	byScope map[string]map[string]KV // scope -> key -> kv
+	states  map[string]*ClusterState // scope -> decoded state
+	dirty   map[string]bool          // scopes to decode again
+}
+
+func newDecoder(ns string) *decoder {
+	return &decoder{ns: ns, prefix: Prefix(ns), byScope: map[string]map[string]KV{},
+		states: map[string]*ClusterState{}, dirty: map[string]bool{}}
+}
+
+// reset replaces every key (a fresh list).
+func (d *decoder) reset(cache map[string]KV) {
+	d.byScope = map[string]map[string]KV{}
+	d.states = map[string]*ClusterState{}
+	d.dirty = map[string]bool{}
+	for _, kv := range cache {
+		d.put(kv)
+	}
+}
+
+func (d *decoder) put(kv KV) {
+	scope, _, _, ok := splitKey(d.prefix, kv.Key)
+	if !ok {
+		return // Decode ignores it
+	}
+	m := d.byScope[scope]
+	if m == nil {
+		m = map[string]KV{}
+		d.byScope[scope] = m
+	}
+	m[kv.Key] = kv
+	d.dirty[scope] = true
+}
+
+func (d *decoder) del(key string) {
+	scope, _, _, ok := splitKey(d.prefix, key)
+	if !ok {
+		return
+	}
+	m := d.byScope[scope]
+	if _, had := m[key]; !had {
+		return
+	}
+	delete(m, key)
+	if len(m) == 0 {
+		delete(d.byScope, scope)
+	}
+	d.dirty[scope] = true
+}
+
+// clusters decodes the scopes whose keys changed and returns a new map of
+// every scope's state (Decode's answer for all keys).
+func (d *decoder) clusters() map[string]*ClusterState {
+	for scope := range d.dirty {
+		m := d.byScope[scope]
+		kvs := make([]KV, 0, len(m))
+		for _, kv := range m {
+			kvs = append(kvs, kv)
+		}
+		if st := Decode(d.ns, kvs)[scope]; st != nil {
+			d.states[scope] = st
+		} else {
+			delete(d.states, scope)
+		}
+	}
+	clear(d.dirty)
+	out := make(map[string]*ClusterState, len(d.states))
+	for k, v := range d.states {
+		out[k] = v
+	}
+	return out
+}

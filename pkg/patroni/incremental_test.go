@@ -1,0 +1,136 @@
+package patroni
+
+import (
+	"fmt"
+	"math/rand"
+	"reflect"
+	"testing"
+)
+
+// TestDecoderIsDecode: after random puts and deletes (ordinary and Citus
+// scopes, undecodable values, keys Decode ignores), the incremental decoder
+// gives exactly Decode over all keys, and a scope none of whose keys changed
+// keeps its ClusterState pointer.
+func TestDecoderIsDecode(t *testing.T) {
+	scopes := []string{"pg-a", "pg-b", "pg-c/0", "pg-c/1", "pg-d"}
+	values := map[string][]string{
+		"leader": {"m1", "m2", "", "ghost"},
+		"members/m1": {`{"conn_url":"postgres://127.0.0.1:5432/postgres","api_url":"http://127.0.0.1:8008/patroni","state":"running","role":"master","xlog_location":100,"timeline":1}`,
+			`{"conn_url":"postgres://127.0.0.1:5432/postgres","state":"stopped","role":"replica","xlog_location":90,"timeline":1}`, `{broken`},
+		"members/m2":    {`{"conn_url":"postgres://127.0.0.2:5432/postgres","api_url":"http://127.0.0.2:8008/patroni","state":"running","role":"replica","xlog_location":80,"timeline":1}`, `"x"`},
+		"status":        {`{"optime":120}`, `{"optime":"bad"}`, `110`},
+		"optime/leader": {"100", "x"},
+		"sync":          {`{"leader":"m1","sync_standby":"m2"}`, `[]`},
+		"config":        {`{"pause":true}`, `{}`},
+		"failover":      {`{"leader":"m1","member":"m2"}`, ``},
+		"initialize":    {"1"},
+		"unknown/x":     {"y"},
+	}
+	var subs []string
+	for k := range values {
+		subs = append(subs, k)
+	}
+	for seed := int64(1); seed <= 30; seed++ {
+		r := rand.New(rand.NewSource(seed))
+		all := map[string]KV{}
+		dec := newDecoder("/pg")
+		rev := int64(0)
+		key := func() string {
+			switch r.Intn(12) {
+			case 0:
+				return "/other/pg-a/leader" // outside the namespace
+			case 1:
+				return "/pg/pg-a" // too short
+			}
+			sub := subs[r.Intn(len(subs))]
+			return "/pg/" + scopes[r.Intn(len(scopes))] + "/" + sub
+		}
+		var prev map[string]*ClusterState
+		for step := 0; step < 60; step++ {
+			changed := map[string]bool{}
+			for n := 1 + r.Intn(4); n > 0; n-- {
+				rev++
+				k := key()
+				if sc, _, _, ok := splitKey("/pg/", k); ok {
+					changed[sc] = true
+				}
+				if r.Intn(4) == 0 {
+					delete(all, k)
+					dec.del(k)
+					continue
+				}
+				sub := k[len("/pg/"):]
+				vals := []string{"x"}
+				for s, v := range values {
+					if len(sub) >= len(s) && sub[len(sub)-len(s):] == s {
+						vals = v
+					}
+				}
+				kv := KV{Key: k, Value: []byte(vals[r.Intn(len(vals))]), ModRevision: rev}
+				all[k] = kv
+				dec.put(kv)
+			}
+			if step == 30 {
+				dec.reset(all) // a re-list
+				prev = nil
+			}
+			kvs := make([]KV, 0, len(all))
+			for _, kv := range all {
+				kvs = append(kvs, kv)
+			}
+			want := Decode("/pg", kvs)
+			got := dec.clusters()
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("seed %d step %d: decoder\n%s\nDecode\n%s", seed, step, dump(got), dump(want))
+			}
+			for sc, st := range prev {
+				if !changed[sc] && got[sc] != st {
+					t.Fatalf("seed %d step %d: scope %s unchanged but decoded again", seed, step, sc)
+				}
+			}
+			prev = got
+		}
+	}
+}
+
+func dump(m map[string]*ClusterState) string {
+	s := ""
+	for k, v := range m {
+		s += fmt.Sprintf("  %s: %+v\n", k, *v)
+	}
+	return s
+}
+
+// BenchmarkWatcherEventDecode1000: what the watcher decodes for one changed
+// key in a namespace of 1,000 three-member clusters.
+func BenchmarkWatcherEventDecode1000(b *testing.B) {
+	dec := newDecoder("/pg")
+	member := func(i, seq int, role string) KV {
+		return KV{Key: fmt.Sprintf("/pg/pg-b%04d/members/pg-b%04d-%d", i, i, seq), ModRevision: 1,
+			Value: []byte(fmt.Sprintf(`{"conn_url":"postgres://127.0.0.%d:5432/postgres","api_url":"http://127.0.0.%d:8008/patroni","state":"running","role":%q,"version":"3.0.2","xlog_location":1000,"timeline":1}`, seq, seq, role))}
+	}
+	all := map[string]KV{}
+	for i := 0; i < 1000; i++ {
+		for seq := 1; seq <= 3; seq++ {
+			role := "replica"
+			if seq == 1 {
+				role = "master"
+			}
+			kv := member(i, seq, role)
+			all[kv.Key] = kv
+		}
+		kv := KV{Key: fmt.Sprintf("/pg/pg-b%04d/leader", i), Value: []byte(fmt.Sprintf("pg-b%04d-1", i)), ModRevision: 1}
+		all[kv.Key] = kv
+	}
+	dec.reset(all)
+	dec.clusters()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for n := 0; n < b.N; n++ {
+		i := n % 1000
+		dec.put(KV{Key: fmt.Sprintf("/pg/pg-b%04d/leader", i), Value: []byte(fmt.Sprintf("pg-b%04d-%d", i, 1+n%3)), ModRevision: int64(n)})
+		if len(dec.clusters()) != 1000 {
+			b.Fatal("clusters lost")
+		}
+	}
+}
