@@ -146,6 +146,7 @@ type Controller struct {
 	planErrs    map[string]string // cluster -> why its plan failed (last reconcile)
 	staleNS     map[string]string // namespace -> why its view is stale (last reconcile)
 	desired     []services.Service
+	desiredBy   map[string][]services.Service // cluster -> its part of desired
 	decision    int64
 	history     []Event
 	workers     []*worker
@@ -441,6 +442,9 @@ func (c *Controller) ReconcileOnce(force bool) {
 
 	frozen := map[string]string{}
 	var desired []services.Service
+	// by cluster: the services each cluster adds to desired (changes are
+	// described only for the clusters whose services changed).
+	byCluster := make(map[string][]services.Service, len(p.Clusters))
 	for i, cl := range p.Clusters {
 		invCl := inv.Clusters[i]
 		computed := cl.Services
@@ -459,6 +463,7 @@ func (c *Controller) ReconcileOnce(force bool) {
 			frozen[cl.Name] = reason
 			if prev, ok := c.lastGood[cl.Name]; ok {
 				desired = append(desired, prev...)
+				byCluster[cl.Name] = prev
 				continue
 			}
 			if staleNS[invCl.Namespace] != "" || planErrs[cl.Name] != nil {
@@ -472,16 +477,19 @@ func (c *Controller) ReconcileOnce(force bool) {
 			c.lastLeaders[cl.Name] = cl.Leader
 		}
 		c.lastGood[cl.Name] = computed
-		desired = append(desired, c.holdRoles(cl.Name, computed, now)...)
+		held := c.holdRoles(cl.Name, computed, now)
+		desired = append(desired, held...)
+		byCluster[cl.Name] = held
 	}
 
-	prev := c.desired
+	prev, prevBy := c.desired, c.desiredBy
 	prevFrozen := c.frozen
 	c.logNewWarnings(c.plan, p)
 	c.plan = p
 	c.frozen = frozen
 	c.staleNS = staleNS
 	c.desired = desired
+	c.desiredBy = byCluster
 	c.decision++
 	decision := c.decision
 	c.mu.Unlock()
@@ -492,7 +500,13 @@ func (c *Controller) ReconcileOnce(force bool) {
 		c.addEvent(e)
 	}
 	c.opts.Metrics.Reconcile(force)
-	if changes := desiredChanges(prev, desired); len(changes) > 0 || prev == nil {
+	var changes []target.Change
+	if c.fullPlan {
+		changes = desiredChanges(prev, desired)
+	} else {
+		changes = clusterChanges(p, prevBy, byCluster)
+	}
+	if len(changes) > 0 || prev == nil {
 		ev := Event{At: start, Kind: "plan_changed", Decision: decision, Revision: revision, Changes: changes,
 			Frozen: frozen, Duration: c.opts.Now().Sub(start)}
 		c.addEvent(ev)
@@ -583,6 +597,23 @@ func desiredChanges(prev, desired []services.Service) []target.Change {
 		cur[s.Name] = b
 	}
 	return target.Diff(cur, desired)
+}
+
+// clusterChanges is desiredChanges(prev, desired) computed only for the
+// clusters whose services are not the very same slice as in the previous
+// reconcile (a cluster whose plan was kept hands on the same slice): Diff
+// describes each service of desired on its own, in desired's order, so the
+// changes of the other clusters are none.
+func clusterChanges(p *plan.Plan, prev, next map[string][]services.Service) []target.Change {
+	var out []target.Change
+	for _, cl := range p.Clusters {
+		a, b := prev[cl.Name], next[cl.Name]
+		if len(b) == 0 || len(a) == len(b) && &a[0] == &b[0] {
+			continue
+		}
+		out = append(out, desiredChanges(a, b)...)
+	}
+	return out
 }
 
 // sameDesired reports whether a and b ask HAProxy for the same thing (the

@@ -263,6 +263,14 @@ func compareIncremental(t *testing.T, seed int64, steps int, seen *coverage) {
 			}
 		}
 		si, sf := inc.Status(), full.Status()
+		if !reflect.DeepEqual(si.History, sf.History) {
+			for k := 0; k < len(si.History) && k < len(sf.History); k++ {
+				if !reflect.DeepEqual(si.History[k], sf.History[k]) {
+					t.Fatalf("%s: history event %d differs:\nincremental %+v %+v\nfull        %+v %+v", where, k, si.History[k], si.History[k].Transition, sf.History[k], sf.History[k].Transition)
+				}
+			}
+			t.Fatalf("%s: history differs: %d events, %d events", where, len(si.History), len(sf.History))
+		}
 		if !reflect.DeepEqual(si.Clusters, sf.Clusters) || !reflect.DeepEqual(si.NotReady, sf.NotReady) {
 			t.Fatalf("%s: status differs:\nincremental %+v %v\nfull        %+v %v", where, si.Clusters, si.NotReady, sf.Clusters, sf.NotReady)
 		}

@@ -706,6 +706,9 @@ func (c *Controller) flushTransitions() {
 	ended := c.tx.ended
 	c.tx.ended = nil
 	c.mu.Unlock()
+	// Transitions end while the active ones are walked in map order: report
+	// them in cluster order, so the history does not depend on it.
+	sort.SliceStable(ended, func(i, j int) bool { return ended[i].cluster < ended[j].cluster })
 	for _, t := range ended {
 		tl := t.timeline()
 		c.addEvent(Event{At: c.opts.Now(), Kind: "transition", Transition: &tl})
