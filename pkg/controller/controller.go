@@ -567,9 +567,8 @@ func (c *Controller) guardEmpty(cl plan.Cluster, svcs []services.Service) []serv
 	if !missing {
 		return svcs
 	}
-	out := make([]services.Service, len(svcs))
-	copy(out, svcs)
-	for i, s := range out {
+	var out []services.Service // a copy, made only when a service is kept
+	for i, s := range svcs {
 		if len(s.Servers) > 0 {
 			continue
 		}
@@ -577,9 +576,16 @@ func (c *Controller) guardEmpty(cl plan.Cluster, svcs []services.Service) []serv
 			if p.Name == s.Name && len(p.Servers) > 0 {
 				c.log.Warn("keeping the last servers of a backend that missing DCS data would empty",
 					zap.String("service", s.Name))
+				if out == nil {
+					out = make([]services.Service, len(svcs))
+					copy(out, svcs)
+				}
 				out[i] = p
 			}
 		}
+	}
+	if out == nil {
+		return svcs
 	}
 	return out
 }
@@ -608,7 +614,8 @@ func clusterChanges(p *plan.Plan, prev, next map[string][]services.Service) []ta
 	var out []target.Change
 	for _, cl := range p.Clusters {
 		a, b := prev[cl.Name], next[cl.Name]
-		if len(b) == 0 || len(a) == len(b) && &a[0] == &b[0] {
+		if len(b) == 0 || len(a) == len(b) && &a[0] == &b[0] || sameDesired(a, b) {
+			// sameDesired compares every field Diff does (and more).
 			continue
 		}
 		out = append(out, desiredChanges(a, b)...)

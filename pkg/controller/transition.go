@@ -14,6 +14,7 @@ import (
 	"github.com/pgsvc/pgsvc/pkg/patroni"
 	"github.com/pgsvc/pgsvc/pkg/services"
 	"github.com/pgsvc/pgsvc/pkg/target"
+	"github.com/pgsvc/pgsvc/pkg/topology"
 )
 
 // Prober asks a member's Patroni REST API whether it is the primary
@@ -88,6 +89,10 @@ const noAnswerOff = 3
 type transitions struct {
 	active  map[string]*transition       // cluster -> transition in flight
 	apiURLs map[string]map[string]string // cluster -> member -> api_url last seen
+	// urlsFrom is the DCS state each cluster's apiURLs were last updated
+	// from, under the inventory urlsInv (its patroni_ssl_enabled).
+	urlsFrom map[string]*patroni.ClusterState
+	urlsInv  *topology.Inventory
 	// doneRequest is the failover key of a transition that ended while the
 	// key stayed: it does not start another one.
 	doneRequest map[string]patroni.Failover
@@ -160,26 +165,22 @@ func (c *Controller) stopProbing() {
 // cluster from a fresh DCS view, and sets c.released and c.promoted from
 // them. Call with c.mu held.
 func (c *Controller) trackTransitions(dcs map[string]*patroni.ClusterState, now time.Time) {
-	ssl := map[string]bool{}
-	for _, cl := range c.inv.Clusters {
-		ssl[cl.Name] = cl.PatroniSSL
+	if c.tx.urlsInv != c.inv {
+		c.tx.urlsInv, c.tx.urlsFrom = c.inv, map[string]*patroni.ClusterState{}
 	}
+	var ssl map[string]bool
 	for cl, st := range dcs {
-		urls := c.tx.apiURLs[cl]
-		if urls == nil {
-			urls = map[string]string{}
-			c.tx.apiURLs[cl] = urls
-		}
-		for name, m := range st.Members {
-			if m != nil && m.APIURL != "" {
-				u := m.APIURL
-				if ssl[cl] && strings.HasPrefix(u, "http://") {
-					// patroni_ssl_enabled: the REST API speaks https whatever
-					// api_url says (HAProxy checks it with check-ssl too).
-					u = "https://" + strings.TrimPrefix(u, "http://")
+		// The URLs of the state they were last taken from (decoded states
+		// never change) are in apiURLs already: the common case.
+		if c.tx.urlsFrom[cl] != st {
+			c.tx.urlsFrom[cl] = st
+			if ssl == nil {
+				ssl = make(map[string]bool, len(c.inv.Clusters))
+				for _, cl := range c.inv.Clusters {
+					ssl[cl.Name] = cl.PatroniSSL
 				}
-				urls[name] = u
 			}
+			c.noteAPIURLs(cl, st, ssl[cl])
 		}
 		if ghostLeader(st) {
 			continue
@@ -197,6 +198,27 @@ func (c *Controller) trackTransitions(dcs map[string]*patroni.ClusterState, now 
 	}
 }
 
+// noteAPIURLs records the REST API URL of every member st reports. Call
+// with c.mu held.
+func (c *Controller) noteAPIURLs(cl string, st *patroni.ClusterState, ssl bool) {
+	urls := c.tx.apiURLs[cl]
+	if urls == nil {
+		urls = map[string]string{}
+		c.tx.apiURLs[cl] = urls
+	}
+	for name, m := range st.Members {
+		if m != nil && m.APIURL != "" {
+			u := m.APIURL
+			if ssl && strings.HasPrefix(u, "http://") {
+				// patroni_ssl_enabled: the REST API speaks https whatever
+				// api_url says (HAProxy checks it with check-ssl too).
+				u = "https://" + strings.TrimPrefix(u, "http://")
+			}
+			urls[name] = u
+		}
+	}
+}
+
 // ghostLeader reports whether st's leader key names no member Patroni
 // reports: garbage, not a transition (the plan ignores it too). A real new
 // leader was a member before it took the key.
@@ -210,6 +232,10 @@ func (c *Controller) startTransition(cl string, st *patroni.ClusterState, now ti
 	fo := st.Failover
 	if fo == nil {
 		delete(c.tx.doneRequest, cl)
+	}
+	if st.Leader != "" && (last == "" || st.Leader == last) &&
+		!(fo != nil && (fo.Leader == "" || fo.Leader == st.Leader) && fo.Member != st.Leader) {
+		return // the common case, decided without allocating (the default below)
 	}
 	t := &transition{cluster: cl, start: now, deadline: now.Add(c.opts.PromoteWindow), probes: map[string]*memberProbe{}}
 	var candidates []string

@@ -13,17 +13,30 @@ const reasonVanished = "stale: every DCS key of the cluster is gone; keeping its
 // logNewWarnings logs each plan warning the previous plan did not have
 // (a leader key naming no member, a skipped server, a bad DCS key...), once.
 func (c *Controller) logNewWarnings(prev, next *plan.Plan) {
-	old := map[string]bool{}
+	var old map[string]int // cluster -> index in prev
 	if prev != nil {
-		for _, cl := range prev.Clusters {
-			for _, w := range cl.Warnings {
-				old[cl.Name+"\x00"+w] = true
-			}
+		old = make(map[string]int, len(prev.Clusters))
+		for i, cl := range prev.Clusters {
+			old[cl.Name] = i
 		}
 	}
 	for _, cl := range next.Clusters {
+		if len(cl.Warnings) == 0 {
+			continue
+		}
+		var was []string
+		if i, ok := old[cl.Name]; ok {
+			was = prev.Clusters[i].Warnings
+		}
+		if len(was) == len(cl.Warnings) && &was[0] == &cl.Warnings[0] {
+			continue // the same plan kept: nothing new
+		}
+		seen := make(map[string]bool, len(was))
+		for _, w := range was {
+			seen[w] = true
+		}
 		for _, w := range cl.Warnings {
-			if !old[cl.Name+"\x00"+w] {
+			if !seen[w] {
 				c.log.Warn("cluster warning", zap.String("cluster", cl.Name), zap.String("warning", w))
 			}
 		}
