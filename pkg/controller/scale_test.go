@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -143,5 +144,47 @@ func BenchmarkReconcileOneChange1000(b *testing.B) {
 	b.StopTimer()
 	if nt.applies < 2 {
 		b.Fatalf("%d applies", nt.applies)
+	}
+	b.ReportMetric(liveHeapMB(), "live-MB")
+	runtime.KeepAlive(c)
+}
+
+// liveHeapMB is the heap in use after a full collection, in MB: what the
+// controller keeps (inventory, plans, desired state, history) at this N.
+func liveHeapMB() float64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return float64(m.HeapAlloc) / 1e6
+}
+
+// BenchmarkReconcileMassFailover1000 is one reconcile and hand-off at
+// N = 1,000 when every cluster's leader moved at once (each iteration moves
+// them all again): the controller's own cost of a mass failover's event.
+func BenchmarkReconcileMassFailover1000(b *testing.B) {
+	const n = 1000
+	inv := fleetInventory(b, n)
+	states := func(leader int, rev int64) map[string]*patroni.ClusterState {
+		out := map[string]*patroni.ClusterState{}
+		for i := 0; i < n; i++ {
+			for k, v := range patroni.Decode("/pg", fleetKVs(i, leader, rev)) {
+				out[k] = v
+			}
+		}
+		return out
+	}
+	nt := &nopTarget{}
+	c := New(inv, []target.Target{target.WithTwins(nt)}, Options{Prober: nopProber{}})
+	c.Observe(patroni.Snapshot{Namespace: "/pg", Revision: 10, At: time.Now(), Clusters: states(1, 10)})
+	step(c, false)
+	snaps := make([]map[string]*patroni.ClusterState, 3)
+	for l := 1; l <= 3; l++ {
+		snaps[l-1] = states(l, int64(10+l))
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for it := 0; it < b.N; it++ {
+		c.Observe(patroni.Snapshot{Namespace: "/pg", Revision: int64(20 + it), At: time.Now(), Clusters: snaps[(it+1)%3]})
+		step(c, false)
 	}
 }
