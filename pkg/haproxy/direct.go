@@ -321,6 +321,11 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 		res.Duration = time.Since(start)
 		return res, err
 	}
+	// Read the new worker whole now, so that the next apply (a role
+	// change, the one that must be fast) starts from the cache.
+	if _, err := d.readFor(ctx, nil); err != nil {
+		d.log.Warn("could not read the reloaded HAProxy; the next apply reads it", zap.Error(err))
+	}
 	log.Info("reloaded haproxy", zap.String("reload_id", res.ReloadID), zap.Bool("state_preserved", preserved))
 	res.Duration = time.Since(start)
 	return res, nil
@@ -491,24 +496,29 @@ func mergeKept(desired, file []services.Service) []services.Service {
 // B/S health up`) instead of waiting for its rise checks; the next checks
 // still run, so a wrong nudge is undone after `fall` failures.
 func (d *Direct) forceUp(ctx context.Context, changes []target.Change, res *target.Result) error {
-	forced := false
+	var cmds []string
 	for _, c := range changes {
-		if c.Kind != target.KindForceUp {
-			continue
+		if c.Kind == target.KindForceUp {
+			cmds = append(cmds, fmt.Sprintf("set server %s/%s health up", c.Backend, c.Server))
 		}
-		if err := target.CheckWrite(ctx); err != nil {
-			return err
-		}
-		if out, err := d.rt.Exec(ctx, fmt.Sprintf("set server %s/%s health up", c.Backend, c.Server)); err != nil {
-			return fmt.Errorf("force up %s/%s: %w", c.Backend, c.Server, err)
-		} else if strings.TrimSpace(out) != "" {
-			return fmt.Errorf("force up %s/%s: haproxy says %q", c.Backend, c.Server, strings.TrimSpace(out))
-		}
-		forced = true
 	}
-	if forced {
-		res.ForcedUp = time.Now()
+	if len(cmds) == 0 {
+		return nil
 	}
+	if err := target.CheckWrite(ctx); err != nil {
+		return err
+	}
+	// One pipelined connection (a mass failover forces 2 per cluster).
+	answers, err := d.rt.Pipeline(ctx, cmds)
+	if err != nil {
+		return fmt.Errorf("force up: %w", err)
+	}
+	for i, a := range answers {
+		if msg := strings.TrimSpace(a); msg != "" {
+			return fmt.Errorf("force up %s: haproxy says %q", strings.TrimPrefix(strings.TrimSuffix(cmds[i], " health up"), "set server "), msg)
+		}
+	}
+	res.ForcedUp = time.Now()
 	return nil
 }
 
