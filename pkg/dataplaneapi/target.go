@@ -454,13 +454,14 @@ func splitForceUp(changes []target.Change) (force, rest []target.Change) {
 
 // forceUp marks new primaries UP at once through the runtime API
 // (operational_state up) after any reload; HAProxy's next checks still run.
+// flipParallel requests in flight (a mass failover forces 2 per cluster).
 func (t *Target) forceUp(ctx context.Context, changes []target.Change) error {
-	for _, c := range changes {
+	return t.runtimeMany(ctx, changes, func(c target.Change) error {
 		if _, err := t.c.ReplaceRuntimeServer(ctx, c.Backend, c.Server, &models.RuntimeServer{OperationalState: "up"}); err != nil {
 			return fmt.Errorf("force up %s/%s: %w", c.Backend, c.Server, err)
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // applyRuntime applies weight-only changes as direct server PUTs, which the

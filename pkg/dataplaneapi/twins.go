@@ -116,6 +116,21 @@ func (t *Target) putStates(ctx context.Context, batch []target.Change) error {
 	if err := target.CheckWrite(ctx); err != nil {
 		return err
 	}
+	err := t.runtimeMany(ctx, batch, func(c target.Change) error {
+		if _, err := t.c.ReplaceRuntimeServer(ctx, c.Backend, c.Server, &models.RuntimeServer{AdminState: target.StateOf(c)}); err != nil {
+			return fmt.Errorf("%s/%s: %w", c.Backend, c.Server, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("set admin state: %w", err)
+	}
+	return nil
+}
+
+// runtimeMany runs do for every change, flipParallel at once; the errors
+// are joined, sorted.
+func (t *Target) runtimeMany(ctx context.Context, batch []target.Change, do func(target.Change) error) error {
 	sem := make(chan struct{}, flipParallel)
 	var mu sync.Mutex
 	var errs []string
@@ -126,9 +141,9 @@ func (t *Target) putStates(ctx context.Context, batch []target.Change) error {
 		go func(c target.Change) {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if _, err := t.c.ReplaceRuntimeServer(ctx, c.Backend, c.Server, &models.RuntimeServer{AdminState: target.StateOf(c)}); err != nil {
+			if err := do(c); err != nil {
 				mu.Lock()
-				errs = append(errs, fmt.Sprintf("%s/%s: %v", c.Backend, c.Server, err))
+				errs = append(errs, err.Error())
 				mu.Unlock()
 			}
 		}(c)
@@ -136,7 +151,7 @@ func (t *Target) putStates(ctx context.Context, batch []target.Change) error {
 	wg.Wait()
 	if len(errs) > 0 {
 		sort.Strings(errs)
-		return fmt.Errorf("set admin state: %s", strings.Join(errs, "; "))
+		return fmt.Errorf("%s", strings.Join(errs, "; "))
 	}
 	return nil
 }
