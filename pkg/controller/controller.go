@@ -155,6 +155,9 @@ type Controller struct {
 	plans       planCache                        // each cluster's plan while its inputs stay the same
 	// fullPlan makes every reconcile plan every cluster (tests compare).
 	fullPlan bool
+	// checkEvery is how often staleness and due transition steps are
+	// checked without an event (1s; tests).
+	checkEvery time.Duration
 }
 
 // New returns a controller for inv that keeps targets in step.
@@ -279,9 +282,20 @@ func (c *Controller) Run(parent context.Context) (err error) {
 
 	resync := time.NewTicker(c.opts.ResyncInterval)
 	defer resync.Stop()
-	check := time.NewTicker(time.Second)
+	checkEvery := c.checkEvery
+	if checkEvery == 0 {
+		checkEvery = time.Second
+	}
+	check := time.NewTicker(checkEvery)
 	defer check.Stop()
+	// due fires when a transition has something due by the clock (a role
+	// hold ending, a fence to lift): at that time rather than at the next
+	// tick of check, up to a second later.
+	due := time.NewTimer(time.Hour)
+	due.Stop()
+	defer due.Stop()
 	for {
+		c.armDue(due)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -311,8 +325,25 @@ func (c *Controller) Run(parent context.Context) (err error) {
 			c.ReconcileOnce(true)
 		case <-check.C:
 			c.checkStale()
+		case <-due.C:
+			c.checkStale()
 		}
 	}
+}
+
+// armDue sets timer to fire when the next transition step is due by the
+// clock (nextDue), or stops it when none is.
+func (c *Controller) armDue(timer *time.Timer) {
+	c.mu.Lock()
+	now := c.opts.Now()
+	at := c.nextDue(now)
+	c.mu.Unlock()
+	if at.IsZero() {
+		timer.Stop()
+		return
+	}
+	// A millisecond late, so that the step is due when checked.
+	timer.Reset(at.Sub(now) + time.Millisecond)
 }
 
 // checkStale re-evaluates staleness without waiting for an event, so a lost

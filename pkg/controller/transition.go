@@ -676,6 +676,32 @@ func (c *Controller) fenceExpired(now time.Time) bool {
 	return false
 }
 
+// nextDue is the earliest time after now at which fenceExpired becomes
+// true for a transition by the clock alone (zero when none): a fence to
+// lift, a promote window that ends, a role hold that ends. Call with c.mu
+// held.
+func (c *Controller) nextDue(now time.Time) time.Time {
+	var at time.Time
+	note := func(t time.Time) {
+		if !t.IsZero() && t.After(now) && (at.IsZero() || t.Before(at)) {
+			at = t
+		}
+	}
+	for _, t := range c.tx.active {
+		if c.released[t.cluster] != nil && !t.leaderAt.IsZero() {
+			note(t.liftAt)
+		}
+		note(t.deadline)
+		if !t.onAt.IsZero() && c.promoted[t.cluster] != nil {
+			note(t.onAt.Add(c.opts.FenceHold))
+		}
+		if t.held {
+			note(t.leaderAt.Add(maxRoleHold))
+		}
+	}
+	return at
+}
+
 // TransitionTimeline is one switchover or failover as the controller saw
 // it, in the status history.
 type TransitionTimeline struct {
