@@ -131,22 +131,49 @@ haproxy:
 
 // ReloadScript is the Data Plane API's reload command for HAProxy 2.6: it
 // dumps `show servers state` into state, then asks the master socket to
-// reload. Python because socat may be missing; /usr/bin/python3 comes with
+// reload, and waits for the master to finish it: 2.6's master answers
+// "reload" with nothing and reloads asynchronously, so the script reads
+// the master's reload counters (`show proc`: "<reloads> [failed: N]", N
+// counting failures since the last success) and exits 1 when HAProxy
+// refused the new file (e.g. a bind that fails, which `haproxy -c` cannot
+// see): the API then reports the reload failed and puts its previous file
+// back. Python because socat may be missing; /usr/bin/python3 comes with
 // Patroni.
 func ReloadScript(state, stats, master string) string {
 	return fmt.Sprintf(`#!/bin/sh
 /usr/bin/python3 - <<'PY'
-import socket
+import socket, sys, time
 def cli(path, cmd):
-    s = socket.socket(socket.AF_UNIX); s.connect(path); s.sendall(cmd.encode() + b"\n")
+    s = socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect(path); s.sendall(cmd.encode() + b"\n")
     out = b""
     while True:
         b = s.recv(65536)
         if not b: break
         out += b
     s.close(); return out
-open(%q, "wb").write(cli(%q, "show servers state"))
-cli(%q, "reload")
+def master_reloads():
+    for line in cli(%[3]q, "show proc;quit").decode().splitlines():
+        f = line.replace("[failed:", "").replace("]", "").split()
+        if len(f) >= 4 and f[1] == "master":
+            return int(f[2]), int(f[3])
+    raise RuntimeError("no master in show proc")
+open(%[1]q, "wb").write(cli(%[2]q, "show servers state"))
+before = master_reloads()[0]
+cli(%[3]q, "reload")
+deadline = time.time() + 20
+while time.time() < deadline:
+    time.sleep(0.05)
+    try:
+        reloads, failed = master_reloads()
+    except Exception:
+        continue  # the master is re-executing
+    if reloads > before:
+        if failed > 0:
+            sys.stderr.write("HAProxy refused the new configuration: reload failed, the previous workers keep serving\n")
+            sys.exit(1)
+        sys.exit(0)
+sys.stderr.write("HAProxy's master did not finish the reload within 20 s\n")
+sys.exit(1)
 PY
 `, state, stats, master)
 }
