@@ -144,33 +144,51 @@ func (w *worker) applyIsolated(ctx context.Context, j *job) (target.Result, erro
 	bad := map[string]error{}
 	var acc target.Result
 	var abort error
-	var try func(group []string)
-	try = func(group []string) {
+	var split func(group []string, refused error)
+	// try applies group on top of the clusters found good. failed is the
+	// error of an apply of exactly that set when one was already refused
+	// (the first half of a refused set applied cleanly, so the second half
+	// with it is the refused set again): it is not sent again, which on a
+	// Data Plane API saves a commit and two reloads per refused cluster.
+	var try func(group []string, failed error)
+	try = func(group []string, failed error) {
 		if abort != nil || len(group) == 0 {
 			return
 		}
-		set := map[string]bool{}
-		for _, c := range append(append([]string(nil), good...), group...) {
-			set[c] = true
+		e := failed
+		if e == nil {
+			set := map[string]bool{}
+			for _, c := range append(append([]string(nil), good...), group...) {
+				set[c] = true
+			}
+			var r target.Result
+			r, e = w.apply(ctx, j, keepClusters(desired, func(c string) bool { return set[c] }))
+			if e == nil {
+				good = append(good, group...)
+				acc = mergeResults(acc, r)
+				return
+			}
 		}
-		r, e := w.apply(ctx, j, keepClusters(desired, func(c string) bool { return set[c] }))
 		switch {
-		case e == nil:
-			good = append(good, group...)
-			acc = mergeResults(acc, r)
 		case !target.IsRejected(e):
 			abort = e
 		case len(group) == 1:
 			bad[group[0]] = e
 		default:
-			h := len(group) / 2
-			try(group[:h])
-			try(group[h:])
+			split(group, e)
 		}
 	}
-	h := len(clusters) / 2
-	try(clusters[:h])
-	try(clusters[h:])
+	split = func(group []string, e error) {
+		h := len(group) / 2
+		goodBefore := len(good)
+		try(group[:h], nil)
+		if abort == nil && len(good)-goodBefore == h {
+			try(group[h:], e) // the first half is good: the rest is what was refused
+			return
+		}
+		try(group[h:], nil)
+	}
+	split(clusters, err)
 	if abort != nil {
 		return acc, abort
 	}

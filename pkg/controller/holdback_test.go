@@ -3,11 +3,13 @@ package controller
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/pgsvc/pgsvc/pkg/patroni"
 	"github.com/pgsvc/pgsvc/pkg/services"
 	"github.com/pgsvc/pgsvc/pkg/target"
 	"github.com/pgsvc/pgsvc/pkg/topology"
@@ -264,4 +266,47 @@ func (p *probeTarget) Diff(context.Context, []services.Service) ([]target.Change
 }
 func (p *probeTarget) Apply(ctx context.Context, _ []services.Service) (target.Result, error) {
 	return target.Result{}, p.fn(ctx)
+}
+
+// TestBisectionSkipsTheKnownRefusedSet: one refused cluster among eight is
+// found without sending any set twice: when the first half of a refused set
+// applies cleanly, the second half on top of it is that refused set again,
+// so it is split without another apply (on the Data Plane API each refused
+// apply costs a commit and two reloads).
+func TestBisectionSkipsTheKnownRefusedSet(t *testing.T) {
+	var inv strings.Builder
+	inv.WriteString("all:\n  children:\n")
+	for i := 0; i < 8; i++ {
+		fmt.Fprintf(&inv, `    pg-c%d:
+      hosts:
+        127.0.%d.1: { pg_seq: 1, pg_role: primary }
+        127.0.%d.2: { pg_seq: 2, pg_role: replica }
+      vars:
+        pg_cluster: pg-c%d
+        pg_default_services:
+          - { name: primary, port: %d, ip: 127.0.%d.10, dest: default, check: /primary, selector: "[]" }
+`, i, 10+i, 10+i, i, 7000+i, 10+i)
+	}
+	topo, err := topology.Parse("eight.yml", []byte(inv.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := &refusingTarget{bad: map[string]bool{"pg-c7": true}, has: map[string]services.Service{}}
+	c := New(topo, []target.Target{rt}, Options{})
+	c.Observe(patroni.Snapshot{Namespace: "/pg", Revision: 1, At: time.Now(), Clusters: map[string]*patroni.ClusterState{}})
+	step(c, false)
+	ts := c.workers[0].snapshot()
+	if len(ts.HeldBack) != 1 || ts.HeldBack[0].Cluster != "pg-c7" {
+		t.Fatalf("held back %+v, want pg-c7 alone", ts.HeldBack)
+	}
+	for i := 0; i < 7; i++ {
+		if _, ok := rt.has[fmt.Sprintf("pg-c%d-primary", i)]; !ok {
+			t.Errorf("pg-c%d not applied next to the refused pg-c7", i)
+		}
+	}
+	// The whole set (refused), then c0-c3, c4-c5 and c4-c6, each on top of
+	// the good ones: 4 applies (a plain bisection sends 7).
+	if rt.applies != 4 {
+		t.Errorf("%d applies to find one refused cluster among 8, want 4", rt.applies)
+	}
 }
