@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pgsvc/pgsvc/pkg/config"
+	"github.com/pgsvc/pgsvc/pkg/dataplaneapi/dpapitest"
 	"github.com/pgsvc/pgsvc/pkg/haproxy"
 	"github.com/pgsvc/pgsvc/pkg/haproxycfg"
 )
@@ -43,4 +44,17 @@ func startDirectHAProxy(t *testing.T, dir, bin, inventory string, startTimeout t
 		}
 	})
 	return inv, d, &haproxy.Runtime{Socket: d.StatsSocket, MasterSocket: d.MasterSocket, Timeout: 2 * time.Second}
+}
+
+// startAPIHAProxy is startDirectHAProxy with the real Data Plane API
+// (apiBin) in front of the HAProxy, using the reload command
+// dpapitest.ReloadScript writes to dir/reload.sh; it returns the inventory
+// path, the API's base URL (with credentials) and a runtime client for the
+// HAProxy's own stats socket.
+func startAPIHAProxy(t *testing.T, dir, bin, apiBin, inventory string, startTimeout time.Duration) (string, string, *haproxy.Runtime) {
+	t.Helper()
+	inv, d, rt := startDirectHAProxy(t, dir, bin, inventory, startTimeout)
+	base := dpapitest.StartReal(t, dpapitest.Real{Bin: apiBin, Dir: dir, ConfigPath: d.ConfigPath, HAProxyBin: bin,
+		StatsSocket: d.StatsSocket, MasterSocket: d.MasterSocket, StateFile: d.ServerStateFile})
+	return inv, base, rt
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -52,6 +53,22 @@ func TestHostileDCSNeverReachesHAProxy(t *testing.T) {
 	if err != nil {
 		t.Skip("haproxy not installed: this test runs in CI, where .ci/run installs Debian's haproxy 2.6")
 	}
+	for _, drv := range []struct{ name, env string }{{"direct", ""}, {"api-v2", "DATAPLANEAPI_BIN"}, {"api-v3", "DATAPLANEAPI_V3_BIN"}} {
+		t.Run(drv.name, func(t *testing.T) {
+			apiBin := ""
+			if drv.env != "" {
+				if apiBin = os.Getenv(drv.env); apiBin == "" {
+					t.Skipf("no real Data Plane API here: set %s=/path/to/dataplaneapi; CI does, from ../shared/bin via the Makefile", drv.env)
+				}
+			}
+			testHostileDCS(t, bin, apiBin)
+		})
+	}
+}
+
+// testHostileDCS runs TestHostileDCSNeverReachesHAProxy through the direct
+// driver (apiBin "") or the real Data Plane API apiBin.
+func testHostileDCS(t *testing.T, bin, apiBin string) {
 	pgPort, bouncerPort, restPort := freePort(t), freePort(t), freePort(t)
 	primaryPort, replicaPort := freePort(t), freePort(t)
 	members := map[string]*fakeMember{}
@@ -65,9 +82,18 @@ func TestHostileDCSNeverReachesHAProxy(t *testing.T) {
 
 	dir := t.TempDir()
 	text := fmt.Sprintf(hostileInventory, pgPort, bouncerPort, restPort, primaryPort, fastChecks, replicaPort, fastChecks)
-	inv, d, rt := startDirectHAProxy(t, dir, bin, text, 60*time.Second)
-	cfg := &config.Config{Inventory: inv, Listen: "127.0.0.1:0", Etcd: config.Etcd{Endpoints: []string{srv.ClientURL}},
-		Direct: []config.Direct{d}, IncludeUnknown: true}
+	cfg := &config.Config{Listen: "127.0.0.1:0", Etcd: config.Etcd{Endpoints: []string{srv.ClientURL}}, IncludeUnknown: true}
+	var rt *haproxy.Runtime
+	if apiBin == "" {
+		var d config.Direct
+		cfg.Inventory, d, rt = startDirectHAProxy(t, dir, bin, text, 60*time.Second)
+		cfg.Direct = []config.Direct{d}
+	} else {
+		var base string
+		cfg.Inventory, base, rt = startAPIHAProxy(t, dir, bin, apiBin, text, 60*time.Second)
+		cfg.DataPlaneAPI = []config.DataPlaneAPI{{URL: base}}
+	}
+	cfgPath := filepath.Join(dir, "haproxy.cfg")
 	cfg.Controller.Debounce.Duration = 5 * time.Millisecond
 	addr := startServe(t, cfg)
 	// live lists "name@addr:backup" of a backend, as the running HAProxy has it.
@@ -94,7 +120,7 @@ func TestHostileDCSNeverReachesHAProxy(t *testing.T) {
 	primary := fmt.Sprintf("127.0.1.10:%d", primaryPort)
 	defer func() {
 		if t.Failed() {
-			b, _ := os.ReadFile(d.ConfigPath)
+			b, _ := os.ReadFile(cfgPath)
 			t.Logf("haproxy.cfg at failure:\n%s\nwarnings:\n%s", b, warnings())
 		}
 	}()
@@ -130,7 +156,7 @@ func TestHostileDCSNeverReachesHAProxy(t *testing.T) {
 			t.Errorf("no warning about member key %q; warnings:\n%s", want, w)
 		}
 	}
-	cfgText, err := os.ReadFile(d.ConfigPath)
+	cfgText, err := os.ReadFile(cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -146,7 +146,8 @@ func newDataPlaneAPITargets(cfg *config.Config, dp []DataPlaneAPITarget, log *za
 		if err != nil {
 			return nil, fmt.Errorf("%s: %s: %w", cfg.File, t.describe(), err)
 		}
-		var tg target.Target = dataplaneapi.NewTarget(c, log, dataplaneapi.TargetOptions{AdminReadEvery: t.Entry.RuntimeReadEvery.Duration})
+		var tg target.Target = dataplaneapi.NewTarget(c, log, dataplaneapi.TargetOptions{AdminReadEvery: t.Entry.RuntimeReadEvery.Duration,
+			ReloadTimeout: t.Entry.ReloadTimeout.Duration})
 		if t.Entry.Layout == "twins" {
 			tg = target.WithTwins(tg)
 		}

@@ -12,9 +12,7 @@ import (
 
 	"github.com/pgsvc/pgsvc/internal/etcdtest"
 	"github.com/pgsvc/pgsvc/pkg/config"
-	"github.com/pgsvc/pgsvc/pkg/dataplaneapi/dpapitest"
 	"github.com/pgsvc/pgsvc/pkg/haproxy"
-	"github.com/pgsvc/pgsvc/pkg/haproxycfg"
 )
 
 // TestFailedReloadNeverInSyncRealAPI: real etcd, real HAProxy 2.6 and the
@@ -33,36 +31,16 @@ func TestFailedReloadNeverInSyncRealAPI(t *testing.T) {
 		t.Skip("haproxy not installed: this test runs in CI, where .ci/run installs Debian's haproxy 2.6")
 	}
 	dir := t.TempDir()
-	cfgPath, admin, master, state := filepath.Join(dir, "haproxy.cfg"), filepath.Join(dir, "admin.sock"),
-		filepath.Join(dir, "master.sock"), filepath.Join(dir, "server-state")
-	if err := os.WriteFile(cfgPath, haproxycfg.Render(nil, haproxycfg.Options{StatsSocket: admin, ServerStateFile: state,
-		Maxconn: 2000, NoStrictLimits: true}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	proc, err := haproxy.StartProcess(ctx, bin, cfgPath, master, filepath.Join(dir, "haproxy.pid"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = proc.Stop() })
-	base := dpapitest.StartReal(t, dpapitest.Real{Bin: apiBin, Dir: dir, ConfigPath: cfgPath, HAProxyBin: bin,
-		StatsSocket: admin, MasterSocket: master, StateFile: state})
-
 	srv := etcdtest.Start(t)
 	cli := srv.Client(t)
 	patroniKeys(t, cli, "pg-test-1", 1)
 	pgPort, bouncerPort, restPort := freePort(t), freePort(t), freePort(t)
-	inv := filepath.Join(dir, "pigsty.yml")
 	text := fmt.Sprintf(directInventory, pgPort, bouncerPort, restPort, freePort(t), fastChecks, freePort(t), fastChecks, freePort(t), fastChecks)
-	if err := os.WriteFile(inv, []byte(strings.ReplaceAll(text, "127.0.1.", "127.0.4.")), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	inv, base, rt := startAPIHAProxy(t, dir, bin, apiBin, strings.ReplaceAll(text, "127.0.1.", "127.0.4."), 20*time.Second)
 	cfg := &config.Config{Inventory: inv, Listen: "127.0.0.1:0", Etcd: config.Etcd{Endpoints: []string{srv.ClientURL}},
 		DataPlaneAPI: []config.DataPlaneAPI{{URL: base}}}
 	cfg.Controller.Debounce.Duration = 5 * time.Millisecond
 	addr := startServe(t, cfg)
-	rt := &haproxy.Runtime{Socket: admin, MasterSocket: master, Timeout: 2 * time.Second}
 	running := func() string { // replica backups in the running HAProxy
 		rows, err := rt.ShowStat(context.Background())
 		if err != nil {

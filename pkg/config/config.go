@@ -78,6 +78,11 @@ type DataPlaneAPI struct {
 	// restart is read at once); the full read finds an operator's `set
 	// server` (10m).
 	RuntimeReadEvery Duration `yaml:"runtime_read_every"`
+	// ReloadTimeout bounds the wait for a reload the API reports (and for
+	// the running HAProxy to serve the new file after it): 30s by default.
+	// A reload command that exits 0 whether or not HAProxy loads the file
+	// (`systemctl reload`) makes a refused file known only after it.
+	ReloadTimeout Duration `yaml:"reload_timeout"`
 }
 
 // Direct is one local HAProxy driven without the Data Plane API.
@@ -284,6 +289,9 @@ func (c *Config) Validate() error {
 		return bad("dataplaneapi", "no HAProxy target: give at least one dataplaneapi URL or direct HAProxy")
 	}
 	for i, d := range c.DataPlaneAPI {
+		if rt := d.ReloadTimeout.Duration; rt != 0 && (rt < time.Second || rt > 10*time.Minute) {
+			return bad(fmt.Sprintf("dataplaneapi[%d].reload_timeout", i), "%s: want 1s to 10m", rt)
+		}
 		if d.Layout != "" && d.Layout != "pigsty" && d.Layout != "twins" {
 			return bad(fmt.Sprintf("dataplaneapi[%d].layout", i), "%q: want pigsty or twins", d.Layout)
 		}

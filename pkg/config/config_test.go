@@ -29,17 +29,18 @@ func TestLoadGood(t *testing.T) {
 
 func TestRejected(t *testing.T) {
 	cases := map[string]string{
-		"unknown-field.yml":        "field endpoint not found",
-		"bad-duration.yml":         `"fast" is not a duration`,
-		"no-target.yml":            "dataplaneapi: no HAProxy target",
-		"no-inventory.yml":         "inventory: required",
-		"bad-etcd-url.yml":         "etcd.endpoints[0]",
-		"bad-dpapi-url.yml":        "dataplaneapi[0].url",
-		"bad-dpapi-version.yml":    "dataplaneapi[0].api_version",
-		"direct-no-state-file.yml": "direct[0].server_state_file",
-		"cert-without-key.yml":     "etcd.cert_file",
-		"bad-listen.yml":           "listen:",
-		"bad-log-level.yml":        "log.level",
+		"unknown-field.yml":            "field endpoint not found",
+		"bad-duration.yml":             `"fast" is not a duration`,
+		"no-target.yml":                "dataplaneapi: no HAProxy target",
+		"no-inventory.yml":             "inventory: required",
+		"bad-etcd-url.yml":             "etcd.endpoints[0]",
+		"bad-dpapi-url.yml":            "dataplaneapi[0].url",
+		"bad-dpapi-version.yml":        "dataplaneapi[0].api_version",
+		"bad-dpapi-reload-timeout.yml": "dataplaneapi[0].reload_timeout",
+		"direct-no-state-file.yml":     "direct[0].server_state_file",
+		"cert-without-key.yml":         "etcd.cert_file",
+		"bad-listen.yml":               "listen:",
+		"bad-log-level.yml":            "log.level",
 	}
 	files, _ := filepath.Glob("testdata/bad/*.yml")
 	if len(files) != len(cases) {

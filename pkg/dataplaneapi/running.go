@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -32,6 +34,136 @@ type runningState struct {
 	// its parsed copy keeps the failed one, so transactions then fail with
 	// 409 "already exists" for good; a raw POST makes it re-parse the file.
 	rawNext bool
+	// before is the file as the current write found it ("" when unknown):
+	// what refused puts back.
+	before string
+}
+
+// rememberRunning keeps, right before a write that reloads, the file as it
+// was (the one the running HAProxy serves, unless a reload is pending), so
+// that a file HAProxy refuses to
+// load (a bind that fails, which `haproxy -c` cannot see) can be put back
+// and the clusters that cause it held back (issue 12 row 6). It costs one
+// GET of the file only when the parsed copy has no text (after a
+// transaction) and only on writes. Call with t.mu held.
+func (t *Target) rememberRunning(ctx context.Context, st *state) {
+	t.running.before = ""
+	if st.text != "" {
+		t.running.before = st.text
+		return
+	}
+	text, v, err := t.c.GetRawConfig(ctx)
+	if err != nil || v != st.version {
+		t.log.Debug("could not keep the running file before a write; a refused file will not be put back", zap.Error(err))
+		return
+	}
+	t.running.before = text
+}
+
+// refused handles a file HAProxy did not load (its reload failed, or the
+// running HAProxy never came to serve it): it posts back the file the
+// running HAProxy serves (the real API restores its previous file after a
+// failed reload but keeps the failed one parsed) and watches that reload.
+// When it succeeds, the new content is what HAProxy refused: the error is
+// marked rejected, so the controller holds back the clusters causing it and
+// applies the rest. When it fails too, or the running file is unknown, the
+// reload itself is broken: the error stays a plain one (retried with
+// backoff). Call with t.mu held.
+func (t *Target) refused(ctx context.Context, desired []services.Service, res target.Result, cause error) (target.Result, error) {
+	before := t.running.before
+	t.running.before = ""
+	t.running.confirmed = false
+	t.forgetSnapshot()
+	if before == "" {
+		return res, cause
+	}
+	v, err := t.c.GetVersion(ctx)
+	if err != nil {
+		return res, fmt.Errorf("%w; putting back the running file: read version: %v", cause, err)
+	}
+	m, err := t.c.PostRawConfig(ctx, v, before)
+	if err != nil {
+		return res, fmt.Errorf("%w; putting back the running file: %v", cause, err)
+	}
+	back, err := t.followReload(ctx, m, target.Result{})
+	if err != nil || (back.Reloaded && back.ReloadResult != "succeeded") {
+		return res, fmt.Errorf("%w; the reload of the file HAProxy runs did not succeed either (%s, %v): the reload itself fails",
+			cause, back.ReloadResult, err)
+	}
+	t.running.rawNext = false
+	t.log.Warn("HAProxy refused the new configuration; the file it runs was put back",
+		zap.Int64("version", m.Version), zap.Error(cause))
+	why := ""
+	if binds := t.bindProblems(ctx, desired); len(binds) > 0 {
+		why = " (" + strings.Join(binds, "; ") + ")"
+	}
+	return res, target.Reject(fmt.Errorf("%w; HAProxy refused it%s and keeps running the previous configuration (file put back)", cause, why))
+}
+
+// bindProblems names the desired services whose bind cannot listen, when
+// the API's HAProxy runs on this machine (the API's URL names a loopback
+// or local address): HAProxy's master does not tell the API which bind
+// failed, and the operator and the hold-back report need the service.
+// Only the services the running HAProxy does not serve are tried, each
+// for an instant; only "address in use" and "not available" count.
+func (t *Target) bindProblems(ctx context.Context, desired []services.Service) []string {
+	if !localHost(t.c.base.Hostname()) {
+		return nil
+	}
+	stats, err := t.c.runningStats(ctx)
+	if err != nil {
+		return nil
+	}
+	running := map[string]bool{}
+	for _, s := range stats {
+		if s.Type == "frontend" {
+			running[s.Name] = true
+		}
+	}
+	var out []string
+	for _, d := range desired {
+		if running[d.Name] {
+			continue
+		}
+		ip := d.IP
+		if ip == "" || ip == "*" {
+			ip = "0.0.0.0"
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(d.Port)))
+		if err == nil {
+			ln.Close()
+			continue
+		}
+		if errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, syscall.EADDRNOTAVAIL) {
+			out = append(out, fmt.Sprintf("cluster %s, service %s: bind %s:%d cannot listen: %v", d.Cluster, d.Name, d.IP, d.Port, errors.Unwrap(err)))
+		}
+	}
+	return out
+}
+
+// localHost reports whether host is this machine: a loopback address,
+// localhost, or an address of one of its interfaces.
+func localHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	if ip == nil {
+		return false
+	}
+	if ip.IsLoopback() {
+		return true
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // applyFailed notes an apply error: a commit whose reload failed or was
@@ -64,11 +196,30 @@ var ErrNotRunning = errors.New("the running HAProxy does not serve its configura
 func (t *Target) confirmRunning(ctx context.Context, desired []services.Service, res target.Result) (target.Result, error) {
 	if res.Reloaded {
 		t.running.rawNext = false
-		t.running.confirmed = res.ReloadResult == "succeeded"
 		if res.ReloadResult == "in_progress" {
+			t.running.confirmed = false
 			return res, fmt.Errorf("apply %s: reload %s not finished after %s: %w (retrying)",
 				t.Name(), res.ReloadID, t.opts.ReloadTimeout, ErrNotRunning)
 		}
+		// A reload command that exits 0 does not mean HAProxy loaded the
+		// file: HAProxy 2.6's master reloads asynchronously, and a bind
+		// that fails (which `haproxy -c` cannot see) leaves the old
+		// workers serving the old file. Watch the running HAProxy come to
+		// serve what was written.
+		diff, err := t.waitRunning(ctx, desired)
+		switch {
+		case err == nil && diff == "":
+			t.running.confirmed, t.running.before = true, ""
+			return res, nil
+		case err != nil && errors.Is(err, errNoNativeStats):
+			t.running.confirmed, t.running.before = true, ""
+			return res, nil
+		case err != nil:
+			t.running.confirmed, t.running.before = false, ""
+			return res, fmt.Errorf("apply %s: read the running HAProxy after reload %s: %w", t.Name(), res.ReloadID, err)
+		}
+		return t.refused(ctx, desired, res, fmt.Errorf("apply %s: reload %s: %w after %s: %s",
+			t.Name(), res.ReloadID, ErrNotRunning, t.opts.ReloadTimeout, diff))
 	}
 	if t.running.confirmed {
 		return res, nil
@@ -123,6 +274,40 @@ func (t *Target) confirmRunning(ctx context.Context, desired []services.Service,
 	t.running.confirmed = true
 	t.log.Info("the running HAProxy serves its configuration again", zap.String("reload_id", res.ReloadID))
 	return res, nil
+}
+
+// errNoNativeStats: the API cannot read the running HAProxy's stats (a
+// test double without them): its reloads are trusted.
+var errNoNativeStats = errors.New("no native stats")
+
+// waitRunning polls the running HAProxy until it serves desired, at most
+// ReloadTimeout; it returns the last difference seen ("" when it serves).
+func (t *Target) waitRunning(ctx context.Context, desired []services.Service) (string, error) {
+	deadline := time.NewTimer(t.opts.ReloadTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(t.opts.ReloadPollInterval)
+	defer tick.Stop()
+	for {
+		diff, err := t.runningDiff(ctx, desired)
+		if s := statusOf(err); s == http.StatusNotFound || s == http.StatusNotImplemented {
+			t.log.Warn("cannot read the running HAProxy's servers through this API; trusting its reloads", zap.Error(err))
+			return "", errNoNativeStats
+		}
+		if err == nil && diff == "" {
+			return "", nil
+		}
+		if err != nil {
+			// The new worker may not answer yet: keep polling.
+			diff = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return diff, ctx.Err()
+		case <-deadline.C:
+			return diff, nil
+		case <-tick.C:
+		}
+	}
 }
 
 // forgetSnapshot drops the parsed configuration: our own raw POST moved

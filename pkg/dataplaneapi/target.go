@@ -2,6 +2,7 @@ package dataplaneapi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -325,7 +326,11 @@ func (t *Target) Apply(ctx context.Context, desired []services.Service) (target.
 			continue
 		}
 		t.applyFailed(res, err)
-		return res, fmt.Errorf("apply %s: %w", t.Name(), err)
+		err = fmt.Errorf("apply %s: %w", t.Name(), err)
+		if errors.Is(err, ErrReloadFailed) {
+			return t.refused(ctx, desired, res, err)
+		}
+		return res, err
 	}
 }
 
@@ -414,6 +419,9 @@ func (t *Target) applyConfig(ctx context.Context, st *state, desired []services.
 	}
 	// Twins: the file is written whole (one raw POST) so every `disabled`
 	// keyword is in step with the live roles, not only the servers changed.
+	// The file the running HAProxy serves, to put back if HAProxy refuses
+	// what this write makes of it.
+	t.rememberRunning(ctx, st)
 	if len(ops) > t.opts.RawThreshold || t.running.rawNext || twinLayout(desired) {
 		return t.applyRaw(ctx, st, desired, all, len(ops), res)
 	}
@@ -777,7 +785,7 @@ func (t *Target) waitReload(ctx context.Context, id string) (string, error) {
 		case r.Status == "succeeded":
 			return r.Status, nil
 		case r.Status == "failed":
-			return r.Status, fmt.Errorf("%w: reload %s: %s", ErrReloadFailed, id, r.Response)
+			return r.Status, fmt.Errorf("%w: reload %s: %s", ErrReloadFailed, id, strings.TrimSpace(r.Response))
 		}
 		select {
 		case <-ctx.Done():
