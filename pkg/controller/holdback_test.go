@@ -274,23 +274,7 @@ func (p *probeTarget) Apply(ctx context.Context, _ []services.Service) (target.R
 // so it is split without another apply (on the Data Plane API each refused
 // apply costs a commit and two reloads).
 func TestBisectionSkipsTheKnownRefusedSet(t *testing.T) {
-	var inv strings.Builder
-	inv.WriteString("all:\n  children:\n")
-	for i := 0; i < 8; i++ {
-		fmt.Fprintf(&inv, `    pg-c%d:
-      hosts:
-        127.0.%d.1: { pg_seq: 1, pg_role: primary }
-        127.0.%d.2: { pg_seq: 2, pg_role: replica }
-      vars:
-        pg_cluster: pg-c%d
-        pg_default_services:
-          - { name: primary, port: %d, ip: 127.0.%d.10, dest: default, check: /primary, selector: "[]" }
-`, i, 10+i, 10+i, i, 7000+i, 10+i)
-	}
-	topo, err := topology.Parse("eight.yml", []byte(inv.String()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	topo := manyClusters(t, 8)
 	rt := &refusingTarget{bad: map[string]bool{"pg-c7": true}, has: map[string]services.Service{}}
 	c := New(topo, []target.Target{rt}, Options{})
 	c.Observe(patroni.Snapshot{Namespace: "/pg", Revision: 1, At: time.Now(), Clusters: map[string]*patroni.ClusterState{}})
