@@ -54,11 +54,20 @@ func startFakeCluster(f *fleet, i int) (*fakeCluster, error) {
 			case "/read-only":
 				ok = true
 			}
+			// Patroni's REST API answers every health endpoint with the
+			// member's status document; the controller's transition probes
+			// read role and state from it to confirm a new primary.
+			w.Header().Set("Content-Type", "application/json")
 			if ok {
 				w.WriteHeader(http.StatusOK)
-				return
+			} else {
+				w.WriteHeader(http.StatusServiceUnavailable)
 			}
-			w.WriteHeader(http.StatusServiceUnavailable)
+			patroniRole := "replica"
+			if role == "primary" {
+				patroniRole = "master" // Patroni 3.0.2
+			}
+			fmt.Fprintf(w, `{"state":"running","role":%q,"server_version":150000,"patroni":{"version":"3.0.2","scope":%q}}`, patroniRole, f.clusterName(i))
 		})}
 		fc.servers = append(fc.servers, srv)
 		go func() { _ = srv.Serve(rest) }()
