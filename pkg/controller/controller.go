@@ -472,7 +472,7 @@ func (c *Controller) ReconcileOnce(force bool) {
 	planEvents := c.notePlanErrors(planErrs)
 
 	frozen := map[string]string{}
-	var desired []services.Service
+	desired := make([]services.Service, 0, len(c.desired))
 	// by cluster: the services each cluster adds to desired (changes are
 	// described only for the clusters whose services changed).
 	byCluster := make(map[string][]services.Service, len(p.Clusters))
@@ -513,6 +513,9 @@ func (c *Controller) ReconcileOnce(force bool) {
 		byCluster[cl.Name] = held
 	}
 
+	if len(desired) == 0 {
+		desired = nil // nothing to apply yet: the next plan is reported as a first one
+	}
 	prev, prevBy := c.desired, c.desiredBy
 	prevFrozen := c.frozen
 	c.logNewWarnings(c.plan, p)
