@@ -124,13 +124,27 @@ func BenchmarkWatcherEventDecode1000(b *testing.B) {
 	}
 	dec.reset(all)
 	dec.clusters()
-	b.ReportAllocs()
-	b.ResetTimer()
-	for n := 0; n < b.N; n++ {
-		i := n % 1000
-		dec.put(KV{Key: fmt.Sprintf("/pg/pg-b%04d/leader", i), Value: []byte(fmt.Sprintf("pg-b%04d-%d", i, 1+n%3)), ModRevision: int64(n)})
-		if len(dec.clusters()) != 1000 {
-			b.Fatal("clusters lost")
+	b.Run("changed", func(b *testing.B) {
+		b.ReportAllocs()
+		for n := 0; n < b.N; n++ {
+			i := n % 1000
+			dec.put(KV{Key: fmt.Sprintf("/pg/pg-b%04d/leader", i), Value: []byte(fmt.Sprintf("pg-b%04d-%d", i, 1+n%3)), ModRevision: int64(n)})
+			if len(dec.clusters()) != 1000 {
+				b.Fatal("clusters lost")
+			}
 		}
-	}
+	})
+	// full: what every event cost before, a Decode of every key.
+	b.Run("full", func(b *testing.B) {
+		kvs := make([]KV, 0, len(all))
+		for _, kv := range all {
+			kvs = append(kvs, kv)
+		}
+		b.ReportAllocs()
+		for n := 0; n < b.N; n++ {
+			if len(Decode("/pg", kvs)) != 1000 {
+				b.Fatal("clusters lost")
+			}
+		}
+	})
 }
