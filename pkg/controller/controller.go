@@ -147,12 +147,15 @@ type Controller struct {
 	staleNS     map[string]string // namespace -> why its view is stale (last reconcile)
 	desired     []services.Service
 	desiredBy   map[string][]services.Service // cluster -> its part of desired
-	decision    int64
-	history     []Event
-	workers     []*worker
-	guard       *panicGuard
-	lastState   map[string]*patroni.ClusterState // cluster -> last DCS state seen (kept if all its keys vanish)
-	plans       planCache                        // each cluster's plan while its inputs stay the same
+	// desiredParts are the parts desired was concatenated from (clusters in
+	// plan order).
+	desiredParts [][]services.Service
+	decision     int64
+	history      []Event
+	workers      []*worker
+	guard        *panicGuard
+	lastState    map[string]*patroni.ClusterState // cluster -> last DCS state seen (kept if all its keys vanish)
+	plans        planCache                        // each cluster's plan while its inputs stay the same
 	// fullPlan makes every reconcile plan every cluster (tests compare).
 	fullPlan bool
 	// checkEvery is how often staleness and due transition steps are
@@ -472,7 +475,9 @@ func (c *Controller) ReconcileOnce(force bool) {
 	planEvents := c.notePlanErrors(planErrs)
 
 	frozen := map[string]string{}
-	desired := make([]services.Service, 0, len(c.desired))
+	// parts: each cluster's services, in plan order; desired is their
+	// concatenation, built again only when a part changed.
+	parts := make([][]services.Service, 0, len(p.Clusters))
 	// by cluster: the services each cluster adds to desired (changes are
 	// described only for the clusters whose services changed).
 	byCluster := make(map[string][]services.Service, len(p.Clusters))
@@ -493,7 +498,7 @@ func (c *Controller) ReconcileOnce(force bool) {
 		if reason != "" {
 			frozen[cl.Name] = reason
 			if prev, ok := c.lastGood[cl.Name]; ok {
-				desired = append(desired, prev...)
+				parts = append(parts, prev)
 				byCluster[cl.Name] = prev
 				continue
 			}
@@ -509,12 +514,13 @@ func (c *Controller) ReconcileOnce(force bool) {
 		}
 		c.lastGood[cl.Name] = computed
 		held := c.holdRoles(cl.Name, computed, now)
-		desired = append(desired, held...)
+		parts = append(parts, held)
 		byCluster[cl.Name] = held
 	}
 
-	if len(desired) == 0 {
-		desired = nil // nothing to apply yet: the next plan is reported as a first one
+	desired := c.desired
+	if !sameParts(parts, c.desiredParts) {
+		desired = concatParts(parts)
 	}
 	prev, prevBy := c.desired, c.desiredBy
 	prevFrozen := c.frozen
@@ -524,6 +530,7 @@ func (c *Controller) ReconcileOnce(force bool) {
 	c.staleNS = staleNS
 	c.desired = desired
 	c.desiredBy = byCluster
+	c.desiredParts = parts
 	c.decision++
 	decision := c.decision
 	c.mu.Unlock()
@@ -648,11 +655,47 @@ func clusterChanges(p *plan.Plan, prev, next map[string][]services.Service) []ta
 	var out []target.Change
 	for _, cl := range p.Clusters {
 		a, b := prev[cl.Name], next[cl.Name]
-		if len(b) == 0 || len(a) == len(b) && &a[0] == &b[0] || sameDesired(a, b) {
+		if len(b) == 0 || sameSlice(a, b) || sameDesired(a, b) {
 			// sameDesired compares every field Diff does (and more).
 			continue
 		}
 		out = append(out, desiredChanges(a, b)...)
+	}
+	return out
+}
+
+// sameParts reports whether a and b are the same slices in the same order
+// (the same services: slices handed on are never modified).
+func sameParts(a, b [][]services.Service) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !sameSlice(a[i], b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// sameSlice reports whether a and b are the very same slice.
+func sameSlice(a, b []services.Service) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
+}
+
+// concatParts is the parts one after the other; nil when there are no
+// services (nothing to apply yet: the next plan is reported as a first one).
+func concatParts(parts [][]services.Service) []services.Service {
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	if n == 0 {
+		return nil
+	}
+	out := make([]services.Service, 0, n)
+	for _, p := range parts {
+		out = append(out, p...)
 	}
 	return out
 }
@@ -662,6 +705,9 @@ func clusterChanges(p *plan.Plan, prev, next map[string][]services.Service) []ta
 func sameDesired(a, b []services.Service) bool {
 	if len(a) != len(b) {
 		return false
+	}
+	if sameSlice(a, b) {
+		return true
 	}
 	for i := range a {
 		x, y := a[i], b[i]
