@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/haproxytech/client-native/v5/models"
 	"go.uber.org/zap"
@@ -155,9 +156,13 @@ func (t *Target) readAdmins(ctx context.Context, desired []services.Service, cur
 	if full && why != "first read" && why != "runtime info unavailable" {
 		t.log.Info("reading every twin backend's runtime admin states", zap.String("why", why), zap.Int("backends", len(need)))
 	}
+	start := time.Now()
 	got, err := t.getRuntimeMany(ctx, need)
 	if err != nil {
 		return err
+	}
+	if took := time.Since(start); took > time.Second {
+		t.log.Info("read twin backends' admin states", zap.Int("backends", len(need)), zap.Bool("full", full), zap.Duration("took", took))
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()

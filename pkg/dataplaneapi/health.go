@@ -3,6 +3,7 @@ package dataplaneapi
 import (
 	"context"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -28,7 +29,11 @@ func (t *Target) healthOfMany(ctx context.Context, desired []services.Service) m
 	if n < healthManyFrom {
 		return nil
 	}
+	start := time.Now()
 	stats, err := t.c.runningStats(ctx)
+	if took := time.Since(start); took > time.Second {
+		t.log.Info("read every server's health (native stats)", zap.Int("backends_forcing_up", n), zap.Duration("took", took))
+	}
 	if err != nil {
 		t.log.Debug("native stats unavailable; reading runtime servers per backend", zap.Error(err))
 		return nil

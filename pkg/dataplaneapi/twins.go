@@ -95,6 +95,12 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 			downs = append(downs, c)
 		}
 	}
+	start := time.Now()
+	if len(flips) > 100 {
+		defer func() {
+			t.log.Info("set admin states and read them back", zap.Int("flips", len(flips)), zap.Duration("took", time.Since(start)))
+		}()
+	}
 	for _, batch := range [][]target.Change{ups, downs} {
 		if err := t.putStates(ctx, batch); err != nil {
 			// What runs in the backends flipped is unknown now.
@@ -300,6 +306,7 @@ func (t *Target) applyWeightsRaw(ctx context.Context, st *state, desired []servi
 	if err != nil {
 		return res, true, err
 	}
+	start := time.Now()
 	m, err := t.c.postRawNoReload(ctx, v, out, actions)
 	if err != nil {
 		t.keep(nil)
@@ -330,6 +337,7 @@ func (t *Target) applyWeightsRaw(ctx context.Context, st *state, desired []servi
 		res.Version = v + 1
 		t.keep(nil)
 	}
-	t.log.Info("applied weights at runtime and in the file, no reload", zap.Int("changes", len(changes)), zap.Int64("version", res.Version))
+	t.log.Info("applied weights at runtime and in the file, no reload", zap.Int("changes", len(changes)), zap.Int64("version", res.Version),
+		zap.Duration("took", time.Since(start)))
 	return res, true, nil
 }
