@@ -2,7 +2,10 @@ package dataplaneapi
 
 import (
 	"context"
+	"fmt"
+	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -10,39 +13,57 @@ import (
 	"github.com/pgsvc/pgsvc/pkg/services"
 )
 
-// healthManyFrom is how many backends whose new primary may be forced UP
-// make one read of every server's health (GET /stats/native) cheaper than
-// one runtime read per backend (a mass failover: 2 per cluster).
-const healthManyFrom = 4
-
 // healthOfMany returns "backend/server" -> DOWN (checks failing, not in
-// maintenance) for every server, from one read of the native stats, when
-// at least healthManyFrom desired backends want it; nil otherwise or when
-// the stats cannot be read (then each backend is read on its own).
+// maintenance) for the servers of every desired backend where a new
+// primary may be forced UP: one runtime GET per such backend, readParallel
+// in flight. (One GET /stats/native answers every server of the HAProxy,
+// but at 1,000 clusters it took 10 s through the API: O(fleet); a mass
+// failover forces 2 backends per cluster, a switchover 2.) nil when there
+// are none, or when a read failed (then read reads each backend again).
 func (t *Target) healthOfMany(ctx context.Context, desired []services.Service) map[string]bool {
-	n := 0
+	var backends []string
 	for _, d := range desired {
 		if wantsForceUp(d) {
-			n++
+			backends = append(backends, d.Name)
 		}
 	}
-	if n < healthManyFrom {
+	if len(backends) == 0 {
 		return nil
 	}
 	start := time.Now()
-	stats, err := t.c.runningStats(ctx)
-	if took := time.Since(start); took > time.Second {
-		t.log.Info("read every server's health (native stats)", zap.Int("backends_forcing_up", n), zap.Duration("took", took))
+	out := map[string]bool{}
+	var mu sync.Mutex
+	var errs []string
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, readParallel)
+	for _, b := range backends {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(b string) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			rs, err := t.c.GetRuntimeServers(ctx, b)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, fmt.Sprintf("%s: %v", b, err))
+				return
+			}
+			for _, r := range rs {
+				if r != nil {
+					out[b+"/"+r.Name] = r.OperationalState == "down" && r.AdminState != "maint"
+				}
+			}
+		}(b)
 	}
-	if err != nil {
-		t.log.Debug("native stats unavailable; reading runtime servers per backend", zap.Error(err))
+	wg.Wait()
+	if len(errs) > 0 {
+		sort.Strings(errs)
+		t.log.Debug("reading health failed; reading again per backend", zap.String("errors", strings.Join(errs, "; ")))
 		return nil
 	}
-	out := make(map[string]bool, len(stats))
-	for _, s := range stats {
-		if s.Type == "server" {
-			out[s.BackendName+"/"+s.Name] = strings.HasPrefix(s.Stats.Status, "DOWN")
-		}
+	if took := time.Since(start); took > time.Second {
+		t.log.Info("read the health of the backends forcing a primary up", zap.Int("backends", len(backends)), zap.Duration("took", took))
 	}
 	return out
 }
