@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -69,7 +70,9 @@ func (r *haproxyRig) admins(ctx context.Context, backend string) (map[string]str
 // master's reload counter does not move), writes through the primary
 // service are never misrouted, replica-service connections never land on
 // the new primary, and long-lived sessions through the read services to the
-// member whose role did not change survive the switchover.
+// member whose role did not change survive the switchover. Then a kill -9
+// of the new primary: the failover is applied without a reload either, and
+// no write is misrouted.
 func TestTwinsSwitchover(t *testing.T) {
 	t.Run("direct", func(t *testing.T) { twinsSwitchover(t, "", "") })
 	// Through each real Data Plane API build (runtime server endpoints).
@@ -121,7 +124,8 @@ func twinsSwitchover(t *testing.T, apiBin, apiName string) {
 	// twinsRight: the controller is ready with leader, only it is up in the
 	// primary backend, its backup twin is the active one in the replica
 	// backend, and replica-service connections never land on it.
-	twinsRight := func(leader string) (bool, string) {
+	// A dead member (its member key gone) has both twins inactive.
+	twinsRight := func(leader string, dead ...string) (bool, string) {
 		st, err := r.status()
 		if err != nil {
 			return false, err.Error()
@@ -141,6 +145,12 @@ func twinsSwitchover(t *testing.T, apiBin, apiName string) {
 		}
 		for _, m := range pgTest.Members {
 			n, b := adm[m.Name], adm[m.Name+".backup"]
+			if slices.Contains(dead, m.Name) {
+				if n == "ready" || b == "ready" {
+					return false, fmt.Sprintf("dead member %s: normal twin %s, backup twin %s", m.Name, n, b)
+				}
+				continue
+			}
 			if m.Name == leader && (n == "ready" || b != "ready") {
 				return false, fmt.Sprintf("leader %s: normal twin %s, backup twin %s", leader, n, b)
 			}
@@ -236,6 +246,38 @@ func twinsSwitchover(t *testing.T, apiBin, apiName string) {
 	}
 	if survivors == 0 {
 		t.Errorf("no session landed on pg-test-3: nothing shown about survivors")
+	}
+
+	// kill -9 of the new primary: the failover is applied at runtime too,
+	// and no write reaches a read-only server.
+	const fsc = "twins kill -9 failover pg-test"
+	lw := watchLeader(ctx, env, "pg-test", cand, 90*time.Second)
+	fstart := time.Now()
+	if err := env.KillMember(cand); err != nil {
+		t.Fatalf("kill %s: %v", cand, err)
+	}
+	next, moved, err := lw.wait(fstart)
+	if err != nil {
+		r.windows = append(r.windows, window{Label: fsc, Start: fstart, End: time.Now()})
+		t.Fatal(err)
+	}
+	err = waitFor(ctx, 90*time.Second, "pg-test served right after the kill -9 failover", func() (bool, string) { return twinsRight(next, cand) })
+	r.windows = append(r.windows, window{Label: fsc, Start: fstart, End: time.Now(), LeaderAt: fstart.Add(moved)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("kill -9 of %s: leader key on %s after %s, served right after %s", cand, next, dur(moved), dur(time.Since(fstart)))
+	proc2, err := r.haproxy.RT.ShowProc(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st2, err := r.status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if proc2.Reloads != proc0.Reloads || reloads(st2) != reloads(st0) {
+		t.Errorf("kill -9 failover reloaded HAProxy: master counter %d -> %d, controller reloads %d -> %d",
+			proc0.Reloads, proc2.Reloads, reloads(st0), reloads(st2))
 	}
 
 	recs := r.writer.stop()
