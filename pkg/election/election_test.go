@@ -25,7 +25,11 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-const testTTL = 2
+// testTTL is the lease TTL of the tests' electors. 4 s, not the minimum 2:
+// the etcd client renews at TTL/3, and a 2 s lease was lost (and
+// leadership moved) when a loaded CI machine stalled the keepalive for
+// more than 1.3 s under -race.
+const testTTL = 4
 
 // runner is one elector running in the background.
 type runner struct {
