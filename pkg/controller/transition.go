@@ -93,6 +93,10 @@ type transitions struct {
 	// from, under the inventory urlsInv (its patroni_ssl_enabled).
 	urlsFrom map[string]*patroni.ClusterState
 	urlsInv  *topology.Inventory
+	// quiet and quietReloaded are targetsQuiet as asked once per
+	// trackTransitions (quietKnown).
+	quiet, quietKnown bool
+	quietReloaded     time.Time
 	// doneRequest is the failover key of a transition that ended while the
 	// key stayed: it does not start another one.
 	doneRequest map[string]patroni.Failover
@@ -165,6 +169,8 @@ func (c *Controller) stopProbing() {
 // cluster from a fresh DCS view, and sets c.released and c.promoted from
 // them. Call with c.mu held.
 func (c *Controller) trackTransitions(dcs map[string]*patroni.ClusterState, now time.Time) {
+	c.tx.quietKnown = false
+	defer func() { c.tx.quietKnown = false }()
 	if c.tx.urlsInv != c.inv {
 		c.tx.urlsInv, c.tx.urlsFrom = c.inv, map[string]*patroni.ClusterState{}
 	}
@@ -311,7 +317,9 @@ func (c *Controller) advance(t *transition, st *patroni.ClusterState, now time.T
 					}
 				}
 			}
-			c.off(t, now, "the leader key moved to "+leader)
+			if t.offAt.IsZero() { // (off does nothing once off: no message built for nothing)
+				c.off(t, now, "the leader key moved to "+leader)
+			}
 		case leader == "":
 			if st.Members[t.from] != nil {
 				c.off(t, now, "it released the leader key")
@@ -381,7 +389,7 @@ func (c *Controller) advance(t *transition, st *patroni.ClusterState, now time.T
 		// a reload starts them over (a state dumped before they failed
 		// comes back UP): lift the fence only once every target is idle,
 		// FenceHold after the last reload too.
-		quiet, reloaded := c.targetsQuiet()
+		quiet, reloaded := c.quietTargets()
 		if quiet {
 			t.liftAt = later(later(t.offAt, t.leaderAt), reloaded).Add(c.opts.FenceHold)
 		} else {
@@ -405,12 +413,17 @@ func (c *Controller) advance(t *transition, st *patroni.ClusterState, now time.T
 		return
 	}
 	if fenced {
-		c.released[cl] = &release{member: t.from}
+		if r := c.released[cl]; r == nil || r.member != t.from {
+			c.released[cl] = &release{member: t.from}
+		}
 	} else {
 		delete(c.released, cl)
 	}
 	if forceUp {
-		c.promoted[cl] = &promotion{member: t.to, confirmed: strings.HasPrefix(t.onWhy, "its /primary")}
+		pr := promotion{member: t.to, confirmed: strings.HasPrefix(t.onWhy, "its /primary")}
+		if p := c.promoted[cl]; p == nil || *p != pr {
+			c.promoted[cl] = &pr
+		}
 	} else {
 		delete(c.promoted, cl)
 	}
@@ -445,6 +458,17 @@ func (c *Controller) end(t *transition, why string) {
 // targetsQuiet reports whether every target worker is idle, and when the
 // last reload of any of them ended. Call with c.mu held (takes the
 // workers' locks).
+// quietTargets is targetsQuiet, asked once per trackTransitions (every
+// transition advanced in one reconcile gets the same answer; a mass
+// failover advances 1,000 of them). Call with c.mu held.
+func (c *Controller) quietTargets() (bool, time.Time) {
+	if !c.tx.quietKnown {
+		c.tx.quiet, c.tx.quietReloaded = c.targetsQuiet()
+		c.tx.quietKnown = true
+	}
+	return c.tx.quiet, c.tx.quietReloaded
+}
+
 func (c *Controller) targetsQuiet() (bool, time.Time) {
 	quiet, last := true, time.Time{}
 	for _, w := range c.workers {
