@@ -1,5 +1,7 @@
 package patroni
 
+import "bytes"
+
 // decoder keeps the decoded state of one namespace's keys and decodes again
 // only the clusters whose keys changed. Decode files every key under one
 // scope ("<scope>" or "<scope>/<group>") and decodes each scope from its own
@@ -20,14 +22,40 @@ func newDecoder(ns string) *decoder {
 		states: map[string]*ClusterState{}, dirty: map[string]bool{}}
 }
 
-// reset replaces every key (a fresh list).
+// reset replaces every key (a fresh list). A scope whose keys are exactly
+// as before keeps its decoded state (the periodic re-list changes nothing
+// for the consumers).
 func (d *decoder) reset(cache map[string]KV) {
+	// A scope still dirty has a state older than its keys: never kept.
+	old, oldStates, oldDirty := d.byScope, d.states, d.dirty
 	d.byScope = map[string]map[string]KV{}
 	d.states = map[string]*ClusterState{}
 	d.dirty = map[string]bool{}
 	for _, kv := range cache {
 		d.put(kv)
 	}
+	for scope := range d.dirty {
+		if st, ok := oldStates[scope]; ok && !oldDirty[scope] && sameKVs(old[scope], d.byScope[scope]) {
+			d.states[scope] = st
+			delete(d.dirty, scope)
+		}
+	}
+}
+
+// sameKVs reports whether a and b hold the same keys with the same values
+// and metadata.
+func sameKVs(a, b map[string]KV) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, x := range a {
+		y, ok := b[k]
+		if !ok || x.Key != y.Key || !bytes.Equal(x.Value, y.Value) || x.CreateRevision != y.CreateRevision ||
+			x.ModRevision != y.ModRevision || x.Version != y.Version || x.Lease != y.Lease {
+			return false
+		}
+	}
+	return true
 }
 
 func (d *decoder) put(kv KV) {

@@ -70,9 +70,20 @@ func TestDecoderIsDecode(t *testing.T) {
 				all[k] = kv
 				dec.put(kv)
 			}
-			if step == 30 {
-				dec.reset(all) // a re-list
-				prev = nil
+			if step%20 == 10 {
+				dec.reset(all) // a re-list: unchanged scopes keep their state
+			}
+			if step == 45 {
+				// a re-list after etcd lost some keys behind the watch
+				for k := range all {
+					if r.Intn(3) == 0 {
+						if sc, _, _, ok := splitKey("/pg/", k); ok {
+							changed[sc] = true
+						}
+						delete(all, k)
+					}
+				}
+				dec.reset(all)
 			}
 			kvs := make([]KV, 0, len(all))
 			for _, kv := range all {

@@ -132,6 +132,9 @@ func (w *Watcher) Run(ctx context.Context, out chan<- Snapshot) error {
 	}()
 
 	fails := 0
+	// One decoder across re-lists: a cluster whose keys a re-list finds
+	// unchanged keeps its decoded state.
+	dec := newDecoder(w.ns)
 	for {
 		if fails > 0 {
 			if err := w.sleep(ctx, w.backoff(fails)); err != nil {
@@ -150,7 +153,6 @@ func (w *Watcher) Run(ctx context.Context, out chan<- Snapshot) error {
 		if w.testHookAfterList != nil {
 			w.testHookAfterList(rev)
 		}
-		dec := newDecoder(w.ns)
 		dec.reset(cache)
 		if err := w.send(ctx, out, dec, rev); err != nil {
 			return err
