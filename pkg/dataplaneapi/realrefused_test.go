@@ -12,30 +12,10 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/pgsvc/pgsvc/pkg/dataplaneapi"
+	"github.com/pgsvc/pgsvc/pkg/dataplaneapi/dpapitest"
 	"github.com/pgsvc/pgsvc/pkg/services"
 	"github.com/pgsvc/pgsvc/pkg/target"
 )
-
-// asyncReloadScript is a reload command that, like Debian's `systemctl
-// reload haproxy`, exits 0 as soon as the master was asked to reload,
-// whether or not HAProxy then loads the file.
-func asyncReloadScript(state, stats, master string) string {
-	return fmt.Sprintf(`#!/bin/sh
-/usr/bin/python3 - <<'PY'
-import socket
-def cli(path, cmd):
-    s = socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect(path); s.sendall(cmd.encode() + b"\n")
-    out = b""
-    while True:
-        b = s.recv(65536)
-        if not b: break
-        out += b
-    s.close(); return out
-open(%q, "wb").write(cli(%q, "show servers state"))
-cli(%q, "reload")
-PY
-`, state, stats, master)
-}
 
 // TestRealAPIRefusedFileIsPutBack: a change set adds a cluster whose
 // service binds an address something else holds; `haproxy -c` (the API's
@@ -44,7 +24,7 @@ PY
 // command that reports a failed reload (dpapitest.ReloadScript) and with
 // one that exits 0 regardless (then the read-back of the running HAProxy
 // finds it): the apply fails as a rejection (the controller then holds
-// back the cluster, see TestBindFailureHoldsBackOneClusterRealAPI), the
+// back the cluster, see TestBindFailureHoldsBackOneCluster in pkg/app), the
 // file the running HAProxy serves is put back, the running HAProxy is
 // untouched; the other cluster's switchover then applies alone, and the
 // new cluster once its address is free (issue 12 row 6).
@@ -54,7 +34,7 @@ func TestRealAPIRefusedFileIsPutBack(t *testing.T) {
 			t.Run(reload, func(t *testing.T) {
 				rs := startRealStack(t, bin, version)
 				if reload == "exits-0" {
-					write(t, filepath.Join(rs.dir, "reload.sh"), asyncReloadScript(filepath.Join(rs.dir, "server-state"),
+					write(t, filepath.Join(rs.dir, "reload.sh"), dpapitest.AsyncReloadScript(filepath.Join(rs.dir, "server-state"),
 						filepath.Join(rs.dir, "admin.sock"), filepath.Join(rs.dir, "master.sock")))
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

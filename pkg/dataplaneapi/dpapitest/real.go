@@ -143,15 +143,7 @@ func ReloadScript(state, stats, master string) string {
 	return fmt.Sprintf(`#!/bin/sh
 /usr/bin/python3 - <<'PY'
 import socket, sys, time
-def cli(path, cmd):
-    s = socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect(path); s.sendall(cmd.encode() + b"\n")
-    out = b""
-    while True:
-        b = s.recv(65536)
-        if not b: break
-        out += b
-    s.close(); return out
-def master_reloads():
+`+pyCLI+`def master_reloads():
     for line in cli(%[3]q, "show proc;quit").decode().splitlines():
         f = line.replace("[failed:", "").replace("]", "").split()
         if len(f) >= 4 and f[1] == "master":
@@ -177,3 +169,28 @@ sys.exit(1)
 PY
 `, state, stats, master)
 }
+
+// AsyncReloadScript is ReloadScript without the wait: like Debian's
+// `systemctl reload haproxy`, it exits 0 as soon as the master was asked to
+// reload, whether or not HAProxy then loads the file.
+func AsyncReloadScript(state, stats, master string) string {
+	return fmt.Sprintf(`#!/bin/sh
+/usr/bin/python3 - <<'PY'
+import socket
+`+pyCLI+`open(%q, "wb").write(cli(%q, "show servers state"))
+cli(%q, "reload")
+PY
+`, state, stats, master)
+}
+
+// pyCLI is a Python function that sends one command to an HAProxy socket
+// and returns its whole answer.
+const pyCLI = `def cli(path, cmd):
+    s = socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect(path); s.sendall(cmd.encode() + b"\n")
+    out = b""
+    while True:
+        b = s.recv(65536)
+        if not b: break
+        out += b
+    s.close(); return out
+`
