@@ -10,7 +10,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -45,11 +44,11 @@ type runningState struct {
 
 // rememberRunning keeps, right before a write that reloads, the file as it
 // was (the one the running HAProxy serves, unless a reload is pending), so
-// that a file HAProxy refuses to
-// load (a bind that fails, which `haproxy -c` cannot see) can be put back
-// and the clusters that cause it held back (issue 12 row 6). It costs one
-// GET of the file only when the parsed copy has no text (after a
-// transaction) and only on writes. Call with t.mu held.
+// that a file HAProxy refuses to load (a bind that fails, which `haproxy
+// -c` cannot see) can be put back and the clusters that cause it held back
+// (issue 12 row 6), and the running process's pid (see waitReloaded). It
+// costs one GET of the file only when the parsed copy has no text (after a
+// transaction), and only on writes. Call with t.mu held.
 func (t *Target) rememberRunning(ctx context.Context, st *state) {
 	t.running.before = ""
 	t.running.pid = 0
@@ -138,17 +137,8 @@ func (t *Target) bindProblems(ctx context.Context, desired []services.Service) [
 		if running[d.Name] {
 			continue
 		}
-		ip := d.IP
-		if ip == "" || ip == "*" {
-			ip = "0.0.0.0"
-		}
-		ln, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(d.Port)))
-		if err == nil {
-			ln.Close()
-			continue
-		}
-		if errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, syscall.EADDRNOTAVAIL) {
-			out = append(out, fmt.Sprintf("cluster %s, service %s: bind %s:%d cannot listen: %v", d.Cluster, d.Name, d.IP, d.Port, errors.Unwrap(err)))
+		if p := target.BindProblem(d); p != "" {
+			out = append(out, p)
 		}
 	}
 	return out
@@ -221,10 +211,7 @@ func (t *Target) confirmRunning(ctx context.Context, desired []services.Service,
 		// serve what was written.
 		diff, err := t.waitReloaded(ctx, desired)
 		switch {
-		case err == nil && diff == "":
-			t.running.confirmed, t.running.before = true, ""
-			return res, nil
-		case err != nil && errors.Is(err, errNoNativeStats):
+		case (err == nil && diff == "") || errors.Is(err, errNoNativeStats):
 			t.running.confirmed, t.running.before = true, ""
 			return res, nil
 		case err != nil:
@@ -265,24 +252,11 @@ func (t *Target) confirmRunning(ctx context.Context, desired []services.Service,
 		return res, fmt.Errorf("apply %s: %w (%s); reload: %w", t.Name(), ErrNotRunning, diff, err)
 	}
 	// The reload command returns before the new worker serves: poll.
-	deadline := time.NewTimer(t.opts.ReloadTimeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(t.opts.ReloadPollInterval)
-	defer tick.Stop()
-	for {
-		if diff, err = t.runningDiff(ctx, desired); err == nil && diff == "" {
-			break
-		}
+	if diff, err = t.waitRunning(ctx, desired); err != nil || diff != "" {
 		if err != nil {
-			diff = err.Error()
+			return res, fmt.Errorf("apply %s: %w after reload %s: %s (%w)", t.Name(), ErrNotRunning, res.ReloadID, diff, err)
 		}
-		select {
-		case <-ctx.Done():
-			return res, fmt.Errorf("apply %s: %w after reload %s: %s (%w)", t.Name(), ErrNotRunning, res.ReloadID, diff, ctx.Err())
-		case <-deadline.C:
-			return res, fmt.Errorf("apply %s: %w after reload %s: %s", t.Name(), ErrNotRunning, res.ReloadID, diff)
-		case <-tick.C:
-		}
+		return res, fmt.Errorf("apply %s: %w after reload %s: %s", t.Name(), ErrNotRunning, res.ReloadID, diff)
 	}
 	t.running.confirmed = true
 	t.log.Info("the running HAProxy serves its configuration again", zap.String("reload_id", res.ReloadID))
@@ -306,55 +280,55 @@ func (t *Target) waitReloaded(ctx context.Context, desired []services.Service) (
 	if pid0 <= 0 {
 		return t.waitRunning(ctx, desired)
 	}
-	deadline := time.NewTimer(t.opts.ReloadTimeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(t.opts.ReloadPollInterval)
-	defer tick.Stop()
-	last := fmt.Sprintf("the running HAProxy is still process %d, from before the reload (its master did not load the new file)", pid0)
-	for {
+	return t.poll(ctx, func() (string, error) {
 		pid, err := t.c.runtimePID(ctx)
 		switch {
-		case err == nil && pid != pid0:
-			return "", nil
 		case err != nil:
 			// The new worker may not answer yet: keep polling.
-			last = fmt.Sprintf("the running HAProxy's process: %v", err)
+			return fmt.Sprintf("the running HAProxy's process: %v", err), nil
+		case pid == pid0:
+			return fmt.Sprintf("the running HAProxy is still process %d, from before the reload (its master did not load the new file)", pid0), nil
 		}
-		select {
-		case <-ctx.Done():
-			return last, ctx.Err()
-		case <-deadline.C:
-			return last, nil
-		case <-tick.C:
-		}
-	}
+		return "", nil
+	})
 }
 
 // waitRunning polls the running HAProxy until it serves desired, at most
-// ReloadTimeout; it returns the last difference seen ("" when it serves).
+// ReloadTimeout; it returns the last difference seen ("" when it serves),
+// or errNoNativeStats when the API cannot read it.
 func (t *Target) waitRunning(ctx context.Context, desired []services.Service) (string, error) {
-	deadline := time.NewTimer(t.opts.ReloadTimeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(t.opts.ReloadPollInterval)
-	defer tick.Stop()
-	for {
+	return t.poll(ctx, func() (string, error) {
 		diff, err := t.runningDiff(ctx, desired)
 		if s := statusOf(err); s == http.StatusNotFound || s == http.StatusNotImplemented {
 			t.log.Warn("cannot read the running HAProxy's servers through this API; trusting its reloads", zap.Error(err))
 			return "", errNoNativeStats
 		}
-		if err == nil && diff == "" {
-			return "", nil
-		}
 		if err != nil {
 			// The new worker may not answer yet: keep polling.
-			diff = err.Error()
+			return err.Error(), nil
+		}
+		return diff, nil
+	})
+}
+
+// poll calls check every ReloadPollInterval until it reports nothing left
+// ("") or an error, at most ReloadTimeout; it returns what check last
+// reported left, with ctx's error when ctx ended first.
+func (t *Target) poll(ctx context.Context, check func() (string, error)) (string, error) {
+	deadline := time.NewTimer(t.opts.ReloadTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(t.opts.ReloadPollInterval)
+	defer tick.Stop()
+	for {
+		left, err := check()
+		if err != nil || left == "" {
+			return left, err
 		}
 		select {
 		case <-ctx.Done():
-			return diff, ctx.Err()
+			return left, ctx.Err()
 		case <-deadline.C:
-			return diff, nil
+			return left, nil
 		case <-tick.C:
 		}
 	}

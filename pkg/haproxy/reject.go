@@ -1,16 +1,12 @@
 package haproxy
 
 import (
-	"errors"
 	"fmt"
-	"net"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 
-	"github.com/pgsvc/pgsvc/pkg/haproxycfg"
 	"github.com/pgsvc/pgsvc/pkg/services"
 	"github.com/pgsvc/pgsvc/pkg/target"
 )
@@ -38,19 +34,8 @@ func probeBinds(desired []services.Service, current map[string]*target.Backend) 
 		if held[s.IP+":"+strconv.Itoa(s.Port)] {
 			continue // HAProxy holds it already
 		}
-		ip := s.IP
-		if ip == "" || ip == "*" {
-			ip = "0.0.0.0"
-		}
-		addr := net.JoinHostPort(ip, strconv.Itoa(s.Port))
-		ln, err := net.Listen("tcp", addr)
-		if err == nil {
-			ln.Close()
-			continue
-		}
-		if errors.Is(err, syscall.EADDRINUSE) || errors.Is(err, syscall.EADDRNOTAVAIL) {
-			problems = append(problems, fmt.Sprintf("cluster %s, service %s: bind %s cannot listen: %v",
-				s.Cluster, s.Name, haproxycfg.Bind(s), err))
+		if p := target.BindProblem(s); p != "" {
+			problems = append(problems, p)
 		}
 	}
 	if len(problems) > 0 {
