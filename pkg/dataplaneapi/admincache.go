@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -215,45 +214,46 @@ func covers(st map[string]string, b *target.Backend) bool {
 // getRuntimeMany GETs the runtime servers of backends, readParallel in
 // flight: backend -> server -> admin state.
 func (t *Target) getRuntimeMany(ctx context.Context, backends []string) (map[string]map[string]string, error) {
-	out := make(map[string]map[string]string, len(backends))
-	if len(backends) == 0 {
-		return out, nil
-	}
-	var mu sync.Mutex
-	var errs []string
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, readParallel)
-	for _, b := range backends {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func(b string) {
-			defer wg.Done()
-			defer func() { <-sem }()
-			rs, err := t.c.GetRuntimeServers(ctx, b)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs = append(errs, fmt.Sprintf("%s: %v", b, err))
-				return
-			}
-			st := make(map[string]string, len(rs))
-			for _, r := range rs {
-				if r != nil {
-					st[r.Name] = r.AdminState
-				}
-			}
-			out[b] = st
-		}(b)
-	}
-	wg.Wait()
+	rs, errs := t.runtimeServersMany(ctx, backends)
 	if len(errs) > 0 {
-		sort.Strings(errs)
 		if len(errs) > 3 {
 			errs = append(errs[:3], fmt.Sprintf("and %d more", len(errs)-3))
 		}
 		return nil, fmt.Errorf("read runtime servers: %s", strings.Join(errs, "; "))
 	}
+	out := make(map[string]map[string]string, len(rs))
+	for b, servers := range rs {
+		st := make(map[string]string, len(servers))
+		for _, r := range servers {
+			st[r.Name] = r.AdminState
+		}
+		out[b] = st
+	}
 	return out, nil
+}
+
+// runtimeServersMany GETs the runtime servers of backends, readParallel in
+// flight; it returns what was read and the errors (sorted).
+func (t *Target) runtimeServersMany(ctx context.Context, backends []string) (map[string][]*models.RuntimeServer, []string) {
+	out := make(map[string][]*models.RuntimeServer, len(backends))
+	var mu sync.Mutex
+	errs := eachParallel(backends, readParallel, func(b string) error {
+		rs, err := t.c.GetRuntimeServers(ctx, b)
+		if err != nil {
+			return fmt.Errorf("%s: %w", b, err)
+		}
+		var keep []*models.RuntimeServer
+		for _, r := range rs {
+			if r != nil {
+				keep = append(keep, r)
+			}
+		}
+		mu.Lock()
+		out[b] = keep
+		mu.Unlock()
+		return nil
+	})
+	return out, errs
 }
 
 // adminReloaded notes the controller's own reload: the next new pid is

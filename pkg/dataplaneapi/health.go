@@ -3,9 +3,7 @@ package dataplaneapi
 import (
 	"context"
 	"fmt"
-	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -14,56 +12,35 @@ import (
 )
 
 // healthOfMany returns "backend/server" -> DOWN (checks failing, not in
-// maintenance) for the servers of every desired backend where a new
-// primary may be forced UP: one runtime GET per such backend, readParallel
-// in flight. (One GET /stats/native answers every server of the HAProxy,
-// but at 1,000 clusters it took 10 s through the API: O(fleet); a mass
-// failover forces 2 backends per cluster, a switchover 2.) nil when there
-// are none, or when a read failed (then read reads each backend again).
-func (t *Target) healthOfMany(ctx context.Context, desired []services.Service) map[string]bool {
+// maintenance) for the servers of every backend of sn where a new primary
+// may be forced UP (live health matters nowhere else): one runtime GET per
+// such backend, readParallel in flight. (One GET /stats/native answers every
+// server of the HAProxy, but at 1,000 clusters it took 10 s through the
+// API: O(fleet); a mass failover forces 2 backends per cluster, a
+// switchover 2.)
+func (t *Target) healthOfMany(ctx context.Context, sn *snapshot, desired []services.Service) (map[string]bool, error) {
 	var backends []string
 	for _, d := range desired {
-		if wantsForceUp(d) {
+		if wantsForceUp(d) && sn.be[d.Name] != nil {
 			backends = append(backends, d.Name)
 		}
 	}
 	if len(backends) == 0 {
-		return nil
+		return nil, nil
 	}
 	start := time.Now()
-	out := map[string]bool{}
-	var mu sync.Mutex
-	var errs []string
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, readParallel)
-	for _, b := range backends {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func(b string) {
-			defer wg.Done()
-			defer func() { <-sem }()
-			rs, err := t.c.GetRuntimeServers(ctx, b)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs = append(errs, fmt.Sprintf("%s: %v", b, err))
-				return
-			}
-			for _, r := range rs {
-				if r != nil {
-					out[b+"/"+r.Name] = r.OperationalState == "down" && r.AdminState != "maint"
-				}
-			}
-		}(b)
-	}
-	wg.Wait()
+	rs, errs := t.runtimeServersMany(ctx, backends)
 	if len(errs) > 0 {
-		sort.Strings(errs)
-		t.log.Debug("reading health failed; reading again per backend", zap.String("errors", strings.Join(errs, "; ")))
-		return nil
+		return nil, fmt.Errorf("read the health of the backends forcing a primary up: %s", strings.Join(errs, "; "))
+	}
+	out := map[string]bool{}
+	for b, servers := range rs {
+		for _, r := range servers {
+			out[b+"/"+r.Name] = r.OperationalState == "down" && r.AdminState != "maint"
+		}
 	}
 	if took := time.Since(start); took > time.Second {
 		t.log.Info("read the health of the backends forcing a primary up", zap.Int("backends", len(backends)), zap.Duration("took", took))
 	}
-	return out
+	return out, nil
 }

@@ -138,7 +138,10 @@ func (t *Target) read(ctx context.Context, desired []services.Service) (*state, 
 	}
 	sp := sn.statePreserved
 	st := &state{snapshot: sn, current: map[string]*target.Backend{}, statePreserved: &sp}
-	down := t.healthOfMany(ctx, desired)
+	down, err := t.healthOfMany(ctx, sn, desired)
+	if err != nil {
+		return nil, err
+	}
 	for _, d := range desired {
 		be, fe := sn.be[d.Name], sn.fe[d.Name]
 		if be == nil {
@@ -152,24 +155,10 @@ func (t *Target) read(ctx context.Context, desired []services.Service) (*state, 
 		if fe != nil {
 			cur.Settings = settingsOf(d, fe, sn.bind[d.Name], be, sn.checks[d.Name])
 		}
-		if wantsForceUp(d) && down != nil {
-			for name, s := range cur.Servers {
-				if down[d.Name+"/"+name] {
-					s.Down = true
-					cur.Servers[name] = s
-				}
-			}
-		} else if wantsForceUp(d) {
-			// Live health only matters where a new primary may be forced UP.
-			rs, err := t.c.GetRuntimeServers(ctx, d.Name)
-			if err != nil {
-				return nil, fmt.Errorf("read runtime servers of %s: %w", d.Name, err)
-			}
-			for _, r := range rs {
-				if s, ok := cur.Servers[r.Name]; ok && r.OperationalState == "down" && r.AdminState != "maint" {
-					s.Down = true
-					cur.Servers[r.Name] = s
-				}
+		for name, s := range cur.Servers {
+			if down[d.Name+"/"+name] {
+				s.Down = true
+				cur.Servers[name] = s
 			}
 		}
 		st.current[d.Name] = cur
@@ -417,11 +406,11 @@ func (t *Target) applyConfig(ctx context.Context, st *state, desired []services.
 	if err != nil {
 		return res, err
 	}
-	// Twins: the file is written whole (one raw POST) so every `disabled`
-	// keyword is in step with the live roles, not only the servers changed.
 	// The file the running HAProxy serves, to put back if HAProxy refuses
 	// what this write makes of it.
 	t.rememberRunning(ctx, st)
+	// Twins: the file is written whole (one raw POST) so every `disabled`
+	// keyword is in step with the live roles, not only the servers changed.
 	if len(ops) > t.opts.RawThreshold || t.running.rawNext || twinLayout(desired) {
 		return t.applyRaw(ctx, st, desired, all, len(ops), res)
 	}

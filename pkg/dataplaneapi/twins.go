@@ -137,29 +137,35 @@ func (t *Target) putStates(ctx context.Context, batch []target.Change) error {
 // runtimeMany runs do for every change, flipParallel at once; the errors
 // are joined, sorted.
 func (t *Target) runtimeMany(ctx context.Context, batch []target.Change, do func(target.Change) error) error {
-	sem := make(chan struct{}, flipParallel)
+	if errs := eachParallel(batch, flipParallel, do); len(errs) > 0 {
+		return fmt.Errorf("%s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// eachParallel runs do for every item, n at a time, and returns the
+// errors, sorted.
+func eachParallel[T any](items []T, n int, do func(T) error) []string {
+	sem := make(chan struct{}, n)
 	var mu sync.Mutex
 	var errs []string
 	var wg sync.WaitGroup
-	for _, c := range batch {
+	for _, it := range items {
 		wg.Add(1)
 		sem <- struct{}{}
-		go func(c target.Change) {
+		go func(it T) {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if err := do(c); err != nil {
+			if err := do(it); err != nil {
 				mu.Lock()
 				errs = append(errs, err.Error())
 				mu.Unlock()
 			}
-		}(c)
+		}(it)
 	}
 	wg.Wait()
-	if len(errs) > 0 {
-		sort.Strings(errs)
-		return fmt.Errorf("%s", strings.Join(errs, "; "))
-	}
-	return nil
+	sort.Strings(errs)
+	return errs
 }
 
 // verifyFlips reads back the admin states of the twin backends flips touched
