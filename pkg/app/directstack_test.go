@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -57,4 +58,42 @@ func startAPIHAProxy(t *testing.T, dir, bin, apiBin, inventory string, startTime
 	base := dpapitest.StartReal(t, dpapitest.Real{Bin: apiBin, Dir: dir, ConfigPath: d.ConfigPath, HAProxyBin: bin,
 		StatsSocket: d.StatsSocket, MasterSocket: d.MasterSocket, StateFile: d.ServerStateFile})
 	return inv, base, rt
+}
+
+// forEachDriver runs f as a subtest through the direct driver (apiBin "")
+// and through each real Data Plane API whose binary the environment gives
+// (DATAPLANEAPI_BIN 2.9.x, DATAPLANEAPI_V3_BIN 3.x; those subtests skip,
+// saying so, where it does not), on the real HAProxy bin.
+func forEachDriver(t *testing.T, f func(t *testing.T, bin, apiBin string)) {
+	bin, err := exec.LookPath("haproxy")
+	if err != nil {
+		t.Skip("haproxy not installed: this test runs in CI, where .ci/run installs Debian's haproxy 2.6")
+	}
+	for _, drv := range []struct{ name, env string }{{"direct", ""}, {"api-v2", "DATAPLANEAPI_BIN"}, {"api-v3", "DATAPLANEAPI_V3_BIN"}} {
+		t.Run(drv.name, func(t *testing.T) {
+			apiBin := ""
+			if drv.env != "" {
+				if apiBin = os.Getenv(drv.env); apiBin == "" {
+					t.Skipf("no real Data Plane API here: set %s=/path/to/dataplaneapi; CI does, from ../shared/bin via the Makefile", drv.env)
+				}
+			}
+			f(t, bin, apiBin)
+		})
+	}
+}
+
+// startTarget starts a real HAProxy for inventory in dir (startDirectHAProxy)
+// and makes it cfg's inventory and only target: driven directly when apiBin
+// is "", else through the real Data Plane API apiBin (startAPIHAProxy). It
+// returns a runtime client for the HAProxy's own stats socket.
+func startTarget(t *testing.T, cfg *config.Config, dir, bin, apiBin, inventory string, startTimeout time.Duration) *haproxy.Runtime {
+	t.Helper()
+	if apiBin == "" {
+		inv, d, rt := startDirectHAProxy(t, dir, bin, inventory, startTimeout)
+		cfg.Inventory, cfg.Direct = inv, []config.Direct{d}
+		return rt
+	}
+	inv, base, rt := startAPIHAProxy(t, dir, bin, apiBin, inventory, startTimeout)
+	cfg.Inventory, cfg.DataPlaneAPI = inv, []config.DataPlaneAPI{{URL: base}}
+	return rt
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -38,23 +36,7 @@ const pgTwo = `    pg-two:
 // its reload; through the API, whose `haproxy -c` cannot see it, HAProxy's
 // master refuses the file at reload and the controller puts the running
 // file back.
-func TestBindFailureHoldsBackOneCluster(t *testing.T) {
-	bin, err := exec.LookPath("haproxy")
-	if err != nil {
-		t.Skip("haproxy not installed: this test runs in CI, where .ci/run installs Debian's haproxy 2.6")
-	}
-	for _, drv := range []struct{ name, env string }{{"direct", ""}, {"api-v2", "DATAPLANEAPI_BIN"}, {"api-v3", "DATAPLANEAPI_V3_BIN"}} {
-		t.Run(drv.name, func(t *testing.T) {
-			apiBin := ""
-			if drv.env != "" {
-				if apiBin = os.Getenv(drv.env); apiBin == "" {
-					t.Skipf("no real Data Plane API here: set %s=/path/to/dataplaneapi; CI does, from ../shared/bin via the Makefile", drv.env)
-				}
-			}
-			testBindFailure(t, bin, apiBin)
-		})
-	}
-}
+func TestBindFailureHoldsBackOneCluster(t *testing.T) { forEachDriver(t, testBindFailure) }
 
 // testBindFailure runs TestBindFailureHoldsBackOneCluster through the
 // direct driver (apiBin "") or the real Data Plane API apiBin.
@@ -83,16 +65,7 @@ func testBindFailure(t *testing.T, bin, apiBin string) {
 	text := fmt.Sprintf(directInventory, pgPort, bouncerPort, restPort, primaryPort, fastChecks, replicaPort, fastChecks, offlinePort, fastChecks) +
 		fmt.Sprintf(pgTwo, twoPrimary, twoReplica)
 	cfg := &config.Config{Listen: "127.0.0.1:0", Etcd: config.Etcd{Endpoints: []string{srv.ClientURL}}}
-	var rt *haproxy.Runtime
-	if apiBin == "" {
-		var d config.Direct
-		cfg.Inventory, d, rt = startDirectHAProxy(t, dir, bin, text, 20*time.Second)
-		cfg.Direct = []config.Direct{d}
-	} else {
-		var base string
-		cfg.Inventory, base, rt = startAPIHAProxy(t, dir, bin, apiBin, text, 20*time.Second)
-		cfg.DataPlaneAPI = []config.DataPlaneAPI{{URL: base}}
-	}
+	rt := startTarget(t, cfg, dir, bin, apiBin, text, 20*time.Second)
 	cfg.Controller.Debounce.Duration = 5 * time.Millisecond
 	addr := startServe(t, cfg)
 	live := func(backend string) string {

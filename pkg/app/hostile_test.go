@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -40,7 +39,8 @@ all:
 `
 
 // TestHostileDCSNeverReachesHAProxy (issue 12 rows 1, 7, 8): real etcd, a
-// real HAProxy 2.6 driven by the direct driver, include_unknown on.
+// real HAProxy 2.6 driven directly and through each real Data Plane API
+// (forEachDriver), include_unknown on.
 //   - member keys with a name or address HAProxy would read as config (a
 //     space, '#', '_') are skipped with a warning and never reach HAProxy;
 //     a well-formed unknown member still does;
@@ -48,23 +48,7 @@ all:
 //     keeps the primary service;
 //   - deleting every key of the cluster keeps the last known roles (not the
 //     inventory's), reported stale in status and metrics.
-func TestHostileDCSNeverReachesHAProxy(t *testing.T) {
-	bin, err := exec.LookPath("haproxy")
-	if err != nil {
-		t.Skip("haproxy not installed: this test runs in CI, where .ci/run installs Debian's haproxy 2.6")
-	}
-	for _, drv := range []struct{ name, env string }{{"direct", ""}, {"api-v2", "DATAPLANEAPI_BIN"}, {"api-v3", "DATAPLANEAPI_V3_BIN"}} {
-		t.Run(drv.name, func(t *testing.T) {
-			apiBin := ""
-			if drv.env != "" {
-				if apiBin = os.Getenv(drv.env); apiBin == "" {
-					t.Skipf("no real Data Plane API here: set %s=/path/to/dataplaneapi; CI does, from ../shared/bin via the Makefile", drv.env)
-				}
-			}
-			testHostileDCS(t, bin, apiBin)
-		})
-	}
-}
+func TestHostileDCSNeverReachesHAProxy(t *testing.T) { forEachDriver(t, testHostileDCS) }
 
 // testHostileDCS runs TestHostileDCSNeverReachesHAProxy through the direct
 // driver (apiBin "") or the real Data Plane API apiBin.
@@ -83,16 +67,7 @@ func testHostileDCS(t *testing.T, bin, apiBin string) {
 	dir := t.TempDir()
 	text := fmt.Sprintf(hostileInventory, pgPort, bouncerPort, restPort, primaryPort, fastChecks, replicaPort, fastChecks)
 	cfg := &config.Config{Listen: "127.0.0.1:0", Etcd: config.Etcd{Endpoints: []string{srv.ClientURL}}, IncludeUnknown: true}
-	var rt *haproxy.Runtime
-	if apiBin == "" {
-		var d config.Direct
-		cfg.Inventory, d, rt = startDirectHAProxy(t, dir, bin, text, 60*time.Second)
-		cfg.Direct = []config.Direct{d}
-	} else {
-		var base string
-		cfg.Inventory, base, rt = startAPIHAProxy(t, dir, bin, apiBin, text, 60*time.Second)
-		cfg.DataPlaneAPI = []config.DataPlaneAPI{{URL: base}}
-	}
+	rt := startTarget(t, cfg, dir, bin, apiBin, text, 60*time.Second)
 	cfgPath := filepath.Join(dir, "haproxy.cfg")
 	cfg.Controller.Debounce.Duration = 5 * time.Millisecond
 	addr := startServe(t, cfg)
