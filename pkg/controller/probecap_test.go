@@ -80,19 +80,7 @@ func TestProbesBoundedInFlight(t *testing.T) {
 	bp := &blockingProber{release: make(chan struct{})}
 	c := New(inv, []target.Target{&fakeTarget{}}, Options{ProbeInterval: 2 * time.Millisecond, Debounce: time.Millisecond,
 		PromoteWindow: time.Minute, Prober: bp})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = c.Run(ctx)
-	}()
-	defer func() {
-		cancel()
-		<-done
-		if r := c.tx.running.Load(); r != 0 {
-			t.Errorf("%d probe goroutines still running after Run returned", r)
-		}
-	}()
+	runUntilEnd(t, c)
 	snap := func(rev int64, leaders bool) patroni.Snapshot {
 		s := patroni.Snapshot{Namespace: "/pg", Revision: rev, At: time.Now(), Clusters: map[string]*patroni.ClusterState{}}
 		for i := 0; i < n; i++ {

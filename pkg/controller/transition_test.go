@@ -101,6 +101,13 @@ func runTransitionController(t *testing.T, ft *fakeTarget, m Metrics) *Controlle
 	t.Helper()
 	c := New(loadInventory(t), []target.Target{ft}, Options{ProbeInterval: 5 * time.Millisecond, Debounce: time.Millisecond,
 		FenceHold: 300 * time.Millisecond, PromoteWindow: 10 * time.Second, Metrics: m, PatroniCAFile: "/nonexistent"})
+	runUntilEnd(t, c)
+	return c
+}
+
+// runUntilEnd runs c until the test ends; then no probe goroutine may
+// outlive Run.
+func runUntilEnd(t *testing.T, c *Controller) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -114,7 +121,6 @@ func runTransitionController(t *testing.T, ft *fakeTarget, m Metrics) *Controlle
 			t.Errorf("%d probe goroutines still running after Run returned", n)
 		}
 	})
-	return c
 }
 
 // eventually polls cond until it holds or a deadline passes.
@@ -464,16 +470,7 @@ func TestTransitionProbesHTTPSWithPatroniSSL(t *testing.T) {
 	}
 	pr := &urlProber{urls: map[string]bool{}}
 	c := New(inv, []target.Target{&fakeTarget{}}, Options{ProbeInterval: 5 * time.Millisecond, Debounce: time.Millisecond, Prober: pr})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = c.Run(ctx)
-	}()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	runUntilEnd(t, c)
 	all := []string{"pg-test-1", "pg-test-2", "pg-test-3"}
 	withURL := func(s patroni.Snapshot) patroni.Snapshot {
 		for name, m := range s.Clusters["pg-test"].Members {
