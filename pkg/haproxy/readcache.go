@@ -72,11 +72,8 @@ func (d *Direct) readFor(ctx context.Context, desired []services.Service) (*snap
 	fi, ferr := os.Stat(d.opts.ConfigPath)
 	d.cache.mu.Lock()
 	c := d.cache.cacheState
-	valid := c.snap != nil && perr == nil && pid == c.pid && ferr == nil &&
-		fi.Size() == c.size && fi.ModTime().Equal(c.mtime) && time.Since(c.fullAt) < d.opts.FullReadEvery
-	why := ""
+	why := "" // why the cache cannot be used ("": it can)
 	switch {
-	case valid:
 	case c.snap == nil:
 		why = "first read"
 	case perr != nil:
@@ -85,9 +82,10 @@ func (d *Direct) readFor(ctx context.Context, desired []services.Service) (*snap
 		why = fmt.Sprintf("the running HAProxy changed (worker %d -> %d)", c.pid, pid)
 	case ferr != nil || fi.Size() != c.size || !fi.ModTime().Equal(c.mtime):
 		why = "the config file changed"
-	default:
+	case time.Since(c.fullAt) >= d.opts.FullReadEvery:
 		why = "periodic full read"
 	}
+	valid := why == ""
 	snap := c.snap
 	d.cache.mu.Unlock()
 	if !valid {
