@@ -292,3 +292,21 @@ func (t *Target) adminKeep(got map[string]map[string]string) {
 	}
 	t.adminReads.Backends += int64(len(got))
 }
+
+// adminMerge records the states of single servers as the API answered
+// their runtime PUTs, into backends already cached (a backend not cached
+// stays uncached: the next apply reads it whole).
+func (t *Target) adminMerge(got map[string]map[string]string) {
+	a := &t.admin
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for b, st := range got {
+		c := a.states[b]
+		if c == nil {
+			continue
+		}
+		for s, adm := range st {
+			c[s] = adm
+		}
+	}
+}

@@ -81,8 +81,11 @@ func splitFlips(changes []target.Change) (flips, rest []target.Change) {
 
 // applyFlips sets twins' admin states through the runtime endpoint (never a
 // configuration PUT: each re-saves the whole file): every activation first,
-// then every deactivation, each batch with flipParallel requests in flight;
-// then reads back the backends touched and sets again what differs once.
+// then every deactivation, each batch with flipParallel requests in flight.
+// The API answers each PUT with the server's state read from the running
+// HAProxy after the change (its handler runs `show servers state` again), so
+// those answers are the read-back of the servers changed; only a server
+// whose answer differs from what was asked is read and set again.
 func (t *Target) applyFlips(ctx context.Context, desired []services.Service, flips []target.Change) error {
 	if len(flips) == 0 {
 		return nil
@@ -98,11 +101,12 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 	start := time.Now()
 	if len(flips) > 100 {
 		defer func() {
-			t.log.Info("set admin states and read them back", zap.Int("flips", len(flips)), zap.Duration("took", time.Since(start)))
+			t.log.Info("set admin states (read back in the answers)", zap.Int("flips", len(flips)), zap.Duration("took", time.Since(start)))
 		}()
 	}
+	answered := map[string]map[string]string{}
 	for _, batch := range [][]target.Change{ups, downs} {
-		if err := t.putStates(ctx, batch); err != nil {
+		if err := t.putStates(ctx, batch, answered); err != nil {
 			// What runs in the backends flipped is unknown now.
 			var names []string
 			for b := range touched(flips) {
@@ -112,19 +116,43 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 			return err
 		}
 	}
-	return t.verifyFlips(ctx, desired, flips)
+	t.adminMerge(answered)
+	var wrong []target.Change
+	for _, c := range flips {
+		if got, ok := answered[c.Backend][c.Server]; !ok || (got == "ready") != (target.StateOf(c) == "ready") {
+			wrong = append(wrong, c)
+		}
+	}
+	if len(wrong) == 0 {
+		return nil
+	}
+	return t.verifyFlips(ctx, desired, wrong)
 }
 
-func (t *Target) putStates(ctx context.Context, batch []target.Change) error {
+// putStates PUTs the admin state of every change in batch, flipParallel in
+// flight, and records in answered (backend -> server -> admin state) what
+// the API answered: the state read from the running HAProxy after the
+// change.
+func (t *Target) putStates(ctx context.Context, batch []target.Change, answered map[string]map[string]string) error {
 	if len(batch) == 0 {
 		return nil
 	}
 	if err := target.CheckWrite(ctx); err != nil {
 		return err
 	}
+	var mu sync.Mutex
 	err := t.runtimeMany(ctx, batch, func(c target.Change) error {
-		if _, err := t.c.ReplaceRuntimeServer(ctx, c.Backend, c.Server, &models.RuntimeServer{AdminState: target.StateOf(c)}); err != nil {
+		rs, err := t.c.ReplaceRuntimeServer(ctx, c.Backend, c.Server, &models.RuntimeServer{AdminState: target.StateOf(c)})
+		if err != nil {
 			return fmt.Errorf("%s/%s: %w", c.Backend, c.Server, err)
+		}
+		if answered != nil && rs != nil && rs.AdminState != "" {
+			mu.Lock()
+			if answered[c.Backend] == nil {
+				answered[c.Backend] = map[string]string{}
+			}
+			answered[c.Backend][c.Server] = rs.AdminState
+			mu.Unlock()
 		}
 		return nil
 	})
@@ -168,9 +196,10 @@ func eachParallel[T any](items []T, n int, do func(T) error) []string {
 	return errs
 }
 
-// verifyFlips reads back the admin states of the twin backends flips touched
-// (readParallel GETs in flight; what is read is what the next applies start
-// from, see adminCache) and repairs what differs from desired once; a
+// verifyFlips reads back the admin states of the twin backends of flips whose
+// PUT answer did not show the state asked for (readParallel GETs in flight;
+// what is read is what the next applies start from, see adminCache) and
+// repairs what differs from desired once; a
 // mismatch left after that is an error (status and metrics report it; the
 // next resync reads those backends again and tries again).
 func (t *Target) verifyFlips(ctx context.Context, desired []services.Service, flips []target.Change) error {
@@ -223,7 +252,7 @@ func (t *Target) verifyFlips(ctx context.Context, desired []services.Service, fl
 			}
 		}
 		for _, b := range [][]target.Change{ups, downs} {
-			if err := t.putStates(ctx, b); err != nil {
+			if err := t.putStates(ctx, b, nil); err != nil {
 				t.adminForget(names)
 				return err
 			}

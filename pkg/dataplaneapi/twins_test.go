@@ -96,23 +96,19 @@ func TestTwinsReadBackIsOChanged(t *testing.T) {
 				t.Errorf("idle apply: %d requests, want 2 (version, runtime info): %+v", len(got), paths(got))
 			}
 
-			// One cluster's switchover: 2 twin backends read back.
+			// One cluster's switchover: the PUTs' answers (the state the API
+			// read from HAProxy after each change) are the read-back: no GET.
 			sw := fleetTwins(t, n, func(i int) int { return map[bool]int{true: 2, false: 1}[i == 7] })
 			res = apply("switchover", sw)
 			if res.Reloaded || !target.RuntimeOnly(res.Changes) || len(res.Changes) == 0 {
 				t.Fatalf("switchover: %+v", res)
 			}
 			reqs := srv.Requests()
-			if g := runtimeGets(reqs); g != 2 {
-				t.Errorf("switchover read %d backends' runtime servers, want 2 (pg-f007-replica, pg-f007-offline): %v", g, paths(reqs))
+			if g := runtimeGets(reqs); g != 0 {
+				t.Errorf("switchover read %d backends' runtime servers, want 0 (the PUT answers are the read-back): %v", g, paths(reqs))
 			}
-			for _, r := range reqs {
-				if r.Method == "GET" && r.Path == "/runtime/servers" && !strings.HasPrefix(r.Query.Get("backend"), "pg-f007-") {
-					t.Errorf("switchover read another cluster's backend: %s", r.Query.Get("backend"))
-				}
-			}
-			if len(reqs) > 2+len(res.Changes)+2 {
-				t.Errorf("switchover: %d requests for %d changes: %v", len(reqs), len(res.Changes), paths(reqs))
+			if len(reqs) != 2+len(res.Changes) {
+				t.Errorf("switchover: %d requests for %d changes, want version + runtime info + one PUT per change: %v", len(reqs), len(res.Changes), paths(reqs))
 			}
 			if after := tg.AdminReads(); after.Full != before.Full {
 				t.Errorf("full reads %d -> %d during idle and switchover", before.Full, after.Full)
@@ -176,6 +172,91 @@ func TestTwinsReadBackIsOChanged(t *testing.T) {
 			}
 			if got := tg.AdminReads().Full; got != full {
 				t.Errorf("the controller's own reload made %d full reads", got-full)
+			}
+		})
+	}
+}
+
+// TestTwinsPutAnswerDiffers: a runtime PUT whose answer (the state the API
+// read from the running HAProxy after the change) is not the state asked
+// for makes the driver read that backend and set it again once; if it still
+// differs the apply fails naming the server, and once the outside hold ends
+// the next apply reads the backend again and sets it.
+func TestTwinsPutAnswerDiffers(t *testing.T) {
+	for _, v := range []int{2, 3} {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
+			srv := dpapitest.NewServer(t, dpapitest.WithAPIVersion(v))
+			c, err := dataplaneapi.New(srv.URL(), dataplaneapi.Options{Timeout: 5 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tg := dataplaneapi.NewTarget(c, zaptest.NewLogger(t), dataplaneapi.TargetOptions{
+				ReloadPollInterval: 2 * time.Millisecond, ReloadTimeout: 5 * time.Second, Backoff: time.Millisecond,
+				AdminReadEvery: time.Hour, FullReadEvery: 24 * time.Hour})
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			first := fleetTwins(t, 3, func(int) int { return 1 })
+			for _, step := range []string{"create", "settle"} {
+				if _, err := tg.Apply(ctx, first); err != nil {
+					t.Fatalf("%s: %v", step, err)
+				}
+			}
+			sw := fleetTwins(t, 3, func(i int) int { return map[bool]int{true: 2, false: 1}[i == 1] })
+			// The switchover activates pg-f001-2 in the replica backend
+			// (the old primary's backup twin goes, the member itself comes).
+			var held *target.Change
+			for _, d := range sw {
+				if d.Name != "pg-f001-replica" {
+					continue
+				}
+				for _, sv := range d.Servers {
+					if services.AdminWord(d, sv) == "ready" && sv.Name == "pg-f001-1" {
+						held = &target.Change{Backend: d.Name, Server: sv.Name}
+					}
+				}
+			}
+			if held == nil {
+				t.Fatalf("no ready pg-f001-1 in pg-f001-replica after the switchover: %+v", sw)
+			}
+			srv.HoldAdminState(held.Backend, held.Server, "maint")
+			srv.ResetRequests()
+			_, err = tg.Apply(ctx, sw)
+			if err == nil || !strings.Contains(err.Error(), held.Backend+"/"+held.Server) {
+				t.Fatalf("apply with a held state: err %v, want one naming %s/%s", err, held.Backend, held.Server)
+			}
+			reqs := srv.Requests()
+			reads, puts := 0, 0
+			for _, r := range reqs {
+				if r.Method == "GET" && r.Path == "/runtime/servers" {
+					reads++
+					if r.Query.Get("backend") != held.Backend {
+						t.Errorf("read a backend whose answers were right: %s", r.Query.Get("backend"))
+					}
+				}
+				if r.Method == "PUT" && strings.HasSuffix(r.Path, "/"+held.Server) && r.Query.Get("backend") == held.Backend {
+					puts++
+				}
+			}
+			if reads != 2 || puts != 2 {
+				t.Errorf("held server: %d backend reads, %d PUTs; want 2 and 2 (read, set again, read): %v", reads, puts, paths(reqs))
+			}
+
+			srv.HoldAdminState(held.Backend, held.Server, "")
+			res, err := tg.Apply(ctx, sw)
+			if err != nil {
+				t.Fatalf("after the hold ended: %v", err)
+			}
+			fixed := false
+			for _, ch := range res.Changes {
+				if ch.Backend == held.Backend && ch.Server == held.Server && target.StateOf(ch) == "ready" {
+					fixed = true
+				}
+			}
+			if !fixed {
+				t.Errorf("after the hold ended: %s/%s not set ready: %+v", held.Backend, held.Server, res.Changes)
+			}
+			if res, err := tg.Apply(ctx, sw); err != nil || len(res.Changes) != 0 {
+				t.Errorf("idle: %+v %v", res.Changes, err)
 			}
 		})
 	}

@@ -137,6 +137,7 @@ type Server struct {
 	down            bool
 	runtimeBroken   bool
 	admin           map[string]string // backend/server -> admin_state
+	held            map[string]string // backend/server -> admin_state put back after every change (HoldAdminState)
 	oper            map[string]string // backend/server -> operational_state (health), when set
 	requests        []Request
 	apiVersion      int
@@ -150,7 +151,7 @@ type Server struct {
 func NewServer(t testing.TB, opts ...Option) *Server {
 	t.Helper()
 	s := &Server{t: t, user: "admin", password: "adminpwd", version: 1, reloadPolls: 1, pid: 4000,
-		txns: map[string]*txn{}, admin: map[string]string{}, oper: map[string]string{}, seed: EmptyConfig}
+		txns: map[string]*txn{}, admin: map[string]string{}, held: map[string]string{}, oper: map[string]string{}, seed: EmptyConfig}
 	for _, o := range opts {
 		o(s)
 	}
@@ -371,6 +372,21 @@ func (s *Server) SetAdminState(backend, server, state string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.admin[backend+"/"+server] = state
+}
+
+// HoldAdminState makes an outside party put a server's runtime admin state
+// back to state right after every change (an operator's script, a second
+// controller): runtime PUTs are accepted and answer state. "" ends it.
+func (s *Server) HoldAdminState(backend, server, state string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := backend + "/" + server
+	if state == "" {
+		delete(s.held, key)
+		return
+	}
+	s.held[key] = state
+	s.admin[key] = state
 }
 
 // ---- HTTP ----
@@ -1307,6 +1323,9 @@ func (s *Server) runtimeServers(method string, p []string, q url.Values, body []
 				delete(s.oper, key)
 			}
 			s.admin[key] = rs.AdminState
+			if h := s.held[key]; h != "" {
+				s.admin[key] = h
+			}
 		}
 		v := s.runtimeView(backend, i, m)
 		if rs.OperationalState != "" {
