@@ -55,7 +55,7 @@ func splitSections(text string) (pre []string, blocks []*block) {
 // after desired services replaced by their rendering (new ones appended),
 // every other section, comment and the global/defaults kept as they are.
 // current, when non-nil, gives servers whose unmanaged options survive.
-func ReplaceSections(text string, desired []services.Service, current map[string]map[string]*models.Server) (string, error) {
+func ReplaceSections(text string, desired []services.Service, current ServerLookup) (string, error) {
 	pre, blocks := splitSections(text)
 	want := map[string]services.Service{}
 	for _, d := range desired {
@@ -67,7 +67,7 @@ func ReplaceSections(text string, desired []services.Service, current map[string
 	for _, b := range blocks {
 		d, ok := want[b.name]
 		if ok && (b.kind == "frontend" || b.kind == "backend") {
-			sec, err := renderSection(b.kind, d, b.from, current[d.Name])
+			sec, err := renderSection(b.kind, d, b.from, current)
 			if err != nil {
 				return "", err
 			}
@@ -86,7 +86,7 @@ func ReplaceSections(text string, desired []services.Service, current map[string
 			if done[kind+" "+d.Name] {
 				continue
 			}
-			sec, err := renderSection(kind, d, "", current[d.Name])
+			sec, err := renderSection(kind, d, "", current)
 			if err != nil {
 				return "", err
 			}
@@ -100,7 +100,12 @@ func ReplaceSections(text string, desired []services.Service, current map[string
 	return strings.TrimRight(strings.Join(out, "\n"), "\n") + "\n", nil
 }
 
-func renderSection(kind string, d services.Service, from string, cur map[string]*models.Server) ([]string, error) {
+// ServerLookup returns the server a rendered line is built on (its options
+// the controller does not manage are kept), nil for a new one. A nil
+// ServerLookup knows no server.
+type ServerLookup func(backend, name string) *models.Server
+
+func renderSection(kind string, d services.Service, from string, cur ServerLookup) ([]string, error) {
 	header := kind + " " + d.Name
 	if from != "" {
 		header += " " + from
@@ -124,7 +129,7 @@ func RenderFrontend(d services.Service, header string) []string {
 }
 
 // RenderBackend renders a service's backend section (header included).
-func RenderBackend(d services.Service, header string, cur map[string]*models.Server) ([]string, error) {
+func RenderBackend(d services.Service, header string, cur ServerLookup) ([]string, error) {
 	check := d.Check
 	if check == "" {
 		check = "/"
@@ -143,7 +148,11 @@ func RenderBackend(d services.Service, header string, cur map[string]*models.Ser
 	srv := append([]services.Server(nil), d.Servers...)
 	sort.Slice(srv, func(i, j int) bool { return srv[i].Name < srv[j].Name })
 	for _, s := range srv {
-		out = append(out, "  server "+strings.Join(cfgtext.ServerLine(*serverModel(s, cur[s.Name])), " "))
+		var base *models.Server
+		if cur != nil {
+			base = cur(d.Name, s.Name)
+		}
+		out = append(out, "  server "+strings.Join(cfgtext.ServerLine(*serverModel(s, base)), " "))
 	}
 	return out, nil
 }

@@ -2,6 +2,7 @@ package dataplaneapi
 
 import (
 	"fmt"
+	"runtime"
 	"testing"
 
 	"github.com/pgsvc/pgsvc/pkg/services"
@@ -39,4 +40,25 @@ func BenchmarkParseSnapshot1000(b *testing.B) {
 			b.Fatalf("%d backends", len(sn.be))
 		}
 	}
+}
+
+// BenchmarkSnapshotRetained1000 reports the heap a parsed 1,000-cluster
+// snapshot keeps alive (retained-MB), the file's own text included: a
+// Target keeps one between applies.
+func BenchmarkSnapshotRetained1000(b *testing.B) {
+	text := benchConfig(b, 1000)
+	var ms runtime.MemStats
+	var kept []*snapshot
+	for i := 0; i < b.N; i++ {
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		before := ms.HeapAlloc
+		sn := parseSnapshot(text, 1)
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		kept = append(kept, sn)
+		b.ReportMetric(float64(ms.HeapAlloc-before)/(1<<20), "retained-MB")
+		kept = kept[:0]
+	}
+	runtime.KeepAlive(kept)
 }

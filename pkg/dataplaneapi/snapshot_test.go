@@ -2,7 +2,11 @@ package dataplaneapi
 
 import (
 	"os"
+	"reflect"
+	"strings"
 	"testing"
+
+	"github.com/pgsvc/pgsvc/pkg/dataplaneapi/internal/cfgtext"
 )
 
 func TestParseSnapshot(t *testing.T) {
@@ -37,14 +41,14 @@ backend hand-made
 	if got := checkOf(be.AdvCheck, sn.checks["pg-test-primary"]); got != "/primary" {
 		t.Fatalf("check %q", got)
 	}
-	s := sn.servers["pg-test-primary"]["pg-test-2"]
+	s := sn.model("pg-test-primary", "pg-test-2")
 	if s == nil || s.Address != "127.0.0.12" || *s.Port != 6432 || *s.HealthCheckPort != 8008 || *s.Weight != 100 || s.Check != "enabled" {
 		t.Fatalf("server %+v", s)
 	}
 	if len(sn.partial) != 1 || !sn.partial["hand-made/s1"] {
 		t.Fatalf("partial %v: want only hand-made/s1 (cookie is not a known option)", sn.partial)
 	}
-	s1 := sn.servers["hand-made"]["s1"]
+	s1 := sn.model("hand-made", "s1")
 	if s1 == nil || *s1.Weight != 10 || s1.Backup != "enabled" {
 		t.Fatalf("known options of a partial server not read: %+v", s1)
 	}
@@ -56,5 +60,56 @@ backend hand-made
 	}
 	if noState := parseSnapshot("global\n  daemon\ndefaults\n  mode tcp\n", 1); noState.statePreserved {
 		t.Fatal("state preserved without a state file")
+	}
+}
+
+// TestServerRecordsAreTheModels: the compact server records a snapshot keeps
+// give the diff the same view, and writes the same base, as the whole
+// parsed models did; a record of a model the controller wrote rebuilds
+// that model.
+func TestServerRecordsAreTheModels(t *testing.T) {
+	var text string
+	for _, f := range []string{"testdata/raw/canonical.cfg"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text += string(b)
+	}
+	text += `
+backend hand-made
+  default-server inter 2s weight 50
+  server s1 10.0.0.1:5432 check cookie s1 weight 10 backup
+  server s2 10.0.0.2:5432 check port 8008 check-ssl ca-file /etc/pki/ca.crt
+  server s3 10.0.0.3 no-check port 8008 weight 0 disabled
+  server s4 [::1]:6432 check port 8008 no-backup maxconn 30 slowstart 30s
+`
+	sn := parseSnapshot(text, 1)
+	n := 0
+	for be, recs := range sn.servers {
+		for name, r := range recs {
+			n++
+			m, _ := cfgtext.ParseServerLine(strings.Fields(name + " " + cfgtext.JoinHostPort(r.address, r.port) + " " + r.opts))
+			m.Port = nil
+			if r.port != 0 {
+				m.Port = &r.port
+			}
+			got := r.toModel()
+			if !reflect.DeepEqual(*got, m) && !sn.partial[be+"/"+name] {
+				t.Errorf("%s/%s: model %+v, parsed line %+v", be, name, *got, m)
+			}
+			for _, dw := range []int{100, 50, 0} {
+				if v, want := r.view(dw), serverOf(got, dw); !reflect.DeepEqual(v, want) {
+					t.Errorf("%s/%s (default weight %d): view %+v, the model's %+v", be, name, dw, v, want)
+				}
+			}
+			back := recOf(got).toModel()
+			if !reflect.DeepEqual(back, got) {
+				t.Errorf("%s/%s: record of the model rebuilds %+v, want %+v", be, name, *back, *got)
+			}
+		}
+	}
+	if n < 5 {
+		t.Fatalf("%d servers read", n)
 	}
 }

@@ -149,8 +149,8 @@ func (t *Target) read(ctx context.Context, desired []services.Service) (*state, 
 		}
 		cur := &target.Backend{Name: d.Name, HasFrontend: fe != nil, Servers: map[string]services.Server{}}
 		dw := defaultWeight(be)
-		for _, s := range sn.servers[d.Name] {
-			cur.Servers[s.Name] = serverOf(s, dw)
+		for name, r := range sn.servers[d.Name] {
+			cur.Servers[name] = r.view(dw)
 		}
 		if fe != nil {
 			cur.Settings = settingsOf(d, fe, sn.bind[d.Name], be, sn.checks[d.Name])
@@ -468,9 +468,8 @@ func (t *Target) applyRuntime(ctx context.Context, st *state, desired []services
 	v := st.version
 	known := true
 	for _, c := range changes {
-		base := st.servers[c.Backend][c.Server]
 		w, ok := want[c.Backend][c.Server]
-		if base == nil || !ok {
+		if st.servers[c.Backend][c.Server] == nil || !ok {
 			return res, fmt.Errorf("set weight %s/%s: server not read", c.Backend, c.Server)
 		}
 		base, err := wholeServer(ctx, t.c, st, c.Backend, c.Server)
@@ -512,7 +511,7 @@ func (t *Target) applyRuntime(ctx context.Context, st *state, desired []services
 // or, when its line had options the parser does not know, the API's.
 func wholeServer(ctx context.Context, cl *Client, st *state, backend, name string) (*models.Server, error) {
 	if !st.partial[backend+"/"+name] {
-		return st.servers[backend][name], nil
+		return st.model(backend, name), nil
 	}
 	s, _, err := cl.GetServer(ctx, backend, name)
 	if err != nil {
@@ -804,7 +803,7 @@ func (t *Target) applyRaw(ctx context.Context, st *state, desired []services.Ser
 		return res, &APIError{Status: 409, Code: 409, Method: "GET", Path: "/configuration/raw",
 			Message: fmt.Sprintf("version moved from %d to %d", st.version, v)}
 	}
-	out, err := ReplaceSections(text, desired, st.servers)
+	out, err := ReplaceSections(text, desired, st.model)
 	if err != nil {
 		return res, err
 	}

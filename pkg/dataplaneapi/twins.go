@@ -337,7 +337,7 @@ func (t *Target) applyWeightsRaw(ctx context.Context, st *state, desired []servi
 				Message: fmt.Sprintf("version moved from %d to %d", st.version, v)}
 		}
 	}
-	out, err := ReplaceSections(text, desired, st.servers)
+	out, err := ReplaceSections(text, desired, st.model)
 	if err != nil {
 		return res, true, err
 	}
