@@ -34,6 +34,9 @@ type snapshot struct {
 	be      map[string]*models.Backend
 	checks  map[string]models.HTTPChecks
 	servers map[string]map[string]*srvRec
+	// dsText is each backend's default-server options as written (compared
+	// through a memo of their canonical forms: see dsLenient).
+	dsText map[string]string
 	// partial lists "backend/server" whose line had options cfgtext does not know.
 	partial map[string]bool
 	// statePreserved: server-state-file in global and
@@ -43,7 +46,7 @@ type snapshot struct {
 
 func newSnapshot() *snapshot {
 	return &snapshot{fe: map[string]*models.Frontend{}, bind: map[string]*models.Bind{}, be: map[string]*models.Backend{},
-		checks: map[string]models.HTTPChecks{}, servers: map[string]map[string]*srvRec{}, partial: map[string]bool{}}
+		checks: map[string]models.HTTPChecks{}, servers: map[string]map[string]*srvRec{}, dsText: map[string]string{}, partial: map[string]bool{}}
 }
 
 // parseSnapshot parses a configuration file. It never fails: a line it
@@ -174,8 +177,9 @@ func (sn *snapshot) backendLine(name string, f []string) {
 		// to differ from the controller's two rules.
 		sn.checks[name] = append(sn.checks[name], &models.HTTPCheck{Type: word(f, 1), Index: i64p(len(sn.checks[name]))})
 	case f[0] == "default-server":
-		p, _ := parseParamsLenient(f[1:])
-		be.DefaultServer = &models.DefaultServer{ServerParams: p}
+		text := strings.Join(f[1:], " ")
+		be.DefaultServer = &models.DefaultServer{ServerParams: dsLenient.get(text, false).params}
+		sn.dsText[name] = text
 	case f[0] == "server" && len(f) >= 3:
 		host, port, err := cfgtext.SplitHostPort(f[2])
 		if err != nil {
@@ -230,6 +234,9 @@ func (sn *snapshot) clone() *snapshot {
 	for k, v := range sn.partial {
 		out.partial[k] = v
 	}
+	for k, v := range sn.dsText {
+		out.dsText[k] = v
+	}
 	return out
 }
 
@@ -247,6 +254,7 @@ func (sn *snapshot) patched(desired []services.Service, touched map[string]bool,
 		name := d.Name
 		if be, err := backendModel(d, sn.be[name]); err == nil {
 			out.be[name] = be
+			out.dsText[name] = d.DefaultServer
 		}
 		out.checks[name] = httpChecksOf(d)
 		out.fe[name] = frontendModel(d, sn.fe[name])

@@ -1,12 +1,14 @@
 package dataplaneapi
 
 import (
+	"fmt"
 	"os"
 	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/pgsvc/pgsvc/pkg/dataplaneapi/internal/cfgtext"
+	"github.com/pgsvc/pgsvc/pkg/services"
 )
 
 func TestParseSnapshot(t *testing.T) {
@@ -111,5 +113,31 @@ backend hand-made
 	}
 	if n < 5 {
 		t.Fatalf("%d servers read", n)
+	}
+}
+
+// TestDefaultServerMemo: a default-server text is parsed once per memo
+// (strict for the inventory's, lenient for a file's), its error is kept with
+// it, and the memo stays bounded.
+func TestDefaultServerMemo(t *testing.T) {
+	m := &dsMemo{}
+	a := m.get("inter 3s weight 100", true)
+	if a.err != nil || a.canon == "" || m.get("inter 3s weight 100", true) != a {
+		t.Fatalf("entry %+v not reused", a)
+	}
+	if e := m.get("inter 3s cookie x", true); e.err == nil {
+		t.Fatal("strict parse accepted an unknown option")
+	}
+	if e := (&dsMemo{}).get("inter 3s cookie x", false); e.err != nil || e.canon != m.get("inter 3s", true).canon {
+		t.Fatalf("lenient parse: %+v", e)
+	}
+	for i := 0; i < dsMemoMax+10; i++ {
+		m.get(fmt.Sprintf("weight %d", i), true)
+	}
+	if len(m.m) > dsMemoMax {
+		t.Fatalf("memo holds %d texts, bound %d", len(m.m), dsMemoMax)
+	}
+	if _, err := defaultServerOf(services.Service{Name: "svc", DefaultServer: "inter 3s cookie x"}); err == nil || !strings.Contains(err.Error(), "service svc: default_server") {
+		t.Fatalf("error %v does not name the service and field", err)
 	}
 }

@@ -153,7 +153,7 @@ func (t *Target) read(ctx context.Context, desired []services.Service) (*state, 
 			cur.Servers[name] = r.view(dw)
 		}
 		if fe != nil {
-			cur.Settings = settingsOf(d, fe, sn.bind[d.Name], be, sn.checks[d.Name])
+			cur.Settings = settingsOf(d, fe, sn.bind[d.Name], be, sn.checks[d.Name], sn.dsText[d.Name])
 		}
 		for name, s := range cur.Servers {
 			if down[d.Name+"/"+name] {

@@ -21,7 +21,7 @@ import (
 // twinned turns cluster()'s services into what target.WithTwins hands a
 // driver: replica and offline (role-dependent) get every member as a twin
 // pair, exactly one active per member Pigsty's layout has.
-func twinned(t *testing.T, svcs []services.Service) []services.Service {
+func twinned(t testing.TB, svcs []services.Service) []services.Service {
 	t.Helper()
 	for i := range svcs {
 		if svcs[i].Service != "replica" && svcs[i].Service != "offline" {

@@ -18,7 +18,7 @@ import (
 
 // fleetTwins is n clusters of 3 members in the twin layout; cluster i's
 // primary is primary(i).
-func fleetTwins(t *testing.T, n int, primary func(i int) int) []services.Service {
+func fleetTwins(t testing.TB, n int, primary func(i int) int) []services.Service {
 	t.Helper()
 	var out []services.Service
 	for i := 0; i < n; i++ {

@@ -1,0 +1,50 @@
+package dataplaneapi_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/pgsvc/pgsvc/pkg/dataplaneapi"
+	"github.com/pgsvc/pgsvc/pkg/dataplaneapi/dpapitest"
+	"github.com/pgsvc/pgsvc/pkg/target"
+)
+
+// BenchmarkTwinsOneSwitchover1000 is one cluster's switchover among 1,000
+// in the twin layout, applied through the Data Plane API (the double, on
+// loopback): the driver's own cost per role change (read the version and
+// pid, build the current view, diff, PUT the flips), without the real
+// API's latency.
+func BenchmarkTwinsOneSwitchover1000(b *testing.B) {
+	srv := dpapitest.NewServer(b, dpapitest.WithAPIVersion(3))
+	c, err := dataplaneapi.New(srv.URL(), dataplaneapi.Options{Timeout: time.Minute})
+	if err != nil {
+		b.Fatal(err)
+	}
+	tg := dataplaneapi.NewTarget(c, zap.NewNop(), dataplaneapi.TargetOptions{
+		ReloadPollInterval: 2 * time.Millisecond, ReloadTimeout: time.Minute, Backoff: time.Millisecond,
+		AdminReadEvery: time.Hour, FullReadEvery: 24 * time.Hour})
+	ctx := context.Background()
+	const n = 1000
+	a := fleetTwins(b, n, func(int) int { return 1 })
+	sw := fleetTwins(b, n, func(i int) int { return map[bool]int{true: 2, false: 1}[i == n/2] })
+	for _, step := range []string{"create", "settle", "idle"} {
+		if _, err := tg.Apply(ctx, a); err != nil {
+			b.Fatalf("%s: %v", step, err)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		want := sw
+		if i%2 == 1 {
+			want = a
+		}
+		res, err := tg.Apply(ctx, want)
+		if err != nil || res.Reloaded || !target.RuntimeOnly(res.Changes) || len(res.Changes) == 0 {
+			b.Fatalf("switchover %d: %+v %v", i, res, err)
+		}
+	}
+}
