@@ -101,7 +101,9 @@ func (c *Client) runtimePID(ctx context.Context) (int64, error) {
 // readAdmins sets Admin on the servers of the twin backends in cur: from
 // the cache where it holds them, else (and in a full read) from one runtime
 // GET per backend, readParallel in flight.
-func (t *Target) readAdmins(ctx context.Context, desired []services.Service, cur map[string]*target.Backend) error {
+// It returns the running HAProxy's pid it read (0: none read: no twin
+// layout, or the API does not answer it).
+func (t *Target) readAdmins(ctx context.Context, desired []services.Service, cur map[string]*target.Backend) (int64, error) {
 	var names []string
 	twins := false
 	for _, d := range desired {
@@ -113,7 +115,7 @@ func (t *Target) readAdmins(ctx context.Context, desired []services.Service, cur
 		}
 	}
 	if !twins {
-		return nil
+		return 0, nil
 	}
 	// Also with no twin backend yet (the first apply creates them): the
 	// pid is recorded, and the read-back after the creating reload
@@ -158,7 +160,7 @@ func (t *Target) readAdmins(ctx context.Context, desired []services.Service, cur
 	start := time.Now()
 	got, err := t.getRuntimeMany(ctx, need)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if took := time.Since(start); took > time.Second {
 		t.log.Info("read twin backends' admin states", zap.Int("backends", len(need)), zap.Bool("full", full), zap.Duration("took", took))
@@ -189,13 +191,16 @@ func (t *Target) readAdmins(ctx context.Context, desired []services.Service, cur
 				// HAProxy 2.6's master-CLI reload is asynchronous: the file
 				// has the server, the running worker not yet.
 				delete(a.states, n)
-				return fmt.Errorf("read runtime servers of %s: the running HAProxy has no server %s yet (a reload in progress?)", n, name)
+				return 0, fmt.Errorf("read runtime servers of %s: the running HAProxy has no server %s yet (a reload in progress?)", n, name)
 			}
 			s.Admin = adm
 			b.Servers[name] = s
 		}
 	}
-	return nil
+	if perr != nil {
+		return 0, nil
+	}
+	return pid, nil
 }
 
 // covers reports whether cached states hold every server of b.

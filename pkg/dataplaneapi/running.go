@@ -56,7 +56,9 @@ func (t *Target) rememberRunning(ctx context.Context, st *state) {
 	// put-back or a lost reload, a reload of ours and an earlier one may
 	// overlap, and a new pid would not say whose file it loaded.
 	if t.running.confirmed {
-		if pid, err := t.c.runtimePID(ctx); err == nil {
+		if st.pid != 0 {
+			t.running.pid = st.pid // read by this apply already (twin layout)
+		} else if pid, err := t.c.runtimePID(ctx); err == nil {
 			t.running.pid = pid
 		}
 	}

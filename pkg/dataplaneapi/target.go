@@ -123,6 +123,8 @@ type state struct {
 	current map[string]*target.Backend
 	// statePreserved is nil when it could not be told.
 	statePreserved *bool
+	// pid is the running HAProxy's pid as this read found it (0: not read).
+	pid int64
 }
 
 // read returns the configuration for desired: the parsed copy when the
@@ -163,7 +165,7 @@ func (t *Target) read(ctx context.Context, desired []services.Service) (*state, 
 		}
 		st.current[d.Name] = cur
 	}
-	if err := t.readAdmins(ctx, desired, st.current); err != nil {
+	if st.pid, err = t.readAdmins(ctx, desired, st.current); err != nil {
 		return nil, err
 	}
 	return st, nil

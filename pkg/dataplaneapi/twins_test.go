@@ -166,6 +166,20 @@ func TestTwinsReadBackIsOChanged(t *testing.T) {
 			if !res.Reloaded || srv.PID() == pid {
 				t.Fatalf("grow: %+v (pid %d -> %d)", res, pid, srv.PID())
 			}
+			// One pid read before the write serves both the admin-state
+			// cache and the reload's read-back.
+			pidReads := 0
+			for _, r := range srv.Requests() {
+				if r.Method == "POST" {
+					break
+				}
+				if r.Method == "GET" && r.Path == "/runtime/info" {
+					pidReads++
+				}
+			}
+			if pidReads != 1 {
+				t.Errorf("grow: %d pid reads before the write, want 1: %v", pidReads, paths(srv.Requests()))
+			}
 			apply("grow, settle", grown)
 			if res := apply("idle after grow", grown); len(res.Changes) != 0 || len(srv.Requests()) != 2 {
 				t.Errorf("idle after grow: %+v, %d requests: %v", res.Changes, len(srv.Requests()), paths(srv.Requests()))
