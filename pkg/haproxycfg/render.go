@@ -37,13 +37,30 @@ type Options struct {
 // frontend+backend pairs named after each service (the Data Plane API cannot
 // manage `listen` sections). Timeouts follow Pigsty's haproxy template.
 func Render(svcs []services.Service, opts Options) []byte {
+	head := Head(len(svcs), opts)
+	size := len(head)
+	for i := range svcs {
+		size += sectionSize(&svcs[i])
+	}
+	out := make([]byte, 0, size)
+	out = append(out, head...)
+	for i := range svcs {
+		out = appendSection(out, &svcs[i])
+	}
+	return out
+}
+
+// Head is the start of a rendered file of n services: the comments, the
+// global and the defaults sections (what Render writes before the first
+// service).
+func Head(n int, opts Options) []byte {
 	var b strings.Builder
 	maxconn := opts.Maxconn
 	if maxconn <= 0 {
 		maxconn = DefaultMaxconn
 	}
 	b.WriteString("# haproxy.cfg rendered by pgsvc (controller render)\n")
-	fmt.Fprintf(&b, "# %d services\n\n", len(svcs))
+	fmt.Fprintf(&b, "# %d services\n\n", n)
 	rule(&b, "global settings")
 	b.WriteString("global\n")
 	fmt.Fprintf(&b, "    maxconn %d\n", maxconn)
@@ -72,13 +89,6 @@ func Render(svcs []services.Service, opts Options) []byte {
 	b.WriteString("    timeout check 3s\n")
 	if opts.ServerStateFile != "" {
 		b.WriteString("    load-server-state-from-file global\n")
-	}
-	for _, s := range svcs {
-		b.WriteString("\n")
-		b.WriteString(Header(s, ""))
-		b.WriteString(frontend(s))
-		b.WriteString("\n")
-		b.WriteString(backend(s))
 	}
 	return []byte(b.String())
 }
@@ -125,27 +135,6 @@ func Bind(s services.Service) string {
 		ip = "[" + ip + "]" // IPv6 needs brackets to keep the port apart
 	}
 	return ip + ":" + strconv.Itoa(s.Port)
-}
-
-func frontend(s services.Service) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "frontend %s\n", s.Name)
-	fmt.Fprintf(&b, "    bind %s\n", Bind(s))
-	b.WriteString("    mode tcp\n")
-	fmt.Fprintf(&b, "    maxconn %d\n", s.Maxconn)
-	fmt.Fprintf(&b, "    default_backend %s\n", s.Name)
-	return b.String()
-}
-
-func backend(s services.Service) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "backend %s\n", s.Name)
-	b.WriteString("    mode tcp\n")
-	checks(&b, s)
-	for _, sv := range s.Servers {
-		fmt.Fprintf(&b, "    %s\n", ServerLine(sv))
-	}
-	return b.String()
 }
 
 // checks writes the balance, health-check and default-server lines shared by
