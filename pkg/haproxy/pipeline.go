@@ -12,6 +12,7 @@ import (
 	"github.com/pgsvc/pgsvc/pkg/target"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -128,6 +129,41 @@ func (r *Runtime) SetStates(ctx context.Context, flips []Flip) error {
 			return fmt.Errorf("server %s/%s: state %q: want ready, maint or drain", f.Backend, f.Server, f.State)
 		}
 		cmds = append(cmds, fmt.Sprintf("set server %s/%s state %s", f.Backend, f.Server, f.State))
+	}
+	answers, err := r.Pipeline(ctx, cmds)
+	if err != nil {
+		return err
+	}
+	var bad []string
+	for i, a := range answers {
+		if msg := strings.TrimSpace(a); msg != "" {
+			bad = append(bad, cmds[i]+": "+msg)
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("haproxy: %s", strings.Join(bad, "; "))
+	}
+	return nil
+}
+
+// Weight is one server's user weight to set.
+type Weight struct {
+	Backend, Server string
+	Weight          int
+}
+
+// SetWeights sets the user weight of many servers over one connection, in
+// order (SetWeight for each, pipelined).
+func (r *Runtime) SetWeights(ctx context.Context, weights []Weight) error {
+	if len(weights) == 0 {
+		return nil
+	}
+	cmds := make([]string, 0, len(weights))
+	for _, w := range weights {
+		if w.Weight < 0 || w.Weight > 256 {
+			return fmt.Errorf("server %s/%s: weight %d out of range 0-256", w.Backend, w.Server, w.Weight)
+		}
+		cmds = append(cmds, "set server "+w.Backend+"/"+w.Server+" weight "+strconv.Itoa(w.Weight))
 	}
 	answers, err := r.Pipeline(ctx, cmds)
 	if err != nil {

@@ -187,12 +187,7 @@ func (d *Direct) keepCache(s cacheState, desired, all []services.Service, change
 	if s.snap == nil {
 		return
 	}
-	want := map[string]services.Server{}
-	for _, sv := range desired {
-		for _, x := range sv.Servers {
-			want[sv.Name+"/"+x.Name] = x
-		}
-	}
+	weightOf := desiredWeights(desired) // built at the first weight change
 	cur := s.snap.current
 	cloned := map[string]bool{}
 	for _, c := range changes {
@@ -213,7 +208,7 @@ func (d *Direct) keepCache(s cacheState, desired, all []services.Service, change
 		case target.KindSetState:
 			sv.Admin = target.StateOf(c)
 		case target.KindSetWeight:
-			sv.Weight = want[c.Backend+"/"+c.Server].Weight
+			sv.Weight, _ = weightOf(c.Backend, c.Server)
 		}
 		b.Servers[c.Server] = sv
 	}
