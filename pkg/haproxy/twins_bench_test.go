@@ -95,3 +95,33 @@ func BenchmarkTwinsOneSwitchover(b *testing.B) {
 		b.Errorf("%d full reads during the switchovers", got-full)
 	}
 }
+
+// BenchmarkTwinsMassFailoverWeights: the mass failover of
+// BenchmarkTwinsMassFailover with a weight change per cluster in the same
+// apply (as the write fences of a failover are): 4,000 admin states and
+// 1,000 weights, all pipelined.
+func BenchmarkTwinsMassFailoverWeights(b *testing.B) {
+	const n = 1000
+	r := startRig(b)
+	ctx := context.Background()
+	base := 20000
+	fleet := func(primary, weight int) []services.Service {
+		f := twinFleet(n, primary, base)
+		for i := range f {
+			f[i].Servers[0].Weight = weight
+		}
+		return f
+	}
+	if _, err := r.direct.Apply(ctx, fleet(1, 100)); err != nil {
+		b.Fatal(err)
+	}
+	var changes int
+	for i := 0; b.Loop(); i++ {
+		res, err := r.direct.Apply(ctx, fleet(2-i%2, 100*(i%2)))
+		if err != nil || res.Reloaded || !target.RuntimeOnly(res.Changes) {
+			b.Fatalf("mass failover: reloaded %v, %d changes, %v", res.Reloaded, len(res.Changes), err)
+		}
+		changes += len(res.Changes)
+	}
+	b.ReportMetric(float64(changes)/float64(b.N), "changes/op")
+}
