@@ -80,8 +80,12 @@ const KindRepairState = "repair_state"
 type twins struct {
 	Target
 	// applied: backend/server -> Disabled as the last successful apply left it.
-	applied map[string]bool
+	applied map[twinKey]bool
 }
+
+// twinKey names a server without concatenating (24,000 keys per apply at
+// 1,000 clusters).
+type twinKey struct{ backend, server string }
 
 func (t *twins) Diff(ctx context.Context, desired []services.Service) ([]Change, error) {
 	tw, err := services.Twins(desired)
@@ -97,31 +101,45 @@ func (t *twins) Apply(ctx context.Context, desired []services.Service) (Result, 
 		return Result{}, err
 	}
 	res, err := t.Target.Apply(ctx, tw)
-	want := map[string]bool{}
-	for _, s := range tw {
-		if s.Layout != services.LayoutTwins {
-			continue
-		}
-		for _, sv := range s.Servers {
-			want[s.Name+"/"+sv.Name] = sv.Disabled
-		}
-	}
+	var byName map[string]*services.Service // built at the first set_state
 	for i, c := range res.Changes {
 		if c.Kind != KindSetState {
 			continue
 		}
-		k := c.Backend + "/" + c.Server
-		if last, ok := t.applied[k]; ok && last == want[k] {
-			res.Changes[i].Kind = KindRepairState
-			res.Changes[i].Detail += " (repaired: the running HAProxy differed from the last apply)"
+		if byName == nil {
+			byName = make(map[string]*services.Service, len(tw))
+			for j := range tw {
+				if tw[j].Layout == services.LayoutTwins {
+					byName[tw[j].Name] = &tw[j]
+				}
+			}
+		}
+		s := byName[c.Backend]
+		if s == nil {
+			continue
+		}
+		for _, sv := range s.Servers {
+			if sv.Name != c.Server {
+				continue
+			}
+			if last, ok := t.applied[twinKey{c.Backend, c.Server}]; ok && last == sv.Disabled {
+				res.Changes[i].Kind = KindRepairState
+				res.Changes[i].Detail += " (repaired: the running HAProxy differed from the last apply)"
+			}
+			break
 		}
 	}
 	if err == nil {
 		if t.applied == nil {
-			t.applied = map[string]bool{}
+			t.applied = map[twinKey]bool{}
 		}
-		for k, v := range want {
-			t.applied[k] = v
+		for _, s := range tw {
+			if s.Layout != services.LayoutTwins {
+				continue
+			}
+			for _, sv := range s.Servers {
+				t.applied[twinKey{s.Name, sv.Name}] = sv.Disabled
+			}
 		}
 	}
 	return res, err
