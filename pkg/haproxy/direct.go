@@ -628,7 +628,7 @@ func writeAtomicFunc(path string, mode os.FileMode, write func(io.Writer) error)
 	}
 	name := tmp.Name()
 	defer os.Remove(name)
-	bw := bufio.NewWriterSize(tmp, 256<<10)
+	bw := bufio.NewWriterSize(tmp, 64<<10)
 	if err = write(bw); err == nil {
 		err = bw.Flush()
 	}
