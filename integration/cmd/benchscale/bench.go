@@ -108,6 +108,10 @@ type result struct {
 	// became live between this and mass.took (a poll reads 24,000 servers
 	// at 1,000 clusters and then pauses pollShare times as long).
 	massNotYet time.Duration
+	// massApplied: the end of the controller's last apply (its log) with a
+	// role change (any change but force_up and set_weight) before the
+	// benchmark saw it live, from the last leader key (< 0: none found).
+	massApplied time.Duration
 	// massNotLive says what still differed when the mass failover was not
 	// live within its bound ("" when it was).
 	massNotLive string
@@ -448,6 +452,12 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 	if !b.notLiveAt.IsZero() {
 		res.massNotYet = b.notLiveAt.Sub(lastLeader)
 	}
+	res.massApplied = -1
+	if res.mass.took > 0 {
+		if at := b.lastRoleApply(first, lastLeader.Add(res.mass.took)); !at.IsZero() {
+			res.massApplied = at.Sub(lastLeader)
+		}
+	}
 	// Settled includes the lift of the write fences, fence_hold (5 s)
 	// after the new leaders: a mass failover live sooner would otherwise
 	// count the fences still (rightly) held as weights off the plan.
@@ -750,6 +760,40 @@ func (b *bench) appliedSince(t time.Time) string {
 	return strings.Join(parts, "; ")
 }
 
+// lastRoleApply is the time of the controller's last "applied" log line
+// between from and to with a change other than force_up and set_weight.
+func (b *bench) lastRoleApply(from, to time.Time) time.Time {
+	f, err := os.Open(b.controller.log.Name())
+	if err != nil {
+		return time.Time{}
+	}
+	defer f.Close()
+	var last time.Time
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	for sc.Scan() {
+		if !strings.Contains(sc.Text(), `"msg":"applied"`) {
+			continue
+		}
+		var l struct {
+			TS      time.Time `json:"ts"`
+			Changes []struct {
+				Kind string `json:"kind"`
+			} `json:"changes"`
+		}
+		if json.Unmarshal(sc.Bytes(), &l) != nil || l.TS.Before(from) || l.TS.After(to) {
+			continue
+		}
+		for _, c := range l.Changes {
+			if c.Kind != "force_up" && c.Kind != "set_weight" {
+				last = l.TS
+				break
+			}
+		}
+	}
+	return last
+}
+
 // metric sums every series of one metric family on the controller's /metrics
 // (-1 when unreadable).
 func (b *bench) metric(ctx context.Context, name string) float64 {
@@ -896,6 +940,9 @@ func (r *result) print(w io.Writer) {
 		row("mass failover: last leader key -> live (from the first write)", "%s (%s)", ms(r.mass.took), ms(r.massFirst))
 		if r.massNotYet >= 0 {
 			row("mass failover: the last poll that found it not live read at", "%s (live between this and the line above)", ms(r.massNotYet))
+		}
+		if r.massApplied >= 0 {
+			row("mass failover: the controller's last apply of role changes ended (its log)", "%s after the last leader key", ms(r.massApplied))
 		}
 	}
 	idleMin := r.idleFor.Minutes()
