@@ -327,9 +327,9 @@ func (c *Controller) Run(parent context.Context) (err error) {
 		case <-resync.C:
 			c.ReconcileOnce(true)
 		case <-check.C:
-			c.checkStale()
+			c.checkStale(true)
 		case <-due.C:
-			c.checkStale()
+			c.checkStale(false)
 		}
 	}
 }
@@ -350,8 +350,9 @@ func (c *Controller) armDue(timer *time.Timer) {
 }
 
 // checkStale re-evaluates staleness without waiting for an event, so a lost
-// etcd shows up in status (and freezes) even when nothing is written.
-func (c *Controller) checkStale() {
+// etcd shows up in status (and freezes) even when nothing is written. On
+// the periodic tick (tick), a write fence in place is re-asserted.
+func (c *Controller) checkStale(tick bool) {
 	c.mu.Lock()
 	changed := false
 	now := c.opts.Now()
@@ -364,9 +365,14 @@ func (c *Controller) checkStale() {
 	if c.fenceExpired(now) {
 		changed = true
 	}
+	// While a write fence lasts, every check re-asserts it (reads the
+	// fenced servers' health; forces DOWN again the ones found UP).
+	// (Not when a transition step falls due: that is when a fence is
+	// lifted, FenceHold after the last reload.)
+	fencing := tick && len(c.released) > 0
 	c.mu.Unlock()
-	if changed {
-		c.ReconcileOnce(false)
+	if changed || fencing {
+		c.reconcile(false, fencing)
 	}
 }
 
@@ -395,7 +401,13 @@ func (c *Controller) staleReason(ns string, now time.Time) string {
 // ReconcileOnce computes the plan from the current view and hands the desired
 // services to every target worker. force makes the workers re-apply even
 // when nothing changed (resync). It never blocks on a target.
-func (c *Controller) ReconcileOnce(force bool) {
+func (c *Controller) ReconcileOnce(force bool) { c.reconcile(force, false) }
+
+// reconcile is ReconcileOnce; reassert makes the workers apply again a
+// desired state with a write fence in it even when it did not change, so a
+// fenced old primary that something brought UP (its checks, an operator's
+// `set server`) is forced DOWN again.
+func (c *Controller) reconcile(force, reassert bool) {
 	start := c.opts.Now()
 	c.mu.Lock()
 	inv := c.inv
@@ -574,7 +586,7 @@ func (c *Controller) ReconcileOnce(force bool) {
 		return
 	}
 	for _, w := range c.workers {
-		w.submit(job{desired: desired, force: force, eventAt: eventAt, decision: decision, revision: revision,
+		w.submit(job{desired: desired, force: force, reassert: reassert, eventAt: eventAt, decision: decision, revision: revision,
 			term: c.opts.currentTerm()})
 	}
 }
@@ -639,6 +651,9 @@ func desiredChanges(prev, desired []services.Service) []target.Change {
 		st := target.SettingsOf(s)
 		b := &target.Backend{Name: s.Name, HasFrontend: true, Settings: &st, Servers: map[string]services.Server{}}
 		for _, sv := range s.Servers {
+			// A server prev forced DOWN is DOWN as far as prev goes: a
+			// fence that goes on is no change.
+			sv.Down = sv.ForceDown
 			b.Servers[sv.Name] = sv
 		}
 		cur[s.Name] = b

@@ -353,6 +353,22 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
+// forcedDown reports whether server is forced DOWN (the write fence) in
+// service name of svcs.
+func forcedDown(svcs []services.Service, name, server string) bool {
+	for _, s := range svcs {
+		if s.Name != name {
+			continue
+		}
+		for _, sv := range s.Servers {
+			if sv.Name == server {
+				return sv.ForceDown
+			}
+		}
+	}
+	return false
+}
+
 // weightOf returns server's weight in service name of svcs (-1 if absent).
 func weightOf(svcs []services.Service, name, server string) int {
 	for _, s := range svcs {
@@ -375,39 +391,37 @@ func TestFenceReleasedLeader(t *testing.T) {
 		steps []patroni.Snapshot
 		// advance moves the clock before the last step
 		advance time.Duration
-		// weights of pg-test-1 in the primary, default and replica services after the last step
-		primary, dflt, replica int
+		// pg-test-1 forced DOWN (the write fence) in the primary, default
+		// and replica services after the last step
+		primary, dflt, replica bool
 	}{
-		{name: "steady", steps: []patroni.Snapshot{state(10, "pg-test-1", 1, all...)}, primary: 100, dflt: 100, replica: 100},
+		{name: "steady", steps: []patroni.Snapshot{state(10, "pg-test-1", 1, all...)}},
 		{name: "leader key released, member key kept: fenced from writes", steps: []patroni.Snapshot{
-			state(10, "pg-test-1", 1, all...), state(11, "", 1, all...)}, primary: 0, dflt: 0, replica: 100},
+			state(10, "pg-test-1", 1, all...), state(11, "", 1, all...)}, primary: true, dflt: true},
 		{name: "still fenced right after the new leader takes the key", steps: []patroni.Snapshot{
-			state(10, "pg-test-1", 1, all...), state(11, "", 1, all...), state(12, "pg-test-2", 1, all...)}, primary: 0, dflt: 0, replica: 100},
+			state(10, "pg-test-1", 1, all...), state(11, "", 1, all...), state(12, "pg-test-2", 1, all...)}, primary: true, dflt: true},
 		{name: "fence lifted FenceHold after the new leader took the key", steps: []patroni.Snapshot{
 			state(10, "pg-test-1", 1, all...), state(11, "", 1, all...), state(12, "pg-test-2", 1, all...), state(13, "pg-test-2", 1, all...)},
-			advance: 6 * time.Second, primary: 100, dflt: 100, replica: 100},
+			advance: 6 * time.Second},
 		{name: "unfenced once it leads again", steps: []patroni.Snapshot{
-			state(10, "pg-test-1", 1, all...), state(11, "", 1, all...), state(12, "pg-test-2", 1, all...), state(13, "pg-test-1", 1, all...)},
-			primary: 100, dflt: 100, replica: 100},
-		{name: "switchover requested: fenced at the request (fenceAtRequest)", steps: []patroni.Snapshot{
-			state(10, "pg-test-1", 1, all...), requested(state(11, "pg-test-1", 1, all...), "pg-test-1", "pg-test-2")}, primary: 0, dflt: 0, replica: 100},
+			state(10, "pg-test-1", 1, all...), state(11, "", 1, all...), state(12, "pg-test-2", 1, all...), state(13, "pg-test-1", 1, all...)}},
+		{name: "switchover requested: not fenced at the request", steps: []patroni.Snapshot{
+			state(10, "pg-test-1", 1, all...), requested(state(11, "pg-test-1", 1, all...), "pg-test-1", "pg-test-2")}},
 		{name: "switchover request dropped: fence lifted", steps: []patroni.Snapshot{
-			state(10, "pg-test-1", 1, all...), requested(state(11, "pg-test-1", 1, all...), "pg-test-1", "pg-test-2"), state(12, "pg-test-1", 1, all...)},
-			primary: 100, dflt: 100, replica: 100},
+			state(10, "pg-test-1", 1, all...), requested(state(11, "pg-test-1", 1, all...), "pg-test-1", "pg-test-2"), state(12, "pg-test-1", 1, all...)}},
 		{name: "scheduled switchover does not fence early", steps: []patroni.Snapshot{
-			state(10, "pg-test-1", 1, all...), scheduled(requested(state(11, "pg-test-1", 1, all...), "pg-test-1", "pg-test-2"))},
-			primary: 100, dflt: 100, replica: 100},
+			state(10, "pg-test-1", 1, all...), scheduled(requested(state(11, "pg-test-1", 1, all...), "pg-test-1", "pg-test-2"))}},
 		{name: "scheduled switchover: fenced when the leader key goes after its time came", steps: []patroni.Snapshot{
 			state(10, "pg-test-1", 1, all...), scheduledAt(requested(state(11, "pg-test-1", 1, all...), "pg-test-1", "pg-test-2"), time.Now().Add(3*time.Second)),
 			scheduledAt(requested(state(12, "", 1, all...), "pg-test-1", "pg-test-2"), time.Now().Add(3*time.Second))},
-			advance: 4 * time.Second, primary: 0, dflt: 0, replica: 100},
+			advance: 4 * time.Second, primary: true, dflt: true},
 		{name: "requested, released, new leader: still fenced", steps: []patroni.Snapshot{
 			state(10, "pg-test-1", 1, all...), requested(state(11, "pg-test-1", 1, all...), "pg-test-1", "pg-test-2"),
-			requested(state(12, "", 1, all...), "pg-test-1", "pg-test-2"), state(13, "pg-test-2", 1, all...)}, primary: 0, dflt: 0, replica: 100},
+			requested(state(12, "", 1, all...), "pg-test-1", "pg-test-2"), state(13, "pg-test-2", 1, all...)}, primary: true, dflt: true},
 		{name: "lease expiry (crash): the dead primary is fenced at once", steps: []patroni.Snapshot{
-			state(10, "pg-test-1", 1, all...), state(11, "", 1, "pg-test-2", "pg-test-3")}, primary: 0, dflt: 0, replica: 100},
+			state(10, "pg-test-1", 1, all...), state(11, "", 1, "pg-test-2", "pg-test-3")}, primary: true, dflt: true},
 		{name: "lease expiry with failsafe_mode is not a release: its /primary decides", steps: []patroni.Snapshot{
-			state(10, "pg-test-1", 1, all...), failsafe(state(11, "", 1, "pg-test-2", "pg-test-3"))}, primary: 100, dflt: 100, replica: 100},
+			state(10, "pg-test-1", 1, all...), failsafe(state(11, "", 1, "pg-test-2", "pg-test-3"))}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -422,8 +436,14 @@ func TestFenceReleasedLeader(t *testing.T) {
 				step(c, false)
 			}
 			got := ft.last()
-			if p, d, r := weightOf(got, "pg-test-primary", "pg-test-1"), weightOf(got, "pg-test-default", "pg-test-1"), weightOf(got, "pg-test-replica", "pg-test-1"); p != tc.primary || d != tc.dflt || r != tc.replica {
-				t.Errorf("pg-test-1 weights primary/default/replica = %d/%d/%d, want %d/%d/%d", p, d, r, tc.primary, tc.dflt, tc.replica)
+			if p, d, r := forcedDown(got, "pg-test-primary", "pg-test-1"), forcedDown(got, "pg-test-default", "pg-test-1"), forcedDown(got, "pg-test-replica", "pg-test-1"); p != tc.primary || d != tc.dflt || r != tc.replica {
+				t.Errorf("pg-test-1 forced DOWN in primary/default/replica = %t/%t/%t, want %t/%t/%t", p, d, r, tc.primary, tc.dflt, tc.replica)
+			}
+			// The fence is runtime health only: the weights stay as they are.
+			for _, svc := range []string{"pg-test-primary", "pg-test-default", "pg-test-replica"} {
+				if w := weightOf(got, svc, "pg-test-1"); w != 100 {
+					t.Errorf("pg-test-1 weight %d in %s, want 100", w, svc)
+				}
 			}
 		})
 	}

@@ -37,7 +37,7 @@ func TestRoleHoldEndsOnTime(t *testing.T) {
 	// Patroni's switchover: the leader key is released (the write fence
 	// goes on), then the candidate takes it.
 	c.Observe(withAPI(state(11, "", 100, "pg-test-1", "pg-test-2", "pg-test-3")))
-	waitFor(t, func() bool { return weightOf(ft.last(), "pg-test-primary", "pg-test-1") == 0 })
+	waitFor(t, func() bool { return forcedDown(ft.last(), "pg-test-primary", "pg-test-1") })
 	moved := time.Now()
 	c.Observe(withAPI(state(12, "pg-test-2", 100, "pg-test-1", "pg-test-2", "pg-test-3")))
 	deadline := time.Now().Add(10 * time.Second)

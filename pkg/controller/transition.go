@@ -29,17 +29,24 @@ type Prober interface {
 // PromoteWindow, the members concerned are asked for /primary every
 // ProbeInterval, and the answers drive the write path:
 //
-//	old primary off  a switchover is requested (fenceAtRequest), or its
-//	                 /primary stops answering 200, or its leader key goes:
-//	                 weight 0 in every /primary-checked service at once
+//	old primary off  Patroni stops its PostgreSQL (state "stopping" in its
+//	                 /primary body), or its /primary stops answering 200
+//	                 (or its REST API answering), or its leader key goes:
+//	                 forced DOWN at runtime in every /primary-checked
+//	                 service at once, its sessions cut (the write fence;
+//	                 re-asserted while it lasts)
 //	new primary on   it holds the leader key and answers /primary 200 with
 //	                 PostgreSQL read-write: forced UP in those services at once
 //	fence lifted     FenceHold after both the old primary went off and a new
-//	                 leader took the key (HAProxy's checks have seen it fail)
+//	                 leader took the key: it is left DOWN to HAProxy's
+//	                 checks (a demoted member fails /primary)
 //
 // A request Patroni refuses or never carries out (the failover key goes
-// while the old primary still holds the key) ends the transition and lifts
-// its fence. Nothing is probed in steady state.
+// while the old primary still holds the key and was never off) ends the
+// transition with the write path untouched. An old primary that was off
+// and leads again (its /primary 200 read-write, not stopping) is forced UP
+// for FenceHold, as a new primary would be. Nothing is probed in steady
+// state.
 type transition struct {
 	cluster string
 	cause   string
@@ -48,9 +55,11 @@ type transition struct {
 
 	start, deadline time.Time
 	request         *patroni.Failover // the failover key that started it, if any
-	atRequest       bool              // fenced at the request (see fenceAtRequest)
 
 	requestAt, offAt, leaderAt, onAt, fencedAt, forcedAt, liftAt time.Time
+	// backAt: the old primary, off, leads again read-write (forced UP
+	// until FenceHold after it).
+	backAt time.Time
 
 	offWhy, onWhy string
 	// lost is set when the new primary's /primary stopped answering 200
@@ -254,7 +263,6 @@ func (c *Controller) startTransition(cl string, st *patroni.ClusterState, now ti
 		t.cause, t.from, t.requestAt = "switchover requested", st.Leader, now
 		f := *fo
 		t.request = &f
-		t.atRequest = true
 		if fo.Member != "" {
 			candidates = []string{fo.Member}
 		}
@@ -286,19 +294,8 @@ func (c *Controller) startTransition(cl string, st *patroni.ClusterState, now ti
 	c.tx.active[cl] = t
 	c.log.Info("transition: probing Patroni's REST API", zap.String("cluster", cl), zap.String("cause", t.cause),
 		zap.String("from", t.from), zap.Strings("candidates", candidates))
-	if t.atRequest {
-		c.off(t, now, fenceAtRequest)
-	}
 	c.probeAll(t)
 }
-
-// fenceAtRequest is why a requested switchover fences the old primary at
-// once rather than when Patroni stops its PostgreSQL: a connection HAProxy
-// sends to the old primary's pgbouncer in the last tens of ms before the
-// stop is queued there and runs on the restarted standby (25006), measured
-// in the end-to-end scenario 6 (1 write in 5 switchovers). The fence is
-// lifted when the request goes away while it still leads.
-const fenceAtRequest = "a switchover away from it was requested (fenced before Patroni stops PostgreSQL: pgbouncer would queue later writes for the restarted standby)"
 
 // advance moves t on from the DCS view st (nil: the cluster is gone from
 // the DCS) and the probes' answers, ends it when it is over, and sets
@@ -346,20 +343,31 @@ func (c *Controller) advance(t *transition, st *patroni.ClusterState, now time.T
 			c.off(t, p.last.At, "its REST API stopped answering ("+p.last.Err+")")
 		}
 	}
-	if t.atRequest && st != nil && st.Leader == t.from {
-		// Fenced at the request: lifted when Patroni drops the request (or
-		// the window ends) while the old primary still leads.
-		if !sameRequest(st.Failover, t.request) {
-			c.end(t, "the switchover request went away while "+t.from+" still leads: fence lifted")
-			return
-		}
-		if !now.Before(t.deadline) {
-			c.end(t, "promote_window over and "+t.from+" still leads: fence lifted")
-			return
-		}
-	} else if !t.offAt.IsZero() && st != nil && st.Leader == t.from {
+	if !t.offAt.IsZero() && st != nil && st.Leader == t.from {
 		// It kept (or took back) the key: off only while /primary says so.
-		if p := t.probes[t.from]; p == nil || !t.probing || (p.seen && p.last.Primary() && !p.last.Stopping() && p.last.At.After(t.offAt)) {
+		p := t.probes[t.from]
+		back := p == nil || !t.probing || (p.seen && p.last.Primary() && !p.last.Stopping() && p.last.At.After(t.offAt))
+		if back && t.probing && p != nil && p.last.Writable {
+			// Forced DOWN by the fence, its checks would take downinter
+			// plus rise checks to bring it back: forced UP for FenceHold,
+			// as a new primary would be.
+			if t.backAt.IsZero() {
+				t.backAt = now
+				c.log.Info("transition: the old primary leads again, read-write: forced UP", zap.String("cluster", cl), zap.String("member", t.from))
+			}
+			if now.Before(t.backAt.Add(c.opts.FenceHold)) {
+				delete(c.released, cl)
+				pr := promotion{member: t.from, confirmed: true}
+				if p := c.promoted[cl]; p == nil || *p != pr {
+					c.promoted[cl] = &pr
+				}
+				return
+			}
+			c.end(t, t.from+" leads again (forced UP)")
+			return
+		}
+		t.backAt = time.Time{}
+		if back {
 			c.end(t, t.from+" leads again")
 			return
 		}
@@ -650,7 +658,8 @@ func (c *Controller) holdRoles(cl string, computed []services.Service, now time.
 }
 
 // overlayRuntime returns prev with what next gives the same servers that
-// is applied at runtime: weights, force-ups and twin flips (Disabled).
+// is applied at runtime: weights, force-ups, force-downs (the write fence)
+// and twin flips (Disabled).
 func overlayRuntime(prev, next []services.Service) []services.Service {
 	want := map[string]map[string]services.Server{}
 	for _, s := range next {
@@ -666,7 +675,7 @@ func overlayRuntime(prev, next []services.Service) []services.Service {
 		for j, sv := range s.Servers {
 			if n, ok := want[s.Name][sv.Name]; ok {
 				// Twins flip at runtime (Disabled): nothing to hold there.
-				sv.Weight, sv.ForceUp, sv.Disabled, sv.Reason = n.Weight, n.ForceUp, n.Disabled, n.Reason
+				sv.Weight, sv.ForceUp, sv.ForceDown, sv.Disabled, sv.Reason = n.Weight, n.ForceUp, n.ForceDown, n.Disabled, n.Reason
 			}
 			servers[j] = sv
 		}
@@ -683,7 +692,7 @@ func (c *Controller) fenceExpired(now time.Time) bool {
 	for _, t := range c.tx.active {
 		if (c.released[t.cluster] != nil && !t.leaderAt.IsZero() && (t.liftAt.IsZero() || !now.Before(t.liftAt))) || !now.Before(t.deadline) ||
 			(!t.onAt.IsZero() && !now.Before(t.onAt.Add(c.opts.FenceHold)) && c.promoted[t.cluster] != nil) ||
-			(t.held && !t.holding(now)) {
+			(t.held && !t.holding(now)) || (!t.backAt.IsZero() && !now.Before(t.backAt.Add(c.opts.FenceHold))) {
 			return true
 		}
 	}
@@ -722,6 +731,9 @@ func (c *Controller) nextDue(now time.Time) time.Time {
 		if t.held {
 			note(t.leaderAt.Add(maxRoleHold))
 		}
+		if !t.backAt.IsZero() {
+			note(t.backAt.Add(c.opts.FenceHold))
+		}
 	}
 	return at
 }
@@ -739,7 +751,8 @@ type TransitionTimeline struct {
 	// Requested: the failover key asked for it.
 	Requested time.Time `json:"requested,omitempty"`
 	// OldPrimaryOff: the old primary's /primary stopped answering 200, or
-	// its leader key went; FencedApplied: its weight 0 reached HAProxy.
+	// its leader key went (or Patroni began stopping its PostgreSQL);
+	// FencedApplied: its forced DOWN reached HAProxy.
 	OldPrimaryOff time.Time `json:"old_primary_off,omitempty"`
 	OffReason     string    `json:"off_reason,omitempty"`
 	FencedApplied time.Time `json:"fenced_applied,omitempty"`
@@ -813,9 +826,12 @@ func (c *Controller) noteApplied(res target.Result, at time.Time) {
 				if !res.ForcedUp.IsZero() {
 					t.forcedAt = res.ForcedUp
 				}
-			case ch.Kind == target.KindSetWeight && ch.Server == t.from && strings.HasSuffix(ch.Detail, "-> 0") &&
+			case ch.Kind == target.KindForceDown && strings.TrimSuffix(ch.Server, services.BackupTwinSuffix) == t.from &&
 				t.fencedAt.IsZero() && !t.offAt.IsZero():
 				t.fencedAt = at
+				if !res.ForcedDown.IsZero() {
+					t.fencedAt = res.ForcedDown
+				}
 			}
 		}
 	}

@@ -178,8 +178,8 @@ func TestTransitionSwitchover(t *testing.T) {
 		}
 	}
 
-	// The request: the old primary and the named candidate are probed, and
-	// the old primary is fenced at once (fenceAtRequest).
+	// The request: the old primary and the named candidate are probed, the
+	// write path is untouched while the old primary answers 200.
 	c.Observe(a.with(requested(state(11, "pg-test-1", 1, all...), "pg-test-1", "pg-test-2"), ""))
 	eventually(t, "probes of the old primary and the candidate", func() bool {
 		return a["pg-test-1"].count() > 2 && a["pg-test-2"].count() > 2
@@ -187,20 +187,22 @@ func TestTransitionSwitchover(t *testing.T) {
 	if n := a["pg-test-3"].count(); n != 0 {
 		t.Errorf("pg-test-3, not the candidate, probed %d times", n)
 	}
-	eventually(t, "pg-test-1 fenced in write services at the request", func() bool {
-		last := ft.last()
-		return weightOf(last, "pg-test-primary", "pg-test-1") == 0 && weightOf(last, "pg-test-default", "pg-test-1") == 0
-	})
+	if forcedDown(ft.last(), "pg-test-primary", "pg-test-1") {
+		t.Errorf("pg-test-1 forced DOWN in the primary service at the request, want the fence at demotion, not at the request")
+	}
 
 	// Patroni demotes: it says it stops PostgreSQL while /primary still
-	// answers 200, before any DCS change. It stays fenced.
+	// answers 200, before any DCS change. Fenced at once.
 	a["pg-test-1"].setState("stopping")
-	eventually(t, "pg-test-1 still fenced in write services", func() bool {
+	eventually(t, "pg-test-1 fenced in write services", func() bool {
 		last := ft.last()
-		return weightOf(last, "pg-test-primary", "pg-test-1") == 0 && weightOf(last, "pg-test-default", "pg-test-1") == 0
+		return forcedDown(last, "pg-test-primary", "pg-test-1") && forcedDown(last, "pg-test-default", "pg-test-1")
 	})
-	if w := weightOf(ft.last(), "pg-test-replica", "pg-test-1"); w != 100 {
-		t.Errorf("pg-test-1 weight %d in the replica service, want 100", w)
+	if forcedDown(ft.last(), "pg-test-replica", "pg-test-1") {
+		t.Errorf("pg-test-1 forced DOWN in the replica service, want it only in write services")
+	}
+	if w := weightOf(ft.last(), "pg-test-primary", "pg-test-1"); w != 100 {
+		t.Errorf("pg-test-1 weight %d in the primary service while fenced, want 100 (the fence is runtime health, not the file)", w)
 	}
 
 	// pg-test-2 takes the key; its member key still says replica, its
@@ -245,7 +247,7 @@ func TestTransitionSwitchover(t *testing.T) {
 	eventually(t, "probes stopped", func() bool { return c.tx.running.Load() == 0 })
 	eventually(t, "fence lifted and force-up over", func() bool {
 		last := ft.last()
-		return weightOf(last, "pg-test-primary", "pg-test-1") == 100 && forcedUp(last, "pg-test-primary") == ""
+		return !forcedDown(last, "pg-test-primary", "pg-test-1") && forcedUp(last, "pg-test-primary") == ""
 	})
 	tl := transitionEvents(c)[0]
 	if tl.Cause != "switchover requested" || tl.From != "pg-test-1" || tl.To != "pg-test-2" || tl.Requested.IsZero() ||
@@ -254,8 +256,8 @@ func TestTransitionSwitchover(t *testing.T) {
 		t.Errorf("timeline %+v", tl)
 	}
 	a["pg-test-1"].set(503, "replica")
-	if tl.OffReason != fenceAtRequest {
-		t.Errorf("off reason %q, want the request", tl.OffReason)
+	if tl.OffReason != "Patroni is stopping its PostgreSQL (state stopping)" {
+		t.Errorf("off reason %q, want the REST answer", tl.OffReason)
 	}
 	m.mu.Lock()
 	if len(m.calls) != 1 || m.calls[0] != tl.WriteDowntime {
@@ -265,8 +267,7 @@ func TestTransitionSwitchover(t *testing.T) {
 }
 
 // TestTransitionRefused: a switchover request Patroni never carries out
-// fences the old primary only until the request goes away, and stops the
-// probes.
+// leaves the write path untouched and stops the probes.
 func TestTransitionRefused(t *testing.T) {
 	all := []string{"pg-test-1", "pg-test-2", "pg-test-3"}
 	a := apis{"pg-test-1": newFakeAPI(t, 200, "master"), "pg-test-2": newFakeAPI(t, 503, "replica"),
@@ -282,12 +283,14 @@ func TestTransitionRefused(t *testing.T) {
 	c.Observe(a.with(state(12, "pg-test-1", 1, all...), ""))
 	eventually(t, "the transition's end", func() bool { return len(transitionEvents(c)) == 1 })
 	eventually(t, "probes stopped", func() bool { return c.tx.running.Load() == 0 })
-	if tl := transitionEvents(c)[0]; tl.OffReason != fenceAtRequest || tl.To != "" {
-		t.Errorf("timeline %+v, want fenced at the request and nothing on", tl)
+	if tl := transitionEvents(c)[0]; !tl.OldPrimaryOff.IsZero() || tl.To != "" {
+		t.Errorf("timeline %+v, want nothing off or on", tl)
 	}
-	eventually(t, "fence lifted once the request went away", func() bool {
-		return weightOf(ft.last(), "pg-test-primary", "pg-test-1") == 100
-	})
+	for i, applied := range ft.all() {
+		if forcedDown(applied, "pg-test-primary", "pg-test-1") {
+			t.Errorf("apply %d: pg-test-1 forced DOWN, want the write path untouched", i)
+		}
+	}
 	// The same request still in the DCS does not start another transition.
 	c.Observe(a.with(requested(state(13, "pg-test-1", 1, all...), "pg-test-1", ""), ""))
 	c.Observe(a.with(requested(state(14, "pg-test-1", 1, all...), "pg-test-1", ""), ""))
@@ -298,6 +301,47 @@ func TestTransitionRefused(t *testing.T) {
 	})
 	if n := c.tx.running.Load(); n != 0 {
 		t.Errorf("%d probes for a request already seen through", n)
+	}
+}
+
+// TestTransitionLeadsAgain: an old primary fenced because Patroni said it
+// was stopping PostgreSQL, that then answers /primary 200 read-write again
+// while it still holds the leader key (the stop did not go through), is
+// forced UP at once in the write services (the fence left it DOWN, and its
+// checks would take downinter and rise checks), for FenceHold only.
+func TestTransitionLeadsAgain(t *testing.T) {
+	all := []string{"pg-test-1", "pg-test-2", "pg-test-3"}
+	a := apis{"pg-test-1": newFakeAPI(t, 200, "master"), "pg-test-2": newFakeAPI(t, 503, "replica"),
+		"pg-test-3": newFakeAPI(t, 503, "replica")}
+	ft := &fakeTarget{}
+	c := runTransitionController(t, ft, nil)
+	c.Observe(a.with(state(10, "pg-test-1", 1, all...), ""))
+	eventually(t, "first apply", func() bool { return ft.count() == 1 })
+	c.Observe(a.with(requested(state(11, "pg-test-1", 1, all...), "pg-test-1", "pg-test-2"), ""))
+	a["pg-test-1"].setState("stopping")
+	eventually(t, "pg-test-1 fenced when Patroni stops PostgreSQL", func() bool {
+		return forcedDown(ft.last(), "pg-test-primary", "pg-test-1") && forcedDown(ft.last(), "pg-test-default", "pg-test-1")
+	})
+	a["pg-test-1"].setState("running")
+	eventually(t, "pg-test-1 forced UP, no longer fenced", func() bool {
+		last := ft.last()
+		return !forcedDown(last, "pg-test-primary", "pg-test-1") && forcedUp(last, "pg-test-primary") == "pg-test-1" &&
+			forcedUp(last, "pg-test-default") == "pg-test-1"
+	})
+	if f := forcedUp(ft.last(), "pg-test-replica"); f != "" {
+		t.Errorf("forced up %q in the replica service", f)
+	}
+	eventually(t, "the transition's end", func() bool { return len(transitionEvents(c)) == 1 })
+	eventually(t, "force-up over", func() bool {
+		last := ft.last()
+		return forcedUp(last, "pg-test-primary") == "" && !forcedDown(last, "pg-test-primary", "pg-test-1")
+	})
+	for i, applied := range ft.all() {
+		for _, svc := range []string{"pg-test-primary", "pg-test-default"} {
+			if f := forcedUp(applied, svc); f != "" && f != "pg-test-1" {
+				t.Errorf("apply %d: forced up %q in %s, want only the member that leads", i, f, svc)
+			}
+		}
 	}
 }
 
@@ -315,7 +359,7 @@ func TestTransitionKill9(t *testing.T) {
 
 	a["pg-test-1"].srv.Close() // dead: nothing answers
 	c.Observe(a.with(state(11, "", 1, "pg-test-2", "pg-test-3"), ""))
-	eventually(t, "the dead primary fenced", func() bool { return weightOf(ft.last(), "pg-test-primary", "pg-test-1") == 0 })
+	eventually(t, "the dead primary fenced", func() bool { return forcedDown(ft.last(), "pg-test-primary", "pg-test-1") })
 	eventually(t, "the survivors probed", func() bool { return a["pg-test-2"].count() > 0 && a["pg-test-3"].count() > 0 })
 
 	a["pg-test-3"].set(200, "master")
@@ -417,7 +461,7 @@ func TestFenceWaitsForReload(t *testing.T) {
 	c.Observe(a.with(state(10, "pg-test-1", 1, all...), ""))
 	eventually(t, "first apply", func() bool { return ft.count() == 1 })
 	c.Observe(a.with(state(11, "", 1, all...), ""))
-	eventually(t, "pg-test-1 fenced", func() bool { return weightOf(ft.last(), "pg-test-primary", "pg-test-1") == 0 })
+	eventually(t, "pg-test-1 fenced", func() bool { return forcedDown(ft.last(), "pg-test-primary", "pg-test-1") })
 
 	// The new leader comes on; its apply (a reload) hangs.
 	gate := make(chan struct{})
@@ -441,7 +485,7 @@ func TestFenceWaitsForReload(t *testing.T) {
 	gt.mu.Unlock()
 	close(gate)
 	released := time.Now()
-	eventually(t, "fence lifted after the reload", func() bool { return weightOf(ft.last(), "pg-test-primary", "pg-test-1") == 100 })
+	eventually(t, "fence lifted after the reload", func() bool { return !forcedDown(ft.last(), "pg-test-primary", "pg-test-1") })
 	if d := time.Since(released); d < 300*time.Millisecond {
 		t.Errorf("fence lifted %v after the reload ended, want FenceHold (300ms) at least", d)
 	}
@@ -512,7 +556,7 @@ func TestGhostLeaderIsNoTransition(t *testing.T) {
 	if n != 0 {
 		t.Errorf("%d transitions for a ghost leader", n)
 	}
-	if w := weightOf(ft.last(), "pg-test-primary", "pg-test-1"); w != 100 {
-		t.Errorf("pg-test-1 weight %d after a ghost leader key, want 100", w)
+	if forcedDown(ft.last(), "pg-test-primary", "pg-test-1") {
+		t.Errorf("pg-test-1 forced DOWN after a ghost leader key, want untouched")
 	}
 }

@@ -13,8 +13,11 @@ import (
 
 // job is what the reconcile hands to a target worker: the latest wins.
 type job struct {
-	desired  []services.Service
-	force    bool
+	desired []services.Service
+	force   bool
+	// reassert: apply again if desired has a write fence (ForceDown), even
+	// unchanged (see Controller.reconcile).
+	reassert bool
 	eventAt  time.Time // first DCS event this job answers (convergence latency)
 	decision int64
 	revision int64
@@ -83,6 +86,9 @@ func (w *worker) submit(j job) {
 	w.mu.Lock()
 	if w.pending != nil && w.pending.force {
 		j.force = true // a resync must not be lost by a newer event
+	}
+	if w.pending != nil && w.pending.reassert {
+		j.reassert = true
 	}
 	if w.pending != nil && !w.pending.eventAt.IsZero() && w.pending.eventAt.Before(j.eventAt) {
 		j.eventAt = w.pending.eventAt
@@ -183,7 +189,7 @@ func (w *worker) handle(ctx context.Context, j *job) bool {
 	w.mu.Lock()
 	unchanged := w.applied != nil && sameDesired(w.applied, j.desired)
 	w.mu.Unlock()
-	if unchanged && !j.force {
+	if unchanged && !j.force && !(j.reassert && hasForceDown(j.desired)) {
 		return true
 	}
 	if !w.opts.termOK(j.term) {
@@ -292,4 +298,16 @@ func (w *worker) handle(ctx context.Context, j *job) bool {
 		}
 	}
 	return true
+}
+
+// hasForceDown reports whether desired fences a server (ForceDown).
+func hasForceDown(desired []services.Service) bool {
+	for i := range desired {
+		for j := range desired[i].Servers {
+			if desired[i].Servers[j].ForceDown {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -9,11 +9,13 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgsvc/pgsvc/pkg/services"
+	"github.com/pgsvc/pgsvc/pkg/target"
 )
 
 // healthOfMany returns "backend/server" -> DOWN (checks failing, not in
 // maintenance) for the servers of every backend of sn where a new primary
-// may be forced UP (live health matters nowhere else): one runtime GET per
+// may be forced UP or an old one forced DOWN (live health matters nowhere
+// else): one runtime GET per
 // such backend, readParallel in flight. (One GET /stats/native answers every
 // server of the HAProxy, but at 1,000 clusters it took 10 s through the
 // API: O(fleet); a mass failover forces 2 backends per cluster, a
@@ -21,7 +23,7 @@ import (
 func (t *Target) healthOfMany(ctx context.Context, sn *snapshot, desired []services.Service) (map[string]bool, error) {
 	var backends []string
 	for _, d := range desired {
-		if wantsForceUp(d) && sn.be[d.Name] != nil {
+		if target.WantsHealth(d) && sn.be[d.Name] != nil {
 			backends = append(backends, d.Name)
 		}
 	}

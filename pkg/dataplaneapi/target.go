@@ -97,6 +97,9 @@ type Target struct {
 	stale staleState
 	// running: see confirmRunning.
 	running runningState
+	// noCut: the default-server line and check of every service seen by
+	// warnNoCut, by name.
+	noCut map[string][2]string
 	// admin: the twin layout's runtime admin states (see adminCache).
 	admin      adminCache
 	adminReads AdminReads
@@ -285,6 +288,7 @@ func (t *Target) Apply(ctx context.Context, desired []services.Service) (target.
 	if err := validate(desired); err != nil {
 		return target.Result{}, err
 	}
+	t.warnNoCut(desired)
 	backoff := t.opts.Backoff
 	for attempt := 0; ; attempt++ {
 		res, err := t.applyOnce(ctx, desired)
@@ -336,7 +340,15 @@ func (t *Target) applyOnce(ctx context.Context, desired []services.Service) (tar
 		return res, nil
 	}
 	res.Changes = changes
-	force, rest := splitForceUp(changes)
+	fence, force, rest := target.SplitForce(changes)
+	// The write fence first, before any configuration write or reload (the
+	// reload script's state dump then carries it to the new worker).
+	if err := t.forceDown(ctx, fence); err != nil {
+		return res, err
+	}
+	if len(fence) > 0 {
+		res.ForcedDown = time.Now()
+	}
 	flips, rest := splitFlips(rest)
 	if len(rest) > 0 {
 		res, err = t.applyConfig(ctx, st, desired, rest, res)
@@ -431,24 +443,56 @@ func splitWeights(changes []target.Change) (weights, rest []target.Change) {
 	return weights, rest
 }
 
-func wantsForceUp(s services.Service) bool {
-	for _, sv := range s.Servers {
-		if sv.ForceUp {
+// warnNoCut warns, once per service and default-server line, about a
+// write service whose default-server lacks `on-marked-down
+// shutdown-sessions`: through the API the write fence marks the old
+// primary DOWN, but its established sessions are not cut (measured on
+// HAProxy 2.6: neither `health down` nor `state maint` cuts them without
+// the option), so a session its pgbouncer queued may still run on the
+// restarted standby (25006). The direct driver cuts them itself.
+func (t *Target) warnNoCut(desired []services.Service) {
+	if t.noCut == nil {
+		t.noCut = make(map[string][2]string, len(desired))
+	}
+	for _, d := range desired {
+		seen := [2]string{d.DefaultServer, d.Check}
+		if was, ok := t.noCut[d.Name]; ok && was == seen {
+			continue // seen as it is
+		}
+		t.noCut[d.Name] = seen
+		if !services.WriteCheck(d.Check) || hasShutdownSessions(d.DefaultServer) {
+			continue
+		}
+		t.log.Warn("write service without on-marked-down shutdown-sessions: through the Data Plane API the write fence forces the old primary DOWN but cannot cut its established sessions",
+			zap.String("service", d.Name), zap.String("default_server", d.DefaultServer))
+	}
+}
+
+// hasShutdownSessions reports whether a default-server line has
+// `on-marked-down shutdown-sessions`.
+func hasShutdownSessions(line string) bool {
+	f := strings.Fields(line)
+	for i := 0; i+1 < len(f); i++ {
+		if f[i] == "on-marked-down" && f[i+1] == "shutdown-sessions" {
 			return true
 		}
 	}
 	return false
 }
 
-func splitForceUp(changes []target.Change) (force, rest []target.Change) {
-	for _, c := range changes {
-		if c.Kind == target.KindForceUp {
-			force = append(force, c)
-		} else {
-			rest = append(rest, c)
+// forceDown fences old primaries from write services through the runtime
+// API (operational_state down: `set server B/S health down`), never a
+// configuration write; flipParallel requests in flight. HAProxy cuts the
+// server's established sessions only where the service's default-server
+// has `on-marked-down shutdown-sessions` (Pigsty's default; the API has no
+// `shutdown sessions`): WarnNoShutdownSessions says where it does not.
+func (t *Target) forceDown(ctx context.Context, changes []target.Change) error {
+	return t.runtimeMany(ctx, changes, func(c target.Change) error {
+		if _, err := t.c.ReplaceRuntimeServer(ctx, c.Backend, c.Server, &models.RuntimeServer{OperationalState: "down"}); err != nil {
+			return fmt.Errorf("force down %s/%s: %w", c.Backend, c.Server, err)
 		}
-	}
-	return force, rest
+		return nil
+	})
 }
 
 // forceUp marks new primaries UP at once through the runtime API

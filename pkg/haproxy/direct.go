@@ -262,6 +262,10 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 		}
 		// Until it is all applied and read back, what runs is not known.
 		saved := d.takeCache()
+		// The write fence first: no write must reach the old primary.
+		if err := d.forceDown(ctx, changes, &res); err != nil {
+			return res, err
+		}
 		// Twins: incoming twins ready first, then weights, then outgoing
 		// twins down, so a backend never has zero active servers.
 		ups, downs := flipsOf(changes)
@@ -271,8 +275,8 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 		var weights []Weight
 		weightOf := desiredWeights(desired)
 		for _, c := range changes {
-			if c.Kind == target.KindForceUp || c.Kind == target.KindSetState {
-				continue // after the weights
+			if c.Kind == target.KindForceUp || c.Kind == target.KindSetState || c.Kind == target.KindForceDown {
+				continue // before or after the weights
 			}
 			w, err := weightOf(c.Backend, c.Server)
 			if err != nil {
@@ -318,6 +322,12 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 	// server-state dump right before it carries the forced UP over to the
 	// new worker (a forced-up server always exists already: only a server
 	// HAProxy has DOWN is forced).
+	// The write fence too, and first (the state file carries it over; see
+	// FixServersState).
+	if err := d.forceDown(ctx, changes, &res); err != nil {
+		res.Duration = time.Since(start)
+		return res, err
+	}
 	if err := d.forceUp(ctx, changes, &res); err != nil {
 		res.Duration = time.Since(start)
 		return res, err
@@ -499,6 +509,41 @@ func mergeKept(desired, file []services.Service) []services.Service {
 		}
 	}
 	return out
+}
+
+// forceDown fences old primaries from write services: `set server B/S
+// health down` (no new connection goes to it from this command on; its
+// queued ones are redistributed), then `shutdown sessions server B/S`, so a
+// session opened in the last moments before Patroni stopped PostgreSQL
+// (pgbouncer queues its writes for the restarted standby) is cut whatever
+// the service's on-marked-down says. All over one pipelined connection,
+// in that order per server. HAProxy's checks still run; the controller
+// forces it DOWN again while the fence lasts.
+func (d *Direct) forceDown(ctx context.Context, changes []target.Change, res *target.Result) error {
+	var cmds []string
+	for _, c := range changes {
+		if c.Kind == target.KindForceDown {
+			cmds = append(cmds, fmt.Sprintf("set server %s/%s health down", c.Backend, c.Server),
+				fmt.Sprintf("shutdown sessions server %s/%s", c.Backend, c.Server))
+		}
+	}
+	if len(cmds) == 0 {
+		return nil
+	}
+	if err := target.CheckWrite(ctx); err != nil {
+		return err
+	}
+	answers, err := d.rt.Pipeline(ctx, cmds)
+	if err != nil {
+		return fmt.Errorf("force down: %w", err)
+	}
+	for i, a := range answers {
+		if msg := strings.TrimSpace(a); msg != "" {
+			return fmt.Errorf("force down: %s: haproxy says %q", cmds[i], msg)
+		}
+	}
+	res.ForcedDown = time.Now()
+	return nil
 }
 
 // forceUp marks the new primary UP in write services at once (`set server

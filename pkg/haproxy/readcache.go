@@ -34,8 +34,8 @@ const DefaultFullReadEvery = 10 * time.Minute
 //     repaired: repair_state).
 //
 // Live health (DOWN) is never cached: it is read, for the backends where a
-// new primary may be forced UP, with one pipelined `show servers state B`
-// per backend.
+// new primary may be forced UP or an old one forced DOWN, with one
+// pipelined `show servers state B` per backend.
 type readCache struct {
 	mu sync.Mutex
 	cacheState
@@ -122,7 +122,7 @@ func (d *Direct) readFor(ctx context.Context, desired []services.Service) (*snap
 	}
 	var health []string
 	for _, s := range desired {
-		if b := out.current[s.Name]; b != nil && wantsForceUp(s) {
+		if b := out.current[s.Name]; b != nil && target.WantsHealth(s) {
 			health = append(health, s.Name)
 			out.current[s.Name] = cloneBackend(b)
 		}
@@ -144,15 +144,6 @@ func (d *Direct) readFor(ctx context.Context, desired []services.Service) (*snap
 		}
 	}
 	return out, nil
-}
-
-func wantsForceUp(s services.Service) bool {
-	for _, sv := range s.Servers {
-		if sv.ForceUp {
-			return true
-		}
-	}
-	return false
 }
 
 // serversState runs `show servers state B` for each backend over one

@@ -96,7 +96,9 @@ func ParseServersState(text string) ([]StateServer, error) {
 //   - a server whose address, port or check port changes gets a line for its
 //     NEW endpoint marked stopped (DOWN, health 0): it is another member now,
 //     and it comes UP only after `rise` good checks;
-//   - a server with no line gets such a stopped line too;
+//   - a server with no line gets such a stopped line too, and so does a
+//     server forced DOWN (Server.ForceDown: the write fence), so the new
+//     worker never sends a write to a fenced old primary;
 //   - every desired server's weight (srv_uweight, srv_iweight) is set to the
 //     desired weight so a reload never restores an older runtime weight;
 //   - other lines (unchanged servers, sections the driver does not manage)
@@ -145,7 +147,8 @@ func FixServersState(dump string, desired []services.Service) (string, error) {
 			continue
 		}
 		seen[key] = true
-		if f[stSrvAddr] != sv.Address || f[stSrvPort] != strconv.Itoa(sv.Port) || f[stCheckPort] != strconv.Itoa(sv.CheckPort) {
+		if f[stSrvAddr] != sv.Address || f[stSrvPort] != strconv.Itoa(sv.Port) || f[stCheckPort] != strconv.Itoa(sv.CheckPort) || sv.ForceDown {
+			// A fenced old primary starts DOWN in the new worker too.
 			markStopped(f, sv)
 		}
 		f[stUWeight] = strconv.Itoa(sv.Weight)

@@ -241,8 +241,8 @@ func docName(doc map[string]any) string {
 func server(v *topology.View, def *topology.ServiceDef, m *topology.MemberView, dest string, selected, backup bool) Server {
 	sv := plainServer(v, def, m, dest, selected, backup)
 	if m.Fenced && WriteCheck(def.Check) {
-		sv.Weight = 0
-		sv.Reason += "; weight 0: " + m.FenceReason
+		sv.ForceDown = true
+		sv.Reason += "; forced DOWN, sessions cut: " + m.FenceReason
 	}
 	if m.Promoted && WriteCheck(def.Check) {
 		sv.ForceUp = true

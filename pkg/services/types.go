@@ -50,6 +50,12 @@ type Server struct {
 	// the leader key and that Patroni reports running as primary. Saves the
 	// `rise` checks after `downinter` of a failover; never set otherwise.
 	ForceUp bool `json:"force_up,omitempty"`
+	// ForceDown asks the target to mark the server DOWN at once (runtime
+	// health, never the file) and cut its established sessions: in a write
+	// service, the old primary from the moment Patroni stops its PostgreSQL
+	// (the write fence). Re-asserted while set; once it is no longer set
+	// the server is left to HAProxy's checks. Never set otherwise.
+	ForceDown bool `json:"force_down,omitempty"`
 	// Disabled marks an inactive twin (LayoutTwins): `disabled` in the
 	// file, admin state drain or maint at runtime (Service.InactiveState).
 	Disabled bool `json:"disabled,omitempty"`

@@ -100,6 +100,10 @@ func diffServers(backend string, cur map[string]services.Server, want []services
 			out = append(out, Change{Kind: KindSetWeight, Backend: backend, Server: w.Name,
 				Detail: fmt.Sprintf("weight %d -> %d", c.Weight, w.Weight), Runtime: true})
 		}
+		if w.ForceDown && !c.Down && c.Admin != "maint" {
+			out = append(out, Change{Kind: KindForceDown, Backend: backend, Server: w.Name,
+				Detail: "health UP -> DOWN, sessions cut: the old primary, fenced from writes", Runtime: true})
+		}
 		if w.ForceUp && c.Down {
 			out = append(out, Change{Kind: KindForceUp, Backend: backend, Server: w.Name,
 				Detail: "health DOWN -> UP: the new primary, per Patroni", Runtime: true})
@@ -157,6 +161,34 @@ func settingsDelta(cur, want Settings) string {
 		parts = append(parts, fmt.Sprintf("default-server %q -> %q", cur.DefaultServer, want.DefaultServer))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// WantsHealth reports whether s has a server whose live health decides a
+// change (ForceUp or ForceDown): targets read live health for such
+// services only.
+func WantsHealth(s services.Service) bool {
+	for _, sv := range s.Servers {
+		if sv.ForceUp || sv.ForceDown {
+			return true
+		}
+	}
+	return false
+}
+
+// SplitForce separates the force_down changes, the force_up changes and
+// the rest, keeping their order.
+func SplitForce(changes []Change) (down, up, rest []Change) {
+	for _, c := range changes {
+		switch c.Kind {
+		case KindForceDown:
+			down = append(down, c)
+		case KindForceUp:
+			up = append(up, c)
+		default:
+			rest = append(rest, c)
+		}
+	}
+	return down, up, rest
 }
 
 // RuntimeOnly reports whether every change can be applied without a reload.

@@ -37,6 +37,7 @@ const (
 	KindUpdateServer  = "update_server" // address/port/check port/backup changed (needs reload)
 	KindSetWeight     = "set_weight"    // runtime-capable
 	KindForceUp       = "force_up"      // runtime only: health UP now (a new primary)
+	KindForceDown     = "force_down"    // runtime only: health DOWN now and sessions cut (the old primary, fenced)
 	KindSetState      = "set_state"     // runtime only: a twin's admin state (ready/drain/maint)
 )
 
@@ -69,4 +70,7 @@ type Result struct {
 	// ForcedUp is when the force_up changes were made (zero when none): an
 	// apply with a reload goes on long after.
 	ForcedUp time.Time `json:"forced_up,omitempty"`
+	// ForcedDown is when the force_down changes reached HAProxy (zero when
+	// none).
+	ForcedDown time.Time `json:"forced_down,omitempty"`
 }

@@ -16,9 +16,10 @@ type MergeOptions struct {
 	// a DCS outage does not tear down the write path.
 	LastKnownLeader string
 	// Released is the member the caller saw Patroni move the primary away
-	// from (a switchover request naming it, or the leader key released while
-	// its member key stayed): it is Fenced, and write services give it no
-	// new connections. The caller decides how long this lasts.
+	// from (Patroni stopping its PostgreSQL, its /primary no longer 200, or
+	// its leader key gone): it is Fenced, and write services force it DOWN
+	// (no new connections, its sessions cut). The caller decides how long
+	// this lasts.
 	Released string
 	// Promoted is the member the caller saw take the leader key from
 	// another one a moment ago; it is marked Promoted while it holds the
@@ -61,7 +62,7 @@ func Merge(c *Cluster, st *patroni.ClusterState, opts MergeOptions) *View {
 		}
 		if opts.Released != "" && m.Name == opts.Released {
 			m.Fenced = true
-			m.FenceReason = "Patroni is moving the primary away from it (switchover requested or leader key released): no new writes"
+			m.FenceReason = "Patroni is moving the primary away from it (its PostgreSQL stopping, its /primary no longer 200 or its leader key gone): no writes"
 		}
 	}
 	return v

@@ -156,8 +156,8 @@ type MemberView struct {
 	PatroniPort   int
 	Weight        int
 	// Fenced is true for the member that released the leader key and has
-	// not led again since (Patroni is demoting it): write services give it
-	// no new connections. FenceReason says so in words.
+	// not led again since (Patroni is demoting it): write services force it
+	// DOWN at runtime and cut its sessions. FenceReason says so in words.
 	Fenced      bool
 	FenceReason string
 	// Promoted is true for the member that just took the leader key (see
