@@ -498,8 +498,8 @@ func (r *scenarioRig) failover(t *testing.T, duoSess *session) {
 //
 // Without the controller's write fence, 3 of 7 runs sent one write to the
 // demoting primary 0.6-0.8 s into the switchover (it goes read-only before
-// HAProxy's checks, fall 3, mark it down); the fence gives it weight 0 as
-// soon as the switchover request appears in the DCS.
+// HAProxy's checks, fall 3, mark it down); the fence forces it DOWN (and
+// cuts its sessions) as soon as Patroni says it stops PostgreSQL.
 func (r *scenarioRig) checkWrites(t *testing.T) {
 	const sc = "4 writes during 1-3"
 	recs := r.writer.stop()

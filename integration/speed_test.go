@@ -6,13 +6,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/pgsvc/pgsvc/integration/harness"
 	"github.com/pgsvc/pgsvc/pkg/controller"
@@ -144,6 +148,88 @@ func (b *burstWriter) stop() []writeRec {
 	return b.w.snapshot()
 }
 
+// pgWriter writes straight to each member's PostgreSQL (bypassing HAProxy
+// and pgbouncer) every interval, one insert per attempt over a kept
+// connection (reconnected after an error): PostgreSQL's own write gap, from
+// the last commit on the old primary to the first on the new one. Patroni's
+// /primary still answers 200 for ~1 s while its PostgreSQL shuts down, so
+// the REST window alone hides part of the outage no proxy can avoid.
+type pgWriter struct {
+	mu     sync.Mutex
+	commit map[string][]time.Time // member -> commit end times
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func startPGWriter(addrs map[string]string, members []string, every time.Duration) *pgWriter {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &pgWriter{commit: map[string][]time.Time{}, cancel: cancel}
+	for _, m := range members {
+		hostport := net.JoinHostPort(addrs[m], strconv.Itoa(harness.PgPort))
+		p.wg.Add(1)
+		go func(m string) {
+			defer p.wg.Done()
+			var conn *pgx.Conn
+			defer func() {
+				if conn != nil {
+					conn.Close(context.Background())
+				}
+			}()
+			tick := time.NewTicker(every)
+			defer tick.Stop()
+			for n := 0; ; n++ {
+				cctx, ccancel := context.WithTimeout(ctx, time.Second)
+				var err error
+				if conn == nil {
+					conn, err = pgx.Connect(cctx, svcDSN(hostport))
+				}
+				if err == nil {
+					_, err = conn.Exec(cctx, "insert into "+writesTable+" (n) values ($1)", -1-n)
+					if err == nil {
+						p.mu.Lock()
+						p.commit[m] = append(p.commit[m], time.Now())
+						p.mu.Unlock()
+					} else {
+						conn.Close(context.Background())
+						conn = nil
+					}
+				}
+				ccancel()
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
+			}
+		}(m)
+	}
+	return p
+}
+
+func (p *pgWriter) stop() {
+	p.cancel()
+	p.wg.Wait()
+}
+
+// gap returns the last commit on old before the first commit on next after
+// since, and that first commit (zero when not seen).
+func (p *pgWriter) gap(old, next string, since time.Time) (lastOld, firstNew time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, at := range p.commit[next] {
+		if !at.Before(since) {
+			firstNew = at
+			break
+		}
+	}
+	for _, at := range p.commit[old] {
+		if firstNew.IsZero() || at.Before(firstNew) {
+			lastOld = at
+		}
+	}
+	return lastOld, firstNew
+}
+
 // speedRun is one switchover or failover measured end to end.
 type speedRun struct {
 	Label    string
@@ -155,10 +241,30 @@ type speedRun struct {
 	// first failed attempt, the first write committed on the new one.
 	LastOld, FirstFail, FirstNew writeRec
 	Failed, Misrouted            int
-	Timeline                     *controller.TransitionTimeline
+	// PostgreSQL's own write gap (pgWriter): last commit on the old
+	// primary, first on the new one, straight to PostgreSQL.
+	PGLastOld, PGFirstNew time.Time
+	Timeline              *controller.TransitionTimeline
 }
 
 func (s speedRun) window() time.Duration { return s.NewOn.Sub(s.OldOff) }
+
+// pgGap is PostgreSQL's own write gap (0 when not measured).
+func (s speedRun) pgGap() time.Duration {
+	if s.PGLastOld.IsZero() || s.PGFirstNew.IsZero() {
+		return 0
+	}
+	return s.PGFirstNew.Sub(s.PGLastOld)
+}
+
+// haproxyGap is the same gap through HAProxy: the last write committed
+// through the primary service on the old primary to the first on the new.
+func (s speedRun) haproxyGap() time.Duration {
+	if s.LastOld.At.IsZero() || s.FirstNew.At.IsZero() {
+		return 0
+	}
+	return s.FirstNew.At.Add(s.FirstNew.Took).Sub(s.LastOld.At.Add(s.LastOld.Took))
+}
 
 // failing is how long writes failed: from the first failed attempt to the
 // start of the first write that landed on the new primary (0 when none failed).
@@ -203,7 +309,7 @@ func (r *scenarioRig) speedRuns(t *testing.T) {
 	// The goals, side by side (measured, not asserted: timing on a shared
 	// 2-core machine is no test).
 	var worstFirst, worstOver, worstOurs time.Duration
-	var firsts []string
+	var firsts, gaps []string
 	misrouted := 0
 	for _, run := range runs {
 		misrouted += run.Misrouted
@@ -214,11 +320,12 @@ func (r *scenarioRig) speedRuns(t *testing.T) {
 		worstOver = max(worstOver, run.failing()-run.window())
 		worstOurs = max(worstOurs, run.afterReadWrite())
 		firsts = append(firsts, dur(run.firstWrite()))
+		gaps = append(gaps, dur(run.pgGap())+"/"+dur(run.haproxyGap()))
 	}
 	r.res.add(sc, "summary", "%d runs; first write on the new primary after its /primary 200: %s, worst %s (goal <= 100ms); "+
 		"of which after the controller saw it read-write: worst %s; writes failing minus Patroni's window: worst %s (goal <= 200ms); "+
-		"misrouted writes: %d (goal 0)",
-		len(runs), strings.Join(firsts, " "), dur(worstFirst), dur(worstOurs), durSigned(worstOver), misrouted)
+		"misrouted writes: %d (goal 0); write gap PostgreSQL direct/through HAProxy: %s",
+		len(runs), strings.Join(firsts, " "), dur(worstFirst), dur(worstOurs), durSigned(worstOver), misrouted, strings.Join(gaps, " "))
 }
 
 func durSigned(d time.Duration) string {
@@ -247,15 +354,16 @@ func (s speedRun) describe() string {
 		return r.At.Add(r.Took)
 	}
 	fmt.Fprintf(&b, "%s -> %s: Patroni window (old /primary off -> new /primary 200) %s; writes failing %s (%d attempts); "+
-		"first write on the new primary %s after its /primary 200; misrouted %d",
-		s.Old, s.New, dur(s.window()), dur(s.failing()), s.Failed, durSigned(s.firstWrite()), s.Misrouted)
-	fmt.Fprintf(&b, ". Timeline from the old /primary off: last write on the old primary %s, first failure %s, new /primary 200 %s",
-		rel(end(s.LastOld)), rel(s.FirstFail.At), rel(s.NewOn))
+		"first write on the new primary %s after its /primary 200; misrouted %d; "+
+		"write gap (last commit on the old primary -> first on the new): PostgreSQL direct %s, through HAProxy %s",
+		s.Old, s.New, dur(s.window()), dur(s.failing()), s.Failed, durSigned(s.firstWrite()), s.Misrouted, dur(s.pgGap()), dur(s.haproxyGap()))
+	fmt.Fprintf(&b, ". Timeline from the old /primary off: last write on the old primary %s (PostgreSQL direct %s), first failure %s, new /primary 200 %s",
+		rel(end(s.LastOld)), rel(s.PGLastOld), rel(s.FirstFail.At), rel(s.NewOn))
 	if tl := s.Timeline; tl != nil {
 		fmt.Fprintf(&b, "; controller: old off %s (%s), fence applied %s, leader key %s, new primary read-write %s, forced up %s",
 			rel(tl.OldPrimaryOff), tl.OffReason, rel(tl.FencedApplied), rel(tl.LeaderKey), rel(tl.NewPrimaryOn), rel(tl.ForcedUp))
 	}
-	fmt.Fprintf(&b, "; first write on the new primary %s", rel(end(s.FirstNew)))
+	fmt.Fprintf(&b, "; first write on the new primary %s (PostgreSQL direct %s)", rel(end(s.FirstNew)), rel(s.PGFirstNew))
 	return b.String()
 }
 
@@ -277,6 +385,8 @@ func (r *scenarioRig) speedRun(t *testing.T, label string, members []string, kil
 	run = speedRun{Label: label, Old: old}
 	poller := startRESTPoller(r.addrs, members, 20*time.Millisecond)
 	defer poller.stop()
+	pgw := startPGWriter(r.addrs, members, 20*time.Millisecond)
+	defer pgw.stop()
 	w := startBurstWriter(svcAddr(testIP, portPrimary), 20*time.Millisecond)
 	defer w.stop()
 	// A few writes before, so the last one on the old primary is known.
@@ -333,6 +443,8 @@ func (r *scenarioRig) speedRun(t *testing.T, label string, members []string, kil
 	}
 	recs := w.stop()
 	poller.stop()
+	pgw.stop()
+	run.PGLastOld, run.PGFirstNew = pgw.gap(old, next, run.Start)
 
 	run.OldOff = poller.firstChange(old, run.Start, false)
 	run.NewOn = poller.firstChange(next, run.Start, true)
