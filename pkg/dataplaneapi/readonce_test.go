@@ -134,28 +134,37 @@ func TestWriteFenceNeverWaitsOnAFullRead(t *testing.T) {
 		fenced[i].Servers = append([]services.Server(nil), fenced[i].Servers...)
 		for j := range fenced[i].Servers {
 			if fenced[i].Servers[j].Name == "pg-c1-1" && (fenced[i].Service == "primary" || fenced[i].Service == "default") {
-				fenced[i].Servers[j].Weight = 0
+				fenced[i].Servers[j].ForceDown = true
 			}
 		}
 	}
 	res := f.apply(t, fenced)
-	if len(res.Changes) != 2 || res.Reloaded {
+	if len(res.Changes) != 2 || res.Reloaded || res.Changes[0].Kind != target.KindForceDown || res.ForcedDown.IsZero() {
 		t.Fatalf("fence: %+v", res)
 	}
+	// The version, and the live health of the two fenced backends: one
+	// runtime GET each, no configuration object.
 	for _, r := range reads(f.srv.Requests()) {
-		if r != "/configuration/version" {
-			t.Errorf("the fence read %s; it must only read the version", r)
+		if r != "/configuration/version" && r != "/runtime/servers" {
+			t.Errorf("the fence read %s; it must only read the version and the fenced backends' runtime servers", r)
 		}
 	}
-	// And lifting it, right after, reads nothing more either.
+	for _, w := range f.srv.Writes() {
+		if w.Method != "PUT" || !strings.HasPrefix(w.Path, "/runtime/servers/") || !strings.Contains(string(w.Body), `"operational_state":"down"`) {
+			t.Errorf("the fence wrote %s %s %s; want runtime PUTs operational_state down only", w.Method, w.Path, w.Body)
+		}
+	}
+	// Fenced already: nothing more while it lasts.
+	if res := f.apply(t, fenced); len(res.Changes) != 0 {
+		t.Errorf("fence again: %+v, want no change", res.Changes)
+	}
+	// Lifting it writes nothing (the server is left to HAProxy's checks).
 	f.srv.ResetRequests()
-	if res := f.apply(t, desired); len(res.Changes) != 2 {
+	if res := f.apply(t, desired); len(res.Changes) != 0 {
 		t.Fatalf("unfence: %+v", res)
 	}
-	for _, r := range reads(f.srv.Requests()) {
-		if r != "/configuration/version" {
-			t.Errorf("lifting the fence read %s", r)
-		}
+	if w := f.srv.Writes(); len(w) != 0 {
+		t.Errorf("lifting the fence wrote %+v", w)
 	}
 	f.assertConverged(t, desired)
 }

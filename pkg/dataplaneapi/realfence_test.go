@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -31,57 +32,91 @@ func statsCommand(sock, cmd string) (string, error) {
 	return strings.TrimSpace(string(b)), err
 }
 
-// TestRealAPIFenceLiftWithAReload: a write fence (weight 0, applied at
-// runtime) lifted in the same apply as backup flips that reload HAProxy
-// must be lifted in the running HAProxy too, not only in the file.
-func TestRealAPIFenceLiftWithAReload(t *testing.T) {
+// TestRealAPIForceDownWithAReload: the write fence through the real API
+// (2.9.9 and 3.2.0): the old primary, UP by its passing checks, is forced
+// DOWN in the write services by runtime PUTs (operational_state down) made
+// before the configuration write of the same apply (backup flips, one
+// reload), and is still DOWN in the new worker after the reload, with its
+// weight unchanged (100: no weight 0 in the file). While fenced nothing
+// more is done; lifted, it is left to its checks, which bring it back UP.
+func TestRealAPIForceDownWithAReload(t *testing.T) {
 	forEachRealAPI(t, func(t *testing.T, bin string, version int) {
 		rs := startRealStack(t, bin, version)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		tg := dataplaneapi.NewTarget(rs.c, zaptest.NewLogger(t), dataplaneapi.TargetOptions{ReloadPollInterval: 100 * time.Millisecond})
-		place := func(svcs []services.Service) []services.Service {
+		// pg-f-1's Patroni answers every check 200 (it is the primary).
+		ln, err := net.Listen("tcp", "127.0.1.11:0")
+		if err != nil {
+			t.Skipf("cannot listen on 127.0.1.11: %v", err)
+		}
+		check := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }),
+			ReadHeaderTimeout: time.Second}
+		go func() { _ = check.Serve(ln) }()
+		defer check.Close()
+		checkPort := ln.Addr().(*net.TCPAddr).Port
+		place := func(svcs []services.Service, fence bool) []services.Service {
 			for i := range svcs {
 				svcs[i].IP = "127.0.0.1"
 				svcs[i].Port = rs.svcPorts[i%4]
+				for j := range svcs[i].Servers {
+					sv := &svcs[i].Servers[j]
+					if sv.Name == "pg-f-1" {
+						sv.CheckPort = checkPort
+						sv.ForceDown = fence && services.WriteCheck(svcs[i].Check)
+					}
+				}
 			}
 			return svcs
 		}
 		admin := filepath.Join(rs.dir, "admin.sock")
-		weight := func() string {
-			out, err := statsCommand(admin, "get weight pg-f-primary/pg-f-1")
+		stat := func(backend string) string {
+			out, err := statsCommand(admin, "show servers state "+backend)
 			if err != nil {
 				return err.Error()
 			}
-			return out
+			for _, line := range strings.Split(out, "\n") {
+				f := strings.Fields(line)
+				if len(f) > 7 && f[3] == "pg-f-1" {
+					return "op " + f[5] + " weight " + f[7] // srv_op_state (0 stopped, 2 running), srv_uweight
+				}
+			}
+			return "absent: " + out
 		}
-		if _, err := tg.Apply(ctx, place(cluster("pg-f", 1, 3, 1))); err != nil {
+		if _, err := tg.Apply(ctx, place(cluster("pg-f", 1, 3, 1), false)); err != nil {
 			t.Fatal(err)
 		}
-		fenced := place(cluster("pg-f", 1, 3, 1))
-		fenced[0].Servers[0].Weight = 0
-		res, err := tg.Apply(ctx, fenced)
-		if err != nil {
-			t.Fatalf("fence: %v", err)
-		}
-		// The API applies a weight-only PUT at runtime; once in a while
-		// (observed once on each, right after the create's reload) it
-		// answers with a reload instead. Either way the lift below must
-		// reach the running HAProxy.
-		t.Logf("fence (weight 100 -> 0): reloaded %v", res.Reloaded)
-		waitUntil(t, 20*time.Second, func() bool { return strings.HasPrefix(weight(), "0 ") })
-		// Lift the fence and switch over in one apply (one reload).
-		res, err = tg.Apply(ctx, place(cluster("pg-f", 1, 3, 2)))
+		waitUntil(t, 40*time.Second, func() bool { return stat("pg-f-primary") == "op 2 weight 100" })
+		// Fence and switchover in one apply (backup flips: a reload).
+		res, err := tg.Apply(ctx, place(cluster("pg-f", 1, 3, 2), true))
 		if err != nil || !res.Reloaded || res.ReloadResult != "succeeded" {
-			t.Fatalf("lift + switchover: %+v %v", res, err)
+			t.Fatalf("fence + switchover: %+v %v", res, err)
 		}
-		deadline := time.Now().Add(20 * time.Second)
-		for !strings.HasPrefix(weight(), "100 ") {
-			if time.Now().After(deadline) {
-				t.Fatalf("the running HAProxy still has pg-f-1 at %q after the lift (the file says 100)", weight())
+		var downs []string
+		for _, c := range res.Changes {
+			if c.Kind == "force_down" {
+				downs = append(downs, c.Backend+"/"+c.Server)
 			}
-			time.Sleep(100 * time.Millisecond)
 		}
+		if strings.Join(downs, " ") != "pg-f-primary/pg-f-1 pg-f-default/pg-f-1" || res.ForcedDown.IsZero() {
+			t.Errorf("force_down %v (at %v), want pg-f-1 in the primary and default services", downs, res.ForcedDown)
+		}
+		for _, b := range []string{"pg-f-primary", "pg-f-default"} {
+			if got := stat(b); got != "op 0 weight 100" {
+				t.Errorf("%s/pg-f-1 after the reload: %s, want stopped at weight 100 (its checks pass: forced)", b, got)
+			}
+		}
+		if got := stat("pg-f-replica"); got != "op 2 weight 100" {
+			t.Errorf("pg-f-replica/pg-f-1: %s, want running: the fence is for write services only", got)
+		}
+		if again, err := tg.Apply(ctx, place(cluster("pg-f", 1, 3, 2), true)); err != nil || len(again.Changes) != 0 {
+			t.Errorf("while fenced: %+v %v, want no change", again.Changes, err)
+		}
+		// Lifted: no write; its checks (rise 3) bring it back.
+		if res, err := tg.Apply(ctx, place(cluster("pg-f", 1, 3, 2), false)); err != nil || len(res.Changes) != 0 {
+			t.Errorf("lift: %+v %v, want no change", res.Changes, err)
+		}
+		waitUntil(t, 60*time.Second, func() bool { return stat("pg-f-primary") == "op 2 weight 100" })
 	})
 }
 

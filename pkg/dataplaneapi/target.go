@@ -369,6 +369,13 @@ func (t *Target) applyOnce(ctx context.Context, desired []services.Service) (tar
 	if err := t.applyFlips(ctx, desired, flips); err != nil {
 		return res, err
 	}
+	if len(flips) > 0 && len(fence) > 0 {
+		// A fenced twin activated by the flips came out of maint UP:
+		// forced DOWN again at once.
+		if err := t.forceDown(ctx, fence); err != nil {
+			return res, err
+		}
+	}
 	err = t.forceUp(ctx, force)
 	if err == nil && len(force) > 0 {
 		res.ForcedUp = time.Now()

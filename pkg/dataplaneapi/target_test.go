@@ -544,3 +544,59 @@ func TestApplyForceUp(t *testing.T) {
 	}
 	f.assertConverged(t, desired)
 }
+
+// TestApplyForceDown: the write fence is a runtime PUT operational_state
+// down of the old primary in the write services, made before any
+// configuration write (here a backup flip in the same apply, which reloads):
+// the file keeps its weight, and the state dump of the reload carries it.
+func TestApplyForceDown(t *testing.T) {
+	f := newFixture(t)
+	desired := cluster("pg-live", 1, 3, 1)
+	f.apply(t, desired)
+	f.srv.ResetRequests()
+	fenced := cluster("pg-live", 1, 3, 2) // pg-live-2 leads: backup flips (a reload)
+	for i := range fenced {
+		if fenced[i].Service == "primary" || fenced[i].Service == "default" {
+			for j := range fenced[i].Servers {
+				fenced[i].Servers[j].ForceDown = fenced[i].Servers[j].Name == "pg-live-1"
+			}
+		}
+	}
+	res := f.apply(t, fenced)
+	var downs []string
+	for _, c := range res.Changes {
+		if c.Kind == target.KindForceDown {
+			downs = append(downs, c.Backend+"/"+c.Server)
+		}
+	}
+	if len(downs) != 2 || downs[0] != "pg-live-primary/pg-live-1" || downs[1] != "pg-live-default/pg-live-1" {
+		t.Fatalf("force_down %v, want pg-live-1 in the primary and default services: %+v", downs, res.Changes)
+	}
+	w := f.srv.Writes()
+	if len(w) < 3 {
+		t.Fatalf("writes %+v, want the two runtime PUTs, then the configuration", w)
+	}
+	for _, x := range w[:2] {
+		if x.Method != "PUT" || x.Path != "/runtime/servers/pg-live-1" || !strings.Contains(string(x.Body), `"operational_state":"down"`) {
+			t.Errorf("write %s %s %s, want the runtime PUT operational_state down first", x.Method, x.Path, x.Body)
+		}
+	}
+	for _, x := range w[2:] {
+		if strings.Contains(string(x.Body), `"weight":0`) || strings.Contains(string(x.Body), "weight 0") {
+			t.Errorf("configuration write %s %s carries a weight 0", x.Method, x.Path)
+		}
+	}
+	if !res.Reloaded {
+		t.Errorf("the backup flips did not reload: %+v", res)
+	}
+	// Fenced and DOWN: nothing more.
+	if again := f.apply(t, fenced); len(again.Changes) != 0 {
+		t.Errorf("second apply: %+v, want no change", again.Changes)
+	}
+	// Something brought it UP: forced DOWN again.
+	f.srv.SetOperationalState("pg-live-primary", "pg-live-1", "up")
+	again := f.apply(t, fenced)
+	if len(again.Changes) != 1 || again.Changes[0].Kind != target.KindForceDown || again.Changes[0].Backend != "pg-live-primary" {
+		t.Errorf("after it came UP: %+v, want one force_down in pg-live-primary", again.Changes)
+	}
+}

@@ -38,6 +38,7 @@ func TestDriverOnV3Double(t *testing.T) {
 		{"LeavesForeignSectionsAlone", TestApplyLeavesForeignSectionsAlone},
 		{"StatePreservedFalseWithoutStateFile", TestStatePreservedFalseWithoutStateFile},
 		{"ForceUp", TestApplyForceUp},
+		{"ForceDown", TestApplyForceDown},
 		{"ResyncWithSameVersionReadsOnlyTheVersion", TestResyncWithSameVersionReadsOnlyTheVersion},
 		{"OneClusterChangeCostsTheSameAtAnyFleetSize", TestOneClusterChangeCostsTheSameAtAnyFleetSize},
 		{"SwitchoverReadsNoObjects", TestSwitchoverReadsNoObjects},

@@ -272,6 +272,13 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 		if err := d.rt.SetStates(ctx, ups); err != nil {
 			return res, fmt.Errorf("apply set_state: %w", err)
 		}
+		if len(ups) > 0 {
+			// A fenced twin activated in this apply came out of maint UP:
+			// forced DOWN again at once.
+			if err := d.forceDown(ctx, changes, &res); err != nil {
+				return res, err
+			}
+		}
 		var weights []Weight
 		weightOf := desiredWeights(desired)
 		for _, c := range changes {

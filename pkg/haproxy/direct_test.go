@@ -320,3 +320,72 @@ func TestForceUpWithReload(t *testing.T) {
 		t.Errorf("after force up and reload: %q, want UP in the new worker", row.Status)
 	}
 }
+
+// TestForceDown: the write fence marks the old primary DOWN at runtime
+// although its checks pass (no weight: `get weight` stays 100, the file is
+// not reloaded), a second apply changes nothing, something that brings it UP
+// is undone by the next apply, and a reload while it is fenced (a backup
+// flag in the same apply) starts the new worker with it DOWN. Once the
+// fence is gone nothing is forced: the server is left to its checks.
+func TestForceDown(t *testing.T) {
+	r := startRig(t)
+	ctx := context.Background()
+	m1 := newMember(t, "pg-d-1", "127.0.0.61", "primary")
+	m2 := newMember(t, "pg-d-2", "127.0.0.62", "replica")
+	svc := services.Service{Name: "pg-d-primary", Service: "primary", IP: frontIP, Port: freePort(t, frontIP), Check: "/primary",
+		Balance: "roundrobin", Maxconn: 500, DefaultServer: "inter 30s fastinter 30s downinter 30s rise 3 fall 3"}
+	svc.Servers = []services.Server{m1.server(100, false), m2.server(100, false)}
+	if _, err := r.direct.Apply(ctx, []services.Service{svc}); err != nil {
+		t.Fatal(err)
+	}
+	// UP on our word (its slow checks would take 90 s).
+	svc.Servers[0].ForceUp = true
+	if _, err := r.direct.Apply(ctx, []services.Service{svc}); err != nil {
+		t.Fatal(err)
+	}
+	if row := r.stat(t)["pg-d-primary/pg-d-1"]; row.Status != "UP" {
+		t.Fatalf("after force up: %q", row.Status)
+	}
+	svc.Servers[0].ForceUp = false
+	reloads := r.reloads(t)
+	svc.Servers[0].ForceDown = true
+	res, err := r.direct.Apply(ctx, []services.Service{svc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := kinds(res.Changes); got != "force_down:pg-d-primary/pg-d-1" || res.Reloaded || r.reloads(t) != reloads || res.ForcedDown.IsZero() {
+		t.Errorf("changes %s, reloaded %v (reloads %d -> %d), forced down at %v: want one force_down at runtime", got, res.Reloaded, reloads, r.reloads(t), res.ForcedDown)
+	}
+	row := r.stat(t)["pg-d-primary/pg-d-1"]
+	if !strings.HasPrefix(row.Status, "DOWN") || row.Weight != 100 {
+		t.Errorf("after force down: %q weight %d, want DOWN at weight 100", row.Status, row.Weight)
+	}
+	if again, err := r.direct.Apply(ctx, []services.Service{svc}); err != nil || len(again.Changes) != 0 {
+		t.Errorf("second apply: %+v %v, want no change", again.Changes, err)
+	}
+	// Something brings it UP while fenced: forced DOWN again.
+	if out, err := r.rt.Exec(ctx, "set server pg-d-primary/pg-d-1 health up"); err != nil || strings.TrimSpace(out) != "" {
+		t.Fatalf("set server health up: %q %v", out, err)
+	}
+	res, err = r.direct.Apply(ctx, []services.Service{svc})
+	if got := kinds(res.Changes); err != nil || got != "force_down:pg-d-primary/pg-d-1" {
+		t.Errorf("apply after an operator's health up: %s %v, want the force_down again", got, err)
+	}
+	// A reload while fenced: the new worker has it DOWN from the start.
+	svc.Servers[1].Backup = true
+	res, err = r.direct.Apply(ctx, []services.Service{svc})
+	if err != nil || !res.Reloaded {
+		t.Fatalf("backup flip: %+v %v, want a reload", res, err)
+	}
+	if row := r.stat(t)["pg-d-primary/pg-d-1"]; !strings.HasPrefix(row.Status, "DOWN") {
+		t.Errorf("after the reload: %q, want DOWN in the new worker", row.Status)
+	}
+	if again, err := r.direct.Apply(ctx, []services.Service{svc}); err != nil || len(again.Changes) != 0 {
+		t.Errorf("apply after the reload: %+v %v, want no change", again.Changes, err)
+	}
+	// Lifted: nothing forced either way.
+	svc.Servers[0].ForceDown = false
+	if res, err := r.direct.Apply(ctx, []services.Service{svc}); err != nil || len(res.Changes) != 0 {
+		t.Errorf("lift: %+v %v, want no change (left to the checks)", res.Changes, err)
+	}
+}

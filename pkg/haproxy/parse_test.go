@@ -106,6 +106,19 @@ func TestFixServersState(t *testing.T) {
 	if _, err := FixServersState("Unknown command\n", desired); err == nil {
 		t.Error("want an error for a non-dump")
 	}
+	// The write fence: a server forced DOWN starts stopped in the new worker
+	// whatever the dump said, at its weight.
+	desired[0].Servers[0].ForceDown = true
+	out, err = FixServersState(showState26, desired)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err = ParseServersState(out); err != nil {
+		t.Fatal(err)
+	}
+	if got[0].Server != "pg-test-1" || got[0].OpState != 0 || got[0].UWeight != 50 {
+		t.Errorf("fenced pg-test-1: %+v, want stopped at weight 50", got[0])
+	}
 }
 
 func TestParseOwnConfigRoundTrip(t *testing.T) {

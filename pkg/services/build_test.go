@@ -374,3 +374,43 @@ func TestBuildUsesMergedPortsAndLastKnownLeader(t *testing.T) {
 		t.Errorf("err = %v, want it to name the definition", err)
 	}
 }
+
+// TestBuildFencedIsForcedDown: a member being demoted (topology's Fenced)
+// is forced DOWN in the write services (check /primary: primary, default)
+// and in those only; its weight stays what the inventory says (the file
+// carries no fence). In the twin layout the force rides on its active twin.
+func TestBuildFencedIsForcedDown(t *testing.T) {
+	v := view("pg-test", "pg-test-1", seedDefs(t),
+		known(1, "10.10.10.11", "primary", "primary", false),
+		known(2, "10.10.10.12", "replica", "replica", false))
+	v.Members[0].Fenced, v.Members[0].FenceReason = true, "Patroni is stopping its PostgreSQL"
+	got, err := Build(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range got {
+		for _, sv := range s.Servers {
+			want := sv.Name == "pg-test-1" && WriteCheck(s.Check)
+			if sv.ForceDown != want {
+				t.Errorf("%s/%s ForceDown %v, want %v", s.Name, sv.Name, sv.ForceDown, want)
+			}
+			if sv.Weight != 100 {
+				t.Errorf("%s/%s weight %d, want 100", s.Name, sv.Name, sv.Weight)
+			}
+			if sv.ForceDown && !strings.Contains(sv.Reason, "forced DOWN, sessions cut: Patroni is stopping its PostgreSQL") {
+				t.Errorf("%s/%s reason %q does not say why it is forced DOWN", s.Name, sv.Name, sv.Reason)
+			}
+		}
+	}
+	tw, err := Twins(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range tw {
+		for _, sv := range s.Servers {
+			if sv.ForceDown && (sv.Disabled || sv.Member != "" && sv.Member != "pg-test-1") {
+				t.Errorf("%s/%s forced DOWN while inactive (%v) or not the fenced member", s.Name, sv.Name, sv.Disabled)
+			}
+		}
+	}
+}

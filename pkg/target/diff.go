@@ -57,7 +57,7 @@ func Diff(current map[string]*Backend, desired []services.Service) []Change {
 				out = append(out, Change{Kind: KindUpdateService, Backend: d.Name, Detail: settingsDelta(*cur.Settings, want)})
 			}
 		}
-		out = append(out, diffServers(d.Name, cur.Servers, d.Servers)...)
+		out = append(out, diffServers(d.Name, cur.Servers, d.Servers, d.Layout == services.LayoutTwins)...)
 		if d.Layout == services.LayoutTwins {
 			out = append(out, diffAdmin(d, cur.Servers)...)
 		}
@@ -65,7 +65,7 @@ func Diff(current map[string]*Backend, desired []services.Service) []Change {
 	return out
 }
 
-func diffServers(backend string, cur map[string]services.Server, want []services.Server) []Change {
+func diffServers(backend string, cur map[string]services.Server, want []services.Server, twins bool) []Change {
 	var out []Change
 	seen := make(map[string]bool, len(want))
 	sorted := append([]services.Server(nil), want...)
@@ -100,7 +100,11 @@ func diffServers(backend string, cur map[string]services.Server, want []services
 			out = append(out, Change{Kind: KindSetWeight, Backend: backend, Server: w.Name,
 				Detail: fmt.Sprintf("weight %d -> %d", c.Weight, w.Weight), Runtime: true})
 		}
-		if w.ForceDown && !c.Down && c.Admin != "maint" {
+		// The fence: a server HAProxy does not have DOWN. A server in
+		// maintenance is left alone, except an active twin (it flips
+		// ready in this apply, and leaving maint brings it UP at once:
+		// targets force it DOWN again right after the flip).
+		if w.ForceDown && !w.Disabled && !c.Down && (c.Admin != "maint" || twins) {
 			out = append(out, Change{Kind: KindForceDown, Backend: backend, Server: w.Name,
 				Detail: "health UP -> DOWN, sessions cut: the old primary, fenced from writes", Runtime: true})
 		}

@@ -15,14 +15,14 @@ func TestDiffCheckSSL(t *testing.T) {
 	cur := map[string]*Backend{"pg-test-primary": {Name: "pg-test-primary", HasFrontend: true,
 		Servers: map[string]services.Server{"pg-test-1": plain}}}
 	want := []services.Service{{Name: "pg-test-primary", Servers: []services.Server{tls}}}
-	changes := diffServers("pg-test-primary", cur["pg-test-primary"].Servers, want[0].Servers)
+	changes := diffServers("pg-test-primary", cur["pg-test-primary"].Servers, want[0].Servers, false)
 	if len(changes) != 1 || changes[0].Kind != KindUpdateServer || changes[0].Detail != "check-ssl off -> ca-file /pg/cert/ca.crt" || changes[0].Runtime {
 		t.Fatalf("changes %+v, want one update_server turning check-ssl on", changes)
 	}
-	if got := diffServers("b", map[string]services.Server{"pg-test-1": tls}, []services.Server{tls}); len(got) != 0 {
+	if got := diffServers("b", map[string]services.Server{"pg-test-1": tls}, []services.Server{tls}, false); len(got) != 0 {
 		t.Errorf("same TLS check: changes %+v, want none", got)
 	}
-	add := diffServers("b", nil, []services.Server{tls})
+	add := diffServers("b", nil, []services.Server{tls}, false)
 	if len(add) != 1 || add[0].Detail != "10.0.0.1:5432 check-ssl ca-file /pg/cert/ca.crt check port 8008 weight 100" {
 		t.Errorf("add %+v", add)
 	}

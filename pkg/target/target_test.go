@@ -45,22 +45,73 @@ func TestDiff(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			got := Diff(tc.current, []services.Service{want})
-			var kinds []string
+			checkKinds(t, got, tc.kinds, tc.runtime)
+		})
+	}
+}
+
+// TestDiffForceDown: the write fence is a runtime forced DOWN, emitted
+// while HAProxy has the server not DOWN (again when something brought it
+// UP), never a weight or a file change; a server in maintenance is left
+// alone.
+func TestDiffForceDown(t *testing.T) {
+	want := services.Service{Name: "pg-test-primary", IP: "*", Port: 5433, Check: "/primary", Balance: "roundrobin", Maxconn: 5000,
+		Servers: []services.Server{srv("pg-test-1", "10.0.0.1", false, 100), srv("pg-test-2", "10.0.0.2", false, 100)}}
+	want.Servers[0].ForceDown = true
+	cur := func(down bool, admin string, weight int) map[string]*Backend {
+		s1 := srv("pg-test-1", "10.0.0.1", false, weight)
+		s1.Down, s1.Admin = down, admin
+		return map[string]*Backend{want.Name: {Name: want.Name, HasFrontend: true,
+			Servers: map[string]services.Server{"pg-test-1": s1, "pg-test-2": srv("pg-test-2", "10.0.0.2", false, 100)}}}
+	}
+	tests := []struct {
+		name    string
+		current map[string]*Backend
+		kinds   []string
+		runtime bool
+	}{
+		{name: "UP: forced DOWN", current: cur(false, "", 100), kinds: []string{KindForceDown}, runtime: true},
+		{name: "already DOWN: nothing", current: cur(true, "", 100)},
+		{name: "in maintenance: nothing", current: cur(false, "maint", 100)},
+		{name: "a weight 0 left by an older controller goes back, the fence stays", current: cur(false, "", 0),
+			kinds: []string{KindSetWeight, KindForceDown}, runtime: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := Diff(tc.current, []services.Service{want})
+			checkKinds(t, got, tc.kinds, tc.runtime)
 			for _, c := range got {
-				kinds = append(kinds, c.Kind)
-			}
-			if len(kinds) != len(tc.kinds) {
-				t.Fatalf("changes %v, want kinds %v", got, tc.kinds)
-			}
-			for i := range kinds {
-				if kinds[i] != tc.kinds[i] {
-					t.Fatalf("changes %v, want kinds %v", got, tc.kinds)
+				if c.Kind == KindForceDown && (c.Server != "pg-test-1" || !c.Runtime) {
+					t.Errorf("force_down %+v, want pg-test-1 at runtime", c)
 				}
 			}
-			if RuntimeOnly(got) != tc.runtime {
-				t.Errorf("RuntimeOnly = %v, want %v", RuntimeOnly(got), tc.runtime)
-			}
 		})
+	}
+	down, up, rest := SplitForce([]Change{{Kind: KindSetWeight}, {Kind: KindForceUp}, {Kind: KindForceDown, Server: "a"}, {Kind: KindForceDown, Server: "b"}})
+	if len(down) != 2 || down[0].Server != "a" || len(up) != 1 || len(rest) != 1 {
+		t.Errorf("SplitForce: down %v up %v rest %v", down, up, rest)
+	}
+	if !WantsHealth(want) || WantsHealth(services.Service{Servers: []services.Server{srv("x", "10.0.0.9", false, 100)}}) {
+		t.Error("WantsHealth: want true for a service with a forced DOWN server only")
+	}
+}
+
+func checkKinds(t *testing.T, got []Change, want []string, runtime bool) {
+	t.Helper()
+	var kinds []string
+	for _, c := range got {
+		kinds = append(kinds, c.Kind)
+	}
+	if len(kinds) != len(want) {
+		t.Fatalf("changes %v, want kinds %v", got, want)
+	}
+	for i := range kinds {
+		if kinds[i] != want[i] {
+			t.Fatalf("changes %v, want kinds %v", got, want)
+		}
+	}
+	if RuntimeOnly(got) != runtime {
+		t.Errorf("RuntimeOnly = %v, want %v", RuntimeOnly(got), runtime)
 	}
 }
 

@@ -127,7 +127,7 @@ func current(svcs []services.Service) map[string]*target.Backend {
 			if sv.Disabled {
 				sv.Admin = "maint"
 			}
-			sv.ForceUp, sv.Disabled, sv.Reason = false, false, ""
+			sv.ForceUp, sv.ForceDown, sv.Disabled, sv.Reason = false, false, false, ""
 			b.Servers[sv.Name] = sv
 		}
 		cur[s.Name] = b

@@ -33,8 +33,8 @@ all:
 // backup selector, a switchover is runtime flips only; the inactive twins
 // are maint (a member leaving the write role must keep no session there),
 // the incoming twins are activated before the outgoing ones go, and the
-// write fence (weight 0) and the new primary's force-up ride on the active
-// twin only, never on an inactive one.
+// write fence (forced DOWN) and the new primary's force-up ride on the
+// active twin only, never on an inactive one.
 func TestTwinsWriteServiceWithBackup(t *testing.T) {
 	inv, err := topology.Parse("inv.yml", []byte(twinWriteInventory))
 	if err != nil {
@@ -56,7 +56,7 @@ func TestTwinsWriteServiceWithBackup(t *testing.T) {
 			sv := &svcs[0].Servers[i]
 			switch {
 			case sv.Name == "pg-test-1" && leader == "pg-test-2":
-				sv.Weight = 0
+				sv.ForceDown = true
 			case sv.Name == "pg-test-2" && leader == "pg-test-2":
 				sv.ForceUp = true
 			}
@@ -84,16 +84,23 @@ func TestTwinsWriteServiceWithBackup(t *testing.T) {
 			t.Errorf("force-up on %s (disabled %v): only the new primary's active twin", sv.Name, sv.Disabled)
 		case sv.Name == "pg-test-2" && !sv.ForceUp:
 			t.Errorf("the new primary's active twin is not forced up")
-		case sv.Member == "pg-test-1" && !sv.Disabled && sv.Weight != 0:
-			t.Errorf("the fenced old primary's active twin %s has weight %d", sv.Name, sv.Weight)
+		case sv.Member == "pg-test-1" && !sv.Disabled && !sv.ForceDown:
+			t.Errorf("the fenced old primary's active twin %s is not forced DOWN", sv.Name)
+		case sv.ForceDown && (sv.Disabled || sv.Member != "pg-test-1"):
+			t.Errorf("forced DOWN on %s (disabled %v): only the old primary's active twin", sv.Name, sv.Disabled)
+		case sv.Weight != 100:
+			t.Errorf("%s weight %d, want 100 (the fence is no weight)", sv.Name, sv.Weight)
 		}
 	}
 	changes := target.Diff(current([]services.Service{before}), []services.Service{after})
 	if !target.RuntimeOnly(changes) {
 		t.Fatalf("switchover needs a reload: %+v", changes)
 	}
-	var got []string
+	var got, fence []string
 	for _, c := range target.OrderFlips(changes) {
+		if c.Kind == target.KindForceDown {
+			fence = append(fence, c.Server)
+		}
 		if c.Kind == target.KindSetState {
 			got = append(got, fmt.Sprintf("%s %s", c.Server, c.Detail))
 		}
@@ -106,5 +113,8 @@ func TestTwinsWriteServiceWithBackup(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("flips:\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(want, "\n     "))
+	}
+	if len(fence) != 1 || fence[0] != "pg-test-1.backup" {
+		t.Errorf("forced DOWN %v, want the old primary's active twin pg-test-1.backup", fence)
 	}
 }
