@@ -75,7 +75,7 @@ type phase struct {
 	name        string
 	took        time.Duration // to live (or to the end of the phase)
 	ready       time.Duration // controller /readyz (initial convergence)
-	settled     time.Duration // switchover: until the write fence was lifted
+	settled     time.Duration // switchover: until every running weight was the plan's
 	requests    int           // Data Plane API requests
 	requestsBy  string
 	reloads     int // HAProxy master reload counter delta
@@ -119,7 +119,7 @@ type result struct {
 	// sessions: which client sessions held through the switching cluster's
 	// services survived its switchover ("" when not measured).
 	sessions string
-	fence    time.Duration // switchover: leader key released -> fence live
+	fence    time.Duration // switchover: leader key released -> old primary DOWN in write services (the fence)
 	idleFor  time.Duration
 	notReady int
 	samples  int
@@ -327,8 +327,15 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 	// candidate taking it (1.8 s in the end-to-end runs, RESULTS.md): the
 	// gap is polled to see the write fence go live.
 	var leaderAt, releasedAt time.Time
+	// The fence is the old primary forced DOWN in the write services: seen
+	// only where its checks pass until then (-sessions: its fake members
+	// answer; otherwise every member is DOWN by its checks from the start).
+	fenceAddr := ""
+	if b.fake != nil {
+		fenceAddr = b.fleet.addr(target, (b.fleet.leader[target]+1)%3+1)
+	}
 	seeFence := func(rows []haproxy.StatRow) {
-		if res.fence == 0 && !releasedAt.IsZero() && fenced(rows) {
+		if res.fence == 0 && !releasedAt.IsZero() && fenced(rows, fenceAddr) {
 			res.fence = time.Since(releasedAt)
 		}
 	}
@@ -367,10 +374,10 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("switchover: %w", err)
 	}
-	// Settled: the fence lifted (every active server at its wanted weight),
-	// which the controller does fence_hold (5 s) after the new leader took
-	// the key. Bounded: a fence that stays in the running HAProxy is a
-	// finding, not a reason to stop.
+	// Settled: every active server at its wanted weight. The fence is no
+	// weight (a runtime forced DOWN, left to the checks once lifted), so this
+	// is at once unless a weight is wrong. Bounded: a weight that stays off
+	// the plan in the running HAProxy is a finding, not a reason to stop.
 	liftWait := min(o.timeout, 2*time.Minute+time.Duration(o.n)*50*time.Millisecond)
 	if err := waitFor(ctx, liftWait, 10*time.Millisecond, func() (bool, error) {
 		rows, err := b.br.read(ctx, backends)
@@ -388,7 +395,7 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 		if ctx.Err() != nil || b.controllerGone() != nil {
 			return nil, fmt.Errorf("switchover: %w", err)
 		}
-		b.logf("switchover: the write fence is still in the running HAProxy %s after the new leader took the key", time.Since(leaderAt).Round(time.Second))
+		b.logf("switchover: a running weight still differs from the plan %s after the new leader took the key", time.Since(leaderAt).Round(time.Second))
 		res.switchov.settled = -time.Since(leaderAt)
 	}
 	if res.switchov.settled == 0 {
@@ -406,7 +413,7 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 		b.fake.close()
 		b.fake = nil
 	}
-	b.logf("switchover: live %s after the leader key, fence lifted %s, %d API requests, %d reloads", res.switchov.took.Round(time.Millisecond),
+	b.logf("switchover: live %s after the leader key, weights at the plan's %s, %d API requests, %d reloads", res.switchov.took.Round(time.Millisecond),
 		res.switchov.settled.Round(time.Millisecond), res.switchov.requests, res.switchov.reloads)
 	if err := b.crossCheck(ctx, only); err != nil {
 		return nil, err
@@ -890,7 +897,7 @@ func liftText(d time.Duration) string {
 
 func fenceText(d time.Duration) string {
 	if d <= 0 {
-		return "never seen"
+		return "never seen (without -sessions every member is DOWN by its checks: nothing to fence)"
 	}
 	return ms(d)
 }
@@ -933,7 +940,7 @@ func (r *result) print(w io.Writer) {
 		row(r.switchov.name+": client sessions held through its services", "%s (old HAProxy workers left: %d)", r.sessions, r.switchov.oldWorkers)
 	}
 	row(r.switchov.name+": leader key released -> write fence live (the new leader took the key after "+r.o.gap.String()+")", "%s", fenceText(r.fence))
-	row(r.switchov.name+": leader key moved -> write fence lifted", "%s", liftText(r.switchov.settled))
+	row(r.switchov.name+": leader key moved -> every running weight at the plan's (the write fence is no weight)", "%s", liftText(r.switchov.settled))
 	if r.massNotLive != "" {
 		row("mass failover: last leader key -> live", "**not live** after %s: %s", ms(-r.mass.took), r.massNotLive)
 	} else {
@@ -959,7 +966,7 @@ func (r *result) print(w io.Writer) {
 }
 
 // rowHeader is the header of the rows -out appends.
-const rowHeader = "| driver | N | ready / live | switchover → live (fence lifted) | release → fence | weights ≠ plan after switchover / mass | API req. switchover | mass failover → live | API req. mass failover | reloads init/switch/mass/idle | idle API req./min | idle not-ready | old workers | controller RSS (peak) | idle CPU ctl/API/HAProxy | notes |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+const rowHeader = "| driver | N | ready / live | switchover → live (weights at plan) | release → fence (old primary DOWN) | weights ≠ plan after switchover / mass | API req. switchover | mass failover → live | API req. mass failover | reloads init/switch/mass/idle | idle API req./min | idle not-ready | old workers | controller RSS (peak) | idle CPU ctl/API/HAProxy | notes |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
 
 func (r *result) appendRow(path string) error {
 	_, statErr := os.Stat(path)

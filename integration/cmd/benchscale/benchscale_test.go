@@ -129,13 +129,22 @@ func TestMismatch(t *testing.T) {
 	if bad, _ := mismatch(rows, w); len(bad) != 1 {
 		t.Errorf("a draining server was counted as active")
 	}
-	if fenced(rows) {
-		t.Error("fenced without a weight-0 server")
+	fence := []haproxy.StatRow{
+		{Proxy: "pg-a-primary", Name: "pg-a-1", Type: haproxy.TypeServer, Status: "UP", Addr: "127.90.0.2", Port: 6432, Weight: 100},
+		{Proxy: "pg-a-replica", Name: "pg-a-1", Type: haproxy.TypeServer, Status: "DOWN", Addr: "127.90.0.2", Port: 6432, Weight: 100},
+	}
+	if fenced(fence, "127.90.0.2") {
+		t.Error("fenced while the old primary is UP in the write service (DOWN in a read service is no fence)")
+	}
+	fence[0].Status = "DOWN 1/3"
+	if !fenced(fence, "127.90.0.2") || fenced(fence, "") || fenced(fence, "127.90.0.3") {
+		t.Error("the old primary DOWN in the write service not seen as the fence, or seen for another address")
+	}
+	fence[0].Status = "MAINT"
+	if fenced(fence, "127.90.0.2") {
+		t.Error("an inactive (MAINT) server seen as the fence")
 	}
 	rows[1].Weight = 0
-	if !fenced(rows) {
-		t.Error("weight 0 not seen as the fence")
-	}
 	n, ex := offWeights(rows, map[string]int{"pg-a-replica/127.90.0.2:6432": 100, "pg-a-replica/127.90.0.3:6432": 100})
 	if n != 1 || ex != "pg-a-replica/127.90.0.2:6432 weight 0, plan 100" {
 		t.Errorf("offWeights: %d %q", n, ex)

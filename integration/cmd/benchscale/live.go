@@ -217,11 +217,16 @@ func weightsOf(rows []haproxy.StatRow) map[string]int {
 	return m
 }
 
-// fenced reports whether some active server has weight 0 (the controller's
-// write fence on a demoting primary).
-func fenced(rows []haproxy.StatRow) bool {
-	for _, w := range weightsOf(rows) {
-		if w == 0 {
+// fenced reports whether the demoting primary at addr is DOWN in a write
+// service (backend <cluster>-primary or -default) while active (not
+// MAINT/DRAIN): the controller's write fence, a runtime forced DOWN.
+func fenced(rows []haproxy.StatRow, addr string) bool {
+	if addr == "" {
+		return false
+	}
+	for _, r := range rows {
+		if r.Type == haproxy.TypeServer && r.Addr == addr && active(r) && strings.HasPrefix(r.Status, "DOWN") &&
+			(strings.HasSuffix(r.Proxy, "-primary") || strings.HasSuffix(r.Proxy, "-default")) {
 			return true
 		}
 	}
