@@ -99,7 +99,7 @@ def timeline(url, name, since):
         start = parse_time(tl["start"])
         for key, what in (("start", "transition seen in the DCS"), ("requested", "switchover requested"),
                           ("old_primary_off", "old primary off: " + tl.get("off_reason", "")),
-                          ("fenced_applied", "old primary fenced in HAProxy (weight 0)"),
+                          ("fenced_applied", "old primary forced DOWN in HAProxy, sessions cut"),
                           ("leader_key", "new leader key"),
                           ("new_primary_on", "new primary on: " + tl.get("on_reason", "")),
                           ("forced_up", "new primary forced UP in HAProxy")):

@@ -17,9 +17,9 @@ type Options struct {
 	// a cluster whose leader key is momentarily absent keeps its write path
 	// (see topology.MergeOptions.LastKnownLeader).
 	LastKnownLeaders map[string]string
-	// Released maps a cluster name to the member seen releasing the leader
-	// key (see topology.MergeOptions.Released): write services give it
-	// weight 0 until it leads again.
+	// Released maps a cluster name to the member the caller saw Patroni move
+	// the primary away from (see topology.MergeOptions.Released): write
+	// services force it DOWN (the write fence) while it is set.
 	Released map[string]string
 	// Promoted maps a cluster name to the member that just took the leader
 	// key (see topology.MergeOptions.Promoted).
