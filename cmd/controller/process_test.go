@@ -285,9 +285,10 @@ func TestSIGHUPAndCommands(t *testing.T) {
 		}
 		_ = p.cmd.Process.Signal(syscall.SIGCONT)
 		waitUntil(t, "controller applies the move", 20*time.Second, func() bool { return backups(api, "pg-test-replica") == "pg-test-2" })
-		// The old primary stays fenced (weight 0 in write services) for
-		// fence_hold after the leader key moved; diff compares with the
-		// plan without the fence, so it is in sync once that is over.
+		// The old primary stays fenced (forced DOWN in write services, a
+		// runtime state the file does not carry) for fence_hold after the
+		// leader key moved; diff compares with the plan without the fence,
+		// so it is in sync once that is over.
 		waitUntil(t, "diff in sync after the move", 20*time.Second, func() bool {
 			out.Reset()
 			return run([]string{"diff", "--config", cfg}, &out, &errb) == 0
