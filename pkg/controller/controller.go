@@ -365,11 +365,12 @@ func (c *Controller) checkStale(tick bool) {
 	if c.fenceExpired(now) {
 		changed = true
 	}
-	// While a write fence lasts, every check re-asserts it (reads the
-	// fenced servers' health; forces DOWN again the ones found UP).
-	// (Not when a transition step falls due: that is when a fence is
-	// lifted, FenceHold after the last reload.)
-	fencing := tick && len(c.released) > 0
+	// While a write fence lasts (an old primary, or a new leader not
+	// read-write yet), every check re-asserts it (reads the fenced
+	// servers' health; forces DOWN again the ones found UP, and a rising
+	// new leader in any case). (Not when a transition step falls due: that
+	// is when a fence is lifted, FenceHold after the last reload.)
+	fencing := tick && (len(c.released) > 0 || c.anyPending())
 	c.mu.Unlock()
 	if changed || fencing {
 		c.reconcile(false, fencing)
@@ -466,15 +467,16 @@ func (c *Controller) reconcile(force, reassert bool) {
 		released[k] = v.member
 	}
 	promoted := make(map[string]string, len(c.promoted))
-	confirmed := map[string]bool{}
+	confirmed, pending := map[string]bool{}, map[string]bool{}
 	for k, v := range c.promoted {
 		promoted[k] = v.member
 		confirmed[k] = v.confirmed
+		pending[k] = v.pending
 	}
 	// A cluster whose plan fails keeps its last good services (below); the
 	// others go on.
 	popts := plan.Options{IncludeUnknown: c.opts.IncludeUnknown, LastKnownLeaders: leaders,
-		Released: released, Promoted: promoted, PromotedConfirmed: confirmed}
+		Released: released, Promoted: promoted, PromotedConfirmed: confirmed, PromotedPending: pending}
 	var p *plan.Plan
 	var planErrs map[string]error
 	if c.fullPlan {
@@ -738,4 +740,15 @@ func sameDesired(a, b []services.Service) bool {
 		}
 	}
 	return true
+}
+
+// anyPending reports whether some new leader is held DOWN until it is
+// read-write (promotion.pending). Call with c.mu held.
+func (c *Controller) anyPending() bool {
+	for _, p := range c.promoted {
+		if p.pending {
+			return true
+		}
+	}
+	return false
 }

@@ -37,6 +37,10 @@ type Prober interface {
 //	                 re-asserted while it lasts)
 //	new primary on   it holds the leader key and answers /primary 200 with
 //	                 PostgreSQL read-write: forced UP in those services at once
+//	                 (until then, from the moment it took the key, it is
+//	                 forced DOWN there: Patroni's /primary answers 200 before
+//	                 the promotion is done, and HAProxy's checks would send
+//	                 writes that fail with 25006)
 //	fence lifted     FenceHold after both the old primary went off and a new
 //	                 leader took the key: it is left DOWN to HAProxy's
 //	                 checks (a demoted member fails /primary)
@@ -151,6 +155,10 @@ type release struct{ member string }
 type promotion struct {
 	member    string
 	confirmed bool
+	// pending: it holds the leader key but is not read-write yet: write
+	// services keep it DOWN (HAProxy's checks pass on Patroni's early
+	// /primary 200, and writes there fail with 25006).
+	pending bool
 }
 
 // startProbing lets transitions probe, under ctx (Run's).
@@ -427,12 +435,18 @@ func (c *Controller) advance(t *transition, st *patroni.ClusterState, now time.T
 	} else {
 		delete(c.released, cl)
 	}
-	if forceUp {
+	switch {
+	case forceUp:
 		pr := promotion{member: t.to, confirmed: strings.HasPrefix(t.onWhy, "its /primary")}
 		if p := c.promoted[cl]; p == nil || *p != pr {
 			c.promoted[cl] = &pr
 		}
-	} else {
+	case pendingOn && st != nil && st.Leader == t.to:
+		pr := promotion{member: t.to, pending: true}
+		if p := c.promoted[cl]; p == nil || *p != pr {
+			c.promoted[cl] = &pr
+		}
+	default:
 		delete(c.promoted, cl)
 	}
 }
@@ -675,7 +689,7 @@ func overlayRuntime(prev, next []services.Service) []services.Service {
 		for j, sv := range s.Servers {
 			if n, ok := want[s.Name][sv.Name]; ok {
 				// Twins flip at runtime (Disabled): nothing to hold there.
-				sv.Weight, sv.ForceUp, sv.ForceDown, sv.Disabled, sv.Reason = n.Weight, n.ForceUp, n.ForceDown, n.Disabled, n.Reason
+				sv.Weight, sv.ForceUp, sv.ForceDown, sv.HoldDown, sv.Disabled, sv.Reason = n.Weight, n.ForceUp, n.ForceDown, n.HoldDown, n.Disabled, n.Reason
 			}
 			servers[j] = sv
 		}

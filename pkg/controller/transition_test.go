@@ -217,6 +217,13 @@ func TestTransitionSwitchover(t *testing.T) {
 		return tr != nil && tr.to == "pg-test-2" && tr.probes["pg-test-2"].seen && tr.probes["pg-test-2"].last.Primary()
 	})
 	afterProbes(t, a["pg-test-2"], 3)
+	// Meanwhile HAProxy's checks would bring it UP on that 200: it is
+	// forced DOWN in the write services until it is read-write.
+	eventually(t, "pg-test-2 held DOWN in write services while in recovery", func() bool {
+		last := ft.last()
+		return forcedDown(last, "pg-test-primary", "pg-test-2") && forcedDown(last, "pg-test-default", "pg-test-2") &&
+			!forcedDown(last, "pg-test-replica", "pg-test-2")
+	})
 	if last := ft.last(); forcedUp(last, "pg-test-primary") != "" || backups(last, "pg-test-replica") != "pg-test-1" {
 		t.Errorf("forced up %q, replica backups %q while PostgreSQL is still in recovery: want nothing forced, roles held",
 			forcedUp(last, "pg-test-primary"), backups(last, "pg-test-replica"))
@@ -227,7 +234,8 @@ func TestTransitionSwitchover(t *testing.T) {
 	a["pg-test-2"].set(200, "master")
 	eventually(t, "pg-test-2 forced up", func() bool {
 		last := ft.last()
-		return forcedUp(last, "pg-test-primary") == "pg-test-2" && forcedUp(last, "pg-test-default") == "pg-test-2"
+		return forcedUp(last, "pg-test-primary") == "pg-test-2" && forcedUp(last, "pg-test-default") == "pg-test-2" &&
+			!forcedDown(last, "pg-test-primary", "pg-test-2") && !forcedDown(last, "pg-test-default", "pg-test-2")
 	})
 	if got := backups(ft.last(), "pg-test-replica"); got != "pg-test-2" {
 		t.Errorf("replica backups %q with the force-up, want pg-test-2", got)

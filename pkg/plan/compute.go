@@ -28,6 +28,10 @@ type Options struct {
 	// its REST API's /primary 200 read-write (see
 	// topology.MergeOptions.PromotedConfirmed).
 	PromotedConfirmed map[string]bool
+	// PromotedPending marks the clusters whose Promoted member holds the
+	// leader key but was not seen read-write yet (see
+	// topology.MergeOptions.PromotedPending): write services force it DOWN.
+	PromotedPending map[string]bool
 }
 
 // Compute merges the live Patroni state of every cluster of inv into the
@@ -64,6 +68,7 @@ type ClusterOptions struct {
 	Released          string
 	Promoted          string
 	PromotedConfirmed bool
+	PromotedPending   bool
 }
 
 // ClusterOptionsOf picks cluster name's options out of opts.
@@ -74,6 +79,7 @@ func ClusterOptionsOf(opts Options, name string) ClusterOptions {
 		Released:          opts.Released[name],
 		Promoted:          opts.Promoted[name],
 		PromotedConfirmed: opts.PromotedConfirmed[name],
+		PromotedPending:   opts.PromotedPending[name],
 	}
 }
 
@@ -91,6 +97,7 @@ func ComputeCluster(file string, c *topology.Cluster, st *patroni.ClusterState, 
 		Promoted:        opts.Promoted,
 
 		PromotedConfirmed: opts.PromotedConfirmed,
+		PromotedPending:   opts.PromotedPending,
 	})
 	svcs, err := services.Build(v)
 	if err != nil {

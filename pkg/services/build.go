@@ -241,7 +241,7 @@ func docName(doc map[string]any) string {
 func server(v *topology.View, def *topology.ServiceDef, m *topology.MemberView, dest string, selected, backup bool) Server {
 	sv := plainServer(v, def, m, dest, selected, backup)
 	if m.Fenced && WriteCheck(def.Check) {
-		sv.ForceDown = true
+		sv.ForceDown, sv.HoldDown = true, m.FenceRising
 		sv.Reason += "; forced DOWN, sessions cut: " + m.FenceReason
 	}
 	if m.Promoted && WriteCheck(def.Check) {

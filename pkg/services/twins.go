@@ -82,15 +82,15 @@ func Twins(in []Service) ([]Service, error) {
 				}
 				switch {
 				case in && p.Backup == backup && !c.Unconfirmed:
-					tw.Weight, tw.ForceUp, tw.ForceDown, tw.Reason, tw.Selected = p.Weight, p.ForceUp, p.ForceDown, "active twin: "+p.Reason, p.Selected
+					tw.Weight, tw.ForceUp, tw.ForceDown, tw.HoldDown, tw.Reason, tw.Selected = p.Weight, p.ForceUp, p.ForceDown, p.HoldDown, "active twin: "+p.Reason, p.Selected
 				case in && p.Backup == backup:
-					tw.Disabled, tw.ForceUp, tw.ForceDown = true, false, false
+					tw.Disabled, tw.ForceUp, tw.ForceDown, tw.HoldDown = true, false, false, false
 					tw.Reason = fmt.Sprintf("inactive twin (%s): the DCS does not report %s running; Pigsty's layout: %s", inactive, c.Name, p.Reason)
 				case in:
-					tw.Disabled, tw.ForceUp, tw.ForceDown = true, false, false
+					tw.Disabled, tw.ForceUp, tw.ForceDown, tw.HoldDown = true, false, false, false
 					tw.Reason = fmt.Sprintf("inactive twin (%s): the member is %s", inactive, map[bool]string{true: "a backup server", false: "a normal server"}[p.Backup])
 				default:
-					tw.Disabled, tw.ForceUp, tw.ForceDown = true, false, false
+					tw.Disabled, tw.ForceUp, tw.ForceDown, tw.HoldDown = true, false, false, false
 					tw.Reason = fmt.Sprintf("inactive twin (%s): not selected (%s)", inactive, c.Reason)
 				}
 				t.Servers = append(t.Servers, tw)

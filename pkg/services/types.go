@@ -56,6 +56,11 @@ type Server struct {
 	// (the write fence). Re-asserted while set; once it is no longer set
 	// the server is left to HAProxy's checks. Never set otherwise.
 	ForceDown bool `json:"force_down,omitempty"`
+	// HoldDown (with ForceDown) asks the target to force it DOWN at every
+	// apply even while HAProxy has it DOWN: its checks pass (a new leader
+	// whose PostgreSQL is not read-write yet) and a forced DOWN resets their
+	// rise count. Targets never set it on what they read.
+	HoldDown bool `json:"hold_down,omitempty"`
 	// Disabled marks an inactive twin (LayoutTwins): `disabled` in the
 	// file, admin state drain or maint at runtime (Service.InactiveState).
 	Disabled bool `json:"disabled,omitempty"`

@@ -104,7 +104,10 @@ func diffServers(backend string, cur map[string]services.Server, want []services
 		// maintenance is left alone, except an active twin (it flips
 		// ready in this apply, and leaving maint brings it UP at once:
 		// targets force it DOWN again right after the flip).
-		if w.ForceDown && !w.Disabled && !c.Down && (c.Admin != "maint" || twins) {
+		// HoldDown: again at every apply (its checks are rising; a forced
+		// DOWN resets them), unless current says it was asked for already
+		// (desired compared with desired).
+		if w.ForceDown && !w.Disabled && (!c.Down || w.HoldDown && !c.HoldDown) && (c.Admin != "maint" || twins) {
 			out = append(out, Change{Kind: KindForceDown, Backend: backend, Server: w.Name,
 				Detail: "health UP -> DOWN, sessions cut: the old primary, fenced from writes", Runtime: true})
 		}

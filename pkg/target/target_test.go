@@ -87,6 +87,22 @@ func TestDiffForceDown(t *testing.T) {
 			}
 		})
 	}
+	// A new leader not read-write yet (HoldDown): forced again though DOWN
+	// (its checks may be rising); not when current asked for it already
+	// (desired compared with desired).
+	hold := want
+	hold.Servers = append([]services.Server(nil), want.Servers...)
+	hold.Servers[0].HoldDown = true
+	if got := Diff(cur(true, "", 100), []services.Service{hold}); len(got) != 1 || got[0].Kind != KindForceDown {
+		t.Errorf("HoldDown on a DOWN server: %+v, want one force_down", got)
+	}
+	asked := cur(true, "", 100)
+	s1 := asked[want.Name].Servers["pg-test-1"]
+	s1.HoldDown = true
+	asked[want.Name].Servers["pg-test-1"] = s1
+	if got := Diff(asked, []services.Service{hold}); len(got) != 0 {
+		t.Errorf("HoldDown asked for already: %+v, want none", got)
+	}
 	down, up, rest := SplitForce([]Change{{Kind: KindSetWeight}, {Kind: KindForceUp}, {Kind: KindForceDown, Server: "a"}, {Kind: KindForceDown, Server: "b"}})
 	if len(down) != 2 || down[0].Server != "a" || len(up) != 1 || len(rest) != 1 {
 		t.Errorf("SplitForce: down %v up %v rest %v", down, up, rest)

@@ -30,6 +30,13 @@ type MergeOptions struct {
 	// even though its member key does not say running primary yet (Patroni
 	// rewrites it up to loop_wait later).
 	PromotedConfirmed bool
+	// PromotedPending says Promoted holds the leader key but the caller has
+	// not seen its PostgreSQL read-write yet (Patroni's /primary answers 200
+	// as soon as it holds the leader lock, before pg_ctl promote is done,
+	// and HAProxy's checks would bring it UP on that): it is Fenced while
+	// it holds the key, so write services keep it DOWN until it can take
+	// writes.
+	PromotedPending bool
 }
 
 // Merge combines a cluster's inventory with Patroni's live state (nil when
@@ -56,8 +63,12 @@ func Merge(c *Cluster, st *patroni.ClusterState, opts MergeOptions) *View {
 		return v
 	}
 	for _, m := range v.Members {
-		if opts.Promoted != "" && m.Name == opts.Promoted && st.Leader == m.Name && m.Live != nil &&
-			(opts.PromotedConfirmed || m.Live.Role == patroni.RolePrimary && m.Live.State == "running") {
+		switch {
+		case opts.Promoted == "" || m.Name != opts.Promoted || st.Leader != m.Name || m.Live == nil:
+		case opts.PromotedPending:
+			m.Fenced, m.FenceRising = true, true
+			m.FenceReason = "it holds the leader key but PostgreSQL is not read-write yet (Patroni answers /primary 200 before the promotion is done): no writes until it is"
+		case opts.PromotedConfirmed || m.Live.Role == patroni.RolePrimary && m.Live.State == "running":
 			m.Promoted = true
 		}
 		if opts.Released != "" && m.Name == opts.Released {

@@ -160,6 +160,10 @@ type MemberView struct {
 	// DOWN at runtime and cut its sessions. FenceReason says so in words.
 	Fenced      bool
 	FenceReason string
+	// FenceRising is set with Fenced on a new leader that is not read-write
+	// yet: HAProxy's checks pass on it (Patroni's early /primary 200), so
+	// the fence must be re-applied even while HAProxy still has it DOWN.
+	FenceRising bool
 	// Promoted is true for the member that just took the leader key (see
 	// MergeOptions.Promoted) while Patroni reports it running as primary.
 	Promoted bool
