@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgsvc/pgsvc/integration/harness"
 	"github.com/pgsvc/pgsvc/pkg/controller"
@@ -189,7 +190,11 @@ func startPGWriter(addrs map[string]string, members []string, every time.Duratio
 						p.mu.Lock()
 						p.commit[m] = append(p.commit[m], time.Now())
 						p.mu.Unlock()
-					} else {
+					} else if pe := (*pgconn.PgError)(nil); !errors.As(err, &pe) {
+						// The connection is gone (a stop, a restart): a new
+						// one next time. A server-side error (25006 on a
+						// standby) keeps it: no connection churn on the
+						// members while they switch.
 						conn.Close(context.Background())
 						conn = nil
 					}
