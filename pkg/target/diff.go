@@ -108,8 +108,11 @@ func diffServers(backend string, cur map[string]services.Server, want []services
 		// DOWN resets them), unless current says it was asked for already
 		// (desired compared with desired).
 		if w.ForceDown && !w.Disabled && (!c.Down || w.HoldDown && !c.HoldDown) && (c.Admin != "maint" || twins) {
-			out = append(out, Change{Kind: KindForceDown, Backend: backend, Server: w.Name,
-				Detail: "health UP -> DOWN, sessions cut: the old primary, fenced from writes", Runtime: true})
+			detail := "health UP -> DOWN, sessions cut: the old primary, fenced from writes"
+			if w.HoldDown {
+				detail = "health DOWN, held: the new leader, not read-write yet"
+			}
+			out = append(out, Change{Kind: KindForceDown, Backend: backend, Server: w.Name, Detail: detail, Runtime: true})
 		}
 		if w.ForceUp && c.Down {
 			out = append(out, Change{Kind: KindForceUp, Backend: backend, Server: w.Name,
