@@ -589,6 +589,11 @@ func TestApplyForceDown(t *testing.T) {
 	if !res.Reloaded {
 		t.Errorf("the backup flips did not reload: %+v", res)
 	}
+	// A real HAProxy keeps it DOWN until `rise` good checks (seconds with
+	// Pigsty's downinter 5s, rise 3; recorded: up again 4 s later with the
+	// fixture's checks); the double's checks are instant, so say it.
+	f.srv.SetOperationalState("pg-live-primary", "pg-live-1", "down")
+	f.srv.SetOperationalState("pg-live-default", "pg-live-1", "down")
 	// Fenced and DOWN: nothing more.
 	if again := f.apply(t, fenced); len(again.Changes) != 0 {
 		t.Errorf("second apply: %+v, want no change", again.Changes)

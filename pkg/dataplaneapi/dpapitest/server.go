@@ -1332,14 +1332,8 @@ func (s *Server) runtimeServers(method string, p []string, q url.Values, body []
 			// Observed: accepted, shown once, undone by the next good checks.
 			// The double's checks are "good" unless SetOperationalState said
 			// otherwise; forcing "up" ends such a simulated failure.
-			switch rs.OperationalState {
-			case "up":
+			if rs.OperationalState == "up" {
 				delete(s.oper, backend+"/"+m.Name)
-			case "down":
-				// Forced DOWN (the write fence): a real HAProxy keeps it
-				// DOWN for `rise` checks at downinter (seconds with Pigsty's
-				// options); the double until SetOperationalState says up.
-				s.oper[backend+"/"+m.Name] = "down"
 			}
 			v.OperationalState = rs.OperationalState
 		}
