@@ -313,7 +313,7 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 			return res, fmt.Errorf("runtime weights applied, but writing %s failed: %w", d.opts.ConfigPath, err)
 		}
 		d.keepCache(saved, desired, all, changes)
-		log.Info("applied weights at runtime, no reload")
+		log.Info("applied at runtime, no reload")
 		res.Duration = time.Since(start)
 		return res, nil
 	}
