@@ -297,6 +297,7 @@ func (c *Controller) Run(parent context.Context) (err error) {
 	due := time.NewTimer(time.Hour)
 	due.Stop()
 	defer due.Stop()
+	var wakes pacer
 	for {
 		c.armDue(due)
 		select {
@@ -321,9 +322,26 @@ func (c *Controller) Run(parent context.Context) (err error) {
 			}
 			c.ReconcileOnce(false)
 		case <-c.tx.wake:
-			// A REST probe saw a transition move: no debounce, the write
-			// path waits on this.
+			// A REST probe saw a transition move: no debounce for a lone
+			// one, the write path waits on this. In a storm (a mass
+			// failover wakes the loop once per cluster) the pacer spaces
+			// them so that each covers every answer that came meanwhile.
+			if d := wakes.wait(time.Now()); d > 0 {
+				t := time.NewTimer(d)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return ctx.Err()
+				case <-t.C:
+				}
+				select {
+				case <-c.tx.wake:
+				default:
+				}
+			}
+			started := time.Now()
 			c.ReconcileOnce(false)
+			wakes.done(started, time.Now())
 		case <-resync.C:
 			c.ReconcileOnce(true)
 		case <-check.C:
@@ -333,6 +351,32 @@ func (c *Controller) Run(parent context.Context) (err error) {
 		}
 	}
 }
+
+// pacer spaces the reconciles woken by REST probe answers: one starts at
+// once when the previous ended at least as long ago as it took, else when
+// that time has passed (at most maxPace). A lone answer is reconciled
+// without delay; a storm of them (1,000 clusters failing over at once woke
+// ~1,000 reconciles, each walking the whole fleet) gets at most half of the
+// loop's time, and each reconcile covers the answers that came meanwhile.
+type pacer struct {
+	end  time.Time     // when the last paced reconcile ended
+	took time.Duration // how long it took
+}
+
+// maxPace bounds the wait before a probe-woken reconcile.
+const maxPace = 200 * time.Millisecond
+
+// wait is how long to wait at now before the next paced reconcile.
+func (p *pacer) wait(now time.Time) time.Duration {
+	d := min(p.took, maxPace) - now.Sub(p.end)
+	if d < 0 {
+		return 0
+	}
+	return d
+}
+
+// done records a paced reconcile that ran from start to end.
+func (p *pacer) done(start, end time.Time) { p.end, p.took = end, end.Sub(start) }
 
 // armDue sets timer to fire when the next transition step is due by the
 // clock (nextDue), or stops it when none is.
