@@ -1,0 +1,81 @@
+package controller
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pgsvc/pgsvc/pkg/patroni"
+	"github.com/pgsvc/pgsvc/pkg/target"
+)
+
+func TestProbeBackoffSteps(t *testing.T) {
+	for fails, want := range map[int]int{0: 1, noAnswerOff - 1: 1, noAnswerOff: 2, noAnswerOff + 1: 4, noAnswerOff + 2: 8, noAnswerOff + 3: 16, noAnswerOff + 50: 16} {
+		if got := probeBackoff(fails); got != want {
+			t.Errorf("probeBackoff(%d) = %d, want %d", fails, got, want)
+		}
+	}
+}
+
+// countingProber answers 503 for members whose URL holds "answers", and
+// fails like a refused connection for the others; it counts probes per URL.
+type countingProber struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (p *countingProber) Probe(ctx context.Context, apiURL string) patroni.ProbeResult {
+	p.mu.Lock()
+	p.n[apiURL]++
+	p.mu.Unlock()
+	now := time.Now()
+	if strings.Contains(apiURL, "answers") {
+		return patroni.ProbeResult{Sent: now, At: now, Code: 503}
+	}
+	return patroni.ProbeResult{Sent: now, At: now, Err: "connect: connection refused"}
+}
+
+func (p *countingProber) counts() map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := map[string]int{}
+	for k, v := range p.n {
+		out[k] = v
+	}
+	return out
+}
+
+// TestProbeBackoff: during a transition, a member whose REST API refuses
+// connections is probed far less often than one that answers (same
+// interval, same run), and still probed.
+func TestProbeBackoff(t *testing.T) {
+	pr := &countingProber{n: map[string]int{}}
+	c := New(loadInventory(t), []target.Target{&fakeTarget{}}, Options{ProbeInterval: 2 * time.Millisecond, Debounce: time.Millisecond, Prober: pr})
+	runUntilEnd(t, c)
+	all := []string{"pg-test-1", "pg-test-2", "pg-test-3"}
+	urls := map[string]string{"pg-test-1": "http://refuses-1:8008/patroni", "pg-test-2": "http://answers-2:8008/patroni", "pg-test-3": "http://answers-3:8008/patroni"}
+	withURL := func(s patroni.Snapshot) patroni.Snapshot {
+		for name, m := range s.Clusters["pg-test"].Members {
+			m.APIURL = urls[name]
+		}
+		return s
+	}
+	c.Observe(withURL(state(10, "pg-test-1", 1, all...)))
+	c.Observe(withURL(requested(state(11, "pg-test-1", 1, all...), "pg-test-1", "pg-test-2")))
+	eventually(t, "both members probed past the backoff's last step", func() bool {
+		n := pr.counts()
+		return n[urls["pg-test-1"]] >= noAnswerOff+4 && n[urls["pg-test-2"]] >= 100
+	})
+	before := pr.counts()
+	eventually(t, "200 more probes of the answering member", func() bool {
+		return pr.counts()[urls["pg-test-2"]] >= before[urls["pg-test-2"]]+200
+	})
+	after := pr.counts()
+	refused := after[urls["pg-test-1"]] - before[urls["pg-test-1"]]
+	answered := after[urls["pg-test-2"]] - before[urls["pg-test-2"]]
+	if refused < 1 || refused*4 > answered {
+		t.Errorf("in the same time the refusing member was probed %d times and the answering one %d: want it still probed, at most a quarter as often", refused, answered)
+	}
+}
