@@ -540,14 +540,8 @@ func (d *Direct) forceDown(ctx context.Context, changes []target.Change, res *ta
 	if err := target.CheckWrite(ctx); err != nil {
 		return err
 	}
-	answers, err := d.rt.Pipeline(ctx, cmds)
-	if err != nil {
+	if err := d.rt.PipelineQuiet(ctx, cmds); err != nil {
 		return fmt.Errorf("force down: %w", err)
-	}
-	for i, a := range answers {
-		if msg := strings.TrimSpace(a); msg != "" {
-			return fmt.Errorf("force down: %s: haproxy says %q", cmds[i], msg)
-		}
 	}
 	res.ForcedDown = time.Now()
 	return nil
@@ -570,14 +564,8 @@ func (d *Direct) forceUp(ctx context.Context, changes []target.Change, res *targ
 		return err
 	}
 	// One pipelined connection (a mass failover forces 2 per cluster).
-	answers, err := d.rt.Pipeline(ctx, cmds)
-	if err != nil {
+	if err := d.rt.PipelineQuiet(ctx, cmds); err != nil {
 		return fmt.Errorf("force up: %w", err)
-	}
-	for i, a := range answers {
-		if msg := strings.TrimSpace(a); msg != "" {
-			return fmt.Errorf("force up %s: haproxy says %q", strings.TrimPrefix(strings.TrimSuffix(cmds[i], " health up"), "set server "), msg)
-		}
 	}
 	res.ForcedUp = time.Now()
 	return nil

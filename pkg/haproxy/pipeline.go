@@ -130,20 +130,7 @@ func (r *Runtime) SetStates(ctx context.Context, flips []Flip) error {
 		}
 		cmds = append(cmds, fmt.Sprintf("set server %s/%s state %s", f.Backend, f.Server, f.State))
 	}
-	answers, err := r.Pipeline(ctx, cmds)
-	if err != nil {
-		return err
-	}
-	var bad []string
-	for i, a := range answers {
-		if msg := strings.TrimSpace(a); msg != "" {
-			bad = append(bad, cmds[i]+": "+msg)
-		}
-	}
-	if len(bad) > 0 {
-		return fmt.Errorf("haproxy: %s", strings.Join(bad, "; "))
-	}
-	return nil
+	return r.PipelineQuiet(ctx, cmds)
 }
 
 // Weight is one server's user weight to set.
@@ -165,20 +152,7 @@ func (r *Runtime) SetWeights(ctx context.Context, weights []Weight) error {
 		}
 		cmds = append(cmds, "set server "+w.Backend+"/"+w.Server+" weight "+strconv.Itoa(w.Weight))
 	}
-	answers, err := r.Pipeline(ctx, cmds)
-	if err != nil {
-		return err
-	}
-	var bad []string
-	for i, a := range answers {
-		if msg := strings.TrimSpace(a); msg != "" {
-			bad = append(bad, cmds[i]+": "+msg)
-		}
-	}
-	if len(bad) > 0 {
-		return fmt.Errorf("haproxy: %s", strings.Join(bad, "; "))
-	}
-	return nil
+	return r.PipelineQuiet(ctx, cmds)
 }
 
 // Flip is one server's admin state change.
@@ -295,4 +269,24 @@ func (d *Direct) verifyStates(ctx context.Context, desired []services.Service, c
 		names = append(names, f.Backend+"/"+f.Server+" want "+f.State)
 	}
 	return fmt.Errorf("admin states still wrong after repair: %s", strings.Join(names, ", "))
+}
+
+// PipelineQuiet runs commands that answer nothing when they succeed (set
+// server ...) over one connection, in order, and reports every one that
+// answered something: "haproxy: CMD: ANSWER; ...".
+func (r *Runtime) PipelineQuiet(ctx context.Context, cmds []string) error {
+	answers, err := r.Pipeline(ctx, cmds)
+	if err != nil {
+		return err
+	}
+	var bad []string
+	for i, a := range answers {
+		if msg := strings.TrimSpace(a); msg != "" {
+			bad = append(bad, cmds[i]+": "+msg)
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("haproxy: %s", strings.Join(bad, "; "))
+	}
+	return nil
 }
