@@ -306,14 +306,8 @@ func (c *Controller) Run(parent context.Context) (err error) {
 		case <-c.guard.done:
 			return nil // a worker panicked: the deferred check reports it
 		case <-c.dirty:
-			if c.opts.Debounce > 0 {
-				t := time.NewTimer(c.opts.Debounce)
-				select {
-				case <-ctx.Done():
-					t.Stop()
-					return ctx.Err()
-				case <-t.C:
-				}
+			if err := sleepCtx(ctx, c.opts.Debounce); err != nil {
+				return err
 			}
 			// Drain what arrived during the debounce: one reconcile covers it.
 			select {
@@ -327,12 +321,8 @@ func (c *Controller) Run(parent context.Context) (err error) {
 			// failover wakes the loop once per cluster) the pacer spaces
 			// them so that each covers every answer that came meanwhile.
 			if d := wakes.wait(time.Now()); d > 0 {
-				t := time.NewTimer(d)
-				select {
-				case <-ctx.Done():
-					t.Stop()
-					return ctx.Err()
-				case <-t.C:
+				if err := sleepCtx(ctx, d); err != nil {
+					return err
 				}
 				select {
 				case <-c.tx.wake:
@@ -349,6 +339,21 @@ func (c *Controller) Run(parent context.Context) (err error) {
 		case <-due.C:
 			c.checkStale(false)
 		}
+	}
+}
+
+// sleepCtx waits d (nothing when d <= 0) or until ctx is done (its error).
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }
 
