@@ -809,18 +809,8 @@ func (b *bench) fill(ctx context.Context, p *phase, before marks) {
 // how long each apply took, its convergence (first DCS event -> applied),
 // whether it reloaded, and how many changes it made.
 func (b *bench) appliedSince(t time.Time) string {
-	f, err := os.Open(b.controller.log.Name())
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
 	var parts []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	for sc.Scan() {
-		if !strings.Contains(sc.Text(), `"msg":"applied"`) {
-			continue
-		}
+	b.eachApplied(func(line []byte) {
 		var l struct {
 			TS          time.Time         `json:"ts"`
 			Took        float64           `json:"took"`
@@ -828,52 +818,61 @@ func (b *bench) appliedSince(t time.Time) string {
 			Reloaded    bool              `json:"reloaded"`
 			Changes     []json.RawMessage `json:"changes"`
 		}
-		if json.Unmarshal(sc.Bytes(), &l) != nil || l.TS.Before(t) {
-			continue
+		if json.Unmarshal(line, &l) != nil || l.TS.Before(t) {
+			return
 		}
 		r := "runtime"
 		if l.Reloaded {
 			r = "reload"
 		}
 		parts = append(parts, fmt.Sprintf("%d changes, %s, took %.2f s, convergence %.2f s", len(l.Changes), r, l.Took, l.Convergence))
-	}
+	})
 	if len(parts) > 6 {
 		parts = append(parts[:6], fmt.Sprintf("+%d more", len(parts)-6))
 	}
 	return strings.Join(parts, "; ")
 }
 
-// lastRoleApply is the time of the controller's last "applied" log line
-// between from and to with a change other than force_up and set_weight.
-func (b *bench) lastRoleApply(from, to time.Time) time.Time {
+// eachApplied calls fn with each of the controller's "applied" log lines.
+func (b *bench) eachApplied(fn func(line []byte)) {
 	f, err := os.Open(b.controller.log.Name())
 	if err != nil {
-		return time.Time{}
+		return
 	}
 	defer f.Close()
-	var last time.Time
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 64<<20)
 	for sc.Scan() {
-		if !strings.Contains(sc.Text(), `"msg":"applied"`) {
-			continue
+		if strings.Contains(sc.Text(), `"msg":"applied"`) {
+			fn(sc.Bytes())
 		}
+	}
+}
+
+// lastRoleApply is the time of the controller's last "applied" log line
+// between from and to with a change other than force_up, set_weight and a
+// held new leader's force_down (re-asserted while it is not read-write).
+func (b *bench) lastRoleApply(from, to time.Time) time.Time {
+	var last time.Time
+	b.eachApplied(func(line []byte) {
 		var l struct {
 			TS      time.Time `json:"ts"`
 			Changes []struct {
-				Kind string `json:"kind"`
+				Kind   string `json:"kind"`
+				Detail string `json:"detail"`
 			} `json:"changes"`
 		}
-		if json.Unmarshal(sc.Bytes(), &l) != nil || l.TS.Before(from) || l.TS.After(to) {
-			continue
+		if json.Unmarshal(line, &l) != nil || l.TS.Before(from) || l.TS.After(to) {
+			return
 		}
 		for _, c := range l.Changes {
-			if c.Kind != "force_up" && c.Kind != "set_weight" {
+			held := c.Kind == "force_down" && strings.Contains(c.Detail, "held")
+			if c.Kind != "force_up" && c.Kind != "set_weight" && !held {
 				last = l.TS
 				break
 			}
 		}
-	}
+	})
 	return last
 }
 
