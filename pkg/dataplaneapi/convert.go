@@ -192,25 +192,6 @@ func serverModel(want services.Server, base *models.Server) *models.Server {
 	return m
 }
 
-// serverOf converts an API server into the diff's view.
-func serverOf(m *models.Server, defWeight int) services.Server {
-	s := services.Server{Name: m.Name, Address: m.Address, Weight: defWeight, Backup: m.Backup == "enabled",
-		CheckSSL: m.CheckSsl == "enabled"}
-	if s.CheckSSL {
-		s.CAFile = m.SslCafile
-	}
-	if m.Port != nil {
-		s.Port = int(*m.Port)
-	}
-	if m.HealthCheckPort != nil && m.Check == "enabled" {
-		s.CheckPort = int(*m.HealthCheckPort)
-	}
-	if m.Weight != nil {
-		s.Weight = int(*m.Weight)
-	}
-	return s
-}
-
 // checkOf returns the check path the rules implement, or a description that
 // cannot equal any path when they are not the controller's two rules.
 func checkOf(adv string, rules models.HTTPChecks) string {

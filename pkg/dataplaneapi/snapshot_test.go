@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/haproxytech/client-native/v5/models"
+
 	"github.com/pgsvc/pgsvc/pkg/dataplaneapi/internal/cfgtext"
 	"github.com/pgsvc/pgsvc/pkg/services"
 )
@@ -140,4 +142,25 @@ func TestDefaultServerMemo(t *testing.T) {
 	if _, err := defaultServerOf(services.Service{Name: "svc", DefaultServer: "inter 3s cookie x"}); err == nil || !strings.Contains(err.Error(), "service svc: default_server") {
 		t.Fatalf("error %v does not name the service and field", err)
 	}
+}
+
+// serverOf is the diff's view of a whole server model, as the driver built
+// it before snapshots kept compact records: the reference srvRec.view is
+// checked against.
+func serverOf(m *models.Server, defWeight int) services.Server {
+	s := services.Server{Name: m.Name, Address: m.Address, Weight: defWeight, Backup: m.Backup == "enabled",
+		CheckSSL: m.CheckSsl == "enabled"}
+	if s.CheckSSL {
+		s.CAFile = m.SslCafile
+	}
+	if m.Port != nil {
+		s.Port = int(*m.Port)
+	}
+	if m.HealthCheckPort != nil && m.Check == "enabled" {
+		s.CheckPort = int(*m.HealthCheckPort)
+	}
+	if m.Weight != nil {
+		s.Weight = int(*m.Weight)
+	}
+	return s
 }

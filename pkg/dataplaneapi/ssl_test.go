@@ -15,7 +15,7 @@ func TestServerModelCheckSSL(t *testing.T) {
 	if m.CheckSsl != "enabled" || m.SslCafile != "/pg/cert/ca.crt" {
 		t.Fatalf("model check-ssl %q ca %q", m.CheckSsl, m.SslCafile)
 	}
-	if got := serverOf(m, 100); got.CheckSSL != true || got.CAFile != want.CAFile {
+	if got := recOf(m).view(100); got.CheckSSL != true || got.CAFile != want.CAFile {
 		t.Errorf("read back %+v", got)
 	}
 	plain := want
