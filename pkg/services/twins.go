@@ -55,57 +55,86 @@ func Twins(in []Service) ([]Service, error) {
 			out = append(out, s)
 			continue
 		}
-		pig := make(map[string]Server, len(s.Servers))
-		for _, sv := range s.Servers {
-			pig[sv.Name] = sv
-		}
-		names := make(map[string]bool, len(s.Candidates))
-		for _, c := range s.Candidates {
-			names[c.Name] = true
-		}
-		t := s
-		t.Layout = LayoutTwins
-		t.Servers = make([]Server, 0, 2*len(s.Candidates))
-		inactive := InactiveState(s)
-		for _, c := range s.Candidates {
-			bname := c.Name + BackupTwinSuffix
-			if names[bname] {
-				return nil, fmt.Errorf("service %s: member %s and the backup twin of member %s have the same name", s.Name, bname, c.Name)
-			}
-			p, in := pig[c.Name]
-			delete(pig, c.Name)
-			for _, backup := range []bool{false, true} {
-				tw := c
-				tw.Member, tw.Backup, tw.Selected, tw.Unconfirmed = c.Name, backup, !backup, false
-				if backup {
-					tw.Name = bname
-				}
-				switch {
-				case in && p.Backup == backup && !c.Unconfirmed:
-					tw.Weight, tw.ForceUp, tw.ForceDown, tw.HoldDown, tw.Reason, tw.Selected = p.Weight, p.ForceUp, p.ForceDown, p.HoldDown, "active twin: "+p.Reason, p.Selected
-				case in && p.Backup == backup:
-					tw.Disabled, tw.ForceUp, tw.ForceDown, tw.HoldDown = true, false, false, false
-					tw.Reason = fmt.Sprintf("inactive twin (%s): the DCS does not report %s running; Pigsty's layout: %s", inactive, c.Name, p.Reason)
-				case in:
-					tw.Disabled, tw.ForceUp, tw.ForceDown, tw.HoldDown = true, false, false, false
-					tw.Reason = fmt.Sprintf("inactive twin (%s): the member is %s", inactive, map[bool]string{true: "a backup server", false: "a normal server"}[p.Backup])
-				default:
-					tw.Disabled, tw.ForceUp, tw.ForceDown, tw.HoldDown = true, false, false, false
-					tw.Reason = fmt.Sprintf("inactive twin (%s): not selected (%s)", inactive, c.Reason)
-				}
-				t.Servers = append(t.Servers, tw)
-			}
-		}
-		// Servers Pigsty's layout has that are no candidates (none today)
-		// are kept as they are.
-		for _, sv := range s.Servers {
-			if _, left := pig[sv.Name]; left {
-				t.Servers = append(t.Servers, sv)
-			}
+		t, err := twinsOf(s)
+		if err != nil {
+			return nil, err
 		}
 		out = append(out, t)
 	}
 	return out, nil
+}
+
+// twinsOf is Twins of one role-dependent service. A service has a handful
+// of members: scans, not maps (every apply of a twins target lays out the
+// whole fleet).
+func twinsOf(s Service) (Service, error) {
+	t := s
+	t.Layout = LayoutTwins
+	t.Servers = make([]Server, 0, 2*len(s.Candidates))
+	inactive := InactiveState(s)
+	for i, c := range s.Candidates {
+		bname := c.Name + BackupTwinSuffix
+		if hasServer(s.Candidates, bname) {
+			return Service{}, fmt.Errorf("service %s: member %s and the backup twin of member %s have the same name", s.Name, bname, c.Name)
+		}
+		// As a map by name would: the last server of that name, once (a
+		// candidate listed twice finds it taken).
+		var p Server
+		in := false
+		if !hasServer(s.Candidates[:i], c.Name) {
+			for _, sv := range s.Servers {
+				if sv.Name == c.Name {
+					p, in = sv, true
+				}
+			}
+		}
+		for _, backup := range []bool{false, true} {
+			tw := c
+			tw.Member, tw.Backup, tw.Selected, tw.Unconfirmed = c.Name, backup, !backup, false
+			if backup {
+				tw.Name = bname
+			}
+			switch {
+			case in && p.Backup == backup && !c.Unconfirmed:
+				tw.Weight, tw.ForceUp, tw.ForceDown, tw.HoldDown, tw.Reason, tw.Selected = p.Weight, p.ForceUp, p.ForceDown, p.HoldDown, "active twin: "+p.Reason, p.Selected
+			case in && p.Backup == backup:
+				tw.Disabled, tw.ForceUp, tw.ForceDown, tw.HoldDown = true, false, false, false
+				tw.Reason = fmt.Sprintf("inactive twin (%s): the DCS does not report %s running; Pigsty's layout: %s", inactive, c.Name, p.Reason)
+			case in:
+				tw.Disabled, tw.ForceUp, tw.ForceDown, tw.HoldDown = true, false, false, false
+				tw.Reason = fmt.Sprintf("inactive twin (%s): the member is %s", inactive, serverKind(p.Backup))
+			default:
+				tw.Disabled, tw.ForceUp, tw.ForceDown, tw.HoldDown = true, false, false, false
+				tw.Reason = fmt.Sprintf("inactive twin (%s): not selected (%s)", inactive, c.Reason)
+			}
+			t.Servers = append(t.Servers, tw)
+		}
+	}
+	// Servers Pigsty's layout has that are no candidates (none today) are
+	// kept as they are.
+	for _, sv := range s.Servers {
+		if !hasServer(s.Candidates, sv.Name) {
+			t.Servers = append(t.Servers, sv)
+		}
+	}
+	return t, nil
+}
+
+// hasServer reports whether list has a server named name.
+func hasServer(list []Server, name string) bool {
+	for i := range list {
+		if list[i].Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func serverKind(backup bool) string {
+	if backup {
+		return "a backup server"
+	}
+	return "a normal server"
 }
 
 // AdminWord is the runtime admin state desired for sv in s: "ready" or

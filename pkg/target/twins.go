@@ -3,7 +3,6 @@ package target
 import (
 	"context"
 	"fmt"
-	"sort"
 	"strings"
 
 	"github.com/pgsvc/pgsvc/pkg/services"
@@ -15,8 +14,7 @@ import (
 // is wanted (or the reverse) is inactive all the same and left alone.
 func diffAdmin(d services.Service, cur map[string]services.Server) []Change {
 	var out []Change
-	sorted := append([]services.Server(nil), d.Servers...)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
+	sorted, _ := byServerName(d.Servers)
 	for _, w := range sorted {
 		c, ok := cur[w.Name]
 		if !ok || c.Admin == "" {
@@ -81,6 +79,80 @@ type twins struct {
 	Target
 	// applied: backend/server -> Disabled as the last successful apply left it.
 	applied map[twinKey]bool
+	// memo: each service's twin layout while the service stays the same
+	// (services.Equal), by name; gen marks the entries the last layout used.
+	memo map[string]*twinMemo
+	gen  uint64
+	// last is the last layout returned: handed on again when no service
+	// changed.
+	last []services.Service
+}
+
+// twinMemo is one service and its twin layout.
+type twinMemo struct {
+	in, out services.Service
+	gen     uint64
+}
+
+// layout is services.Twins(desired), laying out again only the services
+// that changed since the last call: an apply among 1,000 clusters where one
+// changed lays out one cluster, not 4,000 services (TestTwinsMemoIsTwins).
+// The result and its servers are shared between calls: never modified.
+func (t *twins) layout(desired []services.Service) ([]services.Service, error) {
+	if t.memo == nil {
+		t.memo = make(map[string]*twinMemo, len(desired))
+	}
+	t.gen++
+	var out []services.Service
+	same := len(t.last) == len(desired) && len(desired) > 0
+	for i := range desired {
+		s := &desired[i]
+		m := t.memo[s.Name]
+		if m == nil || m.gen == t.gen || !services.Equal(&m.in, s) {
+			// (m.gen == t.gen: a name twice in desired, laid out anew
+			// and not kept.)
+			tw, err := services.Twins(desired[i : i+1])
+			if err != nil {
+				return nil, err
+			}
+			// The memo's copy of the service owns its lists: a caller
+			// that changes its slices in place must not change the key.
+			in := *s
+			in.Servers = append([]services.Server(nil), s.Servers...)
+			in.Candidates = append([]services.Server(nil), s.Candidates...)
+			fresh := &twinMemo{in: in, out: tw[0]}
+			if m == nil || m.gen != t.gen {
+				t.memo[s.Name] = fresh
+			}
+			m = fresh
+		}
+		m.gen = t.gen
+		if same && !services.Equal(&t.last[i], &m.out) {
+			same = false
+		}
+		if !same && out == nil {
+			out = make([]services.Service, i, len(desired))
+			copy(out, t.last[:i])
+		}
+		if out != nil {
+			out = append(out, m.out)
+		}
+	}
+	if len(t.memo) > len(desired) {
+		for name, m := range t.memo {
+			if m.gen != t.gen {
+				delete(t.memo, name)
+			}
+		}
+	}
+	if same {
+		return t.last, nil
+	}
+	if out == nil {
+		out = []services.Service{} // as Twins: never nil
+	}
+	t.last = out
+	return out, nil
 }
 
 // twinKey names a server without concatenating (24,000 keys per apply at
@@ -88,7 +160,7 @@ type twins struct {
 type twinKey struct{ backend, server string }
 
 func (t *twins) Diff(ctx context.Context, desired []services.Service) ([]Change, error) {
-	tw, err := services.Twins(desired)
+	tw, err := t.layout(desired)
 	if err != nil {
 		return nil, err
 	}
@@ -96,7 +168,7 @@ func (t *twins) Diff(ctx context.Context, desired []services.Service) ([]Change,
 }
 
 func (t *twins) Apply(ctx context.Context, desired []services.Service) (Result, error) {
-	tw, err := services.Twins(desired)
+	tw, err := t.layout(desired)
 	if err != nil {
 		return Result{}, err
 	}

@@ -1,0 +1,184 @@
+package target
+
+import (
+	"fmt"
+	"math/rand"
+	"reflect"
+	"testing"
+
+	"github.com/pgsvc/pgsvc/pkg/services"
+)
+
+// TestTwinsMemoIsTwins runs random sequences of desired states through one
+// twins target's layout and requires services.Twins of each, whole: services
+// changed by copy or in place, added, dropped, reordered, named twice, and
+// colliding twin names (an error).
+func TestTwinsMemoIsTwins(t *testing.T) {
+	r := rand.New(rand.NewSource(11))
+	for run := 0; run < 40; run++ {
+		tw := &twins{}
+		var desired []services.Service
+		for c := 0; c < 6; c++ {
+			for k := 0; k < 4; k++ {
+				desired = append(desired, memoService(r, c, k))
+			}
+		}
+		for step := 0; step < 60; step++ {
+			desired = memoStep(r, desired)
+			got, gerr := tw.layout(desired)
+			want, werr := services.Twins(desired)
+			if fmt.Sprint(gerr) != fmt.Sprint(werr) {
+				t.Fatalf("run %d step %d: error %v, Twins %v", run, step, gerr, werr)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("run %d step %d: layout differs from Twins", run, step)
+			}
+		}
+	}
+}
+
+func memoService(r *rand.Rand, c, k int) services.Service {
+	s := services.Service{Cluster: fmt.Sprintf("c%d", c), Name: fmt.Sprintf("c%d-s%d", c, k), Port: 5000 + k,
+		Check: []string{"/primary", "/replica", "/read-only"}[k%3], RoleDependent: k > 0}
+	for m := 0; m < 3; m++ {
+		cand := services.Server{Name: fmt.Sprintf("c%d-%d", c, m), Address: "10.0.0.1", Port: 6432, Weight: 100}
+		s.Candidates = append(s.Candidates, cand)
+	}
+	s.Servers = memoServers(r, s.Candidates)
+	return s
+}
+
+func memoServers(r *rand.Rand, cands []services.Server) []services.Server {
+	var out []services.Server
+	for _, c := range cands {
+		if r.Intn(3) == 0 {
+			continue
+		}
+		sv := c
+		sv.Backup, sv.ForceUp, sv.ForceDown = r.Intn(2) == 0, r.Intn(5) == 0, r.Intn(5) == 0
+		sv.Reason = fmt.Sprint("why ", r.Intn(3))
+		out = append(out, sv)
+	}
+	return out
+}
+
+// memoStep changes desired the ways a controller (or a test) may.
+func memoStep(r *rand.Rand, desired []services.Service) []services.Service {
+	next := append([]services.Service(nil), desired...)
+	switch r.Intn(10) {
+	case 0: // nothing changes
+	case 1: // a server changed in place (the caller's own slice)
+		if i := r.Intn(len(next)); len(next[i].Servers) > 0 {
+			next[i].Servers[0].Backup = !next[i].Servers[0].Backup
+		}
+	case 2: // a service dropped
+		i := r.Intn(len(next))
+		next = append(next[:i], next[i+1:]...)
+	case 3: // reordered
+		r.Shuffle(len(next), func(i, j int) { next[i], next[j] = next[j], next[i] })
+	case 4: // a name twice
+		next = append(next, next[r.Intn(len(next))])
+	case 5: // twin names collide
+		i := r.Intn(len(next))
+		s := next[i]
+		s.Candidates = append(append([]services.Server(nil), s.Candidates...), services.Server{Name: s.Candidates[0].Name + services.BackupTwinSuffix})
+		next[i] = s
+	case 6: // a service field
+		next[r.Intn(len(next))].Check = "/read-only"
+	default: // new servers for some services (new slices)
+		for n := r.Intn(5); n > 0; n-- {
+			i := r.Intn(len(next))
+			next[i].Servers = memoServers(r, next[i].Candidates)
+		}
+	}
+	// Drop a collision again now and then, so that runs go on.
+	for i := range next {
+		if r.Intn(4) == 0 && len(next[i].Candidates) > 3 {
+			next[i].Candidates = next[i].Candidates[:3]
+		}
+	}
+	if len(next) < 4 {
+		next = append(next, memoService(r, 9, len(next)))
+	}
+	return next
+}
+
+// fleet1000 is 1,000 clusters' 4 services (3 role-dependent).
+func fleet1000() []services.Service {
+	r := rand.New(rand.NewSource(1))
+	out := make([]services.Service, 0, 4000)
+	for c := 0; c < 1000; c++ {
+		for k := 0; k < 4; k++ {
+			out = append(out, memoService(r, c, k))
+		}
+	}
+	return out
+}
+
+// BenchmarkTwinsLayoutOneChange1000: the twin layout an apply needs when
+// one cluster's services changed among 1,000 (was services.Twins of all).
+func BenchmarkTwinsLayoutOneChange1000(b *testing.B) {
+	desired := fleet1000()
+	b.Run("memo", func(b *testing.B) {
+		tw := &twins{}
+		r := rand.New(rand.NewSource(2))
+		if _, err := tw.layout(desired); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			next := append([]services.Service(nil), desired...)
+			j := r.Intn(len(next))
+			next[j].Servers = memoServers(r, next[j].Candidates)
+			if _, err := tw.layout(next); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("whole", func(b *testing.B) { // services.Twins of every service, as before
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if _, err := services.Twins(desired); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkDiffInSync1000: Diff of 4,000 twin services against an HAProxy
+// that has them (every apply's diff, nothing changed).
+func BenchmarkDiffInSync1000(b *testing.B) {
+	tw, err := services.Twins(fleet1000())
+	if err != nil {
+		b.Fatal(err)
+	}
+	cur := map[string]*Backend{}
+	for i := range tw {
+		tw[i].Servers = append([]services.Server(nil), tw[i].Servers...)
+		for j := range tw[i].Servers {
+			tw[i].Servers[j].ForceUp, tw[i].Servers[j].ForceDown = false, false
+		}
+	}
+	for _, s := range tw {
+		st := SettingsOf(s)
+		bk := &Backend{Name: s.Name, HasFrontend: true, Settings: &st, Servers: map[string]services.Server{}}
+		for _, sv := range s.Servers {
+			sv.Down = sv.ForceDown
+			sv.Admin = services.AdminWord(s, sv)
+			bk.Servers[sv.Name] = sv
+		}
+		cur[s.Name] = bk
+	}
+	for name, diff := range map[string]func(map[string]*Backend, []services.Service) []Change{
+		"now": Diff, "reference": referenceDiff} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				if ch := diff(cur, tw); len(ch) > 0 {
+					b.Fatalf("in sync, but %d changes: %v", len(ch), ch[0])
+				}
+			}
+		})
+	}
+}
