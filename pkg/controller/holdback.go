@@ -124,7 +124,10 @@ func (w *worker) applyIsolated(ctx context.Context, j *job) (target.Result, erro
 	w.mu.Unlock()
 	sort.Strings(retrying)
 
-	desired := keepClusters(j.desired, func(c string) bool { return !excluded[c] })
+	desired := j.desired // (a copy only when some cluster is left out)
+	if len(excluded) > 0 {
+		desired = keepClusters(j.desired, func(c string) bool { return !excluded[c] })
+	}
 	res, err := w.apply(ctx, j, desired)
 	if err == nil {
 		w.released(retrying)

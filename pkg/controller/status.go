@@ -51,9 +51,21 @@ func (c *Controller) addEvent(e Event) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.history = append(c.history, e)
-	if over := len(c.history) - c.opts.HistorySize; over > 0 {
-		c.history = append([]Event(nil), c.history[over:]...)
+	// Trimmed when twice as long as kept, not at every event: a mass
+	// failover ends 1,000 transitions, one event each, and copying the
+	// whole history for each made ~6 MB of garbage per second.
+	if len(c.history) >= 2*c.opts.HistorySize {
+		c.history = append([]Event(nil), c.lastEvents()...)
 	}
+}
+
+// lastEvents is the history status shows: the last HistorySize events.
+// Call with c.mu held.
+func (c *Controller) lastEvents() []Event {
+	if over := len(c.history) - c.opts.HistorySize; over > 0 {
+		return c.history[over:]
+	}
+	return c.history
 }
 
 // recordApply is called by the workers after every Apply.
@@ -174,7 +186,7 @@ func (c *Controller) Status() Status {
 	} else {
 		st.NotReady = append(st.NotReady, "no plan computed yet")
 	}
-	st.History = append([]Event(nil), c.history...)
+	st.History = append([]Event(nil), c.lastEvents()...)
 	c.mu.Unlock()
 
 	for _, w := range c.workers {

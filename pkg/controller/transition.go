@@ -700,21 +700,23 @@ func (c *Controller) holdRoles(cl string, computed []services.Service, now time.
 // is applied at runtime: weights, force-ups, force-downs (the write fence)
 // and twin flips (Disabled).
 func overlayRuntime(prev, next []services.Service) []services.Service {
-	want := map[string]map[string]services.Server{}
-	for _, s := range next {
-		m := map[string]services.Server{}
-		for _, sv := range s.Servers {
-			m[sv.Name] = sv
-		}
-		want[s.Name] = m
-	}
 	out := make([]services.Service, len(prev))
 	for i, s := range prev {
+		// A cluster has a few services of a few servers each: scans, as a
+		// map by name would find them (the last of a name).
+		var want []services.Server
+		for k := range next {
+			if next[k].Name == s.Name {
+				want = next[k].Servers
+			}
+		}
 		servers := make([]services.Server, len(s.Servers))
 		for j, sv := range s.Servers {
-			if n, ok := want[s.Name][sv.Name]; ok {
-				// Twins flip at runtime (Disabled): nothing to hold there.
-				sv.Weight, sv.ForceUp, sv.ForceDown, sv.HoldDown, sv.Disabled, sv.Reason = n.Weight, n.ForceUp, n.ForceDown, n.HoldDown, n.Disabled, n.Reason
+			for _, n := range want {
+				if n.Name == sv.Name {
+					// Twins flip at runtime (Disabled): nothing to hold there.
+					sv.Weight, sv.ForceUp, sv.ForceDown, sv.HoldDown, sv.Disabled, sv.Reason = n.Weight, n.ForceUp, n.ForceDown, n.HoldDown, n.Disabled, n.Reason
+				}
 			}
 			servers[j] = sv
 		}
