@@ -29,9 +29,10 @@ type Options struct {
 	Log *zap.Logger
 	// Now is the clock (time.Now).
 	Now func() time.Time
-	// Debounce is how long a reconcile waits after the first DCS event for the
-	// rest of a burst (50ms). A switchover is many writes over seconds; the
-	// leader key change itself must reach HAProxy at once, so keep this short.
+	// Debounce is the least time between the starts of two reconciles woken
+	// by DCS events (50ms): the first event after a quiet spell is
+	// reconciled at once (a leader key moving must reach HAProxy without
+	// delay), the rest of a burst together once Debounce has passed.
 	Debounce time.Duration
 	// ResyncInterval forces a full re-apply to every target, repairing drift (30s).
 	ResyncInterval time.Duration
@@ -298,6 +299,7 @@ func (c *Controller) Run(parent context.Context) (err error) {
 	due.Stop()
 	defer due.Stop()
 	var wakes pacer
+	var lastDCS time.Time // when the last DCS-woken reconcile started
 	for {
 		c.armDue(due)
 		select {
@@ -306,14 +308,17 @@ func (c *Controller) Run(parent context.Context) (err error) {
 		case <-c.guard.done:
 			return nil // a worker panicked: the deferred check reports it
 		case <-c.dirty:
-			if err := sleepCtx(ctx, c.opts.Debounce); err != nil {
-				return err
+			if d := debounceWait(time.Now(), lastDCS, c.opts.Debounce); d > 0 {
+				if err := sleepCtx(ctx, d); err != nil {
+					return err
+				}
+				// Drain what arrived meanwhile: one reconcile covers it.
+				select {
+				case <-c.dirty:
+				default:
+				}
 			}
-			// Drain what arrived during the debounce: one reconcile covers it.
-			select {
-			case <-c.dirty:
-			default:
-			}
+			lastDCS = time.Now()
 			c.ReconcileOnce(false)
 		case <-c.tx.wake:
 			// A REST probe saw a transition move: no debounce for a lone
@@ -340,6 +345,14 @@ func (c *Controller) Run(parent context.Context) (err error) {
 			c.checkStale(false)
 		}
 	}
+}
+
+// debounceWait is how long a DCS event at now waits before its reconcile
+// when the last DCS-woken one started at last: nothing after a quiet spell
+// (leading edge: the 50 ms a trailing debounce cost were half of a
+// switchover's time to live at 1,000 clusters), else the rest of every.
+func debounceWait(now, last time.Time, every time.Duration) time.Duration {
+	return max(every-now.Sub(last), 0)
 }
 
 // sleepCtx waits d (nothing when d <= 0) or until ctx is done (its error).

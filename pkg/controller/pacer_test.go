@@ -33,3 +33,27 @@ func TestPacer(t *testing.T) {
 		t.Errorf("after a 5 s reconcile: wait %v, want the bound %v", d, maxPace)
 	}
 }
+
+// TestDebounceWait: a DCS event after a quiet spell is reconciled at once;
+// within a burst, the next reconcile waits until Debounce has passed since
+// the last one started.
+func TestDebounceWait(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	every := 50 * time.Millisecond
+	for _, c := range []struct {
+		last, now time.Duration // since t0
+		want      time.Duration
+	}{
+		{-time.Hour, 0, 0}, // quiet (and the zero time of the first event)
+		{0, 10 * time.Millisecond, 40 * time.Millisecond},
+		{0, 50 * time.Millisecond, 0},
+		{0, time.Second, 0},
+	} {
+		if d := debounceWait(t0.Add(c.now), t0.Add(c.last), every); d != c.want {
+			t.Errorf("event at +%v, last at %v: wait %v, want %v", c.now, c.last, d, c.want)
+		}
+	}
+	if d := debounceWait(t0, time.Time{}, every); d != 0 {
+		t.Errorf("first event ever waits %v", d)
+	}
+}

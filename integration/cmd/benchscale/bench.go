@@ -112,6 +112,10 @@ type result struct {
 	// role change (any change but force_up and set_weight) before the
 	// benchmark saw it live, from the last leader key (< 0: none found).
 	massApplied time.Duration
+	// switchApplied: the end of the controller's last apply (its log)
+	// between the new leader key and the switchover seen live, from the
+	// leader key (< 0: none found).
+	switchApplied time.Duration
 	// massNotLive says what still differed when the mass failover was not
 	// live within its bound ("" when it was).
 	massNotLive string
@@ -401,6 +405,10 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 	if res.switchov.settled == 0 {
 		res.switchov.settled = time.Since(leaderAt)
 	}
+	res.switchApplied = -1
+	if at := b.lastApply(leaderAt, leaderAt.Add(res.switchov.took)); !at.IsZero() {
+		res.switchApplied = at.Sub(leaderAt)
+	}
 	b.settle(ctx)
 	b.fill(ctx, &res.switchov, before)
 	if held != nil {
@@ -543,8 +551,12 @@ func (b *bench) pollEvery() time.Duration { return 50 * time.Millisecond }
 // (past the controller's promote_window, 15 s, and fence_hold, 5 s).
 const quietAfter = 25 * time.Second
 
-// pollShare: pause >= pollShare x the last read.
-const pollShare = 9
+// pollShare: pause >= pollShare x the last read; narrowShare for the reads
+// of a few backends.
+const (
+	pollShare   = 9
+	narrowShare = 2
+)
 
 // lastApplyError is the controller's last "apply failed" log line, if any.
 func (b *bench) lastApplyError() string {
@@ -584,19 +596,29 @@ func (b *bench) waitLive(ctx context.Context, want wanted, backends []string, si
 	var example string
 	var lastErr error
 	progress := time.Now()
+	// A read of a few backends (a switchover) costs HAProxy ~1 ms: it is
+	// repeated after twice its time, so that the pause after a read does
+	// not add tens of ms to when the change is seen live.
+	share := time.Duration(pollShare)
+	if backends != nil {
+		share = narrowShare
+	}
 	for {
 		var rows []haproxy.StatRow
 		var err error
 		readAt := time.Now()
 		if backends != nil {
-			rows, err = b.br.read(ctx, backends)
+			var adm map[string]bool
+			if rows, adm, err = b.br.readAll(ctx, backends); err == nil {
+				inactive = adm
+			}
 		} else {
 			rows, err = b.rt.ShowStat(ctx)
-		}
-		if err == nil {
-			var adm map[string]bool
-			if adm, err = adminStates(ctx, b.rt, backends); err == nil {
-				inactive = adm
+			if err == nil {
+				var adm map[string]bool
+				if adm, err = adminStates(ctx, b.rt); err == nil {
+					inactive = adm
+				}
 			}
 		}
 		now := time.Now()
@@ -619,7 +641,7 @@ func (b *bench) waitLive(ctx context.Context, want wanted, backends []string, si
 					rows, err = b.rt.ShowStat(ctx)
 					if err == nil {
 						var adm map[string]bool
-						if adm, err = adminStates(ctx, b.rt, nil); err == nil {
+						if adm, err = adminStates(ctx, b.rt); err == nil {
 							inactive = adm
 						}
 					}
@@ -652,7 +674,7 @@ func (b *bench) waitLive(ctx context.Context, want wanted, backends []string, si
 		select {
 		case <-ctx.Done():
 			return 0, ctx.Err()
-		case <-time.After(max(every, pollShare*now.Sub(readAt))):
+		case <-time.After(max(every, share*now.Sub(readAt))):
 		}
 	}
 }
@@ -674,11 +696,7 @@ func (b *bench) narrowLive(ctx context.Context, want wanted, names []string, eve
 	}
 	for {
 		readAt := time.Now()
-		rows, err := b.br.read(ctx, names)
-		if err != nil {
-			return time.Time{}, false, err
-		}
-		adm, err := adminStates(ctx, b.rt, names)
+		rows, adm, err := b.br.readAll(ctx, names)
 		if err != nil {
 			return time.Time{}, false, err
 		}
@@ -849,6 +867,22 @@ func (b *bench) eachApplied(fn func(line []byte)) {
 	}
 }
 
+// lastApply is the time of the controller's last "applied" log line
+// between from and to (zero if none). The line is written when the apply
+// has ended, its changes read back from the running HAProxy.
+func (b *bench) lastApply(from, to time.Time) time.Time {
+	var last time.Time
+	b.eachApplied(func(line []byte) {
+		var l struct {
+			TS time.Time `json:"ts"`
+		}
+		if json.Unmarshal(line, &l) == nil && !l.TS.Before(from) && !l.TS.After(to) {
+			last = l.TS
+		}
+	})
+	return last
+}
+
 // lastRoleApply is the time of the controller's last "applied" log line
 // between from and to with a change other than force_up, set_weight and a
 // held new leader's force_down (re-asserted while it is not read-write).
@@ -1011,6 +1045,9 @@ func (r *result) print(w io.Writer) {
 		}
 	}
 	row(r.switchov.name+": leader key moved -> live", "%s", ms(r.switchov.took))
+	if r.switchApplied >= 0 {
+		row(r.switchov.name+": leader key moved -> the controller's last apply ended (its log; read back from HAProxy)", "%s", ms(r.switchApplied))
+	}
 	if r.sessions != "" {
 		row(r.switchov.name+": client sessions held through its services", "%s (old HAProxy workers left: %d)", r.sessions, r.switchov.oldWorkers)
 	}
@@ -1041,7 +1078,7 @@ func (r *result) print(w io.Writer) {
 }
 
 // rowHeader is the header of the rows -out appends.
-const rowHeader = "| driver | N | ready / live | switchover → live (weights at plan) | release → fence (old primary DOWN) | weights ≠ plan after switchover / mass | API req. switchover | mass failover → live | API req. mass failover | reloads init/switch/mass/idle | idle API req./min | idle not-ready | old workers | controller RSS (peak) | idle CPU ctl/API/HAProxy | notes |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+const rowHeader = "| driver | N | ready / live | switchover → live (weights at plan; controller's apply ended) | release → fence (old primary DOWN) | weights ≠ plan after switchover / mass | API req. switchover | mass failover → live | API req. mass failover | reloads init/switch/mass/idle | idle API req./min | idle not-ready | old workers | controller RSS (peak) | idle CPU ctl/API/HAProxy | notes |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
 
 func (r *result) appendRow(path string) error {
 	_, statErr := os.Stat(path)
@@ -1061,7 +1098,7 @@ func (r *result) appendRow(path string) error {
 	}
 	old := max(r.initial.oldWorkers, r.switchov.oldWorkers, r.mass.oldWorkers, r.idle.oldWorkers)
 	_, err = fmt.Fprintf(f, "| %s | %d | %s / %s | %s (%s) | %s | %d / %d | %s | %s | %s | %d/%d/%d/%d | %s | %d of %d | %d | %.0f MB (%.0f MB) | %.0f%% / %.0f%% / %.0f%% | %s |\n",
-		r.driverName(), r.o.n, ms(r.initial.ready), ms(r.initial.took), ms(r.switchov.took), liftText(r.switchov.settled), fenceText(r.fence),
+		r.driverName(), r.o.n, ms(r.initial.ready), ms(r.initial.took), ms(r.switchov.took), liftText(r.switchov.settled)+"; "+ms(r.switchApplied), fenceText(r.fence),
 		r.switchov.offWeight, r.mass.offWeight, r.reqs(r.switchov), liftText(r.mass.took), r.reqs(r.mass),
 		r.initial.reloads, r.switchov.reloads, r.mass.reloads, r.idle.reloads, idle, r.notReady, r.samples, old,
 		r.rss, r.hwm, 100*r.cpuCtl, 100*r.cpuAPI, 100*r.cpuHAP, strings.TrimSpace(r.o.label+" "+r.machine))
