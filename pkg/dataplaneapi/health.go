@@ -12,37 +12,152 @@ import (
 	"github.com/pgsvc/pgsvc/pkg/target"
 )
 
-// healthOfMany returns "backend/server" -> DOWN (checks failing, not in
-// maintenance) for the servers of every backend of sn where a new primary
-// may be forced UP or an old one forced DOWN (live health matters nowhere
-// else): one runtime GET per
-// such backend, readParallel in flight. (One GET /stats/native answers every
-// server of the HAProxy, but at 1,000 clusters it took 10 s through the
-// API: O(fleet); a mass failover forces 2 backends per cluster, a
-// switchover 2.)
-func (t *Target) healthOfMany(ctx context.Context, sn *snapshot, desired []services.Service) (map[string]bool, error) {
+// readHealth sets Down (and HoldDown) in st.current on the servers desired
+// forces UP or DOWN (live health matters nowhere else): from the answers of
+// our own forced PUTs where they still tell (forcedCache, which says why
+// that is safe); else, when apply is set and the running process is known
+// (twin layout), the server is forced blind (a fenced or held one DOWN, a
+// new primary not in maint UP: one PUT, which costs what one GET of its
+// backend does, and whose answer is the record the next applies use);
+// else from one runtime GET per backend, readParallel in flight. (One GET
+// /stats/native answers every server of the HAProxy, but at 1,000
+// clusters it took 10 s through the API: O(fleet).)
+//
+// A blind force UP is the first of a promotion in this process (a record
+// of it exists after it), so it never goes against a check failure that
+// came after an earlier force UP of ours; it is what a read finding the
+// server DOWN would have done, and a server already UP stays UP.
+func (t *Target) readHealth(ctx context.Context, sn *snapshot, desired []services.Service, st *state, apply bool) error {
+	t.forced.prune(desired)
+	now := t.opts.Now()
+	blind := apply && st.pid != 0
 	var backends []string
+	// decided: "backend/server" -> what the records tell.
+	decided := map[string]health{}
 	for _, d := range desired {
-		if target.WantsHealth(d) && sn.be[d.Name] != nil {
+		cur := st.current[d.Name]
+		if !target.WantsHealth(d) || cur == nil {
+			continue
+		}
+		bound := riseBound(sn, d)
+		read := false
+		for _, sv := range d.Servers {
+			c, ok := cur.Servers[sv.Name]
+			if !ok || sv.Disabled || !sv.ForceUp && !sv.ForceDown {
+				continue
+			}
+			h := healthUnknown
+			if c.Admin != "maint" {
+				// (Leaving maint brings a server UP at once, whatever
+				// was forced before.)
+				h = t.forced.know(d.Name, sv, st.pid, now, bound)
+			}
+			switch h {
+			case healthUnknown:
+				if blind {
+					t.markBlind(st, d.Name, sv, &c)
+					cur.Servers[sv.Name] = c
+				}
+				// A held new leader is forced DOWN again whatever its
+				// health: no read for it.
+				read = read || !blind && !sv.HoldDown
+				continue
+			case healthHeld:
+				c.Down, c.HoldDown = true, true
+			case healthDown:
+				c.Down = true
+			case healthUp:
+				c.Down = false
+			}
+			cur.Servers[sv.Name] = c
+			decided[d.Name+"/"+sv.Name] = h
+		}
+		if read {
 			backends = append(backends, d.Name)
 		}
 	}
 	if len(backends) == 0 {
-		return nil, nil
+		return nil
 	}
 	start := time.Now()
 	rs, errs := t.runtimeServersMany(ctx, backends)
 	if len(errs) > 0 {
-		return nil, fmt.Errorf("read the health of the backends forcing a primary up: %s", strings.Join(errs, "; "))
+		return fmt.Errorf("read the health of the backends forcing a server up or down: %s", strings.Join(errs, "; "))
 	}
-	out := map[string]bool{}
 	for b, servers := range rs {
+		cur := st.current[b]
 		for _, r := range servers {
-			out[b+"/"+r.Name] = r.OperationalState == "down" && r.AdminState != "maint"
+			c, ok := cur.Servers[r.Name]
+			if !ok {
+				continue
+			}
+			down := r.OperationalState == "down" && r.AdminState != "maint"
+			switch decided[b+"/"+r.Name] {
+			case healthUp:
+				continue // our forced UP stands; its checks decide after it
+			case healthDown, healthHeld:
+				if down {
+					continue
+				}
+				// UP although the bound says it cannot be: an operator,
+				// or a bound wrong. Force it DOWN again.
+				c.HoldDown = false
+			}
+			c.Down = down
+			cur.Servers[r.Name] = c
 		}
 	}
 	if took := time.Since(start); took > time.Second {
-		t.log.Info("read the health of the backends forcing a primary up", zap.Int("backends", len(backends)), zap.Duration("took", took))
+		t.log.Info("read the health of the backends forcing a server up or down", zap.Int("backends", len(backends)), zap.Duration("took", took))
 	}
-	return out, nil
+	return nil
+}
+
+// markBlind sets c (server sv of backend, health unknown) so that Diff
+// forces it, and notes why in st.blind (what the change's detail says).
+func (t *Target) markBlind(st *state, backend string, sv services.Server, c *services.Server) {
+	why := ""
+	switch {
+	case sv.ForceDown:
+		c.Down, c.HoldDown = false, false
+		why = "health not read: forced DOWN"
+		if at, ok := t.forced.lastDown(backend + "/" + sv.Name); ok {
+			why = fmt.Sprintf("forced DOWN again (the last forced DOWN %s ago: its checks could have raised it since)",
+				t.opts.Now().Sub(at).Round(time.Millisecond))
+		}
+	case sv.ForceUp && c.Admin != "maint":
+		c.Down = true
+		why = "health not read: forced UP once (its checks decide after it)"
+	default:
+		return
+	}
+	if st.blind == nil {
+		st.blind = map[string]string{}
+	}
+	st.blind[backend+"/"+sv.Name] = why
+}
+
+// blindDetails rewrites the detail of the changes forced blind (Diff's
+// says what a read found).
+func blindDetails(changes []target.Change, blind map[string]string) {
+	if len(blind) == 0 {
+		return
+	}
+	for i, c := range changes {
+		if c.Kind != target.KindForceDown && c.Kind != target.KindForceUp {
+			continue
+		}
+		why, ok := blind[c.Backend+"/"+c.Server]
+		if !ok {
+			continue
+		}
+		role := "the old primary, fenced from writes"
+		switch {
+		case c.Kind == target.KindForceUp:
+			role = "the new primary, per Patroni"
+		case strings.Contains(c.Detail, "held"):
+			role = "held: the new leader, not read-write yet"
+		}
+		changes[i].Detail = why + ": " + role
+	}
 }

@@ -42,11 +42,14 @@ type snapshot struct {
 	// statePreserved: server-state-file in global and
 	// load-server-state-from-file global in the first defaults section.
 	statePreserved bool
+	// spread is the global spread-checks (percent; -1: not read), which
+	// shortens check intervals by up to as much (riseBound).
+	spread int
 }
 
 func newSnapshot() *snapshot {
 	return &snapshot{fe: map[string]*models.Frontend{}, bind: map[string]*models.Bind{}, be: map[string]*models.Backend{},
-		checks: map[string]models.HTTPChecks{}, servers: map[string]map[string]*srvRec{}, dsText: map[string]string{}, partial: map[string]bool{}}
+		checks: map[string]models.HTTPChecks{}, servers: map[string]map[string]*srvRec{}, dsText: map[string]string{}, partial: map[string]bool{}, spread: -1}
 }
 
 // parseSnapshot parses a configuration file. It never fails: a line it
@@ -54,7 +57,7 @@ func newSnapshot() *snapshot {
 // as the point is to compare what the controller manages.
 func parseSnapshot(text string, version int64) *snapshot {
 	sn := newSnapshot()
-	sn.version, sn.text = version, text
+	sn.version, sn.text, sn.spread = version, text, 0
 	var kind, name string
 	var stateFile, loadState bool
 	defaultsSeen := 0
@@ -91,6 +94,13 @@ func parseSnapshot(text string, version int64) *snapshot {
 		case "global":
 			if f[0] == "server-state-file" && len(f) > 1 {
 				stateFile = true
+			}
+			if f[0] == "spread-checks" {
+				if n, err := strconv.Atoi(word(f, 1)); err == nil {
+					sn.spread = n
+				} else {
+					sn.spread = -1
+				}
 			}
 		case "defaults":
 			if defaultsSeen == 1 && f[0] == "load-server-state-from-file" && len(f) > 1 && f[1] == "global" {
@@ -211,7 +221,7 @@ func word(f []string, i int) string {
 // so a patched snapshot does not change one a concurrent Diff reads.
 func (sn *snapshot) clone() *snapshot {
 	out := newSnapshot()
-	out.version, out.readAt, out.statePreserved = sn.version, sn.readAt, sn.statePreserved
+	out.version, out.readAt, out.statePreserved, out.spread = sn.version, sn.readAt, sn.statePreserved, sn.spread
 	for k, v := range sn.fe {
 		out.fe[k] = v
 	}

@@ -101,7 +101,9 @@ type Target struct {
 	// warnNoCut, by name.
 	noCut map[string][2]string
 	// admin: the twin layout's runtime admin states (see adminCache).
-	admin      adminCache
+	admin adminCache
+	// forced: the answers of our own forced health PUTs (see forcedCache).
+	forced     forcedCache
 	adminReads AdminReads
 }
 
@@ -128,6 +130,9 @@ type state struct {
 	statePreserved *bool
 	// pid is the running HAProxy's pid as this read found it (0: not read).
 	pid int64
+	// blind: "backend/server" -> why a forced server's health was not read
+	// (it is forced blind; see readHealth).
+	blind map[string]string
 }
 
 // read returns the configuration for desired: the parsed copy when the
@@ -136,17 +141,15 @@ type state struct {
 // primary may be forced UP in (a few backends at most) and, in the twin
 // layout, the runtime admin states (readAdmins: one GET of the running
 // process's pid, and the backends not cached).
-func (t *Target) read(ctx context.Context, desired []services.Service) (*state, error) {
+// apply says the read is an apply's, which may force servers blind
+// (readHealth).
+func (t *Target) read(ctx context.Context, desired []services.Service, apply bool) (*state, error) {
 	sn, err := t.snapshotNow(ctx)
 	if err != nil {
 		return nil, err
 	}
 	sp := sn.statePreserved
 	st := &state{snapshot: sn, current: map[string]*target.Backend{}, statePreserved: &sp}
-	down, err := t.healthOfMany(ctx, sn, desired)
-	if err != nil {
-		return nil, err
-	}
 	for _, d := range desired {
 		be, fe := sn.be[d.Name], sn.fe[d.Name]
 		if be == nil {
@@ -160,15 +163,14 @@ func (t *Target) read(ctx context.Context, desired []services.Service) (*state, 
 		if fe != nil {
 			cur.Settings = settingsOf(d, fe, sn.bind[d.Name], be, sn.checks[d.Name], sn.dsText[d.Name])
 		}
-		for name, s := range cur.Servers {
-			if down[d.Name+"/"+name] {
-				s.Down = true
-				cur.Servers[name] = s
-			}
-		}
 		st.current[d.Name] = cur
 	}
+	// The pid first: the forced servers' health records count only for
+	// the process they were made in.
 	if st.pid, err = t.readAdmins(ctx, desired, st.current); err != nil {
+		return nil, err
+	}
+	if err := t.readHealth(ctx, sn, desired, st, apply); err != nil {
 		return nil, err
 	}
 	return st, nil
@@ -240,7 +242,7 @@ func (t *Target) Diff(ctx context.Context, desired []services.Service) ([]target
 	if err := validate(desired); err != nil {
 		return nil, err
 	}
-	st, err := t.read(ctx, desired)
+	st, err := t.read(ctx, desired, false)
 	if err != nil {
 		return nil, err
 	}
@@ -330,26 +332,32 @@ func (t *Target) Apply(ctx context.Context, desired []services.Service) (target.
 }
 
 func (t *Target) applyOnce(ctx context.Context, desired []services.Service) (target.Result, error) {
-	st, err := t.read(ctx, desired)
+	st, err := t.read(ctx, desired, true)
 	if err != nil {
 		return target.Result{}, err
 	}
 	changes := target.Diff(st.current, desired)
+	blindDetails(changes, st.blind)
 	res := target.Result{Version: st.version, StatePreserved: st.statePreserved}
 	if len(changes) == 0 {
 		return res, nil
 	}
 	res.Changes = changes
 	fence, force, rest := target.SplitForce(changes)
+	flips, rest := splitFlips(rest)
+	// A fenced server a flip readies in this apply (a held new leader's
+	// active twin) comes out of maint UP at once: it is forced DOWN right
+	// after its own flip (afterFlip), not before.
+	fence, afterFlip := splitReadied(fence, flips)
 	// The write fence first, before any configuration write or reload (the
-	// reload script's state dump then carries it to the new worker).
-	if err := t.forceDown(ctx, fence); err != nil {
+	// reload script's state dump then carries it to the new worker) and
+	// before any flip brings a new primary UP.
+	if err := t.forceDown(ctx, fence, st.pid); err != nil {
 		return res, err
 	}
 	if len(fence) > 0 {
 		res.ForcedDown = time.Now()
 	}
-	flips, rest := splitFlips(rest)
 	if len(rest) > 0 {
 		res, err = t.applyConfig(ctx, st, desired, rest, res)
 		res.Changes = changes
@@ -366,21 +374,35 @@ func (t *Target) applyOnce(ctx context.Context, desired []services.Service) (tar
 			return res, err
 		}
 	}
-	if err := t.applyFlips(ctx, desired, flips); err != nil {
+	if err := t.applyFlips(ctx, desired, flips, afterFlip, st.pid); err != nil {
 		return res, err
 	}
-	if len(flips) > 0 && len(fence) > 0 {
-		// A fenced twin activated by the flips came out of maint UP:
-		// forced DOWN again at once.
-		if err := t.forceDown(ctx, fence); err != nil {
-			return res, err
-		}
+	if len(afterFlip) > 0 && res.ForcedDown.IsZero() {
+		res.ForcedDown = time.Now()
 	}
-	err = t.forceUp(ctx, force)
+	err = t.forceUp(ctx, force, st.pid)
 	if err == nil && len(force) > 0 {
 		res.ForcedUp = time.Now()
 	}
 	return res, err
+}
+
+// splitReadied separates the fences of servers that flips set ready.
+func splitReadied(fence, flips []target.Change) (first, afterFlip []target.Change) {
+	readied := map[string]bool{}
+	for _, c := range flips {
+		if target.StateOf(c) == "ready" {
+			readied[c.Backend+"/"+c.Server] = true
+		}
+	}
+	for _, c := range fence {
+		if readied[c.Backend+"/"+c.Server] {
+			afterFlip = append(afterFlip, c)
+		} else {
+			first = append(first, c)
+		}
+	}
+	return first, afterFlip
 }
 
 // touched names the services a set of changes writes.
@@ -493,25 +515,36 @@ func hasShutdownSessions(line string) bool {
 // server's established sessions only where the service's default-server
 // has `on-marked-down shutdown-sessions` (Pigsty's default; the API has no
 // `shutdown sessions`): WarnNoShutdownSessions says where it does not.
-func (t *Target) forceDown(ctx context.Context, changes []target.Change) error {
-	return t.runtimeMany(ctx, changes, func(c target.Change) error {
-		if _, err := t.c.ReplaceRuntimeServer(ctx, c.Backend, c.Server, &models.RuntimeServer{OperationalState: "down"}); err != nil {
-			return fmt.Errorf("force down %s/%s: %w", c.Backend, c.Server, err)
-		}
-		return nil
-	})
+func (t *Target) forceDown(ctx context.Context, changes []target.Change, pid int64) error {
+	return t.runtimeMany(ctx, changes, func(c target.Change) error { return t.forceHealth(ctx, c, false, pid) })
 }
 
 // forceUp marks new primaries UP at once through the runtime API
 // (operational_state up) after any reload; HAProxy's next checks still run.
 // flipParallel requests in flight (a mass failover forces 2 per cluster).
-func (t *Target) forceUp(ctx context.Context, changes []target.Change) error {
-	return t.runtimeMany(ctx, changes, func(c target.Change) error {
-		if _, err := t.c.ReplaceRuntimeServer(ctx, c.Backend, c.Server, &models.RuntimeServer{OperationalState: "up"}); err != nil {
-			return fmt.Errorf("force up %s/%s: %w", c.Backend, c.Server, err)
-		}
-		return nil
-	})
+func (t *Target) forceUp(ctx context.Context, changes []target.Change, pid int64) error {
+	return t.runtimeMany(ctx, changes, func(c target.Change) error { return t.forceHealth(ctx, c, true, pid) })
+}
+
+// forceHealth forces one server's health and keeps what the answer says
+// (the API reads the server back after the change) for the next applies
+// of HAProxy process pid (see forcedCache).
+func (t *Target) forceHealth(ctx context.Context, c target.Change, up bool, pid int64) error {
+	word := "down"
+	if up {
+		word = "up"
+	}
+	at := t.opts.Now()
+	rs, err := t.c.ReplaceRuntimeServer(ctx, c.Backend, c.Server, &models.RuntimeServer{OperationalState: word})
+	if err != nil {
+		return fmt.Errorf("force %s %s/%s: %w", word, c.Backend, c.Server, err)
+	}
+	// A server in maint answers down, and leaving maint brings it UP at
+	// once: no record of it.
+	if rs != nil && rs.AdminState != "maint" {
+		t.forced.record(c.Backend+"/"+c.Server, up, rs.OperationalState, at, pid)
+	}
+	return nil
 }
 
 // applyRuntime applies weight-only changes as direct server PUTs, which the

@@ -68,6 +68,19 @@ func (t *Target) waitRuntime(ctx context.Context, desired []services.Service, na
 	return nil
 }
 
+// forcedUp names the servers desired forces UP ("backend/server").
+func forcedUp(desired []services.Service) map[string]bool {
+	out := map[string]bool{}
+	for _, d := range desired {
+		for _, sv := range d.Servers {
+			if sv.ForceUp {
+				out[d.Name+"/"+sv.Name] = true
+			}
+		}
+	}
+	return out
+}
+
 func splitFlips(changes []target.Change) (flips, rest []target.Change) {
 	for _, c := range changes {
 		if c.Kind == target.KindSetState {
@@ -86,8 +99,29 @@ func splitFlips(changes []target.Change) (flips, rest []target.Change) {
 // HAProxy after the change (its handler runs `show servers state` again), so
 // those answers are the read-back of the servers changed; only a server
 // whose answer differs from what was asked is read and set again.
-func (t *Target) applyFlips(ctx context.Context, desired []services.Service, flips []target.Change) error {
+// A server in afterFlip (fenced, and readied here: leaving maint brings it
+// UP at once) is forced DOWN right after its own flip, by the same worker,
+// so that it is UP for one round trip rather than for the rest of the
+// flips.
+func (t *Target) applyFlips(ctx context.Context, desired []services.Service, flips, afterFlip []target.Change, pid int64) error {
 	if len(flips) == 0 {
+		return t.forceDown(ctx, afterFlip, pid)
+	}
+	fenced := make(map[string]target.Change, len(afterFlip))
+	for _, c := range afterFlip {
+		fenced[c.Backend+"/"+c.Server] = c
+	}
+	promoted := forcedUp(desired)
+	then := func(c target.Change, rs *models.RuntimeServer) error {
+		key := c.Backend + "/" + c.Server
+		if f, ok := fenced[key]; ok {
+			return t.forceHealth(ctx, f, false, pid)
+		}
+		if promoted[key] && rs != nil && rs.AdminState == "ready" {
+			// A new primary readied comes UP at once: as if we had
+			// forced it UP (its checks decide after it).
+			t.forced.record(key, true, rs.OperationalState, t.opts.Now(), pid)
+		}
 		return nil
 	}
 	var ups, downs []target.Change
@@ -105,8 +139,12 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 		}()
 	}
 	answered := map[string]map[string]string{}
-	for _, batch := range [][]target.Change{ups, downs} {
-		if err := t.putStates(ctx, batch, answered); err != nil {
+	for i, batch := range [][]target.Change{ups, downs} {
+		after := then
+		if i == 1 {
+			after = nil
+		}
+		if err := t.putStates(ctx, batch, answered, after); err != nil {
 			// What runs in the backends flipped is unknown now.
 			var names []string
 			for b := range touched(flips) {
@@ -126,14 +164,19 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 	if len(wrong) == 0 {
 		return nil
 	}
-	return t.verifyFlips(ctx, desired, wrong)
+	if err := t.verifyFlips(ctx, desired, wrong); err != nil {
+		return err
+	}
+	// A repair may have readied a fenced server again.
+	return t.forceDown(ctx, afterFlip, pid)
 }
 
 // putStates PUTs the admin state of every change in batch, flipParallel in
 // flight, and records in answered (backend -> server -> admin state) what
 // the API answered: the state read from the running HAProxy after the
-// change.
-func (t *Target) putStates(ctx context.Context, batch []target.Change, answered map[string]map[string]string) error {
+// change. then, when set, runs right after each change's PUT succeeded,
+// with its answer.
+func (t *Target) putStates(ctx context.Context, batch []target.Change, answered map[string]map[string]string, then func(target.Change, *models.RuntimeServer) error) error {
 	if len(batch) == 0 {
 		return nil
 	}
@@ -153,6 +196,9 @@ func (t *Target) putStates(ctx context.Context, batch []target.Change, answered 
 			}
 			answered[c.Backend][c.Server] = rs.AdminState
 			mu.Unlock()
+		}
+		if then != nil {
+			return then(c, rs)
 		}
 		return nil
 	})
@@ -252,7 +298,7 @@ func (t *Target) verifyFlips(ctx context.Context, desired []services.Service, fl
 			}
 		}
 		for _, b := range [][]target.Change{ups, downs} {
-			if err := t.putStates(ctx, b, nil); err != nil {
+			if err := t.putStates(ctx, b, nil, nil); err != nil {
 				t.adminForget(names)
 				return err
 			}

@@ -1,0 +1,258 @@
+package dataplaneapi_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/pgsvc/pgsvc/pkg/dataplaneapi"
+	"github.com/pgsvc/pgsvc/pkg/dataplaneapi/dpapitest"
+	"github.com/pgsvc/pgsvc/pkg/services"
+	"github.com/pgsvc/pgsvc/pkg/target"
+)
+
+// twinsHarness is a twin-layout Target on the API double with a clock.
+type twinsHarness struct {
+	srv *dpapitest.Server
+	tg  *dataplaneapi.Target
+	clk *clock
+	ctx context.Context
+}
+
+func newTwinsHarness(t *testing.T, v int) *twinsHarness {
+	t.Helper()
+	srv := dpapitest.NewServer(t, dpapitest.WithAPIVersion(v))
+	c, err := dataplaneapi.New(srv.URL(), dataplaneapi.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{now: time.Unix(1_800_000_000, 0)}
+	tg := dataplaneapi.NewTarget(c, zaptest.NewLogger(t), dataplaneapi.TargetOptions{
+		ReloadPollInterval: 2 * time.Millisecond, ReloadTimeout: 5 * time.Second, Backoff: time.Millisecond,
+		AdminReadEvery: time.Hour, FullReadEvery: 24 * time.Hour, Now: clk.Now})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return &twinsHarness{srv: srv, tg: tg, clk: clk, ctx: ctx}
+}
+
+func (h *twinsHarness) apply(t *testing.T, step string, desired []services.Service) target.Result {
+	t.Helper()
+	h.srv.ResetRequests()
+	res, err := h.tg.Apply(h.ctx, desired)
+	if err != nil {
+		t.Fatalf("%s: %v", step, err)
+	}
+	return res
+}
+
+// force marks member of cluster forced in the write services of desired.
+func force(desired []services.Service, member string, set func(sv *services.Server)) []services.Service {
+	out := make([]services.Service, len(desired))
+	for i, d := range desired {
+		d.Servers = append([]services.Server(nil), d.Servers...)
+		if services.WriteCheck(d.Check) {
+			for j := range d.Servers {
+				if d.Servers[j].Name == member {
+					set(&d.Servers[j])
+				}
+			}
+		}
+		out[i] = d
+	}
+	return out
+}
+
+// forcedWrites lists the runtime PUTs of operational_state as
+// "backend/server up|down".
+func forcedWrites(reqs []dpapitest.Request) []string {
+	var out []string
+	for _, r := range reqs {
+		if r.Method != "PUT" || !strings.HasPrefix(r.Path, "/runtime/servers/") {
+			continue
+		}
+		for _, w := range []string{"up", "down"} {
+			if strings.Contains(string(r.Body), `"operational_state":"`+w+`"`) {
+				out = append(out, r.Query.Get("backend")+"/"+strings.TrimPrefix(r.Path, "/runtime/servers/")+" "+w)
+			}
+		}
+	}
+	return out
+}
+
+func kinds(changes []target.Change) string {
+	var out []string
+	for _, c := range changes {
+		out = append(out, c.Kind+" "+c.Backend+"/"+c.Server)
+	}
+	return strings.Join(out, ", ")
+}
+
+// TestTwinsForcedHealthFromAnswers: in the twin layout the forced servers'
+// health comes from the answers of the controller's own forced PUTs, not
+// from a GET of their backends per apply (at 1,000 clusters that was 2,000
+// GETs per apply of a mass failover), and what HAProxy's checks could have
+// changed since is forced again:
+//   - a fence is forced DOWN blind (no read), then not again while its
+//     checks cannot have raised it ((rise-1) x fastinter = 2 s with
+//     Pigsty's options), then forced DOWN again: a server its checks
+//     brought UP meanwhile is caught;
+//   - a held new leader is forced DOWN again once its last forced DOWN is
+//     half that old;
+//   - a new primary is forced UP once per promotion: a later check failure
+//     stands;
+//   - a restarted HAProxy (new pid) makes every record void;
+//   - Diff (the CLI's dry run) still reads instead of forcing.
+func TestTwinsForcedHealthFromAnswers(t *testing.T) {
+	for _, v := range []int{2, 3} {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
+			h := newTwinsHarness(t, v)
+			base := fleetTwins(t, 3, func(int) int { return 1 })
+			h.apply(t, "create", base)
+			h.apply(t, "settle", base)
+
+			// The fence: forced DOWN blind, no GET.
+			fenced := force(base, "pg-f000-1", func(sv *services.Server) { sv.ForceDown = true })
+			res := h.apply(t, "fence", fenced)
+			reqs := h.srv.Requests()
+			if got := strings.Join(forcedWrites(reqs), ", "); got != "pg-f000-default/pg-f000-1 down, pg-f000-primary/pg-f000-1 down" &&
+				got != "pg-f000-primary/pg-f000-1 down, pg-f000-default/pg-f000-1 down" {
+				t.Errorf("fence: forced %q, want pg-f000-1 DOWN in the primary and default services", got)
+			}
+			if g := runtimeGets(reqs); g != 0 {
+				t.Errorf("fence: %d runtime GETs, want 0: %v", g, paths(reqs))
+			}
+			if len(res.Changes) != 2 || !strings.Contains(res.Changes[0].Detail, "not read") || res.ForcedDown.IsZero() {
+				t.Errorf("fence: %+v, want 2 force_down saying the health was not read", res.Changes)
+			}
+			// Its checks cannot have raised it within 2 s: nothing read,
+			// nothing forced (the double would show it UP: its checks pass).
+			h.clk.add(1900 * time.Millisecond)
+			if res := h.apply(t, "fence, 1.9 s", fenced); len(res.Changes) != 0 || len(h.srv.Requests()) != 2 {
+				t.Errorf("fence within the bound: %s, %v; want nothing but version and pid", kinds(res.Changes), paths(h.srv.Requests()))
+			}
+			// Now they could have: forced DOWN again.
+			h.clk.add(100 * time.Millisecond)
+			res = h.apply(t, "fence, 2 s", fenced)
+			if len(forcedWrites(h.srv.Requests())) != 2 || len(res.Changes) != 2 || !strings.Contains(res.Changes[0].Detail, "again") {
+				t.Errorf("fence after the bound: %s (%v), want pg-f000-1 forced DOWN again in both", kinds(res.Changes), forcedWrites(h.srv.Requests()))
+			}
+
+			// A held new leader: forced DOWN at every apply once its last
+			// forced DOWN is 1 s old (half the bound).
+			held := force(fenced, "pg-f001-2", func(sv *services.Server) { sv.ForceDown, sv.HoldDown = true, true })
+			res = h.apply(t, "hold", held)
+			if got := kinds(res.Changes); got != "force_down pg-f001-primary/pg-f001-2, force_down pg-f001-default/pg-f001-2" {
+				t.Errorf("hold: %s", got)
+			}
+			h.clk.add(900 * time.Millisecond)
+			if res := h.apply(t, "hold, 0.9 s", held); len(res.Changes) != 0 {
+				t.Errorf("hold within half the bound: %s, want nothing", kinds(res.Changes))
+			}
+			h.clk.add(100 * time.Millisecond)
+			res = h.apply(t, "hold, 1 s", held)
+			if got := kinds(res.Changes); got != "force_down pg-f001-primary/pg-f001-2, force_down pg-f001-default/pg-f001-2" {
+				// (The fence, forced 1 s ago, still holds.)
+				t.Errorf("hold after half the bound: %s, want the held leader forced DOWN again", got)
+			}
+			for _, c := range res.Changes {
+				if c.Server == "pg-f001-2" && !strings.Contains(c.Detail, "held") {
+					t.Errorf("held re-assert detail %q does not say held", c.Detail)
+				}
+			}
+
+			// A new primary: forced UP once; its checks decide after it.
+			up := force(base, "pg-f002-2", func(sv *services.Server) { sv.ForceUp = true })
+			res = h.apply(t, "force up", up)
+			if got := kinds(res.Changes); got != "force_up pg-f002-primary/pg-f002-2, force_up pg-f002-default/pg-f002-2" || res.ForcedUp.IsZero() {
+				t.Errorf("force up: %s", got)
+			}
+			if g := runtimeGets(h.srv.Requests()); g != 0 {
+				t.Errorf("force up: %d runtime GETs, want 0", g)
+			}
+			h.srv.SetOperationalState("pg-f002-primary", "pg-f002-2", "down")
+			h.clk.add(10 * time.Second)
+			if res := h.apply(t, "force up, its checks failed", up); len(res.Changes) != 0 {
+				t.Errorf("a check failure after our force UP was overridden: %s", kinds(res.Changes))
+			}
+			// The promotion over, a new one starts without a record.
+			h.apply(t, "promotion over", base)
+			if res := h.apply(t, "promoted again", up); !strings.Contains(kinds(res.Changes), "force_up pg-f002-primary/pg-f002-2") {
+				t.Errorf("a new promotion: %s, want pg-f002-2 forced UP", kinds(res.Changes))
+			}
+
+			// The dry run reads: the fenced server (UP in the double) shows.
+			h.apply(t, "fence again", fenced)
+			changes, err := h.tg.Diff(h.ctx, fenced)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(changes) != 0 {
+				t.Errorf("Diff right after the fence: %s, want nothing (recorded DOWN)", kinds(changes))
+			}
+			h.clk.add(3 * time.Second)
+			h.srv.ResetRequests()
+			changes, err = h.tg.Diff(h.ctx, fenced)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if kinds(changes) != "force_down pg-f000-primary/pg-f000-1, force_down pg-f000-default/pg-f000-1" || runtimeGets(h.srv.Requests()) != 2 {
+				t.Errorf("Diff after the bound: %s with %d runtime GETs, want the fence read UP in both write services", kinds(changes), runtimeGets(h.srv.Requests()))
+			}
+
+			// A restart (new pid): no record counts.
+			h.apply(t, "fence before the restart", fenced)
+			h.srv.RestartHAProxy()
+			res = h.apply(t, "restart", fenced)
+			if !strings.Contains(kinds(res.Changes), "force_down pg-f000-primary/pg-f000-1") {
+				t.Errorf("after a restart: %s, want the fence forced again", kinds(res.Changes))
+			}
+		})
+	}
+}
+
+// TestTwinsFencedTwinForcedDownAfterItsFlip: a fenced server whose active
+// twin a flip readies in the same apply (a held new leader in a write
+// service with a role selector) comes out of maint UP at once, so it is
+// forced DOWN right after its own flip, not before it (where the flip would
+// undo it) and not after every other flip of the apply.
+func TestTwinsFencedTwinForcedDownAfterItsFlip(t *testing.T) {
+	for _, v := range []int{2, 3} {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
+			h := newTwinsHarness(t, v)
+			// "replica" made a write service: its backup (the primary)
+			// moves with the role.
+			mk := func(primary int, hold bool) []services.Service {
+				svcs := cluster("pg-w", 12, 3, primary)
+				for i := range svcs {
+					if svcs[i].Service == "replica" {
+						svcs[i].Check = "/primary"
+					}
+				}
+				if hold {
+					svcs = force(svcs, "pg-w-2", func(sv *services.Server) { sv.ForceDown, sv.HoldDown = true, true })
+				}
+				return twinned(t, svcs)
+			}
+			h.apply(t, "create", mk(1, false))
+			h.apply(t, "settle", mk(1, false))
+			res := h.apply(t, "switchover, new leader held", mk(2, true))
+			var order []string
+			for _, r := range h.srv.Writes() {
+				if r.Query.Get("backend") == "pg-w-replica" && strings.HasPrefix(r.Path, "/runtime/servers/pg-w-2") {
+					order = append(order, strings.TrimPrefix(r.Path, "/runtime/servers/")+" "+string(r.Body))
+				}
+			}
+			got := strings.Join(order, " | ")
+			if !strings.Contains(got, `pg-w-2.backup {"admin_state":"ready"} | pg-w-2.backup {"operational_state":"down"}`) {
+				t.Errorf("pg-w-2's twins in the replica service: %s; want its readied twin forced DOWN right after its flip (changes %s)", got, kinds(res.Changes))
+			}
+			if strings.Count(got, "operational_state") != 1 {
+				t.Errorf("pg-w-2's readied twin forced %d times, want once: %s", strings.Count(got, "operational_state"), got)
+			}
+		})
+	}
+}
