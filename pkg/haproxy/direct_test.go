@@ -348,10 +348,18 @@ func TestForceDown(t *testing.T) {
 	}
 	svc.Servers[0].ForceUp = false
 	reloads := r.reloads(t)
+	before, err := os.Stat(r.direct.opts.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
 	svc.Servers[0].ForceDown = true
 	res, err := r.direct.Apply(ctx, []services.Service{svc})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Health is not in the file: a fence alone does not rewrite it.
+	if after, err := os.Stat(r.direct.opts.ConfigPath); err != nil || !os.SameFile(before, after) || !after.ModTime().Equal(before.ModTime()) {
+		t.Errorf("the fence rewrote %s (%v)", r.direct.opts.ConfigPath, err)
 	}
 	if got := kinds(res.Changes); got != "force_down:pg-d-primary/pg-d-1" || res.Reloaded || r.reloads(t) != reloads || res.ForcedDown.IsZero() {
 		t.Errorf("changes %s, reloaded %v (reloads %d -> %d), forced down at %v: want one force_down at runtime", got, res.Reloaded, reloads, r.reloads(t), res.ForcedDown)

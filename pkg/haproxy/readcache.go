@@ -116,7 +116,7 @@ func (d *Direct) readFor(ctx context.Context, desired []services.Service) (*snap
 	d.cache.mu.Lock()
 	d.reads.Cached++
 	d.cache.mu.Unlock()
-	out := &snapshot{current: make(map[string]*target.Backend, len(snap.current)), file: snap.file}
+	out := &snapshot{current: make(map[string]*target.Backend, len(snap.current)), file: snap.file, cached: true}
 	for k, b := range snap.current {
 		out.current[k] = b
 	}

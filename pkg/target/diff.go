@@ -234,6 +234,17 @@ func SplitForce(changes []Change) (down, up, rest []Change) {
 	return down, up, rest
 }
 
+// HealthOnly reports whether every change forces a server's health (the
+// write fence, a held new leader, a force-up): nothing a config file holds.
+func HealthOnly(changes []Change) bool {
+	for _, c := range changes {
+		if c.Kind != KindForceDown && c.Kind != KindForceUp {
+			return false
+		}
+	}
+	return true
+}
+
 // RuntimeOnly reports whether every change can be applied without a reload.
 func RuntimeOnly(changes []Change) bool {
 	for _, c := range changes {
