@@ -68,6 +68,23 @@ func (t *Target) AdminReads() AdminReads {
 	return t.adminReads
 }
 
+// pidAnswer is what one GET of the running process's pid answered.
+type pidAnswer struct {
+	pid int64
+	err error
+}
+
+// pidAsync GETs the running process's pid in the background (one round
+// trip of an apply less: it goes together with the version's GET).
+func (c *Client) pidAsync(ctx context.Context) <-chan pidAnswer {
+	ch := make(chan pidAnswer, 1)
+	go func() {
+		pid, err := c.runtimePID(ctx)
+		ch <- pidAnswer{pid, err}
+	}()
+	return ch
+}
+
 // runtimePID returns the pid of the HAProxy process answering the API's
 // runtime socket (v2 answers a list of per-process documents, v3 one).
 func (c *Client) runtimePID(ctx context.Context) (int64, error) {
@@ -102,8 +119,9 @@ func (c *Client) runtimePID(ctx context.Context) (int64, error) {
 // the cache where it holds them, else (and in a full read) from one runtime
 // GET per backend, readParallel in flight.
 // It returns the running HAProxy's pid it read (0: none read: no twin
-// layout, or the API does not answer it).
-func (t *Target) readAdmins(ctx context.Context, desired []services.Service, cur map[string]*target.Backend) (int64, error) {
+// layout, or the API does not answer it); pid is its GET, started by the
+// caller (read) together with the version's.
+func (t *Target) readAdmins(ctx context.Context, desired []services.Service, cur map[string]*target.Backend, pidGET <-chan pidAnswer) (int64, error) {
 	var names []string
 	twins := false
 	for _, d := range desired {
@@ -120,7 +138,8 @@ func (t *Target) readAdmins(ctx context.Context, desired []services.Service, cur
 	// Also with no twin backend yet (the first apply creates them): the
 	// pid is recorded, and the read-back after the creating reload
 	// (waitRuntime) fills the cache.
-	pid, perr := t.c.runtimePID(ctx)
+	pa := <-pidGET
+	pid, perr := pa.pid, pa.err
 	now := t.opts.Now().UnixNano()
 	a := &t.admin
 	a.mu.Lock()

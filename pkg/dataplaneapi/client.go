@@ -116,7 +116,7 @@ func New(rawURL string, opts Options) (*Client, error) {
 // in flight (flipParallel, readParallel), with room: Go's default keeps 2
 // per host, so 6 of 8 parallel requests dialed a new connection, and the
 // API accepted one, each time (a 1,000-cluster mass failover made ~10,000).
-const maxIdlePerHost = 32
+const maxIdlePerHost = 64
 
 // keepAlive is the default transport with maxIdlePerHost idle connections
 // kept per host.

@@ -144,8 +144,15 @@ type state struct {
 // apply says the read is an apply's, which may force servers blind
 // (readHealth).
 func (t *Target) read(ctx context.Context, desired []services.Service, apply bool) (*state, error) {
+	var pidGET <-chan pidAnswer
+	if twinLayout(desired) {
+		pidGET = t.c.pidAsync(ctx)
+	}
 	sn, err := t.snapshotNow(ctx)
 	if err != nil {
+		if pidGET != nil {
+			<-pidGET
+		}
 		return nil, err
 	}
 	sp := sn.statePreserved
@@ -167,7 +174,7 @@ func (t *Target) read(ctx context.Context, desired []services.Service, apply boo
 	}
 	// The pid first: the forced servers' health records count only for
 	// the process they were made in.
-	if st.pid, err = t.readAdmins(ctx, desired, st.current); err != nil {
+	if st.pid, err = t.readAdmins(ctx, desired, st.current, pidGET); err != nil {
 		return nil, err
 	}
 	if err := t.readHealth(ctx, sn, desired, st, apply); err != nil {
@@ -374,17 +381,16 @@ func (t *Target) applyOnce(ctx context.Context, desired []services.Service) (tar
 			return res, err
 		}
 	}
-	if err := t.applyFlips(ctx, desired, flips, afterFlip, st.pid); err != nil {
+	if err := t.applyFlips(ctx, desired, flips, afterFlip, force, st.pid); err != nil {
 		return res, err
 	}
 	if len(afterFlip) > 0 && res.ForcedDown.IsZero() {
 		res.ForcedDown = time.Now()
 	}
-	err = t.forceUp(ctx, force, st.pid)
-	if err == nil && len(force) > 0 {
+	if len(force) > 0 {
 		res.ForcedUp = time.Now()
 	}
-	return res, err
+	return res, nil
 }
 
 // splitReadied separates the fences of servers that flips set ready.

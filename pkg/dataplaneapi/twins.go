@@ -102,10 +102,12 @@ func splitFlips(changes []target.Change) (flips, rest []target.Change) {
 // A server in afterFlip (fenced, and readied here: leaving maint brings it
 // UP at once) is forced DOWN right after its own flip, by the same worker,
 // so that it is UP for one round trip rather than for the rest of the
-// flips.
-func (t *Target) applyFlips(ctx context.Context, desired []services.Service, flips, afterFlip []target.Change, pid int64) error {
+// flips. The new primaries of force go UP with the activations (incoming
+// before outgoing: one wave, one round trip less than after the flips).
+func (t *Target) applyFlips(ctx context.Context, desired []services.Service, flips, afterFlip, force []target.Change, pid int64) error {
 	if len(flips) == 0 {
-		return t.forceDown(ctx, afterFlip, pid)
+		// (afterFlip is empty: it is made of flips.)
+		return t.forceUp(ctx, force, pid)
 	}
 	fenced := make(map[string]target.Change, len(afterFlip))
 	for _, c := range afterFlip {
@@ -124,7 +126,8 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 		}
 		return nil
 	}
-	var ups, downs []target.Change
+	ups := append([]target.Change(nil), force...)
+	var downs []target.Change
 	for _, c := range flips {
 		if target.StateOf(c) == "ready" {
 			ups = append(ups, c)
@@ -144,7 +147,7 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 		if i == 1 {
 			after = nil
 		}
-		if err := t.putStates(ctx, batch, answered, after); err != nil {
+		if err := t.putStates(ctx, batch, answered, after, pid); err != nil {
 			// What runs in the backends flipped is unknown now.
 			var names []string
 			for b := range touched(flips) {
@@ -175,8 +178,9 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 // flight, and records in answered (backend -> server -> admin state) what
 // the API answered: the state read from the running HAProxy after the
 // change. then, when set, runs right after each change's PUT succeeded,
-// with its answer.
-func (t *Target) putStates(ctx context.Context, batch []target.Change, answered map[string]map[string]string, then func(target.Change, *models.RuntimeServer) error) error {
+// with its answer. A force_up change in batch is forced UP (forceHealth,
+// for process pid).
+func (t *Target) putStates(ctx context.Context, batch []target.Change, answered map[string]map[string]string, then func(target.Change, *models.RuntimeServer) error, pid int64) error {
 	if len(batch) == 0 {
 		return nil
 	}
@@ -185,6 +189,9 @@ func (t *Target) putStates(ctx context.Context, batch []target.Change, answered 
 	}
 	var mu sync.Mutex
 	err := t.runtimeMany(ctx, batch, func(c target.Change) error {
+		if c.Kind == target.KindForceUp {
+			return t.forceHealth(ctx, c, true, pid)
+		}
 		rs, err := t.c.ReplaceRuntimeServer(ctx, c.Backend, c.Server, &models.RuntimeServer{AdminState: target.StateOf(c)})
 		if err != nil {
 			return fmt.Errorf("%s/%s: %w", c.Backend, c.Server, err)
@@ -298,7 +305,7 @@ func (t *Target) verifyFlips(ctx context.Context, desired []services.Service, fl
 			}
 		}
 		for _, b := range [][]target.Change{ups, downs} {
-			if err := t.putStates(ctx, b, nil, nil); err != nil {
+			if err := t.putStates(ctx, b, nil, nil, 0); err != nil {
 				t.adminForget(names)
 				return err
 			}
