@@ -37,11 +37,14 @@ import (
 //     UP through its checks before: Diff forces it DOWN again at every apply
 //     (that resets its rise count) unless the current view says so
 //     (HoldDown); no read is needed for it. A record younger than
-//     holdShare of the bound marks it held, so the applies of one burst
-//     (paced 200 ms apart) do not force it again and again: it is forced
-//     again by the first apply after that, which the controller makes at
-//     least every second while a hold lasts, well before its checks can
-//     have risen (1 s of Pigsty's 2 s).
+//     holdShare of the bound (0.5 s of Pigsty's 2 s) marks it held, so the
+//     applies of one burst (paced 200 ms apart) do not force it again and
+//     again: it is forced again by the first apply after that, which the
+//     controller makes at least every second while a hold lasts, so the
+//     last forced DOWN is at most ~1.5 s old when it is forced again, 0.5 s
+//     before its checks can have raised it (forcing it at every apply left
+//     1 s; both assume the apply itself is short: an apply that takes
+//     seconds delays every re-assertion alike).
 //   - A force UP must never go against a later real check failure: once our
 //     own forced UP answered UP, the server counts as UP for as long as it
 //     stays to be forced UP (its promotion) in this HAProxy process; if its
@@ -68,7 +71,7 @@ type forcedRec struct {
 
 // holdShare: a held new leader is forced DOWN again once its last forced
 // DOWN is this share of riseBound old.
-const holdShare = 0.5
+const holdShare = 0.25
 
 // health is what a record tells of one desired forced server now.
 type health int

@@ -101,7 +101,7 @@ func kinds(changes []target.Change) string {
 //     Pigsty's options), then forced DOWN again: a server its checks
 //     brought UP meanwhile is caught;
 //   - a held new leader is forced DOWN again once its last forced DOWN is
-//     half that old;
+//     a quarter that old;
 //   - a new primary is forced UP once per promotion: a later check failure
 //     stands;
 //   - a restarted HAProxy (new pid) makes every record void;
@@ -142,21 +142,21 @@ func TestTwinsForcedHealthFromAnswers(t *testing.T) {
 			}
 
 			// A held new leader: forced DOWN at every apply once its last
-			// forced DOWN is 1 s old (half the bound).
+			// forced DOWN is 0.5 s old (a quarter of the bound).
 			held := force(fenced, "pg-f001-2", func(sv *services.Server) { sv.ForceDown, sv.HoldDown = true, true })
 			res = h.apply(t, "hold", held)
 			if got := kinds(res.Changes); got != "force_down pg-f001-primary/pg-f001-2, force_down pg-f001-default/pg-f001-2" {
 				t.Errorf("hold: %s", got)
 			}
-			h.clk.add(900 * time.Millisecond)
-			if res := h.apply(t, "hold, 0.9 s", held); len(res.Changes) != 0 {
-				t.Errorf("hold within half the bound: %s, want nothing", kinds(res.Changes))
+			h.clk.add(400 * time.Millisecond)
+			if res := h.apply(t, "hold, 0.4 s", held); len(res.Changes) != 0 {
+				t.Errorf("hold within a quarter of the bound: %s, want nothing", kinds(res.Changes))
 			}
 			h.clk.add(100 * time.Millisecond)
-			res = h.apply(t, "hold, 1 s", held)
+			res = h.apply(t, "hold, 0.5 s", held)
 			if got := kinds(res.Changes); got != "force_down pg-f001-primary/pg-f001-2, force_down pg-f001-default/pg-f001-2" {
-				// (The fence, forced 1 s ago, still holds.)
-				t.Errorf("hold after half the bound: %s, want the held leader forced DOWN again", got)
+				// (The fence, forced 0.5 s ago, still holds.)
+				t.Errorf("hold after a quarter of the bound: %s, want the held leader forced DOWN again", got)
 			}
 			for _, c := range res.Changes {
 				if c.Server == "pg-f001-2" && !strings.Contains(c.Detail, "held") {
