@@ -18,7 +18,9 @@ import (
 // deletes other sections) and it applies one reconcile as one unit (one
 // transaction / one reload, or runtime-only commands when that suffices).
 // On error nothing is half-applied: the HAProxy keeps its previous config.
-// Implementations are safe for use by one goroutine at a time.
+// Implementations are safe for use by one goroutine at a time. The caller
+// never modifies desired (its services, their server lists) once handed to
+// Diff or Apply: targets may keep it and compare the next desired with it.
 type Target interface {
 	// Name identifies the target in logs and status; it never contains credentials.
 	Name() string

@@ -63,7 +63,9 @@ func OrderFlips(changes []Change) []Change {
 }
 
 // WithTwins wraps t so that it is given the services in the twin layout
-// (services.Twins): role changes become runtime admin-state flips. Only
+// (services.Twins): role changes become runtime admin-state flips. It lays
+// out again only the services that changed since its last call, relying on
+// Target's contract that desired is never modified once handed over. Only
 // targets that read back admin states (Server.Admin) and apply set_state
 // changes support it (the direct driver).
 func WithTwins(t Target) Target { return &twins{Target: t} }
@@ -79,85 +81,76 @@ type twins struct {
 	Target
 	// applied: backend/server -> Disabled as the last successful apply left it.
 	applied map[twinKey]bool
-	// memo: each service's twin layout while the service stays the same
-	// (services.Equal), by name; gen marks the entries the last layout used.
-	memo map[string]*twinMemo
-	gen  uint64
-	// last is the last layout returned: handed on again when no service
-	// changed.
-	last []services.Service
-}
-
-// twinMemo is one service and its twin layout.
-type twinMemo struct {
-	in, out services.Service
-	gen     uint64
-}
-
-// layout is services.Twins(desired), laying out again only the services
-// that changed since the last call: an apply among 1,000 clusters where one
-// changed lays out one cluster, not 4,000 services (TestTwinsMemoIsTwins).
-// The result and its servers are shared between calls: never modified.
-func (t *twins) layout(desired []services.Service) ([]services.Service, error) {
-	if t.memo == nil {
-		t.memo = make(map[string]*twinMemo, len(desired))
-	}
-	t.gen++
-	var out []services.Service
-	same := len(t.last) == len(desired) && len(desired) > 0
-	for i := range desired {
-		s := &desired[i]
-		m := t.memo[s.Name]
-		if m == nil || m.gen == t.gen || !services.Equal(&m.in, s) {
-			// (m.gen == t.gen: a name twice in desired, laid out anew
-			// and not kept.)
-			tw, err := services.Twins(desired[i : i+1])
-			if err != nil {
-				return nil, err
-			}
-			// The memo's copy of the service owns its lists: a caller
-			// that changes its slices in place must not change the key.
-			in := *s
-			in.Servers = append([]services.Server(nil), s.Servers...)
-			in.Candidates = append([]services.Server(nil), s.Candidates...)
-			fresh := &twinMemo{in: in, out: tw[0]}
-			if m == nil || m.gen != t.gen {
-				t.memo[s.Name] = fresh
-			}
-			m = fresh
-		}
-		m.gen = t.gen
-		if same && !services.Equal(&t.last[i], &m.out) {
-			same = false
-		}
-		if !same && out == nil {
-			out = make([]services.Service, i, len(desired))
-			copy(out, t.last[:i])
-		}
-		if out != nil {
-			out = append(out, m.out)
-		}
-	}
-	if len(t.memo) > len(desired) {
-		for name, m := range t.memo {
-			if m.gen != t.gen {
-				delete(t.memo, name)
-			}
-		}
-	}
-	if same {
-		return t.last, nil
-	}
-	if out == nil {
-		out = []services.Service{} // as Twins: never nil
-	}
-	t.last = out
-	return out, nil
+	// prevIn and prevOut are the last layout's input (the caller's desired,
+	// never modified: Target's contract) and result: a service Equal to
+	// one of prevIn has prevOut's layout of it.
+	prevIn, prevOut []services.Service
 }
 
 // twinKey names a server without concatenating (24,000 keys per apply at
 // 1,000 clusters).
 type twinKey struct{ backend, server string }
+
+// layout is services.Twins(desired), laying out again only the services
+// that changed since the last call: an apply among 1,000 clusters where one
+// changed lays out one cluster, not 4,000 services (TestTwinsMemoIsTwins).
+// It keeps nothing the caller and the target do not keep already. The
+// result and its servers are shared between calls: never modified.
+func (t *twins) layout(desired []services.Service) ([]services.Service, error) {
+	var byName map[string]int // prevIn's index by name, built when the order changed
+	var out []services.Service
+	same := len(desired) == len(t.prevOut) && len(desired) > 0
+	for i := range desired {
+		s := &desired[i]
+		k := -1 // the index of s in prevIn, -1 if it changed
+		switch {
+		case i < len(t.prevIn) && t.prevIn[i].Name == s.Name:
+			if services.Equal(&t.prevIn[i], s) {
+				k = i
+			}
+		case len(t.prevIn) > 0:
+			if byName == nil {
+				byName = make(map[string]int, len(t.prevIn))
+				for j := range t.prevIn {
+					byName[t.prevIn[j].Name] = j
+				}
+			}
+			if j, ok := byName[s.Name]; ok && services.Equal(&t.prevIn[j], s) {
+				k = j
+			}
+		}
+		var tw services.Service
+		if k >= 0 {
+			tw = t.prevOut[k]
+		} else {
+			laid, err := services.Twins(desired[i : i+1])
+			if err != nil {
+				return nil, err
+			}
+			tw = laid[0]
+		}
+		if same && k != i {
+			same = false
+			out = make([]services.Service, i, len(desired))
+			copy(out, t.prevOut[:i])
+		}
+		if !same {
+			if out == nil {
+				out = make([]services.Service, 0, len(desired))
+			}
+			out = append(out, tw)
+		}
+	}
+	if same {
+		t.prevIn = desired
+		return t.prevOut, nil
+	}
+	if out == nil {
+		out = []services.Service{} // as Twins: never nil
+	}
+	t.prevIn, t.prevOut = desired, out
+	return out, nil
+}
 
 func (t *twins) Diff(ctx context.Context, desired []services.Service) ([]Change, error) {
 	tw, err := t.layout(desired)

@@ -11,7 +11,7 @@ import (
 
 // TestTwinsMemoIsTwins runs random sequences of desired states through one
 // twins target's layout and requires services.Twins of each, whole: services
-// changed by copy or in place, added, dropped, reordered, named twice, and
+// changed, added, dropped, reordered, named twice, and
 // colliding twin names (an error).
 func TestTwinsMemoIsTwins(t *testing.T) {
 	r := rand.New(rand.NewSource(11))
@@ -67,8 +67,9 @@ func memoStep(r *rand.Rand, desired []services.Service) []services.Service {
 	next := append([]services.Service(nil), desired...)
 	switch r.Intn(10) {
 	case 0: // nothing changes
-	case 1: // a server changed in place (the caller's own slice)
+	case 1: // one server changed (a new list: desired is never modified)
 		if i := r.Intn(len(next)); len(next[i].Servers) > 0 {
+			next[i].Servers = append([]services.Server(nil), next[i].Servers...)
 			next[i].Servers[0].Backup = !next[i].Servers[0].Backup
 		}
 	case 2: // a service dropped
