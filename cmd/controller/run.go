@@ -35,6 +35,9 @@ type runFlags struct {
 	pigstyVersion                                        string
 	// pprof is the loopback address of the Go profiling endpoints ("" = off).
 	pprof string
+	// memoryLimit is the Go runtime's soft memory limit ("" = GOMEMLIMIT or
+	// the default; see setMemoryLimit).
+	memoryLimit string
 }
 
 func parseRunFlags(args []string, stderr io.Writer) (*config.Config, error) {
@@ -45,6 +48,16 @@ func parseRunFlags(args []string, stderr io.Writer) (*config.Config, error) {
 // parseRun parses the flags of `controller run`: the config they make and
 // the profiling address ("" when off).
 func parseRun(args []string, stderr io.Writer) (*config.Config, string, error) {
+	cfg, f, err := parseRunAll(args, stderr)
+	if err != nil {
+		return nil, "", err
+	}
+	return cfg, f.pprof, nil
+}
+
+// parseRunAll is parseRun, with the process-level flags (profiling,
+// memory limit) as given.
+func parseRunAll(args []string, stderr io.Writer) (*config.Config, runFlags, error) {
 	var f runFlags
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -65,12 +78,18 @@ func parseRun(args []string, stderr io.Writer) (*config.Config, string, error) {
 	fs.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (info)")
 	fs.StringVar(&f.logFormat, "log-format", "", "json or console (json)")
 	fs.StringVar(&f.pprof, "pprof", "", "serve Go's profiling endpoints (/debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060 (off)")
+	fs.StringVar(&f.memoryLimit, "memory-limit", "", "soft limit of the Go runtime's memory, e.g. 96MiB; 0 for none (default: GOMEMLIMIT if set, else "+defaultLimitText()+")")
 	if err := fs.Parse(args); err != nil {
-		return nil, "", err
+		return nil, f, err
+	}
+	if f.memoryLimit != "" {
+		if _, err := parseMemoryLimit(f.memoryLimit); err != nil {
+			return nil, f, fmt.Errorf("-memory-limit %w", err)
+		}
 	}
 	if f.pprof != "" {
 		if err := checkLoopback(f.pprof); err != nil {
-			return nil, "", fmt.Errorf("-pprof: %w", err)
+			return nil, f, fmt.Errorf("-pprof: %w", err)
 		}
 	}
 	cmdlineWarnings = cmdlinePasswordWarnings(f.dpapi, f.etcd)
@@ -78,7 +97,7 @@ func parseRun(args []string, stderr io.Writer) (*config.Config, string, error) {
 	if f.config != "" {
 		var err error
 		if cfg, err = config.Load(f.config); err != nil {
-			return nil, "", err
+			return nil, f, err
 		}
 	}
 	if f.inventory != "" {
@@ -110,13 +129,14 @@ func parseRun(args []string, stderr io.Writer) (*config.Config, string, error) {
 	}
 	cfg.ApplyDefaults()
 	if err := cfg.Validate(); err != nil {
-		return nil, "", err
+		return nil, f, err
 	}
-	return cfg, f.pprof, nil
+	return cfg, f, nil
 }
 
 func runRun(args []string, stdout, stderr io.Writer) int {
-	cfg, pprofAddr, err := parseRun(args, stderr)
+	cfg, f, err := parseRunAll(args, stderr)
+	pprofAddr := f.pprof
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -131,6 +151,12 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if limit, from, err := setMemoryLimit(f.memoryLimit); err != nil {
+		fmt.Fprintf(stderr, "controller: %v\n", err)
+		return 2
+	} else if limit > 0 {
+		log.Info("soft memory limit", zap.Int64("bytes", limit), zap.String("from", from))
+	}
 	if pprofAddr != "" {
 		addr, closePprof, err := servePprof(pprofAddr)
 		if err != nil {

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
+)
+
+// defaultMemoryLimit is the Go runtime's soft memory limit when neither
+// -memory-limit nor GOMEMLIMIT sets one (RESULTS.md, "Controller RSS at
+// N = 1,000"): the garbage collector works harder only as the process nears
+// it, which at 1,000 clusters keeps its RSS near 100 MB instead of twice
+// the live heap. Never a hard cap: a larger live heap goes above it.
+const defaultMemoryLimit = 0
+
+// parseMemoryLimit reads a size as GOMEMLIMIT writes it: bytes, or a
+// number with a B, KiB, MiB or GiB suffix; "0" or "off" means no limit.
+func parseMemoryLimit(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	if s == "0" || s == "off" {
+		return 0, nil
+	}
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"B", 1}} {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSuffix(s, u.suffix), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("%q: want a size such as 96MiB (B, KiB, MiB, GiB), or 0 for none", s)
+	}
+	return n * mult, nil
+}
+
+// setMemoryLimit applies -memory-limit (flag, "" when not given): the flag
+// wins, then GOMEMLIMIT (the runtime read it already), then the default.
+// It returns the limit in force (0: none) and where it came from.
+func setMemoryLimit(flag string) (int64, string, error) {
+	from := "default"
+	n := int64(defaultMemoryLimit)
+	switch {
+	case flag != "":
+		v, err := parseMemoryLimit(flag)
+		if err != nil {
+			return 0, "", fmt.Errorf("-memory-limit %w", err)
+		}
+		n, from = v, "-memory-limit"
+	case os.Getenv("GOMEMLIMIT") != "":
+		n = debug.SetMemoryLimit(-1)
+		if n == math.MaxInt64 {
+			n = 0
+		}
+		return n, "GOMEMLIMIT", nil
+	}
+	if n == 0 {
+		debug.SetMemoryLimit(math.MaxInt64)
+	} else {
+		debug.SetMemoryLimit(n)
+	}
+	return n, from, nil
+}
+
+// defaultLimitText is the default for -memory-limit's help.
+func defaultLimitText() string {
+	if defaultMemoryLimit == 0 {
+		return "none"
+	}
+	return strconv.Itoa(defaultMemoryLimit>>20) + "MiB"
+}

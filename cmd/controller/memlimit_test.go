@@ -1,0 +1,52 @@
+package main
+
+import (
+	"io"
+	"math"
+	"runtime/debug"
+	"strings"
+	"testing"
+)
+
+func TestParseMemoryLimit(t *testing.T) {
+	for in, want := range map[string]int64{"0": 0, "off": 0, "100": 100, "512B": 512, "4KiB": 4096,
+		"96MiB": 96 << 20, "2GiB": 2 << 30} {
+		if got, err := parseMemoryLimit(in); err != nil || got != want {
+			t.Errorf("parseMemoryLimit(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "-1", "96MB", "x", "1.5GiB", "99999999999GiB"} {
+		if _, err := parseMemoryLimit(bad); err == nil {
+			t.Errorf("parseMemoryLimit(%q): no error", bad)
+		}
+	}
+	if _, _, err := parseRun([]string{"-inventory", "x.yml", "-memory-limit", "lots"}, io.Discard); err == nil ||
+		!strings.Contains(err.Error(), "-memory-limit") {
+		t.Errorf("-memory-limit lots: got %v, want a -memory-limit error", err)
+	}
+}
+
+// TestSetMemoryLimit: the flag wins over GOMEMLIMIT, GOMEMLIMIT over the
+// default, and 0 removes the limit.
+func TestSetMemoryLimit(t *testing.T) {
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
+	t.Setenv("GOMEMLIMIT", "")
+	if n, from, err := setMemoryLimit("64MiB"); err != nil || n != 64<<20 || from != "-memory-limit" || debug.SetMemoryLimit(-1) != 64<<20 {
+		t.Fatalf("flag 64MiB: %d from %s, %v", n, from, err)
+	}
+	if n, _, _ := setMemoryLimit("0"); n != 0 || debug.SetMemoryLimit(-1) != math.MaxInt64 {
+		t.Fatalf("flag 0: %d, runtime limit %d", n, debug.SetMemoryLimit(-1))
+	}
+	t.Setenv("GOMEMLIMIT", "80MiB")
+	debug.SetMemoryLimit(80 << 20) // as the runtime read it at start
+	if n, from, _ := setMemoryLimit(""); n != 80<<20 || from != "GOMEMLIMIT" {
+		t.Fatalf("GOMEMLIMIT: %d from %s", n, from)
+	}
+	if n, from, _ := setMemoryLimit("32MiB"); n != 32<<20 || from != "-memory-limit" {
+		t.Fatalf("flag over GOMEMLIMIT: %d from %s", n, from)
+	}
+	t.Setenv("GOMEMLIMIT", "")
+	if n, from, _ := setMemoryLimit(""); n != defaultMemoryLimit || from != "default" {
+		t.Fatalf("default: %d from %s", n, from)
+	}
+}
