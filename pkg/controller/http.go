@@ -23,7 +23,7 @@ func (c *Controller) Handler(extra map[string]http.Handler) http.Handler {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		st := c.Status()
+		st := c.status(false)
 		code := http.StatusOK
 		if !st.Ready {
 			code = http.StatusServiceUnavailable

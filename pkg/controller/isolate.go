@@ -61,6 +61,7 @@ type planEntry struct {
 	opts plan.ClusterOptions
 	res  plan.Cluster
 	err  error
+	gen  uint64 // the last compute that used it
 }
 
 // planCache keeps each cluster's plan while its inputs stay the same, so a
@@ -71,6 +72,7 @@ type planCache struct {
 	entries map[string]*planEntry // by cluster name
 	// computed counts the clusters planned by the last compute (tests).
 	computed int
+	gen      uint64 // counts computes
 }
 
 // compute is computeIsolated, planning only the clusters whose inputs
@@ -78,7 +80,12 @@ type planCache struct {
 // resync: a safety net that does not trust the cache). dcs must not be nil.
 func (pc *planCache) compute(inv *topology.Inventory, dcs map[string]*patroni.ClusterState, opts plan.Options,
 	prev *plan.Plan, full bool, log *zap.Logger) (*plan.Plan, map[string]error) {
-	entries := make(map[string]*planEntry, len(inv.Clusters))
+	if pc.entries == nil {
+		pc.entries = make(map[string]*planEntry, len(inv.Clusters))
+	}
+	// The entries are updated in place (not a new map per reconcile); gen
+	// marks those of this inventory, the others are dropped at the end.
+	pc.gen++
 	p := &plan.Plan{Clusters: make([]plan.Cluster, 0, len(inv.Clusters))}
 	var errs map[string]error
 	var last map[string]int
@@ -98,8 +105,9 @@ func (pc *planCache) compute(inv *topology.Inventory, dcs map[string]*patroni.Cl
 				log.Error("cached plan of a cluster differed from a fresh one; using the fresh one", zap.String("cluster", cl.Name))
 			}
 			e = &planEntry{cl: cl, file: inv.File, st: st, opts: co, res: res, err: err}
+			pc.entries[cl.Name] = e
 		}
-		entries[cl.Name] = e
+		e.gen = pc.gen
 		if e.err == nil {
 			p.Clusters = append(p.Clusters, e.res)
 			continue
@@ -120,7 +128,13 @@ func (pc *planCache) compute(inv *topology.Inventory, dcs map[string]*patroni.Cl
 		}
 		p.Clusters = append(p.Clusters, stub)
 	}
-	pc.entries = entries
+	if len(pc.entries) > len(inv.Clusters) {
+		for name, e := range pc.entries {
+			if e.gen != pc.gen {
+				delete(pc.entries, name)
+			}
+		}
+	}
 	return p, errs
 }
 
