@@ -133,12 +133,23 @@ func buildOne(v *topology.View, def *topology.ServiceDef, served []*topology.Mem
 		Balance:       orDefault(def.Balance, "roundrobin"),
 		Maxconn:       def.Maxconn,
 		DefaultServer: orDefault(def.Options, orDefault(c.DefaultServer, DefaultServerOptions)),
-		Servers:       []Server{},
 	}
+	// Sized as they end (append's doubling left a quarter of every list
+	// unused, kept for as long as the plan).
+	n := 0
+	for i := range served {
+		if selected[i] || backup[i] {
+			n++
+		}
+	}
+	s.Servers = make([]Server, 0, n)
 	if s.Maxconn == 0 {
 		s.Maxconn = 5000
 	}
 	s.RoleDependent = def.Backup != "" || !selectsAll(def.Selector)
+	if s.RoleDependent && len(served) > 0 {
+		s.Candidates = make([]Server, 0, len(served))
+	}
 	for _, m := range served {
 		if !s.RoleDependent {
 			break // Twins leaves such a service as it is
