@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/jmespath/go-jmespath"
 
@@ -253,11 +254,11 @@ func server(v *topology.View, def *topology.ServiceDef, m *topology.MemberView, 
 	sv := plainServer(v, def, m, dest, selected, backup)
 	if m.Fenced && WriteCheck(def.Check) {
 		sv.ForceDown, sv.HoldDown = true, m.FenceRising
-		sv.Reason += "; forced DOWN, sessions cut: " + m.FenceReason
+		sv.Reason = intern(sv.Reason + "; forced DOWN, sessions cut: " + m.FenceReason)
 	}
 	if m.Promoted && WriteCheck(def.Check) {
 		sv.ForceUp = true
-		sv.Reason += "; forced UP: it just took the leader key and Patroni reports it running as primary"
+		sv.Reason = intern(sv.Reason + "; forced UP: it just took the leader key and Patroni reports it running as primary")
 	}
 	return sv
 }
@@ -291,22 +292,61 @@ func plainServer(v *topology.View, def *topology.ServiceDef, m *topology.MemberV
 // reason says in one sentence why a server is in the service, e.g.
 // "selected by [] (role primary, holds leader key); backup: matches [? ...]".
 func reason(v *topology.View, def *topology.ServiceDef, m *topology.MemberView, selected, backup bool) string {
-	var b strings.Builder
-	if selected {
-		fmt.Fprintf(&b, "selected by %s", def.Selector)
-	} else {
-		fmt.Fprintf(&b, "not selected by %s", def.Selector)
+	var arr [256]byte
+	b := arr[:0]
+	if !selected {
+		b = append(b, "not "...)
 	}
-	b.WriteString(" (")
-	b.WriteString(describe(v, m))
-	b.WriteString(")")
+	b = append(b, "selected by "...)
+	b = append(b, def.Selector...)
+	b = append(b, " ("...)
+	b = append(b, describe(v, m)...)
+	b = append(b, ')')
 	switch {
 	case backup:
-		fmt.Fprintf(&b, "; backup: matches %s", def.Backup)
+		b = append(append(b, "; backup: matches "...), def.Backup...)
 	case def.Backup != "":
-		fmt.Fprintf(&b, "; not backup: does not match %s", def.Backup)
+		b = append(append(b, "; not backup: does not match "...), def.Backup...)
 	}
-	return b.String()
+	return internBytes(b)
+}
+
+// reasons are the reason texts in use, one copy each: a fleet's thousands
+// of servers have a few dozen distinct ones (selectors and roles), kept as
+// long as the plan (~4 MB of copies at 1,000 clusters). Bounded: past
+// maxReasons a text is not remembered, only returned.
+var reasons = struct {
+	sync.Mutex
+	m map[string]string
+}{m: map[string]string{}}
+
+const maxReasons = 4096
+
+// internBytes returns b as a string, the remembered copy when there is one.
+func internBytes(b []byte) string {
+	reasons.Lock()
+	defer reasons.Unlock()
+	if s, ok := reasons.m[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if len(reasons.m) < maxReasons {
+		reasons.m[s] = s
+	}
+	return s
+}
+
+// intern is internBytes for a string.
+func intern(s string) string {
+	reasons.Lock()
+	defer reasons.Unlock()
+	if k, ok := reasons.m[s]; ok {
+		return k
+	}
+	if len(reasons.m) < maxReasons {
+		reasons.m[s] = s
+	}
+	return s
 }
 
 func describe(v *topology.View, m *topology.MemberView) string {

@@ -96,16 +96,16 @@ func twinsOf(s Service) (Service, error) {
 			}
 			switch {
 			case in && p.Backup == backup && !c.Unconfirmed:
-				tw.Weight, tw.ForceUp, tw.ForceDown, tw.HoldDown, tw.Reason, tw.Selected = p.Weight, p.ForceUp, p.ForceDown, p.HoldDown, "active twin: "+p.Reason, p.Selected
+				tw.Weight, tw.ForceUp, tw.ForceDown, tw.HoldDown, tw.Reason, tw.Selected = p.Weight, p.ForceUp, p.ForceDown, p.HoldDown, intern("active twin: "+p.Reason), p.Selected
 			case in && p.Backup == backup:
 				tw.Disabled, tw.ForceUp, tw.ForceDown, tw.HoldDown = true, false, false, false
 				tw.Reason = fmt.Sprintf("inactive twin (%s): the DCS does not report %s running; Pigsty's layout: %s", inactive, c.Name, p.Reason)
 			case in:
 				tw.Disabled, tw.ForceUp, tw.ForceDown, tw.HoldDown = true, false, false, false
-				tw.Reason = fmt.Sprintf("inactive twin (%s): the member is %s", inactive, serverKind(p.Backup))
+				tw.Reason = intern("inactive twin (" + inactive + "): the member is " + serverKind(p.Backup))
 			default:
 				tw.Disabled, tw.ForceUp, tw.ForceDown, tw.HoldDown = true, false, false, false
-				tw.Reason = fmt.Sprintf("inactive twin (%s): not selected (%s)", inactive, c.Reason)
+				tw.Reason = intern("inactive twin (" + inactive + "): not selected (" + c.Reason + ")")
 			}
 			t.Servers = append(t.Servers, tw)
 		}
