@@ -116,6 +116,9 @@ type result struct {
 	// between the new leader key and the switchover seen live, from the
 	// leader key (< 0: none found).
 	switchApplied time.Duration
+	// switchNotYet: the start of the last read that found the switchover
+	// not live, from the leader key (< 0: none did).
+	switchNotYet time.Duration
 	// massNotLive says what still differed when the mass failover was not
 	// live within its bound ("" when it was).
 	massNotLive string
@@ -373,7 +376,12 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 	res.switchov.name = "switchover of " + b.fleet.clusterName(target)
 	saved := b.o.timeout
 	b.o.timeout = min(saved, 2*time.Minute+time.Duration(o.n)*60*time.Millisecond)
+	b.notLiveAt = time.Time{}
 	res.switchov.took, err = b.waitLive(ctx, want, backends, leaderAt, 2*time.Millisecond, nil, seeFence)
+	res.switchNotYet = -1
+	if !b.notLiveAt.IsZero() {
+		res.switchNotYet = b.notLiveAt.Sub(leaderAt)
+	}
 	b.o.timeout = saved
 	if err != nil {
 		return nil, fmt.Errorf("switchover: %w", err)
@@ -1045,6 +1053,9 @@ func (r *result) print(w io.Writer) {
 		}
 	}
 	row(r.switchov.name+": leader key moved -> live", "%s", ms(r.switchov.took))
+	if r.switchNotYet >= 0 {
+		row(r.switchov.name+": the last poll that found it not live read at", "%s (live between this and the line above)", ms(r.switchNotYet))
+	}
 	if r.switchApplied >= 0 {
 		row(r.switchov.name+": leader key moved -> the controller's last apply ended (its log; read back from HAProxy)", "%s", ms(r.switchApplied))
 	}
