@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"os"
 	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // defaultMemoryLimit is the Go runtime's soft memory limit when neither
@@ -74,4 +77,68 @@ func defaultLimitText() string {
 		return "none"
 	}
 	return strconv.Itoa(defaultMemoryLimit>>20) + "MiB"
+}
+
+// releaser returns the heap's free memory to the OS once a burst of work
+// (a mass failover: hundreds of reconciles and applies of the whole fleet)
+// is over. Go keeps the pages a burst needed and gives them back slowly;
+// at 1,000 clusters the controller stayed at ~150 MB for minutes after a
+// mass failover while its live heap was ~50 MB. It costs one collection
+// per burst, and nothing while quiet.
+type releaser struct {
+	every   time.Duration // how often to look (5s)
+	quiet   uint64        // at most this many bytes allocated per look is quiet
+	minFree uint64        // release only when the free, unreleased heap is larger
+	release func()        // debug.FreeOSMemory
+	read    func() (allocs, free uint64)
+
+	lastAllocs uint64
+	busy       bool // allocated more than quiet since the last release
+}
+
+// memStats reads the bytes allocated so far and the free heap memory not
+// yet returned to the OS.
+func memStats() (allocs, free uint64) {
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/memory/classes/heap/free:bytes"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 || s[1].Value.Kind() != metrics.KindUint64 {
+		return 0, 0
+	}
+	return s[0].Value.Uint64(), s[1].Value.Uint64()
+}
+
+func newReleaser() *releaser {
+	return &releaser{every: 5 * time.Second, quiet: 16 << 20, minFree: 24 << 20, release: debug.FreeOSMemory, read: memStats}
+}
+
+// step looks once: it reports whether it released memory.
+func (r *releaser) step() bool {
+	allocs, free := r.read()
+	delta := allocs - r.lastAllocs
+	r.lastAllocs = allocs
+	if delta > r.quiet {
+		r.busy = true
+		return false
+	}
+	if !r.busy || free < r.minFree {
+		return false
+	}
+	r.busy = false
+	r.release()
+	return true
+}
+
+// run looks every r.every until ctx is done.
+func (r *releaser) run(ctx context.Context) {
+	r.lastAllocs, _ = r.read()
+	t := time.NewTicker(r.every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			r.step()
+		}
+	}
 }

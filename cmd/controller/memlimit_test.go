@@ -50,3 +50,36 @@ func TestSetMemoryLimit(t *testing.T) {
 		t.Fatalf("default: %d from %s", n, from)
 	}
 }
+
+// TestReleaserAfterBurst: memory is released once, in the first quiet look
+// after a burst, and only when enough is free.
+func TestReleaserAfterBurst(t *testing.T) {
+	var allocs, free uint64
+	released := 0
+	r := &releaser{quiet: 10, minFree: 100, release: func() { released++; free = 0 },
+		read: func() (uint64, uint64) { return allocs, free }}
+	look := func(alloc, nowFree uint64) bool {
+		allocs += alloc
+		free = nowFree
+		return r.step()
+	}
+	if look(5, 500) {
+		t.Fatal("released with no burst before")
+	}
+	if look(1000, 500) { // the burst
+		t.Fatal("released during a burst")
+	}
+	if !look(5, 500) || released != 1 {
+		t.Fatalf("not released after the burst (%d)", released)
+	}
+	if look(5, 500) {
+		t.Fatal("released twice for one burst")
+	}
+	look(1000, 50)
+	if look(5, 50) {
+		t.Fatal("released with little free memory")
+	}
+	if !look(5, 200) {
+		t.Fatal("a burst whose memory became free later was not released")
+	}
+}

@@ -38,6 +38,9 @@ type runFlags struct {
 	// memoryLimit is the Go runtime's soft memory limit ("" = GOMEMLIMIT or
 	// the default; see setMemoryLimit).
 	memoryLimit string
+	// keepFreed keeps the memory a burst freed instead of returning it to
+	// the OS when the controller is quiet again (releaser).
+	keepFreed bool
 }
 
 func parseRunFlags(args []string, stderr io.Writer) (*config.Config, error) {
@@ -78,6 +81,7 @@ func parseRunAll(args []string, stderr io.Writer) (*config.Config, runFlags, err
 	fs.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (info)")
 	fs.StringVar(&f.logFormat, "log-format", "", "json or console (json)")
 	fs.StringVar(&f.pprof, "pprof", "", "serve Go's profiling endpoints (/debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060 (off)")
+	fs.BoolVar(&f.keepFreed, "keep-freed-memory", false, "do not return the memory a burst of work (a mass failover) freed to the OS once the controller is quiet again")
 	fs.StringVar(&f.memoryLimit, "memory-limit", "", "soft limit of the Go runtime's memory, e.g. 96MiB; 0 for none (default: GOMEMLIMIT if set, else "+defaultLimitText()+")")
 	if err := fs.Parse(args); err != nil {
 		return nil, f, err
@@ -156,6 +160,9 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 		return 2
 	} else if limit > 0 {
 		log.Info("soft memory limit", zap.Int64("bytes", limit), zap.String("from", from))
+	}
+	if !f.keepFreed {
+		go newReleaser().run(ctx)
 	}
 	if pprofAddr != "" {
 		addr, closePprof, err := servePprof(pprofAddr)
