@@ -218,7 +218,8 @@ func TestTwinsForcedHealthFromAnswers(t *testing.T) {
 // twin a flip readies in the same apply (a held new leader in a write
 // service with a role selector) comes out of maint UP at once, so it is
 // forced DOWN right after its own flip, not before it (where the flip would
-// undo it) and not after every other flip of the apply.
+// undo it) and not after every other flip of the apply; the other fences
+// go before any activation in a write service.
 func TestTwinsFencedTwinForcedDownAfterItsFlip(t *testing.T) {
 	for _, v := range []int{2, 3} {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
@@ -252,6 +253,23 @@ func TestTwinsFencedTwinForcedDownAfterItsFlip(t *testing.T) {
 			}
 			if strings.Count(got, "operational_state") != 1 {
 				t.Errorf("pg-w-2's readied twin forced %d times, want once: %s", strings.Count(got, "operational_state"), got)
+			}
+			// The fences of the services not flipped (primary, default) are
+			// in place before any write service's activation; the read
+			// services' activations need not wait for them.
+			lastFence, firstWriteUp := -1, -1
+			for i, r := range h.srv.Writes() {
+				b := r.Query.Get("backend")
+				switch {
+				case (b == "pg-w-primary" || b == "pg-w-default") && strings.Contains(string(r.Body), `"operational_state":"down"`):
+					lastFence = i
+				case b == "pg-w-replica" && strings.Contains(string(r.Body), `"admin_state":"ready"`) && firstWriteUp < 0:
+					firstWriteUp = i
+				}
+			}
+			if lastFence < 0 || firstWriteUp < 0 || lastFence > firstWriteUp {
+				t.Errorf("the last fence is write #%d, the first activation in a write service #%d: want every fence first (%v)",
+					lastFence, firstWriteUp, paths(h.srv.Writes()))
 			}
 		})
 	}

@@ -358,12 +358,17 @@ func (t *Target) applyOnce(ctx context.Context, desired []services.Service) (tar
 	fence, afterFlip := splitReadied(fence, flips)
 	// The write fence first, before any configuration write or reload (the
 	// reload script's state dump then carries it to the new worker) and
-	// before any flip brings a new primary UP.
-	if err := t.forceDown(ctx, fence, st.pid); err != nil {
-		return res, err
-	}
-	if len(fence) > 0 {
-		res.ForcedDown = time.Now()
+	// before any flip brings a new primary UP. Without a configuration
+	// write, the flips do it (applyFlips: with the activations in services
+	// that take no writes).
+	if len(rest) > 0 || len(flips) == 0 {
+		if err := t.forceDown(ctx, fence, st.pid); err != nil {
+			return res, err
+		}
+		if len(fence) > 0 {
+			res.ForcedDown = time.Now()
+		}
+		fence = nil
 	}
 	if len(rest) > 0 {
 		res, err = t.applyConfig(ctx, st, desired, rest, res)
@@ -381,11 +386,12 @@ func (t *Target) applyOnce(ctx context.Context, desired []services.Service) (tar
 			return res, err
 		}
 	}
-	if err := t.applyFlips(ctx, desired, flips, afterFlip, force, st.pid); err != nil {
+	fencedAt, err := t.applyFlips(ctx, desired, flips, fence, afterFlip, force, st.pid)
+	if err != nil {
 		return res, err
 	}
-	if len(afterFlip) > 0 && res.ForcedDown.IsZero() {
-		res.ForcedDown = time.Now()
+	if res.ForcedDown.IsZero() && len(fence)+len(afterFlip) > 0 {
+		res.ForcedDown = fencedAt
 	}
 	if len(force) > 0 {
 		res.ForcedUp = time.Now()

@@ -104,10 +104,21 @@ func splitFlips(changes []target.Change) (flips, rest []target.Change) {
 // so that it is UP for one round trip rather than for the rest of the
 // flips. The new primaries of force go UP with the activations (incoming
 // before outgoing: one wave, one round trip less than after the flips).
-func (t *Target) applyFlips(ctx context.Context, desired []services.Service, flips, afterFlip, force []target.Change, pid int64) error {
+//
+// The write fences in fence (old primaries, held new leaders) go first,
+// in one wave with the activations of the services that take no writes
+// (their flips bring no primary UP: the fence need not precede them), so
+// that a mass failover's read services do not wait behind 2,000 fences;
+// then the activations of the write services and the force-ups; then
+// every deactivation. It returns when the write fences were in place.
+func (t *Target) applyFlips(ctx context.Context, desired []services.Service, flips, fence, afterFlip, force []target.Change, pid int64) (time.Time, error) {
 	if len(flips) == 0 {
 		// (afterFlip is empty: it is made of flips.)
-		return t.forceUp(ctx, force, pid)
+		if err := t.forceDown(ctx, fence, pid); err != nil {
+			return time.Time{}, err
+		}
+		at := time.Now()
+		return at, t.forceUp(ctx, force, pid)
 	}
 	fenced := make(map[string]target.Change, len(afterFlip))
 	for _, c := range afterFlip {
@@ -126,13 +137,21 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 		}
 		return nil
 	}
+	write := map[string]bool{}
+	for _, d := range desired {
+		write[d.Name] = services.WriteCheck(d.Check)
+	}
+	early := append([]target.Change(nil), fence...)
 	ups := append([]target.Change(nil), force...)
 	var downs []target.Change
 	for _, c := range flips {
-		if target.StateOf(c) == "ready" {
-			ups = append(ups, c)
-		} else {
+		switch {
+		case target.StateOf(c) != "ready":
 			downs = append(downs, c)
+		case write[c.Backend]:
+			ups = append(ups, c)
+		default:
+			early = append(early, c)
 		}
 	}
 	start := time.Now()
@@ -142,9 +161,10 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 		}()
 	}
 	answered := map[string]map[string]string{}
-	for i, batch := range [][]target.Change{ups, downs} {
+	var fencedAt time.Time
+	for i, batch := range [][]target.Change{early, ups, downs} {
 		after := then
-		if i == 1 {
+		if i == 2 {
 			after = nil
 		}
 		if err := t.putStates(ctx, batch, answered, after, pid); err != nil {
@@ -154,7 +174,10 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 				names = append(names, b)
 			}
 			t.adminForget(names)
-			return err
+			return fencedAt, err
+		}
+		if i == 0 {
+			fencedAt = time.Now()
 		}
 	}
 	t.adminMerge(answered)
@@ -165,21 +188,21 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 		}
 	}
 	if len(wrong) == 0 {
-		return nil
+		return fencedAt, nil
 	}
 	if err := t.verifyFlips(ctx, desired, wrong); err != nil {
-		return err
+		return fencedAt, err
 	}
 	// A repair may have readied a fenced server again.
-	return t.forceDown(ctx, afterFlip, pid)
+	return fencedAt, t.forceDown(ctx, afterFlip, pid)
 }
 
 // putStates PUTs the admin state of every change in batch, flipParallel in
 // flight, and records in answered (backend -> server -> admin state) what
 // the API answered: the state read from the running HAProxy after the
 // change. then, when set, runs right after each change's PUT succeeded,
-// with its answer. A force_up change in batch is forced UP (forceHealth,
-// for process pid).
+// with its answer. A force_up or force_down change in batch is forced so
+// (forceHealth, for process pid).
 func (t *Target) putStates(ctx context.Context, batch []target.Change, answered map[string]map[string]string, then func(target.Change, *models.RuntimeServer) error, pid int64) error {
 	if len(batch) == 0 {
 		return nil
@@ -189,8 +212,11 @@ func (t *Target) putStates(ctx context.Context, batch []target.Change, answered 
 	}
 	var mu sync.Mutex
 	err := t.runtimeMany(ctx, batch, func(c target.Change) error {
-		if c.Kind == target.KindForceUp {
+		switch c.Kind {
+		case target.KindForceUp:
 			return t.forceHealth(ctx, c, true, pid)
+		case target.KindForceDown:
+			return t.forceHealth(ctx, c, false, pid)
 		}
 		rs, err := t.c.ReplaceRuntimeServer(ctx, c.Backend, c.Server, &models.RuntimeServer{AdminState: target.StateOf(c)})
 		if err != nil {
