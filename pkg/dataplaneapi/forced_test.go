@@ -274,3 +274,44 @@ func TestTwinsFencedTwinForcedDownAfterItsFlip(t *testing.T) {
 		})
 	}
 }
+
+// TestTwinsIncomingBeforeOutgoing: in every backend a switchover flips,
+// the incoming twins are ready before the outgoing ones leave (never zero
+// active servers), also with the force-ups and the deactivations of other
+// backends in the first wave.
+func TestTwinsIncomingBeforeOutgoing(t *testing.T) {
+	for _, v := range []int{2, 3} {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
+			h := newTwinsHarness(t, v)
+			base := fleetTwins(t, 3, func(int) int { return 1 })
+			h.apply(t, "create", base)
+			h.apply(t, "settle", base)
+			sw := force(fleetTwins(t, 3, func(i int) int { return map[bool]int{true: 2, false: 1}[i == 1] }),
+				"pg-f001-2", func(sv *services.Server) { sv.ForceUp = true })
+			res := h.apply(t, "switchover", sw)
+			if !strings.Contains(kinds(res.Changes), "force_up pg-f001-primary/pg-f001-2") {
+				t.Fatalf("switchover: %s", kinds(res.Changes))
+			}
+			lastUp, firstDown := map[string]int{}, map[string]int{}
+			for i, r := range h.srv.Writes() {
+				b, body := r.Query.Get("backend"), string(r.Body)
+				switch {
+				case strings.Contains(body, `"admin_state":"ready"`):
+					lastUp[b] = i
+				case strings.Contains(body, `"admin_state"`):
+					if _, ok := firstDown[b]; !ok {
+						firstDown[b] = i
+					}
+				}
+			}
+			if len(firstDown) == 0 {
+				t.Fatalf("no deactivation: %v", paths(h.srv.Writes()))
+			}
+			for b, down := range firstDown {
+				if up, ok := lastUp[b]; ok && up > down {
+					t.Errorf("%s: an outgoing twin left (write #%d) before the last incoming one was ready (#%d)", b, down, up)
+				}
+			}
+		})
+	}
+}

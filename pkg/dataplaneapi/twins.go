@@ -109,8 +109,9 @@ func splitFlips(changes []target.Change) (flips, rest []target.Change) {
 // in one wave with the activations of the services that take no writes
 // (their flips bring no primary UP: the fence need not precede them), so
 // that a mass failover's read services do not wait behind 2,000 fences;
-// then the activations of the write services and the force-ups; then
-// every deactivation. It returns when the write fences were in place.
+// then the activations of the write services and the force-ups; then the
+// deactivations of the backends with an activation. It returns when the
+// write fences were in place.
 func (t *Target) applyFlips(ctx context.Context, desired []services.Service, flips, fence, afterFlip, force []target.Change, pid int64) (time.Time, error) {
 	if len(flips) == 0 {
 		// (afterFlip is empty: it is made of flips.)
@@ -141,14 +142,30 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 	for _, d := range desired {
 		write[d.Name] = services.WriteCheck(d.Check)
 	}
+	// Without fences nothing need wait: the activations and force-ups go
+	// in the first wave, and so do the deactivations of the backends with
+	// no activation (incoming before outgoing is per backend).
+	fenced0 := len(fence) > 0
 	early := append([]target.Change(nil), fence...)
-	ups := append([]target.Change(nil), force...)
-	var downs []target.Change
+	var ups, downs []target.Change
+	if fenced0 {
+		ups = append(ups, force...)
+	} else {
+		early = append(early, force...)
+	}
+	incoming := map[string]bool{}
+	for _, c := range flips {
+		if target.StateOf(c) == "ready" {
+			incoming[c.Backend] = true
+		}
+	}
 	for _, c := range flips {
 		switch {
-		case target.StateOf(c) != "ready":
+		case target.StateOf(c) != "ready" && incoming[c.Backend]:
 			downs = append(downs, c)
-		case write[c.Backend]:
+		case target.StateOf(c) != "ready":
+			early = append(early, c)
+		case write[c.Backend] && fenced0:
 			ups = append(ups, c)
 		default:
 			early = append(early, c)
