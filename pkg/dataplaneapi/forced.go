@@ -29,10 +29,12 @@ import (
 //     may come at once. So a forced DOWN at time T keeps it DOWN until at
 //     least T + (rise-1) x fastinter x (1 - spread-checks%) (riseBound),
 //     counted from before the PUT was sent. Older, or unknown, and the
-//     backend is read as before (one GET), and the server forced DOWN again
-//     if it is UP. The records count only for the HAProxy process they were
-//     made in (its pid, read by every twin-layout apply): a reload or a
-//     restart can bring a server UP at once.
+//     backend is read as before (one GET) and the server forced DOWN if it
+//     is UP, or (a server we forced DOWN before) it is forced DOWN again
+//     blind: one PUT, the cost of the GET, and a new record. The records
+//     count only for the HAProxy process they were made in (its pid, read
+//     by every twin-layout apply): a reload or a restart can bring a
+//     server UP at once.
 //   - A new leader held DOWN until it is read-write (HoldDown) must not come
 //     UP through its checks before: Diff forces it DOWN again at every apply
 //     (that resets its rise count) unless the current view says so
@@ -120,6 +122,13 @@ func (c *forcedCache) record(key string, up bool, answer string, at time.Time, p
 		c.recs = map[string]forcedRec{}
 	}
 	c.recs[key] = forcedRec{up: up, down: answer == "down", at: at, pid: pid}
+}
+
+// wasDown reports whether server key was forced DOWN by us since its
+// fence began (any process).
+func (c *forcedCache) wasDown(key string) bool {
+	_, ok := c.lastDown(key)
+	return ok
 }
 
 // lastDown is when server key was last forced DOWN by us (any process).

@@ -16,10 +16,11 @@ import (
 // forces UP or DOWN (live health matters nowhere else): from the answers of
 // our own forced PUTs where they still tell (forcedCache, which says why
 // that is safe); else, when apply is set and the running process is known
-// (twin layout), the server is forced blind (a fenced or held one DOWN, a
-// new primary not in maint UP: one PUT, which costs what one GET of its
-// backend does, and whose answer is the record the next applies use);
-// else from one runtime GET per backend, readParallel in flight. (One GET
+// (twin layout), a held new leader, a new primary not in maint, and a fence
+// we forced before are forced blind (one PUT, the cost of one GET of the
+// backend, whose answer is the record the next applies use); else (a fence
+// never forced: most often a dead old primary its checks have DOWN) from
+// one runtime GET per backend, readParallel in flight. (One GET
 // /stats/native answers every server of the HAProxy, but at 1,000
 // clusters it took 10 s through the API: O(fleet).)
 //
@@ -40,6 +41,7 @@ func (t *Target) readHealth(ctx context.Context, sn *snapshot, desired []service
 			continue
 		}
 		bound := riseBound(sn, d)
+		known := map[string]health{}
 		read := false
 		for _, sv := range d.Servers {
 			c, ok := cur.Servers[sv.Name]
@@ -52,15 +54,35 @@ func (t *Target) readHealth(ctx context.Context, sn *snapshot, desired []service
 				// was forced before.)
 				h = t.forced.know(d.Name, sv, st.pid, now, bound)
 			}
+			known[sv.Name] = h
+			// Read the backend for a server of unknown health, except a
+			// held new leader (forced DOWN again whatever its health)
+			// and, when forcing blind, a new primary (forced UP blind)
+			// and a fence we forced before (forced DOWN again blind). A
+			// fence we never forced is read: most often it is DOWN by
+			// its own checks (a dead old primary), and a GET of its
+			// backend is cheaper than a forced PUT and reports nothing.
+			switch {
+			case h != healthUnknown, sv.ForceDown && sv.HoldDown:
+			case blind && sv.ForceUp && !sv.ForceDown:
+			case blind && sv.ForceDown && t.forced.wasDown(d.Name+"/"+sv.Name):
+			default:
+				read = true
+			}
+		}
+		for _, sv := range d.Servers {
+			h, ok := known[sv.Name]
+			if !ok {
+				continue
+			}
+			c := cur.Servers[sv.Name]
 			switch h {
 			case healthUnknown:
-				if blind {
+				// What the read does not tell is forced blind.
+				if blind && (!read || sv.HoldDown) {
 					t.markBlind(st, d.Name, sv, &c)
 					cur.Servers[sv.Name] = c
 				}
-				// A held new leader is forced DOWN again whatever its
-				// health: no read for it.
-				read = read || !blind && !sv.HoldDown
 				continue
 			case healthHeld:
 				c.Down, c.HoldDown = true, true
