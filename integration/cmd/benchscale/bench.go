@@ -892,8 +892,10 @@ func (b *bench) lastApply(from, to time.Time) time.Time {
 }
 
 // lastRoleApply is the time of the controller's last "applied" log line
-// between from and to with a change other than force_up, set_weight and a
-// held new leader's force_down (re-asserted while it is not read-write).
+// between from and to with a change other than force_up, set_weight, a
+// held new leader's force_down (re-asserted while it is not read-write) and
+// a fence forced DOWN again (the API driver re-asserts it once its checks
+// could have raised it).
 func (b *bench) lastRoleApply(from, to time.Time) time.Time {
 	var last time.Time
 	b.eachApplied(func(line []byte) {
@@ -908,7 +910,7 @@ func (b *bench) lastRoleApply(from, to time.Time) time.Time {
 			return
 		}
 		for _, c := range l.Changes {
-			held := c.Kind == "force_down" && strings.Contains(c.Detail, "held")
+			held := c.Kind == "force_down" && (strings.Contains(c.Detail, "held") || strings.Contains(c.Detail, "forced DOWN again"))
 			if c.Kind != "force_up" && c.Kind != "set_weight" && !held {
 				last = l.TS
 				break
