@@ -79,3 +79,46 @@ func TestProbeBackoff(t *testing.T) {
 		t.Errorf("in the same time the refusing member was probed %d times and the answering one %d: want it still probed, at most a quarter as often", refused, answered)
 	}
 }
+
+// TestProbesGoOnDuringAReconcile: probe answers are recorded while a
+// reconcile holds the controller's lock (in a mass failover a reconcile
+// holds it for a long time; probes waiting on it kept their slots and new
+// ones could not start), and the next reconcile sees them.
+func TestProbesGoOnDuringAReconcile(t *testing.T) {
+	pr := &countingProber{n: map[string]int{}}
+	c := New(loadInventory(t), []target.Target{&fakeTarget{}}, Options{ProbeInterval: 2 * time.Millisecond, Debounce: time.Millisecond, Prober: pr})
+	runUntilEnd(t, c)
+	all := []string{"pg-test-1", "pg-test-2", "pg-test-3"}
+	url := "http://answers-2:8008/patroni"
+	withURL := func(s patroni.Snapshot) patroni.Snapshot {
+		for name, m := range s.Clusters["pg-test"].Members {
+			m.APIURL = "http://refuses-" + name + ":8008/patroni"
+			if name == "pg-test-2" {
+				m.APIURL = url
+			}
+		}
+		return s
+	}
+	c.Observe(withURL(state(10, "pg-test-1", 1, all...)))
+	c.Observe(withURL(requested(state(11, "pg-test-1", 1, all...), "pg-test-1", "pg-test-2")))
+	eventually(t, "pg-test-2 probed", func() bool { return pr.counts()[url] > 0 })
+	c.mu.Lock() // as a long reconcile does
+	before := pr.counts()[url]
+	deadline := time.Now().Add(10 * time.Second)
+	for pr.counts()[url] < before+20 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	got := pr.counts()[url] - before
+	c.mu.Unlock()
+	if got < 20 {
+		t.Fatalf("%d probes while the lock was held 10 s, want 20: probes wait on the controller's lock", got)
+	}
+	eventually(t, "the answers seen by a reconcile", func() bool {
+		c.ReconcileOnce(false)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		tr := c.tx.active["pg-test"]
+		p := tr.probes["pg-test-2"]
+		return p != nil && p.seen && p.last.Code == 503
+	})
+}

@@ -79,13 +79,26 @@ type transition struct {
 	cancel  context.CancelFunc
 }
 
-// memberProbe is what the probes of one member have said so far.
+// memberProbe is what the probes of one member have said so far: last,
+// seen and failures as advance last took them (under c.mu) from the box,
+// where the probes put their answers under tx.boxMu only (a reconcile
+// holds c.mu for a long time in a mass failover: probes waiting on it kept
+// their slots, and new ones could not start).
 type memberProbe struct {
 	url      string
 	last     patroni.ProbeResult
 	seen     bool
 	failures int // consecutive probes without an answer
 	started  bool
+
+	box probeBox // guarded by tx.boxMu
+}
+
+// probeBox is the latest of a member's probe answers.
+type probeBox struct {
+	last     patroni.ProbeResult
+	seen     bool
+	failures int
 }
 
 // maxProbesInFlight bounds the REST probes outstanding at once, over every
@@ -127,6 +140,9 @@ type transitions struct {
 	prober    Prober
 	probeWarn string
 	warned    bool
+
+	// boxMu guards every memberProbe's box.
+	boxMu sync.Mutex
 
 	ctx     context.Context // Run's; nil while not running
 	wg      sync.WaitGroup  // probe goroutines
@@ -310,6 +326,11 @@ func (c *Controller) startTransition(cl string, st *patroni.ClusterState, now ti
 // c.released / c.promoted for its cluster. Call with c.mu held.
 func (c *Controller) advance(t *transition, st *patroni.ClusterState, now time.Time) {
 	cl := t.cluster
+	c.tx.boxMu.Lock()
+	for _, p := range t.probes {
+		p.last, p.seen, p.failures = p.box.last, p.box.seen, p.box.failures
+	}
+	c.tx.boxMu.Unlock()
 	if st != nil {
 		switch leader := st.Leader; {
 		case leader != "" && leader != t.from:
@@ -532,17 +553,18 @@ func (c *Controller) probeAll(t *transition) {
 	if !t.probing {
 		return
 	}
-	for name, p := range t.probes {
+	for _, p := range t.probes {
 		if !p.started {
 			p.started = true
-			c.spawnProbe(t.ctx, t, name, p.url)
+			c.spawnProbe(t.ctx, p)
 		}
 	}
 }
 
-// spawnProbe probes member every ProbeInterval until ctx ends. Call with
-// c.mu held.
-func (c *Controller) spawnProbe(ctx context.Context, t *transition, member, url string) {
+// spawnProbe probes p's member every ProbeInterval until ctx ends. Call
+// with c.mu held.
+func (c *Controller) spawnProbe(ctx context.Context, p *memberProbe) {
+	url := p.url
 	if strings.HasPrefix(url, "https:") && c.tx.probeWarn != "" && !c.tx.warned {
 		c.tx.warned = true
 		c.log.Warn(c.tx.probeWarn)
@@ -583,7 +605,7 @@ func (c *Controller) spawnProbe(ctx context.Context, t *transition, member, url 
 							fails.Add(1)
 						}
 						if ctx.Err() == nil {
-							c.probeAnswered(t, member, r)
+							c.probeAnswered(p, r)
 						}
 					}()
 				} else {
@@ -622,29 +644,27 @@ func acquire(sem chan struct{}) bool {
 	}
 }
 
-// probeAnswered records one probe answer and wakes the loop when it can
-// change the write path.
-func (c *Controller) probeAnswered(t *transition, member string, r patroni.ProbeResult) {
-	c.mu.Lock()
-	p := t.probes[member]
-	if p == nil || !t.probing || c.tx.active[t.cluster] != t {
-		c.mu.Unlock()
-		return
-	}
-	if p.seen && r.Sent.Before(p.last.Sent) {
-		c.mu.Unlock()
+// probeAnswered records one probe answer in p's box and wakes the loop
+// when it can change the write path. It does not take c.mu; an answer that
+// comes after p's transition ended (its probes' context is done: the
+// caller drops it) changes nothing anyone reads.
+func (c *Controller) probeAnswered(p *memberProbe, r patroni.ProbeResult) {
+	c.tx.boxMu.Lock()
+	b := &p.box
+	if b.seen && r.Sent.Before(b.last.Sent) {
+		c.tx.boxMu.Unlock()
 		return // overtaken by a later probe's answer
 	}
-	prev, seen := p.last, p.seen
-	p.last, p.seen = r, true
+	prev, seen := b.last, b.seen
+	b.last, b.seen = r, true
 	if r.Answered() {
-		p.failures = 0
+		b.failures = 0
 	} else {
-		p.failures++
+		b.failures++
 	}
 	changed := !seen || prev.Code != r.Code || prev.Writable != r.Writable || prev.Stopping() != r.Stopping() ||
-		p.failures == noAnswerOff
-	c.mu.Unlock()
+		b.failures == noAnswerOff
+	c.tx.boxMu.Unlock()
 	if changed {
 		select {
 		case c.tx.wake <- struct{}{}:
