@@ -122,3 +122,75 @@ func TestProbesGoOnDuringAReconcile(t *testing.T) {
 		return p != nil && p.seen && p.last.Code == 503
 	})
 }
+
+// probing reports which of t's members are being probed now.
+func probing(c *Controller, cluster string) map[string]bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]bool{}
+	if t := c.tx.active[cluster]; t != nil {
+		for name, p := range t.probes {
+			out[name] = p.started
+		}
+	}
+	return out
+}
+
+// TestProbesPruned: the candidates that did not take the leader key stop
+// being probed once one did, the old primary once it is off and gone from
+// the DCS; a candidate the key then moves to is probed again, and its
+// earlier answers are forgotten.
+func TestProbesPruned(t *testing.T) {
+	pr := &countingProber{n: map[string]int{}}
+	ft := &fakeTarget{}
+	c := New(loadInventory(t), []target.Target{ft}, Options{ProbeInterval: 2 * time.Millisecond, Debounce: time.Millisecond,
+		PromoteWindow: time.Minute, FenceHold: time.Minute, Prober: pr})
+	runUntilEnd(t, c)
+	all := []string{"pg-test-1", "pg-test-2", "pg-test-3"}
+	withURL := func(s patroni.Snapshot) patroni.Snapshot {
+		for name, m := range s.Clusters["pg-test"].Members {
+			m.APIURL = "http://answers-" + name + ":8008/patroni"
+		}
+		return s
+	}
+	want := func(what string, w map[string]bool) {
+		t.Helper()
+		eventually(t, what, func() bool {
+			got := probing(c, "pg-test")
+			for k, v := range w {
+				if got[k] != v {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	c.Observe(withURL(state(10, "pg-test-1", 1, all...)))
+	eventually(t, "first apply", func() bool { return ft.count() == 1 })
+	// The leader key released: the old primary and both candidates.
+	c.Observe(withURL(state(11, "", 1, all...)))
+	want("all three probed", map[string]bool{"pg-test-1": true, "pg-test-2": true, "pg-test-3": true})
+	// pg-test-2 takes it: pg-test-3's answers can no longer matter; the
+	// old primary still has its member key (it may stop or lead again).
+	c.Observe(withURL(state(12, "pg-test-2", 1, all...)))
+	want("pg-test-3 no longer probed", map[string]bool{"pg-test-1": true, "pg-test-2": true, "pg-test-3": false})
+	n3 := pr.counts()["http://answers-pg-test-3:8008/patroni"]
+	n2 := pr.counts()["http://answers-pg-test-2:8008/patroni"]
+	eventually(t, "more probes of the new leader", func() bool { return pr.counts()["http://answers-pg-test-2:8008/patroni"] >= n2+30 })
+	if got := pr.counts()["http://answers-pg-test-3:8008/patroni"]; got > n3+patroni.MaxInFlight() {
+		t.Errorf("pg-test-3 probed %d more times after the key went to pg-test-2", got-n3)
+	}
+	// The old primary's member key goes: it is off and gone.
+	c.Observe(withURL(state(13, "pg-test-2", 1, "pg-test-2", "pg-test-3")))
+	want("the old primary no longer probed", map[string]bool{"pg-test-1": false, "pg-test-2": true})
+	// The key moves on to pg-test-3: probed again, from a clean slate.
+	c.Observe(withURL(state(14, "pg-test-3", 1, "pg-test-2", "pg-test-3")))
+	want("pg-test-3 probed again", map[string]bool{"pg-test-3": true})
+	eventually(t, "a fresh answer of pg-test-3", func() bool {
+		c.ReconcileOnce(false)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		tr := c.tx.active["pg-test"]
+		return tr != nil && tr.probes["pg-test-3"].seen && tr.probes["pg-test-3"].last.Code == 503
+	})
+}

@@ -90,15 +90,19 @@ type memberProbe struct {
 	seen     bool
 	failures int // consecutive probes without an answer
 	started  bool
+	cancel   context.CancelFunc // ends this member's probes (pruneProbes)
 
 	box probeBox // guarded by tx.boxMu
 }
 
-// probeBox is the latest of a member's probe answers.
+// probeBox is the latest of a member's probe answers; gen counts the times
+// its probes were stopped (pruneProbes): an answer of an earlier
+// generation is dropped.
 type probeBox struct {
 	last     patroni.ProbeResult
 	seen     bool
 	failures int
+	gen      int
 }
 
 // maxProbesInFlight bounds the REST probes outstanding at once, over every
@@ -470,6 +474,46 @@ func (c *Controller) advance(t *transition, st *patroni.ClusterState, now time.T
 	default:
 		delete(c.promoted, cl)
 	}
+	c.pruneProbes(t, st)
+}
+
+// pruneProbes stops probing the members whose answers can no longer change
+// anything, and probes again (from a clean slate) those that can once more:
+// advance reads only the old primary's and the new leader's answers. Other
+// candidates matter only until a member takes the key; the old primary
+// only until it is off, or while the DCS still has its member key (it may
+// stop, or lead again). In a mass failover of 1,000 clusters this leaves a
+// probed member per cluster instead of three (dialing members whose REST
+// APIs are gone was most of the controller's CPU). Call with c.mu held.
+func (c *Controller) pruneProbes(t *transition, st *patroni.ClusterState) {
+	if !t.probing {
+		return
+	}
+	restart := false
+	for name, p := range t.probes {
+		need := true
+		switch {
+		case name == t.to:
+		case name == t.from:
+			need = t.offAt.IsZero() || st == nil || st.Members[name] != nil
+		default:
+			need = t.to == ""
+		}
+		switch {
+		case !need && p.started:
+			p.cancel()
+			p.started = false
+			p.last, p.seen, p.failures = patroni.ProbeResult{}, false, 0
+			c.tx.boxMu.Lock()
+			p.box = probeBox{gen: p.box.gen + 1}
+			c.tx.boxMu.Unlock()
+		case need && !p.started:
+			restart = true
+		}
+	}
+	if restart {
+		c.probeAll(t)
+	}
 }
 
 // off marks t's old primary off (fenced) at at, once. Call with c.mu held.
@@ -556,7 +600,9 @@ func (c *Controller) probeAll(t *transition) {
 	for _, p := range t.probes {
 		if !p.started {
 			p.started = true
-			c.spawnProbe(t.ctx, p)
+			var ctx context.Context
+			ctx, p.cancel = context.WithCancel(t.ctx)
+			c.spawnProbe(ctx, p)
 		}
 	}
 }
@@ -565,6 +611,9 @@ func (c *Controller) probeAll(t *transition) {
 // with c.mu held.
 func (c *Controller) spawnProbe(ctx context.Context, p *memberProbe) {
 	url := p.url
+	c.tx.boxMu.Lock()
+	gen := p.box.gen
+	c.tx.boxMu.Unlock()
 	if strings.HasPrefix(url, "https:") && c.tx.probeWarn != "" && !c.tx.warned {
 		c.tx.warned = true
 		c.log.Warn(c.tx.probeWarn)
@@ -605,7 +654,7 @@ func (c *Controller) spawnProbe(ctx context.Context, p *memberProbe) {
 							fails.Add(1)
 						}
 						if ctx.Err() == nil {
-							c.probeAnswered(p, r)
+							c.probeAnswered(p, gen, r)
 						}
 					}()
 				} else {
@@ -648,12 +697,12 @@ func acquire(sem chan struct{}) bool {
 // when it can change the write path. It does not take c.mu; an answer that
 // comes after p's transition ended (its probes' context is done: the
 // caller drops it) changes nothing anyone reads.
-func (c *Controller) probeAnswered(p *memberProbe, r patroni.ProbeResult) {
+func (c *Controller) probeAnswered(p *memberProbe, gen int, r patroni.ProbeResult) {
 	c.tx.boxMu.Lock()
 	b := &p.box
-	if b.seen && r.Sent.Before(b.last.Sent) {
+	if b.gen != gen || b.seen && r.Sent.Before(b.last.Sent) {
 		c.tx.boxMu.Unlock()
-		return // overtaken by a later probe's answer
+		return // from probes since stopped, or overtaken by a later answer
 	}
 	prev, seen := b.last, b.seen
 	b.last, b.seen = r, true
