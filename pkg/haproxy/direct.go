@@ -77,6 +77,8 @@ type Direct struct {
 	// render keeps each section's text: a write renders only the services
 	// that changed (a role change: a few of 4,000 at 1,000 clusters).
 	render haproxycfg.Renderer
+	// forced: the force-ups done, once per promotion and worker.
+	forced forcedUp
 }
 
 var _ target.Target = (*Direct)(nil)
@@ -134,6 +136,8 @@ type snapshot struct {
 	// cached: from the read cache, so file is what the last apply wrote
 	// (and the file on disk still has its size and mtime).
 	cached bool
+	// pid is the worker read (0: unknown).
+	pid int
 }
 
 func (d *Direct) read(ctx context.Context) (*snapshot, error) {
@@ -227,6 +231,7 @@ func (d *Direct) Diff(ctx context.Context, desired []services.Service) ([]target
 	if err != nil {
 		return nil, err
 	}
+	d.forced.settle(snap, desired)
 	return target.Diff(snap.current, desired), nil
 }
 
@@ -242,6 +247,7 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 	if err != nil {
 		return target.Result{}, err
 	}
+	d.forced.settle(snap, desired)
 	changes := target.Diff(snap.current, desired)
 	res := target.Result{Changes: changes}
 	if len(changes) == 0 {
@@ -302,7 +308,7 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 		if err := d.rt.SetStates(ctx, downs); err != nil {
 			return res, fmt.Errorf("apply set_state: %w", err)
 		}
-		if err := d.forceUp(ctx, changes, &res); err != nil {
+		if err := d.forceUp(ctx, snap.pid, changes, &res); err != nil {
 			return res, err
 		}
 		if err := d.verifyStates(ctx, desired, changes); err != nil {
@@ -344,7 +350,7 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 		res.Duration = time.Since(start)
 		return res, err
 	}
-	if err := d.forceUp(ctx, changes, &res); err != nil {
+	if err := d.forceUp(ctx, snap.pid, changes, &res); err != nil {
 		res.Duration = time.Since(start)
 		return res, err
 	}
@@ -558,8 +564,9 @@ func (d *Direct) forceDown(ctx context.Context, changes []target.Change, res *ta
 
 // forceUp marks the new primary UP in write services at once (`set server
 // B/S health up`) instead of waiting for its rise checks; the next checks
-// still run, so a wrong nudge is undone after `fall` failures.
-func (d *Direct) forceUp(ctx context.Context, changes []target.Change, res *target.Result) error {
+// still run, so a wrong nudge is undone after `fall` failures, and it is
+// not forced again in worker pid (forcedUp).
+func (d *Direct) forceUp(ctx context.Context, pid int, changes []target.Change, res *target.Result) error {
 	var cmds []string
 	for _, c := range changes {
 		if c.Kind == target.KindForceUp {
@@ -577,6 +584,7 @@ func (d *Direct) forceUp(ctx context.Context, changes []target.Change, res *targ
 		return fmt.Errorf("force up: %w", err)
 	}
 	res.ForcedUp = time.Now()
+	d.forced.note(pid, changes)
 	return nil
 }
 

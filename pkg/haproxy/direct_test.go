@@ -397,3 +397,48 @@ func TestForceDown(t *testing.T) {
 		t.Errorf("lift: %+v %v, want no change (left to the checks)", res.Changes, err)
 	}
 }
+
+// TestForceUpOnce: a new primary is forced UP once per promotion: found
+// DOWN again while desired still forces it (its checks failed since, or an
+// operator set it), it is left DOWN; once desired stops forcing it, the
+// next promotion forces it UP again.
+func TestForceUpOnce(t *testing.T) {
+	r := startRig(t)
+	ctx := context.Background()
+	m := newMember(t, "pg-o-1", "127.0.0.63", "primary")
+	svc := services.Service{Name: "pg-o-primary", Service: "primary", IP: frontIP, Port: freePort(t, frontIP), Check: "/primary",
+		Balance: "roundrobin", Maxconn: 500, DefaultServer: "inter 30s fastinter 30s downinter 30s rise 3 fall 3"}
+	svc.Servers = []services.Server{m.server(100, false)}
+	if _, err := r.direct.Apply(ctx, []services.Service{svc}); err != nil {
+		t.Fatal(err)
+	}
+	svc.Servers[0].ForceUp = true
+	if res, err := r.direct.Apply(ctx, []services.Service{svc}); err != nil || kinds(res.Changes) != "force_up:pg-o-primary/pg-o-1" {
+		t.Fatalf("promotion: %v %v, want one force_up", res.Changes, err)
+	}
+	// A check failure after it (set by hand here: the checks are slow).
+	if out, err := r.rt.Exec(ctx, "set server pg-o-primary/pg-o-1 health down"); err != nil || strings.TrimSpace(out) != "" {
+		t.Fatalf("set server health down: %q %v", out, err)
+	}
+	if res, err := r.direct.Apply(ctx, []services.Service{svc}); err != nil || len(res.Changes) != 0 {
+		t.Errorf("apply after a later failure: %v %v, want none (left to the checks)", res.Changes, err)
+	}
+	if diff, err := r.direct.Diff(ctx, []services.Service{svc}); err != nil || len(diff) != 0 {
+		t.Errorf("diff after a later failure: %v %v, want none", diff, err)
+	}
+	if row := r.stat(t)["pg-o-primary/pg-o-1"]; !strings.HasPrefix(row.Status, "DOWN") {
+		t.Errorf("after the failure: %q, want DOWN", row.Status)
+	}
+	// The promotion is over (desired stops forcing), then another one.
+	svc.Servers[0].ForceUp = false
+	if _, err := r.direct.Apply(ctx, []services.Service{svc}); err != nil {
+		t.Fatal(err)
+	}
+	svc.Servers[0].ForceUp = true
+	if res, err := r.direct.Apply(ctx, []services.Service{svc}); err != nil || kinds(res.Changes) != "force_up:pg-o-primary/pg-o-1" {
+		t.Errorf("next promotion: %v %v, want one force_up", res.Changes, err)
+	}
+	if row := r.stat(t)["pg-o-primary/pg-o-1"]; row.Status != "UP" {
+		t.Errorf("after the next promotion: %q, want UP", row.Status)
+	}
+}

@@ -111,12 +111,15 @@ func (d *Direct) readFor(ctx context.Context, desired []services.Service) (*snap
 			d.cache.snap = nil
 		}
 		d.cache.mu.Unlock()
+		if perr == nil {
+			full.pid = pid
+		}
 		return full, nil
 	}
 	d.cache.mu.Lock()
 	d.reads.Cached++
 	d.cache.mu.Unlock()
-	out := &snapshot{current: make(map[string]*target.Backend, len(snap.current)), file: snap.file, cached: true}
+	out := &snapshot{current: make(map[string]*target.Backend, len(snap.current)), file: snap.file, cached: true, pid: pid}
 	for k, b := range snap.current {
 		out.current[k] = b
 	}
