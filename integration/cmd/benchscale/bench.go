@@ -498,9 +498,10 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 		return nil, err
 	}
 
-	// 4. Idle, from quietAfter past the last leader change: within its
-	// promote window (15 s) the controller forces new primaries UP again
-	// whenever their checks fail (here they always do: nobody listens).
+	// 4. Idle, from quietAfter past the last leader change: past the
+	// controller's promote window (15 s) and fence hold (5 s), so nothing
+	// is forced any more (a new primary is forced UP once per promotion;
+	// here its checks fail afterwards: nobody listens).
 	if wait := quietAfter - time.Since(lastLeader); wait > 0 {
 		b.logf("waiting %s: idle starts %s after the last leader change", wait.Round(time.Second), quietAfter)
 		select {
