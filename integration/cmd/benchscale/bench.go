@@ -414,7 +414,9 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 		res.switchov.settled = time.Since(leaderAt)
 	}
 	res.switchApplied = -1
-	if at := b.lastApply(leaderAt, leaderAt.Add(res.switchov.took)); !at.IsZero() {
+	// (Its log line follows the read-back, which may end after the poll
+	// that saw it live: up to 250 ms past it.)
+	if at := b.lastApply(leaderAt, leaderAt.Add(res.switchov.took+250*time.Millisecond)); !at.IsZero() {
 		res.switchApplied = at.Sub(leaderAt)
 	}
 	b.settle(ctx)
