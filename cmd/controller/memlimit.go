@@ -12,13 +12,6 @@ import (
 	"time"
 )
 
-// defaultMemoryLimit is the Go runtime's soft memory limit when neither
-// -memory-limit nor GOMEMLIMIT sets one (RESULTS.md, "Controller RSS at
-// N = 1,000"): the garbage collector works harder only as the process nears
-// it, which at 1,000 clusters keeps its RSS near 100 MB instead of twice
-// the live heap. Never a hard cap: a larger live heap goes above it.
-const defaultMemoryLimit = 0
-
 // parseMemoryLimit reads a size as GOMEMLIMIT writes it: bytes, or a
 // number with a B, KiB, MiB or GiB suffix; "0" or "off" means no limit.
 func parseMemoryLimit(s string) (int64, error) {
@@ -44,39 +37,31 @@ func parseMemoryLimit(s string) (int64, error) {
 }
 
 // setMemoryLimit applies -memory-limit (flag, "" when not given): the flag
-// wins, then GOMEMLIMIT (the runtime read it already), then the default.
-// It returns the limit in force (0: none) and where it came from.
+// wins, then GOMEMLIMIT (the runtime read it already); by default there is
+// none (RESULTS.md, "Controller RSS at N = 1,000": a limit near the live
+// heap makes a large fleet collect non-stop). It returns the limit in
+// force (0: none) and where it came from.
 func setMemoryLimit(flag string) (int64, string, error) {
-	from := "default"
-	n := int64(defaultMemoryLimit)
 	switch {
 	case flag != "":
-		v, err := parseMemoryLimit(flag)
+		n, err := parseMemoryLimit(flag)
 		if err != nil {
 			return 0, "", fmt.Errorf("-memory-limit %w", err)
 		}
-		n, from = v, "-memory-limit"
+		if n == 0 {
+			debug.SetMemoryLimit(math.MaxInt64)
+		} else {
+			debug.SetMemoryLimit(n)
+		}
+		return n, "-memory-limit", nil
 	case os.Getenv("GOMEMLIMIT") != "":
-		n = debug.SetMemoryLimit(-1)
+		n := debug.SetMemoryLimit(-1)
 		if n == math.MaxInt64 {
 			n = 0
 		}
 		return n, "GOMEMLIMIT", nil
 	}
-	if n == 0 {
-		debug.SetMemoryLimit(math.MaxInt64)
-	} else {
-		debug.SetMemoryLimit(n)
-	}
-	return n, from, nil
-}
-
-// defaultLimitText is the default for -memory-limit's help.
-func defaultLimitText() string {
-	if defaultMemoryLimit == 0 {
-		return "none"
-	}
-	return strconv.Itoa(defaultMemoryLimit>>20) + "MiB"
+	return 0, "", nil
 }
 
 // releaser returns the heap's free memory to the OS once a burst of work

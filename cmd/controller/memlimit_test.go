@@ -26,8 +26,8 @@ func TestParseMemoryLimit(t *testing.T) {
 	}
 }
 
-// TestSetMemoryLimit: the flag wins over GOMEMLIMIT, GOMEMLIMIT over the
-// default, and 0 removes the limit.
+// TestSetMemoryLimit: the flag wins over GOMEMLIMIT, 0 removes the limit,
+// and without either there is none.
 func TestSetMemoryLimit(t *testing.T) {
 	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
 	t.Setenv("GOMEMLIMIT", "")
@@ -46,8 +46,9 @@ func TestSetMemoryLimit(t *testing.T) {
 		t.Fatalf("flag over GOMEMLIMIT: %d from %s", n, from)
 	}
 	t.Setenv("GOMEMLIMIT", "")
-	if n, from, _ := setMemoryLimit(""); n != defaultMemoryLimit || from != "default" {
-		t.Fatalf("default: %d from %s", n, from)
+	debug.SetMemoryLimit(math.MaxInt64) // as the runtime starts without GOMEMLIMIT
+	if n, _, _ := setMemoryLimit(""); n != 0 || debug.SetMemoryLimit(-1) != math.MaxInt64 {
+		t.Fatalf("default: %d, runtime limit %d, want none", n, debug.SetMemoryLimit(-1))
 	}
 }
 

@@ -35,8 +35,8 @@ type runFlags struct {
 	pigstyVersion                                        string
 	// pprof is the loopback address of the Go profiling endpoints ("" = off).
 	pprof string
-	// memoryLimit is the Go runtime's soft memory limit ("" = GOMEMLIMIT or
-	// the default; see setMemoryLimit).
+	// memoryLimit is the Go runtime's soft memory limit ("" = GOMEMLIMIT,
+	// else none; see setMemoryLimit).
 	memoryLimit string
 	// keepFreed keeps the memory a burst freed instead of returning it to
 	// the OS when the controller is quiet again (releaser).
@@ -82,7 +82,7 @@ func parseRunAll(args []string, stderr io.Writer) (*config.Config, runFlags, err
 	fs.StringVar(&f.logFormat, "log-format", "", "json or console (json)")
 	fs.StringVar(&f.pprof, "pprof", "", "serve Go's profiling endpoints (/debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060 (off)")
 	fs.BoolVar(&f.keepFreed, "keep-freed-memory", false, "do not return the memory a burst of work (a mass failover) freed to the OS once the controller is quiet again")
-	fs.StringVar(&f.memoryLimit, "memory-limit", "", "soft limit of the Go runtime's memory, e.g. 96MiB; 0 for none (default: GOMEMLIMIT if set, else "+defaultLimitText()+")")
+	fs.StringVar(&f.memoryLimit, "memory-limit", "", "soft limit of the Go runtime's memory, e.g. 96MiB; 0 for none (default: GOMEMLIMIT if set, else none)")
 	if err := fs.Parse(args); err != nil {
 		return nil, f, err
 	}
