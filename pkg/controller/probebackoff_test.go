@@ -118,7 +118,7 @@ func TestProbesGoOnDuringAReconcile(t *testing.T) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		tr := c.tx.active["pg-test"]
-		p := tr.probes["pg-test-2"]
+		p := c.answers(tr, "pg-test-2")
 		return p != nil && p.seen && p.last.Code == 503
 	})
 }
@@ -191,6 +191,28 @@ func TestProbesPruned(t *testing.T) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		tr := c.tx.active["pg-test"]
-		return tr != nil && tr.probes["pg-test-3"].seen && tr.probes["pg-test-3"].last.Code == 503
+		return tr != nil && c.answers(tr, "pg-test-3").seen && c.answers(tr, "pg-test-3").last.Code == 503
 	})
+}
+
+// TestStoppedProbesAnswerNothing: an answer of probes stopped since
+// (pruneProbes reset the box to a new generation) is dropped, and a
+// member's box starts clean.
+func TestStoppedProbesAnswerNothing(t *testing.T) {
+	c := New(loadInventory(t), []target.Target{&fakeTarget{}}, Options{})
+	p := &memberProbe{}
+	now := time.Now()
+	c.probeAnswered(p, 0, patroni.ProbeResult{Sent: now, At: now, Err: "refused"})
+	if !p.box.seen || p.box.failures != 1 {
+		t.Fatalf("box %+v after one answer", p.box)
+	}
+	p.box = probeBox{gen: p.box.gen + 1} // as pruneProbes does
+	c.probeAnswered(p, 0, patroni.ProbeResult{Sent: now.Add(time.Millisecond), At: now, Code: 200})
+	if p.box.seen {
+		t.Errorf("an answer of stopped probes was recorded: %+v", p.box)
+	}
+	c.probeAnswered(p, 1, patroni.ProbeResult{Sent: now.Add(2 * time.Millisecond), At: now, Code: 503})
+	if !p.box.seen || p.box.last.Code != 503 || p.box.failures != 0 {
+		t.Errorf("box %+v, want the new generation's answer", p.box)
+	}
 }

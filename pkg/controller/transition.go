@@ -79,18 +79,14 @@ type transition struct {
 	cancel  context.CancelFunc
 }
 
-// memberProbe is what the probes of one member have said so far: last,
-// seen and failures as advance last took them (under c.mu) from the box,
-// where the probes put their answers under tx.boxMu only (a reconcile
-// holds c.mu for a long time in a mass failover: probes waiting on it kept
-// their slots, and new ones could not start).
+// memberProbe is one member's probing; its probes put their answers in
+// box under tx.boxMu only, not c.mu (a reconcile holds c.mu for a long
+// time in a mass failover: probes waiting on it kept their slots, and new
+// ones could not start). advance reads a copy (answers).
 type memberProbe struct {
-	url      string
-	last     patroni.ProbeResult
-	seen     bool
-	failures int // consecutive probes without an answer
-	started  bool
-	cancel   context.CancelFunc // ends this member's probes (pruneProbes)
+	url     string
+	started bool
+	cancel  context.CancelFunc // ends this member's probes (pruneProbes)
 
 	box probeBox // guarded by tx.boxMu
 }
@@ -101,8 +97,21 @@ type memberProbe struct {
 type probeBox struct {
 	last     patroni.ProbeResult
 	seen     bool
-	failures int
+	failures int // consecutive probes without an answer
 	gen      int
+}
+
+// answers is a copy of what member's probes in t have said so far (nil when
+// it has none).
+func (c *Controller) answers(t *transition, member string) *probeBox {
+	p := t.probes[member]
+	if p == nil {
+		return nil
+	}
+	c.tx.boxMu.Lock()
+	b := p.box
+	c.tx.boxMu.Unlock()
+	return &b
 }
 
 // maxProbesInFlight bounds the REST probes outstanding at once, over every
@@ -330,11 +339,7 @@ func (c *Controller) startTransition(cl string, st *patroni.ClusterState, now ti
 // c.released / c.promoted for its cluster. Call with c.mu held.
 func (c *Controller) advance(t *transition, st *patroni.ClusterState, now time.Time) {
 	cl := t.cluster
-	c.tx.boxMu.Lock()
-	for _, p := range t.probes {
-		p.last, p.seen, p.failures = p.box.last, p.box.seen, p.box.failures
-	}
-	c.tx.boxMu.Unlock()
+	from := c.answers(t, t.from)
 	if st != nil {
 		switch leader := st.Leader; {
 		case leader != "" && leader != t.from:
@@ -364,7 +369,7 @@ func (c *Controller) advance(t *transition, st *patroni.ClusterState, now time.T
 			return
 		}
 	}
-	if p := t.probes[t.from]; p != nil && p.seen && t.offAt.IsZero() {
+	if p := from; p != nil && p.seen && t.offAt.IsZero() {
 		switch {
 		case p.last.Answered() && !p.last.Primary():
 			c.off(t, p.last.At, fmt.Sprintf("its /primary answered %d", p.last.Code))
@@ -378,7 +383,7 @@ func (c *Controller) advance(t *transition, st *patroni.ClusterState, now time.T
 	}
 	if !t.offAt.IsZero() && st != nil && st.Leader == t.from {
 		// It kept (or took back) the key: off only while /primary says so.
-		p := t.probes[t.from]
+		p := from
 		back := p == nil || !t.probing || (p.seen && p.last.Primary() && !p.last.Stopping() && p.last.At.After(t.offAt))
 		if back && t.probing && p != nil && p.last.Writable {
 			// Forced DOWN by the fence, its checks would take downinter
@@ -406,7 +411,7 @@ func (c *Controller) advance(t *transition, st *patroni.ClusterState, now time.T
 		}
 	}
 	if t.to != "" && st != nil && st.Leader == t.to && !t.lost {
-		p := t.probes[t.to]
+		p := c.answers(t, t.to)
 		switch {
 		case p != nil && p.seen && p.last.Primary() && p.last.Writable:
 			if t.onAt.IsZero() {
@@ -503,7 +508,6 @@ func (c *Controller) pruneProbes(t *transition, st *patroni.ClusterState) {
 		case !need && p.started:
 			p.cancel()
 			p.started = false
-			p.last, p.seen, p.failures = patroni.ProbeResult{}, false, 0
 			c.tx.boxMu.Lock()
 			p.box = probeBox{gen: p.box.gen + 1}
 			c.tx.boxMu.Unlock()

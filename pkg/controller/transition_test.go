@@ -214,7 +214,7 @@ func TestTransitionSwitchover(t *testing.T) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		tr := c.tx.active["pg-test"]
-		return tr != nil && tr.to == "pg-test-2" && tr.probes["pg-test-2"].seen && tr.probes["pg-test-2"].last.Primary()
+		return tr != nil && tr.to == "pg-test-2" && c.answers(tr, "pg-test-2").seen && c.answers(tr, "pg-test-2").last.Primary()
 	})
 	afterProbes(t, a["pg-test-2"], 3)
 	// Meanwhile HAProxy's checks would bring it UP on that 200: it is
