@@ -29,6 +29,10 @@ type bench struct {
 	dir  string
 	// notLiveAt: when waitLive last read HAProxy and found it not live.
 	notLiveAt time.Time
+	// backupOf: backend/server -> backup, from the last full read (see
+	// stateRows); follow: the follow reads of the phase (waitAllLive).
+	backupOf map[string]bool
+	follow   followStats
 
 	etcd       *etcdServer
 	cli        *clientv3.Client
@@ -106,7 +110,8 @@ type result struct {
 	// massNotYet is when the last poll that found it not live read
 	// HAProxy (from the last leader key; < 0: none did): the mass failover
 	// became live between this and mass.took (a poll reads 24,000 servers
-	// at 1,000 clusters and then pauses pollShare times as long).
+	// at 1,000 clusters; what is not live is then followed by reads of the
+	// admin states only, every few ms: waitAllLive).
 	massNotYet time.Duration
 	// massApplied: the end of the controller's last apply (its log) with a
 	// role change (any change but force_up and set_weight) before the
@@ -457,11 +462,13 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 	b.logf("mass failover written in %s", lastLeader.Sub(first).Round(time.Millisecond))
 	res.mass.name = "mass failover"
 	b.notLiveAt = time.Time{}
+	b.follow = followStats{}
 	massWait := min(o.timeout, 90*time.Second+time.Duration(o.n)*90*time.Millisecond)
 	saved = b.o.timeout
 	b.o.timeout = massWait
 	res.mass.took, err = b.waitLive(ctx, want, nil, lastLeader, b.pollEvery(), nil, nil)
 	b.o.timeout = saved
+	b.logf("mass failover: %s", b.follow)
 	if err != nil {
 		if ctx.Err() != nil || b.controllerGone() != nil {
 			return nil, fmt.Errorf("mass failover: %w", err)
@@ -600,72 +607,32 @@ func (b *bench) controllerGone() error {
 // waitLive polls the running HAProxy until the backends of want show
 // exactly the wanted servers and flags, and returns the time from since.
 // backends limits the read to those backends (`show stat <backend>`);
-// nil reads everything.
+// nil reads everything (waitAllLive).
 func (b *bench) waitLive(ctx context.Context, want wanted, backends []string, since time.Time, every time.Duration, each func(), onRows func([]haproxy.StatRow)) (time.Duration, error) {
+	if backends == nil {
+		return b.waitAllLive(ctx, want, since, every, each, onRows)
+	}
 	deadline := time.Now().Add(b.o.timeout)
 	var lastBad []string
 	var example string
 	var lastErr error
-	progress := time.Now()
-	// A read of a few backends (a switchover) costs HAProxy ~1 ms: it is
-	// repeated after twice its time, so that the pause after a read does
-	// not add tens of ms to when the change is seen live.
-	share := time.Duration(pollShare)
-	if backends != nil {
-		share = narrowShare
-	}
 	for {
-		var rows []haproxy.StatRow
-		var err error
+		// A read of a few backends (a switchover) costs HAProxy ~1 ms: it is
+		// repeated after twice its time, so that the pause after a read does
+		// not add tens of ms to when the change is seen live.
 		readAt := time.Now()
-		if backends != nil {
-			var adm map[string]bool
-			if rows, adm, err = b.br.readAll(ctx, backends); err == nil {
-				inactive = adm
-			}
-		} else {
-			rows, err = b.rt.ShowStat(ctx)
-			if err == nil {
-				var adm map[string]bool
-				if adm, err = adminStates(ctx, b.rt); err == nil {
-					inactive = adm
-				}
-			}
-		}
+		rows, adm, err := b.br.readAll(ctx, backends)
 		now := time.Now()
-		if err == nil && onRows != nil {
-			onRows(rows)
-		}
 		if err == nil {
+			inactive = adm
+			if onRows != nil {
+				onRows(rows)
+			}
 			lastBad, example = mismatch(rows, want)
 			if len(lastBad) == 0 {
 				return now.Sub(since), nil
 			}
 			b.notLiveAt = readAt
-			if backends == nil && len(lastBad) <= narrowMax {
-				// A full read takes ~0.8 s at 1,000 clusters and is followed
-				// by a pause 9x as long: follow the few backends not live
-				// yet with cheap reads of just them, then confirm with a
-				// full read.
-				at, ok, err := b.narrowLive(ctx, want, lastBad, every, deadline)
-				if err == nil && ok {
-					rows, err = b.rt.ShowStat(ctx)
-					if err == nil {
-						var adm map[string]bool
-						if adm, err = adminStates(ctx, b.rt); err == nil {
-							inactive = adm
-						}
-					}
-					if err == nil {
-						if lastBad, example = mismatch(rows, want); len(lastBad) == 0 {
-							return at.Sub(since), nil
-						}
-					}
-				}
-				if err != nil {
-					lastErr = err
-				}
-			}
 		} else {
 			lastErr = err
 		}
@@ -678,6 +645,93 @@ func (b *bench) waitLive(ctx context.Context, want wanted, backends []string, si
 		if now.After(deadline) {
 			return 0, fmt.Errorf("not live within %s: %d of %d backends differ (%s); last read error: %v", b.o.timeout, len(lastBad), len(want), example, lastErr)
 		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(max(every, narrowShare*now.Sub(readAt))):
+		}
+	}
+}
+
+// fullRead reads every server row (`show stat`) and admin state (`show
+// servers state`: inactive), and keeps the backup flags (backupOf).
+func (b *bench) fullRead(ctx context.Context) ([]haproxy.StatRow, error) {
+	rows, err := b.rt.ShowStat(ctx)
+	if err != nil {
+		return nil, err
+	}
+	adm, err := adminStates(ctx, b.rt)
+	if err != nil {
+		return nil, err
+	}
+	inactive = adm
+	b.backupOf = backupFlags(rows)
+	return rows, nil
+}
+
+// waitAllLive is waitLive of every backend. A full read (`show stat` and
+// `show servers state`) takes ~0.8 s at 1,000 clusters and is followed by a
+// pause pollShare times as long; so what a full read finds not live is
+// followed by reads of the admin states only (followLive: the whole `show
+// servers state`, or that of each backend not live yet), and when those
+// see it all live a full read confirms it. The time returned is the end of
+// the first read that saw every backend live (a follow read applies the
+// same criterion as a full one, see stateRows), and only once the full read
+// right after it saw every backend live too. When the backup flags are
+// known (an earlier full read), it starts by following every backend.
+func (b *bench) waitAllLive(ctx context.Context, want wanted, since time.Time, every time.Duration, each func(), onRows func([]haproxy.StatRow)) (time.Duration, error) {
+	deadline := time.Now().Add(b.o.timeout)
+	var lastBad []string
+	var example string
+	var lastErr error
+	progress := time.Now()
+	var seenAt time.Time // the end of the follow read that saw it live (to confirm)
+	if b.backupOf != nil {
+		at, ok, err := b.followLive(ctx, want, nil, deadline)
+		if ok {
+			seenAt = at
+		} else if err != nil {
+			lastErr = err
+		}
+	}
+	for {
+		readAt := time.Now()
+		rows, err := b.fullRead(ctx)
+		now := time.Now()
+		if err == nil && onRows != nil {
+			onRows(rows)
+		}
+		if err == nil {
+			lastBad, example = mismatch(rows, want)
+			if len(lastBad) == 0 {
+				if seenAt.IsZero() {
+					seenAt = now
+				}
+				return seenAt.Sub(since), nil
+			}
+			b.notLiveAt = readAt
+			at, ok, ferr := b.followLive(ctx, want, lastBad, deadline)
+			seenAt = time.Time{}
+			if ok {
+				seenAt = at
+				continue // the confirming full read
+			}
+			if ferr != nil {
+				lastErr = ferr
+			}
+		} else {
+			lastErr = err
+			seenAt = time.Time{}
+		}
+		if each != nil {
+			each()
+		}
+		if err := b.controllerGone(); err != nil {
+			return 0, err
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("not live within %s: %d of %d backends differ (%s); last read error: %v", b.o.timeout, len(lastBad), len(want), example, lastErr)
+		}
 		if time.Since(progress) > 30*time.Second {
 			progress = time.Now()
 			b.logf("  ... %s: %d of %d backends not live yet (%s)%s", time.Since(since).Round(time.Second), len(lastBad), len(want), example, b.lastApplyError())
@@ -685,44 +739,88 @@ func (b *bench) waitLive(ctx context.Context, want wanted, backends []string, si
 		select {
 		case <-ctx.Done():
 			return 0, ctx.Err()
-		case <-time.After(max(every, share*now.Sub(readAt))):
+		case <-time.After(max(every, pollShare*now.Sub(readAt))):
 		}
 	}
 }
 
-// narrowMax: at most this many backends not live are followed by reads of
-// just them (narrowLive) rather than by full reads.
-const narrowMax = 400
+// followEach: at most this many backends not live are read one `show
+// servers state B` each; more, and the whole `show servers state` is read
+// (one command).
+const followEach = 400
 
-// narrowLive reads only the backends in names (every pause apart) until
-// they all show want, and returns when the read that found them so ended;
-// ok false when that did not happen by deadline or a read failed (a
-// reload renumbered the proxies: the caller reads everything again). Each
-// read costs one `show stat <iid> 4 -1` and one `show servers state B` per
-// backend.
-func (b *bench) narrowLive(ctx context.Context, want wanted, names []string, every time.Duration, deadline time.Time) (time.Time, bool, error) {
-	sub := wanted{}
-	for _, n := range names {
-		sub[n] = want[n]
+// followEvery and followShare pace the follow reads: the next starts
+// followEvery after one ends, or followShare times as long as it took,
+// whichever is later (HAProxy spends at most a third of a thread on them).
+const (
+	followEvery = 10 * time.Millisecond
+	followShare = 2
+)
+
+// followStats counts the follow reads of a phase (for the log).
+type followStats struct {
+	reads, whole      int
+	took, wholeTook   time.Duration
+	maxWhole, maxEach time.Duration
+}
+
+func (f followStats) String() string {
+	if f.reads == 0 {
+		return "no follow reads"
 	}
+	s := fmt.Sprintf("%d follow reads", f.reads)
+	if f.whole > 0 {
+		s += fmt.Sprintf(" (%d of the whole `show servers state`, %s each on average, max %s)", f.whole,
+			(f.wholeTook / time.Duration(f.whole)).Round(100*time.Microsecond), f.maxWhole.Round(100*time.Microsecond))
+	}
+	if n := f.reads - f.whole; n > 0 {
+		s += fmt.Sprintf(", %d per backend (%s each on average, max %s)", n,
+			((f.took - f.wholeTook) / time.Duration(n)).Round(100*time.Microsecond), f.maxEach.Round(100*time.Microsecond))
+	}
+	return s
+}
+
+// followLive reads the admin states of the backends in names (nil: all of
+// want) every few ms (followEvery, followShare) until they all show want,
+// and returns when the read that found them so ended; ok false when that
+// did not happen by deadline, a server is not known from the last full read
+// (a reload: the caller reads everything), or a read failed (err).
+func (b *bench) followLive(ctx context.Context, want wanted, names []string, deadline time.Time) (time.Time, bool, error) {
 	for {
-		readAt := time.Now()
-		rows, adm, err := b.br.readAll(ctx, names)
-		if err != nil {
-			return time.Time{}, false, err
-		}
-		inactive = adm
-		bad, _ := mismatch(rows, sub)
-		if len(bad) == 0 {
-			return time.Now(), true, nil // as waitLive: the end of the read
-		}
-		b.notLiveAt = readAt
-		if len(bad) < len(names) {
-			names = bad
+		whole := names == nil || len(names) > followEach
+		sub := want
+		var read []string // nil: the whole state
+		if !whole {
+			read = names
 			sub = wanted{}
 			for _, n := range names {
 				sub[n] = want[n]
 			}
+		}
+		readAt := time.Now()
+		rows, adm, known, err := stateRows(ctx, b.rt, read, b.backupOf)
+		end := time.Now()
+		if err != nil || !known {
+			return time.Time{}, false, err
+		}
+		took := end.Sub(readAt)
+		b.follow.reads++
+		b.follow.took += took
+		if whole {
+			b.follow.whole++
+			b.follow.wholeTook += took
+			b.follow.maxWhole = max(b.follow.maxWhole, took)
+		} else {
+			b.follow.maxEach = max(b.follow.maxEach, took)
+		}
+		inactive = adm
+		bad, _ := mismatch(rows, sub)
+		if len(bad) == 0 {
+			return end, true, nil
+		}
+		b.notLiveAt = readAt
+		if whole || len(bad) < len(names) {
+			names = bad
 		}
 		if err := b.controllerGone(); err != nil {
 			return time.Time{}, false, err
@@ -733,7 +831,7 @@ func (b *bench) narrowLive(ctx context.Context, want wanted, names []string, eve
 		select {
 		case <-ctx.Done():
 			return time.Time{}, false, ctx.Err()
-		case <-time.After(every):
+		case <-time.After(max(followEvery, followShare*took)):
 		}
 	}
 }

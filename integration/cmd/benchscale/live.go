@@ -49,10 +49,79 @@ func addAdmin(out map[string]bool, text string) {
 		// 0x04 (CMAINT, `disabled` in the file the process started
 		// from) stays set after `set server state ready`: show stat's
 		// status says MAINT when it really is.
-		if st, err := strconv.Atoi(f[6]); err == nil && st&0x7b != 0 {
+		if st, err := strconv.Atoi(f[6]); err == nil && inactiveAdmin(st) {
 			out[f[1]+"/"+f[3]] = true
 		}
 	}
+}
+
+// inactiveAdmin reports whether a srv_admin_state takes the server out of
+// traffic: what show stat prints as MAINT or DRAIN (measured on HAProxy
+// 2.6: `disabled` in the file is 5, then ready 4, maint 5, drain 12; a
+// weight of 0 leaves status UP and the state 0).
+func inactiveAdmin(st int) bool { return st&0x7b != 0 }
+
+// stateRows reads the servers of names (nil: of every backend) with `show
+// servers state` only (one command for all, or one per backend over one
+// pipelined connection: no `show stat`, whose 24,000 rows at 1,000 clusters
+// took ~0.8 s) and returns them as rows for mismatch, with the servers in
+// maintenance or drain. The answer has each server's address, port and
+// admin state, which is all mismatch and active look at, except the backup
+// flag: no runtime command changes it, so it comes from the last full read
+// (backupOf). ok is false when a server is not in backupOf (a reload
+// brought it): only a full read can tell.
+func stateRows(ctx context.Context, rt *haproxy.Runtime, names []string, backupOf map[string]bool) (rows []haproxy.StatRow, adm map[string]bool, ok bool, err error) {
+	var texts []string
+	if names == nil {
+		t, err := rt.Exec(ctx, "show servers state")
+		if err != nil {
+			return nil, nil, false, err
+		}
+		texts = []string{t}
+	} else {
+		cmds := make([]string, len(names))
+		for i, n := range names {
+			cmds[i] = "show servers state " + n
+		}
+		if texts, err = rt.Pipeline(ctx, cmds); err != nil {
+			return nil, nil, false, err
+		}
+	}
+	adm = map[string]bool{}
+	for i, t := range texts {
+		states, err := haproxy.ParseServersState(t)
+		if err != nil {
+			return nil, nil, false, err
+		}
+		for _, st := range states {
+			if names != nil && st.Backend != names[i] {
+				return nil, nil, false, fmt.Errorf("show servers state %s answered for %s", names[i], st.Backend)
+			}
+			k := st.Backend + "/" + st.Server
+			bk, known := backupOf[k]
+			if !known {
+				return nil, nil, false, nil
+			}
+			rows = append(rows, haproxy.StatRow{Proxy: st.Backend, Name: st.Server, Type: haproxy.TypeServer,
+				Addr: st.Addr, Port: st.Port, Backup: bk, Weight: st.UWeight})
+			if inactiveAdmin(st.AdminSt) {
+				adm[k] = true
+			}
+		}
+	}
+	return rows, adm, true, nil
+}
+
+// backupFlags returns backend/server -> backup of the server rows of a
+// full `show stat` read.
+func backupFlags(rows []haproxy.StatRow) map[string]bool {
+	out := make(map[string]bool, len(rows))
+	for _, r := range rows {
+		if r.Type == haproxy.TypeServer {
+			out[r.Proxy+"/"+r.Name] = r.Backup
+		}
+	}
+	return out
 }
 
 // liveOf groups `show stat` server rows of the backends in w into the same

@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgsvc/pgsvc/pkg/haproxy"
+)
+
+// The follow reads (stateRows: `show servers state` and the backup flags
+// of a full read) find exactly the backends a full read finds not live, on
+// a real HAProxy whose servers go through random admin states and weights
+// (disabled in the file, backup, ready, drain, maint, weight 0).
+func TestStateRowsSameAsFullRead(t *testing.T) {
+	bin, err := exec.LookPath("haproxy")
+	if err != nil {
+		t.Skip("no haproxy binary")
+	}
+	dir, err := os.MkdirTemp("", "bsf") // UNIX socket paths are short
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "stats.sock")
+	var cfg strings.Builder
+	fmt.Fprintf(&cfg, "global\n    stats socket %s mode 600 level admin\ndefaults\n    mode tcp\n    timeout connect 1s\n    timeout client 1s\n    timeout server 1s\n", sock)
+	type srv struct{ backend, name string }
+	var servers []srv
+	backends := []string{"pg-a-primary", "pg-a-replica", "pg-b-replica"}
+	for bi, b := range backends {
+		fmt.Fprintf(&cfg, "backend %s\n", b)
+		for m := 1; m <= 3; m++ {
+			addr := fmt.Sprintf("127.90.%d.%d:6432", bi, m)
+			fmt.Fprintf(&cfg, "    server m%d %s\n    server m%d.backup %s backup disabled\n", m, addr, m, addr)
+			servers = append(servers, srv{b, fmt.Sprintf("m%d", m)}, srv{b, fmt.Sprintf("m%d.backup", m)})
+		}
+	}
+	path := filepath.Join(dir, "haproxy.cfg")
+	if err := os.WriteFile(path, []byte(cfg.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	p, err := haproxy.StartProcess(ctx, bin, path, filepath.Join(dir, "master.sock"), filepath.Join(dir, "haproxy.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Stop() })
+	rt := &haproxy.Runtime{Socket: sock}
+	rng := rand.New(rand.NewSource(1))
+	full := func() []haproxy.StatRow {
+		t.Helper()
+		rows, err := rt.ShowStat(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if inactive, err = adminStates(ctx, rt); err != nil {
+			t.Fatal(err)
+		}
+		return rows
+	}
+	backupOf := backupFlags(full())
+	for step := 0; step < 200; step++ {
+		s := servers[rng.Intn(len(servers))]
+		cmd := fmt.Sprintf("set server %s/%s state %s", s.backend, s.name, []string{"ready", "drain", "maint"}[rng.Intn(3)])
+		if rng.Intn(4) == 0 {
+			cmd = fmt.Sprintf("set server %s/%s weight %d", s.backend, s.name, rng.Intn(2)*100)
+		}
+		if out, err := rt.Exec(ctx, cmd); err != nil || strings.TrimSpace(out) != "" {
+			t.Fatalf("%s: %q %v", cmd, out, err)
+		}
+		rows := full()
+		// want: what runs, with a random backend changed now and then.
+		want := liveOf(rows, wanted{"pg-a-primary": nil, "pg-a-replica": nil, "pg-b-replica": nil})
+		for _, b := range backends {
+			if want[b] == nil {
+				want[b] = map[string]bool{}
+			}
+		}
+		if rng.Intn(2) == 0 {
+			b := backends[rng.Intn(len(backends))]
+			a := fmt.Sprintf("127.90.%d.%d:6432", rng.Intn(3), 1+rng.Intn(3))
+			if _, ok := want[b][a]; ok && rng.Intn(2) == 0 {
+				delete(want[b], a)
+			} else {
+				want[b][a] = rng.Intn(2) == 0
+			}
+		}
+		fullBad, _ := mismatch(rows, want)
+		for _, names := range [][]string{nil, backends} {
+			srows, adm, known, err := stateRows(ctx, rt, names, backupOf)
+			if err != nil || !known {
+				t.Fatalf("stateRows(%v): known %t, %v", names, known, err)
+			}
+			inactive = adm
+			bad, _ := mismatch(srows, want)
+			if !reflect.DeepEqual(bad, fullBad) {
+				t.Fatalf("step %d (%s), names %v: follow read finds %v not live, full read %v", step, cmd, names, bad, fullBad)
+			}
+		}
+	}
+	// A server the full read did not see: not known, not guessed.
+	delete(backupOf, "pg-a-replica/m2")
+	if _, _, known, err := stateRows(ctx, rt, nil, backupOf); err != nil || known {
+		t.Fatalf("unknown server: known %t, %v", known, err)
+	}
+}
