@@ -635,7 +635,7 @@ func (c *Controller) reconcile(force, reassert bool) {
 			Frozen: frozen, Duration: c.opts.Now().Sub(start)}
 		c.addEvent(ev)
 		c.log.Info("desired services changed", zap.Int64("decision", decision), zap.Int64("dcs_revision", revision),
-			zap.Int("changes", len(changes)), zap.Any("detail", changes))
+			zap.Int("changes", len(changes)), zap.Duration("took", ev.Duration), zap.Any("detail", changes))
 	}
 	for cl, r := range frozen {
 		if prevFrozen[cl] != r {

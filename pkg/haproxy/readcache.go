@@ -39,6 +39,8 @@ const DefaultFullReadEvery = 10 * time.Minute
 type readCache struct {
 	mu sync.Mutex
 	cacheState
+	// gen counts the cache's states (each full read, each apply's patch).
+	gen uint64
 }
 
 type cacheState struct {
@@ -47,6 +49,10 @@ type cacheState struct {
 	size   int64
 	mtime  time.Time
 	fullAt time.Time
+	// base is the desired state snap is in step with, as the last
+	// successful apply (or one that found nothing to change) left it; nil
+	// after a full read (see incremental.go).
+	base []services.Service
 }
 
 // ReadStats counts how the driver read the running HAProxy.
@@ -72,6 +78,7 @@ func (d *Direct) readFor(ctx context.Context, desired []services.Service) (*snap
 	fi, ferr := os.Stat(d.opts.ConfigPath)
 	d.cache.mu.Lock()
 	c := d.cache.cacheState
+	gen := d.cache.gen
 	why := "" // why the cache cannot be used ("": it can)
 	switch {
 	case c.snap == nil:
@@ -101,6 +108,9 @@ func (d *Direct) readFor(ctx context.Context, desired []services.Service) (*snap
 		fi, ferr := os.Stat(d.opts.ConfigPath)
 		d.cache.mu.Lock()
 		d.reads.Full++
+		d.cache.base = nil
+		d.cache.gen++
+		full.gen = d.cache.gen
 		if perr == nil {
 			d.cache.snap, d.cache.pid, d.cache.fullAt = full.clone(), pid, time.Now()
 			d.cache.size, d.cache.mtime = 0, time.Time{}
@@ -119,7 +129,8 @@ func (d *Direct) readFor(ctx context.Context, desired []services.Service) (*snap
 	d.cache.mu.Lock()
 	d.reads.Cached++
 	d.cache.mu.Unlock()
-	out := &snapshot{current: make(map[string]*target.Backend, len(snap.current)), file: snap.file, cached: true, pid: pid}
+	out := &snapshot{current: make(map[string]*target.Backend, len(snap.current)), file: snap.file, cached: true, pid: pid,
+		base: c.base, gen: gen}
 	for k, b := range snap.current {
 		out.current[k] = b
 	}
@@ -207,6 +218,7 @@ func (d *Direct) keepCache(s cacheState, desired, all []services.Service, change
 		b.Servers[c.Server] = sv
 	}
 	s.snap.file = all
+	s.base = desired
 	fi, err := os.Stat(d.opts.ConfigPath)
 	if err != nil {
 		return
@@ -214,6 +226,7 @@ func (d *Direct) keepCache(s cacheState, desired, all []services.Service, change
 	s.size, s.mtime = fi.Size(), fi.ModTime()
 	d.cache.mu.Lock()
 	d.cache.cacheState = s
+	d.cache.gen++
 	d.cache.mu.Unlock()
 }
 
@@ -222,14 +235,16 @@ func (d *Direct) takeCache() cacheState {
 	d.cache.mu.Lock()
 	defer d.cache.mu.Unlock()
 	s := d.cache.cacheState
-	d.cache.snap = nil
+	d.cache.snap, d.cache.base = nil, nil
+	d.cache.gen++
 	return s
 }
 
 // forgetCache makes the next read a full one.
 func (d *Direct) forgetCache() {
 	d.cache.mu.Lock()
-	d.cache.snap = nil
+	d.cache.snap, d.cache.base = nil, nil
+	d.cache.gen++
 	d.cache.mu.Unlock()
 }
 
