@@ -1,6 +1,8 @@
 package target
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"math/rand"
 	"reflect"
@@ -181,5 +183,72 @@ func BenchmarkDiffInSync1000(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// failingTarget fails the applies fail says, and those with a name twice
+// (as every driver does: services.Validate), and succeeds the others.
+type failingTarget struct{ fail func() bool }
+
+func (failingTarget) Name() string { return "failing" }
+func (failingTarget) Diff(context.Context, []services.Service) ([]Change, error) {
+	return nil, nil
+}
+func (f failingTarget) Apply(_ context.Context, desired []services.Service) (Result, error) {
+	if f.fail() || services.Validate(desired) != nil {
+		return Result{}, errors.New("refused")
+	}
+	return Result{}, nil
+}
+
+// The admin states a twins target remembers as applied (what tells a
+// repair from a role change) are those of every server of the last
+// successful apply's layout, as when every server was written per apply:
+// random sequences with failed applies and dry runs (Diff) in between.
+func TestTwinsAppliedIsLastSuccess(t *testing.T) {
+	r := rand.New(rand.NewSource(5))
+	ctx := context.Background()
+	for run := 0; run < 40; run++ {
+		tw := &twins{Target: failingTarget{fail: func() bool { return r.Intn(3) == 0 }}}
+		want := map[twinKey]bool{}
+		var desired []services.Service
+		for c := 0; c < 5; c++ {
+			for k := 0; k < 4; k++ {
+				desired = append(desired, memoService(r, c, k))
+			}
+		}
+		for step := 0; step < 60; step++ {
+			desired = memoStep(r, desired)
+			if r.Intn(4) == 0 {
+				_, _ = tw.Diff(ctx, desired)
+				continue
+			}
+			_, err := tw.Apply(ctx, desired)
+			if err == nil {
+				laid, _ := services.Twins(desired)
+				for _, s := range laid {
+					if s.Layout != services.LayoutTwins {
+						continue
+					}
+					for _, sv := range s.Servers {
+						want[twinKey{s.Name, sv.Name}] = sv.Disabled
+					}
+				}
+			}
+			if len(want) > 0 && !reflect.DeepEqual(tw.applied, want) {
+				var diff []string
+				for k, v := range want {
+					if g, ok := tw.applied[k]; !ok || g != v {
+						diff = append(diff, fmt.Sprintf("%v: %v (have %v %v)", k, v, g, ok))
+					}
+				}
+				for k := range tw.applied {
+					if _, ok := want[k]; !ok {
+						diff = append(diff, fmt.Sprintf("%v extra", k))
+					}
+				}
+				t.Fatalf("run %d step %d: applied differs from the last successful layout: %v", run, step, diff)
+			}
+		}
 	}
 }
