@@ -97,8 +97,8 @@ func kinds(changes []target.Change) string {
 // GETs per apply of a mass failover), and what HAProxy's checks could have
 // changed since is forced again:
 //   - a fence is read first (DOWN by its own checks: nothing forced), and
-//     once forced DOWN not read nor forced again while its checks cannot
-//     have raised it ((rise-1) x fastinter = 2 s with Pigsty's options),
+//     once read DOWN or forced DOWN not read nor forced again while its
+//     checks cannot have raised it ((rise-1) x fastinter = 2 s with Pigsty's options),
 //     then forced DOWN again blind: a server its checks brought UP
 //     meanwhile is caught;
 //   - a held new leader is forced DOWN again once its last forced DOWN is
@@ -124,7 +124,15 @@ func TestTwinsForcedHealthFromAnswers(t *testing.T) {
 			if len(res.Changes) != 0 || runtimeGets(h.srv.Requests()) != 2 {
 				t.Errorf("fence of a server DOWN: %s with %d runtime GETs, want nothing forced after reading its 2 backends", kinds(res.Changes), runtimeGets(h.srv.Requests()))
 			}
-			// UP: read, and forced DOWN.
+			// Read DOWN counts as forced DOWN: not read again while its
+			// checks cannot have raised it.
+			h.clk.add(1900 * time.Millisecond)
+			if res := h.apply(t, "fence, DOWN, 1.9 s", fenced); len(res.Changes) != 0 || len(h.srv.Requests()) != 2 {
+				t.Errorf("fence read DOWN, within the bound: %s, %v; want nothing but version and pid", kinds(res.Changes), paths(h.srv.Requests()))
+			}
+			// Then forced DOWN blind (its checks raised it: the double
+			// shows it UP).
+			h.clk.add(100 * time.Millisecond)
 			h.srv.SetOperationalState("pg-f000-primary", "pg-f000-1", "up")
 			h.srv.SetOperationalState("pg-f000-default", "pg-f000-1", "up")
 			res = h.apply(t, "fence", fenced)

@@ -35,6 +35,8 @@ func (t *Target) readHealth(ctx context.Context, sn *snapshot, desired []service
 	var backends []string
 	// decided: "backend/server" -> what the records tell.
 	decided := map[string]health{}
+	// fences: the write fences (not held) whose backend is read.
+	fences := map[string]bool{}
 	for _, d := range desired {
 		cur := st.current[d.Name]
 		if !target.WantsHealth(d) || cur == nil {
@@ -55,6 +57,9 @@ func (t *Target) readHealth(ctx context.Context, sn *snapshot, desired []service
 				h = t.forced.know(d.Name, sv, st.pid, now, bound)
 			}
 			known[sv.Name] = h
+			if h == healthUnknown && sv.ForceDown && !sv.HoldDown {
+				fences[d.Name+"/"+sv.Name] = true
+			}
 			// Read the backend for a server of unknown health, except a
 			// held new leader (forced DOWN again whatever its health)
 			// and, when forcing blind, a new primary (forced UP blind)
@@ -102,6 +107,7 @@ func (t *Target) readHealth(ctx context.Context, sn *snapshot, desired []service
 		return nil
 	}
 	start := time.Now()
+	readAt := t.opts.Now()
 	rs, errs := t.runtimeServersMany(ctx, backends)
 	if len(errs) > 0 {
 		return fmt.Errorf("read the health of the backends forcing a server up or down: %s", strings.Join(errs, "; "))
@@ -127,6 +133,15 @@ func (t *Target) readHealth(ctx context.Context, sn *snapshot, desired []service
 			}
 			c.Down = down
 			cur.Servers[r.Name] = c
+			if down && apply && st.pid != 0 && fences[b+"/"+r.Name] {
+				// A fence read DOWN (most often a dead old primary its
+				// checks have DOWN) counts as a forced DOWN answered
+				// down: the next applies neither read its backend nor
+				// force it until its checks could have raised it, and
+				// then force it DOWN blind (one PUT per bound, not one
+				// GET per apply: 2,000 per apply in a mass failover).
+				t.forced.record(b+"/"+r.Name, false, "down", readAt, st.pid)
+			}
 		}
 	}
 	if took := time.Since(start); took > time.Second {
@@ -144,7 +159,7 @@ func (t *Target) markBlind(st *state, backend string, sv services.Server, c *ser
 		c.Down, c.HoldDown = false, false
 		why = "health not read: forced DOWN"
 		if at, ok := t.forced.lastDown(backend + "/" + sv.Name); ok {
-			why = fmt.Sprintf("forced DOWN again (the last forced DOWN %s ago: its checks could have raised it since)",
+			why = fmt.Sprintf("forced DOWN again (last known DOWN %s ago: its checks could have raised it since)",
 				t.opts.Now().Sub(at).Round(time.Millisecond))
 		}
 	case sv.ForceUp && c.Admin != "maint":
