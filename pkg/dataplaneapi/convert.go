@@ -51,6 +51,10 @@ type dsEntry struct {
 	params models.ServerParams
 	canon  string // cfgtext.Canonical(params)
 	err    error
+	// ds is params as the backend's default server, shared by every
+	// snapshot backend whose line has this text (models are never
+	// modified in place): 1.2 KB per backend, 4.9 MB of 4,000 backends.
+	ds *models.DefaultServer
 }
 
 type dsMemo struct {
@@ -77,6 +81,7 @@ func (c *dsMemo) get(text string, strict bool) *dsEntry {
 	if e.err == nil {
 		e.canon = cfgtext.Canonical(e.params)
 	}
+	e.ds = &models.DefaultServer{ServerParams: e.params}
 	c.mu.Lock()
 	if c.m == nil || len(c.m) >= dsMemoMax {
 		c.m = map[string]*dsEntry{}
@@ -217,13 +222,13 @@ func checkOf(adv string, rules models.HTTPChecks) string {
 // equivalent to what d wants but spelled differently (ip "" vs "*", "30s" vs
 // 30000 ms), d's spelling is reported so the pure diff sees no change.
 // dsText is the text of the backend's default-server line ("" none).
-func settingsOf(d services.Service, fe *models.Frontend, bind *models.Bind, be *models.Backend, checks models.HTTPChecks, dsText string) *target.Settings {
+func settingsOf(d services.Service, fe *feRec, bind *bindRec, be *beRec, checks models.HTTPChecks, dsText string) *target.Settings {
 	want := target.SettingsOf(d)
 	s := &target.Settings{}
 	if bind != nil {
-		s.IP = bind.Address
-		if bind.Port != nil {
-			s.Port = int(*bind.Port)
+		s.IP = bind.address
+		if bind.port >= 0 {
+			s.Port = int(bind.port)
 		}
 	} else {
 		s.IP = "(no bind)"
@@ -232,26 +237,26 @@ func settingsOf(d services.Service, fe *models.Frontend, bind *models.Bind, be *
 		s.IP = want.IP
 	}
 	if fe != nil {
-		if fe.Maxconn != nil {
-			s.Maxconn = int(*fe.Maxconn)
+		if fe.maxconn >= 0 {
+			s.Maxconn = int(fe.maxconn)
 		}
-		if fe.DefaultBackend != d.Name || fe.Mode != "tcp" {
+		if fe.defaultBackend != d.Name || fe.mode != "tcp" {
 			// Not our frontend's shape: make the diff replace it.
 			s.Maxconn = -1
 		}
 	}
-	s.Check = checkOf(be.AdvCheck, checks)
+	s.Check = checkOf(be.advCheck, checks)
 	if s.Check == d.Check || (d.Check == "" && s.Check == "/") {
 		s.Check = want.Check
 	}
-	if be.Balance != nil && be.Balance.Algorithm != nil {
-		s.Balance = *be.Balance.Algorithm
+	if be.balance != nil {
+		s.Balance = *be.balance
 	}
-	if s.Balance == balanceOf(d) && be.Mode == "tcp" {
+	if s.Balance == balanceOf(d) && be.mode == "tcp" {
 		s.Balance = want.Balance
 	}
 	cur := ""
-	if be.DefaultServer != nil {
+	if be.ds != nil {
 		cur = dsLenient.get(dsText, false).canon
 	}
 	s.DefaultServer = cur
@@ -266,9 +271,9 @@ func settingsOf(d services.Service, fe *models.Frontend, bind *models.Bind, be *
 	return s
 }
 
-func defaultWeight(be *models.Backend) int {
-	if be != nil && be.DefaultServer != nil && be.DefaultServer.Weight != nil {
-		return int(*be.DefaultServer.Weight)
+func defaultWeight(be *beRec) int {
+	if be != nil && be.ds != nil && be.ds.Weight != nil {
+		return int(*be.ds.Weight)
 	}
 	return 1 // HAProxy's default
 }

@@ -3,6 +3,7 @@ package dataplaneapi
 import (
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/haproxytech/client-native/v5/models"
@@ -29,9 +30,9 @@ type snapshot struct {
 	// patched after a per-object write: the raw path then reads it anew.
 	text    string
 	readAt  time.Time
-	fe      map[string]*models.Frontend
-	bind    map[string]*models.Bind // the frontend's bind named like it, else its first
-	be      map[string]*models.Backend
+	fe      map[string]*feRec
+	bind    map[string]*bindRec // the frontend's bind named like it, else its first
+	be      map[string]*beRec
 	checks  map[string]models.HTTPChecks
 	servers map[string]map[string]*srvRec
 	// dsText is each backend's default-server options as written (compared
@@ -48,7 +49,7 @@ type snapshot struct {
 }
 
 func newSnapshot() *snapshot {
-	return &snapshot{fe: map[string]*models.Frontend{}, bind: map[string]*models.Bind{}, be: map[string]*models.Backend{},
+	return &snapshot{fe: map[string]*feRec{}, bind: map[string]*bindRec{}, be: map[string]*beRec{},
 		checks: map[string]models.HTTPChecks{}, servers: map[string]map[string]*srvRec{}, dsText: map[string]string{}, partial: map[string]bool{}, spread: -1}
 }
 
@@ -75,15 +76,15 @@ func parseSnapshot(text string, version int64) *snapshot {
 			case "defaults":
 				defaultsSeen++
 			case "frontend":
-				fe := &models.Frontend{Name: name}
+				fe := &feRec{name: name, maxconn: -1}
 				if len(f) > 3 && f[2] == "from" {
-					fe.From = f[3]
+					fe.from = f[3]
 				}
 				sn.fe[name] = fe
 			case "backend":
-				be := &models.Backend{Name: name}
+				be := &beRec{name: name}
 				if len(f) > 3 && f[2] == "from" {
-					be.From = f[3]
+					be.from = f[3]
 				}
 				sn.be[name] = be
 				sn.servers[name] = map[string]*srvRec{}
@@ -120,31 +121,31 @@ func (sn *snapshot) frontendLine(name string, f []string) {
 	fe := sn.fe[name]
 	switch f[0] {
 	case "mode":
-		fe.Mode = word(f, 1)
+		fe.mode = word(f, 1)
 	case "maxconn":
 		if n, err := strconv.ParseInt(word(f, 1), 10, 64); err == nil {
-			fe.Maxconn = &n
+			fe.maxconn = n
 		}
 	case "default_backend", "use_backend":
 		if f[0] == "default_backend" {
-			fe.DefaultBackend = word(f, 1)
+			fe.defaultBackend = word(f, 1)
 		}
 	case "bind":
 		host, port, err := cfgtext.SplitHostPort(word(f, 1))
 		if err != nil {
 			return
 		}
-		b := &models.Bind{Address: host}
+		b := &bindRec{address: host, port: -1}
 		if port != 0 {
-			b.Port = &port
+			b.port = port
 		}
-		b.Name = host + ":" + strconv.FormatInt(port, 10)
+		b.name = host + ":" + strconv.FormatInt(port, 10)
 		for i := 2; i+1 < len(f); i++ {
 			if f[i] == "name" {
-				b.Name = f[i+1]
+				b.name = f[i+1]
 			}
 		}
-		if cur := sn.bind[name]; cur == nil || (b.Name == name && cur.Name != name) {
+		if cur := sn.bind[name]; cur == nil || (b.name == name && cur.name != name) {
 			sn.bind[name] = b
 		}
 	}
@@ -154,16 +155,16 @@ func (sn *snapshot) backendLine(name string, f []string) {
 	be := sn.be[name]
 	switch {
 	case f[0] == "mode":
-		be.Mode = word(f, 1)
+		be.mode = word(f, 1)
 	case f[0] == "balance":
 		alg := word(f, 1)
-		be.Balance = &models.Balance{Algorithm: &alg}
+		be.balance = &alg
 	case f[0] == "option" && word(f, 1) == "httpchk":
-		be.AdvCheck = "httpchk"
+		be.advCheck = "httpchk"
 	case f[0] == "option" && word(f, 1) == "http-keep-alive":
-		be.HTTPConnectionMode = "http-keep-alive"
+		be.httpConnMode = "http-keep-alive"
 	case f[0] == "http-check" && word(f, 1) == "send":
-		hc := &models.HTTPCheck{Type: "send", Index: i64p(len(sn.checks[name]))}
+		hc := models.HTTPCheck{Type: "send", Index: i64p(len(sn.checks[name]))}
 		for i := 2; i+1 < len(f); i++ {
 			switch f[i] {
 			case "meth":
@@ -172,23 +173,23 @@ func (sn *snapshot) backendLine(name string, f []string) {
 				hc.URI = f[i+1]
 			}
 		}
-		sn.checks[name] = append(sn.checks[name], hc)
+		sn.checks[name] = append(sn.checks[name], checkRules.get(hc))
 	case f[0] == "http-check" && word(f, 1) == "expect":
-		hc := &models.HTTPCheck{Type: "expect", Index: i64p(len(sn.checks[name]))}
+		hc := models.HTTPCheck{Type: "expect", Index: i64p(len(sn.checks[name]))}
 		rest := f[2:]
 		if len(rest) > 0 && rest[0] == "!" {
 			hc.ExclamationMark = true
 			rest = rest[1:]
 		}
 		hc.Match, hc.Pattern = word(rest, 0), strings.Join(rest[min(1, len(rest)):], " ")
-		sn.checks[name] = append(sn.checks[name], hc)
+		sn.checks[name] = append(sn.checks[name], checkRules.get(hc))
 	case f[0] == "http-check":
 		// Other rules (connect, set-var, ...) only need to be counted and
 		// to differ from the controller's two rules.
-		sn.checks[name] = append(sn.checks[name], &models.HTTPCheck{Type: word(f, 1), Index: i64p(len(sn.checks[name]))})
+		sn.checks[name] = append(sn.checks[name], checkRules.get(models.HTTPCheck{Type: word(f, 1), Index: i64p(len(sn.checks[name]))}))
 	case f[0] == "default-server":
 		text := strings.Join(f[1:], " ")
-		be.DefaultServer = &models.DefaultServer{ServerParams: dsLenient.get(text, false).params}
+		be.ds = dsLenient.get(text, false).ds
 		sn.dsText[name] = text
 	case f[0] == "server" && len(f) >= 3:
 		host, port, err := cfgtext.SplitHostPort(f[2])
@@ -202,6 +203,39 @@ func (sn *snapshot) backendLine(name string, f []string) {
 			sn.partial[name+"/"+f[1]] = true
 		}
 	}
+}
+
+// ruleMemo shares the http-check rules a snapshot parsed among the backends
+// whose rule reads the same (models are never modified in place): a rule is
+// ~0.5 KB, and 4,000 backends have two each but a handful of distinct ones.
+type ruleMemo struct {
+	mu sync.Mutex
+	m  map[ruleKey]*models.HTTPCheck
+}
+
+// ruleKey is what the snapshot parses of a rule.
+type ruleKey struct {
+	typ, method, uri, match, pattern string
+	not                              bool
+	index                            int64
+}
+
+var checkRules = &ruleMemo{}
+
+// get returns the shared rule equal to hc (bounded like dsMemo).
+func (c *ruleMemo) get(hc models.HTTPCheck) *models.HTTPCheck {
+	k := ruleKey{hc.Type, hc.Method, hc.URI, hc.Match, hc.Pattern, hc.ExclamationMark, *hc.Index}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r := c.m[k]; r != nil {
+		return r
+	}
+	if c.m == nil || len(c.m) >= dsMemoMax {
+		c.m = map[ruleKey]*models.HTTPCheck{}
+	}
+	r := &hc
+	c.m[k] = r
+	return r
 }
 
 // parseParamsLenient parses server options, skipping words cfgtext does not
@@ -262,13 +296,13 @@ func (sn *snapshot) patched(desired []services.Service, touched map[string]bool,
 			continue
 		}
 		name := d.Name
-		if be, err := backendModel(d, sn.be[name]); err == nil {
-			out.be[name] = be
+		if be, err := backendModel(d, sn.be[name].toModel()); err == nil {
+			out.be[name] = beRecOf(be)
 			out.dsText[name] = d.DefaultServer
 		}
 		out.checks[name] = httpChecksOf(d)
-		out.fe[name] = frontendModel(d, sn.fe[name])
-		out.bind[name] = bindModel(d, sn.bind[name])
+		out.fe[name] = feRecOf(frontendModel(d, sn.fe[name].toModel()))
+		out.bind[name] = bindRecOf(bindModel(d, sn.bind[name].toModel()))
 		srv := make(map[string]*srvRec, len(d.Servers))
 		for _, s := range d.Servers {
 			srv[s.Name] = recOf(serverModel(s, sn.model(name, s.Name)))

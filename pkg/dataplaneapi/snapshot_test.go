@@ -31,14 +31,14 @@ backend hand-made
 	if !sn.statePreserved || sn.version != 7 {
 		t.Fatalf("statePreserved %v version %d", sn.statePreserved, sn.version)
 	}
-	fe, bind := sn.fe["pg-test-primary"], sn.bind["pg-test-primary"]
+	fe, bind := sn.fe["pg-test-primary"].toModel(), sn.bind["pg-test-primary"].toModel()
 	if fe == nil || fe.Mode != "tcp" || fe.Maxconn == nil || *fe.Maxconn != 5000 || fe.DefaultBackend != "pg-test-primary" || fe.From != "unnamed_defaults_1" {
 		t.Fatalf("frontend %+v", fe)
 	}
 	if bind == nil || bind.Name != "pg-test-primary" || bind.Address != "127.0.0.10" || bind.Port == nil || *bind.Port != 5433 {
 		t.Fatalf("bind %+v", bind)
 	}
-	be := sn.be["pg-test-primary"]
+	be := sn.be["pg-test-primary"].toModel()
 	if be == nil || be.AdvCheck != "httpchk" || be.HTTPConnectionMode != "http-keep-alive" || *be.Balance.Algorithm != "roundrobin" {
 		t.Fatalf("backend %+v", be)
 	}
@@ -59,7 +59,7 @@ backend hand-made
 	if got := checkOf("httpchk", sn.checks["hand-made"]); got == "/health" || got == "" {
 		t.Fatalf("hand-made check %q must not look like the controller's", got)
 	}
-	if ds := sn.be["hand-made"].DefaultServer; ds == nil || *ds.Weight != 50 || *ds.Inter != 2000 {
+	if ds := sn.be["hand-made"].ds; ds == nil || *ds.Weight != 50 || *ds.Inter != 2000 {
 		t.Fatalf("default-server %+v", ds)
 	}
 	if noState := parseSnapshot("global\n  daemon\ndefaults\n  mode tcp\n", 1); noState.statePreserved {

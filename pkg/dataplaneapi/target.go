@@ -698,7 +698,7 @@ func planOps(st *state, desired []services.Service, changes []target.Change) ([]
 				return cl.ReplaceBackend(ctx, be, w)
 			}})
 			cur := st.checks[name]
-			if got := checkOf(st.be[name].AdvCheck, cur); got != d.Check || d.Check == "" {
+			if got := checkOf(st.be[name].advCheck, cur); got != d.Check || d.Check == "" {
 				// Remove from the end so indexes stay valid, then add ours.
 				for i := len(cur) - 1; i >= 0; i-- {
 					idx := int64(i)
@@ -756,7 +756,7 @@ func frontendOps(st *state, d services.Service) []op {
 		}
 		return cl.ReplaceFrontend(ctx, frontendModel(d, base), w)
 	}}}
-	if cur := st.bind[name]; cur != nil {
+	if cur := st.bind[name].toModel(); cur != nil {
 		bindName := cur.Name
 		ops = append(ops, op{"replace bind " + name, func(ctx context.Context, cl *Client, w Write) (Meta, error) {
 			binds, _, err := cl.GetBinds(ctx, name)
