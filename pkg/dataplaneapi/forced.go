@@ -30,17 +30,16 @@ import (
 //     least T + (rise-1) x fastinter x (1 - spread-checks%) (riseBound),
 //     counted from before the PUT was sent. Older, or unknown, and the
 //     backend is read as before (one GET) and the server forced DOWN if it
-//     is UP, or (a server we forced DOWN or read DOWN before) it is forced
-//     DOWN again blind: one PUT, the cost of the GET, and a new record. A
-//     fence read DOWN is recorded as a forced DOWN answered down, from
-//     before the GET: the API's PUT handler (2.9.9, 3.2.0) sends `set
+//     is UP, or (a server we forced DOWN before) it is forced DOWN again
+//     blind: one PUT, the cost of the GET, and a new record. A fence read
+//     DOWN is recorded as a forced DOWN answered down, from before the
+//     GET, and read again once over: the API's PUT handler (2.9.9, 3.2.0) sends `set
 //     server health down` only when the server is not DOWN already, so a
 //     forced DOWN of a server DOWN by its checks resets nothing either,
 //     and its answer and a read tell the same (what a record trusts of a
 //     server DOWN when forced is that its checks were not rising: an old
 //     primary that lost the key answers Patroni's /primary with 503). A
-//     dead old primary is then read once and forced again once per bound,
-//     not read at every apply (2,000 GETs per apply in a 1,000-cluster
+//     dead old primary is then read once per bound, not at every apply (2,000 GETs per apply in a 1,000-cluster
 //     mass failover). The records
 //     count only for the HAProxy process they were made in (its pid, read
 //     by every twin-layout apply): a reload or a restart can bring a
@@ -79,6 +78,9 @@ type forcedRec struct {
 	down bool      // the answer's operational_state was down
 	at   time.Time // opts.Now() before the PUT was sent
 	pid  int64     // the HAProxy process the apply read (0: unknown)
+	// read: the record is of a read (a fence its checks had DOWN), not of
+	// a PUT of ours: once its bound is over it is read again, not forced.
+	read bool
 }
 
 // holdShare: a held new leader is forced DOWN again once its last forced
@@ -134,11 +136,32 @@ func (c *forcedCache) record(key string, up bool, answer string, at time.Time, p
 	c.recs[key] = forcedRec{up: up, down: answer == "down", at: at, pid: pid}
 }
 
+// readDown records a fence read DOWN by a GET sent at at: as a forced DOWN
+// answered down, except that it is read again, not forced, once over (it
+// was never forced by us: most often a dead old primary its checks have
+// DOWN, and a GET costs the API less than a PUT and reports nothing).
+func (c *forcedCache) readDown(key string, at time.Time, pid int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r, ok := c.recs[key]; ok && !r.read && !r.up {
+		// Forced by us before: it stays one we force again.
+		r.at, r.pid = at, pid
+		c.recs[key] = r
+		return
+	}
+	if c.recs == nil {
+		c.recs = map[string]forcedRec{}
+	}
+	c.recs[key] = forcedRec{down: true, at: at, pid: pid, read: true}
+}
+
 // wasDown reports whether server key was forced DOWN by us since its
 // fence began (any process).
 func (c *forcedCache) wasDown(key string) bool {
-	_, ok := c.lastDown(key)
-	return ok
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.recs[key]
+	return ok && !r.up && !r.read
 }
 
 // lastDown is when server key was last forced DOWN by us (any process).

@@ -130,9 +130,13 @@ func TestTwinsForcedHealthFromAnswers(t *testing.T) {
 			if res := h.apply(t, "fence, DOWN, 1.9 s", fenced); len(res.Changes) != 0 || len(h.srv.Requests()) != 2 {
 				t.Errorf("fence read DOWN, within the bound: %s, %v; want nothing but version and pid", kinds(res.Changes), paths(h.srv.Requests()))
 			}
-			// Then forced DOWN blind (its checks raised it: the double
-			// shows it UP).
+			// Then read again (never forced by us: not forced blind).
 			h.clk.add(100 * time.Millisecond)
+			if res := h.apply(t, "fence, DOWN, 2 s", fenced); len(res.Changes) != 0 || runtimeGets(h.srv.Requests()) != 2 || len(forcedWrites(h.srv.Requests())) != 0 {
+				t.Errorf("fence read DOWN, after the bound: %s, %v; want its 2 backends read, nothing forced", kinds(res.Changes), paths(h.srv.Requests()))
+			}
+			// UP once that read is over: read, and forced DOWN.
+			h.clk.add(2 * time.Second)
 			h.srv.SetOperationalState("pg-f000-primary", "pg-f000-1", "up")
 			h.srv.SetOperationalState("pg-f000-default", "pg-f000-1", "up")
 			res = h.apply(t, "fence", fenced)

@@ -136,11 +136,10 @@ func (t *Target) readHealth(ctx context.Context, sn *snapshot, desired []service
 			if down && apply && st.pid != 0 && fences[b+"/"+r.Name] {
 				// A fence read DOWN (most often a dead old primary its
 				// checks have DOWN) counts as a forced DOWN answered
-				// down: the next applies neither read its backend nor
-				// force it until its checks could have raised it, and
-				// then force it DOWN blind (one PUT per bound, not one
-				// GET per apply: 2,000 per apply in a mass failover).
-				t.forced.record(b+"/"+r.Name, false, "down", readAt, st.pid)
+				// down: the next applies do not read its backend until
+				// its checks could have raised it (one GET per bound,
+				// not per apply: 2,000 per apply in a mass failover).
+				t.forced.readDown(b+"/"+r.Name, readAt, st.pid)
 			}
 		}
 	}
@@ -159,7 +158,7 @@ func (t *Target) markBlind(st *state, backend string, sv services.Server, c *ser
 		c.Down, c.HoldDown = false, false
 		why = "health not read: forced DOWN"
 		if at, ok := t.forced.lastDown(backend + "/" + sv.Name); ok {
-			why = fmt.Sprintf("forced DOWN again (last known DOWN %s ago: its checks could have raised it since)",
+			why = fmt.Sprintf("forced DOWN again (the last forced DOWN %s ago: its checks could have raised it since)",
 				t.opts.Now().Sub(at).Round(time.Millisecond))
 		}
 	case sv.ForceUp && c.Admin != "maint":
