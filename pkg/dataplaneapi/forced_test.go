@@ -335,3 +335,85 @@ func TestTwinsIncomingBeforeOutgoing(t *testing.T) {
 		})
 	}
 }
+
+// TestTwinsFlipsWhileFencesAreRead: when an apply must read the health of
+// fences it has no record of (a failover: the old primaries), the flips of
+// the services that take no writes go while those backends are read, not
+// after; nothing in a write service (a fence, a force-up) goes before the
+// reads ended, every flip is applied and reported once, incoming before
+// outgoing per backend still.
+func TestTwinsFlipsWhileFencesAreRead(t *testing.T) {
+	for _, v := range []int{2, 3} {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
+			h := newTwinsHarness(t, v)
+			base := fleetTwins(t, 3, func(int) int { return 1 })
+			h.apply(t, "create", base)
+			h.apply(t, "settle", base)
+			fo := fleetTwins(t, 3, func(int) int { return 2 })
+			for i := 0; i < 3; i++ {
+				fo = force(fo, fmt.Sprintf("pg-f%03d-1", i), func(sv *services.Server) { sv.ForceDown = true })
+				fo = force(fo, fmt.Sprintf("pg-f%03d-2", i), func(sv *services.Server) { sv.ForceUp = true })
+				// The new primaries' /primary checks failed until now.
+				for _, svc := range []string{"primary", "default"} {
+					h.srv.SetOperationalState(fmt.Sprintf("pg-f%03d-%s", i, svc), fmt.Sprintf("pg-f%03d-2", i), "down")
+				}
+			}
+			res := h.apply(t, "failover", fo)
+			reqs := h.srv.Requests()
+			lastGet, firstWrite := -1, -1
+			for i, r := range reqs {
+				write := strings.HasSuffix(r.Query.Get("backend"), "-primary") || strings.HasSuffix(r.Query.Get("backend"), "-default")
+				switch {
+				case r.Method == "GET" && r.Path == "/runtime/servers" && write:
+					lastGet = i
+				case r.Method == "PUT" && write && firstWrite < 0:
+					firstWrite = i
+				}
+			}
+			if lastGet < 0 || firstWrite < lastGet {
+				t.Errorf("a write service's PUT (#%d) before its fences were read (last GET #%d): %v", firstWrite, lastGet, paths(reqs))
+			}
+			seen := map[string]int{}
+			flips, fences, ups := 0, 0, 0
+			for _, c := range res.Changes {
+				seen[c.Kind+" "+c.Backend+"/"+c.Server]++
+				switch c.Kind {
+				case target.KindSetState:
+					flips++
+				case target.KindForceDown:
+					fences++
+				case target.KindForceUp:
+					ups++
+				}
+			}
+			for k, n := range seen {
+				if n != 1 {
+					t.Errorf("%s reported %d times", k, n)
+				}
+			}
+			if flips == 0 || fences != 6 || ups != 6 {
+				t.Errorf("failover: %d flips, %d fences, %d force-ups; want flips, 6 and 6: %s", flips, fences, ups, kinds(res.Changes))
+			}
+			lastUp, firstDown := map[string]int{}, map[string]int{}
+			for i, r := range h.srv.Writes() {
+				b, body := r.Query.Get("backend"), string(r.Body)
+				switch {
+				case strings.Contains(body, `"admin_state":"ready"`):
+					lastUp[b] = i
+				case strings.Contains(body, `"admin_state"`):
+					if _, ok := firstDown[b]; !ok {
+						firstDown[b] = i
+					}
+				}
+			}
+			for b, down := range firstDown {
+				if up, ok := lastUp[b]; ok && up > down {
+					t.Errorf("%s: an outgoing twin left (write #%d) before the last incoming one was ready (#%d)", b, down, up)
+				}
+			}
+			if res := h.apply(t, "again", fo); len(res.Changes) != 0 {
+				t.Errorf("after the failover: %s, want nothing", kinds(res.Changes))
+			}
+		})
+	}
+}

@@ -29,6 +29,26 @@ import (
 // came after an earlier force UP of ours; it is what a read finding the
 // server DOWN would have done, and a server already UP stays UP.
 func (t *Target) readHealth(ctx context.Context, sn *snapshot, desired []services.Service, st *state, apply bool) error {
+	return t.planHealth(sn, desired, st, apply).run(ctx)
+}
+
+// healthRead is the part of readHealth that reads: the GETs of the
+// backends whose forced servers the records do not tell.
+type healthRead struct {
+	t        *Target
+	st       *state
+	apply    bool
+	backends []string
+	decided  map[string]health
+	fences   map[string]bool
+}
+
+// pending reports whether run will GET anything.
+func (h *healthRead) pending() bool { return len(h.backends) > 0 }
+
+// planHealth sets what the records tell (see readHealth) and returns the
+// reads left to run.
+func (t *Target) planHealth(sn *snapshot, desired []services.Service, st *state, apply bool) *healthRead {
 	t.forced.prune(desired)
 	now := t.opts.Now()
 	blind := apply && st.pid != 0
@@ -103,6 +123,13 @@ func (t *Target) readHealth(ctx context.Context, sn *snapshot, desired []service
 			backends = append(backends, d.Name)
 		}
 	}
+	return &healthRead{t: t, st: st, apply: apply, backends: backends, decided: decided, fences: fences}
+}
+
+// run GETs the backends left by planHealth, readParallel in flight, and
+// sets what they show.
+func (h *healthRead) run(ctx context.Context) error {
+	t, st, apply, backends, decided, fences := h.t, h.st, h.apply, h.backends, h.decided, h.fences
 	if len(backends) == 0 {
 		return nil
 	}
