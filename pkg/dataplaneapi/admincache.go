@@ -50,6 +50,9 @@ type adminCache struct {
 	fullAt int64 // unix nanoseconds of opts.Now()
 	// noInfo: the API does not answer /runtime/info; every read is full.
 	noInfo bool
+	// gen moves whenever states change otherwise than by the answers of
+	// our own PUTs (a read, a forget, a reload): see syncState.
+	gen uint64
 }
 
 // AdminReads counts how the twin layout's admin states were read.
@@ -121,7 +124,9 @@ func (c *Client) runtimePID(ctx context.Context) (int64, error) {
 // It returns the running HAProxy's pid it read (0: none read: no twin
 // layout, or the API does not answer it); pid is its GET, started by the
 // caller (read) together with the version's.
-func (t *Target) readAdmins(ctx context.Context, desired []services.Service, cur map[string]*target.Backend, pidGET <-chan pidAnswer) (int64, error) {
+// now is opts.Now() in unix nanoseconds, as the caller decided with it
+// (see cleanServices).
+func (t *Target) readAdmins(ctx context.Context, desired []services.Service, cur map[string]*target.Backend, pidGET <-chan pidAnswer, now int64) (int64, error) {
 	var names []string
 	twins := false
 	for _, d := range desired {
@@ -140,7 +145,6 @@ func (t *Target) readAdmins(ctx context.Context, desired []services.Service, cur
 	// (waitRuntime) fills the cache.
 	pa := <-pidGET
 	pid, perr := pa.pid, pa.err
-	now := t.opts.Now().UnixNano()
 	a := &t.admin
 	a.mu.Lock()
 	full, why := false, ""
@@ -191,6 +195,9 @@ func (t *Target) readAdmins(ctx context.Context, desired []services.Service, cur
 	}
 	for n, st := range got {
 		a.states[n] = st
+	}
+	if len(need) > 0 || full || pid != a.pid {
+		a.gen++
 	}
 	t.adminReads.Backends += int64(len(need))
 	if full {
@@ -288,6 +295,7 @@ func (t *Target) adminReloaded(touched map[string]bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.adopt = true
+	a.gen++
 	for b := range touched {
 		delete(a.states, b)
 	}
@@ -298,6 +306,7 @@ func (t *Target) adminForget(backends []string) {
 	a := &t.admin
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.gen++
 	for _, b := range backends {
 		delete(a.states, b)
 	}
@@ -311,6 +320,7 @@ func (t *Target) adminKeep(got map[string]map[string]string) {
 	if a.states == nil {
 		return // no full read yet: the next read does one
 	}
+	a.gen++
 	for b, st := range got {
 		a.states[b] = st
 	}

@@ -37,7 +37,7 @@ func defaultServerOf(s services.Service) (*models.DefaultServer, error) {
 	if e.err != nil {
 		return nil, fmt.Errorf("service %s: default_server: %w", s.Name, e.err)
 	}
-	return &models.DefaultServer{ServerParams: e.params}, nil
+	return e.ds, nil // shared: models are never modified in place
 }
 
 // dsParsed and dsLenient remember default-server option texts parsed (strict,

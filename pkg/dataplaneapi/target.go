@@ -105,6 +105,11 @@ type Target struct {
 	// forced: the answers of our own forced health PUTs (see forcedCache).
 	forced     forcedCache
 	adminReads AdminReads
+	// synced: what the last successful apply left in sync (nil after a
+	// failed one); syncPrev is it as the current Apply began; applyPID is
+	// the pid the current apply read. See cleanServices.
+	synced, syncPrev *syncState
+	applyPID         int64
 }
 
 var _ target.Target = (*Target)(nil)
@@ -133,6 +138,23 @@ type state struct {
 	// blind: "backend/server" -> why a forced server's health was not read
 	// (it is forced blind; see readHealth).
 	blind map[string]string
+	// skip marks (by index in desired) the services left out of this
+	// read and its diff: in sync since the last apply (cleanServices).
+	skip []bool
+}
+
+// diffSet is desired without the services st left out.
+func (st *state) diffSet(desired []services.Service) []services.Service {
+	if st.skip == nil {
+		return desired
+	}
+	out := make([]services.Service, 0, len(desired))
+	for i, d := range desired {
+		if !st.skip[i] {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 // read returns the configuration for desired: the parsed copy when the
@@ -170,7 +192,20 @@ func (t *Target) readDeferred(ctx context.Context, desired []services.Service, a
 	}
 	sp := sn.statePreserved
 	st := &state{snapshot: sn, current: map[string]*target.Backend{}, statePreserved: &sp}
-	for _, d := range desired {
+	now := t.opts.Now().UnixNano()
+	if pidGET != nil {
+		// The pid before the view: whether services in sync since the
+		// last apply can be left out depends on it (cleanServices).
+		pa := <-pidGET
+		again := make(chan pidAnswer, 1)
+		again <- pa
+		pidGET = again
+		st.skip = t.cleanServices(sn, desired, pa, apply, now)
+	}
+	for i, d := range desired {
+		if st.skip != nil && st.skip[i] {
+			continue
+		}
 		be, fe := sn.be[d.Name], sn.fe[d.Name]
 		if be == nil {
 			continue
@@ -187,7 +222,7 @@ func (t *Target) readDeferred(ctx context.Context, desired []services.Service, a
 	}
 	// The pid first: the forced servers' health records count only for
 	// the process they were made in.
-	if st.pid, err = t.readAdmins(ctx, desired, st.current, pidGET); err != nil {
+	if st.pid, err = t.readAdmins(ctx, desired, st.current, pidGET, now); err != nil {
 		return nil, nil, err
 	}
 	return st, t.planHealth(sn, desired, st, apply), nil
@@ -308,13 +343,18 @@ func (t *Target) Apply(ctx context.Context, desired []services.Service) (target.
 		return target.Result{}, err
 	}
 	t.warnNoCut(desired)
+	t.syncPrev, t.synced = t.synced, nil
 	backoff := t.opts.Backoff
 	for attempt := 0; ; attempt++ {
 		res, err := t.applyOnce(ctx, desired)
 		res.Duration = t.opts.Now().Sub(start)
 		if err == nil {
 			t.cleanStale(ctx, res.Version)
-			return t.confirmRunning(ctx, desired, res)
+			res, err = t.confirmRunning(ctx, desired, res)
+			if err == nil {
+				t.keepSynced(desired)
+			}
+			return res, err
 		}
 		last := attempt >= t.opts.MaxRetries
 		switch {
@@ -353,6 +393,7 @@ func (t *Target) applyOnce(ctx context.Context, desired []services.Service) (tar
 	if err != nil {
 		return target.Result{}, err
 	}
+	t.applyPID = st.pid
 	early, err := t.flipsBeforeHealth(ctx, desired, st, hr)
 	if err != nil {
 		return target.Result{Changes: early}, err
@@ -367,7 +408,7 @@ func (t *Target) applyOnce(ctx context.Context, desired []services.Service) (tar
 // applyChanges applies what differs from desired in st, but the flips of
 // early (applied already).
 func (t *Target) applyChanges(ctx context.Context, desired []services.Service, st *state, early []target.Change) (target.Result, error) {
-	changes := withoutFlips(target.Diff(st.current, desired), early)
+	changes := withoutFlips(target.Diff(st.current, st.diffSet(desired)), early)
 	blindDetails(changes, st.blind)
 	res := target.Result{Version: st.version, StatePreserved: st.statePreserved}
 	if len(changes) == 0 {
@@ -442,7 +483,7 @@ func (t *Target) flipsBeforeHealth(ctx context.Context, desired []services.Servi
 		write[d.Name] = services.WriteCheck(d.Check)
 	}
 	var early []target.Change
-	for _, c := range target.Diff(st.current, desired) {
+	for _, c := range target.Diff(st.current, st.diffSet(desired)) {
 		switch c.Kind {
 		case target.KindSetState:
 			if !write[c.Backend] {
