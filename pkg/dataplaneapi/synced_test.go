@@ -2,6 +2,7 @@ package dataplaneapi_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -72,4 +73,29 @@ func TestTwinsSkipsOnlyWhatIsInSync(t *testing.T) {
 			fresh("periodic read", [][]services.Service{b})
 		})
 	}
+}
+
+// TestValidateAfterAValidApply: after a valid desired state was applied, a
+// service that changed is still validated (only services equal to the
+// last validated ones are not checked one by one again), and a name listed
+// twice is still refused.
+func TestValidateAfterAValidApply(t *testing.T) {
+	h := newTwinsHarness(t, 3)
+	a := fleetTwins(t, 3, func(int) int { return 1 })
+	h.apply(t, "create", a)
+	bad := append([]services.Service(nil), a...)
+	bad[1].Port = 70000
+	if _, err := h.tg.Apply(h.ctx, bad); err == nil || !strings.Contains(err.Error(), bad[1].Name) {
+		t.Errorf("a changed service with port 70000: err %v, want one naming %s", err, bad[1].Name)
+	}
+	badName := append([]services.Service(nil), a...)
+	badName[2].Name = "pg f000"
+	if _, err := h.tg.Apply(h.ctx, badName); err == nil {
+		t.Error("a changed service named with a space: no error")
+	}
+	twice := append(append([]services.Service(nil), a...), a[0])
+	if _, err := h.tg.Apply(h.ctx, twice); err == nil || !strings.Contains(err.Error(), "twice") {
+		t.Errorf("a service listed twice: err %v", err)
+	}
+	h.apply(t, "valid again", a)
 }

@@ -110,6 +110,8 @@ type Target struct {
 	// the pid the current apply read. See cleanServices.
 	synced, syncPrev *syncState
 	applyPID         int64
+	// validated: the last desired that passed validate (see validate).
+	validated []services.Service
 }
 
 var _ target.Target = (*Target)(nil)
@@ -291,7 +293,7 @@ func (t *Target) keep(sn *snapshot) {
 
 // Diff reads the HAProxy and returns the changes Apply would make now.
 func (t *Target) Diff(ctx context.Context, desired []services.Service) ([]target.Change, error) {
-	if err := validate(desired); err != nil {
+	if err := validate(desired, nil); err != nil {
 		return nil, err
 	}
 	st, err := t.read(ctx, desired, false)
@@ -301,11 +303,17 @@ func (t *Target) Diff(ctx context.Context, desired []services.Service) ([]target
 	return target.Diff(st.current, desired), nil
 }
 
-func validate(desired []services.Service) error {
-	if err := services.Validate(desired); err != nil {
-		return err
+// validate checks desired. prev is a list that passed it before (nil:
+// none): the services equal to prev's at the same index are not checked one
+// by one again (4,000 services per apply at 1,000 clusters, ~5 ms), only
+// whether a name repeats.
+func validate(desired, prev []services.Service) error {
+	if prev == nil {
+		if err := services.Validate(desired); err != nil {
+			return err
+		}
 	}
-	seen := map[string]bool{}
+	seen := make(map[string]bool, len(desired))
 	for i, d := range desired {
 		if d.Name == "" {
 			return fmt.Errorf("service #%d: empty name", i)
@@ -314,6 +322,14 @@ func validate(desired []services.Service) error {
 			return fmt.Errorf("service %s: listed twice", d.Name)
 		}
 		seen[d.Name] = true
+		if prev != nil {
+			if i < len(prev) && services.Equal(&prev[i], &desired[i]) {
+				continue
+			}
+			if err := services.ValidateService(&desired[i]); err != nil {
+				return err
+			}
+		}
 		if d.Port <= 0 || d.Port > 65535 {
 			return fmt.Errorf("service %s: port %d out of range", d.Name, d.Port)
 		}
@@ -339,9 +355,10 @@ func (t *Target) Apply(ctx context.Context, desired []services.Service) (target.
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	start := t.opts.Now()
-	if err := validate(desired); err != nil {
+	if err := validate(desired, t.validated); err != nil {
 		return target.Result{}, err
 	}
+	t.validated = desired
 	t.warnNoCut(desired)
 	t.syncPrev, t.synced = t.synced, nil
 	backoff := t.opts.Backoff
