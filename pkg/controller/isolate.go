@@ -97,15 +97,23 @@ func (pc *planCache) compute(inv *topology.Inventory, dcs map[string]*patroni.Cl
 		if e == nil || full || e.cl != cl || e.file != inv.File || e.st != st || e.opts != co {
 			res, err := plan.ComputeCluster(inv.File, cl, st, true, co)
 			pc.computed++
-			if full && e != nil && e.cl == cl && e.file == inv.File && e.st == st && e.opts == co &&
-				!samePlanResult(e.res, e.err, res, err) {
+			switch {
+			case !full || e == nil || e.cl != cl || e.file != inv.File || e.st != st || e.opts != co:
+				e = &planEntry{cl: cl, file: inv.File, st: st, opts: co, res: res, err: err}
+				pc.entries[cl.Name] = e
+			case !samePlanResult(e.res, e.err, res, err):
 				// The cache would have kept a result its inputs no longer
 				// give: a decoded state was modified in place. Never expected;
 				// the fresh result is used.
 				log.Error("cached plan of a cluster differed from a fresh one; using the fresh one", zap.String("cluster", cl.Name))
+				e.res, e.err = res, err
 			}
-			e = &planEntry{cl: cl, file: inv.File, st: st, opts: co, res: res, err: err}
-			pc.entries[cl.Name] = e
+			// Else the resync's fresh result equals the cached one, which
+			// is kept: the fresh one is garbage at once, and the plan, the
+			// desired state and the targets' layouts keep the objects they
+			// had (a resync replacing them all every 30 s scattered the
+			// long-lived plan among the garbage of the idle fleet's heap,
+			// and handed every target a new desired state to lay out).
 		}
 		e.gen = pc.gen
 		if e.err == nil {
