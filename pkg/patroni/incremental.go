@@ -23,8 +23,8 @@ func newDecoder(ns string) *decoder {
 }
 
 // reset replaces every key (a fresh list). A scope whose keys are exactly
-// as before keeps its decoded state (the periodic re-list changes nothing
-// for the consumers).
+// as before keeps its keys and decoded state (the periodic re-list changes
+// nothing for the consumers).
 func (d *decoder) reset(cache map[string]KV) {
 	// A scope still dirty has a state older than its keys: never kept.
 	old, oldStates, oldDirty := d.byScope, d.states, d.dirty
@@ -37,6 +37,11 @@ func (d *decoder) reset(cache map[string]KV) {
 	for scope := range d.dirty {
 		if st, ok := oldStates[scope]; ok && !oldDirty[scope] && sameKVs(old[scope], d.byScope[scope]) {
 			d.states[scope] = st
+			// The keys kept too (the list's copies are garbage at once):
+			// a re-list every 30 s no longer replaces the whole
+			// namespace's long-lived keys with new copies scattered
+			// among that moment's garbage.
+			d.byScope[scope] = old[scope]
 			delete(d.dirty, scope)
 		}
 	}

@@ -71,7 +71,18 @@ func TestDecoderIsDecode(t *testing.T) {
 				dec.put(kv)
 			}
 			if step%20 == 10 {
+				kept := map[string]uintptr{}
+				for sc, m := range dec.byScope {
+					if !dec.dirty[sc] {
+						kept[sc] = reflect.ValueOf(m).Pointer()
+					}
+				}
 				dec.reset(all) // a re-list: unchanged scopes keep their state
+				for sc, m := range dec.byScope {
+					if p, ok := kept[sc]; ok && !changed[sc] && reflect.ValueOf(m).Pointer() != p {
+						t.Fatalf("seed %d step %d: scope %s unchanged but its keys replaced by the re-list's", seed, step, sc)
+					}
+				}
 			}
 			if step == 45 {
 				// a re-list after etcd lost some keys behind the watch
