@@ -81,15 +81,26 @@ type releaser struct {
 	busy       bool // allocated more than quiet since the last release
 }
 
-// memStats reads the bytes allocated so far and the free heap memory not
-// yet returned to the OS.
+// memStats reads the bytes allocated so far and the heap memory a release
+// would return to the OS: the free heap not yet returned, plus the objects
+// found dead since the last collection (the release collects first). The
+// idle fleet's periodic work (a resync re-plans every cluster every 30 s)
+// leaves its garbage in the heap until the next collection, and counting
+// only the free memory missed it: a release came late or not at all.
 func memStats() (allocs, free uint64) {
-	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/memory/classes/heap/free:bytes"}}
+	s := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}, {Name: "/memory/classes/heap/free:bytes"},
+		{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/gc/heap/live:bytes"}}
 	metrics.Read(s)
-	if s[0].Value.Kind() != metrics.KindUint64 || s[1].Value.Kind() != metrics.KindUint64 {
-		return 0, 0
+	for _, x := range s {
+		if x.Value.Kind() != metrics.KindUint64 {
+			return 0, 0
+		}
 	}
-	return s[0].Value.Uint64(), s[1].Value.Uint64()
+	free = s[1].Value.Uint64()
+	if objects, live := s[2].Value.Uint64(), s[3].Value.Uint64(); objects > live {
+		free += objects - live
+	}
+	return s[0].Value.Uint64(), free
 }
 
 func newReleaser() *releaser {

@@ -84,3 +84,20 @@ func TestReleaserAfterBurst(t *testing.T) {
 		t.Fatal("a burst whose memory became free later was not released")
 	}
 }
+
+var sink []byte
+
+// TestMemStatsCountsGarbage: memory a release would return includes the
+// objects that died since the last collection, not only the free heap.
+func TestMemStatsCountsGarbage(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	debug.FreeOSMemory()
+	_, before := memStats()
+	for i := 0; i < 32<<10; i++ {
+		sink = make([]byte, 1<<10) // each dead once the next is made
+	}
+	sink = nil
+	if _, after := memStats(); after < before+24<<20 {
+		t.Fatalf("releasable %d MiB after 32 MiB of garbage, was %d MiB", after>>20, before>>20)
+	}
+}
