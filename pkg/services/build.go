@@ -79,22 +79,33 @@ func Build(v *topology.View) ([]Service, error) {
 		if def == nil {
 			continue
 		}
-		s, err := buildOne(v, def, served, docs, index)
+		e, err := evaluate(v, def, docs, index)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, s)
+		out = append(out, e.build(v, served))
 	}
 	return out, nil
 }
 
-func buildOne(v *topology.View, def *topology.ServiceDef, served []*topology.MemberView, docs []any, index *docIndex) (Service, error) {
+// evaluated is one service definition with its selectors run over the
+// served members (Build).
+type evaluated struct {
+	def              *topology.ServiceDef
+	dest             string
+	destPort         int
+	selected, backup map[int]bool
+	roleDependent    bool
+}
+
+func evaluate(v *topology.View, def *topology.ServiceDef, docs []any, index *docIndex) (evaluated, error) {
 	c := v.Cluster
-	fail := func(field string, err error) (Service, error) {
-		return Service{}, &Error{Cluster: c.Name, Service: def.Name, Field: field, Source: def.Source, Line: def.Line, Err: err}
+	fail := func(field string, err error) (evaluated, error) {
+		return evaluated{}, &Error{Cluster: c.Name, Service: def.Name, Field: field, Source: def.Source, Line: def.Line, Err: err}
 	}
-	dest, destPort, err := resolveDest(def.Dest, c.Vars)
-	if err != nil {
+	e := evaluated{def: def, roleDependent: def.Backup != "" || !selectsAll(def.Selector)}
+	var err error
+	if e.dest, e.destPort, err = resolveDest(def.Dest, c.Vars); err != nil {
 		return fail("dest", err)
 	}
 	selExpr := def.SelectorExpr
@@ -105,11 +116,9 @@ func buildOne(v *topology.View, def *topology.ServiceDef, served []*topology.Mem
 			return fail("selector", fmt.Errorf("compile %q: %w", def.Selector, err))
 		}
 	}
-	selected, err := match(selExpr, docs, index)
-	if err != nil {
+	if e.selected, err = match(selExpr, docs, index); err != nil {
 		return fail("selector", fmt.Errorf("%q: %w", def.Selector, err))
 	}
-	var backup map[int]bool
 	if def.Backup != "" {
 		bExpr := def.BackupExpr
 		if bExpr == nil {
@@ -117,59 +126,76 @@ func buildOne(v *topology.View, def *topology.ServiceDef, served []*topology.Mem
 				return fail("backup", fmt.Errorf("compile %q: %w", def.Backup, err))
 			}
 		}
-		if backup, err = match(bExpr, docs, index); err != nil {
+		if e.backup, err = match(bExpr, docs, index); err != nil {
 			return fail("backup", fmt.Errorf("%q: %w", def.Backup, err))
 		}
 	}
+	return e, nil
+}
 
+// build makes the service. Its servers and candidates share one array,
+// sized as it ends: a role-dependent service is one long-lived object per
+// plan instead of two (a mass failover plans every cluster 3-4 times among
+// its garbage; every object left behind pins memory around it). Not one
+// array per cluster: a target that keeps an unchanged service of an older
+// plan (the twins layout does) would keep every service's servers of it.
+// Each list is capped at its length, so an append to one never writes into
+// the other.
+func (e *evaluated) build(v *topology.View, served []*topology.MemberView) Service {
+	c, def, dest := v.Cluster, e.def, e.dest
+	name := def.FullName
+	if name == "" {
+		name = c.Name + "-" + def.Name
+	}
 	s := Service{
 		Cluster:       c.Name,
-		Name:          c.Name + "-" + def.Name,
+		Name:          name,
 		Service:       def.Name,
 		IP:            orDefault(def.IP, "*"),
 		Port:          def.Port,
 		Check:         orDefault(def.Check, "/"),
 		Dest:          dest,
-		DestPort:      destPort,
+		DestPort:      e.destPort,
 		Balance:       orDefault(def.Balance, "roundrobin"),
 		Maxconn:       def.Maxconn,
 		DefaultServer: orDefault(def.Options, orDefault(c.DefaultServer, DefaultServerOptions)),
+		RoleDependent: e.roleDependent,
 	}
-	// Sized as they end (append's doubling left a quarter of every list
-	// unused, kept for as long as the plan).
-	n := 0
-	for i := range served {
-		if selected[i] || backup[i] {
-			n++
-		}
-	}
-	s.Servers = make([]Server, 0, n)
 	if s.Maxconn == 0 {
 		s.Maxconn = 5000
 	}
-	s.RoleDependent = def.Backup != "" || !selectsAll(def.Selector)
+	n := 0
+	for i := range served {
+		if e.selected[i] || e.backup[i] {
+			n++
+		}
+	}
+	if s.RoleDependent {
+		n += len(served)
+	}
+	arena := make([]Server, 0, n)
+	from := 0
 	if s.RoleDependent && len(served) > 0 {
-		s.Candidates = make([]Server, 0, len(served))
-	}
-	for _, m := range served {
-		if !s.RoleDependent {
-			break // Twins leaves such a service as it is
+		for _, m := range served {
+			cand := server(v, def, m, dest, true, false)
+			cand.Unconfirmed = v.Live && (m.Live == nil || !aliveState(m.Live.State))
+			arena = append(arena, cand)
 		}
-		cand := server(v, def, m, dest, true, false)
-		cand.Unconfirmed = v.Live && (m.Live == nil || !aliveState(m.Live.State))
-		s.Candidates = append(s.Candidates, cand)
+		s.Candidates = arena[from:len(arena):len(arena)]
+		from = len(arena)
 	}
 	for i, m := range served {
-		if selected[i] {
-			s.Servers = append(s.Servers, server(v, def, m, dest, true, backup[i]))
+		if e.selected[i] {
+			arena = append(arena, server(v, def, m, dest, true, e.backup[i]))
 		}
 	}
 	for i, m := range served {
-		if backup[i] && !selected[i] {
-			s.Servers = append(s.Servers, server(v, def, m, dest, false, true))
+		if e.backup[i] && !e.selected[i] {
+			arena = append(arena, server(v, def, m, dest, false, true))
 		}
 	}
-	return s, nil
+	s.Servers = arena[from:len(arena):len(arena)]
+	return s
 }
 
 // match runs expr over the member documents and returns the positions of the

@@ -420,6 +420,9 @@ func (p *parser) cluster(name string, hosts []pgHost) {
 		}
 	}
 	c.Services = p.services(cv, w)
+	for _, sd := range c.Services {
+		sd.FullName = name + "-" + sd.Name
+	}
 
 	seqs := map[int]string{}
 	primary := ""

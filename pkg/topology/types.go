@@ -86,7 +86,11 @@ type Member struct {
 
 // ServiceDef is one entry of pg_default_services / pg_services, validated.
 type ServiceDef struct {
-	Name     string
+	Name string
+	// FullName is <pg_cluster>-<name>, the HAProxy section name, set at
+	// load (one copy for every plan of the cluster); "" in definitions
+	// built by hand (services.Build then makes it).
+	FullName string
 	Port     int
 	IP       string // default "*"
 	Selector string
