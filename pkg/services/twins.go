@@ -45,9 +45,10 @@ func InactiveState(s Service) string {
 // Pigsty's layout has the member (as normal or backup server); both are
 // Disabled when the selectors leave it out, or when the DCS has live data for
 // the cluster but does not report the member running (its twins are never
-// activated before the DCS says it is alive in that role). Services whose
-// membership does not depend on roles (primary, default: `[]` without
-// backup) are returned unchanged. Pure; in is not modified.
+// activated before the DCS says it is alive in that role). A laid-out
+// service has no Candidates (its twins are), so Twins leaves it as it is.
+// Services whose membership does not depend on roles (primary, default:
+// `[]` without backup) are returned unchanged. Pure; in is not modified.
 func Twins(in []Service) ([]Service, error) {
 	out := make([]Service, 0, len(in))
 	for _, s := range in {
@@ -70,6 +71,11 @@ func Twins(in []Service) ([]Service, error) {
 func twinsOf(s Service) (Service, error) {
 	t := s
 	t.Layout = LayoutTwins
+	// The twins are the candidates now: a layout keeps none of the plan's
+	// lists (a target keeping the layout of an unchanged service kept the
+	// older plan's candidates of it alive), and Twins of a laid-out service
+	// leaves it as it is.
+	t.Candidates = nil
 	t.Servers = make([]Server, 0, 2*len(s.Candidates))
 	inactive := InactiveState(s)
 	for i, c := range s.Candidates {

@@ -22,6 +22,9 @@ func TestTwinsSameAsReference(t *testing.T) {
 		if !reflect.DeepEqual(got, want) {
 			t.Fatalf("case %d: Twins differs from the reference:\n got %+v\nwant %+v", i, got, want)
 		}
+		if again, err := Twins(got); gerr == nil && (err != nil || !reflect.DeepEqual(again, got)) {
+			t.Fatalf("case %d: Twins of a layout changed it (%v)", i, err)
+		}
 	}
 }
 
@@ -67,6 +70,7 @@ func referenceTwins(in []Service) ([]Service, error) {
 		}
 		t := s
 		t.Layout = LayoutTwins
+		t.Candidates = nil // a layout keeps no candidates (the twins are)
 		t.Servers = make([]Server, 0, 2*len(s.Candidates))
 		inactive := InactiveState(s)
 		for _, c := range s.Candidates {
