@@ -8,6 +8,7 @@ import (
 
 	"github.com/pgsvc/pgsvc/pkg/patroni"
 	"github.com/pgsvc/pgsvc/pkg/plan"
+	"github.com/pgsvc/pgsvc/pkg/services"
 	"github.com/pgsvc/pgsvc/pkg/topology"
 )
 
@@ -99,6 +100,15 @@ func (pc *planCache) compute(inv *topology.Inventory, dcs map[string]*patroni.Cl
 			pc.computed++
 			switch {
 			case !full || e == nil || e.cl != cl || e.file != inv.File || e.st != st || e.opts != co:
+				if e != nil && e.err == nil && err == nil && sameServices(e.res.Services, res.Services) {
+					// New inputs, the same services (a member key
+					// rewritten with what the leader key already said):
+					// the cached ones are kept, so the desired state and
+					// the targets' layouts keep theirs, and the fresh ones
+					// are garbage at once instead of a second copy kept
+					// alive by whatever still holds the first.
+					res.Services = e.res.Services
+				}
 				e = &planEntry{cl: cl, file: inv.File, st: st, opts: co, res: res, err: err}
 				pc.entries[cl.Name] = e
 			case !samePlanResult(e.res, e.err, res, err):
@@ -144,6 +154,19 @@ func (pc *planCache) compute(inv *topology.Inventory, dcs map[string]*patroni.Cl
 		}
 	}
 	return p, errs
+}
+
+// sameServices reports whether a and b are services.Equal one by one.
+func sameServices(a, b []services.Service) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !services.Equal(&a[i], &b[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // samePlanResult reports whether two results of one cluster's plan are the same.

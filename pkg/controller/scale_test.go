@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -187,4 +188,68 @@ func BenchmarkReconcileMassFailover1000(b *testing.B) {
 		c.Observe(patroni.Snapshot{Namespace: "/pg", Revision: int64(20 + it), At: time.Now(), Clusters: snaps[(it+1)%3]})
 		step(c, false)
 	}
+}
+
+// BenchmarkMassFailoverHeap1000 plays a mass failover at N = 1,000 as the
+// controller sees it (every cluster's leader key goes, a new leader takes
+// it, then its members' keys follow; 20 clusters per reconcile, each a
+// hand-off to a twins target) and reports the heap it leaves once quiet:
+// live-MB (the objects kept) and inuse-MB (the spans holding them, after
+// the release a quiet controller does: what RSS keeps). Their difference
+// is fragmentation: long-lived objects made during the burst among its
+// garbage.
+func BenchmarkMassFailoverHeap1000(b *testing.B) {
+	for it := 0; it < b.N; it++ {
+		c := massFailover(b, 1000, 20)
+		debug.FreeOSMemory()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		b.ReportMetric(float64(ms.HeapAlloc)/1e6, "live-MB")
+		b.ReportMetric(float64(ms.HeapInuse)/1e6, "inuse-MB")
+		runtime.KeepAlive(c)
+	}
+}
+
+// massFailover returns a controller of n clusters after their mass
+// failover, batch clusters per reconcile (BenchmarkMassFailoverHeap1000).
+func massFailover(tb testing.TB, n, batch int) *Controller {
+	inv := fleetInventory(tb, n)
+	clusters := map[string]*patroni.ClusterState{}
+	put := func(kvs []patroni.KV) {
+		for k, v := range patroni.Decode("/pg", kvs) {
+			clusters[k] = v
+		}
+	}
+	for i := 0; i < n; i++ {
+		put(fleetKVs(i, 1, 10))
+	}
+	c := New(inv, []target.Target{target.WithTwins(&nopTarget{})}, Options{Prober: nopProber{}})
+	rev := int64(10)
+	observe := func() {
+		rev++
+		next := make(map[string]*patroni.ClusterState, len(clusters))
+		for k, v := range clusters {
+			next[k] = v
+		}
+		clusters = next
+		c.Observe(patroni.Snapshot{Namespace: "/pg", Revision: rev, At: time.Now(), Clusters: clusters})
+		step(c, false)
+	}
+	observe()
+	for from := 0; from < n; from += batch {
+		for i := from; i < from+batch; i++ {
+			put(fleetKVs(i, 0, rev)) // the leader key gone
+		}
+		observe()
+		for i := from; i < from+batch; i++ {
+			// the new leader key, the members' keys not yet rewritten
+			put(append(fleetKVs(i, 0, rev), fleetKVs(i, 2, rev)[3]))
+		}
+		observe()
+		for i := from; i < from+batch; i++ {
+			put(fleetKVs(i, 2, rev)) // the members' keys follow
+		}
+		observe()
+	}
+	return c
 }
