@@ -3,6 +3,7 @@ package haproxycfg
 import (
 	"fmt"
 	"io"
+	"runtime"
 	"testing"
 
 	"github.com/pgsvc/pgsvc/pkg/services"
@@ -75,5 +76,25 @@ func BenchmarkRendererMassFailover1000(b *testing.B) {
 		if err := r.WriteTo(io.Discard, fleets[(i+1)%2], benchOpts); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkRendererRetained1000 reports the heap a Renderer's cache of
+// 1,000 clusters keeps (retained-MB): the direct driver keeps one.
+func BenchmarkRendererRetained1000(b *testing.B) {
+	svcs := fleet(1000, 1)
+	var ms runtime.MemStats
+	for b.Loop() {
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		before := ms.HeapAlloc
+		r := &Renderer{}
+		if err := r.WriteTo(io.Discard, svcs, benchOpts); err != nil {
+			b.Fatal(err)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		b.ReportMetric(float64(ms.HeapAlloc-before)/(1<<20), "retained-MB")
+		runtime.KeepAlive(r)
 	}
 }
