@@ -143,10 +143,10 @@ type Controller struct {
 	tx          transitions                   // switchovers and failovers in flight (transition.go)
 	lastGood    map[string][]services.Service // cluster -> services last computed from a fresh view
 	plan        *plan.Plan
-	frozen      map[string]string // cluster -> why its services are frozen
-	planErrs    map[string]string // cluster -> why its plan failed (last reconcile)
-	staleNS     map[string]string // namespace -> why its view is stale (last reconcile)
-	desired     []services.Service
+	frozen      map[string]string             // cluster -> why its services are frozen
+	planErrs    map[string]string             // cluster -> why its plan failed (last reconcile)
+	staleNS     map[string]string             // namespace -> why its view is stale (last reconcile)
+	desired     *desiredState                 // what the workers were last handed
 	desiredBy   map[string][]services.Service // cluster -> its part of desired
 	// desiredParts are the parts desired was concatenated from (clusters in
 	// plan order).
@@ -602,8 +602,8 @@ func (c *Controller) reconcile(force, reassert bool) {
 	}
 
 	desired := c.desired
-	if !sameParts(parts, c.desiredParts) {
-		desired = concatParts(parts)
+	if desired == nil || !sameParts(parts, c.desiredParts) {
+		desired = &desiredState{parts: parts}
 	}
 	prev, prevBy := c.desired, c.desiredBy
 	prevFrozen := c.frozen
@@ -626,11 +626,11 @@ func (c *Controller) reconcile(force, reassert bool) {
 	c.opts.Metrics.Reconcile(force)
 	var changes []target.Change
 	if c.fullPlan {
-		changes = desiredChanges(prev, desired)
+		changes = desiredChanges(prev.services(), desired.services())
 	} else {
 		changes = clusterChanges(p, prevBy, byCluster)
 	}
-	if len(changes) > 0 || prev == nil {
+	if len(changes) > 0 || prev.empty() {
 		ev := Event{At: start, Kind: "plan_changed", Decision: decision, Revision: revision, Changes: changes,
 			Frozen: frozen, Duration: c.opts.Now().Sub(start)}
 		c.addEvent(ev)
@@ -657,7 +657,7 @@ func (c *Controller) reconcile(force, reassert bool) {
 		return
 	}
 	for _, w := range c.workers {
-		w.submit(job{desired: desired, force: force, reassert: reassert, eventAt: eventAt, decision: decision, revision: revision,
+		w.submit(job{state: desired, force: force, reassert: reassert, eventAt: eventAt, decision: decision, revision: revision,
 			term: c.opts.currentTerm()})
 	}
 }

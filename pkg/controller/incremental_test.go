@@ -250,7 +250,7 @@ func compareIncremental(t *testing.T, seed int64, steps int, seen *coverage) {
 			t.Fatalf("%s: plans differ:\nincremental %+v\nfull        %+v", where, inc.plan, full.plan)
 		}
 		for name, a := range map[string][2]any{
-			"desired":     {inc.desired, full.desired},
+			"desired":     {inc.desired.services(), full.desired.services()},
 			"frozen":      {inc.frozen, full.frozen},
 			"plan errors": {inc.planErrs, full.planErrs},
 			"last good":   {inc.lastGood, full.lastGood},

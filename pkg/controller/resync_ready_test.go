@@ -60,18 +60,43 @@ func TestResyncKeepsEqualPlans(t *testing.T) {
 	c.Observe(state(10, "pg-test-1", 100, "pg-test-1", "pg-test-2", "pg-test-3"))
 	step(c, false)
 	step(c, false) // the leader seen is an input of the next plan
-	before := c.desired
+	before := c.desired.services()
 	planBefore := c.plan.Clusters[0].Services
 	step(c, true)
 	if c.plans.computed != len(c.inv.Clusters) {
 		t.Fatalf("the resync planned %d clusters of %d", c.plans.computed, len(c.inv.Clusters))
 	}
-	if !sameSlice(before, c.desired) || !sameSlice(planBefore, c.plan.Clusters[0].Services) {
+	if !sameSlice(before, c.desired.services()) || !sameSlice(planBefore, c.plan.Clusters[0].Services) {
 		t.Fatal("a resync with nothing changed made a new desired state")
 	}
 	c.Observe(state(11, "pg-test-2", 100, "pg-test-1", "pg-test-2", "pg-test-3"))
 	step(c, true)
 	if sameSlice(planBefore, c.plan.Clusters[0].Services) || c.plan.Clusters[0].Leader != "pg-test-2" {
 		t.Fatalf("a resync after a change kept the old plan (leader %q)", c.plan.Clusters[0].Leader)
+	}
+}
+
+// TestDesiredConcatenatedWhenTaken: a reconcile hands the workers its
+// desired state as parts; it is concatenated by the worker that takes it,
+// so a state replaced while pending (a burst of reconciles) never is, and
+// a reconcile that changed nothing hands on the same state.
+func TestDesiredConcatenatedWhenTaken(t *testing.T) {
+	c := New(loadInventory(t), []target.Target{&fakeTarget{}}, Options{})
+	c.Observe(state(10, "pg-test-1", 100, "pg-test-1", "pg-test-2", "pg-test-3"))
+	c.ReconcileOnce(false)
+	first := c.desired
+	c.Observe(state(11, "pg-test-2", 100, "pg-test-1", "pg-test-2", "pg-test-3"))
+	c.ReconcileOnce(false)
+	second := c.desired
+	if first == second || first.all != nil || second.all != nil {
+		t.Fatalf("states concatenated before a worker took them (first %v, second %v)", first.all != nil, second.all != nil)
+	}
+	c.ReconcileOnce(false) // nothing changed
+	if c.desired != second {
+		t.Fatal("a reconcile that changed nothing made a new desired state")
+	}
+	step(c, false)
+	if first.all != nil || len(second.all) == 0 || !sameSlice(c.workers[0].applied, second.all) {
+		t.Fatalf("the worker applied %d services; first concatenated %v", len(c.workers[0].applied), first.all != nil)
 	}
 }
