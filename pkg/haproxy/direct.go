@@ -565,6 +565,21 @@ func checkConfig(ctx context.Context, bin, path string) error {
 // that desired does not name, so Apply never drops a section it was not
 // asked about.
 func mergeKept(desired, file []services.Service) []services.Service {
+	// The common case, the file being the last desired (the controller
+	// names every section of its file): desired itself, never modified (a
+	// map of 4,000 names and a copy per apply at 1,000 clusters otherwise).
+	if len(file) == len(desired) {
+		same := true
+		for i := range file {
+			if file[i].Name != desired[i].Name {
+				same = false
+				break
+			}
+		}
+		if same {
+			return desired
+		}
+	}
 	named := map[string]bool{}
 	for _, s := range desired {
 		named[s.Name] = true

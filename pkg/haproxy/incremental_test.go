@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand"
+	"reflect"
 	"testing"
 
 	"github.com/pgsvc/pgsvc/pkg/haproxycfg"
@@ -202,6 +203,48 @@ func TestCheckChangedIsCheck(t *testing.T) {
 		}
 		if got == nil && rng.Intn(2) == 0 {
 			prev = next // as Apply keeps the last desired that passed
+		}
+	}
+}
+
+// mergeKept's shortcut (the file names what desired names, in order) gives
+// what the map-based merge gives: random names, orders and lengths.
+func TestMergeKeptSameAsReference(t *testing.T) {
+	rng := rand.New(rand.NewSource(4))
+	ref := func(desired, file []services.Service) []services.Service {
+		named := map[string]bool{}
+		for _, s := range desired {
+			named[s.Name] = true
+		}
+		out := append([]services.Service(nil), desired...)
+		for _, s := range file {
+			if !named[s.Name] {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	list := func() []services.Service {
+		var out []services.Service
+		for n := rng.Intn(5); n > 0; n-- {
+			out = append(out, services.Service{Name: fmt.Sprint("s", rng.Intn(6)), Port: rng.Intn(3)})
+		}
+		return out
+	}
+	for i := 0; i < 5000; i++ {
+		desired, file := list(), list()
+		if rng.Intn(2) == 0 {
+			file = append([]services.Service(nil), desired...)
+			for j := range file {
+				file[j].Port = 7 // the file's own copy
+			}
+		}
+		got, want := mergeKept(desired, file), ref(desired, file)
+		if len(got) == 0 && len(want) == 0 {
+			continue
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("mergeKept(%v, %v) = %v, want %v", desired, file, got, want)
 		}
 	}
 }
