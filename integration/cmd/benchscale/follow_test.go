@@ -16,9 +16,10 @@ import (
 )
 
 // The follow reads (stateRows: `show servers state` and the backup flags
-// of a full read) find exactly the backends a full read finds not live, on
-// a real HAProxy whose servers go through random admin states and weights
-// (disabled in the file, backup, ready, drain, maint, weight 0).
+// of a full read) find exactly the backends a full read finds not live,
+// the same write fences and the same weights, on a real HAProxy whose
+// servers go through random admin states, health and weights (disabled in
+// the file, backup, ready, drain, maint, health down/up, weight 0).
 func TestStateRowsSameAsFullRead(t *testing.T) {
 	bin, err := exec.LookPath("haproxy")
 	if err != nil {
@@ -71,8 +72,11 @@ func TestStateRowsSameAsFullRead(t *testing.T) {
 	for step := 0; step < 200; step++ {
 		s := servers[rng.Intn(len(servers))]
 		cmd := fmt.Sprintf("set server %s/%s state %s", s.backend, s.name, []string{"ready", "drain", "maint"}[rng.Intn(3)])
-		if rng.Intn(4) == 0 {
+		switch rng.Intn(6) {
+		case 0:
 			cmd = fmt.Sprintf("set server %s/%s weight %d", s.backend, s.name, rng.Intn(2)*100)
+		case 1:
+			cmd = fmt.Sprintf("set server %s/%s health %s", s.backend, s.name, []string{"down", "up"}[rng.Intn(2)])
 		}
 		if out, err := rt.Exec(ctx, cmd); err != nil || strings.TrimSpace(out) != "" {
 			t.Fatalf("%s: %q %v", cmd, out, err)
@@ -95,6 +99,13 @@ func TestStateRowsSameAsFullRead(t *testing.T) {
 			}
 		}
 		fullBad, _ := mismatch(rows, want)
+		fullWeights := weightsOf(rows)
+		var fullFenced []bool
+		for bi := range backends {
+			for m := 1; m <= 3; m++ {
+				fullFenced = append(fullFenced, fenced(rows, fmt.Sprintf("127.90.%d.%d", bi, m)))
+			}
+		}
 		for _, names := range [][]string{nil, backends} {
 			srows, adm, known, err := stateRows(ctx, rt, names, backupOf)
 			if err != nil || !known {
@@ -104,6 +115,18 @@ func TestStateRowsSameAsFullRead(t *testing.T) {
 			bad, _ := mismatch(srows, want)
 			if !reflect.DeepEqual(bad, fullBad) {
 				t.Fatalf("step %d (%s), names %v: follow read finds %v not live, full read %v", step, cmd, names, bad, fullBad)
+			}
+			if w := weightsOf(srows); !reflect.DeepEqual(w, fullWeights) {
+				t.Fatalf("step %d (%s): weights %v, full read %v", step, cmd, w, fullWeights)
+			}
+			var f []bool
+			for bi := range backends {
+				for m := 1; m <= 3; m++ {
+					f = append(f, fenced(srows, fmt.Sprintf("127.90.%d.%d", bi, m)))
+				}
+			}
+			if !reflect.DeepEqual(f, fullFenced) {
+				t.Fatalf("step %d (%s): fenced %v, full read %v", step, cmd, f, fullFenced)
 			}
 		}
 	}
