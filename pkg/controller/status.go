@@ -147,6 +147,7 @@ func (c *Controller) status(full bool) Status {
 		leader = c.opts.LeaderInfo() // outside c.mu: it may be slow
 	}
 	c.mu.Lock()
+	c.takeInbox()
 	now := c.opts.Now()
 	st := Status{Now: now, DryRun: c.opts.DryRun, Inventory: c.inv.File, Leader: leader}
 	for _, ns := range Namespaces(c.inv) {
