@@ -767,16 +767,16 @@ func (b *bench) waitAllLive(ctx context.Context, want wanted, since time.Time, e
 const followEach = 400
 
 // followEvery and followShare pace the follow reads: the next starts
-// followEvery after one ends, or followShare times as long as it took
-// (wholeShare after a read of the whole state, ~50 ms of HAProxy's time at
-// 1,000 clusters, 120 ms under a mass failover's load), whichever is
-// later: HAProxy spends at most a third of a thread on reads of a few
-// backends, a fifth on whole reads, which the controller's own reads and
-// flips share HAProxy with.
+// followEvery after one ends, or followShare times as long as it took,
+// whichever is later. A read's time includes parsing it here: a whole
+// read at 1,000 clusters is ~50 ms of HAProxy's time idle (~25 ms more
+// here), 120-150 ms under a mass failover's load, so HAProxy spends well
+// under a third of a thread on them. (A pause of 4x lost the resolution: a
+// mass failover whose last apply flipped every cluster at once was seen
+// live up to 0.8 s late.)
 const (
 	followEvery = 10 * time.Millisecond
 	followShare = 2
-	wholeShare  = 4
 )
 
 // followStats counts the follow reads of a phase (for the log).
@@ -826,10 +826,6 @@ func (b *bench) followLive(ctx context.Context, want wanted, names []string, dea
 			return time.Time{}, false, err
 		}
 		took := end.Sub(readAt)
-		pause := time.Duration(followShare)
-		if whole {
-			pause = wholeShare
-		}
 		b.follow.reads++
 		b.follow.took += took
 		if whole {
@@ -857,7 +853,7 @@ func (b *bench) followLive(ctx context.Context, want wanted, names []string, dea
 		select {
 		case <-ctx.Done():
 			return time.Time{}, false, ctx.Err()
-		case <-time.After(max(followEvery, pause*took)):
+		case <-time.After(max(followEvery, followShare*took)):
 		}
 	}
 }
