@@ -89,19 +89,19 @@ func stateRows(ctx context.Context, rt *haproxy.Runtime, names []string, backupO
 		}
 	}
 	adm = map[string]bool{}
+	known := true
 	for i, t := range texts {
-		states, err := haproxy.ParseServersState(t)
-		if err != nil {
-			return nil, nil, false, err
-		}
-		for _, st := range states {
+		var bad error
+		perr := eachState(t, func(st haproxy.StateServer) bool {
 			if names != nil && st.Backend != names[i] {
-				return nil, nil, false, fmt.Errorf("show servers state %s answered for %s", names[i], st.Backend)
+				bad = fmt.Errorf("show servers state %s answered for %s", names[i], st.Backend)
+				return false
 			}
 			k := st.Backend + "/" + st.Server
-			bk, known := backupOf[k]
-			if !known {
-				return nil, nil, false, nil
+			bk, ok := backupOf[k]
+			if !ok {
+				known = false
+				return false
 			}
 			// show stat's status starts with DOWN exactly when the
 			// server is stopped (srv_op_state 0) and not in maintenance
@@ -115,9 +115,67 @@ func stateRows(ctx context.Context, rt *haproxy.Runtime, names []string, backupO
 			if inactiveAdmin(st.AdminSt) {
 				adm[k] = true
 			}
+			return true
+		})
+		if perr == nil {
+			perr = bad
+		}
+		if perr != nil || !known {
+			return nil, nil, false, perr
 		}
 	}
 	return rows, adm, true, nil
+}
+
+// eachState calls fn with each server of a `show servers state` answer,
+// as haproxy.ParseServersState has them (backend, server, address, port,
+// operational and admin state, weight) but without building the list (a
+// whole answer at 1,000 clusters is 24,000 lines, read every few hundred
+// ms while following a mass failover), until fn returns false.
+func eachState(text string, fn func(haproxy.StateServer) bool) error {
+	var f [19]string // up to srv_port
+	for n := 1; text != ""; n++ {
+		line := text
+		if i := strings.IndexByte(text, '\n'); i >= 0 {
+			line, text = text[:i], text[i+1:]
+		} else {
+			text = ""
+		}
+		line = strings.TrimSpace(line)
+		if line == "" || line[0] == '#' || (n == 1 && line == "1") {
+			continue
+		}
+		k := 0
+		for rest := line; rest != "" && k < len(f); k++ {
+			rest = strings.TrimLeft(rest, " \t")
+			j := strings.IndexAny(rest, " \t")
+			if j < 0 {
+				f[k], rest = rest, ""
+			} else {
+				f[k], rest = rest[:j], rest[j:]
+			}
+			if f[k] == "" {
+				break
+			}
+		}
+		if k < len(f) {
+			return fmt.Errorf("servers state: line %d: %d fields, want at least %d", n, k, len(f))
+		}
+		st := haproxy.StateServer{Backend: f[1], Server: f[3], Addr: f[4]}
+		var err error
+		for _, c := range []struct {
+			dst *int
+			col int
+		}{{&st.OpState, 5}, {&st.AdminSt, 6}, {&st.UWeight, 7}, {&st.Port, 18}} {
+			if *c.dst, err = strconv.Atoi(f[c.col]); err != nil {
+				return fmt.Errorf("servers state: line %d (%s/%s): column %d: %w", n, st.Backend, st.Server, c.col+1, err)
+			}
+		}
+		if !fn(st) {
+			return nil
+		}
+	}
+	return nil
 }
 
 // backupFlags returns backend/server -> backup of the server rows of a
@@ -149,7 +207,7 @@ func liveOf(rows []haproxy.StatRow, w wanted) wanted {
 		if got[r.Proxy] == nil {
 			got[r.Proxy] = map[string]bool{}
 		}
-		got[r.Proxy][fmt.Sprintf("%s:%d", r.Addr, r.Port)] = r.Backup
+		got[r.Proxy][r.Addr+":"+strconv.Itoa(r.Port)] = r.Backup
 	}
 	return got
 }
