@@ -411,11 +411,24 @@ func (t *Target) applyOnce(ctx context.Context, desired []services.Service) (tar
 		return target.Result{}, err
 	}
 	t.applyPID = st.pid
-	early, err := t.flipsBeforeHealth(ctx, desired, st, hr)
+	early, flipped, err := t.flipsBeforeHealth(ctx, desired, st, hr)
 	if err != nil {
+		if ferr := flipped(); ferr != nil {
+			err = fmt.Errorf("%w; %w", err, ferr)
+		}
 		return target.Result{Changes: early}, err
 	}
+	// The rest goes while the early flips may still be going: it touches
+	// other servers (the write services'), and a new primary's force-up
+	// need not wait for 4,000 read-service flips.
 	res, err := t.applyChanges(ctx, desired, st, early)
+	if ferr := flipped(); ferr != nil {
+		if err == nil {
+			err = ferr
+		} else {
+			err = fmt.Errorf("%w; %w", err, ferr)
+		}
+	}
 	if len(early) > 0 {
 		res.Changes = append(early, res.Changes...)
 	}
@@ -423,7 +436,7 @@ func (t *Target) applyOnce(ctx context.Context, desired []services.Service) (tar
 }
 
 // applyChanges applies what differs from desired in st, but the flips of
-// early (applied already).
+// early (applied, or being applied).
 func (t *Target) applyChanges(ctx context.Context, desired []services.Service, st *state, early []target.Change) (target.Result, error) {
 	changes := withoutFlips(target.Diff(st.current, st.diffSet(desired)), early)
 	blindDetails(changes, st.blind)
@@ -490,10 +503,12 @@ func (t *Target) applyChanges(ctx context.Context, desired []services.Service, s
 // read services no longer wait behind the reads. Only when the apply makes
 // no configuration change (the flips follow a configuration write) and
 // something is read (else they go with the rest, in fewer round trips). It
-// returns the flips applied.
-func (t *Target) flipsBeforeHealth(ctx context.Context, desired []services.Service, st *state, hr *healthRead) ([]target.Change, error) {
+// returns, once the health is read, the flips under way and a function
+// that waits for them to end (and says whether they failed).
+func (t *Target) flipsBeforeHealth(ctx context.Context, desired []services.Service, st *state, hr *healthRead) ([]target.Change, func() error, error) {
+	none := func() error { return nil }
 	if !hr.pending() || st.pid == 0 {
-		return nil, hr.run(ctx)
+		return nil, none, hr.run(ctx)
 	}
 	write := map[string]bool{}
 	for _, d := range desired {
@@ -508,24 +523,24 @@ func (t *Target) flipsBeforeHealth(ctx context.Context, desired []services.Servi
 			}
 		case target.KindForceDown, target.KindForceUp:
 		default:
-			return nil, hr.run(ctx)
+			return nil, none, hr.run(ctx)
 		}
 	}
 	if len(early) == 0 {
-		return nil, hr.run(ctx)
+		return nil, none, hr.run(ctx)
 	}
-	var herr error
-	done := make(chan struct{})
+	done := make(chan error, 1)
 	go func() {
-		defer close(done)
-		herr = hr.run(ctx)
+		_, err := t.applyFlips(ctx, desired, early, nil, nil, nil, st.pid)
+		done <- err
 	}()
-	_, ferr := t.applyFlips(ctx, desired, early, nil, nil, nil, st.pid)
-	<-done
-	if ferr != nil {
-		return early, ferr
+	var ferr error
+	var once sync.Once
+	flipped := func() error {
+		once.Do(func() { ferr = <-done })
+		return ferr
 	}
-	return early, herr
+	return early, flipped, hr.run(ctx)
 }
 
 // withoutFlips drops from changes the set_state changes of done's servers.
