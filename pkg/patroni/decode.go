@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unique"
 
 	"github.com/pgsvc/pgsvc/pkg/haproxyname"
 )
@@ -252,6 +253,17 @@ type memberJSON struct {
 	Pause            any            `json:"pause"`
 }
 
+// canonical returns the one copy of s: a member's role, state and version
+// are a handful of values across a fleet, and a decoded state is kept
+// until its cluster's keys change (a mass failover decodes every member
+// 3-4 times; each copy outlived the garbage around it).
+func canonical(s string) string {
+	if s == "" {
+		return ""
+	}
+	return unique.Make(s).Value()
+}
+
 func decodeMember(name string, value []byte) (*Member, error) {
 	var mj memberJSON
 	trimmed := bytes.TrimSpace(value)
@@ -280,12 +292,12 @@ func decodeMember(name string, value []byte) (*Member, error) {
 	}
 	m := &Member{
 		Name:             name,
-		RawRole:          mj.Role,
+		RawRole:          canonical(mj.Role),
 		Role:             NormalizeRole(mj.Role),
-		State:            mj.State,
-		Version:          mj.Version,
+		State:            canonical(mj.State),
+		Version:          canonical(mj.Version),
 		XLogLocation:     mj.XLogLocation,
-		ReplicationState: mj.ReplicationState,
+		ReplicationState: canonical(mj.ReplicationState),
 		Tags:             mj.Tags,
 		PendingRestart:   truthy(mj.PendingRestart),
 		Pause:            truthy(mj.Pause),

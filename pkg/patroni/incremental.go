@@ -73,6 +73,9 @@ func (d *decoder) put(kv KV) {
 		m = map[string]KV{}
 		d.byScope[scope] = m
 	}
+	if old, ok := m[kv.Key]; ok {
+		kv.Key = old.Key // the copy kept already (a new value, the same key)
+	}
 	m[kv.Key] = kv
 	d.dirty[scope] = true
 }

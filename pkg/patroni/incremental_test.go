@@ -5,6 +5,7 @@ import (
 	"math/rand"
 	"reflect"
 	"testing"
+	"unsafe"
 )
 
 // TestDecoderIsDecode: after random puts and deletes (ordinary and Citus
@@ -169,4 +170,26 @@ func BenchmarkWatcherEventDecode1000(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestDecodedStringsShared: members' roles, states and versions are one
+// copy each across decodes (a decoded state is kept until its cluster's
+// keys change).
+func TestDecodedStringsShared(t *testing.T) {
+	v := func(role string) []byte {
+		return []byte(`{"conn_url":"postgres://10.0.0.1:5432/postgres","api_url":"http://10.0.0.1:8008/patroni","state":"running","role":"` + role + `","version":"3.0.2","replication_state":"streaming"}`)
+	}
+	a, err := decodeMember("a", v("replica"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := decodeMember("b", v(string([]byte("replica"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range [][2]string{{a.RawRole, b.RawRole}, {a.State, b.State}, {a.Version, b.Version}, {a.ReplicationState, b.ReplicationState}} {
+		if p[0] != p[1] || unsafe.StringData(p[0]) != unsafe.StringData(p[1]) {
+			t.Fatalf("%q and %q are two copies", p[0], p[1])
+		}
+	}
 }
