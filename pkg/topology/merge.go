@@ -3,6 +3,7 @@ package topology
 import (
 	"fmt"
 	"sort"
+	"unique"
 
 	"github.com/pgsvc/pgsvc/pkg/patroni"
 )
@@ -166,7 +167,9 @@ func mergeRole(v *View, name, invRole string, live *patroni.Member) (role, reaso
 		if invRole != role {
 			reason += "; inventory says " + invRole
 		}
-		return role, reason
+		// One copy of each text (a few across a fleet): the plan keeps
+		// it, and a mass failover plans every member 3-4 times.
+		return role, unique.Make(reason).Value()
 	case invRole == "primary":
 		return "replica", fmt.Sprintf("not reported by Patroni; inventory primary, but %s %s", v.RoleLeader, leaderVerb(v))
 	default:

@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/jmespath/go-jmespath"
 
@@ -529,5 +530,18 @@ func TestSelectorDocExamples(t *testing.T) {
 	}
 	if n := len(inv.Clusters[0].Services); n != 4+3 {
 		t.Errorf("%d services, want the 4 defaults + 3 examples", n)
+	}
+}
+
+// TestRoleReasonsShared: two merges give their replicas one copy of the
+// role reason (the plan keeps it for every member of the fleet).
+func TestRoleReasonsShared(t *testing.T) {
+	inv := mustParse(t, mergeInventory)
+	c := inv.Cluster("pg-test")
+	st := state("pg-test-2", live("pg-test-1", "127.0.0.11", "replica"), live("pg-test-2", "127.0.0.12", "master"), live("pg-test-3", "127.0.0.13", "replica"))
+	a, b := Merge(c, st, MergeOptions{}), Merge(c, st, MergeOptions{})
+	ra, rb := a.Members[2].RoleReason, b.Members[2].RoleReason
+	if ra == "" || ra != rb || unsafe.StringData(ra) != unsafe.StringData(rb) {
+		t.Fatalf("role reasons %q and %q are two copies", ra, rb)
 	}
 }
