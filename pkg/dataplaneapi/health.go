@@ -3,6 +3,7 @@ package dataplaneapi
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -41,6 +42,9 @@ type healthRead struct {
 	backends []string
 	decided  map[string]health
 	fences   map[string]bool
+	// writable: backend -> the Writable servers whose admin state is read
+	// (see holdState).
+	writable map[string][]string
 }
 
 // pending reports whether run will GET anything.
@@ -123,7 +127,13 @@ func (t *Target) planHealth(sn *snapshot, desired []services.Service, st *state,
 			backends = append(backends, d.Name)
 		}
 	}
-	return &healthRead{t: t, st: st, apply: apply, backends: backends, decided: decided, fences: fences}
+	writable := t.hold.toCheck(desired)
+	for b := range writable {
+		if st.current[b] != nil && !slices.Contains(backends, b) {
+			backends = append(backends, b)
+		}
+	}
+	return &healthRead{t: t, st: st, apply: apply, backends: backends, decided: decided, fences: fences, writable: writable}
 }
 
 // run GETs the backends left by planHealth, readParallel in flight, and
@@ -145,6 +155,16 @@ func (h *healthRead) run(ctx context.Context) error {
 			c, ok := cur.Servers[r.Name]
 			if !ok {
 				continue
+			}
+			if slices.Contains(h.writable[b], r.Name) {
+				if r.AdminState == holdAdmin {
+					if st.found == nil {
+						st.found = map[string]bool{}
+					}
+					st.found[b+"/"+r.Name] = true
+				} else {
+					t.hold.seen(b + "/" + r.Name)
+				}
 			}
 			down := r.OperationalState == "down" && r.AdminState != "maint"
 			switch decided[b+"/"+r.Name] {

@@ -103,7 +103,9 @@ type Target struct {
 	// admin: the twin layout's runtime admin states (see adminCache).
 	admin adminCache
 	// forced: the answers of our own forced health PUTs (see forcedCache).
-	forced     forcedCache
+	forced forcedCache
+	// hold: the drains of held new leaders (see holdState).
+	hold       holdState
 	adminReads AdminReads
 	// synced: what the last successful apply left in sync (nil after a
 	// failed one); syncPrev is it as the current Apply began; applyPID is
@@ -140,6 +142,9 @@ type state struct {
 	// blind: "backend/server" -> why a forced server's health was not read
 	// (it is forced blind; see readHealth).
 	blind map[string]string
+	// found: "backend/server" of Writable servers read in drain (see
+	// holdState): the apply lifts it.
+	found map[string]bool
 	// skip marks (by index in desired) the services left out of this
 	// read and its diff: in sync since the last apply (cleanServices).
 	skip []bool
@@ -300,7 +305,7 @@ func (t *Target) Diff(ctx context.Context, desired []services.Service) ([]target
 	if err != nil {
 		return nil, err
 	}
-	return target.Diff(st.current, desired), nil
+	return t.holdChanges(target.Diff(st.current, desired), desired, st.found), nil
 }
 
 // validate checks desired. prev is a list that passed it before (nil:
@@ -440,6 +445,7 @@ func (t *Target) applyOnce(ctx context.Context, desired []services.Service) (tar
 func (t *Target) applyChanges(ctx context.Context, desired []services.Service, st *state, early []target.Change) (target.Result, error) {
 	changes := withoutFlips(target.Diff(st.current, st.diffSet(desired)), early)
 	blindDetails(changes, st.blind)
+	changes = t.holdChanges(changes, st.diffSet(desired), st.found)
 	res := target.Result{Version: st.version, StatePreserved: st.statePreserved}
 	if len(changes) == 0 {
 		return res, nil
@@ -704,15 +710,44 @@ func (t *Target) forceUp(ctx context.Context, changes []target.Change, pid int64
 // forceHealth forces one server's health and keeps what the answer says
 // (the API reads the server back after the change) for the next applies
 // of HAProxy process pid (see forcedCache).
+//
+// A held new leader is also drained (one PUT: operational state, then
+// admin state), and a server forced UP that this process drained is
+// readied by the same PUT; one found drained otherwise (a new primary: the
+// controller owns drain on a write service's leader) is readied by a
+// second (see holdState).
 func (t *Target) forceHealth(ctx context.Context, c target.Change, up bool, pid int64) error {
 	word := "down"
 	if up {
 		word = "up"
 	}
+	key := c.Backend + "/" + c.Server
+	want := &models.RuntimeServer{OperationalState: word}
+	hold := !up && isHold(c)
+	switch {
+	case hold:
+		want.AdminState = holdAdmin
+	case up && t.hold.isDrained(key):
+		want.AdminState = "ready"
+	}
 	at := t.opts.Now()
-	rs, err := t.c.ReplaceRuntimeServer(ctx, c.Backend, c.Server, &models.RuntimeServer{OperationalState: word})
+	rs, err := t.c.ReplaceRuntimeServer(ctx, c.Backend, c.Server, want)
 	if err != nil {
 		return fmt.Errorf("force %s %s/%s: %w", word, c.Backend, c.Server, err)
+	}
+	if rs != nil && (hold || want.AdminState != "") {
+		t.hold.setDrained(key, rs.AdminState == holdAdmin)
+		t.adminMerge(map[string]map[string]string{c.Backend: {c.Server: rs.AdminState}})
+	}
+	if up && rs != nil && rs.AdminState == holdAdmin {
+		// A drain this process did not set, on the new primary.
+		if rs, err = t.c.ReplaceRuntimeServer(ctx, c.Backend, c.Server, &models.RuntimeServer{AdminState: "ready"}); err != nil {
+			return fmt.Errorf("ready %s/%s (drained, forced up): %w", c.Backend, c.Server, err)
+		}
+		t.adminMerge(map[string]map[string]string{c.Backend: {c.Server: rs.AdminState}})
+	}
+	if up && rs != nil && rs.AdminState != holdAdmin {
+		t.hold.seen(key)
 	}
 	// A server in maint answers down, and leaving maint brings it UP at
 	// once: no record of it.

@@ -239,6 +239,11 @@ func (t *Target) putStates(ctx context.Context, batch []target.Change, answered 
 		if err != nil {
 			return fmt.Errorf("%s/%s: %w", c.Backend, c.Server, err)
 		}
+		if rs != nil && target.StateOf(c) == "ready" && rs.AdminState == "ready" {
+			// A hold's drain lifted (see holdState).
+			t.hold.setDrained(c.Backend+"/"+c.Server, false)
+			t.hold.seen(c.Backend + "/" + c.Server)
+		}
 		if answered != nil && rs != nil && rs.AdminState != "" {
 			mu.Lock()
 			if answered[c.Backend] == nil {
@@ -320,6 +325,9 @@ func (t *Target) verifyFlips(ctx context.Context, desired []services.Service, fl
 				continue
 			}
 			for _, sv := range d.Servers {
+				if sv.ForceDown && sv.HoldDown && !sv.Disabled {
+					continue // held: drained by the hold (see holdState)
+				}
 				want := services.AdminWord(d, sv)
 				if (st[sv.Name] == "ready") != (want == "ready") {
 					wrong = append(wrong, target.Change{Kind: target.KindSetState, Backend: d.Name, Server: sv.Name,

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jmespath/go-jmespath"
 
+	"github.com/pgsvc/pgsvc/pkg/patroni"
 	"github.com/pgsvc/pgsvc/pkg/topology"
 )
 
@@ -286,6 +287,8 @@ func server(v *topology.View, def *topology.ServiceDef, m *topology.MemberView, 
 		sv.ForceUp = true
 		sv.Reason = intern(sv.Reason + "; forced UP: it just took the leader key and Patroni reports it running as primary")
 	}
+	sv.Writable = WriteCheck(def.Check) && !m.Fenced && v.Leader != "" && m.Name == v.Leader &&
+		m.Live != nil && m.Live.Role == patroni.RolePrimary && m.Live.State == "running"
 	return sv
 }
 

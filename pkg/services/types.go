@@ -61,6 +61,12 @@ type Server struct {
 	// whose PostgreSQL is not read-write yet) and a forced DOWN resets their
 	// rise count. Targets never set it on what they read.
 	HoldDown bool `json:"hold_down,omitempty"`
+	// Writable is set, in a write service, on the server of the member
+	// that holds the leader key, is not fenced and that Patroni reports
+	// running as primary (read-write). Targets that hold a new leader with
+	// an admin state (the Data Plane API driver's drain) lift one they
+	// find on it, even one a crashed controller left behind.
+	Writable bool `json:"-"`
 	// Disabled marks an inactive twin (LayoutTwins): `disabled` in the
 	// file, admin state drain or maint at runtime (Service.InactiveState).
 	Disabled bool `json:"disabled,omitempty"`

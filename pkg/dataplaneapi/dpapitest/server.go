@@ -1315,12 +1315,29 @@ func (s *Server) runtimeServers(method string, p []string, q url.Values, body []
 		if e := decode(body, &rs); e != nil {
 			return answer{}, e
 		}
-		if rs.AdminState != "" {
-			key := backend + "/" + m.Name
-			if rs.AdminState == "ready" && s.admin[key] == "maint" {
-				// Observed (3.2.0 over 2.6): leaving maintenance marks the
-				// server UP at once, until its first check says otherwise.
+		// As the real handler (2.9.9, 3.2.0): the operational state
+		// first, sent only when it differs from the server's, then the
+		// admin state, then the server read back; a PUT with one of them
+		// leaves the other alone.
+		key := backend + "/" + m.Name
+		before := s.runtimeView(backend, i, m)
+		shown := ""
+		if rs.OperationalState != "" && rs.OperationalState != before.OperationalState {
+			// Observed: accepted, shown once, undone by the next good checks.
+			// The double's checks are "good" unless SetOperationalState said
+			// otherwise; forcing "up" ends such a simulated failure.
+			if rs.OperationalState == "up" {
 				delete(s.oper, key)
+			}
+			shown = rs.OperationalState
+		}
+		if rs.AdminState != "" {
+			if rs.AdminState != "maint" && s.admin[key] == "maint" {
+				// Observed (2.9.9 and 3.2.0 over 2.6): leaving maintenance,
+				// to ready or drain, marks the server UP at once, until its
+				// first check says otherwise.
+				delete(s.oper, key)
+				shown = ""
 			}
 			s.admin[key] = rs.AdminState
 			if h := s.held[key]; h != "" {
@@ -1328,14 +1345,8 @@ func (s *Server) runtimeServers(method string, p []string, q url.Values, body []
 			}
 		}
 		v := s.runtimeView(backend, i, m)
-		if rs.OperationalState != "" {
-			// Observed: accepted, shown once, undone by the next good checks.
-			// The double's checks are "good" unless SetOperationalState said
-			// otherwise; forcing "up" ends such a simulated failure.
-			if rs.OperationalState == "up" {
-				delete(s.oper, backend+"/"+m.Name)
-			}
-			v.OperationalState = rs.OperationalState
+		if shown != "" && v.AdminState != "maint" {
+			v.OperationalState = shown
 		}
 		return answer{status: 200, body: v}, nil
 	}
