@@ -235,7 +235,10 @@ func (w *Watcher) watch(ctx context.Context, out chan<- Snapshot, dec *decoder, 
 	// instead of leaving us on a partitioned member's stale data.
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	wch := w.cli.Watch(wctx, w.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithPrevKV())
+	// No WithPrevKV: nothing reads the previous values, and etcd looks each
+	// one up in its backend, one event after another, before it sends the
+	// events (a mass failover's 5,000 key changes at 1,000 clusters).
+	wch := w.cli.Watch(wctx, w.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
 	resync := time.NewTimer(w.opts.ResyncInterval)
 	defer resync.Stop()
 	for {
