@@ -202,7 +202,27 @@ func ControllerOptions(cfg *config.Config, log *zap.Logger) controller.Options {
 		FenceHold: cfg.Controller.FenceHold.Duration, PromoteWindow: cfg.Controller.PromoteWindow.Duration,
 		PatroniCAFile:  cfg.Controller.PatroniCAFile,
 		IncludeUnknown: cfg.IncludeUnknown, DryRun: cfg.DryRun, HistorySize: cfg.Controller.HistorySize,
+		RuntimeRoles: runtimeRoles(cfg),
 	}
+}
+
+// runtimeRoles reports whether every target of cfg has the twins layout,
+// where a role change is applied at runtime, never by a reload.
+func runtimeRoles(cfg *config.Config) bool {
+	n := 0
+	for _, d := range cfg.Direct {
+		if d.Layout != "twins" {
+			return false
+		}
+		n++
+	}
+	for _, d := range cfg.DataPlaneAPI {
+		if d.Layout != "twins" {
+			return false
+		}
+		n++
+	}
+	return n > 0
 }
 
 // reloadInventory re-reads and validates the inventory; a bad file is

@@ -60,6 +60,38 @@ func TestEveryControllerSettingIsPassedOn(t *testing.T) {
 	}
 }
 
+// TestRuntimeRolesOnlyWhenEveryTargetIsTwins: the controller stops holding
+// role changes back for a new primary (controller.Options.RuntimeRoles)
+// only when no target would reload for them.
+func TestRuntimeRolesOnlyWhenEveryTargetIsTwins(t *testing.T) {
+	tests := []struct {
+		name   string
+		direct []string
+		api    []string
+		want   bool
+	}{
+		{"no target", nil, nil, false},
+		{"direct twins", []string{"twins"}, nil, true},
+		{"direct pigsty by default", []string{""}, nil, false},
+		{"api twins", nil, []string{"twins"}, true},
+		{"all twins", []string{"twins", "twins"}, []string{"twins"}, true},
+		{"one pigsty direct", []string{"twins", "pigsty"}, []string{"twins"}, false},
+		{"one pigsty api", []string{"twins"}, []string{"twins", ""}, false},
+	}
+	for _, tt := range tests {
+		cfg := config.Default()
+		for _, l := range tt.direct {
+			cfg.Direct = append(cfg.Direct, config.Direct{Layout: l})
+		}
+		for _, l := range tt.api {
+			cfg.DataPlaneAPI = append(cfg.DataPlaneAPI, config.DataPlaneAPI{Layout: l})
+		}
+		if got := ControllerOptions(cfg, zap.NewNop()).RuntimeRoles; got != tt.want {
+			t.Errorf("%s: RuntimeRoles = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
 // TestServeRefusesWhatPlanRejects (issue 12 row 10): run loads the
 // inventory with the same check as plan, so it does not start on an
 // inventory whose selectors cannot produce services.

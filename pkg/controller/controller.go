@@ -78,6 +78,13 @@ type Options struct {
 	Metrics Metrics
 	// LeaderInfo, when set, says which controller instance applies (HA).
 	LeaderInfo func() *LeaderStatus
+	// RuntimeRoles says every target applies a role change at runtime (the
+	// twins layout, docs/twins.md): a cluster's role changes are then not
+	// held back while its new primary comes on (holdRoles), as that hold
+	// only keeps a reload from delaying the new primary's force-up. A mass
+	// failover's role flips no longer wait for 1,000 new primaries to be
+	// confirmed (up to maxRoleHold each).
+	RuntimeRoles bool
 }
 
 func (o *Options) defaults() {

@@ -750,14 +750,16 @@ func (t *transition) holding(now time.Time) bool {
 // only weights and force-ups from the new plan: a membership or backup
 // change needs a reload (hundreds of milliseconds), which would hold up
 // the force-up of the new primary that comes a moment later. Then both go
-// in one apply, the force-up first. Call with c.mu held.
+// in one apply, the force-up first. Not when every target applies role
+// changes at runtime (Options.RuntimeRoles): there is no reload to spare,
+// and a held role change is only later. Call with c.mu held.
 func (c *Controller) holdRoles(cl string, computed []services.Service, now time.Time) []services.Service {
 	out := computed
 	t := c.tx.active[cl]
 	prev, ok := c.tx.lastDesired[cl]
 	if t != nil {
 		t.held = false
-		if ok && t.holding(now) {
+		if ok && !c.opts.RuntimeRoles && t.holding(now) {
 			out = overlayRuntime(prev, computed)
 			t.held = !sameDesired(out, computed)
 			if t.held {

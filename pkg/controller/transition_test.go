@@ -415,6 +415,51 @@ func TestTransitionRoleHoldBounded(t *testing.T) {
 	}
 }
 
+// TestRuntimeRolesNotHeld: when every target applies role changes at
+// runtime (Options.RuntimeRoles, the twins layout), a new leader that is not
+// read-write yet does not hold the role changes back: they are applied
+// while the write services still hold it DOWN (pending), and it is never
+// forced UP. The controller's clock stops when the key moves, so a role
+// hold (maxRoleHold by that clock) would never end.
+func TestRuntimeRolesNotHeld(t *testing.T) {
+	all := []string{"pg-test-1", "pg-test-2", "pg-test-3"}
+	a := apis{"pg-test-1": newFakeAPI(t, 200, "master"), "pg-test-2": newFakeAPI(t, 503, "replica"),
+		"pg-test-3": newFakeAPI(t, 503, "replica")}
+	ft := &fakeTarget{}
+	var clockMu sync.Mutex
+	var frozen time.Time
+	now := func() time.Time {
+		clockMu.Lock()
+		defer clockMu.Unlock()
+		if !frozen.IsZero() {
+			return frozen
+		}
+		return time.Now()
+	}
+	c := New(loadInventory(t), []target.Target{ft}, Options{ProbeInterval: 5 * time.Millisecond, Debounce: time.Millisecond,
+		FenceHold: 300 * time.Millisecond, PromoteWindow: 10 * time.Second, PatroniCAFile: "/nonexistent",
+		RuntimeRoles: true, Now: now})
+	runUntilEnd(t, c)
+	c.Observe(a.with(state(10, "pg-test-1", 1, all...), ""))
+	eventually(t, "first apply", func() bool { return ft.count() == 1 })
+	a["pg-test-1"].set(503, "replica")
+	a["pg-test-2"].set(200, "replica") // /primary 200, still read-only: pending
+	clockMu.Lock()
+	frozen = time.Now()
+	clockMu.Unlock()
+	c.Observe(a.with(state(11, "pg-test-2", 1, all...), patroni.RolePromoted))
+	eventually(t, "the roles applied without a hold", func() bool { return backups(ft.last(), "pg-test-replica") == "pg-test-2" })
+	last := ft.last()
+	if !forcedDown(last, "pg-test-primary", "pg-test-2") {
+		t.Errorf("new leader not held DOWN in the write service while not read-write: %+v", last)
+	}
+	for _, applied := range ft.all() {
+		if f := forcedUp(applied, "pg-test-primary"); f != "" {
+			t.Errorf("forced up %q, never read-write", f)
+		}
+	}
+}
+
 // gatedTarget is a fakeTarget whose applies wait while the gate is closed
 // (a slow reload).
 type gatedTarget struct {
