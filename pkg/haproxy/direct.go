@@ -87,6 +87,8 @@ type Direct struct {
 	checkIncremental bool
 	// incremental counts the applies diffed incrementally (tests).
 	incremental int
+	// earlyFlipped lists the servers flipped early, "backend/server" (tests).
+	earlyFlipped []string
 }
 
 var _ target.Target = (*Direct)(nil)
@@ -263,8 +265,16 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 	}
 	d.validated = desired
 	ph.mark("check")
-	snap, err := d.readFor(ctx, desired)
+	snap, health, err := d.readBase(ctx, desired)
 	if err != nil {
+		return target.Result{}, err
+	}
+	// While the live health of the write services is read (2,000 backends
+	// in a 1,000-cluster mass failover), the flips of the services that
+	// take no writes go out on a connection of their own (earlyFlips).
+	early, taken, earlyDone := d.startEarlyFlips(ctx, snap, health, desired)
+	defer earlyDone()
+	if err := d.readHealth(ctx, snap, health); err != nil {
 		return target.Result{}, err
 	}
 	ph.mark("read")
@@ -296,14 +306,20 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 			return res, err
 		}
 		// Until it is all applied and read back, what runs is not known.
-		saved := d.takeCache()
+		var saved cacheState
+		if taken != nil {
+			saved = *taken // by the early flips
+		} else {
+			saved = d.takeCache()
+		}
 		// The write fence first: no write must reach the old primary.
 		if err := d.forceDown(ctx, changes, &res); err != nil {
 			return res, err
 		}
 		// Twins: incoming twins ready first, then weights, then outgoing
-		// twins down, so a backend never has zero active servers.
-		ups, downs := flipsOf(changes)
+		// twins down, so a backend never has zero active servers. (The
+		// early flips, each backend's also in that order, are under way.)
+		ups, downs := flipsOf(withoutFlips(changes, early))
 		if err := d.rt.SetStates(ctx, ups); err != nil {
 			return res, fmt.Errorf("apply set_state: %w", err)
 		}
@@ -337,7 +353,14 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 		if err := d.forceUp(ctx, snap.pid, changes, &res); err != nil {
 			return res, err
 		}
+		// What the early flips did is read back with the rest.
+		if err := earlyDone(); err != nil {
+			return res, err
+		}
 		ph.mark("runtime")
+		if len(early) > 0 {
+			ph.steps = append(ph.steps, zap.Int("early_flips", len(early)))
+		}
 		if err := d.verifyStates(ctx, desired, changes); err != nil {
 			return res, err
 		}
@@ -362,7 +385,12 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 		return res, nil
 	}
 
-	// A reload: the next read is a full one.
+	// A reload: the next read is a full one. (Early flips, if any, are
+	// runtime changes of desired's: done before the state dump.)
+	if err := earlyDone(); err != nil {
+		res.Duration = time.Since(start)
+		return res, err
+	}
 	d.forgetCache()
 	cfg := d.render.Render(all, d.renderOptions())
 	if err := probeBinds(desired, snap.current); err != nil {

@@ -71,8 +71,22 @@ func (d *Direct) Reads() ReadStats {
 // one (plus live health where desired may force a server UP) when still
 // valid, else a full read.
 func (d *Direct) readFor(ctx context.Context, desired []services.Service) (*snapshot, error) {
-	if err := d.check(); err != nil {
+	snap, health, err := d.readBase(ctx, desired)
+	if err != nil {
 		return nil, err
+	}
+	if err := d.readHealth(ctx, snap, health); err != nil {
+		return nil, err
+	}
+	return snap, nil
+}
+
+// readBase is readFor without the live health of a cached snapshot: it
+// returns the backends whose health readHealth is to read into snap (their
+// servers are snap's own copies); none after a full read, which has it.
+func (d *Direct) readBase(ctx context.Context, desired []services.Service) (*snapshot, []string, error) {
+	if err := d.check(); err != nil {
+		return nil, nil, err
 	}
 	pid, perr := d.rt.WorkerPID(ctx)
 	fi, ferr := os.Stat(d.opts.ConfigPath)
@@ -101,7 +115,7 @@ func (d *Direct) readFor(ctx context.Context, desired []services.Service) (*snap
 		}
 		full, err := d.read(ctx)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		// The pid the full read belongs to: a reload between the two reads
 		// only makes the next read full again.
@@ -124,7 +138,7 @@ func (d *Direct) readFor(ctx context.Context, desired []services.Service) (*snap
 		if perr == nil {
 			full.pid = pid
 		}
-		return full, nil
+		return full, nil, nil
 	}
 	d.cache.mu.Lock()
 	d.reads.Cached++
@@ -141,23 +155,29 @@ func (d *Direct) readFor(ctx context.Context, desired []services.Service) (*snap
 			out.current[s.Name] = cloneBackend(b)
 		}
 	}
-	if len(health) > 0 {
-		states, err := d.serversState(ctx, health)
-		if err != nil {
-			return nil, fmt.Errorf("read health: %w", err)
+	return out, health, nil
+}
+
+// readHealth reads the live health (DOWN) of backends into snap (readBase).
+func (d *Direct) readHealth(ctx context.Context, snap *snapshot, backends []string) error {
+	if len(backends) == 0 {
+		return nil
+	}
+	states, err := d.serversState(ctx, backends)
+	if err != nil {
+		return fmt.Errorf("read health: %w", err)
+	}
+	for _, st := range states {
+		b := snap.current[st.Backend]
+		if b == nil {
+			continue
 		}
-		for _, st := range states {
-			b := out.current[st.Backend]
-			if b == nil {
-				continue
-			}
-			if sv, ok := b.Servers[st.Server]; ok {
-				sv.Down = st.OpState == 0 && AdminWord(st.AdminSt) != "maint"
-				b.Servers[st.Server] = sv
-			}
+		if sv, ok := b.Servers[st.Server]; ok {
+			sv.Down = st.OpState == 0 && AdminWord(st.AdminSt) != "maint"
+			b.Servers[st.Server] = sv
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // serversState runs `show servers state B` for each backend over one

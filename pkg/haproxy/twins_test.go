@@ -263,3 +263,90 @@ func (d *Direct) expireCache() {
 	d.cache.fullAt = time.Time{}
 	d.cache.mu.Unlock()
 }
+
+// TestTwinsEarlyFlips: in an apply that reads the live health of write
+// services (a write fence, a new primary forced UP), the flips of the
+// services that take no writes go out while that health is read, and only
+// theirs: a write service's twins (maint) and its fences and force-ups go
+// in the apply's own order. Everything is read back and kept in the cache
+// (no full read), and the next apply finds nothing to do.
+func TestTwinsEarlyFlips(t *testing.T) {
+	r := startRig(t)
+	ctx := context.Background()
+	m1 := newMember(t, "pg-t-1", "127.0.0.41", "primary")
+	m2 := newMember(t, "pg-t-2", "127.0.0.42", "replica")
+	pp, rp, wp := freePort(t, frontIP), freePort(t, frontIP), freePort(t, frontIP)
+	// The twins follow primary; the members' REST APIs (their checks) stay
+	// as they are, so the fence finds the old primary UP.
+	desired := func(primary, fence, up string) []services.Service {
+		svcs := twinCluster(pp, rp, m1, m2)
+		for i := range svcs[1].Servers {
+			sv := &svcs[1].Servers[i]
+			sv.Disabled = (sv.Member == primary) != sv.Backup
+		}
+		// A write service with role-dependent membership: twins in maint.
+		w := svcs[1]
+		w.Name, w.Service, w.Port, w.Check = "pg-t-writer", "writer", wp, "/primary"
+		w.Servers = append([]services.Server(nil), w.Servers...)
+		for i := range svcs[0].Servers {
+			sv := &svcs[0].Servers[i]
+			sv.ForceDown, sv.ForceUp = sv.Name == fence, sv.Name == up
+		}
+		for i := range w.Servers {
+			sv := &w.Servers[i]
+			// Only the primary's normal twin is active; the fence and the
+			// force-up ride on a member's active twin.
+			sv.Disabled = sv.Member != primary || sv.Backup
+			sv.ForceDown, sv.ForceUp = !sv.Disabled && sv.Member == fence, !sv.Disabled && sv.Member == up
+		}
+		return append(svcs, w)
+	}
+	if _, err := r.direct.Apply(ctx, desired("pg-t-1", "", "")); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := r.direct.Apply(ctx, desired("pg-t-1", "", "")); err != nil || len(res.Changes) != 0 {
+		t.Fatalf("second apply: %+v %v, want nothing to do", res, err)
+	}
+	r.waitStatus(t, map[string]bool{"pg-t-primary/pg-t-1": true, "pg-t-writer/pg-t-1": true})
+	full := r.direct.Reads().Full
+	// A failover: pg-t-1 fenced, pg-t-2 the new primary forced UP (its
+	// checks pass from now on, pg-t-1's fail once it is fenced).
+	m2.setRole("primary")
+	res, err := r.direct.Apply(ctx, desired("pg-t-2", "pg-t-1", "pg-t-2"))
+	m1.setRole("replica")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(r.direct.earlyFlipped, " ")
+	if want := "pg-t-replica/pg-t-1 pg-t-replica/pg-t-2.backup pg-t-replica/pg-t-1.backup pg-t-replica/pg-t-2"; got != want {
+		t.Errorf("early flips %q, want %q (readies first, the replica service only)", got, want)
+	}
+	if res.Reloaded || !target.RuntimeOnly(res.Changes) || res.ForcedDown.IsZero() {
+		t.Errorf("failover: %+v, want runtime changes with a fence", res)
+	}
+	for _, k := range []string{"set_state:pg-t-replica/pg-t-1", "set_state:pg-t-writer/pg-t-1", "set_state:pg-t-writer/pg-t-2", "force_down:pg-t-primary/pg-t-1"} {
+		if !strings.Contains(kinds(res.Changes), k) {
+			t.Errorf("changes %s lack %s", kinds(res.Changes), k)
+		}
+	}
+	wantAdmins(t, r, map[string]string{"pg-t-1": "ready", "pg-t-1.backup": "drain", "pg-t-2": "drain", "pg-t-2.backup": "ready"})
+	if got := r.admins(t, "pg-t-writer"); got["pg-t-2"] != "ready" || got["pg-t-1"] != "maint" || got["pg-t-1.backup"] != "maint" || got["pg-t-2.backup"] != "maint" {
+		t.Errorf("writer admin states %v", got)
+	}
+	st := r.stat(t)
+	if row := st["pg-t-primary/pg-t-1"]; !strings.HasPrefix(row.Status, "DOWN") {
+		t.Errorf("fenced old primary: %q, want DOWN", row.Status)
+	}
+	if row := st["pg-t-primary/pg-t-2"]; row.Status != "UP" {
+		t.Errorf("new primary: %q, want UP", row.Status)
+	}
+	if n := r.direct.Reads().Full; n != full {
+		t.Errorf("%d full reads in the failover", n-full)
+	}
+	if again, err := r.direct.Apply(ctx, desired("pg-t-2", "pg-t-1", "pg-t-2")); err != nil || len(again.Changes) != 0 {
+		t.Errorf("apply again: %s %v, want nothing to do (the early flips kept in the cache)", kinds(again.Changes), err)
+	}
+	if n := r.direct.Reads().Full; n != full {
+		t.Errorf("%d full reads after the failover", n-full)
+	}
+}

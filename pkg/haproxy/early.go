@@ -1,0 +1,105 @@
+package haproxy
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/pgsvc/pgsvc/pkg/services"
+	"github.com/pgsvc/pgsvc/pkg/target"
+)
+
+// earlyFlips returns the set_state changes of the services that take no
+// writes (a check that is not /primary-like) and want no live health,
+// diffed against snap before its health is read: those depend on no health
+// and bring no primary UP, so no write fence need precede them. None unless
+// snap is in step with a base of desired's shape (a full diff may also
+// remove services), or when any change of those services is not a flip (a
+// server added or removed: the apply may reload, and everything goes in
+// order). The diff of these services does not depend on the health read
+// (readHealth and forcedUp.settle touch only services that want it), so
+// the apply's own diff finds the same changes for them.
+func (d *Direct) earlyFlips(snap *snapshot, desired []services.Service) []target.Change {
+	base := snap.base
+	if base == nil || len(base) != len(desired) {
+		return nil
+	}
+	var out []target.Change
+	for i := range desired {
+		s := &desired[i]
+		if services.WriteCheck(s.Check) || target.WantsHealth(*s) || services.Equal(&base[i], s) {
+			continue
+		}
+		for _, c := range target.Diff(snap.current, desired[i:i+1]) {
+			if c.Kind != target.KindSetState {
+				return nil
+			}
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// startEarlyFlips starts the early flips (earlyFlips) of an apply whose
+// snapshot still needs the live health of the backends health (a cached
+// read): over a connection of their own, activations first then
+// deactivations (per backend, as every apply does), while the caller reads
+// the health and fences. It returns them and a function that waits for
+// them to end and returns their error (the same each call; nothing to wait
+// for when none were started). The read cache is emptied first (taken:
+// what it held is returned, for keepCache): until the apply keeps what it
+// did, the next read is a full one.
+func (d *Direct) startEarlyFlips(ctx context.Context, snap *snapshot, health []string, desired []services.Service) ([]target.Change, *cacheState, func() error) {
+	none := func() error { return nil }
+	if !snap.cached || len(health) == 0 {
+		return nil, nil, none
+	}
+	early := d.earlyFlips(snap, desired)
+	if len(early) == 0 {
+		return nil, nil, none
+	}
+	if err := target.CheckWrite(ctx); err != nil {
+		return nil, nil, func() error { return err }
+	}
+	saved := d.takeCache()
+	ups, downs := flipsOf(early)
+	for _, f := range append(ups[:len(ups):len(ups)], downs...) {
+		d.earlyFlipped = append(d.earlyFlipped, f.Backend+"/"+f.Server)
+	}
+	done := make(chan error, 1)
+	go func() {
+		err := d.rt.SetStates(ctx, ups)
+		if err == nil {
+			err = d.rt.SetStates(ctx, downs)
+		}
+		if err != nil {
+			err = fmt.Errorf("apply set_state (services that take no writes): %w", err)
+		}
+		done <- err
+	}()
+	var once sync.Once
+	var ferr error
+	return early, &saved, func() error {
+		once.Do(func() { ferr = <-done })
+		return ferr
+	}
+}
+
+// withoutFlips drops from changes the set_state changes of done's servers.
+func withoutFlips(changes, done []target.Change) []target.Change {
+	if len(done) == 0 {
+		return changes
+	}
+	skip := make(map[[2]string]bool, len(done))
+	for _, c := range done {
+		skip[[2]string{c.Backend, c.Server}] = true
+	}
+	out := make([]target.Change, 0, len(changes))
+	for _, c := range changes {
+		if c.Kind == target.KindSetState && skip[[2]string{c.Backend, c.Server}] {
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
+}
