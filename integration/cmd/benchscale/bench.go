@@ -139,7 +139,12 @@ type result struct {
 	cpuCtl   float64 // fraction of one core while idle
 	cpuAPI   float64
 	cpuHAP   float64
-	rss, hwm float64 // controller MB
+	// rssIdle is the controller's RSS at the end of the idle window
+	// (probed by /readyz once a second, as an orchestrator would), read
+	// before the phase's closing reads: those scrape /metrics three times
+	// and read back the state, and their garbage is there in rss.
+	rssIdle  float64
+	rss, hwm float64 // controller MB, after the closing reads; peak
 	apiRSS   float64
 	hapRSS   float64 // current worker
 	version  string
@@ -550,6 +555,7 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 	}
 	tick.Stop()
 	res.idleFor = time.Since(t0)
+	res.rssIdle, _ = procStatus(b.controller.pid())
 	cpu1 := b.cpu(ctx)
 	res.idle.name = "idle"
 	res.idle.took = res.idleFor
@@ -1211,7 +1217,7 @@ func (r *result) print(w io.Writer) {
 	}
 	row("idle: /readyz not ready", "%d of %d samples", r.notReady, r.samples)
 	row("idle: CPU (share of one core) controller / API / HAProxy", "%.1f%% / %.1f%% / %.1f%%", 100*r.cpuCtl, 100*r.cpuAPI, 100*r.cpuHAP)
-	row("controller RSS now / peak", "%.0f MB / %.0f MB", r.rss, r.hwm)
+	row("controller RSS idle / after the closing scrapes / peak", "%.0f MB / %.0f MB / %.0f MB", r.rssIdle, r.rss, r.hwm)
 	if r.o.driver != "direct" {
 		row("Data Plane API RSS", "%.0f MB", r.apiRSS)
 	}
@@ -1219,7 +1225,7 @@ func (r *result) print(w io.Writer) {
 }
 
 // rowHeader is the header of the rows -out appends.
-const rowHeader = "| driver | N | ready / live | switchover → live (weights at plan; controller's apply ended) | release → fence (old primary DOWN) | weights ≠ plan after switchover / mass | API req. switchover | mass failover → live | API req. mass failover | reloads init/switch/mass/idle | idle API req./min | idle not-ready | old workers | controller RSS (peak) | idle CPU ctl/API/HAProxy | notes |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+const rowHeader = "| driver | N | ready / live | switchover → live (weights at plan; controller's apply ended) | release → fence (old primary DOWN) | weights ≠ plan after switchover / mass | API req. switchover | mass failover → live | API req. mass failover | reloads init/switch/mass/idle | idle API req./min | idle not-ready | old workers | controller RSS idle, after scrapes (peak) | idle CPU ctl/API/HAProxy | notes |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
 
 func (r *result) appendRow(path string) error {
 	_, statErr := os.Stat(path)
@@ -1238,10 +1244,10 @@ func (r *result) appendRow(path string) error {
 		idle = fmt.Sprintf("%.0f", float64(r.idle.requests)/r.idleFor.Minutes())
 	}
 	old := max(r.initial.oldWorkers, r.switchov.oldWorkers, r.mass.oldWorkers, r.idle.oldWorkers)
-	_, err = fmt.Fprintf(f, "| %s | %d | %s / %s | %s (%s) | %s | %d / %d | %s | %s | %s | %d/%d/%d/%d | %s | %d of %d | %d | %.0f MB (%.0f MB) | %.0f%% / %.0f%% / %.0f%% | %s |\n",
+	_, err = fmt.Fprintf(f, "| %s | %d | %s / %s | %s (%s) | %s | %d / %d | %s | %s | %s | %d/%d/%d/%d | %s | %d of %d | %d | %.0f, %.0f MB (%.0f MB) | %.0f%% / %.0f%% / %.0f%% | %s |\n",
 		r.driverName(), r.o.n, ms(r.initial.ready), ms(r.initial.took), ms(r.switchov.took), liftText(r.switchov.settled)+"; "+ms(r.switchApplied), fenceText(r.fence),
 		r.switchov.offWeight, r.mass.offWeight, r.reqs(r.switchov), liftText(r.mass.took), r.reqs(r.mass),
 		r.initial.reloads, r.switchov.reloads, r.mass.reloads, r.idle.reloads, idle, r.notReady, r.samples, old,
-		r.rss, r.hwm, 100*r.cpuCtl, 100*r.cpuAPI, 100*r.cpuHAP, strings.TrimSpace(r.o.label+" "+r.machine))
+		r.rssIdle, r.rss, r.hwm, 100*r.cpuCtl, 100*r.cpuAPI, 100*r.cpuHAP, strings.TrimSpace(r.o.label+" "+r.machine))
 	return err
 }
