@@ -39,12 +39,19 @@ type Server struct {
 	Address   string `json:"address"`
 	Port      int    `json:"port"`
 	CheckPort int    `json:"check_port"`
+	// CAFile is what CheckSSL checks Patroni's certificate against.
+	CAFile string `json:"ca_file,omitempty"`
+	Weight int    `json:"weight"`
 	// CheckSSL checks Patroni over TLS against CAFile (patroni_ssl_enabled:
 	// "check-ssl ca-file /pg/cert/ca.crt" before "check port").
-	CheckSSL bool   `json:"check_ssl,omitempty"`
-	CAFile   string `json:"ca_file,omitempty"`
-	Weight   int    `json:"weight"`
-	Backup   bool   `json:"backup"`
+	//
+	// The bools come in two runs (after Weight, after Reason) so that a
+	// Server is 136 bytes, not 152: a 1,000-cluster fleet keeps ~70,000
+	// of them (plans, twin layouts, a driver's read). JSON follows the
+	// field order: ca_file now comes before weight, check_ssl after it
+	// (both omitempty); a decoder reads them by name.
+	CheckSSL bool `json:"check_ssl,omitempty"`
+	Backup   bool `json:"backup"`
 	// ForceUp asks the target to mark the server UP at once if its health
 	// check still has it DOWN: in a write service, the member that just took
 	// the leader key and that Patroni reports running as primary. Saves the
@@ -75,6 +82,8 @@ type Server struct {
 	// Admin is the runtime admin state a target read back: "ready",
 	// "drain" or "maint" ("" = not read). Never set in desired.
 	Admin string `json:"-"`
+	// Reason says why the server is in the service and why it is (not) backup.
+	Reason string `json:"reason"`
 	// Unconfirmed is set on Build's candidates when the DCS has live data
 	// for the cluster but does not report this member running: Twins never
 	// activates its twins (`ready` is UP at once, before any check).
@@ -82,8 +91,6 @@ type Server struct {
 	// Down is set by targets on servers they read back: the live health
 	// check has the server DOWN (not in maintenance). Never set in desired.
 	Down bool `json:"-"`
-	// Reason says why the server is in the service and why it is (not) backup.
-	Reason string `json:"reason"`
 	// Selected is true when the member matched the service's selector; a
 	// backup server with Selected=false was added by the backup selector only.
 	Selected bool `json:"selected"`
