@@ -132,6 +132,14 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 			return t.forceHealth(ctx, f, false, pid)
 		}
 		if promoted[key] && rs != nil && rs.AdminState == "ready" {
+			if rs.OperationalState == "down" {
+				// Readied DOWN: a held twin (kept in maint by the hold,
+				// its health forced DOWN) leaves maint DOWN (measured on
+				// 2.9.9 and 3.2.0). Force it UP now, the first force UP
+				// of this promotion.
+				return t.forceHealth(ctx, target.Change{Kind: target.KindForceUp, Backend: c.Backend, Server: c.Server,
+					Detail: "health DOWN -> UP: the new primary, per Patroni", Runtime: true}, true, pid)
+			}
 			// A new primary readied comes UP at once: as if we had
 			// forced it UP (its checks decide after it).
 			t.forced.record(key, true, rs.OperationalState, t.opts.Now(), pid)
