@@ -143,11 +143,15 @@ type result struct {
 	// (probed by /readyz once a second, as an orchestrator would), read
 	// before the phase's closing reads: those scrape /metrics three times
 	// and read back the state, and their garbage is there in rss.
-	rssIdle  float64
-	rss, hwm float64 // controller MB, after the closing reads; peak
-	apiRSS   float64
-	hapRSS   float64 // current worker
-	version  string
+	rssIdle float64
+	// heapInuse, heapAlloc: the controller's Go heap (its /metrics, read
+	// after rssIdle), MB: spans in use, and objects (live and not yet
+	// collected).
+	heapInuse, heapAlloc float64
+	rss, hwm             float64 // controller MB, after the closing reads; peak
+	apiRSS               float64
+	hapRSS               float64 // current worker
+	version              string
 }
 
 func (b *bench) run(ctx context.Context) (*result, error) {
@@ -556,6 +560,8 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 	tick.Stop()
 	res.idleFor = time.Since(t0)
 	res.rssIdle, _ = procStatus(b.controller.pid())
+	res.heapInuse = b.metric(ctx, "go_memstats_heap_inuse_bytes") / 1e6
+	res.heapAlloc = b.metric(ctx, "go_memstats_heap_alloc_bytes") / 1e6
 	cpu1 := b.cpu(ctx)
 	res.idle.name = "idle"
 	res.idle.took = res.idleFor
@@ -1218,6 +1224,7 @@ func (r *result) print(w io.Writer) {
 	row("idle: /readyz not ready", "%d of %d samples", r.notReady, r.samples)
 	row("idle: CPU (share of one core) controller / API / HAProxy", "%.1f%% / %.1f%% / %.1f%%", 100*r.cpuCtl, 100*r.cpuAPI, 100*r.cpuHAP)
 	row("controller RSS idle / after the closing scrapes / peak", "%.0f MB / %.0f MB / %.0f MB", r.rssIdle, r.rss, r.hwm)
+	row("controller Go heap at idle: spans in use / objects (live and uncollected)", "%.0f MB / %.0f MB", r.heapInuse, r.heapAlloc)
 	if r.o.driver != "direct" {
 		row("Data Plane API RSS", "%.0f MB", r.apiRSS)
 	}
@@ -1248,6 +1255,6 @@ func (r *result) appendRow(path string) error {
 		r.driverName(), r.o.n, ms(r.initial.ready), ms(r.initial.took), ms(r.switchov.took), liftText(r.switchov.settled)+"; "+ms(r.switchApplied), fenceText(r.fence),
 		r.switchov.offWeight, r.mass.offWeight, r.reqs(r.switchov), liftText(r.mass.took), r.reqs(r.mass),
 		r.initial.reloads, r.switchov.reloads, r.mass.reloads, r.idle.reloads, idle, r.notReady, r.samples, old,
-		r.rssIdle, r.rss, r.hwm, 100*r.cpuCtl, 100*r.cpuAPI, 100*r.cpuHAP, strings.TrimSpace(r.o.label+" "+r.machine))
+		r.rssIdle, r.rss, r.hwm, 100*r.cpuCtl, 100*r.cpuAPI, 100*r.cpuHAP, strings.TrimSpace(fmt.Sprintf("%s heap %.0f/%.0f MB %s", r.o.label, r.heapInuse, r.heapAlloc, r.machine)))
 	return err
 }
