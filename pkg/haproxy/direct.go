@@ -278,10 +278,11 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 	if err != nil {
 		return target.Result{}, err
 	}
+	var earlyTook time.Duration // flips and read-back, set before earlyDone returns
 	// While the live health of the write services is read (2,000 backends
 	// in a 1,000-cluster mass failover), the flips of the services that
 	// take no writes go out on a connection of their own (earlyFlips).
-	early, taken, earlyDone := d.startEarlyFlips(ctx, snap, health, desired)
+	early, taken, earlyDone := d.startEarlyFlips(ctx, snap, health, desired, &earlyTook)
 	defer earlyDone()
 	if err := d.readHealth(ctx, snap, health); err != nil {
 		return target.Result{}, err
@@ -362,18 +363,20 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 		if err := d.forceUp(ctx, snap.pid, changes, &res); err != nil {
 			return res, err
 		}
-		// What the early flips did is read back with the rest.
-		if err := earlyDone(); err != nil {
-			return res, err
-		}
 		ph.mark("runtime")
-		if len(early) > 0 {
-			ph.steps = append(ph.steps, zap.Int("early_flips", len(early)))
-		}
-		if err := d.verifyStates(ctx, desired, changes); err != nil {
+		// The early flips are read back by their own goroutine, right
+		// after they are made; these are the rest's.
+		if err := d.verifyStates(ctx, desired, withoutFlips(changes, early)); err != nil {
 			return res, err
 		}
 		ph.mark("verify")
+		if err := earlyDone(); err != nil {
+			return res, err
+		}
+		if len(early) > 0 {
+			ph.mark("early_wait")
+			ph.steps = append(ph.steps, zap.Int("early_flips", len(early)), zap.Duration("early_took", earlyTook))
+		}
 		// The file must carry the weights too, or the next reload (whose
 		// state file is fixed to the file's weights) would bring old ones
 		// back. Only weights differ from the running file, so no `haproxy -c`.

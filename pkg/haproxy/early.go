@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/pgsvc/pgsvc/pkg/services"
 	"github.com/pgsvc/pgsvc/pkg/target"
@@ -43,13 +44,15 @@ func (d *Direct) earlyFlips(snap *snapshot, desired []services.Service) []target
 // startEarlyFlips starts the early flips (earlyFlips) of an apply whose
 // snapshot still needs the live health of the backends health (a cached
 // read): over a connection of their own, activations first then
-// deactivations (per backend, as every apply does), while the caller reads
-// the health and fences. It returns them and a function that waits for
+// deactivations (per backend, as every apply does), then their read-back
+// (verifyStates of their backends), while the caller reads the health,
+// fences and flips the rest. took gets how long they took (flips and
+// read-back) before the wait returns. It returns them and a function that waits for
 // them to end and returns their error (the same each call; nothing to wait
 // for when none were started). The read cache is emptied first (taken:
 // what it held is returned, for keepCache): until the apply keeps what it
 // did, the next read is a full one.
-func (d *Direct) startEarlyFlips(ctx context.Context, snap *snapshot, health []string, desired []services.Service) ([]target.Change, *cacheState, func() error) {
+func (d *Direct) startEarlyFlips(ctx context.Context, snap *snapshot, health []string, desired []services.Service, took *time.Duration) ([]target.Change, *cacheState, func() error) {
 	none := func() error { return nil }
 	if !snap.cached || len(health) == 0 {
 		return nil, nil, none
@@ -67,6 +70,7 @@ func (d *Direct) startEarlyFlips(ctx context.Context, snap *snapshot, health []s
 		d.earlyFlipped = append(d.earlyFlipped, f.Backend+"/"+f.Server)
 	}
 	done := make(chan error, 1)
+	start := time.Now()
 	go func() {
 		err := d.rt.SetStates(ctx, ups)
 		if err == nil {
@@ -74,7 +78,10 @@ func (d *Direct) startEarlyFlips(ctx context.Context, snap *snapshot, health []s
 		}
 		if err != nil {
 			err = fmt.Errorf("apply set_state (services that take no writes): %w", err)
+		} else {
+			err = d.verifyStates(ctx, desired, early)
 		}
+		*took = time.Since(start)
 		done <- err
 	}()
 	var once sync.Once
