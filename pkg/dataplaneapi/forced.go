@@ -45,8 +45,11 @@ import (
 //     by every twin-layout apply): a reload or a restart can bring a
 //     server UP at once.
 //   - A new leader held DOWN until it is read-write (HoldDown) must not come
-//     UP through its checks before: Diff forces it DOWN again at every apply
-//     (that resets its rise count) unless the current view says so
+//     UP through its checks before. Through the API a forced DOWN resets
+//     nothing when the server is DOWN already (most new leaders), so the
+//     hold is the admin state drain, set by the same PUT (see holdState):
+//     its checks may raise it, it takes no connection. Diff still forces it
+//     DOWN again at every apply unless the current view says so
 //     (HoldDown); no read is needed for it. A record younger than
 //     holdShare of the bound (0.5 s of Pigsty's 2 s) marks it held, so the
 //     applies of one burst (paced 200 ms apart) do not force it again and

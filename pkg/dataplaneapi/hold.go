@@ -42,9 +42,14 @@ import (
 // a promotion it saw (the force-up's answer tells). An operator takes a
 // primary out of a write service with maint, which is left alone. In the
 // twin layout the controller owns every admin state already: the held
-// active twin's desired state is drain (its flip to ready is not made;
-// the hold's PUT takes it out of maint), and a drain found on an active
-// twin no longer held is readied by the twin flips.
+// active twin is never flipped to ready; the hold's PUT drains it, and a
+// twin `disabled` in the file stays in maint (measured on 2.9.9 and 3.2.0:
+// `drain` does not take it out of the configuration's maint), which holds
+// it as well (no traffic, no check). Released, the flip readies it; a twin
+// readied DOWN (its health was forced DOWN) is forced UP by the flip's
+// worker. A drain found on an active twin no longer held is readied by the
+// twin flips. A drain survives a reload through the server-state file
+// (measured), and the hold is re-asserted at every apply anyway.
 type holdState struct {
 	mu sync.Mutex
 	// drained: "backend/server" this process drained for a hold and has

@@ -162,6 +162,18 @@ func TestRealAPIHoldIsDrain(t *testing.T) {
 		if got := state(); !strings.HasPrefix(got, "drain/") {
 			t.Fatalf("held again: %s", got)
 		}
+		// A reload during the hold (a configuration change): the drain
+		// goes to the new worker through the server-state file.
+		reloadDuringHold := mk(2, true, false, false)
+		for i := range reloadDuringHold {
+			reloadDuringHold[i].Maxconn = 4000
+		}
+		if res, err := tg.Apply(ctx, reloadDuringHold); err != nil || !res.Reloaded {
+			t.Fatalf("reload during the hold: %+v %v", res, err)
+		}
+		if got := state(); !strings.HasPrefix(got, "drain/") {
+			t.Fatalf("after a reload during the hold: %s, want still drained", got)
+		}
 		tg = newTarget()
 		apply("restarted, not read-write", mk(2, false, false, false))
 		waitUntil(t, 20*time.Second, func() bool { return state() == "drain/up" })
