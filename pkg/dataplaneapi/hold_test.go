@@ -1,0 +1,96 @@
+package dataplaneapi_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/pgsvc/pgsvc/pkg/services"
+)
+
+// TestHoldOwnership (Pigsty's layout, the double): the controller owns
+// drain on a write service's server of the read-write leader only. A drain
+// found there (a controller that died mid-hold) is lifted by the first
+// apply, which reads each such backend once; an operator's maint on the
+// leader and a drain on a replica are left alone; a hold drains the new
+// leader in one PUT with its forced DOWN, and the release readies it.
+func TestHoldOwnership(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	writable := func(svcs []services.Service, member string) []services.Service {
+		return force(svcs, member, func(sv *services.Server) { sv.Writable = true })
+	}
+	f.apply(t, cluster("pg-o", 1, 3, 1))
+	f.srv.SetAdminState("pg-o-primary", "pg-o-1", "drain") // left by a controller that died mid-hold
+	f.srv.SetAdminState("pg-o-default", "pg-o-1", "maint") // an operator's
+	f.srv.SetAdminState("pg-o-primary", "pg-o-3", "drain") // an operator's, on a replica
+	admin := func(b, s string) string {
+		r, err := f.c.GetRuntimeServer(ctx, b, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.AdminState
+	}
+	desired := writable(cluster("pg-o", 1, 3, 1), "pg-o-1")
+	res := f.apply(t, desired)
+	if got := kinds(res.Changes); got != "set_state pg-o-primary/pg-o-1" || !strings.Contains(res.Changes[0].Detail, "drain -> ready") {
+		t.Fatalf("restart with a leftover drain: %s (%+v), want the leader's drain lifted only", got, res.Changes)
+	}
+	for _, c := range []struct{ b, s, want string }{
+		{"pg-o-primary", "pg-o-1", "ready"}, {"pg-o-default", "pg-o-1", "maint"}, {"pg-o-primary", "pg-o-3", "drain"},
+	} {
+		if got := admin(c.b, c.s); got != c.want {
+			t.Errorf("%s/%s: %s, want %s", c.b, c.s, got, c.want)
+		}
+	}
+	// Read once per leadership: the next apply reads nothing.
+	f.srv.ResetRequests()
+	if res := f.apply(t, desired); len(res.Changes) != 0 || runtimeGets(f.srv.Requests()) != 0 {
+		t.Errorf("again: %s, %d runtime GETs; want nothing", kinds(res.Changes), runtimeGets(f.srv.Requests()))
+	}
+
+	// A switchover: pg-o-2 held (drained with its forced DOWN), then
+	// read-write (forced UP and readied in one PUT).
+	held := force(cluster("pg-o", 1, 3, 2), "pg-o-2", func(sv *services.Server) { sv.ForceDown, sv.HoldDown = true, true })
+	res = f.apply(t, held)
+	downs := 0
+	for _, c := range res.Changes {
+		if c.Kind == "force_down" && c.Server == "pg-o-2" && strings.Contains(c.Detail, "held (drain) until read-write") {
+			downs++
+		}
+	}
+	if downs != 2 {
+		t.Fatalf("hold: %s, want pg-o-2 held in the primary and default services", kinds(res.Changes))
+	}
+	var bodies []string
+	for _, w := range f.srv.Writes() {
+		if strings.HasPrefix(w.Path, "/runtime/servers/pg-o-2") {
+			bodies = append(bodies, string(w.Body))
+		}
+	}
+	if len(bodies) == 0 || bodies[len(bodies)-1] != `{"admin_state":"drain","operational_state":"down"}` {
+		t.Errorf("hold PUTs: %v, want {drain, down}", bodies)
+	}
+	if got := admin("pg-o-primary", "pg-o-2"); got != "drain" {
+		t.Errorf("held: %s, want drain", got)
+	}
+	f.srv.ResetRequests()
+	up := writable(force(cluster("pg-o", 1, 3, 2), "pg-o-2", func(sv *services.Server) { sv.ForceUp = true }), "pg-o-2")
+	f.srv.SetOperationalState("pg-o-primary", "pg-o-2", "down")
+	f.srv.SetOperationalState("pg-o-default", "pg-o-2", "down")
+	res = f.apply(t, up)
+	for _, b := range []string{"pg-o-primary", "pg-o-default"} {
+		r, err := f.c.GetRuntimeServer(ctx, b, "pg-o-2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.AdminState != "ready" || r.OperationalState != "up" {
+			t.Errorf("released %s/pg-o-2: %s/%s, want ready/up (changes %s)", b, r.AdminState, r.OperationalState, kinds(res.Changes))
+		}
+	}
+	for _, w := range f.srv.Writes() {
+		if strings.HasPrefix(w.Path, "/runtime/servers/pg-o-2") && string(w.Body) != `{"admin_state":"ready","operational_state":"up"}` {
+			t.Errorf("release PUT %s %s, want one {ready, up} per write service", w.Path, w.Body)
+		}
+	}
+}
