@@ -128,7 +128,20 @@ func (t *Target) planHealth(sn *snapshot, desired []services.Service, st *state,
 		}
 	}
 	writable := t.hold.toCheck(desired)
-	for b := range writable {
+	for b, names := range writable {
+		if sn.be[b] == nil {
+			// Not in the running configuration: this process creates
+			// it, so no drain can be on it (the server-state file has
+			// nothing of a backend the running process lacks). Without
+			// this, the first change after a start that created the
+			// fleet's backends read every write backend (2,000 GETs in
+			// the first switchover at 1,000 clusters).
+			for _, n := range names {
+				t.hold.seen(b + "/" + n)
+			}
+			delete(writable, b)
+			continue
+		}
 		if st.current[b] != nil && !slices.Contains(backends, b) {
 			backends = append(backends, b)
 		}
@@ -238,7 +251,7 @@ func blindDetails(changes []target.Change, blind map[string]string) {
 		switch {
 		case c.Kind == target.KindForceUp:
 			role = "the new primary, per Patroni"
-		case strings.Contains(c.Detail, "held"):
+		case c.Held:
 			role = "held: the new leader, not read-write yet"
 		}
 		changes[i].Detail = why + ": " + role

@@ -113,7 +113,7 @@ func diffServers(backend string, cur map[string]services.Server, want []services
 			if w.HoldDown {
 				detail = "health DOWN, held: the new leader, not read-write yet"
 			}
-			out = append(out, Change{Kind: KindForceDown, Backend: backend, Server: w.Name, Detail: detail, Runtime: true})
+			out = append(out, Change{Kind: KindForceDown, Backend: backend, Server: w.Name, Detail: detail, Runtime: true, Held: w.HoldDown})
 		}
 		if w.ForceUp && c.Down {
 			out = append(out, Change{Kind: KindForceUp, Backend: backend, Server: w.Name,

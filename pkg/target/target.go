@@ -52,6 +52,11 @@ type Change struct {
 	Detail string `json:"detail"`
 	// Runtime is true when the change can be applied without a reload.
 	Runtime bool `json:"runtime"`
+	// Held marks a force_down of a new leader held until it is read-write
+	// (services.Server.HoldDown), as opposed to a write fence: drivers
+	// that hold by admin state (the Data Plane API's drain) tell them
+	// apart by it, never by the Detail text.
+	Held bool `json:"held,omitempty"`
 }
 
 // Result is what one Apply did.
