@@ -145,3 +145,33 @@ func TestHoldCheckSkipsCreatedBackends(t *testing.T) {
 		t.Errorf("second apply of the restarted controller: %d runtime GETs, want 0", got)
 	}
 }
+
+// TestHoldForceUpLiftsLeftoverDrain: a new primary forced UP whose server a
+// crashed controller left drained is readied by its force-up (the answer
+// tells the drain; a second PUT readies it), without the leftover-drain
+// check's own read of it.
+func TestHoldForceUpLiftsLeftoverDrain(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.apply(t, cluster("pg-u", 1, 3, 1))
+	f.srv.SetAdminState("pg-u-primary", "pg-u-2", "drain") // left by a controller that died mid-hold
+	f.srv.SetOperationalState("pg-u-primary", "pg-u-2", "down")
+	promoted := force(cluster("pg-u", 1, 3, 2), "pg-u-2", func(sv *services.Server) { sv.Writable, sv.ForceUp = true, true })
+	res := f.apply(t, promoted)
+	ups := 0
+	for _, c := range res.Changes {
+		if c.Kind == "force_up" && c.Backend == "pg-u-primary" && c.Server == "pg-u-2" {
+			ups++
+		}
+	}
+	if ups != 1 {
+		t.Fatalf("promotion: %s, want pg-u-2 forced UP in pg-u-primary", kinds(res.Changes))
+	}
+	r, err := f.c.GetRuntimeServer(ctx, "pg-u-primary", "pg-u-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.AdminState != "ready" || r.OperationalState != "up" {
+		t.Errorf("new primary after its force-up: %s/%s, want ready/up", r.AdminState, r.OperationalState)
+	}
+}
