@@ -52,9 +52,10 @@ func TestSetMemoryLimit(t *testing.T) {
 	}
 }
 
-// TestReleaserAfterBurst: memory is released once, in the first quiet look
-// after a burst, and only when enough is free.
-func TestReleaserAfterBurst(t *testing.T) {
+// TestReleaserWhenQuiet: memory goes back only between bursts, once
+// enough would come back: after a burst, and again once the quiet work's
+// garbage has grown past minFree; never during a burst, never for little.
+func TestReleaserWhenQuiet(t *testing.T) {
 	var allocs, free uint64
 	released := 0
 	r := &releaser{quiet: 10, minFree: 100, release: func() { released++; free = 0 },
@@ -64,24 +65,23 @@ func TestReleaserAfterBurst(t *testing.T) {
 		free = nowFree
 		return r.step()
 	}
-	if look(5, 500) {
-		t.Fatal("released with no burst before")
-	}
-	if look(1000, 500) { // the burst
+	if look(1000, 500) { // a burst
 		t.Fatal("released during a burst")
 	}
 	if !look(5, 500) || released != 1 {
-		t.Fatalf("not released after the burst (%d)", released)
+		t.Fatalf("not released once the burst was over (%d)", released)
 	}
-	if look(5, 500) {
-		t.Fatal("released twice for one burst")
+	if look(5, 0) {
+		t.Fatal("released with nothing to release")
 	}
-	look(1000, 50)
 	if look(5, 50) {
 		t.Fatal("released with little free memory")
 	}
-	if !look(5, 200) {
-		t.Fatal("a burst whose memory became free later was not released")
+	if !look(5, 200) || released != 2 {
+		t.Fatalf("the quiet work's garbage past minFree was not released (%d)", released)
+	}
+	if look(1000, 200) {
+		t.Fatal("released during a burst")
 	}
 }
 

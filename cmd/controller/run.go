@@ -81,7 +81,7 @@ func parseRunAll(args []string, stderr io.Writer) (*config.Config, runFlags, err
 	fs.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (info)")
 	fs.StringVar(&f.logFormat, "log-format", "", "json or console (json)")
 	fs.StringVar(&f.pprof, "pprof", "", "serve Go's profiling endpoints (/debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060 (off)")
-	fs.BoolVar(&f.keepFreed, "keep-freed-memory", false, "do not return the memory a burst of work (a mass failover) freed to the OS once the controller is quiet again")
+	fs.BoolVar(&f.keepFreed, "keep-freed-memory", false, "do not return freed memory and garbage (a mass failover's, the idle resyncs') to the OS while the controller is quiet")
 	fs.StringVar(&f.memoryLimit, "memory-limit", "", "soft limit of the Go runtime's memory, e.g. 96MiB; 0 for none (default: GOMEMLIMIT if set, else none)")
 	if err := fs.Parse(args); err != nil {
 		return nil, f, err
