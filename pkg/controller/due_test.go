@@ -38,8 +38,13 @@ func TestRoleHoldEndsOnTime(t *testing.T) {
 	// goes on), then the candidate takes it.
 	c.Observe(withAPI(state(11, "", 100, "pg-test-1", "pg-test-2", "pg-test-3")))
 	waitFor(t, func() bool { return forcedDown(ft.last(), "pg-test-primary", "pg-test-1") })
+	// Its member key says promoted (Patroni writes master once the
+	// promotion is over, which would count: no hold then).
 	moved := time.Now()
-	c.Observe(withAPI(state(12, "pg-test-2", 100, "pg-test-1", "pg-test-2", "pg-test-3")))
+	s := withAPI(state(12, "pg-test-2", 100, "pg-test-1", "pg-test-2", "pg-test-3"))
+	s.Clusters["pg-test"].Members["pg-test-2"].Role = patroni.RolePromoted
+	s.Clusters["pg-test"].Members["pg-test-2"].RawRole = patroni.RolePromoted
+	c.Observe(s)
 	deadline := time.Now().Add(10 * time.Second)
 	for backups(ft.last(), "pg-test-replica") != "pg-test-2" {
 		if time.Now().After(deadline) {
