@@ -118,6 +118,12 @@ func TestMismatch(t *testing.T) {
 	if bad, ex := mismatch(rows, w); len(bad) != 0 {
 		t.Errorf("live state reported as differing: %v %s", bad, ex)
 	}
+	// The wanted backup twin of pg-a-1 is active, its outgoing normal
+	// twin (listed first) still is too: not live.
+	both := append([]haproxy.StatRow{{Proxy: "pg-a-replica", Name: "pg-a-1~n", Type: haproxy.TypeServer, Status: "UP", Addr: "127.90.0.2", Port: 6432}}, rows...)
+	if bad, _ := mismatch(both, w); len(bad) != 1 {
+		t.Errorf("a member's normal and backup twins both active counted as live")
+	}
 	rows[1].Backup = false
 	if bad, _ := mismatch(rows, w); len(bad) != 1 {
 		t.Errorf("a wrong backup flag was not noticed")

@@ -207,7 +207,14 @@ func liveOf(rows []haproxy.StatRow, w wanted) wanted {
 		if got[r.Proxy] == nil {
 			got[r.Proxy] = map[string]bool{}
 		}
-		got[r.Proxy][r.Addr+":"+strconv.Itoa(r.Port)] = r.Backup
+		k := r.Addr + ":" + strconv.Itoa(r.Port)
+		if b, ok := got[r.Proxy][k]; ok && b != r.Backup {
+			// A member's normal and backup twins both active (the
+			// incoming up, the outgoing not down yet): the normal one
+			// takes the traffic. Never what is wanted: not live yet.
+			got[r.Proxy][k+" (normal and backup twins both active)"] = true
+		}
+		got[r.Proxy][k] = r.Backup
 	}
 	return got
 }
