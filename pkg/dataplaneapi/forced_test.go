@@ -420,3 +420,51 @@ func TestTwinsFlipsWhileFencesAreRead(t *testing.T) {
 		})
 	}
 }
+
+// TestTwinsOutgoingFollowTheirBackend: the outgoing twins of a backend go
+// as soon as its own incoming ones are ready, not after every activation
+// of the apply: over 30 clusters' switchovers (60 activations in the
+// read services, 8 in flight) some outgoing twin leaves before the last
+// activation of the apply is written (the 60th can be sent only once 52
+// activations were answered, and then some backend had both of its own
+// answered and its outgoing twins sent by the same worker); incoming
+// before outgoing per backend still.
+func TestTwinsOutgoingFollowTheirBackend(t *testing.T) {
+	for _, v := range []int{2, 3} {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
+			h := newTwinsHarness(t, v)
+			base := fleetTwins(t, 30, func(int) int { return 1 })
+			h.apply(t, "create", base)
+			h.apply(t, "settle", base)
+			h.apply(t, "switchovers", fleetTwins(t, 30, func(int) int { return 2 }))
+			lastUp, firstDown := map[string]int{}, map[string]int{}
+			lastAnyUp, firstAnyDown := -1, -1
+			for i, r := range h.srv.Writes() {
+				b, body := r.Query.Get("backend"), string(r.Body)
+				if r.Method != "PUT" || !strings.HasPrefix(r.Path, "/runtime/servers/") {
+					continue
+				}
+				switch {
+				case strings.Contains(body, `"admin_state":"ready"`):
+					lastUp[b], lastAnyUp = i, i
+				case strings.Contains(body, `"admin_state"`):
+					if _, ok := firstDown[b]; !ok {
+						firstDown[b] = i
+					}
+				}
+			}
+			for b, down := range firstDown {
+				up, ok := lastUp[b]
+				if ok && up > down {
+					t.Errorf("%s: an outgoing twin left (write #%d) before the last incoming one was ready (#%d)", b, down, up)
+				}
+				if ok && (firstAnyDown < 0 || down < firstAnyDown) {
+					firstAnyDown = down
+				}
+			}
+			if firstAnyDown < 0 || firstAnyDown > lastAnyUp {
+				t.Errorf("the first outgoing twin of a backend with incoming ones left at write #%d, the last activation was #%d: want the outgoing twins to follow their own backend", firstAnyDown, lastAnyUp)
+			}
+		})
+	}
+}
