@@ -216,3 +216,29 @@ func TestStoppedProbesAnswerNothing(t *testing.T) {
 		t.Errorf("box %+v, want the new generation's answer", p.box)
 	}
 }
+
+// TestOnPrimaryProbedLess: once the new primary is on, it is probed every
+// onEvery intervals: in the same time, far less often than the old primary
+// (its member key still there, its /primary answering 503), which is
+// probed every interval.
+func TestOnPrimaryProbedLess(t *testing.T) {
+	all := []string{"pg-test-1", "pg-test-2", "pg-test-3"}
+	a := apis{"pg-test-1": newFakeAPI(t, 200, "master"), "pg-test-2": newFakeAPI(t, 503, "replica"),
+		"pg-test-3": newFakeAPI(t, 503, "replica")}
+	ft := &fakeTarget{}
+	c := New(loadInventory(t), []target.Target{ft}, Options{ProbeInterval: 2 * time.Millisecond, Debounce: time.Millisecond,
+		FenceHold: time.Minute, PromoteWindow: time.Minute, PatroniCAFile: "/nonexistent"})
+	runUntilEnd(t, c)
+	c.Observe(a.with(state(10, "pg-test-1", 1, all...), ""))
+	eventually(t, "first apply", func() bool { return ft.count() == 1 })
+	a["pg-test-1"].set(503, "replica")
+	a["pg-test-2"].set(200, "master")
+	c.Observe(a.with(state(11, "pg-test-2", 1, all...), patroni.RolePromoted))
+	eventually(t, "pg-test-2 forced up", func() bool { return forcedUp(ft.last(), "pg-test-primary") == "pg-test-2" })
+	old, now := a["pg-test-1"].count(), a["pg-test-2"].count()
+	afterProbes(t, a["pg-test-1"], 200)
+	oldN, newN := a["pg-test-1"].count()-old, a["pg-test-2"].count()-now
+	if newN < 1 || newN*2 > oldN {
+		t.Errorf("in the same time the new primary, on, was probed %d times and the old primary %d: want it still probed, at most half as often", newN, oldN)
+	}
+}

@@ -87,6 +87,13 @@ type memberProbe struct {
 	url     string
 	started bool
 	cancel  context.CancelFunc // ends this member's probes (pruneProbes)
+	// on: the member is the new primary, on (advance sets it): its answers
+	// can only tell that its /primary failed since, which HAProxy's checks
+	// see too, and it is forced UP once per promotion whatever they say; so
+	// it is probed every onEvery intervals, not every interval (a
+	// 1,000-cluster mass failover probed 1,000 new primaries 50 times a
+	// second each for fence_hold).
+	on atomic.Bool
 
 	box probeBox // guarded by tx.boxMu
 }
@@ -113,6 +120,10 @@ func (c *Controller) answers(t *transition, member string) *probeBox {
 	c.tx.boxMu.Unlock()
 	return &b
 }
+
+// onEvery is every how many intervals a new primary that is on is probed
+// (memberProbe.on): 100 ms at the default interval.
+const onEvery = 5
 
 // maxProbesInFlight bounds the REST probes outstanding at once, over every
 // cluster in transition.
@@ -487,6 +498,9 @@ func (c *Controller) advance(t *transition, st *patroni.ClusterState, now time.T
 	default:
 		delete(c.promoted, cl)
 	}
+	if p := t.probes[t.to]; t.to != "" && p != nil {
+		p.on.Store(!t.onAt.IsZero())
+	}
 	c.pruneProbes(t, st)
 }
 
@@ -678,7 +692,11 @@ func (c *Controller) spawnProbe(ctx context.Context, p *memberProbe) {
 			// then: waking every interval to count ticks (50,000 wake-ups
 			// a second for 1,000 new primaries of a mass failover) cost
 			// more of the controller's CPU than the probes.
-			timer.Reset(time.Duration(probeBackoff(int(fails.Load()))) * c.opts.ProbeInterval)
+			n := probeBackoff(int(fails.Load()))
+			if p.on.Load() {
+				n = max(n, onEvery)
+			}
+			timer.Reset(time.Duration(n) * c.opts.ProbeInterval)
 		}
 	}()
 }
