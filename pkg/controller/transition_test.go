@@ -617,32 +617,6 @@ func TestGhostLeaderIsNoTransition(t *testing.T) {
 	}
 }
 
-// hangingProber never answers for the members of hang (until its probe's
-// context ends) and asks the real REST APIs for the others.
-type hangingProber struct {
-	real *patroni.Prober
-	hang map[string]bool // api_url -> hang
-	mu   sync.Mutex
-	sent map[string]int
-}
-
-func (h *hangingProber) Probe(ctx context.Context, apiURL string) patroni.ProbeResult {
-	h.mu.Lock()
-	h.sent[apiURL]++
-	h.mu.Unlock()
-	if h.hang[apiURL] {
-		<-ctx.Done()
-		return patroni.ProbeResult{Sent: time.Now(), At: time.Now(), Err: "context done"}
-	}
-	return h.real.Probe(ctx, apiURL)
-}
-
-func (h *hangingProber) count(apiURL string) int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.sent[apiURL]
-}
-
 // TestTransitionMemberKeyBeforeREST: a new leader whose member key says
 // running primary (Patroni writes role master only once the promotion is
 // over) is forced UP in the write services without waiting for its REST
@@ -652,25 +626,21 @@ func (h *hangingProber) count(apiURL string) int {
 // newer than the key).
 func TestTransitionMemberKeyBeforeREST(t *testing.T) {
 	all := []string{"pg-test-1", "pg-test-2", "pg-test-3"}
-	run := func(t *testing.T, hang bool) (*fakeTarget, *Controller, apis, *hangingProber) {
+	run := func(t *testing.T, pr Prober) (*fakeTarget, *Controller, apis) {
 		a := apis{"pg-test-1": newFakeAPI(t, 200, "master"), "pg-test-2": newFakeAPI(t, 503, "replica"),
 			"pg-test-3": newFakeAPI(t, 503, "replica")}
-		real, _ := patroni.NewProber(patroni.ProberOptions{CAFile: "/nonexistent"})
-		hp := &hangingProber{real: real, hang: map[string]bool{}, sent: map[string]int{}}
-		if hang {
-			hp.hang[a["pg-test-2"].srv.URL+"/patroni"] = true
-		}
 		ft := &fakeTarget{}
 		c := New(loadInventory(t), []target.Target{ft}, Options{ProbeInterval: 5 * time.Millisecond, Debounce: time.Millisecond,
-			FenceHold: 300 * time.Millisecond, PromoteWindow: time.Minute, PatroniCAFile: "/nonexistent", Prober: hp})
+			FenceHold: 300 * time.Millisecond, PromoteWindow: time.Minute, PatroniCAFile: "/nonexistent", Prober: pr})
 		runUntilEnd(t, c)
 		c.Observe(a.with(state(10, "pg-test-1", 1, all...), ""))
 		eventually(t, "first apply", func() bool { return ft.count() == 1 })
 		a["pg-test-1"].set(503, "replica")
-		return ft, c, a, hp
+		return ft, c, a
 	}
 	t.Run("no REST answer yet", func(t *testing.T) {
-		ft, c, a, hp := run(t, true)
+		// No REST API answers, nor fails, while the test runs.
+		ft, c, a := run(t, silentProber{})
 		// pg-test-2 takes the key; its member key says running master.
 		c.Observe(a.with(state(11, "pg-test-2", 1, all...), patroni.RolePrimary))
 		eventually(t, "pg-test-2 forced up on its member key", func() bool {
@@ -678,7 +648,6 @@ func TestTransitionMemberKeyBeforeREST(t *testing.T) {
 			return forcedUp(last, "pg-test-primary") == "pg-test-2" && forcedUp(last, "pg-test-default") == "pg-test-2" &&
 				!forcedDown(last, "pg-test-primary", "pg-test-2")
 		})
-		eventually(t, "pg-test-2 probed", func() bool { return hp.count(a["pg-test-2"].srv.URL+"/patroni") > 0 })
 		c.mu.Lock()
 		tr := c.tx.active["pg-test"]
 		var seen bool
@@ -691,7 +660,7 @@ func TestTransitionMemberKeyBeforeREST(t *testing.T) {
 		}
 	})
 	t.Run("REST answered in recovery", func(t *testing.T) {
-		ft, c, a, _ := run(t, false)
+		ft, c, a := run(t, nil)
 		a["pg-test-2"].set(200, "replica") // /primary 200, still in recovery
 		c.Observe(a.with(state(11, "pg-test-2", 1, all...), patroni.RolePromoted))
 		eventually(t, "pg-test-2 probed", func() bool {
