@@ -119,9 +119,7 @@ func (h *holdState) toCheck(desired []services.Service) map[string][]string {
 		for _, sv := range d.Servers {
 			k := d.Name + "/" + sv.Name
 			if !sv.Writable || sv.ForceDown || sv.Disabled {
-				if h.checked[k] {
-					delete(h.checked, k)
-				}
+				delete(h.checked, k)
 				continue
 			}
 			if sv.ForceUp {
