@@ -148,9 +148,45 @@ func TestHoldCheckSkipsCreatedBackends(t *testing.T) {
 
 // TestHoldForceUpLiftsLeftoverDrain: a new primary forced UP whose server a
 // crashed controller left drained is readied by its force-up (the answer
-// tells the drain; a second PUT readies it), without the leftover-drain
-// check's own read of it.
+// tells the drain; a second PUT readies it). In the Pigsty layout its
+// backend is read for its health anyway; with twin targets (the running
+// process known: the force-up goes blind) the leftover-drain check does
+// not read it either: no GET of the write backends at all.
 func TestHoldForceUpLiftsLeftoverDrain(t *testing.T) {
+	t.Run("twins", func(t *testing.T) {
+		h := newTwinsHarness(t, 3)
+		base := fleetTwins(t, 1, func(int) int { return 1 })
+		h.apply(t, "create", base)
+		h.apply(t, "settle", base)
+		for _, b := range []string{"pg-f000-primary", "pg-f000-default"} {
+			h.srv.SetAdminState(b, "pg-f000-2", "drain") // left by a controller that died mid-hold
+			h.srv.SetOperationalState(b, "pg-f000-2", "down")
+		}
+		promoted := force(fleetTwins(t, 1, func(int) int { return 2 }), "pg-f000-2", func(sv *services.Server) { sv.Writable, sv.ForceUp = true, true })
+		h.apply(t, "promotion", promoted)
+		for _, r := range h.srv.Requests() {
+			if b := r.Query.Get("backend"); r.Method == "GET" && r.Path == "/runtime/servers" && (b == "pg-f000-primary" || b == "pg-f000-default") {
+				t.Errorf("the promotion read %s: the force-up's own answer tells its admin state (%v)", b, paths(h.srv.Requests()))
+			}
+		}
+		c, err := dataplaneapi.New(h.srv.URL(), dataplaneapi.Options{Timeout: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range []string{"pg-f000-primary", "pg-f000-default"} {
+			r, err := c.GetRuntimeServer(context.Background(), b, "pg-f000-2")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.AdminState != "ready" || r.OperationalState != "up" {
+				t.Errorf("%s/pg-f000-2 after its force-up: %s/%s, want ready/up", b, r.AdminState, r.OperationalState)
+			}
+		}
+	})
+	t.Run("pigsty", testHoldForceUpLiftsLeftoverDrainPigsty)
+}
+
+func testHoldForceUpLiftsLeftoverDrainPigsty(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	f.apply(t, cluster("pg-u", 1, 3, 1))
