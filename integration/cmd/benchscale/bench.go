@@ -43,6 +43,7 @@ type bench struct {
 	count      *counter
 	controller *child
 	statusURL  string
+	apiURL     string // the Data Plane API itself (not the counter)
 
 	fleet *fleet
 	inv   *topology.Inventory
@@ -152,6 +153,7 @@ type result struct {
 	apiRSS               float64
 	hapRSS               float64 // current worker
 	version              string
+	floor                *floor // the API's own floor (nil: not measured)
 }
 
 func (b *bench) run(ctx context.Context) (*result, error) {
@@ -264,6 +266,7 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 		if err != nil {
 			return nil, err
 		}
+		b.apiURL = apiURL
 		if b.count, err = startCounter(apiURL); err != nil {
 			return nil, err
 		}
@@ -575,6 +578,15 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 	if pid, err := b.rt.WorkerPID(ctx); err == nil {
 		res.hapRSS, _ = procStatus(pid)
 	}
+	// 5. The API's own floor, last: it stops the controller and leaves the
+	// roles wrong.
+	if b.api != nil && o.floor {
+		b.logf("measuring the Data Plane API's own floor (the controller stopped)")
+		if res.floor, err = b.apiFloor(ctx); err != nil {
+			return nil, err
+		}
+		b.logf("API floor: %s", res.floor)
+	}
 	return res, nil
 }
 
@@ -796,6 +808,33 @@ const (
 	followShare = 2
 )
 
+// followPause is the pause after a follow read that took took and found
+// bad backends not live, when the first whole read of this follow (at
+// since) found first. While the whole state is read (more than followEach
+// not live), it is at least a quarter of the time the progress so far
+// predicts for the rest, at most followMax: the whole `show servers state`
+// of 1,000 clusters costs HAProxy 120-160 ms under a mass failover's load,
+// and read at the base pace (one read, a pause twice as long) it cut the
+// Data Plane API's runtime PUTs from ~1,480 to ~980 a second on this
+// machine (the API's every request is HAProxy CLI commands): the
+// benchmark was slowing down what it measured. Near the end (followEach
+// or fewer not live) the backends left are read one each at the base
+// pace, so what ends gradually is seen as before; what ends all at once
+// after a long pause is seen at most that pause late (the "last poll that
+// found it not live" line brackets it).
+func followPause(took time.Duration, whole bool, first, bad int, since, now time.Time) time.Duration {
+	pause := max(followEvery, followShare*took)
+	if !whole || first <= bad || !now.After(since) {
+		return pause
+	}
+	rate := float64(first-bad) / now.Sub(since).Seconds() // backends a second
+	rest := time.Duration(float64(bad) / rate * float64(time.Second))
+	return max(pause, min(rest/4, followMax))
+}
+
+// followMax bounds followPause.
+const followMax = time.Second
+
 // followStats counts the follow reads of a phase (for the log).
 type followStats struct {
 	reads, whole      int
@@ -825,6 +864,9 @@ func (f followStats) String() string {
 // did not happen by deadline, a server is not known from the last full read
 // (a reload: the caller reads everything), or a read failed (err).
 func (b *bench) followLive(ctx context.Context, want wanted, names []string, deadline time.Time) (time.Time, bool, error) {
+	// first, since: the first whole read's count not live and its start
+	// (followPause).
+	first, since := 0, time.Time{}
 	for {
 		whole := names == nil || len(names) > followEach
 		sub := want
@@ -858,6 +900,10 @@ func (b *bench) followLive(ctx context.Context, want wanted, names []string, dea
 			return end, true, nil
 		}
 		b.notLiveAt = readAt
+		if whole && since.IsZero() {
+			first, since = len(bad), readAt
+		}
+		pause := followPause(took, whole, first, len(bad), since, readAt)
 		if whole || len(bad) < len(names) {
 			names = bad
 		}
@@ -870,7 +916,7 @@ func (b *bench) followLive(ctx context.Context, want wanted, names []string, dea
 		select {
 		case <-ctx.Done():
 			return time.Time{}, false, ctx.Err()
-		case <-time.After(max(followEvery, followShare*took)):
+		case <-time.After(pause):
 		}
 	}
 }
@@ -955,7 +1001,7 @@ func (b *bench) mark(ctx context.Context) marks {
 func (b *bench) fill(ctx context.Context, p *phase, before marks) {
 	after := b.mark(ctx)
 	p.requests, p.requestsBy = after.req.since(before.req)
-	p.cpu = cpuTimes{ctl: after.cpu.ctl - before.cpu.ctl, api: after.cpu.api - before.cpu.api, hap: max(after.cpu.hap-before.cpu.hap, 0)}
+	p.cpu = cpuTimes{ctl: after.cpu.ctl - before.cpu.ctl, api: after.cpu.api - before.cpu.api, hap: max(after.cpu.hap-before.cpu.hap, 0), self: after.cpu.self - before.cpu.self}
 	p.reloads = after.reloads - before.reloads
 	p.reconciles = int(after.reconciles - max(before.reconciles, 0))
 	p.applies = int(after.applies - max(before.applies, 0))
@@ -1095,12 +1141,12 @@ func (b *bench) metric(ctx context.Context, name string) float64 {
 	return sum
 }
 
-type cpuTimes struct{ ctl, api, hap time.Duration }
+type cpuTimes struct{ ctl, api, hap, self time.Duration }
 
 // cpu is the CPU time used so far by the controller, the API, and HAProxy's
 // master and current workers.
 func (b *bench) cpu(ctx context.Context) cpuTimes {
-	var c cpuTimes
+	c := cpuTimes{self: procCPU(os.Getpid())}
 	if b.controller != nil {
 		c.ctl = procCPU(b.controller.pid())
 	}
@@ -1183,7 +1229,7 @@ func (r *result) print(w io.Writer) {
 	for _, p := range []phase{r.initial, r.switchov, r.mass, r.idle} {
 		row(p.name+": reconciles / applies / apply errors", "%d / %d / %d", p.reconciles, p.applies, p.applyErrors)
 		row(p.name+": HAProxy reloads / old workers left", "%d / %d", p.reloads, p.oldWorkers)
-		row(p.name+": CPU used by controller / API / HAProxy (live processes)", "%.1f s / %.1f s / %.1f s", p.cpu.ctl.Seconds(), p.cpu.api.Seconds(), p.cpu.hap.Seconds())
+		row(p.name+": CPU used by controller / API / HAProxy (live processes) / this benchmark", "%.1f s / %.1f s / %.1f s / %.1f s", p.cpu.ctl.Seconds(), p.cpu.api.Seconds(), p.cpu.hap.Seconds(), p.cpu.self.Seconds())
 		if p.offWeight > 0 {
 			row(p.name+": servers whose running weight is not the plan's, once settled", "**%d** (%s)", p.offWeight, p.offExample)
 		}
@@ -1229,6 +1275,9 @@ func (r *result) print(w io.Writer) {
 		row("Data Plane API RSS", "%.0f MB", r.apiRSS)
 	}
 	row("HAProxy worker RSS", "%.0f MB", r.hapRSS)
+	if r.floor != nil {
+		row("the Data Plane API's own floor on this fleet (controller stopped, nothing else reading)", "%s", r.floor)
+	}
 }
 
 // rowHeader is the header of the rows -out appends.
@@ -1255,6 +1304,14 @@ func (r *result) appendRow(path string) error {
 		r.driverName(), r.o.n, ms(r.initial.ready), ms(r.initial.took), ms(r.switchov.took), liftText(r.switchov.settled)+"; "+ms(r.switchApplied), fenceText(r.fence),
 		r.switchov.offWeight, r.mass.offWeight, r.reqs(r.switchov), liftText(r.mass.took), r.reqs(r.mass),
 		r.initial.reloads, r.switchov.reloads, r.mass.reloads, r.idle.reloads, idle, r.notReady, r.samples, old,
-		r.rssIdle, r.rss, r.hwm, 100*r.cpuCtl, 100*r.cpuAPI, 100*r.cpuHAP, strings.TrimSpace(fmt.Sprintf("%s heap %.0f/%.0f MB %s", r.o.label, r.heapInuse, r.heapAlloc, r.machine)))
+		r.rssIdle, r.rss, r.hwm, 100*r.cpuCtl, 100*r.cpuAPI, 100*r.cpuHAP, strings.TrimSpace(fmt.Sprintf("%s heap %.0f/%.0f MB%s %s", r.o.label, r.heapInuse, r.heapAlloc, r.floorNote(), r.machine)))
 	return err
+}
+
+// floorNote is the API floor for the row's notes ("" when not measured).
+func (r *result) floorNote() string {
+	if r.floor == nil || r.floor.putTook <= 0 || r.floor.getTook <= 0 {
+		return ""
+	}
+	return fmt.Sprintf("; API floor: %.0f PUT/s, %.0f GET/s", float64(r.floor.puts)/r.floor.putTook.Seconds(), float64(r.floor.gets)/r.floor.getTook.Seconds())
 }

@@ -182,3 +182,33 @@ func TestEachStateIsParseServersState(t *testing.T) {
 		}
 	}
 }
+
+// followPause keeps the base pace for per-backend reads, for a whole read
+// before any progress and when little is left, and otherwise backs off to
+// a quarter of the predicted rest, at most followMax.
+func TestFollowPause(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	base := followShare * 150 * time.Millisecond
+	for _, c := range []struct {
+		name       string
+		whole      bool
+		first, bad int
+		after      time.Duration
+		want       time.Duration
+	}{
+		{"per backend", false, 4000, 300, 2 * time.Second, base},
+		{"first whole read", true, 4000, 4000, 0, base},
+		{"no progress yet", true, 4000, 4000, time.Second, base},
+		// 1,000 a second, 2,000 left: 2 s predicted, a quarter of it.
+		{"steady progress", true, 4000, 2000, 2 * time.Second, 500 * time.Millisecond},
+		// 250 a second, 3,000 left: 12 s predicted, bounded.
+		{"slow progress", true, 4000, 3000, 4 * time.Second, followMax},
+		// 3,500 a second, 500 left: 0.14 s predicted, the base pace wins.
+		{"nearly done", true, 4000, 500, time.Second, base},
+	} {
+		got := followPause(150*time.Millisecond, c.whole, c.first, c.bad, t0, t0.Add(c.after))
+		if got != c.want {
+			t.Errorf("%s: followPause = %v, want %v", c.name, got, c.want)
+		}
+	}
+}

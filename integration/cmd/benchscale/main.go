@@ -55,6 +55,7 @@ type options struct {
 	octet         int
 	out           string
 	label         string
+	floor         bool
 }
 
 func main() {
@@ -83,6 +84,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.octet, "octet", 90, "addresses are 127.<octet>.x.y")
 	fs.StringVar(&o.out, "out", "", "append the result as one markdown table row to this file")
 	fs.StringVar(&o.label, "label", "", "free text for the row (commit, machine load)")
+	fs.BoolVar(&o.floor, "api-floor", true, "Data Plane API drivers: at the end, stop the controller and measure the API's own runtime GET and PUT rate on the fleet")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
