@@ -67,7 +67,7 @@ func setMemoryLimit(flag string) (int64, string, error) {
 // releaser returns the heap's free memory and uncollected garbage to the
 // OS while the controller is quiet. Go keeps the pages a burst needed and
 // gives them back slowly, and lets the garbage of the idle work (a resync
-// re-plans every cluster every 30 s) reach the live heap's size before it
+// re-lists the DCS and re-plans a tenth of the clusters every 30 s) reach the live heap's size before it
 // collects: at 1,000 clusters the controller stayed at ~150 MB for minutes
 // after a mass failover while its live heap was ~50 MB, and idled at
 // 86-120 MB depending on where the collector stood when one looked. It
@@ -89,7 +89,7 @@ type releaser struct {
 // memStats reads the bytes allocated so far and the heap memory a release
 // would return to the OS: the free heap not yet returned, plus the objects
 // found dead since the last collection (the release collects first). The
-// idle fleet's periodic work (a resync re-plans every cluster every 30 s)
+// idle fleet's periodic work (a resync every 30 s)
 // leaves its garbage in the heap until the next collection, and counting
 // only the free memory missed it: a release came late or not at all.
 func memStats() (allocs, free uint64) {

@@ -57,6 +57,7 @@ func TestResyncWithNothingChangedKeepsReady(t *testing.T) {
 // its fresh plan.
 func TestResyncKeepsEqualPlans(t *testing.T) {
 	c := New(loadInventory(t), []target.Target{&fakeTarget{}}, Options{})
+	c.plans.checkEvery = 1 // every resync checks every cluster
 	c.Observe(state(10, "pg-test-1", 100, "pg-test-1", "pg-test-2", "pg-test-3"))
 	step(c, false)
 	step(c, false) // the leader seen is an input of the next plan
@@ -98,5 +99,33 @@ func TestDesiredConcatenatedWhenTaken(t *testing.T) {
 	step(c, false)
 	if first.all != nil || len(second.all) == 0 || !sameSlice(c.workers[0].applied, second.all) {
 		t.Fatalf("the worker applied %d services; first concatenated %v", len(c.workers[0].applied), first.all != nil)
+	}
+}
+
+// TestResyncChecksInTurn: with nothing changed, a resync plans from scratch
+// only the clusters whose turn it is (checkShare), and checkShare resyncs
+// plan every cluster once; a cluster whose inputs changed is planned
+// whatever the turn.
+func TestResyncChecksInTurn(t *testing.T) {
+	inv := fleetInventory(t, 2*checkShare+3)
+	c := New(inv, []target.Target{&fakeTarget{}}, Options{})
+	step(c, false)
+	step(c, false)
+	total := 0
+	for k := 0; k < checkShare; k++ {
+		step(c, true)
+		want := 0
+		for i := range inv.Clusters {
+			if i%checkShare == k {
+				want++
+			}
+		}
+		if c.plans.computed != want {
+			t.Fatalf("resync %d planned %d clusters, want the %d in turn", k, c.plans.computed, want)
+		}
+		total += c.plans.computed
+	}
+	if total != len(inv.Clusters) {
+		t.Fatalf("%d resyncs planned %d clusters, want each of the %d once", checkShare, total, len(inv.Clusters))
 	}
 }
