@@ -150,14 +150,11 @@ func readHead(br *bufio.Reader) (method, path string, body int64, chunked bool, 
 // copyChunked copies a chunked body as it is, trailer included.
 func copyChunked(w io.Writer, br *bufio.Reader) error {
 	for {
-		line, err := br.ReadSlice('\n')
+		line, err := copyLine(w, br)
 		if err != nil {
 			return err
 		}
-		if _, err := w.Write(line); err != nil {
-			return err
-		}
-		sz := strings.TrimSpace(strings.TrimRight(string(line), "\r\n"))
+		sz := strings.TrimSpace(line)
 		if i := strings.IndexByte(sz, ';'); i >= 0 {
 			sz = sz[:i]
 		}
@@ -167,23 +164,29 @@ func copyChunked(w io.Writer, br *bufio.Reader) error {
 		}
 		if n == 0 {
 			// The trailer, up to an empty line.
-			for {
-				line, err := br.ReadSlice('\n')
-				if err != nil {
+			for line != "" {
+				if line, err = copyLine(w, br); err != nil {
 					return err
-				}
-				if _, err := w.Write(line); err != nil {
-					return err
-				}
-				if strings.TrimRight(string(line), "\r\n") == "" {
-					return nil
 				}
 			}
+			return nil
 		}
 		if _, err := io.CopyN(w, br, n+2); err != nil { // the data and its CRLF
 			return err
 		}
 	}
+}
+
+// copyLine copies one line and returns it without its line end.
+func copyLine(w io.Writer, br *bufio.Reader) (string, error) {
+	line, err := br.ReadSlice('\n')
+	if err != nil {
+		return "", err
+	}
+	if _, err := w.Write(line); err != nil {
+		return "", err
+	}
+	return strings.TrimRight(string(line), "\r\n"), nil
 }
 
 func (c *counter) close() {
