@@ -67,10 +67,10 @@ func setMemoryLimit(flag string) (int64, string, error) {
 // releaser returns the heap's free memory and uncollected garbage to the
 // OS while the controller is quiet. Go keeps the pages a burst needed and
 // gives them back slowly, and lets the garbage of the idle work (a resync
-// re-lists the DCS and re-plans a tenth of the clusters every 30 s) reach the live heap's size before it
-// collects: at 1,000 clusters the controller stayed at ~150 MB for minutes
-// after a mass failover while its live heap was ~50 MB, and idled at
-// 86-120 MB depending on where the collector stood when one looked. It
+// every 30 s) reach the live heap's size before it collects: at 1,000
+// clusters the controller stayed at ~150 MB for minutes after a mass
+// failover while its live heap was ~50 MB, and idled at 86-120 MB
+// depending on where the collector stood when one looked. It
 // releases only between bursts (at most quiet bytes allocated since the
 // last look), once at least minFree bytes would come back: one collection
 // per ~minFree of idle garbage, nothing during a burst. (24 MiB left one

@@ -104,8 +104,9 @@ func TestDesiredConcatenatedWhenTaken(t *testing.T) {
 
 // TestResyncChecksInTurn: with nothing changed, a resync plans from scratch
 // only the clusters whose turn it is (checkShare), and checkShare resyncs
-// plan every cluster once; a cluster whose inputs changed is planned
-// whatever the turn.
+// plan every cluster once. (A cluster whose inputs changed is planned
+// whatever the turn: TestIncrementalPlanIsFullPlan, whose resyncs check
+// every other cluster.)
 func TestResyncChecksInTurn(t *testing.T) {
 	inv := fleetInventory(t, 2*checkShare+3)
 	c := New(inv, []target.Target{&fakeTarget{}}, Options{})
