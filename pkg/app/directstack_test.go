@@ -56,7 +56,7 @@ func startAPIHAProxy(t *testing.T, dir, bin, apiBin, inventory string, startTime
 	t.Helper()
 	inv, d, rt := startDirectHAProxy(t, dir, bin, inventory, startTimeout)
 	base := dpapitest.StartReal(t, dpapitest.Real{Bin: apiBin, Dir: dir, ConfigPath: d.ConfigPath, HAProxyBin: bin,
-		StatsSocket: d.StatsSocket, MasterSocket: d.MasterSocket, StateFile: d.ServerStateFile})
+		StatsSocket: d.StatsSocket, MasterSocket: d.MasterSocket, StateFile: d.ServerStateFile, Port: freePort(t)})
 	return inv, base, rt
 }
 

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -97,7 +98,7 @@ backend legacy-app
 		}
 	})
 	base := dpapitest.StartReal(t, dpapitest.Real{Bin: bin, Dir: dir, ConfigPath: cfgPath, HAProxyBin: haproxyBin,
-		StatsSocket: admin, MasterSocket: master, StateFile: state})
+		StatsSocket: admin, MasterSocket: master, StateFile: state, Port: freePort(t)})
 
 	rt := &hookTransport{next: http.DefaultTransport}
 	c, err := dataplaneapi.New(base, dataplaneapi.Options{Timeout: 10 * time.Second, HTTPClient: &http.Client{Transport: rt}})
@@ -243,14 +244,27 @@ func write(t *testing.T, p, s string) {
 	}
 }
 
+// handedOut holds the ports freePort returned in this process: the kernel
+// may hand a port closed a moment ago to the next listen on port 0, and a
+// service port equal to the API's own made HAProxy refuse a test's first
+// file (bind: address already in use).
+var handedOut sync.Map
+
+// freePort returns a loopback port nothing listens on now that no earlier
+// call returned.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if _, dup := handedOut.LoadOrStore(port, true); !dup {
+			return port
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // waitUntil polls cond until it holds or the deadline passes.
