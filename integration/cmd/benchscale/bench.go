@@ -824,7 +824,7 @@ const (
 // found it not live" line brackets it).
 func followPause(took time.Duration, whole bool, first, bad int, since, now time.Time) time.Duration {
 	pause := max(followEvery, followShare*took)
-	if !whole || first <= bad || !now.After(since) {
+	if !whole || first <= bad || now.Sub(since) < followWarm {
 		return pause
 	}
 	rate := float64(first-bad) / now.Sub(since).Seconds() // backends a second
@@ -832,8 +832,14 @@ func followPause(took time.Duration, whole bool, first, bad int, since, now time
 	return max(pause, min(rest/4, followMax))
 }
 
-// followMax bounds followPause.
-const followMax = time.Second
+// followMax bounds followPause; followWarm: no backing off before this
+// much of the follow has passed. A direct-driver mass failover is live in
+// under a second, often after a small first apply whose progress predicts
+// seconds more: backing off then saw it live up to followMax late.
+const (
+	followMax  = time.Second
+	followWarm = time.Second
+)
 
 // followStats counts the follow reads of a phase (for the log).
 type followStats struct {

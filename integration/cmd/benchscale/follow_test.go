@@ -184,8 +184,9 @@ func TestEachStateIsParseServersState(t *testing.T) {
 }
 
 // followPause keeps the base pace for per-backend reads, for a whole read
-// before any progress and when little is left, and otherwise backs off to
-// a quarter of the predicted rest, at most followMax.
+// before any progress, in the first followWarm and when little is left,
+// and otherwise backs off to a quarter of the predicted rest, at most
+// followMax.
 func TestFollowPause(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	base := followShare * 150 * time.Millisecond
@@ -203,6 +204,9 @@ func TestFollowPause(t *testing.T) {
 		{"steady progress", true, 4000, 2000, 2 * time.Second, 500 * time.Millisecond},
 		// 250 a second, 3,000 left: 12 s predicted, bounded.
 		{"slow progress", true, 4000, 3000, 4 * time.Second, followMax},
+		// A small first apply: 250 done in 0.4 s, 3,750 left; too early
+		// to back off (a direct storm's big apply may come next).
+		{"early progress", true, 4000, 3750, 400 * time.Millisecond, base},
 		// 3,500 a second, 500 left: 0.14 s predicted, the base pace wins.
 		{"nearly done", true, 4000, 500, time.Second, base},
 	} {
