@@ -5,15 +5,15 @@ package etcdtest
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/url"
-	"sync"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+
+	"github.com/pgsvc/pgsvc/internal/freeport"
 )
 
 // Server is one running embedded etcd member.
@@ -24,26 +24,7 @@ type Server struct {
 	etcd      *embed.Etcd
 }
 
-func freePort(tb testing.TB) int {
-	tb.Helper()
-	// The kernel may hand a just-closed port out again: never return one
-	// this process already handed out (two services on one port).
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			tb.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if _, dup := handedOut.LoadOrStore(port, true); !dup {
-			return port
-		}
-	}
-	tb.Fatal("no free port that was not handed out before")
-	return 0
-}
-
-var handedOut sync.Map
+func freePort(tb testing.TB) int { tb.Helper(); return freeport.Get(tb) }
 
 // Start runs an etcd in a temporary directory on free loopback ports; it is
 // stopped when the test ends.

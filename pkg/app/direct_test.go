@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pgsvc/pgsvc/internal/etcdtest"
+	"github.com/pgsvc/pgsvc/internal/freeport"
 	"github.com/pgsvc/pgsvc/pkg/config"
 	"github.com/pgsvc/pgsvc/pkg/haproxy"
 )
@@ -105,26 +106,7 @@ func startFakeMember(t *testing.T, name, addr string, pgPort, bouncerPort, restP
 	return m
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	// The kernel may hand a just-closed port out again: never return one
-	// this process already handed out (two services on one port).
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if _, dup := handedOut.LoadOrStore(port, true); !dup {
-			return port
-		}
-	}
-	t.Fatal("no free port that was not handed out before")
-	return 0
-}
-
-var handedOut sync.Map
+func freePort(t *testing.T) int { t.Helper(); return freeport.Get(t) }
 
 // whoAnswers connects to addr and returns the member name it greets with.
 func whoAnswers(addr string) string {

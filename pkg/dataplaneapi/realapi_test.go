@@ -3,20 +3,19 @@ package dataplaneapi_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"go.uber.org/zap/zaptest"
 
+	"github.com/pgsvc/pgsvc/internal/freeport"
 	"github.com/pgsvc/pgsvc/pkg/dataplaneapi"
 	"github.com/pgsvc/pgsvc/pkg/dataplaneapi/dpapitest"
 	"github.com/pgsvc/pgsvc/pkg/services"
@@ -244,28 +243,8 @@ func write(t *testing.T, p, s string) {
 	}
 }
 
-// handedOut holds the ports freePort returned in this process: the kernel
-// may hand a port closed a moment ago to the next listen on port 0, and a
-// service port equal to the API's own made HAProxy refuse a test's first
-// file (bind: address already in use).
-var handedOut sync.Map
-
-// freePort returns a loopback port nothing listens on now that no earlier
-// call returned.
-func freePort(t *testing.T) int {
-	t.Helper()
-	for {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if _, dup := handedOut.LoadOrStore(port, true); !dup {
-			return port
-		}
-	}
-}
+// freePort is freeport.Get.
+func freePort(t *testing.T) int { t.Helper(); return freeport.Get(t) }
 
 // waitUntil polls cond until it holds or the deadline passes.
 func waitUntil(t *testing.T, d time.Duration, cond func() bool) {
