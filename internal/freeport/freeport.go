@@ -17,14 +17,25 @@ var handedOut sync.Map
 // in this process returned.
 func Get(tb testing.TB) int {
 	tb.Helper()
-	for range 100 {
+	return get(tb, &handedOut, func() (int, error) {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		defer l.Close()
+		return l.Addr().(*net.TCPAddr).Port, nil
+	})
+}
+
+// get asks listen for ports until one is not in seen, and keeps it there.
+func get(tb testing.TB, seen *sync.Map, listen func() (int, error)) int {
+	tb.Helper()
+	for range 100 {
+		port, err := listen()
 		if err != nil {
 			tb.Fatal(err)
 		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if _, dup := handedOut.LoadOrStore(port, true); !dup {
+		if _, dup := seen.LoadOrStore(port, true); !dup {
 			return port
 		}
 	}

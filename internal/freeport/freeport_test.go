@@ -1,14 +1,34 @@
 package freeport
 
-import "testing"
+import (
+	"sync"
+	"testing"
+)
 
-// Get never returns a port twice in one process.
+// A port the kernel hands out again is skipped: get returns the next one.
+func TestGetSkipsPortsHandedOut(t *testing.T) {
+	var seen sync.Map
+	ports := []int{40001, 40001, 40001, 40002}
+	listen := func() (int, error) {
+		p := ports[0]
+		ports = ports[1:]
+		return p, nil
+	}
+	if got := get(t, &seen, listen); got != 40001 {
+		t.Fatalf("first port %d, want 40001", got)
+	}
+	if got := get(t, &seen, listen); got != 40002 {
+		t.Fatalf("second port %d, want 40002 (40001 was handed out)", got)
+	}
+}
+
+// Get returns a port nothing listens on, never twice.
 func TestGetNeverTwice(t *testing.T) {
 	seen := map[int]bool{}
-	for range 200 {
+	for range 50 {
 		p := Get(t)
-		if seen[p] {
-			t.Fatalf("port %d handed out twice", p)
+		if seen[p] || p <= 0 {
+			t.Fatalf("port %d handed out twice or invalid", p)
 		}
 		seen[p] = true
 	}

@@ -117,12 +117,13 @@ func (pc *planCache) compute(inv *topology.Inventory, dcs map[string]*patroni.Cl
 		st := dcs[cl.Name]
 		co := plan.ClusterOptionsOf(opts, cl.Name)
 		e := pc.entries[cl.Name]
-		full := i%every == turn
-		if e == nil || full || e.cl != cl || e.file != inv.File || e.st != st || e.opts != co {
+		changed := e == nil || e.cl != cl || e.file != inv.File || e.st != st || e.opts != co
+		check := i%every == turn // planned from scratch to check the cache
+		if changed || check {
 			res, err := plan.ComputeCluster(inv.File, cl, st, true, co)
 			pc.computed++
 			switch {
-			case !full || e == nil || e.cl != cl || e.file != inv.File || e.st != st || e.opts != co:
+			case changed:
 				if e != nil && e.err == nil && err == nil && sameServices(e.res.Services, res.Services) {
 					// New inputs, the same services (a member key
 					// rewritten with what the leader key already said):

@@ -76,9 +76,14 @@ func (c *counter) proxy(client net.Conn) {
 		_, _ = io.Copy(client, up)
 		_ = client.Close()
 	}()
+	done := make(chan struct{})
+	defer close(done)
 	go func() {
-		<-c.closed
-		_ = client.Close()
+		select {
+		case <-c.closed:
+			_ = client.Close()
+		case <-done:
+		}
 	}()
 	br := bufio.NewReaderSize(client, 16<<10)
 	bw := bufio.NewWriterSize(up, 16<<10)
