@@ -468,3 +468,108 @@ func TestTwinsOutgoingFollowTheirBackend(t *testing.T) {
 		})
 	}
 }
+
+// crashedTwins is fleetTwins after a crash failover of every cluster from
+// member 1 to member 2: member 1 is gone from the DCS (its candidates are
+// Unconfirmed), fenced in the write services, and member 2 forced UP.
+func crashedTwins(t *testing.T, n int) []services.Service {
+	t.Helper()
+	var out []services.Service
+	for i := 0; i < n; i++ {
+		name := fmt.Sprintf("pg-f%03d", i)
+		svcs := cluster(name, 10+i, 3, 2)
+		for j := range svcs {
+			if svcs[j].Service != "replica" && svcs[j].Service != "offline" {
+				continue
+			}
+			svcs[j].RoleDependent = true
+			for _, sv := range svcs[0].Servers {
+				sv.Port = svcs[j].DestPort
+				sv.Unconfirmed = sv.Name == name+"-1"
+				svcs[j].Candidates = append(svcs[j].Candidates, sv)
+			}
+		}
+		tw, err := services.Twins(svcs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tw = force(tw, name+"-1", func(sv *services.Server) { sv.ForceDown = true })
+		tw = force(tw, name+"-2", func(sv *services.Server) { sv.ForceUp = true })
+		out = append(out, tw...)
+	}
+	return out
+}
+
+// TestTwinsCrashedMemberGoesLast: in a crash failover, the deactivation of
+// the crashed old primary's active twin (its member gone from the DCS: its
+// checks have it DOWN, the deactivation moves no traffic) is sent after
+// every other write of the apply: the fences, the force-ups and the flips
+// of the members that serve no longer wait behind it. It is still applied,
+// reported once, and the next apply finds nothing to do.
+func TestTwinsCrashedMemberGoesLast(t *testing.T) {
+	for _, v := range []int{2, 3} {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
+			const n = 10
+			h := newTwinsHarness(t, v)
+			base := fleetTwins(t, n, func(int) int { return 1 })
+			h.apply(t, "create", base)
+			h.apply(t, "settle", base)
+			fo := crashedTwins(t, n)
+			for i := 0; i < n; i++ {
+				for _, svc := range []string{"primary", "default"} {
+					h.srv.SetOperationalState(fmt.Sprintf("pg-f%03d-%s", i, svc), fmt.Sprintf("pg-f%03d-2", i), "down")
+				}
+			}
+			res := h.apply(t, "crash failover", fo)
+			firstGone, lastOther, gone := -1, -1, 0
+			for i, r := range h.srv.Writes() {
+				if r.Method != "PUT" || !strings.HasPrefix(r.Path, "/runtime/servers/") {
+					continue
+				}
+				sv := strings.TrimPrefix(r.Path, "/runtime/servers/")
+				if strings.HasSuffix(sv, "-1"+services.BackupTwinSuffix) || strings.HasSuffix(sv, "-1") && !strings.Contains(string(r.Body), "operational_state") {
+					gone++
+					if firstGone < 0 {
+						firstGone = i
+					}
+					continue
+				}
+				lastOther = i
+			}
+			if gone != n {
+				t.Fatalf("%d admin-state writes of the crashed members' twins, want %d (one active twin each): %s", gone, n, kinds(res.Changes))
+			}
+			if lastOther < 0 || firstGone < lastOther {
+				t.Errorf("a crashed member's twin was written at #%d, before the apply's last other write #%d", firstGone, lastOther)
+			}
+			seen := map[string]int{}
+			for _, c := range res.Changes {
+				seen[c.Kind+" "+c.Backend+"/"+c.Server]++
+			}
+			for k, c := range seen {
+				if c != 1 {
+					t.Errorf("%s reported %d times", k, c)
+				}
+			}
+			c, err := dataplaneapi.New(h.srv.URL(), dataplaneapi.Options{Timeout: 5 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < n; i++ {
+				b := fmt.Sprintf("pg-f%03d-replica", i)
+				rs, err := c.GetRuntimeServers(h.ctx, b)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, r := range rs {
+					if strings.HasPrefix(r.Name, fmt.Sprintf("pg-f%03d-1", i)) && r.AdminState == "ready" {
+						t.Errorf("%s: the crashed member's twin %s is still ready", b, r.Name)
+					}
+				}
+			}
+			if res := h.apply(t, "again", fo); len(res.Changes) != 0 {
+				t.Errorf("after the failover: %s, want nothing", kinds(res.Changes))
+			}
+		})
+	}
+}

@@ -506,7 +506,9 @@ func (t *Target) applyChanges(ctx context.Context, desired []services.Service, s
 // in a 1,000-cluster mass failover) and, meanwhile, applies the admin-state
 // flips of the services that take no writes: those depend on no health and
 // bring no primary UP, so no fence need precede them, and a mass failover's
-// read services no longer wait behind the reads. Only when the apply makes
+// read services no longer wait behind the reads (but the deactivations of
+// members the DCS does not report running: they go last, see applyFlips).
+// Only when the apply makes
 // no configuration change (the flips follow a configuration write) and
 // something is read (else they go with the rest, in fewer round trips). It
 // returns, once the health is read, the flips under way and a function
@@ -520,11 +522,14 @@ func (t *Target) flipsBeforeHealth(ctx context.Context, desired []services.Servi
 	for _, d := range desired {
 		write[d.Name] = services.WriteCheck(d.Check)
 	}
+	unconfirmed := unconfirmedTwins(desired)
 	var early []target.Change
 	for _, c := range target.Diff(st.current, st.diffSet(desired)) {
 		switch c.Kind {
 		case target.KindSetState:
-			if !write[c.Backend] {
+			// (A deactivation of a member the DCS does not report
+			// running goes after everything else: applyFlips.)
+			if !write[c.Backend] && !(target.StateOf(c) != "ready" && unconfirmed[c.Backend+"/"+c.Server]) {
 				early = append(early, c)
 			}
 		case target.KindForceDown, target.KindForceUp:

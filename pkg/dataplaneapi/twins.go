@@ -110,8 +110,16 @@ func splitFlips(changes []target.Change) (flips, rest []target.Change) {
 // (their flips bring no primary UP: the fence need not precede them), so
 // that a mass failover's read services do not wait behind 2,000 fences;
 // then the activations of the write services and the force-ups; then the
-// deactivations of the backends with an activation. It returns when the
-// write fences were in place.
+// deactivations of the backends with an activation; last, the
+// deactivations of the twins of members the DCS does not report running
+// (Server.Unconfirmed: a crashed old primary's active twin). Those move no
+// traffic while HAProxy's checks have them DOWN, which every role check
+// does through a member whose PostgreSQL is not running; in a
+// 1,000-cluster mass failover they are 1,000 of the ~6,000 PUTs, and the
+// traffic's own flips no longer wait behind them. (A member cut from the
+// DCS whose demoted PostgreSQL runs on may pass a read check: its twin
+// takes reads that much longer.) It returns when the write fences were in
+// place.
 func (t *Target) applyFlips(ctx context.Context, desired []services.Service, flips, fence, afterFlip, force []target.Change, pid int64) (time.Time, error) {
 	if len(flips) == 0 {
 		// (afterFlip is empty: it is made of flips.)
@@ -167,8 +175,12 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 			incoming[c.Backend] = true
 		}
 	}
+	unconfirmed := unconfirmedTwins(desired)
+	var last []target.Change
 	for _, c := range flips {
 		switch {
+		case target.StateOf(c) != "ready" && unconfirmed[c.Backend+"/"+c.Server]:
+			last = append(last, c)
 		case target.StateOf(c) != "ready" && incoming[c.Backend]:
 			downs = append(downs, c)
 		case target.StateOf(c) != "ready":
@@ -237,12 +249,12 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 		}()
 	}
 	var fencedAt time.Time
-	for i, batch := range [][]target.Change{early, ups, downs} {
+	for i, batch := range [][]target.Change{early, ups, downs, last} {
 		after := then
 		switch i {
 		case 0:
 			after = first
-		case 2:
+		case 2, 3:
 			after = nil
 		}
 		if err := t.putStates(ctx, batch, answered, after, pid); err != nil {
@@ -274,6 +286,20 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 	}
 	// A repair may have readied a fenced server again.
 	return fencedAt, t.forceDown(ctx, afterFlip, pid)
+}
+
+// unconfirmedTwins names the inactive twins of members the DCS does not
+// report running ("backend/server").
+func unconfirmedTwins(desired []services.Service) map[string]bool {
+	out := map[string]bool{}
+	for _, d := range desired {
+		for _, sv := range d.Servers {
+			if sv.Unconfirmed && sv.Disabled {
+				out[d.Name+"/"+sv.Name] = true
+			}
+		}
+	}
+	return out
 }
 
 // answerBook is what the runtime PUTs of one apply answered: backend ->

@@ -96,7 +96,7 @@ func twinsOf(s Service) (Service, error) {
 		}
 		for _, backup := range []bool{false, true} {
 			tw := c
-			tw.Member, tw.Backup, tw.Selected, tw.Unconfirmed = c.Name, backup, !backup, false
+			tw.Member, tw.Backup, tw.Selected = c.Name, backup, !backup
 			if backup {
 				tw.Name = bname
 			}

@@ -82,7 +82,7 @@ func referenceTwins(in []Service) ([]Service, error) {
 			delete(pig, c.Name)
 			for _, backup := range []bool{false, true} {
 				tw := c
-				tw.Member, tw.Backup, tw.Selected, tw.Unconfirmed = c.Name, backup, !backup, false
+				tw.Member, tw.Backup, tw.Selected = c.Name, backup, !backup
 				if backup {
 					tw.Name = bname
 				}

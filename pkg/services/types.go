@@ -86,7 +86,12 @@ type Server struct {
 	Reason string `json:"reason"`
 	// Unconfirmed is set on Build's candidates when the DCS has live data
 	// for the cluster but does not report this member running: Twins never
-	// activates its twins (`ready` is UP at once, before any check).
+	// activates its twins (`ready` is UP at once, before any check), and
+	// keeps the flag on both (inactive) twins, so that a target can send
+	// their deactivations last: every role check goes through the member's
+	// Patroni REST API, which passes none while its PostgreSQL is not
+	// running (and a crashed member answers nothing), so HAProxy's own
+	// checks have such a twin DOWN and its deactivation moves no traffic.
 	Unconfirmed bool `json:"-"`
 	// Down is set by targets on servers they read back: the live health
 	// check has the server DOWN (not in maintenance). Never set in desired.
