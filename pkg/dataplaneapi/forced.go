@@ -158,6 +158,15 @@ func (c *forcedCache) readDown(key string, at time.Time, pid int64) {
 	c.recs[key] = forcedRec{down: true, at: at, pid: pid, read: true}
 }
 
+// readBefore reports whether server key's record is a fence read DOWN
+// (not forced by us) in HAProxy process pid, whatever its age.
+func (c *forcedCache) readBefore(key string, pid int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.recs[key]
+	return ok && r.read && r.pid == pid && pid != 0
+}
+
 // wasDown reports whether server key was forced DOWN by us since its
 // fence began (any process).
 func (c *forcedCache) wasDown(key string) bool {

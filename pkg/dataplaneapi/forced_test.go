@@ -573,3 +573,97 @@ func TestTwinsCrashedMemberGoesLast(t *testing.T) {
 		})
 	}
 }
+
+// TestTwinsFenceRereadsAfterTheApply: in a failover that spans applies,
+// the re-reads of fences read DOWN before (past their bound) whose new
+// primary our force UP already has UP wait until the apply's other writes
+// were sent: the next clusters' fence reads, force-ups and flips do not
+// wait behind them. A fence found UP then (an operator's `set server …
+// health up`) is still forced DOWN by the same apply and reported; a
+// first fence read (no record) still precedes its cluster's force-up; and
+// the next apply, within the bound, reads nothing.
+func TestTwinsFenceRereadsAfterTheApply(t *testing.T) {
+	for _, v := range []int{2, 3} {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
+			const n = 4
+			h := newTwinsHarness(t, v)
+			base := fleetTwins(t, n, func(int) int { return 1 })
+			h.apply(t, "create", base)
+			h.apply(t, "settle", base)
+			failover := func(upTo int) []services.Service {
+				fo := fleetTwins(t, n, func(i int) int {
+					if i < upTo {
+						return 2
+					}
+					return 1
+				})
+				for i := 0; i < upTo; i++ {
+					fo = force(fo, fmt.Sprintf("pg-f%03d-1", i), func(sv *services.Server) { sv.ForceDown = true })
+					fo = force(fo, fmt.Sprintf("pg-f%03d-2", i), func(sv *services.Server) { sv.ForceUp = true })
+				}
+				return fo
+			}
+			for i := 0; i < n; i++ {
+				for _, svc := range []string{"primary", "default"} {
+					// Dead old primaries; new primaries whose /primary
+					// checks failed until now.
+					h.srv.SetOperationalState(fmt.Sprintf("pg-f%03d-%s", i, svc), fmt.Sprintf("pg-f%03d-1", i), "down")
+					h.srv.SetOperationalState(fmt.Sprintf("pg-f%03d-%s", i, svc), fmt.Sprintf("pg-f%03d-2", i), "down")
+				}
+			}
+			first := h.apply(t, "first clusters", failover(n-1))
+			if got := len(forcedWrites(h.srv.Requests())); got != 2*(n-1) {
+				t.Fatalf("first clusters: %d forced writes, want %d force-ups: %s", got, 2*(n-1), kinds(first.Changes))
+			}
+			// Past the bound; an operator raises one old primary.
+			h.clk.add(2 * time.Second)
+			h.srv.SetOperationalState("pg-f000-primary", "pg-f000-1", "up")
+			res := h.apply(t, "last cluster", failover(n))
+			reqs := h.srv.Requests()
+			lastCluster := func(b string) bool { return strings.HasPrefix(b, fmt.Sprintf("pg-f%03d-", n-1)) }
+			firstReread, lastOther, lastGet3, firstUp3 := -1, -1, -1, -1
+			for i, r := range reqs {
+				b := r.Query.Get("backend")
+				write := strings.HasSuffix(b, "-primary") || strings.HasSuffix(b, "-default")
+				switch {
+				case r.Method == "GET" && write && lastCluster(b):
+					lastGet3 = i
+				case r.Method == "GET" && write:
+					if firstReread < 0 {
+						firstReread = i
+					}
+				case r.Method == "PUT" && lastCluster(b):
+					lastOther = i
+					if strings.Contains(string(r.Body), `"operational_state":"up"`) && firstUp3 < 0 {
+						firstUp3 = i
+					}
+				}
+			}
+			if firstReread < 0 || lastOther < 0 || firstReread < lastOther {
+				t.Errorf("a fence re-read (#%d) before the last write of the cluster failing over now (#%d): %v", firstReread, lastOther, paths(reqs))
+			}
+			if lastGet3 < 0 || firstUp3 < 0 || firstUp3 < lastGet3 {
+				t.Errorf("the new cluster's force-up (#%d) before its fences were read (#%d): %v", firstUp3, lastGet3, paths(reqs))
+			}
+			if got := runtimeGets(reqs); got != 2*n {
+				t.Errorf("%d runtime GETs, want %d (the new cluster's 2 fences, the 6 re-reads)", got, 2*n)
+			}
+			forced := strings.Join(forcedWrites(reqs), ", ")
+			if !strings.Contains(forced, "pg-f000-primary/pg-f000-1 down") || strings.Contains(forced, "pg-f000-default/pg-f000-1 down") {
+				t.Errorf("forced %q: want the old primary raised by the operator forced DOWN again, only there", forced)
+			}
+			var last target.Change
+			for _, c := range res.Changes {
+				if c.Kind == target.KindForceDown {
+					last = c
+				}
+			}
+			if last.Backend != "pg-f000-primary" || last.Server != "pg-f000-1" || res.ForcedDown.IsZero() {
+				t.Errorf("the re-read fence forced DOWN is not reported: %s", kinds(res.Changes))
+			}
+			if res := h.apply(t, "again", failover(n)); len(res.Changes) != 0 || runtimeGets(h.srv.Requests()) != 0 {
+				t.Errorf("again within the bound: %s, %d GETs; want nothing", kinds(res.Changes), runtimeGets(h.srv.Requests()))
+			}
+		})
+	}
+}

@@ -42,6 +42,11 @@ type healthRead struct {
 	backends []string
 	decided  map[string]health
 	fences   map[string]bool
+	// later: backends whose only read is the re-read of fences read DOWN
+	// before, in a backend whose new primary our force UP already has UP
+	// (see planHealth); laterFences names those fences.
+	later       []string
+	laterFences map[string]bool
 	// writable: backend -> the Writable servers whose admin state is read
 	// (see holdState).
 	writable map[string][]string
@@ -61,6 +66,8 @@ func (t *Target) planHealth(sn *snapshot, desired []services.Service, st *state,
 	decided := map[string]health{}
 	// fences: the write fences (not held) whose backend is read.
 	fences := map[string]bool{}
+	var later []string
+	laterFences := map[string]bool{}
 	for _, d := range desired {
 		cur := st.current[d.Name]
 		if !target.WantsHealth(d) || cur == nil {
@@ -69,6 +76,11 @@ func (t *Target) planHealth(sn *snapshot, desired []services.Service, st *state,
 		bound := riseBound(sn, d)
 		known := map[string]health{}
 		read := false
+		// reread: the fences of d read only because their last read DOWN
+		// is past its bound; upLeader: d has a new primary our force UP
+		// has UP; unknown: the servers the records do not tell.
+		var reread []string
+		upLeader, unknown := false, 0
 		for _, sv := range d.Servers {
 			c, ok := cur.Servers[sv.Name]
 			if !ok || sv.Disabled || !sv.ForceUp && !sv.ForceDown {
@@ -81,6 +93,12 @@ func (t *Target) planHealth(sn *snapshot, desired []services.Service, st *state,
 				h = t.forced.know(d.Name, sv, st.pid, now, bound)
 			}
 			known[sv.Name] = h
+			if h == healthUnknown {
+				unknown++
+			}
+			if sv.ForceUp && !sv.ForceDown && h == healthUp {
+				upLeader = true
+			}
 			if h == healthUnknown && sv.ForceDown && !sv.HoldDown {
 				fences[d.Name+"/"+sv.Name] = true
 			}
@@ -97,6 +115,9 @@ func (t *Target) planHealth(sn *snapshot, desired []services.Service, st *state,
 			case blind && sv.ForceDown && t.forced.wasDown(d.Name+"/"+sv.Name):
 			default:
 				read = true
+				if blind && sv.ForceDown && t.forced.readBefore(d.Name+"/"+sv.Name, st.pid) {
+					reread = append(reread, sv.Name)
+				}
 			}
 		}
 		for _, sv := range d.Servers {
@@ -123,6 +144,29 @@ func (t *Target) planHealth(sn *snapshot, desired []services.Service, st *state,
 			cur.Servers[sv.Name] = c
 			decided[d.Name+"/"+sv.Name] = h
 		}
+		if read && upLeader && unknown == len(reread) && d.Layout != services.LayoutTwins {
+			// Nothing but re-reads of fences read DOWN before, and the new
+			// primary is UP by our force already: nothing this apply
+			// brings UP waits for them (a fence must be read before the
+			// force UP of a new primary, not after it). They are read
+			// after the apply's other writes, so that in a mass failover
+			// whose applies outlast the bound (2 s of Pigsty's checks)
+			// the next apply's new primaries and flips do not wait
+			// behind a re-read of every fence of the ones before (2,000
+			// GETs). A fence read UP then is forced DOWN at once, by the
+			// same apply. (By Patroni's rule an old primary's /primary
+			// cannot pass while another member holds the leader key: a
+			// read UP is an operator's `set server … health up`.)
+			for _, name := range reread {
+				c := cur.Servers[name]
+				c.Down = true // until read: Diff leaves it to fencesLater
+				cur.Servers[name] = c
+				delete(fences, d.Name+"/"+name)
+				laterFences[d.Name+"/"+name] = true
+			}
+			later = append(later, d.Name)
+			read = false
+		}
 		if read {
 			backends = append(backends, d.Name)
 		}
@@ -143,10 +187,66 @@ func (t *Target) planHealth(sn *snapshot, desired []services.Service, st *state,
 			continue
 		}
 		if st.current[b] != nil && !slices.Contains(backends, b) {
+			if i := slices.Index(later, b); i >= 0 {
+				// Read now for its admin states: its fences too.
+				later = slices.Delete(later, i, i+1)
+				for _, sv := range st.current[b].Servers {
+					if laterFences[b+"/"+sv.Name] {
+						delete(laterFences, b+"/"+sv.Name)
+						fences[b+"/"+sv.Name] = true
+					}
+				}
+			}
 			backends = append(backends, b)
 		}
 	}
-	return &healthRead{t: t, st: st, apply: apply, backends: backends, decided: decided, fences: fences, writable: writable}
+	return &healthRead{t: t, st: st, apply: apply, backends: backends, decided: decided, fences: fences, writable: writable,
+		later: later, laterFences: laterFences}
+}
+
+// fencesLater re-reads the fences planHealth left for after the apply's
+// other writes (h.later), records those read DOWN and forces DOWN those
+// read UP; it returns the changes it made.
+func (h *healthRead) fencesLater(ctx context.Context, desired []services.Service) ([]target.Change, error) {
+	t, st := h.t, h.st
+	if len(h.later) == 0 {
+		return nil, nil
+	}
+	readAt := t.opts.Now()
+	rs, errs := t.runtimeServersMany(ctx, h.later)
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("re-read the write fences: %s", strings.Join(errs, "; "))
+	}
+	sub := map[string]*target.Backend{}
+	for b, servers := range rs {
+		cur := st.current[b]
+		for _, r := range servers {
+			k := b + "/" + r.Name
+			if !h.laterFences[k] {
+				continue
+			}
+			c := cur.Servers[r.Name]
+			c.Down = r.OperationalState == "down" && r.AdminState != "maint"
+			cur.Servers[r.Name] = c
+			if c.Down {
+				t.forced.readDown(k, readAt, st.pid)
+			}
+		}
+		sub[b] = cur
+	}
+	var want []services.Service
+	for _, d := range desired {
+		if sub[d.Name] != nil {
+			want = append(want, d)
+		}
+	}
+	var up []target.Change
+	for _, c := range target.Diff(sub, want) {
+		if c.Kind == target.KindForceDown && h.laterFences[c.Backend+"/"+c.Server] {
+			up = append(up, c)
+		}
+	}
+	return up, t.forceDown(ctx, up, st.pid)
 }
 
 // run GETs the backends left by planHealth, readParallel in flight, and

@@ -437,6 +437,16 @@ func (t *Target) applyOnce(ctx context.Context, desired []services.Service) (tar
 	if len(early) > 0 {
 		res.Changes = append(early, res.Changes...)
 	}
+	if err != nil {
+		return res, err
+	}
+	late, err := hr.fencesLater(ctx, desired)
+	if len(late) > 0 {
+		res.Changes = append(res.Changes, late...)
+		if res.ForcedDown.IsZero() {
+			res.ForcedDown = time.Now()
+		}
+	}
 	return res, err
 }
 
