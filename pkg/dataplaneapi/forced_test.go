@@ -667,3 +667,63 @@ func TestTwinsFenceRereadsAfterTheApply(t *testing.T) {
 		})
 	}
 }
+
+// TestTwinsFenceReadStampedPerGET: a fence read DOWN counts from just
+// before its own GET was sent, not from the start of the whole read (a
+// read of 2,000 backends takes seconds, and a record stamped at its start
+// lost that much of its bound: the next apply re-read fences it had just
+// read). The clock moves 20 ms at every look while the fences of 10
+// clusters are read; then, stepping the clock from 2 s after the read
+// began, the first apply that re-reads any reads only some (those whose
+// GET went first), and 2 s after the read ended some are read again.
+func TestTwinsFenceReadStampedPerGET(t *testing.T) {
+	for _, v := range []int{2, 3} {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
+			const n = 10
+			h := newTwinsHarness(t, v)
+			base := fleetTwins(t, n, func(int) int { return 1 })
+			h.apply(t, "create", base)
+			h.apply(t, "settle", base)
+			fenced := base
+			for i := 0; i < n; i++ {
+				m := fmt.Sprintf("pg-f%03d-1", i)
+				fenced = force(fenced, m, func(sv *services.Server) { sv.ForceDown = true })
+				for _, svc := range []string{"primary", "default"} {
+					h.srv.SetOperationalState(fmt.Sprintf("pg-f%03d-%s", i, svc), m, "down")
+				}
+			}
+			began := h.clk.Now()
+			h.clk.setTick(20 * time.Millisecond)
+			if res := h.apply(t, "fences read", fenced); len(res.Changes) != 0 || runtimeGets(h.srv.Requests()) != 2*n {
+				t.Fatalf("fences read: %s, %d GETs; want %d GETs, nothing forced", kinds(res.Changes), runtimeGets(h.srv.Requests()), 2*n)
+			}
+			h.clk.setTick(0)
+			ended := h.clk.Now()
+			if ended.Sub(began) < 100*time.Millisecond {
+				t.Fatalf("the read took %s on the test clock: too short to tell the stamps apart", ended.Sub(began))
+			}
+			// Step the clock from 2 s after the read began: the first
+			// re-read takes only the fences whose GETs went first.
+			h.clk.add(began.Add(2 * time.Second).Sub(ended))
+			first := 0
+			for h.clk.Now().Before(ended.Add(2 * time.Second)) {
+				h.clk.add(20 * time.Millisecond)
+				res := h.apply(t, "stepping", fenced)
+				if len(res.Changes) != 0 {
+					t.Fatalf("stepping: %s, want nothing forced", kinds(res.Changes))
+				}
+				if first = runtimeGets(h.srv.Requests()); first > 0 {
+					break
+				}
+			}
+			if first == 0 || first >= 2*n {
+				t.Errorf("the first re-read after the bound read %d backends, want some of the %d (those whose GET went first)", first, 2*n)
+			}
+			h.clk.add(ended.Add(2 * time.Second).Sub(h.clk.Now()))
+			h.apply(t, "2 s after the read ended", fenced)
+			if got := runtimeGets(h.srv.Requests()); got == 0 {
+				t.Errorf("2 s after the read ended: no fence read again")
+			}
+		})
+	}
+}

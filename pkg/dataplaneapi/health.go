@@ -212,8 +212,7 @@ func (h *healthRead) fencesLater(ctx context.Context, desired []services.Service
 	if len(h.later) == 0 {
 		return nil, nil
 	}
-	readAt := t.opts.Now()
-	rs, errs := t.runtimeServersMany(ctx, h.later)
+	rs, sent, errs := t.runtimeServersAt(ctx, h.later)
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("re-read the write fences: %s", strings.Join(errs, "; "))
 	}
@@ -229,7 +228,7 @@ func (h *healthRead) fencesLater(ctx context.Context, desired []services.Service
 			c.Down = r.OperationalState == "down" && r.AdminState != "maint"
 			cur.Servers[r.Name] = c
 			if c.Down {
-				t.forced.readDown(k, readAt, st.pid)
+				t.forced.readDown(k, sent[b], st.pid)
 			}
 		}
 		sub[b] = cur
@@ -257,8 +256,7 @@ func (h *healthRead) run(ctx context.Context) error {
 		return nil
 	}
 	start := time.Now()
-	readAt := t.opts.Now()
-	rs, errs := t.runtimeServersMany(ctx, backends)
+	rs, sent, errs := t.runtimeServersAt(ctx, backends)
 	if len(errs) > 0 {
 		return fmt.Errorf("read the health of the backends forcing a server up or down: %s", strings.Join(errs, "; "))
 	}
@@ -299,7 +297,7 @@ func (h *healthRead) run(ctx context.Context) error {
 				// down: the next applies do not read its backend until
 				// its checks could have raised it (one GET per bound,
 				// not per apply: 2,000 per apply in a mass failover).
-				t.forced.readDown(b+"/"+r.Name, readAt, st.pid)
+				t.forced.readDown(b+"/"+r.Name, sent[b], st.pid)
 			}
 		}
 	}

@@ -30,9 +30,19 @@ func fleetTwins(t testing.TB, n int, primary func(i int) int) []services.Service
 type clock struct {
 	mu  sync.Mutex
 	now time.Time
+	// tick: how far each Now moves the clock after it (0: it stands).
+	tick time.Duration
 }
 
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := c.now
+	c.now = c.now.Add(c.tick)
+	return t
+}
+
+func (c *clock) setTick(d time.Duration) { c.mu.Lock(); defer c.mu.Unlock(); c.tick = d }
 func (c *clock) add(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
