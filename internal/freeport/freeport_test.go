@@ -33,3 +33,18 @@ func TestGetNeverTwice(t *testing.T) {
 		seen[p] = true
 	}
 }
+
+// Get's ports are below the kernel's ephemeral range (where an outgoing
+// connection could take one before its server binds it), when the range
+// leaves room below it.
+func TestGetBelowEphemeralRange(t *testing.T) {
+	lo := ephemeralLow()
+	if lo-lowest <= 100 {
+		t.Skipf("ephemeral range starts at %d: no room below it (Pick falls back to port 0)", lo)
+	}
+	for range 20 {
+		if p := Get(t); p < lowest || p >= lo {
+			t.Fatalf("port %d, want one in [%d, %d)", p, lowest, lo)
+		}
+	}
+}

@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/pgsvc/pgsvc/pkg/dataplaneapi/dpapitest"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -14,21 +12,41 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+
+	"github.com/pgsvc/pgsvc/internal/freeport"
+	"github.com/pgsvc/pgsvc/pkg/dataplaneapi/dpapitest"
 )
 
+// picked: the ports freePort returned (a random pick may repeat one whose
+// server has not bound it yet).
+var (
+	pickedMu sync.Mutex
+	picked   = map[int]bool{}
+)
+
+// freePort returns a loopback port nothing listens on, below the kernel's
+// ephemeral range (freeport.Pick), never the same twice.
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+	pickedMu.Lock()
+	defer pickedMu.Unlock()
+	for range 100 {
+		p, err := freeport.Pick()
+		if err != nil {
+			return 0, err
+		}
+		if !picked[p] {
+			picked[p] = true
+			return p, nil
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, errors.New("no free port that was not picked before")
 }
 
 // child is a process this command started; stop ends it by PID.
