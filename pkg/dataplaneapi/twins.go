@@ -111,8 +111,9 @@ func splitFlips(changes []target.Change) (flips, rest []target.Change) {
 // that a mass failover's read services do not wait behind 2,000 fences;
 // then the activations of the write services and the force-ups; then the
 // deactivations of the backends with an activation; last, the
-// deactivations of the twins of members the DCS does not report running
-// (Server.Unconfirmed: a crashed old primary's active twin). Those move no
+// deactivations of the twins of members the DCS does not report running,
+// in services that take no writes (unconfirmedTwins: a crashed old
+// primary's active twin in the replica service). Those move no
 // traffic while HAProxy's checks have them DOWN, which every role check
 // does through a member whose PostgreSQL is not running; in a
 // 1,000-cluster mass failover they are 1,000 of the ~6,000 PUTs, and the
@@ -289,10 +290,17 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 }
 
 // unconfirmedTwins names the inactive twins of members the DCS does not
-// report running ("backend/server").
+// report running ("backend/server"), in the services that take no writes.
+// In a role-dependent write service the outgoing twin of an old primary
+// the DCS lost (a crash, or a hung Patroni loop whose REST API may still
+// pass /primary until HAProxy's checks catch up) keeps its place: its
+// deactivation is all that stands between it and the writes.
 func unconfirmedTwins(desired []services.Service) map[string]bool {
 	out := map[string]bool{}
 	for _, d := range desired {
+		if services.WriteCheck(d.Check) {
+			continue
+		}
 		for _, sv := range d.Servers {
 			if sv.Unconfirmed && sv.Disabled {
 				out[d.Name+"/"+sv.Name] = true
