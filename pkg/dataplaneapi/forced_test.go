@@ -723,3 +723,82 @@ func TestTwinsFenceReadStampedPerGET(t *testing.T) {
 		}
 	})
 }
+
+// writerTwins is fleetTwins with one more service per cluster, "writer": a
+// role-dependent write service (the primary only, checked on /primary),
+// laid out as twins.
+func writerTwins(t *testing.T, n int, primary int) []services.Service {
+	t.Helper()
+	var out []services.Service
+	for i := 0; i < n; i++ {
+		name := fmt.Sprintf("pg-f%03d", i)
+		svcs := cluster(name, 10+i, 3, primary)
+		w := svcs[0] // primary: every member, /primary
+		w.Name, w.Service, w.Port = name+"-writer", "writer", 5439
+		w.RoleDependent = true
+		w.Candidates = append([]services.Server(nil), svcs[0].Servers...)
+		w.Servers = []services.Server{svcs[0].Servers[primary-1]}
+		tw, err := services.Twins(append(svcs, w))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, tw...)
+	}
+	return out
+}
+
+// TestTwinsWriteServiceOutgoingFirst: in a role-dependent write service
+// the old primary's twin leaves before the new primary's comes in (a
+// write service may be without a server for a round trip, never with two
+// primaries: the old one may still pass /primary for a few checks), while
+// the read services keep incoming before outgoing.
+func TestTwinsWriteServiceOutgoingFirst(t *testing.T) {
+	for _, v := range []int{2, 3} {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
+			const n = 12
+			h := newTwinsHarness(t, v)
+			base := writerTwins(t, n, 1)
+			h.apply(t, "create", base)
+			h.apply(t, "settle", base)
+			h.apply(t, "switchovers", writerTwins(t, n, 2))
+			firstUp, lastDown := map[string]int{}, map[string]int{}
+			lastUp, firstDown := map[string]int{}, map[string]int{}
+			for i, r := range h.srv.Writes() {
+				b, body := r.Query.Get("backend"), string(r.Body)
+				switch {
+				case strings.Contains(body, `"admin_state":"ready"`):
+					if _, ok := firstUp[b]; !ok {
+						firstUp[b] = i
+					}
+					lastUp[b] = i
+				case strings.Contains(body, `"admin_state"`):
+					if _, ok := firstDown[b]; !ok {
+						firstDown[b] = i
+					}
+					lastDown[b] = i
+				}
+			}
+			writers := 0
+			for b, up := range firstUp {
+				down, ok := lastDown[b]
+				if !ok {
+					continue
+				}
+				if strings.HasSuffix(b, "-writer") {
+					writers++
+					if down > up {
+						t.Errorf("%s: the new primary's twin came in (write #%d) before the old one left (#%d)", b, up, down)
+					}
+				} else if first := firstDown[b]; lastUp[b] > first {
+					t.Errorf("%s: an outgoing twin left (write #%d) before the last incoming one was ready (#%d)", b, first, lastUp[b])
+				}
+			}
+			if writers != n {
+				t.Errorf("%d writer backends flipped both ways, want %d", writers, n)
+			}
+			if res := h.apply(t, "again", writerTwins(t, n, 2)); len(res.Changes) != 0 {
+				t.Errorf("after the switchovers: %s, want nothing", kinds(res.Changes))
+			}
+		})
+	}
+}

@@ -108,8 +108,10 @@ func splitFlips(changes []target.Change) (flips, rest []target.Change) {
 // The write fences in fence (old primaries, held new leaders) go first,
 // in one wave with the activations of the services that take no writes
 // (their flips bring no primary UP: the fence need not precede them), so
-// that a mass failover's read services do not wait behind 2,000 fences;
-// then the activations of the write services and the force-ups; then the
+// that a mass failover's read services do not wait behind 2,000 fences,
+// and with the outgoing twins of role-dependent write services (outgoing
+// before incoming there: never two primaries); then the activations of
+// the write services and the force-ups; then the
 // deactivations of the backends with an activation; last, the
 // deactivations of the twins of members the DCS does not report running,
 // in services that take no writes (unconfirmedTwins: a crashed old
@@ -163,9 +165,22 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 	// in the first wave, and so do the deactivations of the backends with
 	// no activation (incoming before outgoing is per backend).
 	fenced0 := len(fence) > 0
+	// An outgoing twin of a write service (a role-dependent one: its
+	// member left the primary's role) goes in the first wave too, and the
+	// write services' activations and force-ups after it, as after a
+	// fence: a write service may be without a server for a round trip,
+	// never with two primaries (the old one may still pass /primary for
+	// a few checks: a hung Patroni loop).
+	writeOut := false
+	for _, c := range flips {
+		if target.StateOf(c) != "ready" && write[c.Backend] {
+			writeOut = true
+		}
+	}
+	wait := fenced0 || writeOut
 	early := append([]target.Change(nil), fence...)
 	var ups, downs []target.Change
-	if fenced0 {
+	if wait {
 		ups = append(ups, force...)
 	} else {
 		early = append(early, force...)
@@ -182,11 +197,13 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 		switch {
 		case target.StateOf(c) != "ready" && unconfirmed[c.Backend+"/"+c.Server]:
 			last = append(last, c)
+		case target.StateOf(c) != "ready" && write[c.Backend]:
+			early = append(early, c)
 		case target.StateOf(c) != "ready" && incoming[c.Backend]:
 			downs = append(downs, c)
 		case target.StateOf(c) != "ready":
 			early = append(early, c)
-		case write[c.Backend] && fenced0:
+		case write[c.Backend] && wait:
 			ups = append(ups, c)
 		default:
 			early = append(early, c)
