@@ -23,9 +23,9 @@ type twinsHarness struct {
 	ctx context.Context
 }
 
-func newTwinsHarness(t *testing.T, v int) *twinsHarness {
+func newTwinsHarness(t *testing.T, v int, opts ...dpapitest.Option) *twinsHarness {
 	t.Helper()
-	srv := dpapitest.NewServer(t, dpapitest.WithAPIVersion(v))
+	srv := dpapitest.NewServer(t, append([]dpapitest.Option{dpapitest.WithAPIVersion(v)}, opts...)...)
 	c, err := dataplaneapi.New(srv.URL(), dataplaneapi.Options{Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -472,12 +472,21 @@ func TestTwinsOutgoingFollowTheirBackend(t *testing.T) {
 // crashedTwins is fleetTwins after a crash failover of every cluster from
 // member 1 to member 2: member 1 is gone from the DCS (its candidates are
 // Unconfirmed), fenced in the write services, and member 2 forced UP.
-func crashedTwins(t *testing.T, n int) []services.Service {
+func crashedTwins(t *testing.T, n int) []services.Service { return lostTwins(t, n, true) }
+
+// lostTwins is fleetTwins once member 1, the primary, is gone from the
+// DCS: its leader key expired (promoted false: no new leader yet, the
+// roles kept with it) or member 2 took the key (promoted).
+func lostTwins(t *testing.T, n int, promoted bool) []services.Service {
 	t.Helper()
+	primary := 1
+	if promoted {
+		primary = 2
+	}
 	var out []services.Service
 	for i := 0; i < n; i++ {
 		name := fmt.Sprintf("pg-f%03d", i)
-		svcs := cluster(name, 10+i, 3, 2)
+		svcs := cluster(name, 10+i, 3, primary)
 		for j := range svcs {
 			if svcs[j].Service != "replica" && svcs[j].Service != "offline" {
 				continue
@@ -494,7 +503,9 @@ func crashedTwins(t *testing.T, n int) []services.Service {
 			t.Fatal(err)
 		}
 		tw = force(tw, name+"-1", func(sv *services.Server) { sv.ForceDown = true })
-		tw = force(tw, name+"-2", func(sv *services.Server) { sv.ForceUp = true })
+		if promoted {
+			tw = force(tw, name+"-2", func(sv *services.Server) { sv.ForceUp = true })
+		}
 		out = append(out, tw...)
 	}
 	return out
@@ -502,10 +513,10 @@ func crashedTwins(t *testing.T, n int) []services.Service {
 
 // settledTwins runs f on the v2 and v3 doubles, each with a twin-layout
 // Target that has created and settled n clusters (primary: member 1).
-func settledTwins(t *testing.T, n int, f func(t *testing.T, h *twinsHarness, base []services.Service)) {
+func settledTwins(t *testing.T, n int, f func(t *testing.T, h *twinsHarness, base []services.Service), opts ...dpapitest.Option) {
 	for _, v := range []int{2, 3} {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
-			h := newTwinsHarness(t, v)
+			h := newTwinsHarness(t, v, opts...)
 			base := fleetTwins(t, n, func(int) int { return 1 })
 			h.apply(t, "create", base)
 			h.apply(t, "settle", base)
@@ -801,4 +812,39 @@ func TestTwinsWriteServiceOutgoingFirst(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestTwinsCrashedMemberWhileFencesAreRead: when the leader keys expired
+// and no new leader brings anything UP yet, the crashed members' twins
+// are drained while their fences are read, not after (nothing waits for
+// the reads but them, and the next apply, the new leaders', waits for
+// this one). The double answers each fence read 20 ms late, as a loaded
+// API does.
+func TestTwinsCrashedMemberWhileFencesAreRead(t *testing.T) {
+	const n = 10
+	settledTwins(t, n, func(t *testing.T, h *twinsHarness, base []services.Service) {
+		for i := 0; i < n; i++ {
+			for _, svc := range []string{"primary", "default"} {
+				h.srv.SetOperationalState(fmt.Sprintf("pg-f%03d-%s", i, svc), fmt.Sprintf("pg-f%03d-1", i), "down")
+			}
+		}
+		res := h.apply(t, "leader keys expired", lostTwins(t, n, false))
+		firstDrain, lastGet, drains := -1, -1, 0
+		for i, r := range h.srv.Requests() {
+			b := r.Query.Get("backend")
+			switch {
+			case r.Method == "GET" && r.Path == "/runtime/servers" && (strings.HasSuffix(b, "-primary") || strings.HasSuffix(b, "-default")):
+				lastGet = i
+			case r.Method == "PUT" && strings.HasSuffix(r.Path, "-1"+services.BackupTwinSuffix):
+				drains++
+				if firstDrain < 0 {
+					firstDrain = i
+				}
+			}
+		}
+		if drains != n || lastGet < 0 || firstDrain > lastGet {
+			t.Errorf("%d drains of the crashed members' twins, the first at #%d, the last fence read at #%d: want %d, the first before the reads end (%s)",
+				drains, firstDrain, lastGet, n, kinds(res.Changes))
+		}
+	}, dpapitest.WithRuntimeReadDelay(20*time.Millisecond))
 }

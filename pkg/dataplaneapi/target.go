@@ -532,13 +532,19 @@ func (t *Target) flipsBeforeHealth(ctx context.Context, desired []services.Servi
 	for _, d := range desired {
 		write[d.Name] = services.WriteCheck(d.Check)
 	}
-	unconfirmed := unconfirmedTwins(desired)
+	changes := target.Diff(st.current, st.diffSet(desired))
+	// A deactivation of a member the DCS does not report running goes
+	// after everything else (applyFlips) when this apply brings a primary
+	// UP; else (the leader keys expired, no new one yet) nothing waits for
+	// the reads but it: it goes meanwhile.
+	var unconfirmed map[string]bool
+	if bringsUp(desired, hr.decided) {
+		unconfirmed = unconfirmedTwins(desired)
+	}
 	var early []target.Change
-	for _, c := range target.Diff(st.current, st.diffSet(desired)) {
+	for _, c := range changes {
 		switch c.Kind {
 		case target.KindSetState:
-			// (A deactivation of a member the DCS does not report
-			// running goes after everything else: applyFlips.)
 			if !write[c.Backend] && !(target.StateOf(c) != "ready" && unconfirmed[c.Backend+"/"+c.Server]) {
 				early = append(early, c)
 			}
@@ -562,6 +568,19 @@ func (t *Target) flipsBeforeHealth(ctx context.Context, desired []services.Servi
 		return ferr
 	}
 	return early, flipped, hr.run(ctx)
+}
+
+// bringsUp reports whether desired has a new primary to force UP that the
+// records do not tell UP already (decided: see planHealth).
+func bringsUp(desired []services.Service, decided map[string]health) bool {
+	for _, d := range desired {
+		for _, sv := range d.Servers {
+			if sv.ForceUp && !sv.Disabled && decided[d.Name+"/"+sv.Name] != healthUp {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // withoutFlips drops from changes the set_state changes of done's servers.

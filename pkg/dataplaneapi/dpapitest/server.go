@@ -87,6 +87,11 @@ func WithReloadSeq(n int) Option { return func(s *Server) { s.reloadSeq = n } }
 // reads 404 and writes 500.
 func WithRuntimeUnavailable() Option { return func(s *Server) { s.runtimeBroken = true } }
 
+// WithRuntimeReadDelay makes every GET of a backend's runtime servers wait
+// d before it is served (and recorded), as a loaded API answers: for tests
+// of what a client sends while such reads are under way.
+func WithRuntimeReadDelay(d time.Duration) Option { return func(s *Server) { s.readDelay = d } }
+
 // EmptyConfig is a minimal global + defaults configuration.
 const EmptyConfig = `global
     daemon
@@ -136,6 +141,7 @@ type Server struct {
 	faults          []*Fault
 	down            bool
 	runtimeBroken   bool
+	readDelay       time.Duration
 	admin           map[string]string // backend/server -> admin_state
 	held            map[string]string // backend/server -> admin_state put back after every change (HoldAdminState)
 	oper            map[string]string // backend/server -> operational_state (health), when set
@@ -414,6 +420,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	v3 := s.APIVersion() == 3
 	if v3 {
 		path, query, body = v2Form(r.Method, path, query, body)
+	}
+	if s.readDelay > 0 && r.Method == http.MethodGet && path == "/runtime/servers" {
+		time.Sleep(s.readDelay)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
