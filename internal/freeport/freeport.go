@@ -3,6 +3,7 @@
 package freeport
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -20,26 +21,31 @@ import (
 var handedOut sync.Map
 
 // Get returns a 127.0.0.1 port nothing listens on now that no earlier call
-// in this process returned (see Pick).
+// of Get or Fresh in this process returned (see Pick).
 func Get(tb testing.TB) int {
 	tb.Helper()
-	return get(tb, &handedOut, Pick)
+	port, err := Fresh()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return port
 }
 
-// get asks listen for ports until one is not in seen, and keeps it there.
-func get(tb testing.TB, seen *sync.Map, listen func() (int, error)) int {
-	tb.Helper()
+// Fresh is Get for code outside tests (the benchmark).
+func Fresh() (int, error) { return fresh(&handedOut, Pick) }
+
+// fresh asks listen for ports until one is not in seen, and keeps it there.
+func fresh(seen *sync.Map, listen func() (int, error)) (int, error) {
 	for range 100 {
 		port, err := listen()
 		if err != nil {
-			tb.Fatal(err)
+			return 0, err
 		}
 		if _, dup := seen.LoadOrStore(port, true); !dup {
-			return port
+			return port, nil
 		}
 	}
-	tb.Fatal("no free port that was not handed out before")
-	return 0
+	return 0, errors.New("no free port that was not handed out before")
 }
 
 // lowest is the least port Pick returns: above the well-known and most

@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-// A port the kernel hands out again is skipped: get returns the next one.
+// A port the kernel hands out again is skipped: fresh returns the next one.
 func TestGetSkipsPortsHandedOut(t *testing.T) {
 	var seen sync.Map
 	ports := []int{40001, 40001, 40001, 40002}
@@ -14,11 +14,11 @@ func TestGetSkipsPortsHandedOut(t *testing.T) {
 		ports = ports[1:]
 		return p, nil
 	}
-	if got := get(t, &seen, listen); got != 40001 {
-		t.Fatalf("first port %d, want 40001", got)
+	if got, err := fresh(&seen, listen); err != nil || got != 40001 {
+		t.Fatalf("first port %d (%v), want 40001", got, err)
 	}
-	if got := get(t, &seen, listen); got != 40002 {
-		t.Fatalf("second port %d, want 40002 (40001 was handed out)", got)
+	if got, err := fresh(&seen, listen); err != nil || got != 40002 {
+		t.Fatalf("second port %d (%v), want 40002 (40001 was handed out)", got, err)
 	}
 }
 

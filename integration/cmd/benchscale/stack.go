@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -24,30 +23,9 @@ import (
 	"github.com/pgsvc/pgsvc/pkg/dataplaneapi/dpapitest"
 )
 
-// picked: the ports freePort returned (a random pick may repeat one whose
-// server has not bound it yet).
-var (
-	pickedMu sync.Mutex
-	picked   = map[int]bool{}
-)
-
 // freePort returns a loopback port nothing listens on, below the kernel's
-// ephemeral range (freeport.Pick), never the same twice.
-func freePort() (int, error) {
-	pickedMu.Lock()
-	defer pickedMu.Unlock()
-	for range 100 {
-		p, err := freeport.Pick()
-		if err != nil {
-			return 0, err
-		}
-		if !picked[p] {
-			picked[p] = true
-			return p, nil
-		}
-	}
-	return 0, errors.New("no free port that was not picked before")
-}
+// ephemeral range, never the same twice (freeport.Fresh).
+func freePort() (int, error) { return freeport.Fresh() }
 
 // child is a process this command started; stop ends it by PID.
 type child struct {
