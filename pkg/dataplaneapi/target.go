@@ -532,7 +532,6 @@ func (t *Target) flipsBeforeHealth(ctx context.Context, desired []services.Servi
 	for _, d := range desired {
 		write[d.Name] = services.WriteCheck(d.Check)
 	}
-	changes := target.Diff(st.current, st.diffSet(desired))
 	// A deactivation of a member the DCS does not report running goes
 	// after everything else (applyFlips) when this apply brings a primary
 	// UP; else (the leader keys expired, no new one yet) nothing waits for
@@ -542,10 +541,10 @@ func (t *Target) flipsBeforeHealth(ctx context.Context, desired []services.Servi
 		unconfirmed = unconfirmedTwins(desired)
 	}
 	var early []target.Change
-	for _, c := range changes {
+	for _, c := range target.Diff(st.current, st.diffSet(desired)) {
 		switch c.Kind {
 		case target.KindSetState:
-			if !write[c.Backend] && !(target.StateOf(c) != "ready" && unconfirmed[c.Backend+"/"+c.Server]) {
+			if !write[c.Backend] && !goesLast(c, unconfirmed) {
 				early = append(early, c)
 			}
 		case target.KindForceDown, target.KindForceUp:

@@ -195,7 +195,7 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 	var last []target.Change
 	for _, c := range flips {
 		switch {
-		case target.StateOf(c) != "ready" && unconfirmed[c.Backend+"/"+c.Server]:
+		case goesLast(c, unconfirmed):
 			last = append(last, c)
 		case target.StateOf(c) != "ready" && write[c.Backend]:
 			early = append(early, c)
@@ -325,6 +325,12 @@ func unconfirmedTwins(desired []services.Service) map[string]bool {
 		}
 	}
 	return out
+}
+
+// goesLast reports whether flip c is the deactivation of one of the
+// unconfirmed twins (unconfirmedTwins), sent after everything else.
+func goesLast(c target.Change, unconfirmed map[string]bool) bool {
+	return target.StateOf(c) != "ready" && unconfirmed[c.Backend+"/"+c.Server]
 }
 
 // answerBook is what the runtime PUTs of one apply answered: backend ->
