@@ -186,17 +186,10 @@ func (t *Target) planHealth(sn *snapshot, desired []services.Service, st *state,
 			delete(writable, b)
 			continue
 		}
+		// (A backend in later has a new primary to force UP, its one
+		// Writable server, which toCheck leaves to the force-up's PUT: it
+		// is never read here too.)
 		if st.current[b] != nil && !slices.Contains(backends, b) {
-			if i := slices.Index(later, b); i >= 0 {
-				// Read now for its admin states: its fences too.
-				later = slices.Delete(later, i, i+1)
-				for _, sv := range st.current[b].Servers {
-					if laterFences[b+"/"+sv.Name] {
-						delete(laterFences, b+"/"+sv.Name)
-						fences[b+"/"+sv.Name] = true
-					}
-				}
-			}
 			backends = append(backends, b)
 		}
 	}
