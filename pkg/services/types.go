@@ -88,11 +88,11 @@ type Server struct {
 	// for the cluster but does not report this member running: Twins never
 	// activates its twins (`ready` is UP at once, before any check), and
 	// keeps the flag on both (inactive) twins, so that a target can send
-	// their deactivations last in services that take no writes: every role
-	// check goes through the member's
-	// Patroni REST API, which passes none while its PostgreSQL is not
-	// running (and a crashed member answers nothing), so HAProxy's own
-	// checks have such a twin DOWN and its deactivation moves no traffic.
+	// their deactivations last in services that take no writes: every
+	// role check goes through the member's Patroni REST API, which passes
+	// none while its PostgreSQL is not running (and a crashed member
+	// answers nothing), so HAProxy's own checks have such a twin DOWN and
+	// its deactivation moves no traffic.
 	Unconfirmed bool `json:"-"`
 	// Down is set by targets on servers they read back: the live health
 	// check has the server DOWN (not in maintenance). Never set in desired.
