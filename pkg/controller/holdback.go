@@ -318,6 +318,9 @@ func mergeResults(acc, r target.Result) target.Result {
 		acc.StatePreserved = r.StatePreserved
 	}
 	acc.Duration += r.Duration
+	// (Each apply covers every cluster found good so far: the last one's
+	// deferred changes are what is left.)
+	acc.Deferred, acc.RetryIn = r.Deferred, r.RetryIn
 	return acc
 }
 

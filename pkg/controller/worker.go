@@ -33,7 +33,9 @@ type job struct {
 type TargetStatus struct {
 	Name string `json:"name"`
 	// State is "in_sync", "pending" (nothing applied yet), "applying",
-	// "failing", "standby" (not the elected controller) or "dry_run".
+	// "deferring" (the last apply left changes for a moment later, see
+	// Deferred), "partial" (clusters held back), "failing", "standby" (not
+	// the elected controller) or "dry_run".
 	State        string    `json:"state"`
 	InSync       bool      `json:"in_sync"`
 	LastAttempt  time.Time `json:"last_attempt,omitempty"`
@@ -55,6 +57,12 @@ type TargetStatus struct {
 	// HeldBack are clusters this HAProxy refused: their last good state is
 	// kept here while the others are applied (state "partial").
 	HeldBack []HeldCluster `json:"held_back,omitempty"`
+	// Deferred is how many changes the last apply left out on purpose
+	// (state "deferring": the deactivations of a crashed old primary's
+	// twins, left for the apply that brings the new primary UP); they are
+	// applied by DeferredUntil at the latest.
+	Deferred      int       `json:"deferred,omitempty"`
+	DeferredUntil time.Time `json:"deferred_until,omitempty"`
 }
 
 type worker struct {
@@ -73,6 +81,9 @@ type worker struct {
 	held    map[string]*HeldCluster // clusters this HAProxy refused, by name
 	// reloadedAt is when the last apply that reloaded HAProxy ended.
 	reloadedAt time.Time
+	// deferUntil is when the changes the last apply deferred on purpose
+	// (target.Result.Deferred) are due (zero: none).
+	deferUntil time.Time
 }
 
 func newWorker(t target.Target, opts *Options, record func(string, job, target.Result, error, time.Duration)) *worker {
@@ -153,9 +164,14 @@ func (w *worker) run(ctx context.Context) {
 			continue
 		}
 		if ok := w.handle(ctx, current); ok {
-			if d := w.heldRetryIn(); d > 0 {
-				// Some cluster is held back: try it again when due, with
-				// the newest desired state.
+			d := w.heldRetryIn()
+			if r := w.deferredRetryIn(); r > 0 && (d == 0 || r < d) {
+				d = r
+			}
+			if d > 0 {
+				// Some cluster is held back, or the apply deferred
+				// changes: try again when due, with the newest desired
+				// state.
 				again := *current
 				again.force = true
 				current = &again
@@ -322,6 +338,13 @@ func (w *worker) handle(ctx context.Context, j *job) bool {
 	w.status.LastError = ""
 	w.status.State = "in_sync"
 	w.status.InSync = true
+	w.status.Deferred, w.status.DeferredUntil, w.deferUntil = 0, time.Time{}, time.Time{}
+	if res.Deferred > 0 && res.RetryIn > 0 {
+		w.deferUntil = w.opts.Now().Add(res.RetryIn)
+		w.status.State = "deferring"
+		w.status.InSync = false
+		w.status.Deferred, w.status.DeferredUntil = res.Deferred, w.deferUntil
+	}
 	if len(w.held) > 0 {
 		w.status.State = "partial"
 		w.status.InSync = false
@@ -348,6 +371,17 @@ func (w *worker) handle(ctx context.Context, j *job) bool {
 		}
 	}
 	return true
+}
+
+// deferredRetryIn is how long until the changes the last apply deferred
+// are due (0: none).
+func (w *worker) deferredRetryIn() time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.deferUntil.IsZero() {
+		return 0
+	}
+	return max(w.deferUntil.Sub(w.opts.Now()), time.Millisecond)
 }
 
 // hasForceDown reports whether desired fences a server (ForceDown).

@@ -814,37 +814,101 @@ func TestTwinsWriteServiceOutgoingFirst(t *testing.T) {
 	}
 }
 
-// TestTwinsCrashedMemberWhileFencesAreRead: when the leader keys expired
-// and no new leader brings anything UP yet, the crashed members' twins
-// are drained while their fences are read, not after (nothing waits for
-// the reads but them, and the next apply, the new leaders', waits for
-// this one). The double answers each fence read 20 ms late, as a loaded
-// API does.
-func TestTwinsCrashedMemberWhileFencesAreRead(t *testing.T) {
+// TestTwinsCrashedMemberDeferred: when the leader keys expired and no new
+// leader brings anything UP yet, the apply reads the fences and leaves the
+// crashed members' twins as they are (they move no traffic): it says how
+// many changes it deferred and when they are due, and is not in sync.
+// With a new leader within that time they go last in its apply (the new
+// primaries' force-ups and flips no longer wait behind them). Without one,
+// the apply at the due time drains them, while its fences are read (the
+// double answers each read 20 ms late, as a loaded API does), and leaves
+// nothing deferred.
+func TestTwinsCrashedMemberDeferred(t *testing.T) {
 	const n = 10
-	settledTwins(t, n, func(t *testing.T, h *twinsHarness, base []services.Service) {
+	crashed := func(r dpapitest.Request) bool {
+		return r.Method == "PUT" && strings.HasSuffix(r.Path, "-1"+services.BackupTwinSuffix)
+	}
+	expired := func(t *testing.T, h *twinsHarness) {
+		t.Helper()
 		for i := 0; i < n; i++ {
 			for _, svc := range []string{"primary", "default"} {
 				h.srv.SetOperationalState(fmt.Sprintf("pg-f%03d-%s", i, svc), fmt.Sprintf("pg-f%03d-1", i), "down")
 			}
 		}
 		res := h.apply(t, "leader keys expired", lostTwins(t, n, false))
-		firstDrain, lastGet, drains := -1, -1, 0
-		for i, r := range h.srv.Requests() {
-			b := r.Query.Get("backend")
-			switch {
-			case r.Method == "GET" && r.Path == "/runtime/servers" && (strings.HasSuffix(b, "-primary") || strings.HasSuffix(b, "-default")):
-				lastGet = i
-			case r.Method == "PUT" && strings.HasSuffix(r.Path, "-1"+services.BackupTwinSuffix):
-				drains++
-				if firstDrain < 0 {
-					firstDrain = i
-				}
+		gets := 0
+		for _, r := range h.srv.Requests() {
+			if crashed(r) {
+				t.Fatalf("leader keys expired: %s %s sent, want it deferred (%s)", r.Method, r.Path, kinds(res.Changes))
+			}
+			if r.Method == "GET" && r.Path == "/runtime/servers" {
+				gets++
 			}
 		}
-		if drains != n || lastGet < 0 || firstDrain > lastGet {
-			t.Errorf("%d drains of the crashed members' twins, the first at #%d, the last fence read at #%d: want %d, the first before the reads end (%s)",
-				drains, firstDrain, lastGet, n, kinds(res.Changes))
+		if gets != 2*n {
+			t.Errorf("leader keys expired: %d fence reads, want %d", gets, 2*n)
 		}
-	}, dpapitest.WithRuntimeReadDelay(20*time.Millisecond))
+		if res.Deferred != n || res.RetryIn <= 0 || res.RetryIn > 2*time.Second {
+			t.Errorf("leader keys expired: %d deferred, due in %s; want %d within 2s", res.Deferred, res.RetryIn, n)
+		}
+		if again := h.apply(t, "leader keys expired, again", lostTwins(t, n, false)); again.Deferred != n {
+			t.Errorf("the same apply again: %d deferred, want %d (the services with deferred flips are not in sync)", again.Deferred, n)
+		}
+	}
+	t.Run("new leaders", func(t *testing.T) {
+		settledTwins(t, n, func(t *testing.T, h *twinsHarness, base []services.Service) {
+			expired(t, h)
+			h.clk.add(time.Second)
+			res := h.apply(t, "new leaders", crashedTwins(t, n))
+			firstCrashed, lastOther, drains := -1, -1, 0
+			for i, r := range h.srv.Requests() {
+				switch {
+				case crashed(r):
+					drains++
+					if firstCrashed < 0 {
+						firstCrashed = i
+					}
+				case r.Method == "PUT":
+					lastOther = i
+				}
+			}
+			if drains != n || firstCrashed < lastOther {
+				t.Errorf("new leaders: %d drains of the crashed members' twins, the first at #%d, the last other write #%d: want %d, after it (%s)",
+					drains, firstCrashed, lastOther, n, kinds(res.Changes))
+			}
+			if res.Deferred != 0 || res.RetryIn != 0 {
+				t.Errorf("new leaders: %d deferred, due in %s; want none", res.Deferred, res.RetryIn)
+			}
+		}, dpapitest.WithRuntimeReadDelay(20*time.Millisecond))
+	})
+	t.Run("no new leader", func(t *testing.T) {
+		settledTwins(t, n, func(t *testing.T, h *twinsHarness, base []services.Service) {
+			expired(t, h)
+			h.clk.add(2 * time.Second)
+			res := h.apply(t, "due", lostTwins(t, n, false))
+			firstDrain, lastGet, drains := -1, -1, 0
+			for i, r := range h.srv.Requests() {
+				b := r.Query.Get("backend")
+				switch {
+				case r.Method == "GET" && r.Path == "/runtime/servers" && (strings.HasSuffix(b, "-primary") || strings.HasSuffix(b, "-default")):
+					lastGet = i
+				case crashed(r):
+					drains++
+					if firstDrain < 0 {
+						firstDrain = i
+					}
+				}
+			}
+			if drains != n || lastGet < 0 || firstDrain > lastGet {
+				t.Errorf("due: %d drains of the crashed members' twins, the first at #%d, the last fence read at #%d: want %d, the first before the reads end (%s)",
+					drains, firstDrain, lastGet, n, kinds(res.Changes))
+			}
+			if res.Deferred != 0 || res.RetryIn != 0 {
+				t.Errorf("due: %d deferred, due in %s; want none", res.Deferred, res.RetryIn)
+			}
+			if res := h.apply(t, "again", lostTwins(t, n, false)); len(res.Changes) != 0 || res.Deferred != 0 {
+				t.Errorf("after the drains: %s, %d deferred; want nothing", kinds(res.Changes), res.Deferred)
+			}
+		}, dpapitest.WithRuntimeReadDelay(20*time.Millisecond))
+	})
 }

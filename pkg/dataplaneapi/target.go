@@ -114,6 +114,9 @@ type Target struct {
 	applyPID         int64
 	// validated: the last desired that passed validate (see validate).
 	validated []services.Service
+	// crashedSince: "backend/server" -> when an apply first left out the
+	// deactivation of that unconfirmed twin (see deferCrashed).
+	crashedSince map[string]time.Time
 }
 
 var _ target.Target = (*Target)(nil)
@@ -373,7 +376,9 @@ func (t *Target) Apply(ctx context.Context, desired []services.Service) (target.
 		if err == nil {
 			t.cleanStale(ctx, res.Version)
 			res, err = t.confirmRunning(ctx, desired, res)
-			if err == nil {
+			if err == nil && res.Deferred == 0 {
+				// (Services with deferred flips are not in sync: the
+				// next apply must diff them.)
 				t.keepSynced(desired)
 			}
 			return res, err
@@ -416,7 +421,8 @@ func (t *Target) applyOnce(ctx context.Context, desired []services.Service) (tar
 		return target.Result{}, err
 	}
 	t.applyPID = st.pid
-	early, flipped, err := t.flipsBeforeHealth(ctx, desired, st, hr)
+	skip, retryIn := t.deferCrashed(desired, st, bringsUp(desired, hr.decided))
+	early, flipped, err := t.flipsBeforeHealth(ctx, desired, st, hr, skip)
 	if err != nil {
 		if ferr := flipped(); ferr != nil {
 			err = fmt.Errorf("%w; %w", err, ferr)
@@ -426,7 +432,8 @@ func (t *Target) applyOnce(ctx context.Context, desired []services.Service) (tar
 	// The rest goes while the early flips may still be going: it touches
 	// other servers (the write services'), and a new primary's force-up
 	// need not wait for 4,000 read-service flips.
-	res, err := t.applyChanges(ctx, desired, st, early)
+	res, err := t.applyChanges(ctx, desired, st, early, skip)
+	res.Deferred, res.RetryIn = len(skip), retryIn
 	if ferr := flipped(); ferr != nil {
 		if err == nil {
 			err = ferr
@@ -451,9 +458,9 @@ func (t *Target) applyOnce(ctx context.Context, desired []services.Service) (tar
 }
 
 // applyChanges applies what differs from desired in st, but the flips of
-// early (applied, or being applied).
-func (t *Target) applyChanges(ctx context.Context, desired []services.Service, st *state, early []target.Change) (target.Result, error) {
-	changes := withoutFlips(target.Diff(st.current, st.diffSet(desired)), early)
+// early (applied, or being applied) and of skip (deferCrashed).
+func (t *Target) applyChanges(ctx context.Context, desired []services.Service, st *state, early []target.Change, skip map[string]bool) (target.Result, error) {
+	changes := withoutFlips(withoutSkipped(target.Diff(st.current, st.diffSet(desired)), skip), early)
 	blindDetails(changes, st.blind)
 	changes = t.holdChanges(changes, st.diffSet(desired), st.found)
 	res := target.Result{Version: st.version, StatePreserved: st.statePreserved}
@@ -523,7 +530,7 @@ func (t *Target) applyChanges(ctx context.Context, desired []services.Service, s
 // something is read (else they go with the rest, in fewer round trips). It
 // returns, once the health is read, the flips under way and a function
 // that waits for them to end (and says whether they failed).
-func (t *Target) flipsBeforeHealth(ctx context.Context, desired []services.Service, st *state, hr *healthRead) ([]target.Change, func() error, error) {
+func (t *Target) flipsBeforeHealth(ctx context.Context, desired []services.Service, st *state, hr *healthRead, skip map[string]bool) ([]target.Change, func() error, error) {
 	none := func() error { return nil }
 	if !hr.pending() || st.pid == 0 {
 		return nil, none, hr.run(ctx)
@@ -534,14 +541,15 @@ func (t *Target) flipsBeforeHealth(ctx context.Context, desired []services.Servi
 	}
 	// A deactivation of a member the DCS does not report running goes
 	// after everything else (applyFlips) when this apply brings a primary
-	// UP; else (the leader keys expired, no new one yet) nothing waits for
-	// the reads but it: it goes meanwhile.
+	// UP; else (the leader keys expired, no new one yet) it is left for
+	// the next apply (skip, see deferCrashed), and once it is due nothing
+	// waits for the reads but it: it goes meanwhile.
 	var unconfirmed map[string]bool
 	if bringsUp(desired, hr.decided) {
 		unconfirmed = unconfirmedTwins(desired)
 	}
 	var early []target.Change
-	for _, c := range target.Diff(st.current, st.diffSet(desired)) {
+	for _, c := range withoutSkipped(target.Diff(st.current, st.diffSet(desired)), skip) {
 		switch c.Kind {
 		case target.KindSetState:
 			if !write[c.Backend] && !goesLast(c, unconfirmed) {

@@ -327,6 +327,82 @@ func unconfirmedTwins(desired []services.Service) map[string]bool {
 	return out
 }
 
+// crashedDeferFor is how long applies that bring no primary UP leave out
+// the deactivation of an unconfirmed twin (deferCrashed): Patroni elects
+// a new leader within a second or two of the old one's key expiring.
+const crashedDeferFor = 2 * time.Second
+
+// deferCrashed returns the deactivations of unconfirmed twins
+// (unconfirmedTwins: a crashed old primary's active twin in the replica
+// service) that this apply leaves out ("backend/server"), and when the
+// first of them is due. In a 1,000-cluster mass failover the leader keys
+// expire first: the apply of the expiries brings no primary UP, and its
+// 1,000 such PUTs (which move no traffic: HAProxy's role checks have those
+// members DOWN) made the apply of the new leaders, the one that moves the
+// traffic, wait for them. Left out, they go last in that apply (up: it
+// brings a primary UP), or, when no new leader came within
+// crashedDeferFor of the first apply that left one out, in an apply of
+// their own (the caller applies again at RetryIn).
+func (t *Target) deferCrashed(desired []services.Service, st *state, up bool) (map[string]bool, time.Duration) {
+	if up {
+		t.crashedSince = nil
+		return nil, 0
+	}
+	unconfirmed := unconfirmedTwins(desired)
+	if len(unconfirmed) == 0 {
+		t.crashedSince = nil
+		return nil, 0
+	}
+	now := t.opts.Now()
+	since := map[string]time.Time{}
+	var skip map[string]bool
+	var next time.Duration
+	for _, c := range target.Diff(st.current, st.diffSet(desired)) {
+		if c.Kind != target.KindSetState || !goesLast(c, unconfirmed) {
+			continue
+		}
+		k := c.Backend + "/" + c.Server
+		at, ok := t.crashedSince[k]
+		if !ok {
+			at = now
+		}
+		since[k] = at
+		left := crashedDeferFor - now.Sub(at)
+		if left <= 0 {
+			continue
+		}
+		if skip == nil {
+			skip = map[string]bool{}
+		}
+		skip[k] = true
+		if next == 0 || left < next {
+			next = left
+		}
+	}
+	t.crashedSince = since
+	if len(skip) > 0 {
+		t.log.Info("left the deactivations of twins whose member the DCS does not report running for the apply that brings the new primaries UP",
+			zap.Int("twins", len(skip)), zap.Duration("at_most_for", next))
+	}
+	return skip, next
+}
+
+// withoutSkipped drops from changes the set_state changes of the servers
+// in skip ("backend/server").
+func withoutSkipped(changes []target.Change, skip map[string]bool) []target.Change {
+	if len(skip) == 0 {
+		return changes
+	}
+	out := changes[:0]
+	for _, c := range changes {
+		if c.Kind == target.KindSetState && skip[c.Backend+"/"+c.Server] {
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
 // goesLast reports whether flip c is the deactivation of one of the
 // unconfirmed twins (unconfirmedTwins), sent after everything else.
 func goesLast(c target.Change, unconfirmed map[string]bool) bool {

@@ -80,4 +80,10 @@ type Result struct {
 	// ForcedDown is when the force_down changes reached HAProxy (zero when
 	// none).
 	ForcedDown time.Time `json:"forced_down,omitempty"`
+	// Deferred is how many changes of desired the apply left out on
+	// purpose, and RetryIn when they are due: the caller applies desired
+	// again then (a newer desired state sooner) and does not report the
+	// target in sync meanwhile.
+	Deferred int           `json:"deferred,omitempty"`
+	RetryIn  time.Duration `json:"-"`
 }
