@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -138,6 +139,11 @@ type Controller struct {
 	log  *zap.Logger
 
 	dirty chan struct{} // 1-buffered: a pending reconcile
+	// observedAt is when Observe last received a snapshot, and
+	// reconciling is set while a DCS-woken reconcile waits for its
+	// debounce and during every reconcile (see burstGoing).
+	observedAt  atomic.Int64
+	reconciling atomic.Bool
 
 	// inbox holds the DCS snapshots Observe received since the last
 	// takeInbox (by namespace, the newest), and inboxAt the time of each
@@ -203,6 +209,9 @@ func New(inv *topology.Inventory, targets []target.Target, opts Options) *Contro
 	for _, t := range targets {
 		w := newWorker(t, &c.opts, c.recordApply)
 		w.heldEvent = c.recordHeld
+		if target.BatchesBursts(t) {
+			w.burstGoing, w.burstMax = c.burstGoing, burstMaxWait
+		}
 		c.workers = append(c.workers, w)
 	}
 	return c
@@ -246,6 +255,7 @@ func (c *Controller) Observe(s patroni.Snapshot) {
 		c.inboxAt = map[string]time.Time{}
 	}
 	c.inbox[s.Namespace] = s
+	c.observedAt.Store(time.Now().UnixNano())
 	if _, ok := c.inboxAt[s.Namespace]; !ok {
 		at := s.At
 		if at.IsZero() {
@@ -353,6 +363,7 @@ func (c *Controller) Run(parent context.Context) (err error) {
 			return nil // a worker panicked: the deferred check reports it
 		case <-c.dirty:
 			if d := debounceWait(time.Now(), lastDCS, c.opts.Debounce); d > 0 {
+				c.reconciling.Store(true) // due: see burstGoing
 				if err := sleepCtx(ctx, d); err != nil {
 					return err
 				}
@@ -516,6 +527,8 @@ func (c *Controller) ReconcileOnce(force bool) { c.reconcile(force, false) }
 // fenced old primary that something brought UP (its checks, an operator's
 // `set server`) is forced DOWN again.
 func (c *Controller) reconcile(force, reassert bool) {
+	c.reconciling.Store(true)
+	defer c.reconciling.Store(false)
 	start := c.opts.Now()
 	c.mu.Lock()
 	c.takeInbox()
@@ -670,10 +683,11 @@ func (c *Controller) reconcile(force, reassert bool) {
 	}
 	c.opts.Metrics.Reconcile(force)
 	var changes []target.Change
+	var changed int
 	if c.fullPlan {
 		changes = desiredChanges(prev.services(), desired.services())
 	} else {
-		changes = clusterChanges(p, prevBy, byCluster)
+		changes, changed = clusterChanges(p, prevBy, byCluster)
 	}
 	if len(changes) > 0 || prev.empty() {
 		ev := Event{At: start, Kind: "plan_changed", Decision: decision, Revision: revision, Changes: changes,
@@ -703,7 +717,7 @@ func (c *Controller) reconcile(force, reassert bool) {
 	}
 	for _, w := range c.workers {
 		w.submit(job{state: desired, force: force, reassert: reassert, eventAt: eventAt, decision: decision, revision: revision,
-			term: c.opts.currentTerm()})
+			term: c.opts.currentTerm(), burst: changed >= burstClusters})
 	}
 }
 
@@ -782,8 +796,7 @@ func desiredChanges(prev, desired []services.Service) []target.Change {
 // reconcile (a cluster whose plan was kept hands on the same slice): Diff
 // describes each service of desired on its own, in desired's order, so the
 // changes of the other clusters are none.
-func clusterChanges(p *plan.Plan, prev, next map[string][]services.Service) []target.Change {
-	var out []target.Change
+func clusterChanges(p *plan.Plan, prev, next map[string][]services.Service) (out []target.Change, clusters int) {
 	for _, cl := range p.Clusters {
 		a, b := prev[cl.Name], next[cl.Name]
 		if len(b) == 0 || sameSlice(a, b) || sameDesired(a, b) {
@@ -791,8 +804,34 @@ func clusterChanges(p *plan.Plan, prev, next map[string][]services.Service) []ta
 			continue
 		}
 		out = append(out, desiredChanges(a, b)...)
+		clusters++
 	}
-	return out
+	return out, clusters
+}
+
+// A burst: a reconcile that changed at least burstClusters clusters' services
+// (a mass failover's leader keys, written over ~150 ms in 40 etcd
+// transactions, or expiring together). An apply of it on a target.Batcher
+// waits, at most burstMaxWait, until no DCS snapshot came for burstQuiet
+// and no reconcile is pending or running (burstGoing), and then applies
+// the newest desired state: the whole burst in one apply, rather than its
+// first half now and the rest after seconds of API requests. A failover
+// storm spread over Patroni's TTL (each leader key expires on its own)
+// changes a few clusters per reconcile, and a switchover one: they never
+// wait.
+const (
+	burstClusters = 32
+	burstQuiet    = 30 * time.Millisecond
+	burstMaxWait  = 300 * time.Millisecond
+)
+
+// burstGoing reports whether DCS events are still coming: a snapshot came
+// within burstQuiet, or a reconcile is pending or running.
+func (c *Controller) burstGoing() bool {
+	if c.reconciling.Load() || len(c.dirty) > 0 {
+		return true
+	}
+	return time.Now().UnixNano()-c.observedAt.Load() < int64(burstQuiet)
 }
 
 // sameParts reports whether a and b are the same slices in the same order

@@ -27,6 +27,9 @@ type job struct {
 	// term is the election term the job was planned under: it is written
 	// only while this instance still leads in that term.
 	term int64
+	// burst: the reconcile changed burstClusters clusters or more (see
+	// burstClusters); kept when a newer job replaces a pending one.
+	burst bool
 }
 
 // TargetStatus is one HAProxy target's convergence, as status shows it.
@@ -73,6 +76,11 @@ type worker struct {
 	notify chan struct{}
 	// heldEvent, when set, is told about every cluster held back.
 	heldEvent func(target, cluster string, err error)
+	// burstGoing, set for a target.Batcher, reports whether DCS events of
+	// a burst are still coming (see burstClusters); burstMax is
+	// burstMaxWait (tests).
+	burstGoing func() bool
+	burstMax   time.Duration
 
 	mu      sync.Mutex
 	pending *job
@@ -103,6 +111,9 @@ func (w *worker) submit(j job) {
 	}
 	if w.pending != nil && w.pending.reassert {
 		j.reassert = true
+	}
+	if w.pending != nil && w.pending.burst {
+		j.burst = true
 	}
 	if w.pending != nil && !w.pending.eventAt.IsZero() && w.pending.eventAt.Before(j.eventAt) {
 		j.eventAt = w.pending.eventAt
@@ -162,6 +173,12 @@ func (w *worker) run(ctx context.Context) {
 		failing = false
 		if current == nil {
 			continue
+		}
+		if current.burst && w.burstGoing != nil {
+			var err error
+			if current, err = w.waitBurst(ctx, current); err != nil {
+				return
+			}
 		}
 		if ok := w.handle(ctx, current); ok {
 			d := w.heldRetryIn()
@@ -371,6 +388,40 @@ func (w *worker) handle(ctx context.Context, j *job) bool {
 		}
 	}
 	return true
+}
+
+// waitBurst waits, at most burstMaxWait, while the DCS events of the burst
+// j answers are still coming (burstGoing), and returns the newest job
+// (the pending one, with j's flags and first event, when one came). It
+// returns an error only when ctx is done.
+func (w *worker) waitBurst(ctx context.Context, j *job) (*job, error) {
+	start := time.Now()
+	waited := false
+	for w.burstGoing() && time.Since(start) < w.burstMax {
+		waited = true
+		if err := sleepCtx(ctx, 5*time.Millisecond); err != nil {
+			return j, err
+		}
+	}
+	j.burst = false
+	w.mu.Lock()
+	p := w.pending
+	w.pending = nil
+	w.mu.Unlock()
+	if waited {
+		w.log.Info("waited for a burst of DCS events to end before applying it", zap.Duration("waited", time.Since(start)),
+			zap.Bool("newer_plan", p != nil))
+	}
+	if p == nil {
+		return j, nil
+	}
+	p.force = p.force || j.force
+	p.reassert = p.reassert || j.reassert
+	p.burst = false
+	if !j.eventAt.IsZero() && (p.eventAt.IsZero() || j.eventAt.Before(p.eventAt)) {
+		p.eventAt = j.eventAt
+	}
+	return p, nil
 }
 
 // deferredRetryIn is how long until the changes the last apply deferred

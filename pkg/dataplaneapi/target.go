@@ -130,6 +130,12 @@ func NewTarget(c *Client, log *zap.Logger, opts TargetOptions) *Target {
 	return &Target{c: c, log: log.With(zap.String("target", c.Name())), opts: opts}
 }
 
+// BatchBursts: yes (target.Batcher). An apply of a 1,000-cluster mass
+// failover is ~6,000 runtime PUTs, 3–5 s of the API's time; a burst split
+// in two by an apply that began in its middle cost its last clusters that
+// long again (5.4–5.6 s to live instead of 4.0 s).
+func (t *Target) BatchBursts() bool { return true }
+
 // Name is the API URL without the password.
 func (t *Target) Name() string { return t.c.Name() }
 

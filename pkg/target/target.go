@@ -30,6 +30,23 @@ type Target interface {
 	Apply(ctx context.Context, desired []services.Service) (Result, error)
 }
 
+// Batcher is implemented by targets whose applies are long enough at
+// fleet scale (seconds of API requests) that starting one in the middle of
+// a burst of DCS events costs the rest of the burst a whole apply more:
+// the controller lets such a target's apply of a burst wait until the
+// burst thinned out (see controller.burstQuiet). A lone change never
+// waits.
+type Batcher interface {
+	BatchBursts() bool
+}
+
+// BatchesBursts reports whether t (or the target it wraps) is a Batcher
+// that asks for it.
+func BatchesBursts(t Target) bool {
+	b, ok := t.(Batcher)
+	return ok && b.BatchBursts()
+}
+
 // Change kinds.
 const (
 	KindCreateService = "create_service" // frontend+backend pair added

@@ -163,6 +163,9 @@ func (t *twins) layout(desired []services.Service) ([]services.Service, error) {
 	return out, nil
 }
 
+// BatchBursts is the wrapped target's (see Batcher).
+func (t *twins) BatchBursts() bool { return BatchesBursts(t.Target) }
+
 func (t *twins) Diff(ctx context.Context, desired []services.Service) ([]Change, error) {
 	tw, err := t.layout(desired)
 	if err != nil {

@@ -1,0 +1,164 @@
+package controller
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pgsvc/pgsvc/pkg/patroni"
+	"github.com/pgsvc/pgsvc/pkg/services"
+	"github.com/pgsvc/pgsvc/pkg/target"
+)
+
+// batchingTarget is a target.Batcher that records what each apply had
+// (the primary service's forced-down servers and the replica service's
+// backups, by cluster).
+type batchingTarget struct {
+	mu      sync.Mutex
+	applies [][]services.Service
+}
+
+func (b *batchingTarget) Name() string      { return "batching" }
+func (b *batchingTarget) BatchBursts() bool { return true }
+func (b *batchingTarget) Diff(context.Context, []services.Service) ([]target.Change, error) {
+	return nil, nil
+}
+func (b *batchingTarget) Apply(_ context.Context, d []services.Service) (target.Result, error) {
+	b.mu.Lock()
+	b.applies = append(b.applies, d)
+	b.mu.Unlock()
+	return target.Result{}, nil
+}
+func (b *batchingTarget) since(n int) [][]services.Service {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([][]services.Service(nil), b.applies[n:]...)
+}
+func (b *batchingTarget) count() int { b.mu.Lock(); defer b.mu.Unlock(); return len(b.applies) }
+
+// promotedIn counts the clusters of desired (the twin layout) whose
+// replica service has member 2's backup twin active (member 2 took the
+// leader key).
+func promotedIn(desired []services.Service, n int) int {
+	active := map[string]bool{}
+	for _, d := range desired {
+		for _, sv := range d.Servers {
+			if !sv.Disabled {
+				active[d.Name+"/"+sv.Name] = true
+			}
+		}
+	}
+	k := 0
+	for i := 0; i < n; i++ {
+		if active[fleetCluster(i)+"-replica/"+fleetCluster(i)+"-2"+services.BackupTwinSuffix] {
+			k++
+		}
+	}
+	return k
+}
+
+// TestBurstAppliedWhole: on a target.Batcher, a lone cluster's change is
+// applied at once even while DCS snapshots keep coming; a burst (a
+// reconcile that changed burstClusters clusters or more: a mass
+// failover's expired leader keys) waits until its events stop, and the
+// whole burst (the expiries and every new leader written after them, in
+// snapshots too small to be bursts themselves) is one apply.
+func TestBurstAppliedWhole(t *testing.T) {
+	const n = 64
+	clusters := map[string]*patroni.ClusterState{}
+	var mu sync.Mutex
+	rev := int64(10)
+	put := func(kvs []patroni.KV) {
+		for k, v := range patroni.Decode("/pg", kvs) {
+			clusters[k] = v
+		}
+	}
+	bt := &batchingTarget{}
+	c := New(fleetInventory(t, n), []target.Target{target.WithTwins(bt)}, Options{Prober: nopProber{}, Debounce: 5 * time.Millisecond})
+	c.checkEvery = time.Hour
+	c.workers[0].burstMax = time.Hour // the test proves the wait ends with the burst
+	observe := func(change func()) {
+		mu.Lock()
+		defer mu.Unlock()
+		next := make(map[string]*patroni.ClusterState, len(clusters))
+		for k, v := range clusters {
+			next[k] = v
+		}
+		clusters = next
+		if change != nil {
+			change()
+		}
+		rev++
+		c.Observe(patroni.Snapshot{Namespace: "/pg", Revision: rev, At: time.Now(), Clusters: clusters})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	observe(func() {
+		for i := 0; i < n; i++ {
+			put(fleetKVs(i, 1, rev))
+		}
+	})
+	waitFor(t, func() bool { return bt.count() > 0 })
+
+	// A lone switchover while snapshots keep coming (other clusters' keys
+	// rewritten unchanged): applied without waiting for them to stop.
+	stop := make(chan struct{})
+	fed := make(chan struct{})
+	go func() {
+		defer close(fed)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+				observe(nil)
+			}
+		}
+	}()
+	before := bt.count()
+	observe(func() { put(fleetKVs(0, 2, rev)) })
+	waitFor(t, func() bool {
+		for _, a := range bt.since(before) {
+			if promotedIn(a, 1) == 1 {
+				return true
+			}
+		}
+		return false
+	})
+	close(stop)
+	<-fed
+	observe(func() { put(fleetKVs(0, 1, rev)) }) // back, for the burst below
+	waitFor(t, func() bool { a := bt.since(bt.count() - 1); return promotedIn(a[0], 1) == 0 })
+
+	// The burst: every leader key expires in one snapshot, then the new
+	// leaders come 8 clusters per snapshot.
+	before = bt.count()
+	observe(func() {
+		for i := 0; i < n; i++ {
+			put(fleetKVs(i, 0, rev))
+		}
+	})
+	for from := 0; from < n; from += 8 {
+		time.Sleep(3 * time.Millisecond) // the writer's pace, not a wait for a result
+		observe(func() {
+			for i := from; i < from+8; i++ {
+				put(fleetKVs(i, 2, rev))
+			}
+		})
+	}
+	waitFor(t, func() bool {
+		a := bt.since(before)
+		return len(a) > 0 && promotedIn(a[len(a)-1], n) == n
+	})
+	for k, a := range bt.since(before) {
+		if got := promotedIn(a, n); got != n {
+			t.Errorf("apply %d of the burst had %d of %d new leaders: the burst was split", k+1, got, n)
+		}
+	}
+}
