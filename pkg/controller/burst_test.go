@@ -59,11 +59,13 @@ func promotedIn(desired []services.Service, n int) int {
 }
 
 // TestBurstAppliedWhole: on a target.Batcher, a lone cluster's change is
-// applied at once even while DCS snapshots keep coming; a burst (a
-// reconcile that changed burstClusters clusters or more: a mass
-// failover's expired leader keys) waits until its events stop, and the
+// applied at once while DCS snapshots keep coming; a burst (a reconcile
+// that changed burstClusters clusters or more: a mass failover's expired
+// leader keys) waits until its events stop changing the plan, and the
 // whole burst (the expiries and every new leader written after them, in
-// snapshots too small to be bursts themselves) is one apply.
+// snapshots too small to be bursts themselves) is one apply; snapshots
+// that change nothing (Patroni's members rewriting their keys) do not
+// keep it waiting.
 func TestBurstAppliedWhole(t *testing.T) {
 	const n = 64
 	clusters := map[string]*patroni.ClusterState{}
@@ -75,7 +77,7 @@ func TestBurstAppliedWhole(t *testing.T) {
 		}
 	}
 	bt := &batchingTarget{}
-	c := New(fleetInventory(t, n), []target.Target{target.WithTwins(bt)}, Options{Prober: nopProber{}, Debounce: 5 * time.Millisecond})
+	c := New(fleetInventory(t, n), []target.Target{target.WithTwins(bt)}, Options{Prober: nopProber{}}) // the 50 ms debounce
 	c.checkEvery = time.Hour
 	c.workers[0].burstMax = time.Hour // the test proves the wait ends with the burst
 	observe := func(change func()) {
@@ -108,19 +110,25 @@ func TestBurstAppliedWhole(t *testing.T) {
 
 	// A lone switchover while snapshots keep coming (other clusters' keys
 	// rewritten unchanged): applied without waiting for them to stop.
-	stop := make(chan struct{})
-	fed := make(chan struct{})
-	go func() {
-		defer close(fed)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(2 * time.Millisecond):
-				observe(nil)
+	// churn: snapshots that change nothing, as Patroni's members rewrite
+	// their keys every loop_wait (~300 a second at 3,000 members).
+	churn := func() (stop func()) {
+		quit := make(chan struct{})
+		fed := make(chan struct{})
+		go func() {
+			defer close(fed)
+			for {
+				select {
+				case <-quit:
+					return
+				case <-time.After(2 * time.Millisecond):
+					observe(nil)
+				}
 			}
-		}
-	}()
+		}()
+		return func() { close(quit); <-fed }
+	}
+	stopChurn := churn()
 	before := bt.count()
 	observe(func() { put(fleetKVs(0, 2, rev)) })
 	waitFor(t, func() bool {
@@ -131,23 +139,22 @@ func TestBurstAppliedWhole(t *testing.T) {
 		}
 		return false
 	})
-	close(stop)
-	<-fed
 	observe(func() { put(fleetKVs(0, 1, rev)) }) // back, for the burst below
 	waitFor(t, func() bool { a := bt.since(bt.count() - 1); return promotedIn(a[0], 1) == 0 })
 
-	// The burst: every leader key expires in one snapshot, then the new
-	// leaders come 8 clusters per snapshot.
+	// The burst, with the churn going on: every leader key expires in one
+	// snapshot, then the new leaders come 4 clusters per snapshot. The
+	// wait ends with the burst (burstMax is an hour), not with the churn.
 	before = bt.count()
 	observe(func() {
 		for i := 0; i < n; i++ {
 			put(fleetKVs(i, 0, rev))
 		}
 	})
-	for from := 0; from < n; from += 8 {
-		time.Sleep(3 * time.Millisecond) // the writer's pace, not a wait for a result
+	for from := 0; from < n; from += 4 {
+		time.Sleep(10 * time.Millisecond) // the writer's pace (160 ms in all), not a wait for a result
 		observe(func() {
-			for i := from; i < from+8; i++ {
+			for i := from; i < from+4; i++ {
 				put(fleetKVs(i, 2, rev))
 			}
 		})
@@ -156,6 +163,7 @@ func TestBurstAppliedWhole(t *testing.T) {
 		a := bt.since(before)
 		return len(a) > 0 && promotedIn(a[len(a)-1], n) == n
 	})
+	stopChurn()
 	for k, a := range bt.since(before) {
 		if got := promotedIn(a, n); got != n {
 			t.Errorf("apply %d of the burst had %d of %d new leaders: the burst was split", k+1, got, n)

@@ -144,6 +144,8 @@ type Controller struct {
 	// debounce and during every reconcile (see burstGoing).
 	observedAt  atomic.Int64
 	reconciling atomic.Bool
+	// changedAny: the last reconcile changed some cluster's services.
+	changedAny atomic.Bool
 
 	// inbox holds the DCS snapshots Observe received since the last
 	// takeInbox (by namespace, the newest), and inboxAt the time of each
@@ -689,6 +691,7 @@ func (c *Controller) reconcile(force, reassert bool) {
 	} else {
 		changes, changed = clusterChanges(p, prevBy, byCluster)
 	}
+	c.changedAny.Store(changed > 0)
 	if len(changes) > 0 || prev.empty() {
 		ev := Event{At: start, Kind: "plan_changed", Decision: decision, Revision: revision, Changes: changes,
 			Frozen: frozen, Duration: c.opts.Now().Sub(start)}
@@ -812,8 +815,8 @@ func clusterChanges(p *plan.Plan, prev, next map[string][]services.Service) (out
 // A burst: a reconcile that changed at least burstClusters clusters' services
 // (a mass failover's leader keys, written over ~150 ms in 40 etcd
 // transactions, or expiring together). An apply of it on a target.Batcher
-// waits, at most burstMaxWait, until no DCS snapshot came for burstQuiet
-// and no reconcile is pending or running (burstGoing), and then applies
+// waits, at most burstMaxWait, until the events stop changing the plan
+// (burstGoing), and then applies
 // the newest desired state: the whole burst in one apply, rather than its
 // first half now and the rest after seconds of API requests. A failover
 // storm spread over Patroni's TTL (each leader key expires on its own)
@@ -825,9 +828,16 @@ const (
 	burstMaxWait  = 300 * time.Millisecond
 )
 
-// burstGoing reports whether DCS events are still coming: a snapshot came
-// within burstQuiet, or a reconcile is pending or running.
+// burstGoing reports whether a burst's DCS events are still coming: the
+// last reconcile changed some cluster, and a snapshot came within
+// burstQuiet or a reconcile is pending or running. (A fleet's Patroni
+// members rewrite their keys every loop_wait: ~300 snapshots a second
+// at 3,000 members, each reconciled, and changing nothing. The first
+// reconcile after the burst that changes nothing ends the wait.)
 func (c *Controller) burstGoing() bool {
+	if !c.changedAny.Load() {
+		return false
+	}
 	if c.reconciling.Load() || len(c.dirty) > 0 {
 		return true
 	}
