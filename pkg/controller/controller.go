@@ -139,13 +139,11 @@ type Controller struct {
 	log  *zap.Logger
 
 	dirty chan struct{} // 1-buffered: a pending reconcile
-	// observedAt is when Observe last received a snapshot, and
-	// reconciling is set while a DCS-woken reconcile waits for its
-	// debounce and during every reconcile (see burstGoing).
-	observedAt  atomic.Int64
+	// changedAt is when a reconcile last changed some cluster's services
+	// (unix ns), and reconciling is set during every reconcile (see
+	// burstGoing).
+	changedAt   atomic.Int64
 	reconciling atomic.Bool
-	// changedAny: the last reconcile changed some cluster's services.
-	changedAny atomic.Bool
 
 	// inbox holds the DCS snapshots Observe received since the last
 	// takeInbox (by namespace, the newest), and inboxAt the time of each
@@ -257,7 +255,6 @@ func (c *Controller) Observe(s patroni.Snapshot) {
 		c.inboxAt = map[string]time.Time{}
 	}
 	c.inbox[s.Namespace] = s
-	c.observedAt.Store(time.Now().UnixNano())
 	if _, ok := c.inboxAt[s.Namespace]; !ok {
 		at := s.At
 		if at.IsZero() {
@@ -365,7 +362,6 @@ func (c *Controller) Run(parent context.Context) (err error) {
 			return nil // a worker panicked: the deferred check reports it
 		case <-c.dirty:
 			if d := debounceWait(time.Now(), lastDCS, c.opts.Debounce); d > 0 {
-				c.reconciling.Store(true) // due: see burstGoing
 				if err := sleepCtx(ctx, d); err != nil {
 					return err
 				}
@@ -691,7 +687,9 @@ func (c *Controller) reconcile(force, reassert bool) {
 	} else {
 		changes, changed = clusterChanges(p, prevBy, byCluster)
 	}
-	c.changedAny.Store(changed > 0)
+	if changed > 0 {
+		c.changedAt.Store(time.Now().UnixNano())
+	}
 	if len(changes) > 0 || prev.empty() {
 		ev := Event{At: start, Kind: "plan_changed", Decision: decision, Revision: revision, Changes: changes,
 			Frozen: frozen, Duration: c.opts.Now().Sub(start)}
@@ -815,33 +813,26 @@ func clusterChanges(p *plan.Plan, prev, next map[string][]services.Service) (out
 // A burst: a reconcile that changed at least burstClusters clusters' services
 // (a mass failover's leader keys, written over ~150 ms in 40 etcd
 // transactions, or expiring together). An apply of it on a target.Batcher
-// waits, at most burstMaxWait, until the events stop changing the plan
-// (burstGoing), and then applies
-// the newest desired state: the whole burst in one apply, rather than its
-// first half now and the rest after seconds of API requests. A failover
-// storm spread over Patroni's TTL (each leader key expires on its own)
-// changes a few clusters per reconcile, and a switchover one: they never
-// wait.
+// waits, at most burstMaxWait, until no reconcile changed anything for
+// burstQuiet (two 50 ms debounce periods) and none is running
+// (burstGoing), and then applies the newest desired state: the whole
+// burst in one apply, rather than its first half now and the rest after
+// seconds of API requests. A failover storm spread over Patroni's TTL
+// (each leader key expires on its own) changes a few clusters per
+// reconcile, and a switchover one: they never wait. Snapshots that change
+// nothing (a fleet's Patroni members rewrite their keys every loop_wait:
+// ~300 a second at 3,000 members) do not keep a burst waiting.
 const (
 	burstClusters = 32
-	burstQuiet    = 30 * time.Millisecond
+	burstQuiet    = 100 * time.Millisecond
 	burstMaxWait  = 300 * time.Millisecond
 )
 
-// burstGoing reports whether a burst's DCS events are still coming: the
-// last reconcile changed some cluster, and a snapshot came within
-// burstQuiet or a reconcile is pending or running. (A fleet's Patroni
-// members rewrite their keys every loop_wait: ~300 snapshots a second
-// at 3,000 members, each reconciled, and changing nothing. The first
-// reconcile after the burst that changes nothing ends the wait.)
+// burstGoing reports whether a burst may still be changing the plan: a
+// reconcile changed some cluster within burstQuiet, or one is running
+// (under load one can take longer than that).
 func (c *Controller) burstGoing() bool {
-	if !c.changedAny.Load() {
-		return false
-	}
-	if c.reconciling.Load() || len(c.dirty) > 0 {
-		return true
-	}
-	return time.Now().UnixNano()-c.observedAt.Load() < int64(burstQuiet)
+	return c.reconciling.Load() || time.Now().UnixNano()-c.changedAt.Load() < int64(burstQuiet)
 }
 
 // sameParts reports whether a and b are the same slices in the same order
