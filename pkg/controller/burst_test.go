@@ -170,3 +170,62 @@ func TestBurstAppliedWhole(t *testing.T) {
 		}
 	}
 }
+
+// TestBurstFlag: a reconcile that changes burstClusters clusters or more
+// plans a burst; so does any reconcile within burstMaxWait after it (a
+// probe-woken one took the burst's first snapshots and was applied alone,
+// 0.7–1.2 s through 2.9.9, ahead of the burst's apply); a lone change
+// with no burst before it does not.
+func TestBurstFlag(t *testing.T) {
+	const n = 40
+	clusters := map[string]*patroni.ClusterState{}
+	rev := int64(10)
+	put := func(kvs []patroni.KV) {
+		for k, v := range patroni.Decode("/pg", kvs) {
+			clusters[k] = v
+		}
+	}
+	c := New(fleetInventory(t, n), []target.Target{target.WithTwins(&batchingTarget{})}, Options{Prober: nopProber{}})
+	w := c.workers[0]
+	reconcile := func(change func()) bool {
+		t.Helper()
+		next := make(map[string]*patroni.ClusterState, len(clusters))
+		for k, v := range clusters {
+			next[k] = v
+		}
+		clusters = next
+		change()
+		rev++
+		c.Observe(patroni.Snapshot{Namespace: "/pg", Revision: rev, At: time.Now(), Clusters: clusters})
+		c.ReconcileOnce(false)
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.pending == nil {
+			t.Fatal("no job")
+		}
+		b := w.pending.burst
+		w.pending = nil
+		return b
+	}
+	if reconcile(func() {
+		for i := 0; i < n; i++ {
+			put(fleetKVs(i, 1, rev))
+		}
+	}) != true {
+		t.Error("the first plan of 40 clusters is no burst")
+	}
+	c.burstAt.Store(0) // long ago
+	if reconcile(func() { put(fleetKVs(0, 0, rev)) }) {
+		t.Error("one cluster's change, no burst before it: a burst")
+	}
+	if !reconcile(func() {
+		for i := 1; i < n; i++ {
+			put(fleetKVs(i, 0, rev))
+		}
+	}) {
+		t.Error("39 clusters' leader keys expired: no burst")
+	}
+	if !reconcile(func() { put(fleetKVs(0, 2, rev)) }) {
+		t.Error("one cluster's change right after a burst: not part of it")
+	}
+}
