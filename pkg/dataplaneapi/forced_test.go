@@ -912,3 +912,49 @@ func TestTwinsCrashedMemberDeferred(t *testing.T) {
 		}, dpapitest.WithRuntimeReadDelay(20*time.Millisecond))
 	})
 }
+
+// TestTwinsPrefetchReadsFencesAhead: Prefetch (what the controller runs
+// while a burst's apply waits for the burst to end) sends the fence reads
+// of an apply and nothing else; the apply of the same failover right after
+// reads no fence again and forces the new primaries UP.
+func TestTwinsPrefetchReadsFencesAhead(t *testing.T) {
+	const n = 10
+	settledTwins(t, n, func(t *testing.T, h *twinsHarness, base []services.Service) {
+		for i := 0; i < n; i++ {
+			for _, svc := range []string{"primary", "default"} {
+				h.srv.SetOperationalState(fmt.Sprintf("pg-f%03d-%s", i, svc), fmt.Sprintf("pg-f%03d-1", i), "down")
+				h.srv.SetOperationalState(fmt.Sprintf("pg-f%03d-%s", i, svc), fmt.Sprintf("pg-f%03d-2", i), "down")
+			}
+		}
+		fo := crashedTwins(t, n)
+		h.srv.ResetRequests()
+		h.tg.Prefetch(h.ctx, fo)
+		fenceGets := 0
+		for _, r := range h.srv.Requests() {
+			if r.Method != "GET" {
+				t.Fatalf("prefetch sent %s %s: it must only read", r.Method, r.Path)
+			}
+			if b := r.Query.Get("backend"); r.Path == "/runtime/servers" && (strings.HasSuffix(b, "-primary") || strings.HasSuffix(b, "-default")) {
+				fenceGets++
+			}
+		}
+		if fenceGets != 2*n {
+			t.Errorf("prefetch: %d fence reads, want %d", fenceGets, 2*n)
+		}
+		res := h.apply(t, "crash failover", fo)
+		ups := 0
+		for _, r := range h.srv.Requests() {
+			if b := r.Query.Get("backend"); r.Method == "GET" && r.Path == "/runtime/servers" && (strings.HasSuffix(b, "-primary") || strings.HasSuffix(b, "-default")) {
+				t.Errorf("the apply read %s again after the prefetch", b)
+			}
+		}
+		for _, c := range res.Changes {
+			if c.Kind == target.KindForceUp {
+				ups++
+			}
+		}
+		if ups != 2*n {
+			t.Errorf("the apply forced %d new primaries UP, want %d: %s", ups, 2*n, kinds(res.Changes))
+		}
+	})
+}
