@@ -17,19 +17,6 @@ import (
 type batchingTarget struct {
 	mu      sync.Mutex
 	applies [][]services.Service
-	// calls: "prefetch" and "apply", in order.
-	calls []string
-}
-
-func (b *batchingTarget) Prefetch(context.Context, []services.Service) {
-	b.mu.Lock()
-	b.calls = append(b.calls, "prefetch")
-	b.mu.Unlock()
-}
-func (b *batchingTarget) callsSince(n int) []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]string(nil), b.calls[n:]...)
 }
 
 func (b *batchingTarget) Name() string      { return "batching" }
@@ -40,7 +27,6 @@ func (b *batchingTarget) Diff(context.Context, []services.Service) ([]target.Cha
 func (b *batchingTarget) Apply(_ context.Context, d []services.Service) (target.Result, error) {
 	b.mu.Lock()
 	b.applies = append(b.applies, d)
-	b.calls = append(b.calls, "apply")
 	b.mu.Unlock()
 	return target.Result{}, nil
 }
@@ -77,9 +63,9 @@ func promotedIn(desired []services.Service, n int) int {
 // that changed burstClusters clusters or more: a mass failover's expired
 // leader keys) waits until its events stop changing the plan, and the
 // whole burst (the expiries and every new leader written after them, in
-// snapshots too small to be bursts themselves) is one apply, read ahead
-// (target.Prefetcher) while it waits; snapshots that change nothing
-// (Patroni's members rewriting their keys) do not keep it waiting.
+// snapshots too small to be bursts themselves) is one apply; snapshots
+// that change nothing (Patroni's members rewriting their keys) do not
+// keep it waiting.
 func TestBurstAppliedWhole(t *testing.T) {
 	const n = 64
 	clusters := map[string]*patroni.ClusterState{}
@@ -156,9 +142,6 @@ func TestBurstAppliedWhole(t *testing.T) {
 	observe(func() { put(fleetKVs(0, 1, rev)) }) // back, for the burst below
 	waitFor(t, func() bool { a := bt.since(bt.count() - 1); return promotedIn(a[0], 1) == 0 })
 
-	bt.mu.Lock()
-	callsBefore := len(bt.calls)
-	bt.mu.Unlock()
 	// The burst, with the churn going on: every leader key expires in one
 	// snapshot, then the new leaders come 4 clusters per snapshot. The
 	// wait ends with the burst (burstMax is an hour), not with the churn.
@@ -181,10 +164,6 @@ func TestBurstAppliedWhole(t *testing.T) {
 		return len(a) > 0 && promotedIn(a[len(a)-1], n) == n
 	})
 	stopChurn()
-	// It read ahead while it waited (the Data Plane API's fence reads).
-	if calls := bt.callsSince(callsBefore); len(calls) < 2 || calls[0] != "prefetch" {
-		t.Errorf("calls during the burst: %v, want prefetches before its apply", calls)
-	}
 	for k, a := range bt.since(before) {
 		if got := promotedIn(a, n); got != n {
 			t.Errorf("apply %d of the burst had %d of %d new leaders: the burst was split", k+1, got, n)

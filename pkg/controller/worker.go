@@ -394,57 +394,14 @@ func (w *worker) handle(ctx context.Context, j *job) bool {
 // j answers are still coming (burstGoing), and returns the newest job
 // (the pending one, with j's flags and first event, when one came). It
 // returns an error only when ctx is done.
-//
-// Meanwhile a target.Prefetcher reads ahead what the apply will read (a
-// mass failover's fence reads), of the newest desired state each time the
-// last read ahead ended; the apply waits for the one under way.
 func (w *worker) waitBurst(ctx context.Context, j *job) (*job, error) {
 	start := time.Now()
 	waited := false
-	pf, _ := w.t.(target.Prefetcher)
-	var reading chan struct{}
-	var read *job // the job last read ahead
-	ahead := func() {
-		if pf == nil || !w.opts.termOK(j.term) {
-			return
-		}
-		if reading != nil {
-			select {
-			case <-reading:
-			default:
-				return // one under way
-			}
-		}
-		w.mu.Lock()
-		next := w.pending
-		w.mu.Unlock()
-		if next == nil {
-			next = j
-		}
-		if next == read {
-			return
-		}
-		read = next
-		desired := next.services()
-		done := make(chan struct{})
-		reading = done
-		go func() {
-			defer close(done)
-			pf.Prefetch(ctx, desired)
-		}()
-	}
 	for w.burstGoing() && time.Since(start) < w.burstMax {
 		waited = true
-		ahead()
 		if err := sleepCtx(ctx, 5*time.Millisecond); err != nil {
-			if reading != nil {
-				<-reading
-			}
 			return j, err
 		}
-	}
-	if reading != nil {
-		<-reading
 	}
 	j.burst = false
 	w.mu.Lock()

@@ -136,33 +136,6 @@ func NewTarget(c *Client, log *zap.Logger, opts TargetOptions) *Target {
 // long again (5.4–5.6 s to live instead of 4.0 s).
 func (t *Target) BatchBursts() bool { return true }
 
-// Prefetch reads what an apply of desired would read of the forced
-// servers' health (target.Prefetcher): the fences never read (a mass
-// failover's 2,000 GETs, ~0.6 s of the API's time), so that the burst's
-// apply, waiting for the burst to end meanwhile, finds them in its
-// records and forces its new primaries UP without reading first. It
-// writes nothing: a fence found UP is forced DOWN by the apply. Twin
-// layout only (elsewhere the apply reads the whole running state anyway).
-func (t *Target) Prefetch(ctx context.Context, desired []services.Service) {
-	if !twinLayout(desired) {
-		return
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if err := validate(desired, t.validated); err != nil {
-		return
-	}
-	start := time.Now()
-	_, hr, err := t.readDeferred(ctx, desired, true)
-	if err != nil || !hr.pending() {
-		return
-	}
-	n := len(hr.backends)
-	err = hr.run(ctx)
-	t.log.Info("read ahead the health of the backends a burst's apply forces a server up or down in", zap.Int("backends", n),
-		zap.Duration("took", time.Since(start)), zap.NamedError("stopped", err))
-}
-
 // Name is the API URL without the password.
 func (t *Target) Name() string { return t.c.Name() }
 

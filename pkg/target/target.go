@@ -47,15 +47,6 @@ func BatchesBursts(t Target) bool {
 	return ok && b.BatchBursts()
 }
 
-// Prefetcher is implemented by targets that can read ahead what an apply
-// of desired will read (the Data Plane API's fence reads: one GET per
-// write backend of each old primary), without writing anything: the
-// controller calls it while a burst's apply waits for the burst to end.
-// It returns when done or when ctx is done.
-type Prefetcher interface {
-	Prefetch(ctx context.Context, desired []services.Service)
-}
-
 // Change kinds.
 const (
 	KindCreateService = "create_service" // frontend+backend pair added

@@ -163,20 +163,6 @@ func (t *twins) layout(desired []services.Service) ([]services.Service, error) {
 	return out, nil
 }
 
-// Prefetch is the wrapped target's (see Prefetcher), given the twin
-// layout.
-func (t *twins) Prefetch(ctx context.Context, desired []services.Service) {
-	p, ok := t.Target.(Prefetcher)
-	if !ok {
-		return
-	}
-	tw, err := t.layout(desired)
-	if err != nil {
-		return
-	}
-	p.Prefetch(ctx, tw)
-}
-
 // BatchBursts is the wrapped target's (see Batcher).
 func (t *twins) BatchBursts() bool { return BatchesBursts(t.Target) }
 
