@@ -94,13 +94,7 @@ func TestBurstAppliedWhole(t *testing.T) {
 		rev++
 		c.Observe(patroni.Snapshot{Namespace: "/pg", Revision: rev, At: time.Now(), Clusters: clusters})
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	runInBackground(t, c)
 	observe(func() {
 		for i := 0; i < n; i++ {
 			put(fleetKVs(i, 1, rev))

@@ -45,13 +45,7 @@ func TestDeferredChangesRetried(t *testing.T) {
 	dt := &deferringTarget{release: make(chan struct{})}
 	c := New(loadInventory(t), []target.Target{dt}, Options{Debounce: time.Millisecond})
 	c.checkEvery = time.Hour
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	runInBackground(t, c)
 	c.Observe(state(10, "pg-test-1", 100, "pg-test-1", "pg-test-2", "pg-test-3"))
 	// (A snapshot during the retry's own apply says "applying".)
 	var ts TargetStatus

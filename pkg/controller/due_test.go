@@ -25,13 +25,7 @@ func TestRoleHoldEndsOnTime(t *testing.T) {
 	ft := &fakeTarget{}
 	c := New(loadInventory(t), []target.Target{ft}, Options{Debounce: time.Millisecond, Prober: silentProber{}})
 	c.checkEvery = time.Hour
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
+	runInBackground(t, c)
 	c.Observe(withAPI(state(10, "pg-test-1", 100, "pg-test-1", "pg-test-2", "pg-test-3")))
 	waitFor(t, func() bool { return ft.count() > 0 && backups(ft.last(), "pg-test-replica") == "pg-test-1" })
 	// Patroni's switchover: the leader key is released (the write fence
@@ -55,6 +49,18 @@ func TestRoleHoldEndsOnTime(t *testing.T) {
 	if took := time.Since(moved); took < maxRoleHold {
 		t.Fatalf("role change applied %s after the leader key moved: not held for %s", took, maxRoleHold)
 	}
+}
+
+// runInBackground runs c until the test ends.
+func runInBackground(t *testing.T, c *Controller) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
 }
 
 // withAPI gives every member of s a REST API URL (what is probed).
