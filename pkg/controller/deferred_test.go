@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,8 +16,6 @@ import (
 type deferringTarget struct {
 	fakeTarget
 	release chan struct{}
-	mu2     sync.Mutex
-	results []target.Result
 }
 
 func (d *deferringTarget) Apply(ctx context.Context, desired []services.Service) (target.Result, error) {
@@ -31,9 +28,6 @@ func (d *deferringTarget) Apply(ctx context.Context, desired []services.Service)
 	default:
 		res.Deferred, res.RetryIn = 1, 30*time.Millisecond
 	}
-	d.mu2.Lock()
-	d.results = append(d.results, res)
-	d.mu2.Unlock()
 	return res, nil
 }
 

@@ -27,8 +27,8 @@ type job struct {
 	// term is the election term the job was planned under: it is written
 	// only while this instance still leads in that term.
 	term int64
-	// burst: the reconcile changed burstClusters clusters or more (see
-	// burstClusters); kept when a newer job replaces a pending one.
+	// burst: planned in a burst (see burstClusters); kept when a newer job
+	// replaces a pending one.
 	burst bool
 }
 

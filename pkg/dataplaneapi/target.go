@@ -427,8 +427,13 @@ func (t *Target) applyOnce(ctx context.Context, desired []services.Service) (tar
 		return target.Result{}, err
 	}
 	t.applyPID = st.pid
-	skip, retryIn := t.deferCrashed(desired, st, bringsUp(desired, hr.decided))
-	early, flipped, err := t.flipsBeforeHealth(ctx, desired, st, hr, skip)
+	// The diff before the health reads, made once for the two that need
+	// it (none in most applies). Its set_state changes depend on no
+	// health, so they are those of applyChanges' diff after the reads.
+	pre := sync.OnceValue(func() []target.Change { return target.Diff(st.current, st.diffSet(desired)) })
+	up := bringsUp(desired, hr.decided)
+	skip, retryIn := t.deferCrashed(desired, pre, up)
+	early, flipped, err := t.flipsBeforeHealth(ctx, desired, st, hr, pre, up, skip)
 	if err != nil {
 		if ferr := flipped(); ferr != nil {
 			err = fmt.Errorf("%w; %w", err, ferr)
@@ -536,7 +541,8 @@ func (t *Target) applyChanges(ctx context.Context, desired []services.Service, s
 // something is read (else they go with the rest, in fewer round trips). It
 // returns, once the health is read, the flips under way and a function
 // that waits for them to end (and says whether they failed).
-func (t *Target) flipsBeforeHealth(ctx context.Context, desired []services.Service, st *state, hr *healthRead, skip map[string]bool) ([]target.Change, func() error, error) {
+func (t *Target) flipsBeforeHealth(ctx context.Context, desired []services.Service, st *state, hr *healthRead,
+	pre func() []target.Change, up bool, skip map[string]bool) ([]target.Change, func() error, error) {
 	none := func() error { return nil }
 	if !hr.pending() || st.pid == 0 {
 		return nil, none, hr.run(ctx)
@@ -551,14 +557,14 @@ func (t *Target) flipsBeforeHealth(ctx context.Context, desired []services.Servi
 	// the next apply (skip, see deferCrashed), and once it is due nothing
 	// waits for the reads but it: it goes meanwhile.
 	var unconfirmed map[string]bool
-	if bringsUp(desired, hr.decided) {
+	if up {
 		unconfirmed = unconfirmedTwins(desired)
 	}
 	var early []target.Change
-	for _, c := range withoutSkipped(target.Diff(st.current, st.diffSet(desired)), skip) {
+	for _, c := range pre() {
 		switch c.Kind {
 		case target.KindSetState:
-			if !write[c.Backend] && !goesLast(c, unconfirmed) {
+			if !write[c.Backend] && !goesLast(c, unconfirmed) && !skip[c.Backend+"/"+c.Server] {
 				early = append(early, c)
 			}
 		case target.KindForceDown, target.KindForceUp:

@@ -343,7 +343,7 @@ const crashedDeferFor = 2 * time.Second
 // brings a primary UP), or, when no new leader came within
 // crashedDeferFor of the first apply that left one out, in an apply of
 // their own (the caller applies again at RetryIn).
-func (t *Target) deferCrashed(desired []services.Service, st *state, up bool) (map[string]bool, time.Duration) {
+func (t *Target) deferCrashed(desired []services.Service, pre func() []target.Change, up bool) (map[string]bool, time.Duration) {
 	if up {
 		t.crashedSince = nil
 		return nil, 0
@@ -357,7 +357,7 @@ func (t *Target) deferCrashed(desired []services.Service, st *state, up bool) (m
 	since := map[string]time.Time{}
 	var skip map[string]bool
 	var next time.Duration
-	for _, c := range target.Diff(st.current, st.diffSet(desired)) {
+	for _, c := range pre() {
 		if c.Kind != target.KindSetState || !goesLast(c, unconfirmed) {
 			continue
 		}

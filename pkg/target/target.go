@@ -34,8 +34,8 @@ type Target interface {
 // fleet scale (seconds of API requests) that starting one in the middle of
 // a burst of DCS events costs the rest of the burst a whole apply more:
 // the controller lets such a target's apply of a burst wait until the
-// burst thinned out (see controller.burstQuiet). A lone change never
-// waits.
+// burst ends (see burstClusters in package controller). A lone change
+// never waits.
 type Batcher interface {
 	BatchBursts() bool
 }
