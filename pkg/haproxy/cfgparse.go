@@ -100,7 +100,8 @@ func ParseOwnConfig(text string) ([]services.Service, error) {
 	return out, nil
 }
 
-// parseServerLine reads "server NAME ADDR:PORT [check-ssl ca-file F] check port P weight W [backup]".
+// parseServerLine reads "server NAME ADDR:PORT [check-ssl ca-file F] check port P weight W [backup]"
+// or, for a server tracking another, "server NAME ADDR:PORT track BACKEND/SERVER weight W".
 func parseServerLine(f []string) (services.Server, error) {
 	if len(f) < 3 {
 		return services.Server{}, fmt.Errorf("server line too short")
@@ -136,6 +137,12 @@ func parseServerLine(f []string) (services.Server, error) {
 			sv.Disabled = true
 		case "check-ssl":
 			sv.CheckSSL = true
+		case "track":
+			if i+1 >= len(f) {
+				return sv, fmt.Errorf("track without a value")
+			}
+			sv.Track = f[i+1]
+			i++
 		case "ca-file":
 			if i+1 >= len(f) {
 				return sv, fmt.Errorf("ca-file without a value")

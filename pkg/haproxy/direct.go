@@ -241,7 +241,7 @@ func (d *Direct) read(ctx context.Context) (*snapshot, error) {
 			// cut from text.
 			for _, fs := range s.Servers {
 				if sv, ok := b.Servers[fs.Name]; ok {
-					sv.CheckSSL, sv.CAFile = fs.CheckSSL, canonical(fs.CAFile)
+					sv.CheckSSL, sv.CAFile, sv.Track = fs.CheckSSL, canonical(fs.CAFile), canonical(fs.Track)
 					b.Servers[sv.Name] = sv
 				}
 			}

@@ -121,6 +121,48 @@ func TestFixServersState(t *testing.T) {
 	}
 }
 
+// TestFixServersStateTracker: a tracking server starts in the state of the
+// server it tracks, whatever its own line says (a tracker started DOWN
+// under a tracked server that stays UP stays DOWN for good: measured on
+// HAProxy 2.6), whether its line is new, changed (check port -> track) or
+// kept; under a fenced server it starts stopped.
+func TestFixServersStateTracker(t *testing.T) {
+	desired := []services.Service{
+		{Name: "pg-test-primary", Servers: []services.Server{{Name: "pg-test-1", Address: "127.0.0.11", Port: 16432, CheckPort: 18008, Weight: 100}}},
+		{Name: "pg-test-default", Servers: []services.Server{{Name: "pg-test-1", Address: "127.0.0.11", Port: 15432, Weight: 100, Track: "pg-test-primary/pg-test-1"}}},
+	}
+	dump := showState26 + "4 pg-test-default 1 pg-test-1 127.0.0.11 0 0 100 100 5 1 2 0 6 0 0 0 - 15432 - 0 18008 - - 0\n"
+	for name, in := range map[string]string{"new line": showState26, "check port -> track": dump} {
+		out, err := FixServersState(in, desired)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := ParseServersState(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		states := map[string]StateServer{}
+		for _, s := range got {
+			states[s.Backend+"/"+s.Server] = s
+		}
+		p, d := states["pg-test-primary/pg-test-1"], states["pg-test-default/pg-test-1"]
+		if p.OpState != 2 || d.OpState != 2 || d.CheckPort != 0 || d.Port != 15432 {
+			t.Errorf("%s: tracked %+v, tracker %+v: want both running, the tracker without a check port\n%s", name, p, d, out)
+		}
+	}
+	desired[0].Servers[0].ForceDown = true
+	out, err := FixServersState(dump, desired)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := ParseServersState(out)
+	for _, s := range got {
+		if s.Server == "pg-test-1" && s.Backend != "other" && s.OpState != 0 {
+			t.Errorf("fenced: %s/%s op %d, want stopped", s.Backend, s.Server, s.OpState)
+		}
+	}
+}
+
 func TestParseOwnConfigRoundTrip(t *testing.T) {
 	svcs := []services.Service{{
 		Name: "pg-test-replica", IP: "127.0.0.10", Port: 5434, Check: "/read-only", Balance: "leastconn", Maxconn: 5000,
@@ -129,7 +171,10 @@ func TestParseOwnConfigRoundTrip(t *testing.T) {
 			{Name: "pg-test-1", Address: "10.10.10.11", Port: 6432, CheckPort: 8008, Weight: 100, Backup: true},
 			{Name: "pg-test-2", Address: "10.10.10.12", Port: 6432, CheckPort: 8008, Weight: 50, Selected: true},
 		},
-	}, {Name: "pg-test-primary", IP: "*", Port: 5433, Check: "/primary", Balance: "roundrobin", Maxconn: 3000, DefaultServer: "inter 1s"}}
+	}, {Name: "pg-test-primary", IP: "*", Port: 5433, Check: "/primary", Balance: "roundrobin", Maxconn: 3000, DefaultServer: "inter 1s"},
+		{Name: "pg-test-default", IP: "*", Port: 5436, Check: "/primary", Balance: "roundrobin", Maxconn: 3000, DefaultServer: "inter 1s",
+			Servers: []services.Server{{Name: "pg-test-2", Address: "10.10.10.12", Port: 5432, Weight: 100, Selected: true, Track: "pg-test-primary/pg-test-2"}}}}
+	svcs[1].Servers = []services.Server{{Name: "pg-test-2", Address: "10.10.10.12", Port: 6432, CheckPort: 8008, Weight: 100, Selected: true}}
 	got, err := ParseOwnConfig(string(haproxycfg.Render(svcs, haproxycfg.Options{StatsSocket: "/run/s.sock", ServerStateFile: "/run/st"})))
 	if err != nil {
 		t.Fatal(err)

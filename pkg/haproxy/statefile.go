@@ -101,6 +101,8 @@ func ParseServersState(text string) ([]StateServer, error) {
 //     worker never sends a write to a fenced old primary;
 //   - every desired server's weight (srv_uweight, srv_iweight) is set to the
 //     desired weight so a reload never restores an older runtime weight;
+//   - a tracking server (`track`) starts in the state of the server it
+//     tracks, whatever its own line said;
 //   - other lines (unchanged servers, sections the driver does not manage)
 //     are kept as dumped: their live health and admin states carry over.
 //
@@ -129,8 +131,11 @@ func FixServersState(dump string, desired []services.Service) (string, error) {
 			}
 		}
 	}
-	var b strings.Builder
-	b.WriteString(lines[0] + "\n" + lines[1] + "\n")
+	// out holds the lines in order: a line kept as dumped is a one-field
+	// slice; a desired server's line is its fields, looked up by key to
+	// fix trackers at the end.
+	out := make([][]string, 0, len(lines))
+	fields := map[string][]string{}
 	seen := map[string]bool{}
 	for n, line := range lines[2:] {
 		if strings.TrimSpace(line) == "" {
@@ -143,7 +148,7 @@ func FixServersState(dump string, desired []services.Service) (string, error) {
 		key := f[stBeName] + "/" + f[stSrvName]
 		sv, ok := want[key]
 		if !ok {
-			b.WriteString(line + "\n")
+			out = append(out, []string{line})
 			continue
 		}
 		seen[key] = true
@@ -156,7 +161,8 @@ func FixServersState(dump string, desired []services.Service) (string, error) {
 		if a, ok := twinAdmin[key]; ok {
 			f[stAdminState] = a
 		}
-		b.WriteString(strings.Join(f, " ") + "\n")
+		out = append(out, f)
+		fields[key] = f
 	}
 	for _, s := range desired {
 		for _, sv := range s.Servers {
@@ -179,8 +185,27 @@ func FixServersState(dump string, desired []services.Service) (string, error) {
 			f[stUseSSL] = "0"
 			f[stAgentPort] = "0"
 			markStopped(f, sv)
-			b.WriteString(strings.Join(f, " ") + "\n")
+			out = append(out, f)
+			fields[s.Name+"/"+sv.Name] = f
 		}
+	}
+	// A tracking server (Server.Track) starts in the state of the server
+	// it tracks: HAProxy applies a tracker's line as it stands and then
+	// moves it only when the tracked server changes state, so a tracker
+	// started DOWN under a tracked server that stays UP would stay DOWN
+	// for good (measured on HAProxy 2.6).
+	for key, sv := range want {
+		f, src := fields[key], fields[sv.Track]
+		if sv.Track == "" || f == nil || src == nil {
+			continue
+		}
+		f[stOpState], f[stCheckStatus], f[stCheckResult], f[stCheckHealth] = src[stOpState], src[stCheckStatus], src[stCheckResult], src[stCheckHealth]
+		f[stCheckState] = "0" // no check of its own, as HAProxy dumps a tracker
+	}
+	var b strings.Builder
+	b.WriteString(lines[0] + "\n" + lines[1] + "\n")
+	for _, f := range out {
+		b.WriteString(strings.Join(f, " ") + "\n")
 	}
 	return b.String(), nil
 }

@@ -3,6 +3,8 @@ package haproxy
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -349,4 +351,149 @@ func TestTwinsEarlyFlips(t *testing.T) {
 	if n := r.direct.Reads().Full; n != full {
 		t.Errorf("%d full reads after the failover", n-full)
 	}
+}
+
+// holder is a member's second listener (standing for PostgreSQL behind
+// Pigsty's default service) that keeps every connection open until the
+// peer closes it, and reports each close.
+func holder(t testing.TB, ip string) (port int, closed chan struct{}) {
+	t.Helper()
+	ln, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	closed = make(chan struct{}, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				_, _ = io.Copy(io.Discard, c)
+				_ = c.Close()
+				closed <- struct{}{}
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port, closed
+}
+
+// TestTwinsTrackDirect: in the twin layout Pigsty's default service tracks
+// the primary service (services.TrackSources): its servers run no check of
+// their own and follow the primary service's servers through the new
+// primary's force-up and the old primary's write fence, sessions cut, with
+// no command for the default backend. The reload that turns checking
+// servers into trackers, and any later reload, leaves them in the state of
+// the servers they track (a tracker started DOWN under an UP server would
+// stay DOWN for good).
+func TestTwinsTrackDirect(t *testing.T) {
+	r := startRig(t)
+	ctx := context.Background()
+	m1 := newMember(t, "pg-k-1", "127.0.0.71", "primary")
+	m2 := newMember(t, "pg-k-2", "127.0.0.72", "replica")
+	m3 := newMember(t, "pg-k-3", "127.0.0.73", "replica")
+	pgPort := map[*member]int{}
+	closed := map[*member]chan struct{}{}
+	for _, m := range []*member{m1, m2, m3} {
+		pgPort[m], closed[m] = holder(t, m.ip)
+	}
+	pp, dp := freePort(t, frontIP), freePort(t, frontIP)
+	// Slow checks: the forced states hold for the test's length.
+	const slow = "inter 30s fastinter 30s downinter 30s rise 3 fall 3 on-marked-down shutdown-sessions"
+	write := func(fence, up string, ms ...*member) []services.Service {
+		mk := func(svc string, port int) services.Service {
+			s := services.Service{Cluster: "pg-k", Name: "pg-k-" + svc, Service: svc, IP: frontIP, Port: port, Check: "/primary",
+				Balance: "roundrobin", Maxconn: 500, DefaultServer: slow}
+			for _, m := range ms {
+				sv := m.server(100, false)
+				if svc == "default" {
+					sv.Port = pgPort[m]
+				}
+				sv.ForceDown, sv.ForceUp = m.name == fence, m.name == up
+				s.Servers = append(s.Servers, sv)
+			}
+			return s
+		}
+		return []services.Service{mk("primary", pp), mk("default", dp)}
+	}
+	laidOut := func(in []services.Service) []services.Service {
+		out, err := services.Twins(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	status := func(key string) string { return r.stat(t)[key].Status }
+	wantStatus := func(step string, want map[string]string) {
+		t.Helper()
+		for k, w := range want {
+			if got := status(k); !strings.HasPrefix(got, w) {
+				t.Errorf("%s: %s is %q, want %s", step, k, got, w)
+			}
+		}
+	}
+
+	// Pigsty's layout first: both services check; the primary forced UP
+	// (its slow checks would take 90 s).
+	if _, err := r.direct.Apply(ctx, write("", "", m1, m2, m3)); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := r.direct.Apply(ctx, write("", "pg-k-1", m1, m2, m3)); err != nil || kinds(res.Changes) != "force_up:pg-k-primary/pg-k-1 force_up:pg-k-default/pg-k-1" {
+		t.Fatalf("force-up in Pigsty's layout: %v %v, want one per write service", kinds(res.Changes), err)
+	}
+	wantStatus("pigsty layout", map[string]string{"pg-k-primary/pg-k-1": "UP", "pg-k-default/pg-k-1": "UP", "pg-k-default/pg-k-2": "DOWN"})
+
+	// The twin layout: the default's servers become trackers (a reload).
+	desired := laidOut(write("", "pg-k-1", m1, m2, m3))
+	res, err := r.direct.Apply(ctx, desired)
+	if err != nil || !res.Reloaded {
+		t.Fatalf("to trackers: %+v %v, want a reload", res, err)
+	}
+	cfg, _ := os.ReadFile(r.opts.ConfigPath)
+	if !strings.Contains(string(cfg), fmt.Sprintf("server pg-k-1 127.0.0.71:%d track pg-k-primary/pg-k-1 weight 100\n", pgPort[m1])) {
+		t.Fatalf("file lacks the tracker:\n%s", cfg)
+	}
+	wantStatus("after the reload to trackers", map[string]string{"pg-k-default/pg-k-1": "UP", "pg-k-default/pg-k-2": "DOWN", "pg-k-default/pg-k-3": "DOWN"})
+	if again, err := r.direct.Apply(ctx, desired); err != nil || len(again.Changes) != 0 {
+		t.Fatalf("second apply = %+v, %v; want nothing to do", again, err)
+	}
+
+	// A session through the default service to the primary.
+	c, err := net.Dial("tcp", addr(frontIP, dp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+
+	// Switchover: pg-k-1 fenced (its checks still pass), pg-k-2 forced UP.
+	reloads := r.reloads(t)
+	res, err = r.direct.Apply(ctx, laidOut(write("pg-k-1", "pg-k-2", m1, m2, m3)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := kinds(res.Changes); got != "force_down:pg-k-primary/pg-k-1 force_up:pg-k-primary/pg-k-2" || res.Reloaded || r.reloads(t) != reloads {
+		t.Errorf("switchover: %s (reloaded %v): want the fence and the force-up of the primary service only, at runtime", got, res.Reloaded)
+	}
+	wantStatus("switchover", map[string]string{"pg-k-default/pg-k-1": "DOWN", "pg-k-default/pg-k-2": "UP"})
+	select {
+	case <-closed[m1]:
+	case <-time.After(10 * time.Second):
+		t.Error("the session through the default service to the fenced primary is still open")
+	}
+
+	// An inventory change (a fourth member): the reload keeps the
+	// trackers where their tracked servers are.
+	m4 := newMember(t, "pg-k-4", "127.0.0.74", "replica")
+	pgPort[m4], closed[m4] = holder(t, m4.ip)
+	res, err = r.direct.Apply(ctx, laidOut(write("pg-k-1", "pg-k-2", m1, m2, m3, m4)))
+	if err != nil || !res.Reloaded {
+		t.Fatalf("grow: %+v %v, want a reload", res, err)
+	}
+	wantStatus("after the reload", map[string]string{"pg-k-primary/pg-k-1": "DOWN", "pg-k-default/pg-k-1": "DOWN",
+		"pg-k-primary/pg-k-2": "UP", "pg-k-default/pg-k-2": "UP", "pg-k-default/pg-k-4": "DOWN"})
 }

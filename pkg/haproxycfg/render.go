@@ -151,20 +151,27 @@ func checks(b *strings.Builder, s services.Service) {
 // ServerLine is one server as HAProxy reads it, without indentation:
 // "server pg-test-1 10.10.10.11:6432 check port 8008 weight 100 backup", with
 // "check-ssl ca-file FILE" before "check" when Patroni speaks TLS (as
-// Pigsty's template writes it).
+// Pigsty's template writes it), and "track B/S" instead of its own check
+// for a tracking server (Server.Track).
 func ServerLine(sv services.Server) string {
 	addr := sv.Address
 	if strings.Contains(addr, ":") && !strings.HasPrefix(addr, "[") {
 		addr = "[" + addr + "]"
 	}
-	ssl := ""
-	if sv.CheckSSL {
-		ssl = " check-ssl"
-		if sv.CAFile != "" {
-			ssl += " ca-file " + sv.CAFile
+	check := ""
+	switch {
+	case sv.Track != "":
+		check = " track " + sv.Track
+	default:
+		if sv.CheckSSL {
+			check = " check-ssl"
+			if sv.CAFile != "" {
+				check += " ca-file " + sv.CAFile
+			}
 		}
+		check += fmt.Sprintf(" check port %d", sv.CheckPort)
 	}
-	l := fmt.Sprintf("server %s %s:%d%s check port %d weight %d", sv.Name, addr, sv.Port, ssl, sv.CheckPort, sv.Weight)
+	l := fmt.Sprintf("server %s %s:%d%s weight %d", sv.Name, addr, sv.Port, check, sv.Weight)
 	if sv.Backup {
 		l += " backup"
 	}

@@ -113,15 +113,21 @@ func appendServerLine(b []byte, sv *services.Server) []byte {
 	}
 	b = append(b, ':')
 	b = strconv.AppendInt(b, int64(sv.Port), 10)
-	if sv.CheckSSL {
-		b = append(b, " check-ssl"...)
-		if sv.CAFile != "" {
-			b = append(b, " ca-file "...)
-			b = append(b, sv.CAFile...)
+	switch {
+	case sv.Track != "":
+		b = append(b, " track "...)
+		b = append(b, sv.Track...)
+	default:
+		if sv.CheckSSL {
+			b = append(b, " check-ssl"...)
+			if sv.CAFile != "" {
+				b = append(b, " ca-file "...)
+				b = append(b, sv.CAFile...)
+			}
 		}
+		b = append(b, " check port "...)
+		b = strconv.AppendInt(b, int64(sv.CheckPort), 10)
 	}
-	b = append(b, " check port "...)
-	b = strconv.AppendInt(b, int64(sv.CheckPort), 10)
 	b = append(b, " weight "...)
 	b = strconv.AppendInt(b, int64(sv.Weight), 10)
 	if sv.Backup {
@@ -168,7 +174,7 @@ type textKey struct {
 }
 
 type textServer struct {
-	Name, Address, CAFile                string
+	Name, Address, CAFile, Track         string
 	Port, CheckPort, Weight              int
 	CheckSSL, Backup, Disabled, Selected bool
 }
@@ -243,7 +249,7 @@ func textFields(s *services.Service) textKey {
 		Maxconn: s.Maxconn, DefaultServer: s.DefaultServer, Servers: make([]textServer, len(s.Servers))}
 	for i, sv := range s.Servers {
 		out.Servers[i] = textServer{Name: sv.Name, Address: sv.Address, Port: sv.Port, CheckPort: sv.CheckPort,
-			CheckSSL: sv.CheckSSL, CAFile: sv.CAFile, Weight: sv.Weight, Backup: sv.Backup, Disabled: sv.Disabled,
+			CheckSSL: sv.CheckSSL, CAFile: sv.CAFile, Track: sv.Track, Weight: sv.Weight, Backup: sv.Backup, Disabled: sv.Disabled,
 			Selected: sv.Selected}
 	}
 	return out
@@ -260,7 +266,7 @@ func sameText(a *textKey, b *services.Service) bool {
 	for i := range a.Servers {
 		x, y := &a.Servers[i], &b.Servers[i]
 		if x.Name != y.Name || x.Address != y.Address || x.Port != y.Port || x.CheckPort != y.CheckPort ||
-			x.CheckSSL != y.CheckSSL || x.CAFile != y.CAFile || x.Weight != y.Weight || x.Backup != y.Backup ||
+			x.CheckSSL != y.CheckSSL || x.CAFile != y.CAFile || x.Track != y.Track || x.Weight != y.Weight || x.Backup != y.Backup ||
 			x.Disabled != y.Disabled || x.Selected != y.Selected {
 			return false
 		}

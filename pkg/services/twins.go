@@ -49,20 +49,33 @@ func InactiveState(s Service) string {
 // service has no Candidates (its twins are), so Twins leaves it as it is.
 // Services whose membership does not depend on roles (primary, default:
 // `[]` without backup) are returned unchanged. Pure; in is not modified.
+//
+// A write service with the same members and check as an earlier one of its
+// cluster (Pigsty's default beside its primary) tracks it (TrackSources,
+// Track): its servers take the state of that service's servers.
 func Twins(in []Service) ([]Service, error) {
 	out := make([]Service, 0, len(in))
-	for _, s := range in {
-		if !s.RoleDependent || len(s.Candidates) == 0 {
-			out = append(out, s)
-			continue
-		}
-		t, err := twinsOf(s)
+	srcs := TrackSources(in)
+	for i := range in {
+		t, err := LayOut(in[i], srcs[i])
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, t)
 	}
 	return out, nil
+}
+
+// LayOut is Twins of one service s, given the service it tracks (src, from
+// TrackSources; nil for none).
+func LayOut(s Service, src *Service) (Service, error) {
+	switch {
+	case s.RoleDependent && len(s.Candidates) > 0:
+		return twinsOf(s)
+	case src != nil:
+		return Track(s, src.Name), nil
+	}
+	return s, nil
 }
 
 // twinsOf is Twins of one role-dependent service. A service has a handful

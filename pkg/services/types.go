@@ -41,12 +41,18 @@ type Server struct {
 	CheckPort int    `json:"check_port"`
 	// CAFile is what CheckSSL checks Patroni's certificate against.
 	CAFile string `json:"ca_file,omitempty"`
+	// Track is "backend/server" when the server has no check of its own
+	// and takes the state of that server (HAProxy's `track`): in the twin
+	// layout, a write service with the same members and check as an
+	// earlier one of its cluster (Pigsty's default beside its primary; see
+	// Track). "" otherwise.
+	Track  string `json:"track,omitempty"`
 	Weight int    `json:"weight"`
 	// CheckSSL checks Patroni over TLS against CAFile (patroni_ssl_enabled:
 	// "check-ssl ca-file /pg/cert/ca.crt" before "check port").
 	//
 	// The bools come in two runs (after Weight, after Reason) so that a
-	// Server is 136 bytes, not 152: a 1,000-cluster fleet keeps ~70,000
+	// Server is 152 bytes, not 168: a 1,000-cluster fleet keeps ~70,000
 	// of them (plans, twin layouts, a driver's read). JSON follows the
 	// field order: ca_file now comes before weight, check_ssl after it
 	// (both omitempty); a decoder reads them by name.

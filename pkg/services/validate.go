@@ -134,6 +134,12 @@ func ValidateServer(sv *Server) error {
 			return fmt.Errorf("server %s: check %v", sv.Name, err)
 		}
 	}
+	if sv.Track != "" {
+		b, srv, ok := strings.Cut(sv.Track, "/")
+		if !ok || haproxyname.Identifier(b) != nil || haproxyname.Identifier(srv) != nil {
+			return fmt.Errorf("server %s: track %q is not backend/server", sv.Name, sv.Track)
+		}
+	}
 	if sv.Weight < 0 || sv.Weight > 256 {
 		return fmt.Errorf("server %s: weight %d out of range (0-256)", sv.Name, sv.Weight)
 	}

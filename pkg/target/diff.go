@@ -76,18 +76,24 @@ func diffServers(backend string, cur map[string]services.Server, want []services
 		}
 		if !ok {
 			out = append(out, Change{Kind: KindAddServer, Backend: backend, Server: w.Name,
-				Detail: fmt.Sprintf("%s:%d%s check port %d weight %d%s", w.Address, w.Port, sslDetail(w), w.CheckPort, w.Weight, backupWord(w.Backup))})
+				Detail: fmt.Sprintf("%s:%d%s weight %d%s", w.Address, w.Port, checkDetail(w), w.Weight, backupWord(w.Backup))})
 			continue
 		}
 		var parts []string
 		if c.Address != w.Address || c.Port != w.Port {
 			parts = append(parts, fmt.Sprintf("address %s:%d -> %s:%d", c.Address, c.Port, w.Address, w.Port))
 		}
-		if c.CheckPort != w.CheckPort {
-			parts = append(parts, fmt.Sprintf("check port %d -> %d", c.CheckPort, w.CheckPort))
-		}
-		if c.CheckSSL != w.CheckSSL || c.CAFile != w.CAFile {
-			parts = append(parts, fmt.Sprintf("check-ssl %s -> %s", sslWord(c), sslWord(w)))
+		switch {
+		case c.Track != w.Track:
+			// A tracking server has no check of its own: the track says it.
+			parts = append(parts, fmt.Sprintf("%s ->%s", strings.TrimSpace(checkDetail(c)), checkDetail(w)))
+		default:
+			if c.CheckPort != w.CheckPort {
+				parts = append(parts, fmt.Sprintf("check port %d -> %d", c.CheckPort, w.CheckPort))
+			}
+			if c.CheckSSL != w.CheckSSL || c.CAFile != w.CAFile {
+				parts = append(parts, fmt.Sprintf("check-ssl %s -> %s", sslWord(c), sslWord(w)))
+			}
 		}
 		if c.Backup != w.Backup {
 			parts = append(parts, fmt.Sprintf("backup %t -> %t", c.Backup, w.Backup))
@@ -170,6 +176,15 @@ func sslDetail(s services.Server) string {
 		return ""
 	}
 	return " check-ssl ca-file " + s.CAFile
+}
+
+// checkDetail is how a server is checked: its own check, or the server
+// it tracks.
+func checkDetail(s services.Server) string {
+	if s.Track != "" {
+		return " track " + s.Track
+	}
+	return fmt.Sprintf("%s check port %d", sslDetail(s), s.CheckPort)
 }
 
 func sslWord(s services.Server) string {

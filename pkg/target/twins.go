@@ -83,8 +83,10 @@ type twins struct {
 	applied map[twinKey]bool
 	// prevIn and prevOut are the last layout's input (the caller's desired,
 	// never modified: Target's contract) and result: a service Equal to
-	// one of prevIn has prevOut's layout of it.
+	// one of prevIn, whose tracked service (prevSrc, nil for none) is
+	// Equal to its own, has prevOut's layout of it.
 	prevIn, prevOut []services.Service
+	prevSrc         []*services.Service
 	// pending[i]: prevOut[i] was laid out since the last successful apply
 	// (by this call or an earlier one, failed or a dry run): only those
 	// can differ in applied (24,000 servers at 1,000 clusters were written
@@ -108,6 +110,7 @@ func (t *twins) layout(desired []services.Service) ([]services.Service, error) {
 	var out []services.Service
 	same := len(desired) == len(t.prevOut) && len(desired) > 0
 	pending := make([]bool, len(desired))
+	srcs := services.TrackSources(desired)
 	for i := range desired {
 		s := &desired[i]
 		k := -1 // the index of s in prevIn, -1 if it changed
@@ -127,16 +130,18 @@ func (t *twins) layout(desired []services.Service) ([]services.Service, error) {
 				k = j
 			}
 		}
+		if k >= 0 && !sameSource(t.prevSrc[k], srcs[i]) {
+			k = -1
+		}
 		var tw services.Service
 		if k >= 0 {
 			tw = t.prevOut[k]
 			pending[i] = t.pending[k]
 		} else {
-			laid, err := services.Twins(desired[i : i+1])
-			if err != nil {
+			var err error
+			if tw, err = services.LayOut(desired[i], srcs[i]); err != nil {
 				return nil, err
 			}
-			tw = laid[0]
 			pending[i] = true
 		}
 		if same && k != i {
@@ -152,6 +157,7 @@ func (t *twins) layout(desired []services.Service) ([]services.Service, error) {
 		}
 	}
 	t.pending = pending
+	t.prevSrc = srcs
 	if same {
 		t.prevIn = desired
 		return t.prevOut, nil
@@ -161,6 +167,14 @@ func (t *twins) layout(desired []services.Service) ([]services.Service, error) {
 	}
 	t.prevIn, t.prevOut = desired, out
 	return out, nil
+}
+
+// sameSource reports whether two tracked services (nil: none) are Equal.
+func sameSource(a, b *services.Service) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return services.Equal(a, b)
 }
 
 // BatchBursts is the wrapped target's (see Batcher).
