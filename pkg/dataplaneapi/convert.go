@@ -179,6 +179,11 @@ func serverModel(want services.Server, base *models.Server) *models.Server {
 		m.CheckSsl = "enabled"
 		m.SslCafile = want.CAFile
 	}
+	// A tracking server has no check of its own (HAProxy refuses both).
+	m.Track = want.Track
+	if want.Track != "" {
+		m.Check, m.HealthCheckPort, m.CheckSsl, m.SslCafile = "", nil, "", ""
+	}
 	// "backup" absent means not backup; the API renders "disabled" as
 	// no-backup, so only ever send "enabled" or nothing.
 	m.Backup = ""

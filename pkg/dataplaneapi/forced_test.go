@@ -111,7 +111,7 @@ func TestTwinsForcedHealthFromAnswers(t *testing.T) {
 	for _, v := range []int{2, 3} {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
 			h := newTwinsHarness(t, v)
-			base := fleetTwins(t, 3, func(int) int { return 1 })
+			base := fleetChecked(t, 3, func(int) int { return 1 })
 			h.apply(t, "create", base)
 			h.apply(t, "settle", base)
 
@@ -306,10 +306,10 @@ func TestTwinsIncomingBeforeOutgoing(t *testing.T) {
 	for _, v := range []int{2, 3} {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
 			h := newTwinsHarness(t, v)
-			base := fleetTwins(t, 3, func(int) int { return 1 })
+			base := fleetChecked(t, 3, func(int) int { return 1 })
 			h.apply(t, "create", base)
 			h.apply(t, "settle", base)
-			sw := force(fleetTwins(t, 3, func(i int) int { return map[bool]int{true: 2, false: 1}[i == 1] }),
+			sw := force(fleetChecked(t, 3, func(i int) int { return map[bool]int{true: 2, false: 1}[i == 1] }),
 				"pg-f001-2", func(sv *services.Server) { sv.ForceUp = true })
 			res := h.apply(t, "switchover", sw)
 			if !strings.Contains(kinds(res.Changes), "force_up pg-f001-primary/pg-f001-2") {
@@ -349,10 +349,10 @@ func TestTwinsFlipsWhileFencesAreRead(t *testing.T) {
 	for _, v := range []int{2, 3} {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
 			h := newTwinsHarness(t, v)
-			base := fleetTwins(t, 3, func(int) int { return 1 })
+			base := fleetChecked(t, 3, func(int) int { return 1 })
 			h.apply(t, "create", base)
 			h.apply(t, "settle", base)
-			fo := fleetTwins(t, 3, func(int) int { return 2 })
+			fo := fleetChecked(t, 3, func(int) int { return 2 })
 			for i := 0; i < 3; i++ {
 				fo = force(fo, fmt.Sprintf("pg-f%03d-1", i), func(sv *services.Server) { sv.ForceDown = true })
 				fo = force(fo, fmt.Sprintf("pg-f%03d-2", i), func(sv *services.Server) { sv.ForceUp = true })
@@ -433,10 +433,10 @@ func TestTwinsOutgoingFollowTheirBackend(t *testing.T) {
 	for _, v := range []int{2, 3} {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
 			h := newTwinsHarness(t, v)
-			base := fleetTwins(t, 30, func(int) int { return 1 })
+			base := fleetChecked(t, 30, func(int) int { return 1 })
 			h.apply(t, "create", base)
 			h.apply(t, "settle", base)
-			h.apply(t, "switchovers", fleetTwins(t, 30, func(int) int { return 2 }))
+			h.apply(t, "switchovers", fleetChecked(t, 30, func(int) int { return 2 }))
 			lastUp, firstDown := map[string]int{}, map[string]int{}
 			lastAnyUp, firstAnyDown := -1, -1
 			for i, r := range h.srv.Writes() {
@@ -469,12 +469,12 @@ func TestTwinsOutgoingFollowTheirBackend(t *testing.T) {
 	}
 }
 
-// crashedTwins is fleetTwins after a crash failover of every cluster from
+// crashedTwins is fleetChecked after a crash failover of every cluster from
 // member 1 to member 2: member 1 is gone from the DCS (its candidates are
 // Unconfirmed), fenced in the write services, and member 2 forced UP.
 func crashedTwins(t *testing.T, n int) []services.Service { return lostTwins(t, n, true) }
 
-// lostTwins is fleetTwins once member 1, the primary, is gone from the
+// lostTwins is fleetChecked once member 1, the primary, is gone from the
 // DCS: its leader key expired (promoted false: no new leader yet, the
 // roles kept with it) or member 2 took the key (promoted).
 func lostTwins(t *testing.T, n int, promoted bool) []services.Service {
@@ -488,6 +488,10 @@ func lostTwins(t *testing.T, n int, promoted bool) []services.Service {
 		name := fmt.Sprintf("pg-f%03d", i)
 		svcs := cluster(name, 10+i, 3, primary)
 		for j := range svcs {
+			if svcs[j].Service == "default" {
+				// As fleetChecked: checks of its own.
+				svcs[j].DefaultServer = strings.Replace(svcs[j].DefaultServer, " slowstart 30s", "", 1)
+			}
 			if svcs[j].Service != "replica" && svcs[j].Service != "offline" {
 				continue
 			}
@@ -517,7 +521,7 @@ func settledTwins(t *testing.T, n int, f func(t *testing.T, h *twinsHarness, bas
 	for _, v := range []int{2, 3} {
 		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
 			h := newTwinsHarness(t, v, opts...)
-			base := fleetTwins(t, n, func(int) int { return 1 })
+			base := fleetChecked(t, n, func(int) int { return 1 })
 			h.apply(t, "create", base)
 			h.apply(t, "settle", base)
 			f(t, h, base)
@@ -605,7 +609,7 @@ func TestTwinsFenceRereadsAfterTheApply(t *testing.T) {
 	const n = 4
 	settledTwins(t, n, func(t *testing.T, h *twinsHarness, base []services.Service) {
 		failover := func(upTo int) []services.Service {
-			fo := fleetTwins(t, n, func(i int) int {
+			fo := fleetChecked(t, n, func(i int) int {
 				if i < upTo {
 					return 2
 				}
@@ -735,7 +739,7 @@ func TestTwinsFenceReadStampedPerGET(t *testing.T) {
 	})
 }
 
-// writerTwins is fleetTwins with one more service per cluster, "writer": a
+// writerTwins is fleetChecked with one more service per cluster, "writer": a
 // role-dependent write service (the primary only, checked on /primary),
 // laid out as twins.
 func writerTwins(t *testing.T, n int, primary int) []services.Service {
@@ -911,4 +915,24 @@ func TestTwinsCrashedMemberDeferred(t *testing.T) {
 			}
 		}, dpapitest.WithRuntimeReadDelay(20*time.Millisecond))
 	})
+}
+
+// fleetChecked is fleetTwins with a default service whose servers check
+// for themselves: its default-server line differs from the primary
+// service's (no slowstart), so it does not track it (services.CanTrack).
+// The tests of this file count the fences and force-ups of both write
+// services.
+func fleetChecked(t testing.TB, n int, primary func(i int) int) []services.Service {
+	t.Helper()
+	var out []services.Service
+	for i := 0; i < n; i++ {
+		svcs := cluster(fmt.Sprintf("pg-f%03d", i), 10+i, 3, primary(i))
+		for j := range svcs {
+			if svcs[j].Service == "default" {
+				svcs[j].DefaultServer = strings.Replace(svcs[j].DefaultServer, " slowstart 30s", "", 1)
+			}
+		}
+		out = append(out, twinned(t, svcs)...)
+	}
+	return out
 }

@@ -345,7 +345,7 @@ type srvRec struct {
 	weight, checkPort int64
 	check, backup     bool
 	checkSSL          bool
-	caFile            string
+	caFile, track     string
 	// opts are the words after the address, joined by one space.
 	opts string
 }
@@ -362,6 +362,7 @@ func newSrvRec(name, address string, port int64, p models.ServerParams, opts str
 	if r.checkSSL {
 		r.caFile = p.SslCafile
 	}
+	r.track = p.Track
 	return r
 }
 
@@ -389,7 +390,7 @@ func (r *srvRec) toModel() *models.Server {
 // default-server weight).
 func (r *srvRec) view(defWeight int) services.Server {
 	s := services.Server{Name: r.name, Address: r.address, Port: int(r.port), Weight: defWeight, Backup: r.backup,
-		CheckSSL: r.checkSSL, CAFile: r.caFile}
+		CheckSSL: r.checkSSL, CAFile: r.caFile, Track: r.track}
 	if r.check {
 		s.CheckPort = int(r.checkPort)
 	}

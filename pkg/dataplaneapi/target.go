@@ -515,6 +515,9 @@ func (t *Target) applyChanges(ctx context.Context, desired []services.Service, s
 		if err := t.waitRuntime(ctx, desired, all); err != nil {
 			return res, err
 		}
+		if err := t.resyncTrackers(ctx, res, desired, changes); err != nil {
+			return res, err
+		}
 	}
 	fencedAt, err := t.applyFlips(ctx, desired, flips, fence, afterFlip, force, st.pid)
 	if err != nil {

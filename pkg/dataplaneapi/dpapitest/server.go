@@ -1280,6 +1280,20 @@ func (s *Server) runtimeView(backend string, i int, m *models.Server) models.Run
 	if o := s.oper[backend+"/"+m.Name]; o != "" {
 		op = o
 	}
+	if tb, ts, ok := strings.Cut(m.Track, "/"); ok {
+		// A tracking server has the health of the server it tracks, and
+		// its maint or drain too (measured on HAProxy 2.6: a tracker of a
+		// server in maint or drain gets IMAINT or IDRAIN).
+		if b := s.cfg.backend(tb); b != nil {
+			if j, t := b.server(ts); t != nil && t.Track == "" {
+				v := s.runtimeView(tb, j, t)
+				op = v.OperationalState
+				if v.AdminState == "maint" || v.AdminState == "drain" && st == "ready" {
+					st = v.AdminState
+				}
+			}
+		}
+	}
 	if st == "maint" {
 		op = "down"
 	}
@@ -1331,7 +1345,10 @@ func (s *Server) runtimeServers(method string, p []string, q url.Values, body []
 		key := backend + "/" + m.Name
 		before := s.runtimeView(backend, i, m)
 		shown := ""
-		if rs.OperationalState != "" && rs.OperationalState != before.OperationalState {
+		// HAProxy refuses a health change on a tracking server ("cannot
+		// change health on a tracking server."); the controller never asks
+		// for one, and the double leaves such a server's health alone.
+		if rs.OperationalState != "" && rs.OperationalState != before.OperationalState && m.Track == "" {
 			// Observed: accepted, shown once, undone by the next good checks.
 			// The double's checks are "good" unless SetOperationalState said
 			// otherwise; forcing "up" ends such a simulated failure.

@@ -125,3 +125,45 @@ func TestRawPostReplacesConfig(t *testing.T) {
 		t.Fatalf("invalid raw: %d", resp.StatusCode)
 	}
 }
+
+// TestTrackerFollowsTrackedServer: a tracking server's runtime view is the
+// health of the server it tracks, and its maint or drain (as HAProxy 2.6
+// shows a tracker: measured), and a health change asked of the tracker
+// itself changes nothing.
+func TestTrackerFollowsTrackedServer(t *testing.T) {
+	srv := dpapitest.NewServer(t, dpapitest.WithConfig(oneBackend+`
+backend d
+    mode tcp
+    server s1 127.0.0.11:5432 track b/s1 weight 100
+`))
+	view := func() string {
+		t.Helper()
+		_, m := call(t, srv, "GET", "/runtime/servers/s1?backend=d", "")
+		return fmt.Sprintf("%v/%v", m["admin_state"], m["operational_state"])
+	}
+	if got := view(); got != "ready/up" {
+		t.Errorf("tracker at start: %s", got)
+	}
+	srv.SetOperationalState("b", "s1", "down")
+	if got := view(); got != "ready/down" {
+		t.Errorf("tracked server DOWN: tracker %s, want ready/down", got)
+	}
+	call(t, srv, "PUT", "/runtime/servers/s1?backend=d", `{"operational_state":"up"}`)
+	if got := view(); got != "ready/down" {
+		t.Errorf("health up asked of the tracker: %s, want ready/down (refused)", got)
+	}
+	call(t, srv, "PUT", "/runtime/servers/s1?backend=b", `{"operational_state":"up"}`)
+	if got := view(); got != "ready/up" {
+		t.Errorf("tracked server forced UP: tracker %s, want ready/up", got)
+	}
+	for _, st := range []string{"drain", "maint"} {
+		call(t, srv, "PUT", "/runtime/servers/s1?backend=b", `{"admin_state":"`+st+`"}`)
+		if got, want := view(), map[string]string{"drain": "drain/up", "maint": "maint/down"}[st]; got != want {
+			t.Errorf("tracked server in %s: tracker %s, want %s", st, got, want)
+		}
+	}
+	call(t, srv, "PUT", "/runtime/servers/s1?backend=b", `{"admin_state":"ready"}`)
+	if got := view(); got != "ready/up" {
+		t.Errorf("tracked server ready again: tracker %s", got)
+	}
+}

@@ -36,6 +36,7 @@ func i64(v any) *int64 { n := v.(int64); return &n }
 var params = []param{
 	{"check", kFlag, func(p *models.ServerParams) any { return p.Check }, func(p *models.ServerParams, v any) { p.Check = v.(string) }},
 	{"port", kInt, func(p *models.ServerParams) any { return p.HealthCheckPort }, func(p *models.ServerParams, v any) { p.HealthCheckPort = i64(v) }},
+	{"track", kString, func(p *models.ServerParams) any { return p.Track }, func(p *models.ServerParams, v any) { p.Track = v.(string) }},
 	{"addr", kString, func(p *models.ServerParams) any { return p.HealthCheckAddress }, func(p *models.ServerParams, v any) { p.HealthCheckAddress = v.(string) }},
 	{"inter", kDuration, func(p *models.ServerParams) any { return p.Inter }, func(p *models.ServerParams, v any) { p.Inter = i64(v) }},
 	{"fastinter", kDuration, func(p *models.ServerParams) any { return p.Fastinter }, func(p *models.ServerParams, v any) { p.Fastinter = i64(v) }},

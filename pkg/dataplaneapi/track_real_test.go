@@ -1,0 +1,209 @@
+package dataplaneapi_test
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/pgsvc/pgsvc/pkg/dataplaneapi"
+	"github.com/pgsvc/pgsvc/pkg/services"
+	"github.com/pgsvc/pgsvc/pkg/target"
+)
+
+// TestRealTwinsTrack: in the twin layout Pigsty's default service tracks
+// the primary service (services.TrackSources), through each real Data
+// Plane API (2.9.9, 3.2.0) over a real HAProxy 2.6: the file has `track`,
+// and the default service's servers follow the new primary's force-up and
+// the old primary's write fence at once with no request for the default
+// backend (one force-up and one fence read per cluster serve both write
+// services).
+func TestRealTwinsTrack(t *testing.T) {
+	forEachRealAPI(t, func(t *testing.T, bin string, version int) {
+		rs := startRealStack(t, bin, version)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		tg := dataplaneapi.NewTarget(rs.c, zaptest.NewLogger(t), dataplaneapi.TargetOptions{ReloadPollInterval: 100 * time.Millisecond})
+		// pg-k-1's Patroni answers every check 200; nothing answers for
+		// the others (their checks fail: only a force-up has them UP).
+		ln, err := net.Listen("tcp", "127.0.3.11:0")
+		if err != nil {
+			t.Skipf("cannot listen on 127.0.3.11: %v", err)
+		}
+		check := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }),
+			ReadHeaderTimeout: time.Second}
+		go func() { _ = check.Serve(ln) }()
+		defer check.Close()
+		checkPort := ln.Addr().(*net.TCPAddr).Port
+		// desired as the planner hands it: the fence and the force-up in
+		// both write services, then the twin layout.
+		desired := func(primary int, fence, up string) []services.Service {
+			svcs := cluster("pg-k", 3, 3, primary)
+			for i := range svcs {
+				svcs[i].IP, svcs[i].Port = "127.0.0.1", rs.svcPorts[i%4]
+				for j := range svcs[i].Servers {
+					sv := &svcs[i].Servers[j]
+					if sv.Name == "pg-k-1" {
+						sv.CheckPort = checkPort
+					}
+					if services.WriteCheck(svcs[i].Check) {
+						sv.ForceDown, sv.ForceUp = sv.Name == fence, sv.Name == up
+					}
+				}
+			}
+			return twinned(t, svcs)
+		}
+		admin := filepath.Join(rs.dir, "admin.sock")
+		opState := func(backend, server string) string {
+			out, err := statsCommand(admin, "show servers state "+backend)
+			if err != nil {
+				return err.Error()
+			}
+			for _, line := range strings.Split(out, "\n") {
+				if f := strings.Fields(line); len(f) > 5 && f[3] == server {
+					return f[5] // srv_op_state: 0 stopped, 1 starting, 2 running
+				}
+			}
+			return "absent"
+		}
+		noDefaultRequest := func(step string) {
+			t.Helper()
+			for _, r := range rs.rt.requests() {
+				if strings.Contains(r, "pg-k-default") {
+					t.Errorf("%s: a request for the default backend: %s", step, r)
+				}
+			}
+		}
+		forced := func(res target.Result) string {
+			var out []string
+			for _, c := range res.Changes {
+				if c.Kind == target.KindForceUp || c.Kind == target.KindForceDown {
+					out = append(out, c.Kind+":"+c.Backend+"/"+c.Server)
+				}
+			}
+			return strings.Join(out, " ")
+		}
+
+		first := desired(1, "", "")
+		res, err := tg.Apply(ctx, first)
+		if err != nil || !res.Reloaded {
+			t.Fatalf("create: %+v %v", res, err)
+		}
+		text, _, err := rs.c.GetRawConfig(ctx)
+		if err != nil || !strings.Contains(text, "track pg-k-primary/pg-k-1") {
+			t.Fatalf("the file has no tracker (%v):\n%s", err, text)
+		}
+		// The trackers follow the checks of the primary service: pg-k-1 UP,
+		// the others DOWN once their checks failed (fall 3, inter 3s; a cold
+		// machine takes longer).
+		waitUntil(t, 90*time.Second, func() bool {
+			return opState("pg-k-primary", "pg-k-2") == "0" && opState("pg-k-default", "pg-k-2") == "0" && opState("pg-k-default", "pg-k-1") == "2"
+		})
+
+		rs.rt.reset(nil)
+		res, err = tg.Apply(ctx, desired(2, "pg-k-1", "pg-k-2"))
+		if err != nil || res.Reloaded || !target.RuntimeOnly(res.Changes) {
+			t.Fatalf("switchover: %+v %v, want runtime changes only", res, err)
+		}
+		// Read at once: pg-k-2's failing checks take it DOWN again after
+		// fall 3 × fastinter 1s.
+		// 1 (starting: Pigsty's slowstart 30s) or 2 (running).
+		if p, d := opState("pg-k-primary", "pg-k-2"), opState("pg-k-default", "pg-k-2"); p == "0" || p != d {
+			t.Errorf("switchover: the new primary's op state %s in the primary service, %s in the default, want the same, not 0 (stopped)", p, d)
+		}
+		if p, d := opState("pg-k-primary", "pg-k-1"), opState("pg-k-default", "pg-k-1"); p != "0" || d != "0" {
+			t.Errorf("switchover: the fenced old primary's op state %s in the primary service, %s in the default, want 0 (stopped) in both (its checks pass)", p, d)
+		}
+		if got := forced(res); got != "force_down:pg-k-primary/pg-k-1 force_up:pg-k-primary/pg-k-2" {
+			t.Errorf("switchover: forced %q, want the primary service's fence and force-up only", got)
+		}
+		noDefaultRequest("switchover")
+	})
+}
+
+// TestRealTrackTransition: the reload that turns the default service's
+// servers into trackers through each real Data Plane API (2.9.9, 3.2.0)
+// leaves every tracker in the state of the server it tracks, even where
+// the reload script's dump caught the default service's own server in
+// another state than the primary service's (here set so by hand, both
+// ways). HAProxy applies the dump's lines in file order, and a tracked
+// server's line moves its trackers only when it changes the server's
+// state, so whichever backend comes first, one of the two trackers would
+// keep its own line's state for good: a replica's tracker UP sends the
+// default service's writes to a replica; a primary's tracker DOWN leaves
+// the default service without its primary (measured on HAProxy 2.6).
+func TestRealTrackTransition(t *testing.T) {
+	forEachRealAPI(t, func(t *testing.T, bin string, version int) {
+		rs := startRealStack(t, bin, version)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		tg := dataplaneapi.NewTarget(rs.c, zaptest.NewLogger(t), dataplaneapi.TargetOptions{ReloadPollInterval: 100 * time.Millisecond})
+		// Slow checks: the states set by hand hold for the test's length.
+		const slow = "inter 30s fastinter 30s downinter 30s rise 3 fall 3 on-marked-down shutdown-sessions"
+		plain := cluster("pg-r", 4, 3, 1)
+		for i := range plain {
+			plain[i].IP, plain[i].Port, plain[i].DefaultServer = "127.0.0.1", rs.svcPorts[i%4], slow
+		}
+		if res, err := tg.Apply(ctx, plain); err != nil || !res.Reloaded {
+			t.Fatalf("create: %+v %v", res, err)
+		}
+		admin := filepath.Join(rs.dir, "admin.sock")
+		opState := func(backend, server string) string {
+			out, err := statsCommand(admin, "show servers state "+backend)
+			if err != nil {
+				return err.Error()
+			}
+			for _, line := range strings.Split(out, "\n") {
+				if f := strings.Fields(line); len(f) > 5 && f[3] == server {
+					return f[5]
+				}
+			}
+			return "absent"
+		}
+		set := func(backend, server, op string) {
+			t.Helper()
+			if out, err := statsCommand(admin, "set server "+backend+"/"+server+" health "+op); err != nil || strings.TrimSpace(out) != "" {
+				t.Fatalf("set server %s/%s health %s: %q %v", backend, server, op, out, err)
+			}
+		}
+		set("pg-r-primary", "pg-r-1", "up")
+		set("pg-r-default", "pg-r-1", "up")
+		set("pg-r-primary", "pg-r-2", "down")
+		set("pg-r-default", "pg-r-2", "up") // the dump's mismatches, both ways
+		set("pg-r-primary", "pg-r-3", "up")
+		set("pg-r-default", "pg-r-3", "down")
+		if p, d := opState("pg-r-primary", "pg-r-2"), opState("pg-r-default", "pg-r-2"); p != "0" || d != "2" {
+			t.Fatalf("before: pg-r-2 op %s in the primary service, %s in the default, want 0 and 2", p, d)
+		}
+		if p, d := opState("pg-r-primary", "pg-r-3"), opState("pg-r-default", "pg-r-3"); p != "2" || d != "0" {
+			t.Fatalf("before: pg-r-3 op %s in the primary service, %s in the default, want 2 and 0", p, d)
+		}
+
+		twins := make([]services.Service, len(plain))
+		copy(twins, plain)
+		res, err := tg.Apply(ctx, twinned(t, twins))
+		if err != nil || !res.Reloaded || res.ReloadResult != "succeeded" {
+			t.Fatalf("to trackers: %+v %v, want a reload", res, err)
+		}
+		text, _, err := rs.c.GetRawConfig(ctx)
+		if err != nil || !strings.Contains(text, "track pg-r-primary/pg-r-2") {
+			t.Fatalf("the file has no tracker (%v)", err)
+		}
+		for _, s := range []string{"pg-r-1", "pg-r-2", "pg-r-3"} {
+			if p, d := opState("pg-r-primary", s), opState("pg-r-default", s); p != d {
+				t.Errorf("after the reload: %s op %s in the primary service, %s in the default (its tracker)", s, p, d)
+			}
+		}
+		if d := opState("pg-r-default", "pg-r-1"); d != "2" {
+			t.Errorf("after the reload: the primary's tracker op %s, want 2 (running)", d)
+		}
+		if a, err := rs.c.GetRuntimeServer(ctx, "pg-r-default", "pg-r-2"); err != nil || a.AdminState != "ready" {
+			t.Errorf("after the reload: the tracker's admin state %+v %v, want ready", a, err)
+		}
+	})
+}
