@@ -32,6 +32,36 @@ func statsCommand(sock, cmd string) (string, error) {
 	return strings.TrimSpace(string(b)), err
 }
 
+// passingCheck serves a Patroni REST double on ip that answers every check
+// 200, until the test ends, and returns its port.
+func passingCheck(t *testing.T, ip string) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", ip+":0")
+	if err != nil {
+		t.Skipf("cannot listen on %s: %v", ip, err)
+	}
+	check := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }),
+		ReadHeaderTimeout: time.Second}
+	go func() { _ = check.Serve(ln) }()
+	t.Cleanup(func() { _ = check.Close() })
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// opStateOf is a server's srv_op_state in `show servers state` on the
+// stats socket sock: 0 stopped, 1 starting, 2 running.
+func opStateOf(sock, backend, server string) string {
+	out, err := statsCommand(sock, "show servers state "+backend)
+	if err != nil {
+		return err.Error()
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) > 5 && f[3] == server {
+			return f[5]
+		}
+	}
+	return "absent"
+}
+
 // TestRealAPIForceDownWithAReload: the write fence through the real API
 // (2.9.9 and 3.2.0): the old primary, UP by its passing checks, is forced
 // DOWN in the write services by runtime PUTs (operational_state down) made
@@ -46,15 +76,7 @@ func TestRealAPIForceDownWithAReload(t *testing.T) {
 		defer cancel()
 		tg := dataplaneapi.NewTarget(rs.c, zaptest.NewLogger(t), dataplaneapi.TargetOptions{ReloadPollInterval: 100 * time.Millisecond})
 		// pg-f-1's Patroni answers every check 200 (it is the primary).
-		ln, err := net.Listen("tcp", "127.0.1.11:0")
-		if err != nil {
-			t.Skipf("cannot listen on 127.0.1.11: %v", err)
-		}
-		check := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }),
-			ReadHeaderTimeout: time.Second}
-		go func() { _ = check.Serve(ln) }()
-		defer check.Close()
-		checkPort := ln.Addr().(*net.TCPAddr).Port
+		checkPort := passingCheck(t, "127.0.1.11")
 		place := func(svcs []services.Service, fence bool) []services.Service {
 			for i := range svcs {
 				svcs[i].IP = "127.0.0.1"

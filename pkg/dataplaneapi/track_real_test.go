@@ -2,8 +2,6 @@ package dataplaneapi_test
 
 import (
 	"context"
-	"net"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -31,15 +29,7 @@ func TestRealTwinsTrack(t *testing.T) {
 		tg := dataplaneapi.NewTarget(rs.c, zaptest.NewLogger(t), dataplaneapi.TargetOptions{ReloadPollInterval: 100 * time.Millisecond})
 		// pg-k-1's Patroni answers every check 200; nothing answers for
 		// the others (their checks fail: only a force-up has them UP).
-		ln, err := net.Listen("tcp", "127.0.3.11:0")
-		if err != nil {
-			t.Skipf("cannot listen on 127.0.3.11: %v", err)
-		}
-		check := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }),
-			ReadHeaderTimeout: time.Second}
-		go func() { _ = check.Serve(ln) }()
-		defer check.Close()
-		checkPort := ln.Addr().(*net.TCPAddr).Port
+		checkPort := passingCheck(t, "127.0.3.11")
 		// desired as the planner hands it: the fence and the force-up in
 		// both write services, then the twin layout.
 		desired := func(primary int, fence, up string) []services.Service {
@@ -59,18 +49,7 @@ func TestRealTwinsTrack(t *testing.T) {
 			return twinned(t, svcs)
 		}
 		admin := filepath.Join(rs.dir, "admin.sock")
-		opState := func(backend, server string) string {
-			out, err := statsCommand(admin, "show servers state "+backend)
-			if err != nil {
-				return err.Error()
-			}
-			for _, line := range strings.Split(out, "\n") {
-				if f := strings.Fields(line); len(f) > 5 && f[3] == server {
-					return f[5] // srv_op_state: 0 stopped, 1 starting, 2 running
-				}
-			}
-			return "absent"
-		}
+		opState := func(backend, server string) string { return opStateOf(admin, backend, server) }
 		noDefaultRequest := func(step string) {
 			t.Helper()
 			for _, r := range rs.rt.requests() {
@@ -153,18 +132,7 @@ func TestRealTrackTransition(t *testing.T) {
 			t.Fatalf("create: %+v %v", res, err)
 		}
 		admin := filepath.Join(rs.dir, "admin.sock")
-		opState := func(backend, server string) string {
-			out, err := statsCommand(admin, "show servers state "+backend)
-			if err != nil {
-				return err.Error()
-			}
-			for _, line := range strings.Split(out, "\n") {
-				if f := strings.Fields(line); len(f) > 5 && f[3] == server {
-					return f[5]
-				}
-			}
-			return "absent"
-		}
+		opState := func(backend, server string) string { return opStateOf(admin, backend, server) }
 		set := func(backend, server, op string) {
 			t.Helper()
 			if out, err := statsCommand(admin, "set server "+backend+"/"+server+" health "+op); err != nil || strings.TrimSpace(out) != "" {
