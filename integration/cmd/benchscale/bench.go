@@ -269,10 +269,14 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 			return nil, err
 		}
 		b.apiURL = apiURL
-		if b.count, err = startCounter(apiURL); err != nil {
-			return nil, err
+		ctlAPI := strings.TrimPrefix(apiURL, "http://")
+		if o.count {
+			if b.count, err = startCounter(apiURL); err != nil {
+				return nil, err
+			}
+			ctlAPI = b.count.addr
 		}
-		ctlCfg += fmt.Sprintf("dataplaneapi:\n  - {url: %q%s}\n", "http://admin:adminpwd@"+b.count.addr, layoutField(o.layout))
+		ctlCfg += fmt.Sprintf("dataplaneapi:\n  - {url: %q%s}\n", "http://admin:adminpwd@"+ctlAPI, layoutField(o.layout))
 	}
 	ctlCfgPath := filepath.Join(b.dir, "controller.yml")
 	if err := os.WriteFile(ctlCfgPath, []byte(ctlCfg), 0o600); err != nil {
@@ -1242,7 +1246,7 @@ func (r *result) print(w io.Writer) {
 		if p.applied != "" {
 			row(p.name+": the controller's applies", "%s", p.applied)
 		}
-		if r.o.driver != "direct" {
+		if r.o.driver != "direct" && r.o.count {
 			row(p.name+": API requests", "%s: %s", r.reqs(p), p.requestsBy)
 		}
 	}
@@ -1270,8 +1274,11 @@ func (r *result) print(w io.Writer) {
 		}
 	}
 	idleMin := r.idleFor.Minutes()
-	if r.o.driver != "direct" {
+	switch {
+	case r.o.driver != "direct" && r.o.count:
 		row("idle: API requests per minute", "%.0f", float64(r.idle.requests)/idleMin)
+	case r.o.driver != "direct":
+		row("API requests", "not counted (-count-requests=false: the controller talks to the API directly)")
 	}
 	row("idle: /readyz not ready", "%d of %d samples", r.notReady, r.samples)
 	row("idle: CPU (share of one core) controller / API / HAProxy", "%.1f%% / %.1f%% / %.1f%%", 100*r.cpuCtl, 100*r.cpuAPI, 100*r.cpuHAP)

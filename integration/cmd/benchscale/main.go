@@ -56,6 +56,7 @@ type options struct {
 	out           string
 	label         string
 	floor         bool
+	count         bool
 }
 
 func main() {
@@ -84,6 +85,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.octet, "octet", 90, "addresses are 127.<octet>.x.y")
 	fs.StringVar(&o.out, "out", "", "append the result as one markdown table row to this file")
 	fs.StringVar(&o.label, "label", "", "free text for the row (commit, machine load)")
+	fs.BoolVar(&o.count, "count-requests", true, "Data Plane API drivers: the controller talks to the API through a counting proxy in this process (request counts per phase); false: straight to the API, nothing counted (no proxy hop, nor its CPU, on the path measured)")
 	fs.BoolVar(&o.floor, "api-floor", true, "Data Plane API drivers: at the end, stop the controller and measure the API's own runtime GET and PUT rate on the fleet")
 	if err := fs.Parse(args); err != nil {
 		return 2
