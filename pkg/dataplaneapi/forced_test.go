@@ -486,12 +486,8 @@ func lostTwins(t *testing.T, n int, promoted bool) []services.Service {
 	var out []services.Service
 	for i := 0; i < n; i++ {
 		name := fmt.Sprintf("pg-f%03d", i)
-		svcs := cluster(name, 10+i, 3, primary)
+		svcs := ownChecks(cluster(name, 10+i, 3, primary))
 		for j := range svcs {
-			if svcs[j].Service == "default" {
-				// As fleetChecked: checks of its own.
-				svcs[j].DefaultServer = strings.Replace(svcs[j].DefaultServer, " slowstart 30s", "", 1)
-			}
 			if svcs[j].Service != "replica" && svcs[j].Service != "offline" {
 				continue
 			}
@@ -918,21 +914,25 @@ func TestTwinsCrashedMemberDeferred(t *testing.T) {
 }
 
 // fleetChecked is fleetTwins with a default service whose servers check
-// for themselves: its default-server line differs from the primary
-// service's (no slowstart), so it does not track it (services.CanTrack).
-// The tests of this file count the fences and force-ups of both write
-// services.
+// for themselves (ownChecks). The tests of this file count the fences and
+// force-ups of both write services.
 func fleetChecked(t testing.TB, n int, primary func(i int) int) []services.Service {
 	t.Helper()
 	var out []services.Service
 	for i := 0; i < n; i++ {
-		svcs := cluster(fmt.Sprintf("pg-f%03d", i), 10+i, 3, primary(i))
-		for j := range svcs {
-			if svcs[j].Service == "default" {
-				svcs[j].DefaultServer = strings.Replace(svcs[j].DefaultServer, " slowstart 30s", "", 1)
-			}
-		}
-		out = append(out, twinned(t, svcs)...)
+		out = append(out, twinned(t, ownChecks(cluster(fmt.Sprintf("pg-f%03d", i), 10+i, 3, primary(i))))...)
 	}
 	return out
+}
+
+// ownChecks gives cluster()'s default service a default-server line other
+// than the primary service's (no slowstart), so that it does not track it
+// (services.CanTrack). It returns svcs.
+func ownChecks(svcs []services.Service) []services.Service {
+	for j := range svcs {
+		if svcs[j].Service == "default" {
+			svcs[j].DefaultServer = strings.Replace(svcs[j].DefaultServer, " slowstart 30s", "", 1)
+		}
+	}
+	return svcs
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/haproxytech/client-native/v5/models"
@@ -71,7 +72,7 @@ func (t *Target) resyncTrackers(ctx context.Context, res target.Result, desired 
 		return nil
 	})
 	if len(errs) > 0 {
-		return fmt.Errorf("%s", errs[0])
+		return fmt.Errorf("%s", strings.Join(errs, "; "))
 	}
 	n := 0
 	for _, s := range byBackend {

@@ -158,11 +158,10 @@ func ServerLine(sv services.Server) string {
 	if strings.Contains(addr, ":") && !strings.HasPrefix(addr, "[") {
 		addr = "[" + addr + "]"
 	}
-	check := ""
-	switch {
-	case sv.Track != "":
+	var check string
+	if sv.Track != "" {
 		check = " track " + sv.Track
-	default:
+	} else {
 		if sv.CheckSSL {
 			check = " check-ssl"
 			if sv.CAFile != "" {

@@ -113,11 +113,10 @@ func appendServerLine(b []byte, sv *services.Server) []byte {
 	}
 	b = append(b, ':')
 	b = strconv.AppendInt(b, int64(sv.Port), 10)
-	switch {
-	case sv.Track != "":
+	if sv.Track != "" {
 		b = append(b, " track "...)
 		b = append(b, sv.Track...)
-	default:
+	} else {
 		if sv.CheckSSL {
 			b = append(b, " check-ssl"...)
 			if sv.CAFile != "" {

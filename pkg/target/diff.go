@@ -83,11 +83,10 @@ func diffServers(backend string, cur map[string]services.Server, want []services
 		if c.Address != w.Address || c.Port != w.Port {
 			parts = append(parts, fmt.Sprintf("address %s:%d -> %s:%d", c.Address, c.Port, w.Address, w.Port))
 		}
-		switch {
-		case c.Track != w.Track:
+		if c.Track != w.Track {
 			// A tracking server has no check of its own: the track says it.
 			parts = append(parts, fmt.Sprintf("%s ->%s", strings.TrimSpace(checkDetail(c)), checkDetail(w)))
-		default:
+		} else {
 			if c.CheckPort != w.CheckPort {
 				parts = append(parts, fmt.Sprintf("check port %d -> %d", c.CheckPort, w.CheckPort))
 			}
