@@ -353,6 +353,8 @@ type nativeStat struct {
 		Addr   string `json:"addr"`
 		Bck    *int64 `json:"bck"`
 		Status string `json:"status"`
+		// Tracked: "backend/server" a tracker follows, "" for none.
+		Tracked string `json:"tracked"`
 	} `json:"stats"`
 }
 
@@ -386,7 +388,8 @@ func (c *Client) runningStats(ctx context.Context) ([]nativeStat, error) {
 }
 
 // runningDiff says how the running HAProxy differs from desired (frontends,
-// and each backend's servers with their address and backup flag), or "".
+// and each backend's servers with their address, backup flag and the
+// server they track), or "".
 func (t *Target) runningDiff(ctx context.Context, desired []services.Service) (string, error) {
 	stats, err := t.c.runningStats(ctx)
 	if err != nil {
@@ -398,8 +401,8 @@ func (t *Target) runningDiff(ctx context.Context, desired []services.Service) (s
 func runningMismatch(stats []nativeStat, desired []services.Service) string {
 	fe := map[string]bool{}
 	type srv struct {
-		addr string
-		bck  bool
+		addr, tracked string
+		bck           bool
 	}
 	servers := map[string]map[string]srv{}
 	for _, s := range stats {
@@ -410,7 +413,7 @@ func runningMismatch(stats []nativeStat, desired []services.Service) string {
 			if servers[s.BackendName] == nil {
 				servers[s.BackendName] = map[string]srv{}
 			}
-			servers[s.BackendName][s.Name] = srv{addr: s.Stats.Addr, bck: s.Stats.Bck != nil && *s.Stats.Bck != 0}
+			servers[s.BackendName][s.Name] = srv{addr: s.Stats.Addr, tracked: s.Stats.Tracked, bck: s.Stats.Bck != nil && *s.Stats.Bck != 0}
 		}
 	}
 	var diffs []string
@@ -431,6 +434,10 @@ func runningMismatch(stats []nativeStat, desired []services.Service) string {
 				diffs = append(diffs, fmt.Sprintf("server %s/%s runs at %s, want %s", d.Name, sv.Name, r.addr, addr))
 			case r.bck != sv.Backup:
 				diffs = append(diffs, fmt.Sprintf("server %s/%s runs with backup %t, want %t", d.Name, sv.Name, r.bck, sv.Backup))
+			case r.tracked != sv.Track:
+				// (A reload still to come: the running HAProxy checks a
+				// server the file makes a tracker, or the other way.)
+				diffs = append(diffs, fmt.Sprintf("server %s/%s runs tracking %q, want %q", d.Name, sv.Name, r.tracked, sv.Track))
 			}
 		}
 		for name := range run {

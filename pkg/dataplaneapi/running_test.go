@@ -38,4 +38,14 @@ func TestRunningMismatch(t *testing.T) {
 			t.Errorf("mismatch %q lacks %q", got, want)
 		}
 	}
+	// A file that makes pg-x-2 a tracker, run by an HAProxy that has not
+	// reloaded it yet; then one that has.
+	desired[0].Servers[1].Track = "pg-x-primary/pg-x-2"
+	if got := runningMismatch(running, desired); !strings.Contains(got, `pg-x-replica/pg-x-2 runs tracking "", want "pg-x-primary/pg-x-2"`) {
+		t.Errorf("a tracker not running yet: %q", got)
+	}
+	running[2].Stats.Tracked = "pg-x-primary/pg-x-2"
+	if got := runningMismatch(running, desired); got != "" {
+		t.Errorf("the tracker running: %q", got)
+	}
 }

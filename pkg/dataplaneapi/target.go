@@ -117,6 +117,9 @@ type Target struct {
 	// crashedSince: "backend/server" -> when an apply first left out the
 	// deactivation of that unconfirmed twin (see deferCrashed).
 	crashedSince map[string]time.Time
+	// pendingTrackers: "backend/server" of the trackers a configuration
+	// write made and no resync has put in step yet (see resyncTrackers).
+	pendingTrackers map[string]bool
 }
 
 var _ target.Target = (*Target)(nil)
@@ -382,6 +385,14 @@ func (t *Target) Apply(ctx context.Context, desired []services.Service) (target.
 		if err == nil {
 			t.cleanStale(ctx, res.Version)
 			res, err = t.confirmRunning(ctx, desired, res)
+			if err == nil {
+				// The running HAProxy serves desired: the trackers a
+				// reload left unresynced (still in progress at
+				// ReloadTimeout, or a resync that failed) are due.
+				if err = t.resyncTrackers(ctx, desired); err != nil {
+					err = fmt.Errorf("apply %s: %w", t.Name(), err)
+				}
+			}
 			if err == nil && res.Deferred == 0 {
 				// (Services with deferred flips are not in sync: the
 				// next apply must diff them.)
@@ -500,6 +511,7 @@ func (t *Target) applyChanges(ctx context.Context, desired []services.Service, s
 		fence = nil
 	}
 	if len(rest) > 0 {
+		t.noteTrackers(desired, rest)
 		var err error
 		res, err = t.applyConfig(ctx, st, desired, rest, res)
 		res.Changes = changes
@@ -515,8 +527,10 @@ func (t *Target) applyChanges(ctx context.Context, desired []services.Service, s
 		if err := t.waitRuntime(ctx, desired, all); err != nil {
 			return res, err
 		}
-		if err := t.resyncTrackers(ctx, res, desired, changes); err != nil {
-			return res, err
+		if res.ReloadResult == "succeeded" {
+			if err := t.resyncTrackers(ctx, desired); err != nil {
+				return res, err
+			}
 		}
 	}
 	fencedAt, err := t.applyFlips(ctx, desired, flips, fence, afterFlip, force, st.pid)

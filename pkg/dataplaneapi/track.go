@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/haproxytech/client-native/v5/models"
@@ -14,45 +15,65 @@ import (
 	"github.com/pgsvc/pgsvc/pkg/target"
 )
 
-// newTrackers returns, by backend, the servers of desired that track
-// another (services.Server.Track) and that changes writes into the file:
-// added, or turned from servers with their own check into trackers.
-func newTrackers(desired []services.Service, changes []target.Change) map[string][]string {
+// noteTrackers adds to the pending resyncs (Target.pendingTrackers) the
+// servers of desired that track another (services.Server.Track) and that
+// changes write into the file: added, or turned from servers with their
+// own check into trackers. Before the write: whatever becomes of its
+// reload, they stay pending until a resync of the running HAProxy.
+func (t *Target) noteTrackers(desired []services.Service, changes []target.Change) {
 	written := map[string]bool{}
 	for _, c := range changes {
 		if c.Kind == target.KindAddServer || c.Kind == target.KindUpdateServer {
 			written[c.Backend+"/"+c.Server] = true
 		}
 	}
-	var out map[string][]string
 	for _, d := range desired {
 		for _, sv := range d.Servers {
 			if sv.Track != "" && written[d.Name+"/"+sv.Name] {
-				if out == nil {
-					out = map[string][]string{}
+				if t.pendingTrackers == nil {
+					t.pendingTrackers = map[string]bool{}
 				}
-				out[d.Name] = append(out[d.Name], sv.Name)
+				t.pendingTrackers[d.Name+"/"+sv.Name] = true
 			}
 		}
 	}
-	return out
 }
 
-// resyncTrackers puts the trackers a reload wrote (newTrackers) through
-// maint and back to ready. HAProxy starts a tracking server in the state
-// its line of the server-state file says, and moves it only when the
-// server it tracks changes state. The reload script dumps the running
+// PendingTrackers is how many trackers a configuration write made that no
+// resync has put in step yet (resyncTrackers).
+func (t *Target) PendingTrackers() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.pendingTrackers)
+}
+
+// resyncTrackers puts the pending trackers (noteTrackers) still in
+// desired through maint and back to ready, and forgets those it did and
+// those desired no longer has. HAProxy starts a tracking server in the
+// state its line of the server-state file says, and moves it only when
+// the server it tracks changes state. The reload script dumps the running
 // HAProxy, where a server turned into a tracker still checked for itself:
 // a dump that caught it DOWN under a tracked server UP (or UP under one
 // DOWN: a write to a member that is no primary) would leave it so for
 // good. Leaving maint, a tracker takes the state of the server it tracks
 // (both measured on HAProxy 2.6); maint takes it out of new connections
-// for that round trip only, and cuts no session. Only after a reload that
-// succeeded (the new worker serves the file).
-func (t *Target) resyncTrackers(ctx context.Context, res target.Result, desired []services.Service, changes []target.Change) error {
-	byBackend := newTrackers(desired, changes)
-	if len(byBackend) == 0 || !res.Reloaded || res.ReloadResult != "succeeded" {
+// for that round trip only, and cuts no session. Call only when the
+// running HAProxy serves the file that has them: after a reload that
+// succeeded before our eyes, or once confirmRunning found the running
+// HAProxy serving desired (a reload still in progress at ReloadTimeout,
+// a resync that failed: the next apply, whose diff is empty, does them).
+// Call with t.mu held.
+func (t *Target) resyncTrackers(ctx context.Context, desired []services.Service) error {
+	if len(t.pendingTrackers) == 0 {
 		return nil
+	}
+	byBackend := map[string][]string{}
+	for _, d := range desired {
+		for _, sv := range d.Servers {
+			if sv.Track != "" && t.pendingTrackers[d.Name+"/"+sv.Name] {
+				byBackend[d.Name] = append(byBackend[d.Name], sv.Name)
+			}
+		}
 	}
 	backends := make([]string, 0, len(byBackend))
 	for b := range byBackend {
@@ -61,6 +82,8 @@ func (t *Target) resyncTrackers(ctx context.Context, res target.Result, desired 
 	sort.Strings(backends)
 	ctx, cancel := context.WithTimeout(ctx, t.opts.ReloadTimeout)
 	defer cancel()
+	var mu sync.Mutex
+	done := map[string]bool{}
 	errs := eachParallel(backends, flipParallel, func(b string) error {
 		for _, name := range byBackend[b] {
 			for _, st := range []string{"maint", "ready"} {
@@ -68,17 +91,26 @@ func (t *Target) resyncTrackers(ctx context.Context, res target.Result, desired 
 					return fmt.Errorf("resync tracker %s/%s (%s): %w", b, name, st, err)
 				}
 			}
+			mu.Lock()
+			done[b+"/"+name] = true
+			mu.Unlock()
 		}
 		return nil
 	})
+	// Forget the trackers resynced, and those desired no longer has.
+	left := map[string]bool{}
+	for b, names := range byBackend {
+		for _, name := range names {
+			if !done[b+"/"+name] {
+				left[b+"/"+name] = true
+			}
+		}
+	}
+	t.pendingTrackers = left
 	if len(errs) > 0 {
-		return fmt.Errorf("%s", strings.Join(errs, "; "))
+		return fmt.Errorf("%s (retried on the next apply)", strings.Join(errs, "; "))
 	}
-	n := 0
-	for _, s := range byBackend {
-		n += len(s)
-	}
-	t.log.Info("resynchronized the new trackers with the servers they track (maint, then ready)", zap.Int("servers", n), zap.Int("backends", len(backends)))
+	t.log.Info("resynchronized the new trackers with the servers they track (maint, then ready)", zap.Int("servers", len(done)), zap.Int("backends", len(backends)))
 	return nil
 }
 

@@ -122,56 +122,123 @@ func TestRealTrackTransition(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		tg := dataplaneapi.NewTarget(rs.c, zaptest.NewLogger(t), dataplaneapi.TargetOptions{ReloadPollInterval: 100 * time.Millisecond})
-		// Slow checks: the states set by hand hold for the test's length.
-		const slow = "inter 30s fastinter 30s downinter 30s rise 3 fall 3 on-marked-down shutdown-sessions"
-		plain := cluster("pg-r", 4, 3, 1)
-		for i := range plain {
-			plain[i].IP, plain[i].Port, plain[i].DefaultServer = "127.0.0.1", rs.svcPorts[i%4], slow
-		}
-		if res, err := tg.Apply(ctx, plain); err != nil || !res.Reloaded {
-			t.Fatalf("create: %+v %v", res, err)
-		}
-		admin := filepath.Join(rs.dir, "admin.sock")
-		opState := func(backend, server string) string { return opStateOf(admin, backend, server) }
-		set := func(backend, server, op string) {
-			t.Helper()
-			if out, err := statsCommand(admin, "set server "+backend+"/"+server+" health "+op); err != nil || strings.TrimSpace(out) != "" {
-				t.Fatalf("set server %s/%s health %s: %q %v", backend, server, op, out, err)
-			}
-		}
-		set("pg-r-primary", "pg-r-1", "up")
-		set("pg-r-default", "pg-r-1", "up")
-		set("pg-r-primary", "pg-r-2", "down")
-		set("pg-r-default", "pg-r-2", "up") // the dump's mismatches, both ways
-		set("pg-r-primary", "pg-r-3", "up")
-		set("pg-r-default", "pg-r-3", "down")
-		if p, d := opState("pg-r-primary", "pg-r-2"), opState("pg-r-default", "pg-r-2"); p != "0" || d != "2" {
-			t.Fatalf("before: pg-r-2 op %s in the primary service, %s in the default, want 0 and 2", p, d)
-		}
-		if p, d := opState("pg-r-primary", "pg-r-3"), opState("pg-r-default", "pg-r-3"); p != "2" || d != "0" {
-			t.Fatalf("before: pg-r-3 op %s in the primary service, %s in the default, want 2 and 0", p, d)
-		}
-
-		twins := make([]services.Service, len(plain))
-		copy(twins, plain)
-		res, err := tg.Apply(ctx, twinned(t, twins))
+		plain, opState := trackMismatches(ctx, t, rs, tg)
+		res, err := tg.Apply(ctx, twinned(t, plain))
 		if err != nil || !res.Reloaded || res.ReloadResult != "succeeded" {
 			t.Fatalf("to trackers: %+v %v, want a reload", res, err)
 		}
-		text, _, err := rs.c.GetRawConfig(ctx)
-		if err != nil || !strings.Contains(text, "track pg-r-primary/pg-r-2") {
-			t.Fatalf("the file has no tracker (%v)", err)
-		}
-		for _, s := range []string{"pg-r-1", "pg-r-2", "pg-r-3"} {
-			if p, d := opState("pg-r-primary", s), opState("pg-r-default", s); p != d {
-				t.Errorf("after the reload: %s op %s in the primary service, %s in the default (its tracker)", s, p, d)
-			}
-		}
-		if d := opState("pg-r-default", "pg-r-1"); d != "2" {
-			t.Errorf("after the reload: the primary's tracker op %s, want 2 (running)", d)
-		}
-		if a, err := rs.c.GetRuntimeServer(ctx, "pg-r-default", "pg-r-2"); err != nil || a.AdminState != "ready" {
-			t.Errorf("after the reload: the tracker's admin state %+v %v, want ready", a, err)
-		}
+		trackersInStep(ctx, t, rs, tg, opState)
 	})
+}
+
+// TestRealTrackSlowReload: the reload that turns servers into trackers is
+// still in progress when the apply's ReloadTimeout ends (here shorter
+// than the API's reload_delay). That apply fails; the next one has
+// nothing to write (the file has the trackers) and must still resync
+// them once the running HAProxy serves them: without that, the
+// mismatches the reload script's dump carried stay for good.
+func TestRealTrackSlowReload(t *testing.T) {
+	forEachRealAPI(t, func(t *testing.T, bin string, version int) {
+		rs := startRealStack(t, bin, version)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		tg := dataplaneapi.NewTarget(rs.c, zaptest.NewLogger(t), dataplaneapi.TargetOptions{ReloadPollInterval: 100 * time.Millisecond})
+		plain, opState := trackMismatches(ctx, t, rs, tg)
+		// Another controller, impatient: 300 ms against reload_delay 1 s.
+		slow := dataplaneapi.NewTarget(rs.c, zaptest.NewLogger(t), dataplaneapi.TargetOptions{
+			ReloadPollInterval: 50 * time.Millisecond, ReloadTimeout: 300 * time.Millisecond})
+		twins := twinned(t, plain)
+		res, err := slow.Apply(ctx, twins)
+		if err == nil || res.ReloadResult != "in_progress" {
+			t.Fatalf("to trackers with a short reload timeout: %+v %v, want the reload in progress and an error", res, err)
+		}
+		if n := slow.PendingTrackers(); n != 3 {
+			t.Fatalf("pending trackers after the unfinished reload: %d, want 3", n)
+		}
+		// The reload lands on its own. The dump it carried leaves pg-r-3's
+		// tracker DOWN under its UP primary (seen on every run here; the
+		// other way, pg-r-2's, HAProxy's file order undoes): the bug this
+		// test is about, which nothing but a resync mends.
+		admin := filepath.Join(rs.dir, "admin.sock")
+		waitUntil(t, 30*time.Second, func() bool {
+			out, err := statsCommand(admin, "show stat")
+			return err == nil && strings.Contains(out, "pg-r-primary/pg-r-2")
+		})
+		t.Logf("before the next apply: pg-r-3 op %s in the primary service, %s in its tracker",
+			opState("pg-r-primary", "pg-r-3"), opState("pg-r-default", "pg-r-3"))
+		// The next applies, until one confirms the running HAProxy: the
+		// resync is theirs.
+		waitUntil(t, 60*time.Second, func() bool {
+			_, err := slow.Apply(ctx, twins)
+			if err != nil {
+				t.Logf("apply: %v", err)
+			}
+			return err == nil
+		})
+		if n := slow.PendingTrackers(); n != 0 {
+			t.Errorf("pending trackers after a confirmed apply: %d, want 0", n)
+		}
+		trackersInStep(ctx, t, rs, slow, opState)
+	})
+}
+
+// trackMismatches creates a 3-member cluster without trackers through tg,
+// on slow checks, and sets each member's health by hand so that the
+// primary and the default service disagree both ways (pg-r-2 DOWN in the
+// primary service and UP in the default; pg-r-3 the other way); the next
+// reload's dump carries them. It returns the cluster and a reader of a
+// server's op state.
+func trackMismatches(ctx context.Context, t *testing.T, rs *realStack, tg *dataplaneapi.Target) ([]services.Service, func(backend, server string) string) {
+	t.Helper()
+	// Slow checks: the states set by hand hold for the test's length.
+	const slow = "inter 30s fastinter 30s downinter 30s rise 3 fall 3 on-marked-down shutdown-sessions"
+	plain := cluster("pg-r", 4, 3, 1)
+	for i := range plain {
+		plain[i].IP, plain[i].Port, plain[i].DefaultServer = "127.0.0.1", rs.svcPorts[i%4], slow
+	}
+	if res, err := tg.Apply(ctx, plain); err != nil || !res.Reloaded {
+		t.Fatalf("create: %+v %v", res, err)
+	}
+	admin := filepath.Join(rs.dir, "admin.sock")
+	opState := func(backend, server string) string { return opStateOf(admin, backend, server) }
+	set := func(backend, server, op string) {
+		t.Helper()
+		if out, err := statsCommand(admin, "set server "+backend+"/"+server+" health "+op); err != nil || strings.TrimSpace(out) != "" {
+			t.Fatalf("set server %s/%s health %s: %q %v", backend, server, op, out, err)
+		}
+	}
+	set("pg-r-primary", "pg-r-1", "up")
+	set("pg-r-default", "pg-r-1", "up")
+	set("pg-r-primary", "pg-r-2", "down")
+	set("pg-r-default", "pg-r-2", "up") // the dump's mismatches, both ways
+	set("pg-r-primary", "pg-r-3", "up")
+	set("pg-r-default", "pg-r-3", "down")
+	if p, d := opState("pg-r-primary", "pg-r-2"), opState("pg-r-default", "pg-r-2"); p != "0" || d != "2" {
+		t.Fatalf("before: pg-r-2 op %s in the primary service, %s in the default, want 0 and 2", p, d)
+	}
+	if p, d := opState("pg-r-primary", "pg-r-3"), opState("pg-r-default", "pg-r-3"); p != "2" || d != "0" {
+		t.Fatalf("before: pg-r-3 op %s in the primary service, %s in the default, want 2 and 0", p, d)
+	}
+	return plain, opState
+}
+
+// trackersInStep checks that the file has the trackers and the running
+// HAProxy has each in the state of the server it tracks, readied.
+func trackersInStep(ctx context.Context, t *testing.T, rs *realStack, tg *dataplaneapi.Target, opState func(backend, server string) string) {
+	t.Helper()
+	text, _, err := rs.c.GetRawConfig(ctx)
+	if err != nil || !strings.Contains(text, "track pg-r-primary/pg-r-2") {
+		t.Fatalf("the file has no tracker (%v)", err)
+	}
+	for _, s := range []string{"pg-r-1", "pg-r-2", "pg-r-3"} {
+		if p, d := opState("pg-r-primary", s), opState("pg-r-default", s); p != d {
+			t.Errorf("after the reload: %s op %s in the primary service, %s in the default (its tracker)", s, p, d)
+		}
+	}
+	if d := opState("pg-r-default", "pg-r-1"); d != "2" {
+		t.Errorf("after the reload: the primary's tracker op %s, want 2 (running)", d)
+	}
+	if a, err := rs.c.GetRuntimeServer(ctx, "pg-r-default", "pg-r-2"); err != nil || a.AdminState != "ready" {
+		t.Errorf("after the reload: the tracker's admin state %+v %v, want ready", a, err)
+	}
 }
