@@ -53,6 +53,19 @@ type adminCache struct {
 	// gen moves whenever states change otherwise than by the answers of
 	// our own PUTs (a read, a forget, a reload): see syncState.
 	gen uint64
+	// outside: a reload or restart not made by this controller was seen
+	// and Apply has not yet taken it (outsideChange).
+	outside bool
+}
+
+// outsideChange reports, once, that a reload or restart of HAProxy not
+// made by this controller was seen since the last call.
+func (a *adminCache) outsideChange() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	o := a.outside
+	a.outside = false
+	return o
 }
 
 // AdminReads counts how the twin layout's admin states were read.
@@ -164,6 +177,7 @@ func (t *Target) readAdmins(ctx context.Context, desired []services.Service, cur
 		a.pid, a.adopt = pid, false
 	case pid != a.pid:
 		full, why = true, fmt.Sprintf("the running HAProxy changed (pid %d -> %d: a reload or restart not made by this controller)", a.pid, pid)
+		a.outside = true
 	case now-a.fullAt >= int64(t.opts.AdminReadEvery):
 		full, why = true, "periodic full read"
 	}
@@ -310,6 +324,19 @@ func (t *Target) adminReloaded(touched map[string]bool) {
 	a.gen++
 	for b := range touched {
 		delete(a.states, b)
+	}
+}
+
+// adminAdopt takes pid as the process of the controller's own reload (see
+// adminReloaded) once the reload is seen done: a reload or restart made
+// behind the controller's back before its next apply is then seen as
+// one (a new pid again), not taken for the controller's own.
+func (t *Target) adminAdopt(pid int64) {
+	a := &t.admin
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.adopt {
+		a.pid, a.adopt = pid, false
 	}
 }
 

@@ -291,6 +291,7 @@ func (t *Target) waitReloaded(ctx context.Context, desired []services.Service) (
 		case pid == pid0:
 			return fmt.Sprintf("the running HAProxy is still process %d, from before the reload (its master did not load the new file)", pid0), nil
 		}
+		t.adminAdopt(pid)
 		return "", nil
 	})
 }
@@ -395,7 +396,54 @@ func (t *Target) runningDiff(ctx context.Context, desired []services.Service) (s
 	if err != nil {
 		return "", err
 	}
-	return runningMismatch(stats, desired), nil
+	diff := runningMismatch(stats, desired)
+	if diff == "" {
+		if out := trackersOutOfStep(stats, desired); len(out) > 0 {
+			t.log.Warn("the running HAProxy has trackers out of step with the servers they track: resynchronizing them",
+				zap.Strings("trackers", out))
+			t.notePending(out)
+		}
+	}
+	return diff, nil
+}
+
+// trackersOutOfStep returns the "backend/server" of the trackers of
+// desired that the running HAProxy has UP under a tracked server DOWN, or
+// the other way (stats: its native stats). A tracker mirrors the server it
+// tracks from the moment it starts in the state of its own server-state
+// line: a line dumped before it was a tracker (a controller stopped
+// between the reload that made the trackers and their resync, an HAProxy
+// restarted from such a file) leaves it so (see resyncTrackers). A server
+// in maintenance or drain on either side is left out (a tracker shows
+// those of the server it tracks).
+func trackersOutOfStep(stats []nativeStat, desired []services.Service) []string {
+	up := map[string]bool{} // "backend/server" -> UP (absent: neither UP nor DOWN)
+	for _, s := range stats {
+		if s.Type != "server" {
+			continue
+		}
+		switch w, _, _ := strings.Cut(s.Stats.Status, " "); w {
+		case "UP", "no": // "UP", "UP 1/3" (going down), "no check"
+			up[s.BackendName+"/"+s.Name] = true
+		case "DOWN": // "DOWN", "DOWN 1/2" (going up)
+			up[s.BackendName+"/"+s.Name] = false
+		}
+	}
+	var out []string
+	for _, d := range desired {
+		for _, sv := range d.Servers {
+			if sv.Track == "" {
+				continue
+			}
+			k := d.Name + "/" + sv.Name
+			mine, ok1 := up[k]
+			theirs, ok2 := up[sv.Track]
+			if ok1 && ok2 && mine != theirs {
+				out = append(out, k)
+			}
+		}
+	}
+	return out
 }
 
 func runningMismatch(stats []nativeStat, desired []services.Service) string {

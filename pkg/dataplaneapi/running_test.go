@@ -49,3 +49,31 @@ func TestRunningMismatch(t *testing.T) {
 		t.Errorf("the tracker running: %q", got)
 	}
 }
+
+// TestTrackersOutOfStep: a tracker UP under a tracked server DOWN, or the
+// other way, is out of step; transitional states count as the state they
+// leave, "no check" as UP, and maintenance or drain on either side as
+// neither.
+func TestTrackersOutOfStep(t *testing.T) {
+	stat := func(backend, name, status string) nativeStat {
+		s := nativeStat{Name: name, Type: "server", BackendName: backend}
+		s.Stats.Status = status
+		return s
+	}
+	stats := []nativeStat{
+		stat("pg-x-primary", "pg-x-1", "UP"), stat("pg-x-default", "pg-x-1", "UP"),
+		stat("pg-x-primary", "pg-x-2", "DOWN"), stat("pg-x-default", "pg-x-2", "UP 1/3"),
+		stat("pg-x-primary", "pg-x-3", "UP 2/3"), stat("pg-x-default", "pg-x-3", "DOWN 1/2"),
+		stat("pg-x-primary", "pg-x-4", "MAINT"), stat("pg-x-default", "pg-x-4", "UP"),
+		stat("pg-x-primary", "pg-x-5", "no check"), stat("pg-x-default", "pg-x-5", "UP"),
+		stat("pg-x-primary", "pg-x-6", "DOWN"), stat("pg-x-default", "pg-x-6", "DOWN"),
+	}
+	d := services.Service{Name: "pg-x-default"}
+	for _, n := range []string{"pg-x-1", "pg-x-2", "pg-x-3", "pg-x-4", "pg-x-5", "pg-x-6", "pg-x-7"} {
+		d.Servers = append(d.Servers, services.Server{Name: n, Track: "pg-x-primary/" + n})
+	}
+	got := strings.Join(trackersOutOfStep(stats, []services.Service{d}), " ")
+	if want := "pg-x-default/pg-x-2 pg-x-default/pg-x-3"; got != want {
+		t.Errorf("out of step: %q, want %q", got, want)
+	}
+}

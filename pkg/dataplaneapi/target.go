@@ -384,12 +384,23 @@ func (t *Target) Apply(ctx context.Context, desired []services.Service) (target.
 		res.Duration = t.opts.Now().Sub(start)
 		if err == nil {
 			t.cleanStale(ctx, res.Version)
+			if t.admin.outsideChange() {
+				// A process this controller did not start may have loaded
+				// a server-state file dumped before its trackers existed
+				// (the one the reload that made them dumped): read it
+				// once (confirmRunning), which finds trackers out of
+				// step with the servers they track.
+				t.running.confirmed = false
+			}
 			res, err = t.confirmRunning(ctx, desired, res)
 			if err == nil {
 				// The running HAProxy serves desired: the trackers a
 				// reload left unresynced (still in progress at
 				// ReloadTimeout, or a resync that failed) are due.
-				if err = t.resyncTrackers(ctx, desired); err != nil {
+				var resynced []target.Change
+				resynced, err = t.resyncTrackers(ctx, desired)
+				res.Changes = append(res.Changes, resynced...)
+				if err != nil {
 					err = fmt.Errorf("apply %s: %w", t.Name(), err)
 				}
 			}
@@ -528,7 +539,9 @@ func (t *Target) applyChanges(ctx context.Context, desired []services.Service, s
 			return res, err
 		}
 		if res.ReloadResult == "succeeded" {
-			if err := t.resyncTrackers(ctx, desired); err != nil {
+			resynced, err := t.resyncTrackers(ctx, desired)
+			res.Changes = append(res.Changes, resynced...)
+			if err != nil {
 				return res, err
 			}
 		}

@@ -27,15 +27,26 @@ func (t *Target) noteTrackers(desired []services.Service, changes []target.Chang
 			written[c.Backend+"/"+c.Server] = true
 		}
 	}
+	var keys []string
 	for _, d := range desired {
 		for _, sv := range d.Servers {
 			if sv.Track != "" && written[d.Name+"/"+sv.Name] {
-				if t.pendingTrackers == nil {
-					t.pendingTrackers = map[string]bool{}
-				}
-				t.pendingTrackers[d.Name+"/"+sv.Name] = true
+				keys = append(keys, d.Name+"/"+sv.Name)
 			}
 		}
+	}
+	t.notePending(keys)
+}
+
+// notePending adds "backend/server" keys to the pending resyncs; a read
+// of the running HAProxy that finds trackers out of step with the servers
+// they track (trackersOutOfStep) adds them too, and says so.
+func (t *Target) notePending(keys []string) {
+	for _, k := range keys {
+		if t.pendingTrackers == nil {
+			t.pendingTrackers = map[string]bool{}
+		}
+		t.pendingTrackers[k] = true
 	}
 }
 
@@ -63,9 +74,10 @@ func (t *Target) PendingTrackers() int {
 // HAProxy serving desired (a reload still in progress at ReloadTimeout,
 // a resync that failed: the next apply, whose diff is empty, does them).
 // Call with t.mu held.
-func (t *Target) resyncTrackers(ctx context.Context, desired []services.Service) error {
+// It returns a resync_tracker change for each tracker it resynced.
+func (t *Target) resyncTrackers(ctx context.Context, desired []services.Service) ([]target.Change, error) {
 	if len(t.pendingTrackers) == 0 {
-		return nil
+		return nil, nil
 	}
 	byBackend := map[string][]string{}
 	for _, d := range desired {
@@ -107,11 +119,20 @@ func (t *Target) resyncTrackers(ctx context.Context, desired []services.Service)
 		}
 	}
 	t.pendingTrackers = left
-	if len(errs) > 0 {
-		return fmt.Errorf("%s (retried on the next apply)", strings.Join(errs, "; "))
+	var changes []target.Change
+	for _, b := range backends {
+		for _, name := range byBackend[b] {
+			if done[b+"/"+name] {
+				changes = append(changes, target.Change{Kind: target.KindResyncTracker, Backend: b, Server: name, Runtime: true,
+					Detail: "maint, then ready: in the state of the server it tracks"})
+			}
+		}
 	}
-	t.log.Info("resynchronized the new trackers with the servers they track (maint, then ready)", zap.Int("servers", len(done)), zap.Int("backends", len(backends)))
-	return nil
+	if len(errs) > 0 {
+		return changes, fmt.Errorf("%s (retried on the next apply)", strings.Join(errs, "; "))
+	}
+	t.log.Info("resynchronized trackers with the servers they track (maint, then ready)", zap.Int("servers", len(done)), zap.Int("backends", len(backends)))
+	return changes, nil
 }
 
 // putAdminWhenServed sets a server's runtime admin state, retrying while

@@ -136,49 +136,117 @@ func TestRealTrackTransition(t *testing.T) {
 // than the API's reload_delay). That apply fails; the next one has
 // nothing to write (the file has the trackers) and must still resync
 // them once the running HAProxy serves them: without that, the
-// mismatches the reload script's dump carried stay for good.
+// mismatches the reload script's dump carried stay for good. "same"
+// applies again through the same Target, which remembers the trackers
+// pending; "restarted" through a new one (a controller restarted before
+// the resync), which knows nothing and must find the tracker out of step
+// in its first read of the running HAProxy.
 func TestRealTrackSlowReload(t *testing.T) {
+	forEachRealAPI(t, func(t *testing.T, bin string, version int) {
+		for _, next := range []string{"same", "restarted"} {
+			t.Run(next, func(t *testing.T) {
+				rs := startRealStack(t, bin, version)
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+				defer cancel()
+				tg := dataplaneapi.NewTarget(rs.c, zaptest.NewLogger(t), dataplaneapi.TargetOptions{ReloadPollInterval: 100 * time.Millisecond})
+				plain, opState := trackMismatches(ctx, t, rs, tg)
+				// Another controller, impatient: 300 ms against reload_delay 1 s.
+				slow := dataplaneapi.NewTarget(rs.c, zaptest.NewLogger(t), dataplaneapi.TargetOptions{
+					ReloadPollInterval: 50 * time.Millisecond, ReloadTimeout: 300 * time.Millisecond})
+				twins := twinned(t, plain)
+				res, err := slow.Apply(ctx, twins)
+				if err == nil || res.ReloadResult != "in_progress" {
+					t.Fatalf("to trackers with a short reload timeout: %+v %v, want the reload in progress and an error", res, err)
+				}
+				if n := slow.PendingTrackers(); n != 3 {
+					t.Fatalf("pending trackers after the unfinished reload: %d, want 3", n)
+				}
+				// The reload lands on its own. The dump it carried leaves
+				// pg-r-3's tracker DOWN under its UP primary (seen on every
+				// run here; the other way, pg-r-2's, HAProxy's file order
+				// undoes): the bug this test is about, which nothing but a
+				// resync mends.
+				admin := filepath.Join(rs.dir, "admin.sock")
+				waitUntil(t, 30*time.Second, func() bool {
+					out, err := statsCommand(admin, "show stat")
+					return err == nil && strings.Contains(out, "pg-r-primary/pg-r-2")
+				})
+				t.Logf("before the next apply: pg-r-3 op %s in the primary service, %s in its tracker",
+					opState("pg-r-primary", "pg-r-3"), opState("pg-r-default", "pg-r-3"))
+				again := slow
+				if next == "restarted" {
+					again = dataplaneapi.NewTarget(rs.c, zaptest.NewLogger(t), dataplaneapi.TargetOptions{ReloadPollInterval: 100 * time.Millisecond})
+				}
+				// The next applies, until one confirms the running HAProxy:
+				// the resync is theirs, and they say so.
+				resynced := 0
+				waitUntil(t, 60*time.Second, func() bool {
+					res, err := again.Apply(ctx, twins)
+					for _, c := range res.Changes {
+						if c.Kind == target.KindResyncTracker {
+							resynced++
+						}
+					}
+					if err != nil {
+						t.Logf("apply: %v", err)
+					}
+					return err == nil
+				})
+				if n := again.PendingTrackers(); n != 0 {
+					t.Errorf("pending trackers after a confirmed apply: %d, want 0", n)
+				}
+				if resynced == 0 {
+					t.Errorf("no resync_tracker change reported")
+				}
+				trackersInStep(ctx, t, rs, again, opState)
+			})
+		}
+	})
+}
+
+// TestRealTrackOutsideReload: after the reload that made the trackers (and
+// their resync), the server-state file on disk is still the one that
+// reload's script dumped, from before the trackers existed. HAProxy
+// reloaded behind the API's back (master CLI: `systemctl reload`, no
+// dump) loads it, and a tracker comes up out of step with the server it
+// tracks. The next apply sees the new pid, reads the running HAProxy
+// once, finds the tracker out of step and resyncs it.
+func TestRealTrackOutsideReload(t *testing.T) {
 	forEachRealAPI(t, func(t *testing.T, bin string, version int) {
 		rs := startRealStack(t, bin, version)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		tg := dataplaneapi.NewTarget(rs.c, zaptest.NewLogger(t), dataplaneapi.TargetOptions{ReloadPollInterval: 100 * time.Millisecond})
 		plain, opState := trackMismatches(ctx, t, rs, tg)
-		// Another controller, impatient: 300 ms against reload_delay 1 s.
-		slow := dataplaneapi.NewTarget(rs.c, zaptest.NewLogger(t), dataplaneapi.TargetOptions{
-			ReloadPollInterval: 50 * time.Millisecond, ReloadTimeout: 300 * time.Millisecond})
 		twins := twinned(t, plain)
-		res, err := slow.Apply(ctx, twins)
-		if err == nil || res.ReloadResult != "in_progress" {
-			t.Fatalf("to trackers with a short reload timeout: %+v %v, want the reload in progress and an error", res, err)
+		if res, err := tg.Apply(ctx, twins); err != nil || res.ReloadResult != "succeeded" {
+			t.Fatalf("to trackers: %+v %v, want a reload", res, err)
 		}
-		if n := slow.PendingTrackers(); n != 3 {
-			t.Fatalf("pending trackers after the unfinished reload: %d, want 3", n)
-		}
-		// The reload lands on its own. The dump it carried leaves pg-r-3's
-		// tracker DOWN under its UP primary (seen on every run here; the
-		// other way, pg-r-2's, HAProxy's file order undoes): the bug this
-		// test is about, which nothing but a resync mends.
+		trackersInStep(ctx, t, rs, tg, opState)
+
 		admin := filepath.Join(rs.dir, "admin.sock")
+		pid := socketPID(t, admin)
+		socketCmd(t, filepath.Join(rs.dir, "master.sock"), "reload")
 		waitUntil(t, 30*time.Second, func() bool {
-			out, err := statsCommand(admin, "show stat")
-			return err == nil && strings.Contains(out, "pg-r-primary/pg-r-2")
+			p, err := trySocketPID(admin)
+			return err == nil && p != pid
 		})
-		t.Logf("before the next apply: pg-r-3 op %s in the primary service, %s in its tracker",
+		t.Logf("after the outside reload: pg-r-3 op %s in the primary service, %s in its tracker",
 			opState("pg-r-primary", "pg-r-3"), opState("pg-r-default", "pg-r-3"))
-		// The next applies, until one confirms the running HAProxy: the
-		// resync is theirs.
-		waitUntil(t, 60*time.Second, func() bool {
-			_, err := slow.Apply(ctx, twins)
-			if err != nil {
-				t.Logf("apply: %v", err)
-			}
-			return err == nil
-		})
-		if n := slow.PendingTrackers(); n != 0 {
-			t.Errorf("pending trackers after a confirmed apply: %d, want 0", n)
+		res, err := tg.Apply(ctx, twins)
+		if err != nil {
+			t.Fatalf("apply after the outside reload: %v", err)
 		}
-		trackersInStep(ctx, t, rs, slow, opState)
+		resynced := 0
+		for _, c := range res.Changes {
+			if c.Kind == target.KindResyncTracker {
+				resynced++
+			}
+		}
+		if resynced == 0 {
+			t.Errorf("apply after the outside reload: no resync_tracker change in %+v", res.Changes)
+		}
+		trackersInStep(ctx, t, rs, tg, opState)
 	})
 }
 

@@ -58,6 +58,10 @@ const (
 	KindForceUp       = "force_up"      // runtime only: health UP now (a new primary)
 	KindForceDown     = "force_down"    // runtime only: health DOWN now and sessions cut (the old primary, fenced)
 	KindSetState      = "set_state"     // runtime only: a twin's admin state (ready/drain/maint)
+	// runtime only: a tracker put through maint and back to ready, which
+	// puts it in the state of the server it tracks (after the reload that
+	// made it a tracker, or found out of step with that server)
+	KindResyncTracker = "resync_tracker"
 )
 
 // Change is one difference between an HAProxy and the desired services.
