@@ -73,8 +73,8 @@ func (t *Target) PendingTrackers() int {
 // succeeded before our eyes, or once confirmRunning found the running
 // HAProxy serving desired (a reload still in progress at ReloadTimeout,
 // a resync that failed: the next apply, whose diff is empty, does them).
-// Call with t.mu held.
-// It returns a resync_tracker change for each tracker it resynced.
+// It returns a resync_tracker change for each tracker it resynced. Call
+// with t.mu held.
 func (t *Target) resyncTrackers(ctx context.Context, desired []services.Service) ([]target.Change, error) {
 	if len(t.pendingTrackers) == 0 {
 		return nil, nil
