@@ -487,7 +487,11 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 	massWait := min(o.timeout, 90*time.Second+time.Duration(o.n)*90*time.Millisecond)
 	saved = b.o.timeout
 	b.o.timeout = massWait
-	res.mass.took, err = b.waitLive(ctx, want, nil, lastLeader, b.pollEvery(), nil, nil)
+	if o.followMass {
+		res.mass.took, err = b.waitLive(ctx, want, nil, lastLeader, b.pollEvery(), nil, nil)
+	} else {
+		res.mass.took, err = b.waitLogged(ctx, want, first, lastLeader)
+	}
 	b.o.timeout = saved
 	b.logf("mass failover: %s", b.follow)
 	if err != nil {
@@ -687,6 +691,54 @@ func (b *bench) waitLive(ctx context.Context, want wanted, backends []string, si
 		}
 	}
 }
+
+// waitLogged is the mass failover's live without follow reads
+// (-follow-mass=false): it reads nothing from HAProxy until the
+// controller's log has an apply of role changes since first (looked for
+// every quietEvery), then reads everything once; when that read finds
+// every backend live, the time returned is the end of the last such apply
+// (its log line, written after the apply's last request was answered:
+// live by then at the latest), from since. Else it waits for a later
+// apply and reads again.
+func (b *bench) waitLogged(ctx context.Context, want wanted, first, since time.Time) (time.Duration, error) {
+	deadline := time.Now().Add(b.o.timeout)
+	var seen time.Time // the last apply a full read was made after
+	var lastBad []string
+	var example string
+	for {
+		if at := b.lastRoleApply(first, time.Now().Add(time.Minute)); !at.IsZero() && at.After(seen) {
+			seen = at
+			readAt := time.Now()
+			rows, err := b.fullRead(ctx)
+			took := time.Since(readAt)
+			b.follow.reads++
+			b.follow.whole++
+			b.follow.took += took
+			b.follow.wholeTook += took
+			b.follow.maxWhole = max(b.follow.maxWhole, took)
+			if err == nil {
+				if lastBad, example = mismatch(rows, want); len(lastBad) == 0 {
+					return at.Sub(since), nil
+				}
+				b.notLiveAt = readAt
+			}
+		}
+		if err := b.controllerGone(); err != nil {
+			return 0, err
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("not live within %s: %d of %d backends differ (%s)", b.o.timeout, len(lastBad), len(want), example)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(quietEvery):
+		}
+	}
+}
+
+// quietEvery is how often waitLogged looks in the controller's log.
+const quietEvery = 200 * time.Millisecond
 
 // readBackends reads the server rows and the servers in maintenance or
 // drain of a few backends: their `show servers state B` only (stateRows,

@@ -57,6 +57,7 @@ type options struct {
 	label         string
 	floor         bool
 	count         bool
+	followMass    bool
 }
 
 func main() {
@@ -86,6 +87,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.out, "out", "", "append the result as one markdown table row to this file")
 	fs.StringVar(&o.label, "label", "", "free text for the row (commit, machine load)")
 	fs.BoolVar(&o.count, "count-requests", true, "Data Plane API drivers: the controller talks to the API through a counting proxy in this process (request counts per phase); false: straight to the API, nothing counted (no proxy hop, nor its CPU, on the path measured)")
+	fs.BoolVar(&o.followMass, "follow-mass", true, "mass failover: follow HAProxy with reads until live; false: read nothing until the controller logs an apply of role changes, then one full read that must find every backend live, and take that apply's end as live (an upper bound, without the follow reads' load on HAProxy and this process)")
 	fs.BoolVar(&o.floor, "api-floor", true, "Data Plane API drivers: at the end, stop the controller and measure the API's own runtime GET and PUT rate on the fleet")
 	if err := fs.Parse(args); err != nil {
 		return 2
