@@ -257,7 +257,7 @@ func (d *Direct) Diff(ctx context.Context, desired []services.Service) ([]target
 		return nil, err
 	}
 	d.forced.settle(snap, desired)
-	return target.Diff(snap.current, desired), nil
+	return d.withTrackerResyncs(snap, desired, target.Diff(snap.current, desired)), nil
 }
 
 // Apply makes the running HAProxy serve desired (see Direct for how).
@@ -293,6 +293,7 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 	if err != nil {
 		return target.Result{}, err
 	}
+	changes = d.withTrackerResyncs(snap, desired, changes)
 	ph.mark("diff")
 	res := target.Result{Changes: changes}
 	if len(changes) == 0 {
@@ -363,6 +364,11 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 		if err := d.forceUp(ctx, snap.pid, changes, &res); err != nil {
 			return res, err
 		}
+		// Trackers out of step last: a tracked server the apply forced
+		// moved its trackers already.
+		if err := d.resyncTrackers(ctx, changes); err != nil {
+			return res, err
+		}
 		ph.mark("runtime")
 		// The early flips are read back by their own goroutine, right
 		// after they are made; these are the rest's.
@@ -428,6 +434,13 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 		return res, err
 	}
 	if err := d.verifyStates(ctx, desired, changes); err != nil {
+		res.Duration = time.Since(start)
+		return res, err
+	}
+	// The state file had each tracker's line from the server it tracks
+	// (FixServersState); those found out of step before are resynced all
+	// the same.
+	if err := d.resyncTrackers(ctx, changes); err != nil {
 		res.Duration = time.Since(start)
 		return res, err
 	}

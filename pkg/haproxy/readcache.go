@@ -234,6 +234,13 @@ func (d *Direct) keepCache(s cacheState, desired, all []services.Service, change
 			sv.Admin = target.StateOf(c)
 		case target.KindSetWeight:
 			sv.Weight, _ = weightOf(c.Backend, c.Server)
+		case target.KindResyncTracker:
+			// In the state of the server it tracks now.
+			if tb, tname, ok := strings.Cut(sv.Track, "/"); ok && cur[tb] != nil {
+				if t, ok := cur[tb].Servers[tname]; ok {
+					sv.Down = t.Down
+				}
+			}
 		}
 		b.Servers[c.Server] = sv
 	}

@@ -486,6 +486,68 @@ func TestTwinsTrackDirect(t *testing.T) {
 		t.Error("the session through the default service to the fenced primary is still open")
 	}
 
+	// A reload the driver did not make (as `systemctl reload haproxy`),
+	// from a state file another tool wrote with both trackers out of step:
+	// pg-k-2's DOWN under its UP primary (the default service without its
+	// primary), pg-k-1's UP under its fenced one (writes to a replica).
+	// HAProxy keeps them so; the driver's next apply reads the new worker
+	// whole and resyncs them.
+	dump, err := r.rt.ShowServersState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimRight(dump, "\n"), "\n")
+	byKey := map[string][]string{}
+	for _, l := range lines[2:] {
+		f := strings.Fields(l)
+		byKey[f[stBeName]+"/"+f[stSrvName]] = f
+	}
+	for tracker, from := range map[string]string{"pg-k-default/pg-k-2": "pg-k-primary/pg-k-1", "pg-k-default/pg-k-1": "pg-k-primary/pg-k-2"} {
+		f, src := byKey[tracker], byKey[from]
+		if f == nil || src == nil {
+			t.Fatalf("dump lacks %s or %s:\n%s", tracker, from, dump)
+		}
+		f[stOpState], f[stCheckStatus], f[stCheckResult], f[stCheckHealth] = src[stOpState], src[stCheckStatus], src[stCheckResult], src[stCheckHealth]
+	}
+	var sf strings.Builder
+	sf.WriteString(lines[0] + "\n" + lines[1] + "\n")
+	for _, l := range lines[2:] {
+		f := strings.Fields(l)
+		sf.WriteString(strings.Join(byKey[f[stBeName]+"/"+f[stSrvName]], " ") + "\n")
+	}
+	if err := os.WriteFile(r.opts.ServerStateFile, []byte(sf.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.rt.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	trap := map[string]string{"pg-k-default/pg-k-1": "UP", "pg-k-primary/pg-k-1": "DOWN", "pg-k-default/pg-k-2": "DOWN", "pg-k-primary/pg-k-2": "UP"}
+	eventually(t, 10*time.Second, "the new worker with the trackers out of step", func() string {
+		for k, w := range trap {
+			if got := status(k); !strings.HasPrefix(got, w) {
+				return fmt.Sprintf("%s is %q", k, got)
+			}
+		}
+		return ""
+	})
+	res, err = r.direct.Apply(ctx, laidOut(write("pg-k-1", "pg-k-2", m1, m2, m3)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resynced []string
+	for _, c := range res.Changes {
+		if c.Kind == target.KindResyncTracker {
+			resynced = append(resynced, c.Backend+"/"+c.Server)
+		}
+	}
+	if got := strings.Join(resynced, " "); got != "pg-k-default/pg-k-1 pg-k-default/pg-k-2" || res.Reloaded {
+		t.Errorf("after the outside reload: resynced %q (changes %s, reloaded %v), want both default trackers at runtime", got, kinds(res.Changes), res.Reloaded)
+	}
+	wantStatus("after the resync", map[string]string{"pg-k-default/pg-k-1": "DOWN", "pg-k-default/pg-k-2": "UP"})
+	if again, err := r.direct.Apply(ctx, laidOut(write("pg-k-1", "pg-k-2", m1, m2, m3))); err != nil || len(again.Changes) != 0 {
+		t.Errorf("after the resync = %s, %v; want nothing to do", kinds(again.Changes), err)
+	}
+
 	// An inventory change (a fourth member): the reload keeps the
 	// trackers where their tracked servers are.
 	m4 := newMember(t, "pg-k-4", "127.0.0.74", "replica")

@@ -1,0 +1,107 @@
+package haproxy
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/pgsvc/pgsvc/pkg/services"
+	"github.com/pgsvc/pgsvc/pkg/target"
+)
+
+// trackersOutOfStep returns a resync_tracker change for every tracking
+// server of desired (services.Server.Track) that a full read (cur) finds
+// UP while the server it tracks is DOWN, or DOWN while it is UP. HAProxy
+// starts a tracker in the state its line of the server-state file says and
+// moves it only when the tracked server changes state (measured on HAProxy
+// 2.6), so a reload or restart the driver did not make, from a state file
+// another tool dumped before the trackers existed (or wrote by hand), can
+// leave Pigsty's default service without its primary, or sending writes to
+// a replica, for good. The driver's own reloads write each tracker's line
+// from the server it tracks (FixServersState). Servers in maint or drain
+// (either side) are left alone: their UP/DOWN is not what HAProxy routes
+// by. Pure; the changes are sorted by backend and server.
+func trackersOutOfStep(cur map[string]*target.Backend, desired []services.Service) []target.Change {
+	var out []target.Change
+	for _, d := range desired {
+		b := cur[d.Name]
+		if b == nil {
+			continue
+		}
+		for _, sv := range d.Servers {
+			if sv.Track == "" {
+				continue
+			}
+			mine, ok := b.Servers[sv.Name]
+			tb, tname, found := strings.Cut(sv.Track, "/")
+			if !ok || !found || cur[tb] == nil || mine.Track != sv.Track {
+				continue // not a tracker of that server in what runs
+			}
+			theirs, ok := cur[tb].Servers[tname]
+			if !ok || mine.Admin != "ready" || theirs.Admin != "ready" || mine.Down == theirs.Down {
+				continue
+			}
+			out = append(out, target.Change{Kind: target.KindResyncTracker, Backend: d.Name, Server: sv.Name, Runtime: true,
+				Detail: fmt.Sprintf("%s while %s is %s: maint, then ready, which puts it in the state of the server it tracks",
+					upDown(mine.Down), sv.Track, upDown(theirs.Down))})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Backend != out[j].Backend {
+			return out[i].Backend < out[j].Backend
+		}
+		return out[i].Server < out[j].Server
+	})
+	return out
+}
+
+func upDown(down bool) string {
+	if down {
+		return "DOWN"
+	}
+	return "UP"
+}
+
+// resyncTrackers puts the trackers of the resync_tracker changes through
+// maint and back to ready, pipelined over one connection: leaving maint, a
+// tracker takes the state of the server it tracks (measured on HAProxy
+// 2.6). maint takes it out of new connections for that round trip only.
+func (d *Direct) resyncTrackers(ctx context.Context, changes []target.Change) error {
+	var flips []Flip
+	for _, c := range changes {
+		if c.Kind == target.KindResyncTracker {
+			flips = append(flips, Flip{Backend: c.Backend, Server: c.Server, State: "maint"},
+				Flip{Backend: c.Backend, Server: c.Server, State: "ready"})
+		}
+	}
+	if len(flips) == 0 {
+		return nil
+	}
+	if err := d.rt.SetStates(ctx, flips); err != nil {
+		return fmt.Errorf("resync trackers: %w", err)
+	}
+	d.log.Info("resynchronized trackers with the servers they track (maint, then ready)", zap.Int("servers", len(flips)/2))
+	return nil
+}
+
+// withTrackerResyncs adds to changes the resyncs of trackers a full read
+// (snap not from the cache) found out of step, and says so.
+func (d *Direct) withTrackerResyncs(snap *snapshot, desired []services.Service, changes []target.Change) []target.Change {
+	if snap.cached {
+		return changes
+	}
+	rs := trackersOutOfStep(snap.current, desired)
+	if len(rs) == 0 {
+		return changes
+	}
+	names := make([]string, 0, len(rs))
+	for _, c := range rs {
+		names = append(names, c.Backend+"/"+c.Server)
+	}
+	d.log.Warn("trackers out of step with the servers they track in the running HAProxy (a reload or restart the controller did not make?); resyncing them",
+		zap.Strings("servers", names))
+	return append(changes, rs...)
+}
