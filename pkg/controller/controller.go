@@ -704,8 +704,8 @@ func (c *Controller) reconcile(force, reassert bool) {
 		ev := Event{At: start, Kind: "plan_changed", Decision: decision, Revision: revision, Changes: changes,
 			Frozen: frozen, Duration: c.opts.Now().Sub(start)}
 		c.addEvent(ev)
-		c.log.Info("desired services changed", zap.Int64("decision", decision), zap.Int64("dcs_revision", revision),
-			zap.Int("changes", len(changes)), zap.Duration("took", ev.Duration), zap.Any("detail", changes))
+		c.log.Info("desired services changed", append([]zap.Field{zap.Int64("decision", decision), zap.Int64("dcs_revision", revision),
+			zap.Int("changes", len(changes)), zap.Duration("took", ev.Duration)}, changeFields("detail", changes)...)...)
 	}
 	for cl, r := range frozen {
 		if prevFrozen[cl] != r {

@@ -84,9 +84,35 @@ func (c *Controller) recordApply(name string, j job, res target.Result, err erro
 	c.opts.Metrics.Applied(name, res.Changes, res.Reloaded, conv)
 	c.addEvent(Event{At: c.opts.Now(), Kind: "applied", Decision: j.decision, Revision: j.revision, Target: name,
 		Changes: res.Changes, Reloaded: res.Reloaded, ReloadID: res.ReloadID, Duration: dur, Convergence: conv})
-	c.log.Info("applied", zap.String("target", name), zap.Int64("decision", j.decision),
+	c.log.Info("applied", append([]zap.Field{zap.String("target", name), zap.Int64("decision", j.decision),
 		zap.Int64("dcs_revision", j.revision), zap.Bool("reloaded", res.Reloaded), zap.String("reload_id", res.ReloadID),
-		zap.Duration("took", dur), zap.Duration("convergence", conv), zap.Any("changes", res.Changes))
+		zap.Duration("took", dur), zap.Duration("convergence", conv)}, changeFields("changes", res.Changes)...)...)
+}
+
+// logChangesMax is how many changes one log line lists: a 1,000-cluster
+// mass failover's plan and apply are ~5,000 changes each, 0.5-0.65 MB of
+// JSON on one line, which log shippers split or drop (Docker's json-file
+// splits lines at 16 KB, journald at 48 KB by default). The whole list is in
+// the status history (`controller status`, /status).
+const logChangesMax = 32
+
+// changeFields are the log fields of a list of changes: key lists the
+// first logChangesMax; changes_total and changes_by_kind (a count per kind)
+// describe all of them, changes_omitted says how many key leaves out.
+func changeFields(key string, changes []target.Change) []zap.Field {
+	byKind := map[string]int{}
+	for _, ch := range changes {
+		byKind[ch.Kind]++
+	}
+	listed := changes
+	if len(listed) > logChangesMax {
+		listed = listed[:logChangesMax]
+	}
+	fs := []zap.Field{zap.Any(key, listed), zap.Int("changes_total", len(changes)), zap.Any("changes_by_kind", byKind)}
+	if n := len(changes) - len(listed); n > 0 {
+		fs = append(fs, zap.Int("changes_omitted", n))
+	}
+	return fs
 }
 
 // NamespaceStatus is the health of the DCS view of one namespace.

@@ -300,7 +300,7 @@ func (w *worker) handle(ctx context.Context, j *job) bool {
 		}
 		w.mu.Unlock()
 		if err == nil && len(changes) > 0 {
-			w.log.Info("dry run: would change", zap.Int64("decision", j.decision), zap.Any("changes", changes))
+			w.log.Info("dry run: would change", append([]zap.Field{zap.Int64("decision", j.decision)}, changeFields("changes", changes)...)...)
 		}
 		return err == nil
 	}

@@ -1091,6 +1091,7 @@ func (b *bench) appliedSince(t time.Time) string {
 			Convergence float64           `json:"convergence"`
 			Reloaded    bool              `json:"reloaded"`
 			Changes     []json.RawMessage `json:"changes"`
+			Total       *int              `json:"changes_total"` // the line lists at most 32 changes
 		}
 		if json.Unmarshal(line, &l) != nil || l.TS.Before(t) {
 			return
@@ -1099,7 +1100,11 @@ func (b *bench) appliedSince(t time.Time) string {
 		if l.Reloaded {
 			r = "reload"
 		}
-		parts = append(parts, fmt.Sprintf("%d changes, %s, took %.2f s, convergence %.2f s", len(l.Changes), r, l.Took, l.Convergence))
+		n := len(l.Changes)
+		if l.Total != nil {
+			n = *l.Total
+		}
+		parts = append(parts, fmt.Sprintf("%d changes, %s, took %.2f s, convergence %.2f s", n, r, l.Took, l.Convergence))
 	})
 	if len(parts) > 6 {
 		parts = append(parts[:6], fmt.Sprintf("+%d more", len(parts)-6))
@@ -1153,9 +1158,20 @@ func (b *bench) lastRoleApply(from, to time.Time) time.Time {
 				Kind   string `json:"kind"`
 				Detail string `json:"detail"`
 			} `json:"changes"`
+			ByKind map[string]int `json:"changes_by_kind"`
 		}
 		if json.Unmarshal(line, &l) != nil || l.TS.Before(from) || l.TS.After(to) {
 			return
+		}
+		// The line lists at most 32 changes; the count per kind covers all:
+		// a kind other than these three is a role change. A force_down is
+		// one only when it is no hold or re-asserted fence: those are told
+		// by their detail, listed for the first 32.
+		for k, n := range l.ByKind {
+			if n > 0 && k != "force_up" && k != "set_weight" && k != "force_down" {
+				last = l.TS
+				return
+			}
 		}
 		for _, c := range l.Changes {
 			held := c.Kind == "force_down" && (strings.Contains(c.Detail, "held") || strings.Contains(c.Detail, "forced DOWN again"))
