@@ -257,7 +257,7 @@ func (d *Direct) Diff(ctx context.Context, desired []services.Service) ([]target
 		return nil, err
 	}
 	d.forced.settle(snap, desired)
-	return d.withTrackerResyncs(snap, desired, target.Diff(snap.current, desired)), nil
+	return d.withTrackerResyncs(ctx, snap, desired, target.Diff(snap.current, desired))
 }
 
 // Apply makes the running HAProxy serve desired (see Direct for how).
@@ -293,7 +293,9 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 	if err != nil {
 		return target.Result{}, err
 	}
-	changes = d.withTrackerResyncs(snap, desired, changes)
+	if changes, err = d.withTrackerResyncs(ctx, snap, desired, changes); err != nil {
+		return target.Result{}, err
+	}
 	ph.mark("diff")
 	res := target.Result{Changes: changes}
 	if len(changes) == 0 {

@@ -68,7 +68,12 @@ func upDown(down bool) string {
 // resyncTrackers puts the trackers of the resync_tracker changes through
 // maint and back to ready, pipelined over one connection: leaving maint, a
 // tracker takes the state of the server it tracks (measured on HAProxy
-// 2.6). maint takes it out of new connections for that round trip only.
+// 2.6). Entering maint cuts its sessions (`on-marked-down
+// shutdown-sessions`, measured on HAProxy 2.6 for a tracker and for a
+// checked server): what a tracker UP under a DOWN server must have (writes
+// to a member that is no primary); one DOWN under an UP server has none.
+// So only trackers read out of step twice are resynced
+// (withTrackerResyncs).
 func (d *Direct) resyncTrackers(ctx context.Context, changes []target.Change) error {
 	var flips []Flip
 	for _, c := range changes {
@@ -88,14 +93,27 @@ func (d *Direct) resyncTrackers(ctx context.Context, changes []target.Change) er
 }
 
 // withTrackerResyncs adds to changes the resyncs of trackers a full read
-// (snap not from the cache) found out of step, and says so.
-func (d *Direct) withTrackerResyncs(snap *snapshot, desired []services.Service, changes []target.Change) []target.Change {
+// (snap not from the cache) found out of step, and says so. `show stat`
+// is no atomic dump: a tracked server that changes state while it is
+// written (its row before, its tracker's after) looks out of step with a
+// tracker that is not, and a resync cuts a tracker's sessions. So the
+// backends of those found are read again (`show servers state`, one
+// pipelined command each) and only the trackers still out of step are
+// resynced.
+func (d *Direct) withTrackerResyncs(ctx context.Context, snap *snapshot, desired []services.Service, changes []target.Change) ([]target.Change, error) {
 	if snap.cached {
-		return changes
+		return changes, nil
 	}
-	rs := trackersOutOfStep(snap.current, desired)
+	found := trackersOutOfStep(snap.current, desired)
+	if len(found) == 0 {
+		return changes, nil
+	}
+	rs, err := d.stillOutOfStep(ctx, snap, desired, found)
+	if err != nil {
+		return nil, fmt.Errorf("read again the trackers found out of step: %w", err)
+	}
 	if len(rs) == 0 {
-		return changes
+		return changes, nil
 	}
 	names := make([]string, 0, len(rs))
 	for _, c := range rs {
@@ -103,5 +121,53 @@ func (d *Direct) withTrackerResyncs(snap *snapshot, desired []services.Service, 
 	}
 	d.log.Warn("trackers out of step with the servers they track in the running HAProxy (a reload or restart the controller did not make?); resyncing them",
 		zap.Strings("servers", names))
-	return append(changes, rs...)
+	return append(changes, rs...), nil
+}
+
+// stillOutOfStep reads the backends of the trackers found (and of the
+// servers they track) again and returns those of found still out of step.
+func (d *Direct) stillOutOfStep(ctx context.Context, snap *snapshot, desired []services.Service, found []target.Change) ([]target.Change, error) {
+	seen := map[string]bool{}
+	var backends []string
+	add := func(b string) {
+		if !seen[b] {
+			seen[b] = true
+			backends = append(backends, b)
+		}
+	}
+	for _, c := range found {
+		add(c.Backend)
+		if tb, _, ok := strings.Cut(snap.current[c.Backend].Servers[c.Server].Track, "/"); ok {
+			add(tb)
+		}
+	}
+	states, err := d.serversState(ctx, backends)
+	if err != nil {
+		return nil, err
+	}
+	again := map[string]*target.Backend{}
+	for _, st := range states {
+		b := again[st.Backend]
+		if b == nil {
+			b = &target.Backend{Name: st.Backend, Servers: map[string]services.Server{}}
+			again[st.Backend] = b
+		}
+		admin := AdminWord(st.AdminSt)
+		sv := services.Server{Name: st.Server, Admin: admin, Down: st.OpState == 0 && admin != "maint"}
+		if old, ok := snap.current[st.Backend]; ok {
+			sv.Track = old.Servers[st.Server].Track // the file's: not in `show servers state`
+		}
+		b.Servers[st.Server] = sv
+	}
+	want := map[string]bool{}
+	for _, c := range found {
+		want[c.Backend+"/"+c.Server] = true
+	}
+	var out []target.Change
+	for _, c := range trackersOutOfStep(again, desired) {
+		if want[c.Backend+"/"+c.Server] {
+			out = append(out, c)
+		}
+	}
+	return out, nil
 }

@@ -547,6 +547,23 @@ func TestTwinsTrackDirect(t *testing.T) {
 	if again, err := r.direct.Apply(ctx, laidOut(write("pg-k-1", "pg-k-2", m1, m2, m3))); err != nil || len(again.Changes) != 0 {
 		t.Errorf("after the resync = %s, %v; want nothing to do", kinds(again.Changes), err)
 	}
+	// A full read that caught a tracked server changing state while
+	// `show stat` was written (here: made up) shows a tracker out of step
+	// that is not; read again, it is left alone (a resync would cut its
+	// sessions).
+	snap, err := r.direct.read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sv := snap.current["pg-k-default"].Servers["pg-k-2"]
+	sv.Down = true
+	snap.current["pg-k-default"].Servers["pg-k-2"] = sv
+	if found := trackersOutOfStep(snap.current, laidOut(write("pg-k-1", "pg-k-2", m1, m2, m3))); len(found) != 1 {
+		t.Fatalf("the made-up read: %s, want pg-k-2's tracker out of step", kinds(found))
+	}
+	if got, err := r.direct.withTrackerResyncs(ctx, snap, laidOut(write("pg-k-1", "pg-k-2", m1, m2, m3)), nil); err != nil || len(got) != 0 {
+		t.Errorf("a tracker in step, read out of step once: %s, %v; want no resync", kinds(got), err)
+	}
 
 	// An inventory change (a fourth member): the reload keeps the
 	// trackers where their tracked servers are.
