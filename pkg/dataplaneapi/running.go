@@ -401,7 +401,7 @@ func (t *Target) runningDiff(ctx context.Context, desired []services.Service) (s
 		if out := trackersOutOfStep(stats, desired); len(out) > 0 {
 			t.log.Warn("the running HAProxy has trackers out of step with the servers they track: resynchronizing them",
 				zap.Strings("trackers", out))
-			t.notePending(out)
+			t.notePending(out, true)
 		}
 	}
 	return diff, nil

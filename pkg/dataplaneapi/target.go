@@ -118,8 +118,10 @@ type Target struct {
 	// deactivation of that unconfirmed twin (see deferCrashed).
 	crashedSince map[string]time.Time
 	// pendingTrackers: "backend/server" of the trackers a configuration
-	// write made and no resync has put in step yet (see resyncTrackers).
-	pendingTrackers map[string]bool
+	// write made, or a read found out of step, and no resync has put in
+	// step yet (see resyncTrackers); foundTrackers: those of them only a
+	// read found (read again before their resync).
+	pendingTrackers, foundTrackers map[string]bool
 }
 
 var _ target.Target = (*Target)(nil)

@@ -35,16 +35,22 @@ func (t *Target) noteTrackers(desired []services.Service, changes []target.Chang
 			}
 		}
 	}
-	t.notePending(keys)
+	t.notePending(keys, false)
 }
 
 // notePending adds "backend/server" keys to the pending resyncs; a read
 // of the running HAProxy that finds trackers out of step with the servers
-// they track (trackersOutOfStep) adds them too, and says so.
-func (t *Target) notePending(keys []string) {
+// they track (trackersOutOfStep) adds them too (found), and says so. A
+// tracker a write made is resynced whatever a read says.
+func (t *Target) notePending(keys []string, found bool) {
+	if t.pendingTrackers == nil {
+		t.pendingTrackers, t.foundTrackers = map[string]bool{}, map[string]bool{}
+	}
 	for _, k := range keys {
-		if t.pendingTrackers == nil {
-			t.pendingTrackers = map[string]bool{}
+		if found && !t.pendingTrackers[k] {
+			t.foundTrackers[k] = true
+		} else if !found {
+			delete(t.foundTrackers, k)
 		}
 		t.pendingTrackers[k] = true
 	}
@@ -67,8 +73,20 @@ func (t *Target) PendingTrackers() int {
 // a dump that caught it DOWN under a tracked server UP (or UP under one
 // DOWN: a write to a member that is no primary) would leave it so for
 // good. Leaving maint, a tracker takes the state of the server it tracks
-// (both measured on HAProxy 2.6); maint takes it out of new connections
-// for that round trip only, and cuts no session. Call only when the
+// (both measured on HAProxy 2.6). Entering maint cuts the tracker's
+// sessions (`on-marked-down shutdown-sessions`, measured on HAProxy 2.6):
+// right for a tracker UP under a DOWN server (writes to a member that is
+// no primary), needless for one in step, whose sessions it would cut. A
+// read of the native stats is no atomic dump: a tracked server changing
+// state while it is written makes a tracker in step look out of step. So
+// the trackers only such a read found (foundTrackers) are read again
+// first, their backends and those of the servers they track (one GET
+// each, readParallel in flight), and one read `ready` and as UP or DOWN
+// as the `ready` server it tracks is done without a resync (if that read
+// fails, every one is resynced). The trackers a write made are resynced
+// without a read: right after the reload, a read could still be answered
+// by the worker that ran them as servers with checks of their own. Call
+// only when the
 // running HAProxy serves the file that has them: after a reload that
 // succeeded before our eyes, or once confirmRunning found the running
 // HAProxy serving desired (a reload still in progress at ReloadTimeout,
@@ -87,15 +105,40 @@ func (t *Target) resyncTrackers(ctx context.Context, desired []services.Service)
 			}
 		}
 	}
+	ctx, cancel := context.WithTimeout(ctx, t.opts.ReloadTimeout)
+	defer cancel()
+	var mu sync.Mutex
+	found := map[string][]string{}
+	for b, names := range byBackend {
+		for _, name := range names {
+			if t.foundTrackers[b+"/"+name] {
+				found[b] = append(found[b], name)
+			}
+		}
+	}
+	done := map[string]bool{}
+	if len(found) > 0 {
+		done = t.trackersInStep(ctx, desired, found)
+	}
+	for b, names := range byBackend {
+		var left []string
+		for _, name := range names {
+			if !done[b+"/"+name] {
+				left = append(left, name)
+			}
+		}
+		if len(left) == 0 {
+			delete(byBackend, b)
+		} else {
+			byBackend[b] = left
+		}
+	}
+	inStep := len(done)
 	backends := make([]string, 0, len(byBackend))
 	for b := range byBackend {
 		backends = append(backends, b)
 	}
 	sort.Strings(backends)
-	ctx, cancel := context.WithTimeout(ctx, t.opts.ReloadTimeout)
-	defer cancel()
-	var mu sync.Mutex
-	done := map[string]bool{}
 	errs := eachParallel(backends, flipParallel, func(b string) error {
 		for _, name := range byBackend[b] {
 			for _, st := range []string{"maint", "ready"} {
@@ -109,7 +152,8 @@ func (t *Target) resyncTrackers(ctx context.Context, desired []services.Service)
 		}
 		return nil
 	})
-	// Forget the trackers resynced, and those desired no longer has.
+	// Forget the trackers resynced or read in step, and those desired no
+	// longer has.
 	left := map[string]bool{}
 	for b, names := range byBackend {
 		for _, name := range names {
@@ -119,6 +163,11 @@ func (t *Target) resyncTrackers(ctx context.Context, desired []services.Service)
 		}
 	}
 	t.pendingTrackers = left
+	for k := range t.foundTrackers {
+		if !left[k] {
+			delete(t.foundTrackers, k)
+		}
+	}
 	var changes []target.Change
 	for _, b := range backends {
 		for _, name := range byBackend[b] {
@@ -131,8 +180,67 @@ func (t *Target) resyncTrackers(ctx context.Context, desired []services.Service)
 	if len(errs) > 0 {
 		return changes, fmt.Errorf("%s (retried on the next apply)", strings.Join(errs, "; "))
 	}
-	t.log.Info("resynchronized trackers with the servers they track (maint, then ready)", zap.Int("servers", len(done)), zap.Int("backends", len(backends)))
+	t.log.Info("trackers checked against the servers they track", zap.Int("in_step", inStep),
+		zap.Int("resynced", len(changes)), zap.Int("backends_resynced", len(backends)))
 	return changes, nil
+}
+
+// trackersInStep reads the runtime servers of the backends of the
+// trackers in byBackend and of the servers they track, and returns the
+// trackers ("backend/server") read `ready` and UP or DOWN as the `ready`
+// server they track: in step, no resync needed. A failed read returns
+// none (every pending tracker is resynced).
+func (t *Target) trackersInStep(ctx context.Context, desired []services.Service, byBackend map[string][]string) map[string]bool {
+	track := map[string]string{} // "backend/server" -> the server it tracks
+	for _, d := range desired {
+		for _, sv := range d.Servers {
+			if sv.Track != "" {
+				track[d.Name+"/"+sv.Name] = sv.Track
+			}
+		}
+	}
+	seen := map[string]bool{}
+	var read []string
+	add := func(b string) {
+		if !seen[b] {
+			seen[b] = true
+			read = append(read, b)
+		}
+	}
+	for b, names := range byBackend {
+		add(b)
+		for _, name := range names {
+			if tb, _, ok := strings.Cut(track[b+"/"+name], "/"); ok {
+				add(tb)
+			}
+		}
+	}
+	sort.Strings(read)
+	rs, errs := t.runtimeServersMany(ctx, read)
+	if len(errs) > 0 {
+		t.log.Info("could not read the trackers before resyncing them; resyncing every pending one", zap.Strings("errors", errs))
+		return map[string]bool{}
+	}
+	state := map[string]*models.RuntimeServer{}
+	for b, servers := range rs {
+		for _, r := range servers {
+			if r != nil {
+				state[b+"/"+r.Name] = r
+			}
+		}
+	}
+	done := map[string]bool{}
+	for b, names := range byBackend {
+		for _, name := range names {
+			k := b + "/" + name
+			mine, theirs := state[k], state[track[k]]
+			if mine != nil && theirs != nil && mine.AdminState == "ready" && theirs.AdminState == "ready" &&
+				(mine.OperationalState == "down") == (theirs.OperationalState == "down") {
+				done[k] = true
+			}
+		}
+	}
+	return done
 }
 
 // putAdminWhenServed sets a server's runtime admin state, retrying while
