@@ -3,6 +3,8 @@ package dataplaneapi
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -199,24 +201,16 @@ func (t *Target) trackersInStep(ctx context.Context, desired []services.Service,
 			}
 		}
 	}
-	seen := map[string]bool{}
-	var read []string
-	add := func(b string) {
-		if !seen[b] {
-			seen[b] = true
-			read = append(read, b)
-		}
-	}
+	read := map[string]bool{} // the backends to read
 	for b, names := range byBackend {
-		add(b)
+		read[b] = true
 		for _, name := range names {
 			if tb, _, ok := strings.Cut(track[b+"/"+name], "/"); ok {
-				add(tb)
+				read[tb] = true
 			}
 		}
 	}
-	sort.Strings(read)
-	rs, errs := t.runtimeServersMany(ctx, read)
+	rs, errs := t.runtimeServersMany(ctx, slices.Sorted(maps.Keys(read)))
 	if len(errs) > 0 {
 		t.log.Info("could not read the trackers before resyncing them; resyncing every pending one", zap.Strings("errors", errs))
 		return map[string]bool{}

@@ -439,13 +439,10 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 		res.Duration = time.Since(start)
 		return res, err
 	}
-	// The state file had each tracker's line from the server it tracks
-	// (FixServersState); those found out of step before are resynced all
-	// the same.
-	if err := d.resyncTrackers(ctx, changes); err != nil {
-		res.Duration = time.Since(start)
-		return res, err
-	}
+	// Trackers found out of step (resync_tracker changes) need no maint
+	// and ready here, which would cut the sessions the new worker gave
+	// them: the state file had each tracker's line from the server it
+	// tracks (FixServersState), so the new worker starts them in step.
 	// Read the new worker whole now, so that the next apply (a role
 	// change, the one that must be fast) starts from the cache.
 	if _, err := d.readFor(ctx, nil); err != nil {

@@ -3,6 +3,8 @@ package haproxy
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 
@@ -45,7 +47,7 @@ func trackersOutOfStep(cur map[string]*target.Backend, desired []services.Servic
 				continue
 			}
 			out = append(out, target.Change{Kind: target.KindResyncTracker, Backend: d.Name, Server: sv.Name, Runtime: true,
-				Detail: fmt.Sprintf("%s while %s is %s: maint, then ready, which puts it in the state of the server it tracks",
+				Detail: fmt.Sprintf("%s while %s is %s: put in the state of the server it tracks",
 					upDown(mine.Down), sv.Track, upDown(theirs.Down))})
 		}
 	}
@@ -127,21 +129,14 @@ func (d *Direct) withTrackerResyncs(ctx context.Context, snap *snapshot, desired
 // stillOutOfStep reads the backends of the trackers found (and of the
 // servers they track) again and returns those of found still out of step.
 func (d *Direct) stillOutOfStep(ctx context.Context, snap *snapshot, desired []services.Service, found []target.Change) ([]target.Change, error) {
-	seen := map[string]bool{}
-	var backends []string
-	add := func(b string) {
-		if !seen[b] {
-			seen[b] = true
-			backends = append(backends, b)
-		}
-	}
+	read := map[string]bool{} // the backends to read
 	for _, c := range found {
-		add(c.Backend)
+		read[c.Backend] = true
 		if tb, _, ok := strings.Cut(snap.current[c.Backend].Servers[c.Server].Track, "/"); ok {
-			add(tb)
+			read[tb] = true
 		}
 	}
-	states, err := d.serversState(ctx, backends)
+	states, err := d.serversState(ctx, slices.Sorted(maps.Keys(read)))
 	if err != nil {
 		return nil, err
 	}
