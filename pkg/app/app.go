@@ -138,6 +138,7 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<
 	for _, ns := range namespaces {
 		w := patroni.NewWatcher(cli, ns, log.With(zap.String("namespace", ns)), patroni.WatcherOptions{})
 		ctl.SetHealth(ns, w.Status)
+		ctl.SetCatchUp(ns, w.CatchUp)
 		go func() {
 			defer func() { done <- struct{}{} }()
 			_ = w.Run(wctx, snaps)

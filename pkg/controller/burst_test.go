@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -221,5 +222,89 @@ func TestBurstFlag(t *testing.T) {
 	}
 	if !reconcile(func() { put(fleetKVs(0, 2, rev)) }) {
 		t.Error("one cluster's change right after a burst: not part of it")
+	}
+}
+
+// TestBurstWaitsForEtcd: a burst whose second half etcd has not handed to
+// the watch yet when its events pause (under load it came 0.3 s after the
+// first, past burstQuiet) is still one apply: once quiet, the wait asks
+// the watch to catch up with etcd's revision (here the catch-up hands out
+// the new leaders, as a lagging watch would), and waits for their plan.
+// Without a catch-up (none registered) the first half goes alone.
+func TestBurstWaitsForEtcd(t *testing.T) {
+	const n = 64
+	for _, withCatchUp := range []bool{true, false} {
+		clusters := map[string]*patroni.ClusterState{}
+		var mu sync.Mutex
+		rev := int64(10)
+		put := func(kvs []patroni.KV) {
+			for k, v := range patroni.Decode("/pg", kvs) {
+				clusters[k] = v
+			}
+		}
+		bt := &batchingTarget{}
+		c := New(fleetInventory(t, n), []target.Target{target.WithTwins(bt)}, Options{Prober: nopProber{}})
+		c.checkEvery = time.Hour
+		c.workers[0].burstMax = time.Hour // the wait ends with the burst, not its bound
+		observe := func(change func()) int64 {
+			mu.Lock()
+			defer mu.Unlock()
+			next := make(map[string]*patroni.ClusterState, len(clusters))
+			for k, v := range clusters {
+				next[k] = v
+			}
+			clusters = next
+			change()
+			rev++
+			c.Observe(patroni.Snapshot{Namespace: "/pg", Revision: rev, At: time.Now(), Clusters: clusters})
+			return rev
+		}
+		// withheld: the new leaders, written to etcd but not yet handed
+		// to the watch; the catch-up hands them out.
+		var withheld atomic.Bool
+		var catchUps atomic.Int32
+		if withCatchUp {
+			c.SetCatchUp("/pg", func(context.Context) (int64, error) {
+				catchUps.Add(1)
+				if withheld.CompareAndSwap(true, false) {
+					return observe(func() {
+						for i := 0; i < n; i++ {
+							put(fleetKVs(i, 2, rev))
+						}
+					}), nil
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				return rev, nil
+			})
+		}
+		runInBackground(t, c)
+		observe(func() {
+			for i := 0; i < n; i++ {
+				put(fleetKVs(i, 1, rev))
+			}
+		})
+		waitFor(t, func() bool { return bt.count() > 0 })
+		before := bt.count()
+		withheld.Store(true)
+		observe(func() { // every leader key expires
+			for i := 0; i < n; i++ {
+				put(fleetKVs(i, 0, rev))
+			}
+		})
+		if !withCatchUp {
+			waitFor(t, func() bool { return bt.count() > before })
+			if got := promotedIn(bt.since(before)[0], n); got != 0 {
+				t.Fatalf("without a catch-up: the burst's first apply had %d new leaders, want 0 (the test's premise)", got)
+			}
+			continue
+		}
+		waitFor(t, func() bool { return bt.count() > before })
+		if got := promotedIn(bt.since(before)[0], n); got != n {
+			t.Errorf("the burst's first apply had %d of %d new leaders: applied before catching up with etcd", got, n)
+		}
+		if catchUps.Load() < 2 {
+			t.Errorf("%d catch-ups: want one that brought the new leaders and one that found nothing more", catchUps.Load())
+		}
 	}
 }

@@ -11,6 +11,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -133,6 +134,11 @@ func (o *Options) defaults() {
 // HealthFunc reports the health of the etcd watch of one namespace.
 type HealthFunc func() patroni.WatchStatus
 
+// CatchUpFunc returns once the etcd watch of one namespace has handed out
+// every event up to etcd's revision at the call, with the revision of the
+// last snapshot it sent (patroni.Watcher.CatchUp).
+type CatchUpFunc func(context.Context) (int64, error)
+
 // Controller keeps every target in step with the plan. Create it with New.
 type Controller struct {
 	opts Options
@@ -154,6 +160,13 @@ type Controller struct {
 	inboxMu sync.Mutex
 	inbox   map[string]patroni.Snapshot
 	inboxAt map[string]time.Time
+
+	// catchUp: per namespace, its watcher's CatchUp (SetCatchUp); planned:
+	// per namespace, the revision of the snapshot the last finished
+	// reconcile planned from. Both under plannedMu (see dcsCaughtUp).
+	plannedMu sync.Mutex
+	catchUp   map[string]CatchUpFunc
+	planned   map[string]int64
 
 	mu          sync.Mutex
 	inv         *topology.Inventory
@@ -213,7 +226,7 @@ func New(inv *topology.Inventory, targets []target.Target, opts Options) *Contro
 		w := newWorker(t, &c.opts, c.recordApply)
 		w.heldEvent = c.recordHeld
 		if target.BatchesBursts(t) {
-			w.burstGoing, w.burstMax = c.burstGoing, burstMaxWait
+			w.burstGoing, w.burstMax, w.caughtUp = c.burstGoing, burstMaxWait, c.dcsCaughtUp
 		}
 		c.workers = append(c.workers, w)
 	}
@@ -232,6 +245,49 @@ func Namespaces(inv *topology.Inventory) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// SetCatchUp registers the catch-up of namespace ns's etcd watch: a burst
+// is applied once the plan has caught up with etcd (see dcsCaughtUp).
+func (c *Controller) SetCatchUp(ns string, f CatchUpFunc) {
+	c.plannedMu.Lock()
+	if c.catchUp == nil {
+		c.catchUp = map[string]CatchUpFunc{}
+	}
+	c.catchUp[ns] = f
+	c.plannedMu.Unlock()
+}
+
+// dcsCaughtUp returns true once every namespace's watch has handed out
+// every event up to etcd's revision at the call (CatchUpFunc) and a
+// reconcile has planned from it and ended; false when a namespace has no
+// catch-up, when one fails (etcd unreachable: nothing to wait for) or
+// when ctx ends first.
+func (c *Controller) dcsCaughtUp(ctx context.Context) bool {
+	c.plannedMu.Lock()
+	fns := maps.Clone(c.catchUp)
+	c.plannedMu.Unlock()
+	if len(fns) == 0 {
+		return false
+	}
+	for ns, f := range fns {
+		rev, err := f(ctx)
+		if err != nil {
+			return false
+		}
+		for {
+			c.plannedMu.Lock()
+			done := c.planned[ns] >= rev
+			c.plannedMu.Unlock()
+			if done {
+				break
+			}
+			if sleepCtx(ctx, 5*time.Millisecond) != nil {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // SetHealth registers the watch health of namespace ns. A namespace without
@@ -533,6 +589,20 @@ func (c *Controller) reconcile(force, reassert bool) {
 	start := c.opts.Now()
 	c.mu.Lock()
 	c.takeInbox()
+	revs := make(map[string]int64, len(c.snaps))
+	for ns, s := range c.snaps {
+		revs[ns] = s.Revision
+	}
+	defer func() {
+		// What this reconcile planned from, once its plan is handed to
+		// the workers (dcsCaughtUp).
+		c.plannedMu.Lock()
+		if c.planned == nil {
+			c.planned = map[string]int64{}
+		}
+		maps.Copy(c.planned, revs)
+		c.plannedMu.Unlock()
+	}()
 	inv := c.inv
 	now := c.opts.Now()
 

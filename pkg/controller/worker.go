@@ -81,6 +81,9 @@ type worker struct {
 	// burstMaxWait (tests).
 	burstGoing func() bool
 	burstMax   time.Duration
+	// caughtUp (set with burstGoing) returns true once the plan has
+	// caught up with etcd's revision at the call (Controller.dcsCaughtUp).
+	caughtUp func(context.Context) bool
 
 	mu      sync.Mutex
 	pending *job
@@ -394,13 +397,36 @@ func (w *worker) handle(ctx context.Context, j *job) bool {
 // j answers are still coming (burstGoing), and returns the newest job
 // (the pending one, with j's flags and first event, when one came). It
 // returns an error only when ctx is done.
+//
+// A pause in the events is no end of the burst by itself: under load etcd
+// hands a watch a burst's events up to half a second after they were
+// written (a mass failover's new leaders, written in 0.25 s, came in two
+// halves 0.3 s apart, and the first half was applied alone: 4 s, then the
+// second 2.7 s). So once quiet, the wait goes on until the plan has caught
+// up with etcd's revision (caughtUp), and again while what that brought
+// keeps changing the plan.
 func (w *worker) waitBurst(ctx context.Context, j *job) (*job, error) {
 	start := time.Now()
-	waited := false
-	for w.burstGoing() && time.Since(start) < w.burstMax {
+	waited, caught := false, false
+	for {
+		for w.burstGoing() && time.Since(start) < w.burstMax {
+			waited = true
+			if err := sleepCtx(ctx, 5*time.Millisecond); err != nil {
+				return j, err
+			}
+		}
+		if w.caughtUp == nil || time.Since(start) >= w.burstMax {
+			break
+		}
 		waited = true
-		if err := sleepCtx(ctx, 5*time.Millisecond); err != nil {
+		cctx, cancel := context.WithDeadline(ctx, start.Add(w.burstMax))
+		caught = w.caughtUp(cctx)
+		cancel()
+		if err := ctx.Err(); err != nil {
 			return j, err
+		}
+		if !caught || !w.burstGoing() {
+			break
 		}
 	}
 	j.burst = false
@@ -410,7 +436,7 @@ func (w *worker) waitBurst(ctx context.Context, j *job) (*job, error) {
 	w.mu.Unlock()
 	if waited {
 		w.log.Info("waited for a burst of DCS events to end before applying it", zap.Duration("waited", time.Since(start)),
-			zap.Bool("newer_plan", p != nil))
+			zap.Bool("newer_plan", p != nil), zap.Bool("caught_up_with_etcd", caught))
 	}
 	if p == nil {
 		return j, nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -85,6 +86,17 @@ type Watcher struct {
 	mu      sync.Mutex
 	status  WatchStatus
 	lastLog string // last error logged, so a persisting error is logged once
+	// watchCtx is the context of the running watch (nil between watches):
+	// CatchUp asks for progress on its stream.
+	watchCtx context.Context
+
+	// caught is the revision up to which every event of the prefix has been
+	// handed to out: a list's, or a progress notification's (etcd sends
+	// one to a watcher only once it has sent every event up to it). An
+	// event response's header revision is no such bound: etcd sends a
+	// lagging watcher's events in batches, each stamped with the store's
+	// current revision.
+	caught atomic.Int64
 
 	// testHookAfterList, when set, runs after each successful list, before
 	// the watch starts (tests use it to compact etcd behind the watcher).
@@ -157,6 +169,7 @@ func (w *Watcher) Run(ctx context.Context, out chan<- Snapshot) error {
 		if err := w.send(ctx, out, dec, rev); err != nil {
 			return err
 		}
+		w.caughtUp(rev)
 		start := w.opts.Now()
 		progressed, err := w.watch(ctx, out, dec, rev)
 		if ctx.Err() != nil {
@@ -239,6 +252,14 @@ func (w *Watcher) watch(ctx context.Context, out chan<- Snapshot, dec *decoder, 
 	// one up in its backend, one event after another, before it sends the
 	// events (a mass failover's 5,000 key changes at 1,000 clusters).
 	wch := w.cli.Watch(wctx, w.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	w.mu.Lock()
+	w.watchCtx = wctx
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		w.watchCtx = nil
+		w.mu.Unlock()
+	}()
 	resync := time.NewTimer(w.opts.ResyncInterval)
 	defer resync.Stop()
 	for {
@@ -252,6 +273,7 @@ func (w *Watcher) watch(ctx context.Context, out chan<- Snapshot, dec *decoder, 
 				return progressed, errors.New("watch channel closed")
 			}
 			changed := false
+			var progress int64 // the last progress notification's revision
 			for {
 				if err := resp.Err(); err != nil {
 					return progressed, fmt.Errorf("watch %s from revision %d: %w", w.prefix, rev+1, err)
@@ -272,6 +294,9 @@ func (w *Watcher) watch(ctx context.Context, out chan<- Snapshot, dec *decoder, 
 				if resp.Header.Revision > rev {
 					rev = resp.Header.Revision
 				}
+				if resp.IsProgressNotify() {
+					progress = max(progress, resp.Header.Revision)
+				}
 				// Coalesce what is already waiting: each snapshot is complete,
 				// so a slow consumer only needs the newest.
 				var more bool
@@ -283,13 +308,82 @@ func (w *Watcher) watch(ctx context.Context, out chan<- Snapshot, dec *decoder, 
 					break
 				}
 			}
-			if !changed {
-				continue // progress notification only
+			if changed {
+				progressed = true
+				if err := w.send(ctx, out, dec, rev); err != nil {
+					return progressed, err
+				}
 			}
-			progressed = true
-			if err := w.send(ctx, out, dec, rev); err != nil {
-				return progressed, err
+			// (Every event before the notification was in this batch or an
+			// earlier one: handed out now.)
+			w.caughtUp(progress)
+		}
+	}
+}
+
+// caughtUp notes that every event up to rev has been handed out.
+func (w *Watcher) caughtUp(rev int64) {
+	for {
+		old := w.caught.Load()
+		if rev <= old || w.caught.CompareAndSwap(old, rev) {
+			return
+		}
+	}
+}
+
+// catchUpEvery is how often CatchUp asks etcd again for a progress
+// notification while it waits (etcd drops a request that finds the watch
+// still sending older events).
+const catchUpEvery = 20 * time.Millisecond
+
+// CatchUp returns once the watcher has handed out every event of its
+// prefix up to etcd's current revision (read when called, linearizable),
+// with the revision of the last snapshot it sent then; or ctx's error, or
+// etcd's. It asks for progress notifications on the running watch's
+// stream meanwhile. A snapshot sent is not yet observed: the consumer
+// compares the revision returned with what it took.
+//
+// What it is for: under load etcd delivers a burst's events hundreds of
+// ms after they were written (a mass failover's new leaders, written in
+// 0.25 s, reached the controller 0.5 s after the last write), and a
+// consumer that takes a pause in the events for the end of the burst
+// applies its first half alone.
+func (w *Watcher) CatchUp(ctx context.Context) (int64, error) {
+	resp, err := w.cli.Get(ctx, w.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return 0, fmt.Errorf("read the revision of %s: %w", w.prefix, err)
+	}
+	target := resp.Header.Revision
+	poll := time.NewTicker(5 * time.Millisecond)
+	defer poll.Stop()
+	var asked time.Time
+	for {
+		if w.caught.Load() >= target {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			return w.status.Revision, nil
+		}
+		if time.Since(asked) >= catchUpEvery {
+			asked = time.Now()
+			w.mu.Lock()
+			wctx := w.watchCtx
+			w.mu.Unlock()
+			if wctx != nil {
+				// Through the watch's own context (its stream is found by
+				// the context's metadata), bounded by ctx too: a stream
+				// the request made itself, were the watch gone meanwhile,
+				// ends with it.
+				rctx, cancel := context.WithCancel(wctx)
+				stop := context.AfterFunc(ctx, cancel)
+				_ = w.cli.RequestProgress(rctx)
+				stop()
+				cancel()
 			}
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-poll.C:
 		}
 	}
 }

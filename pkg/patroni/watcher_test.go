@@ -588,3 +588,55 @@ func TestNewClientErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestWatcherCatchUp: CatchUp returns once every event up to etcd's
+// revision at the call has been handed out: not while a snapshot of a
+// change waits for its consumer, and promptly when the revision moved on
+// keys outside the prefix only (a progress notification tells the watch
+// is past them).
+func TestWatcherCatchUp(t *testing.T) {
+	e := newTestEtcd(t)
+	cli := e.client(t)
+	put(t, cli, "/pg/pg-test/members/pg-test-1", pgMember("127.0.0.11", "master", 100))
+	put(t, cli, "/pg/pg-test/leader", "pg-test-1")
+
+	w := NewWatcher(cli, "/pg/", zaptest.NewLogger(t), fastOpts())
+	out := runWatcher(t, w)
+	first := waitSnap(t, out, "initial snapshot", func(Snapshot) bool { return true })
+
+	// Only a sibling prefix moves: nothing to hand out, and CatchUp says so.
+	other := put(t, cli, "/pgx/other/leader", "not-ours")
+	if first.Revision >= other {
+		t.Fatalf("initial snapshot at %d, sibling write at %d", first.Revision, other)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	got, err := w.CatchUp(ctx)
+	cancel()
+	if err != nil || got != first.Revision {
+		t.Fatalf("CatchUp after a sibling write = %d, %v; want %d (the last snapshot sent)", got, err, first.Revision)
+	}
+
+	// A change of the prefix whose snapshot nobody has taken yet (out is
+	// unbuffered): CatchUp waits for it.
+	changed := put(t, cli, "/pg/pg-test/leader", "pg-test-2")
+	ctx, cancel = context.WithTimeout(context.Background(), 300*time.Millisecond)
+	got, err = w.CatchUp(ctx)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("CatchUp with the change's snapshot not taken = %d, %v; want it to wait (deadline exceeded)", got, err)
+	}
+	done := make(chan struct{})
+	var caught int64
+	var cerr error
+	go func() {
+		defer close(done)
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		caught, cerr = w.CatchUp(ctx)
+	}()
+	s := waitSnap(t, out, "the change", func(s Snapshot) bool { return s.Revision >= changed })
+	<-done
+	if cerr != nil || caught < changed || caught != s.Revision {
+		t.Fatalf("CatchUp once the change was taken = %d, %v; want the snapshot's revision %d (>= %d)", caught, cerr, s.Revision, changed)
+	}
+}
