@@ -91,11 +91,12 @@ type Watcher struct {
 	watchCtx context.Context
 
 	// caught is the revision up to which every event of the prefix has been
-	// handed to out: a list's, or a progress notification's (etcd sends
-	// one to a watcher only once it has sent every event up to it). An
-	// event response's header revision is no such bound: etcd sends a
-	// lagging watcher's events in batches, each stamped with the store's
-	// current revision.
+	// handed to out: a list's, a progress notification's (etcd sends one
+	// to a watcher only once it has sent every event up to it), or the
+	// last event's own (events come in revision order). An event
+	// response's header revision is no such bound: etcd sends a lagging
+	// watcher's events in batches, each stamped with the store's current
+	// revision.
 	caught atomic.Int64
 
 	// testHookAfterList, when set, runs after each successful list, before
@@ -273,7 +274,9 @@ func (w *Watcher) watch(ctx context.Context, out chan<- Snapshot, dec *decoder, 
 				return progressed, errors.New("watch channel closed")
 			}
 			changed := false
-			var progress int64 // the last progress notification's revision
+			// upTo: the last progress notification's revision, or the
+			// last event's.
+			var upTo int64
 			for {
 				if err := resp.Err(); err != nil {
 					return progressed, fmt.Errorf("watch %s from revision %d: %w", w.prefix, rev+1, err)
@@ -284,6 +287,7 @@ func (w *Watcher) watch(ctx context.Context, out chan<- Snapshot, dec *decoder, 
 				w.contact()
 				for _, ev := range resp.Events {
 					changed = true
+					upTo = max(upTo, ev.Kv.ModRevision)
 					switch ev.Type {
 					case clientv3.EventTypePut:
 						dec.put(fromPB(ev.Kv))
@@ -295,7 +299,7 @@ func (w *Watcher) watch(ctx context.Context, out chan<- Snapshot, dec *decoder, 
 					rev = resp.Header.Revision
 				}
 				if resp.IsProgressNotify() {
-					progress = max(progress, resp.Header.Revision)
+					upTo = max(upTo, resp.Header.Revision)
 				}
 				// Coalesce what is already waiting: each snapshot is complete,
 				// so a slow consumer only needs the newest.
@@ -314,9 +318,9 @@ func (w *Watcher) watch(ctx context.Context, out chan<- Snapshot, dec *decoder, 
 					return progressed, err
 				}
 			}
-			// (Every event before the notification was in this batch or an
-			// earlier one: handed out now.)
-			w.caughtUp(progress)
+			// (Every event up to upTo was in this batch or an earlier one:
+			// handed out now.)
+			w.caughtUp(upTo)
 		}
 	}
 }
@@ -339,8 +343,8 @@ const catchUpEvery = 20 * time.Millisecond
 // CatchUp returns once the watcher has handed out every event of its
 // prefix up to etcd's current revision (read when called, linearizable),
 // with the revision of the last snapshot it sent then; or ctx's error, or
-// etcd's. It asks for progress notifications on the running watch's
-// stream meanwhile. A snapshot sent is not yet observed: the consumer
+// etcd's. When the last write was of the prefix, its event tells; else it
+// asks for progress notifications on the running watch's stream. A snapshot sent is not yet observed: the consumer
 // compares the revision returned with what it took.
 //
 // What it is for: under load etcd delivers a burst's events hundreds of

@@ -590,10 +590,10 @@ func TestNewClientErrors(t *testing.T) {
 }
 
 // TestWatcherCatchUp: CatchUp returns once every event up to etcd's
-// revision at the call has been handed out: not while a snapshot of a
-// change waits for its consumer, and promptly when the revision moved on
-// keys outside the prefix only (a progress notification tells the watch
-// is past them).
+// revision at the call has been handed out: promptly when the revision
+// moved on keys outside the prefix only (a progress notification tells the
+// watch is past them), not while a snapshot of a change waits for its
+// consumer, and once it is taken (its event tells).
 func TestWatcherCatchUp(t *testing.T) {
 	e := newTestEtcd(t)
 	cli := e.client(t)
