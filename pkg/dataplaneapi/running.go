@@ -1,6 +1,7 @@
 package dataplaneapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -359,30 +360,48 @@ type nativeStat struct {
 	} `json:"stats"`
 }
 
+// nativeDocs is the answer of GET /stats/native: v2 answers a list of
+// per-process documents, v3 one. It decodes either straight from the
+// answer's bytes: at 1,000 clusters the answer is 14 MB, and a copy of it
+// as a json.RawMessage to try each shape was 14 MB more per read.
+type nativeDocs []nativeDoc
+
+type nativeDoc struct {
+	Error string       `json:"error"`
+	Stats []nativeStat `json:"stats"`
+}
+
+func (d *nativeDocs) UnmarshalJSON(b []byte) error {
+	if t := bytes.TrimSpace(b); len(t) > 0 && t[0] == '{' {
+		var one nativeDoc
+		if err := json.Unmarshal(t, &one); err != nil {
+			return err
+		}
+		*d = nativeDocs{one}
+		return nil
+	}
+	return json.Unmarshal(b, (*[]nativeDoc)(d))
+}
+
 // runningStats reads the running HAProxy's stats through the API (its
-// runtime socket). v2 answers a list of per-process documents, v3 one.
+// runtime socket).
 func (c *Client) runningStats(ctx context.Context) ([]nativeStat, error) {
-	var raw json.RawMessage
-	if _, err := c.do(ctx, http.MethodGet, "/stats/native", nil, nil, &raw); err != nil {
+	var docs nativeDocs
+	if _, err := c.do(ctx, http.MethodGet, "/stats/native", nil, nil, &docs); err != nil {
 		return nil, err
 	}
-	type doc struct {
-		Error string       `json:"error"`
-		Stats []nativeStat `json:"stats"`
-	}
-	var docs []doc
-	if err := json.Unmarshal(raw, &docs); err != nil {
-		var one doc
-		if err2 := json.Unmarshal(raw, &one); err2 != nil {
-			return nil, fmt.Errorf("decode native stats: %w", err)
-		}
-		docs = []doc{one}
-	}
-	var out []nativeStat
+	n := 0
 	for _, d := range docs {
 		if d.Error != "" {
 			return nil, fmt.Errorf("native stats: %s", d.Error)
 		}
+		n += len(d.Stats)
+	}
+	if len(docs) == 1 {
+		return docs[0].Stats, nil
+	}
+	out := make([]nativeStat, 0, n)
+	for _, d := range docs {
 		out = append(out, d.Stats...)
 	}
 	return out, nil

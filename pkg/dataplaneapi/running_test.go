@@ -1,6 +1,7 @@
 package dataplaneapi
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -75,5 +76,50 @@ func TestTrackersOutOfStep(t *testing.T) {
 	got := strings.Join(trackersOutOfStep(stats, []services.Service{d}), " ")
 	if want := "pg-x-default/pg-x-2 pg-x-default/pg-x-3"; got != want {
 		t.Errorf("out of step: %q, want %q", got, want)
+	}
+}
+
+// TestNativeDocs: GET /stats/native answers a list of per-process
+// documents on 2.9.9 and one document on 3.2.0; both decode from the
+// answer's bytes, and a document's error is reported.
+func TestNativeDocs(t *testing.T) {
+	row := `{"name":"pg-x-1","type":"server","backend_name":"pg-x-replica","stats":{"addr":"127.0.0.11:6432","bck":1,"status":"UP","tracked":"pg-x-primary/pg-x-1","scur":3}}`
+	for _, tc := range []struct {
+		name, body string
+		rows       int
+		err        string
+	}{
+		{"v2", `[{"runtimeAPI":"/run/admin.sock","stats":[` + row + `,` + row + `]}]`, 2, ""},
+		{"v3", ` {"runtimeAPI":"/run/admin.sock","stats":[` + row + `]}`, 1, ""},
+		{"v2 error", `[{"runtimeAPI":"/run/admin.sock","error":"connection refused"}]`, 0, "connection refused"},
+		{"neither", `"stats"`, 0, "cannot unmarshal"},
+	} {
+		var docs nativeDocs
+		err := json.Unmarshal([]byte(tc.body), &docs)
+		if err != nil {
+			if tc.err == "" || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%s: %v", tc.name, err)
+			}
+			continue
+		}
+		rows := 0
+		for _, d := range docs {
+			if d.Error != "" {
+				if tc.err == "" || !strings.Contains(d.Error, tc.err) {
+					t.Errorf("%s: document error %q", tc.name, d.Error)
+				}
+				continue
+			}
+			for _, s := range d.Stats {
+				rows++
+				if s.Name != "pg-x-1" || s.BackendName != "pg-x-replica" || s.Stats.Addr != "127.0.0.11:6432" || s.Stats.Bck == nil || *s.Stats.Bck != 1 ||
+					s.Stats.Status != "UP" || s.Stats.Tracked != "pg-x-primary/pg-x-1" {
+					t.Errorf("%s: row %+v", tc.name, s)
+				}
+			}
+		}
+		if rows != tc.rows {
+			t.Errorf("%s: %d rows, want %d", tc.name, rows, tc.rows)
+		}
 	}
 }
