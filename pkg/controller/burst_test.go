@@ -59,6 +59,50 @@ func promotedIn(desired []services.Service, n int) int {
 	return k
 }
 
+// burstFleet is a controller over n clusters with a batchingTarget, fed
+// complete DCS snapshots by hand (observe), whose burst wait ends only
+// with the burst (burstMax an hour).
+type burstFleet struct {
+	c        *Controller
+	bt       *batchingTarget
+	mu       sync.Mutex
+	clusters map[string]*patroni.ClusterState
+	rev      int64
+}
+
+func newBurstFleet(t *testing.T, n int) *burstFleet {
+	f := &burstFleet{bt: &batchingTarget{}, clusters: map[string]*patroni.ClusterState{}, rev: 10}
+	f.c = New(fleetInventory(t, n), []target.Target{target.WithTwins(f.bt)}, Options{Prober: nopProber{}}) // the 50 ms debounce
+	f.c.checkEvery = time.Hour
+	f.c.workers[0].burstMax = time.Hour
+	return f
+}
+
+// put sets clusters from kvs; call inside observe's change.
+func (f *burstFleet) put(kvs []patroni.KV) {
+	for k, v := range patroni.Decode("/pg", kvs) {
+		f.clusters[k] = v
+	}
+}
+
+// observe hands the controller a new snapshot, changed by change (nil:
+// the same keys rewritten), and returns its revision.
+func (f *burstFleet) observe(change func()) int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	next := make(map[string]*patroni.ClusterState, len(f.clusters))
+	for k, v := range f.clusters {
+		next[k] = v
+	}
+	f.clusters = next
+	if change != nil {
+		change()
+	}
+	f.rev++
+	f.c.Observe(patroni.Snapshot{Namespace: "/pg", Revision: f.rev, At: time.Now(), Clusters: f.clusters})
+	return f.rev
+}
+
 // TestBurstAppliedWhole: on a target.Batcher, a lone cluster's change is
 // applied at once while DCS snapshots keep coming; a burst (a reconcile
 // that changed burstClusters clusters or more: a mass failover's expired
@@ -69,36 +113,13 @@ func promotedIn(desired []services.Service, n int) int {
 // keep it waiting.
 func TestBurstAppliedWhole(t *testing.T) {
 	const n = 64
-	clusters := map[string]*patroni.ClusterState{}
-	var mu sync.Mutex
-	rev := int64(10)
-	put := func(kvs []patroni.KV) {
-		for k, v := range patroni.Decode("/pg", kvs) {
-			clusters[k] = v
-		}
-	}
-	bt := &batchingTarget{}
-	c := New(fleetInventory(t, n), []target.Target{target.WithTwins(bt)}, Options{Prober: nopProber{}}) // the 50 ms debounce
-	c.checkEvery = time.Hour
-	c.workers[0].burstMax = time.Hour // the test proves the wait ends with the burst
-	observe := func(change func()) {
-		mu.Lock()
-		defer mu.Unlock()
-		next := make(map[string]*patroni.ClusterState, len(clusters))
-		for k, v := range clusters {
-			next[k] = v
-		}
-		clusters = next
-		if change != nil {
-			change()
-		}
-		rev++
-		c.Observe(patroni.Snapshot{Namespace: "/pg", Revision: rev, At: time.Now(), Clusters: clusters})
-	}
+	f := newBurstFleet(t, n)
+	c, bt, observe, put := f.c, f.bt, f.observe, f.put
+	rev := &f.rev
 	runInBackground(t, c)
 	observe(func() {
 		for i := 0; i < n; i++ {
-			put(fleetKVs(i, 1, rev))
+			put(fleetKVs(i, 1, *rev))
 		}
 	})
 	waitFor(t, func() bool { return bt.count() > 0 })
@@ -125,7 +146,7 @@ func TestBurstAppliedWhole(t *testing.T) {
 	}
 	stopChurn := churn()
 	before := bt.count()
-	observe(func() { put(fleetKVs(0, 2, rev)) })
+	observe(func() { put(fleetKVs(0, 2, *rev)) })
 	waitFor(t, func() bool {
 		for _, a := range bt.since(before) {
 			if promotedIn(a, 1) == 1 {
@@ -134,7 +155,7 @@ func TestBurstAppliedWhole(t *testing.T) {
 		}
 		return false
 	})
-	observe(func() { put(fleetKVs(0, 1, rev)) }) // back, for the burst below
+	observe(func() { put(fleetKVs(0, 1, *rev)) }) // back, for the burst below
 	waitFor(t, func() bool { a := bt.since(bt.count() - 1); return promotedIn(a[0], 1) == 0 })
 
 	// The burst, with the churn going on: every leader key expires in one
@@ -143,14 +164,14 @@ func TestBurstAppliedWhole(t *testing.T) {
 	before = bt.count()
 	observe(func() {
 		for i := 0; i < n; i++ {
-			put(fleetKVs(i, 0, rev))
+			put(fleetKVs(i, 0, *rev))
 		}
 	})
 	for from := 0; from < n; from += 4 {
 		time.Sleep(10 * time.Millisecond) // the writer's pace (160 ms in all), not a wait for a result
 		observe(func() {
 			for i := from; i < from+4; i++ {
-				put(fleetKVs(i, 2, rev))
+				put(fleetKVs(i, 2, *rev))
 			}
 		})
 	}
@@ -234,31 +255,8 @@ func TestBurstFlag(t *testing.T) {
 func TestBurstWaitsForEtcd(t *testing.T) {
 	const n = 64
 	for _, withCatchUp := range []bool{true, false} {
-		clusters := map[string]*patroni.ClusterState{}
-		var mu sync.Mutex
-		rev := int64(10)
-		put := func(kvs []patroni.KV) {
-			for k, v := range patroni.Decode("/pg", kvs) {
-				clusters[k] = v
-			}
-		}
-		bt := &batchingTarget{}
-		c := New(fleetInventory(t, n), []target.Target{target.WithTwins(bt)}, Options{Prober: nopProber{}})
-		c.checkEvery = time.Hour
-		c.workers[0].burstMax = time.Hour // the wait ends with the burst, not its bound
-		observe := func(change func()) int64 {
-			mu.Lock()
-			defer mu.Unlock()
-			next := make(map[string]*patroni.ClusterState, len(clusters))
-			for k, v := range clusters {
-				next[k] = v
-			}
-			clusters = next
-			change()
-			rev++
-			c.Observe(patroni.Snapshot{Namespace: "/pg", Revision: rev, At: time.Now(), Clusters: clusters})
-			return rev
-		}
+		f := newBurstFleet(t, n)
+		c, bt, observe, put := f.c, f.bt, f.observe, f.put
 		// withheld: the new leaders, written to etcd but not yet handed
 		// to the watch; the catch-up hands them out.
 		var withheld atomic.Bool
@@ -269,19 +267,19 @@ func TestBurstWaitsForEtcd(t *testing.T) {
 				if withheld.CompareAndSwap(true, false) {
 					return observe(func() {
 						for i := 0; i < n; i++ {
-							put(fleetKVs(i, 2, rev))
+							put(fleetKVs(i, 2, f.rev))
 						}
 					}), nil
 				}
-				mu.Lock()
-				defer mu.Unlock()
-				return rev, nil
+				f.mu.Lock()
+				defer f.mu.Unlock()
+				return f.rev, nil
 			})
 		}
 		runInBackground(t, c)
 		observe(func() {
 			for i := 0; i < n; i++ {
-				put(fleetKVs(i, 1, rev))
+				put(fleetKVs(i, 1, f.rev))
 			}
 		})
 		waitFor(t, func() bool { return bt.count() > 0 })
@@ -289,7 +287,7 @@ func TestBurstWaitsForEtcd(t *testing.T) {
 		withheld.Store(true)
 		observe(func() { // every leader key expires
 			for i := 0; i < n; i++ {
-				put(fleetKVs(i, 0, rev))
+				put(fleetKVs(i, 0, f.rev))
 			}
 		})
 		if !withCatchUp {
