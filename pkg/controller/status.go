@@ -84,9 +84,15 @@ func (c *Controller) recordApply(name string, j job, res target.Result, err erro
 	c.opts.Metrics.Applied(name, res.Changes, res.Reloaded, conv)
 	c.addEvent(Event{At: c.opts.Now(), Kind: "applied", Decision: j.decision, Revision: j.revision, Target: name,
 		Changes: res.Changes, Reloaded: res.Reloaded, ReloadID: res.ReloadID, Duration: dur, Convergence: conv})
-	c.log.Info("applied", append([]zap.Field{zap.String("target", name), zap.Int64("decision", j.decision),
+	fields := []zap.Field{zap.String("target", name), zap.Int64("decision", j.decision),
 		zap.Int64("dcs_revision", j.revision), zap.Bool("reloaded", res.Reloaded), zap.String("reload_id", res.ReloadID),
-		zap.Duration("took", dur), zap.Duration("convergence", conv)}, changeFields("changes", res.Changes)...)...)
+		zap.Duration("took", dur), zap.Duration("convergence", conv)}
+	if !res.MovedAt.IsZero() {
+		// The changes that move traffic were all made by then; the rest
+		// (a crashed member's twins, DOWN by HAProxy's checks) after.
+		fields = append(fields, zap.Time("traffic_moved_at", res.MovedAt))
+	}
+	c.log.Info("applied", append(fields, changeFields("changes", res.Changes)...)...)
 }
 
 // logChangesMax is how many changes one log line lists: a 1,000-cluster

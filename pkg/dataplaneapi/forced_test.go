@@ -876,6 +876,12 @@ func TestTwinsCrashedMemberDeferred(t *testing.T) {
 				t.Errorf("new leaders: %d drains of the crashed members' twins, the first at #%d, the last other write #%d: want %d, after it (%s)",
 					drains, firstCrashed, lastOther, n, kinds(res.Changes))
 			}
+			// MovedAt: after every other write was answered, before the
+			// first drain of a crashed member's twin was sent.
+			if reqs := h.srv.Requests(); res.MovedAt.IsZero() || firstCrashed < 0 || lastOther < 0 ||
+				res.MovedAt.Before(reqs[lastOther].At) || res.MovedAt.After(reqs[firstCrashed].At) {
+				t.Errorf("new leaders: traffic moved at %v; want between the last other write and the first drain", res.MovedAt)
+			}
 			if res.Deferred != 0 || res.RetryIn != 0 {
 				t.Errorf("new leaders: %d deferred, due in %s; want none", res.Deferred, res.RetryIn)
 			}
@@ -905,6 +911,9 @@ func TestTwinsCrashedMemberDeferred(t *testing.T) {
 			}
 			if res.Deferred != 0 || res.RetryIn != 0 {
 				t.Errorf("due: %d deferred, due in %s; want none", res.Deferred, res.RetryIn)
+			}
+			if !res.MovedAt.IsZero() {
+				t.Errorf("due: traffic moved at %v; want zero (nothing went last)", res.MovedAt)
 			}
 			if res := h.apply(t, "again", lostTwins(t, n, false)); len(res.Changes) != 0 || res.Deferred != 0 {
 				t.Errorf("after the drains: %s, %d deferred; want nothing", kinds(res.Changes), res.Deferred)

@@ -459,7 +459,7 @@ func (t *Target) applyOnce(ctx context.Context, desired []services.Service) (tar
 	skip, retryIn := t.deferCrashed(desired, pre, up)
 	early, flipped, err := t.flipsBeforeHealth(ctx, desired, st, hr, pre, up, skip)
 	if err != nil {
-		if ferr := flipped(); ferr != nil {
+		if _, ferr := flipped(); ferr != nil {
 			err = fmt.Errorf("%w; %w", err, ferr)
 		}
 		return target.Result{Changes: early}, err
@@ -469,7 +469,12 @@ func (t *Target) applyOnce(ctx context.Context, desired []services.Service) (tar
 	// need not wait for 4,000 read-service flips.
 	res, err := t.applyChanges(ctx, desired, st, early, skip)
 	res.Deferred, res.RetryIn = len(skip), retryIn
-	if ferr := flipped(); ferr != nil {
+	earlyAt, ferr := flipped()
+	if !res.MovedAt.IsZero() && earlyAt.After(res.MovedAt) {
+		// The flips made beside the rest moved traffic until they ended.
+		res.MovedAt = earlyAt
+	}
+	if ferr != nil {
 		if err == nil {
 			err = ferr
 		} else {
@@ -484,6 +489,7 @@ func (t *Target) applyOnce(ctx context.Context, desired []services.Service) (tar
 	}
 	late, err := hr.fencesLater(ctx, desired)
 	if len(late) > 0 {
+		res.MovedAt = time.Time{} // a fence forced DOWN at the end moved traffic
 		res.Changes = append(res.Changes, late...)
 		if res.ForcedDown.IsZero() {
 			res.ForcedDown = time.Now()
@@ -548,10 +554,11 @@ func (t *Target) applyChanges(ctx context.Context, desired []services.Service, s
 			}
 		}
 	}
-	fencedAt, err := t.applyFlips(ctx, desired, flips, fence, afterFlip, force, st.pid)
+	fencedAt, movedAt, err := t.applyFlips(ctx, desired, flips, fence, afterFlip, force, st.pid)
 	if err != nil {
 		return res, err
 	}
+	res.MovedAt = movedAt
 	if res.ForcedDown.IsZero() && len(fence)+len(afterFlip) > 0 {
 		res.ForcedDown = fencedAt
 	}
@@ -574,8 +581,8 @@ func (t *Target) applyChanges(ctx context.Context, desired []services.Service, s
 // returns, once the health is read, the flips under way and a function
 // that waits for them to end (and says whether they failed).
 func (t *Target) flipsBeforeHealth(ctx context.Context, desired []services.Service, st *state, hr *healthRead,
-	pre func() []target.Change, up bool, skip map[string]bool) ([]target.Change, func() error, error) {
-	none := func() error { return nil }
+	pre func() []target.Change, up bool, skip map[string]bool) ([]target.Change, func() (time.Time, error), error) {
+	none := func() (time.Time, error) { return time.Time{}, nil }
 	if !hr.pending() || st.pid == 0 {
 		return nil, none, hr.run(ctx)
 	}
@@ -607,16 +614,20 @@ func (t *Target) flipsBeforeHealth(ctx context.Context, desired []services.Servi
 	if len(early) == 0 {
 		return nil, none, hr.run(ctx)
 	}
-	done := make(chan error, 1)
+	type end struct {
+		at  time.Time
+		err error
+	}
+	done := make(chan end, 1)
 	go func() {
-		_, err := t.applyFlips(ctx, desired, early, nil, nil, nil, st.pid)
-		done <- err
+		_, _, err := t.applyFlips(ctx, desired, early, nil, nil, nil, st.pid)
+		done <- end{time.Now(), err}
 	}()
-	var ferr error
+	var e end
 	var once sync.Once
-	flipped := func() error {
-		once.Do(func() { ferr = <-done })
-		return ferr
+	flipped := func() (time.Time, error) {
+		once.Do(func() { e = <-done })
+		return e.at, e.err
 	}
 	return early, flipped, hr.run(ctx)
 }

@@ -122,15 +122,16 @@ func splitFlips(changes []target.Change) (flips, rest []target.Change) {
 // traffic's own flips no longer wait behind them. (A member cut from the
 // DCS whose demoted PostgreSQL runs on may pass a read check: its twin
 // takes reads that much longer.) It returns when the write fences were in
-// place.
-func (t *Target) applyFlips(ctx context.Context, desired []services.Service, flips, fence, afterFlip, force []target.Change, pid int64) (time.Time, error) {
+// place, and, when such deactivations went last, when everything before
+// them was (every change that moves traffic made; zero otherwise).
+func (t *Target) applyFlips(ctx context.Context, desired []services.Service, flips, fence, afterFlip, force []target.Change, pid int64) (time.Time, time.Time, error) {
 	if len(flips) == 0 {
 		// (afterFlip is empty: it is made of flips.)
 		if err := t.forceDown(ctx, fence, pid); err != nil {
-			return time.Time{}, err
+			return time.Time{}, time.Time{}, err
 		}
 		at := time.Now()
-		return at, t.forceUp(ctx, force, pid)
+		return at, time.Time{}, t.forceUp(ctx, force, pid)
 	}
 	fenced := make(map[string]target.Change, len(afterFlip))
 	for _, c := range afterFlip {
@@ -266,7 +267,7 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 			t.log.Info("set admin states (read back in the answers)", zap.Int("flips", len(flips)), zap.Duration("took", time.Since(start)))
 		}()
 	}
-	var fencedAt time.Time
+	var fencedAt, movedAt time.Time
 	for i, batch := range [][]target.Change{early, ups, downs, last} {
 		after := then
 		switch i {
@@ -275,6 +276,9 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 		case 2, 3:
 			after = nil
 		}
+		if i == 3 && len(last) > 0 {
+			movedAt = time.Now()
+		}
 		if err := t.putStates(ctx, batch, answered, after, pid); err != nil {
 			// What runs in the backends flipped is unknown now.
 			var names []string
@@ -282,7 +286,7 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 				names = append(names, b)
 			}
 			t.adminForget(names)
-			return fencedAt, err
+			return fencedAt, time.Time{}, err
 		}
 		if i == 0 {
 			fencedAt = time.Now()
@@ -297,13 +301,14 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 		}
 	}
 	if len(wrong) == 0 {
-		return fencedAt, nil
+		return fencedAt, movedAt, nil
 	}
+	// (A repair moves traffic too: moved is the end.)
 	if err := t.verifyFlips(ctx, desired, wrong); err != nil {
-		return fencedAt, err
+		return fencedAt, time.Time{}, err
 	}
 	// A repair may have readied a fenced server again.
-	return fencedAt, t.forceDown(ctx, afterFlip, pid)
+	return fencedAt, time.Time{}, t.forceDown(ctx, afterFlip, pid)
 }
 
 // unconfirmedTwins names the inactive twins of members the DCS does not

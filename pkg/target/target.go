@@ -107,4 +107,9 @@ type Result struct {
 	// target in sync meanwhile.
 	Deferred int           `json:"deferred,omitempty"`
 	RetryIn  time.Duration `json:"-"`
+	// MovedAt is when every change that moves traffic had been made, in an
+	// apply whose last changes move none (the deactivations of a crashed
+	// member's twins, which HAProxy's checks have DOWN); zero otherwise (the
+	// apply's end).
+	MovedAt time.Time `json:"moved_at,omitempty"`
 }

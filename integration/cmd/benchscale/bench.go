@@ -121,6 +121,11 @@ type result struct {
 	// deactivations of the crashed members' twins go last (they move no
 	// traffic, and the benchmark's live leaves those twins out).
 	massApplied time.Duration
+	// massMoved: when the apply that made the mass failover live had made
+	// every change that moves traffic (its log's traffic_moved_at: the
+	// crashed members' drains, which the comparison leaves out, came
+	// after), from the last leader key (< 0: the log has none).
+	massMoved time.Duration
 	// switchApplied: the end of the controller's last apply (its log)
 	// between the new leader key and the switchover seen live, from the
 	// leader key (< 0: none found).
@@ -528,6 +533,12 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 		// after the new leaders, are no role change.
 		if at := b.lastRoleApply(first, lastLeader.Add(res.mass.took+10*time.Second)); !at.IsZero() {
 			res.massApplied = at.Sub(lastLeader)
+		}
+	}
+	res.massMoved = -1
+	if res.mass.took > 0 {
+		if moved := b.movedAt(lastLeader.Add(res.mass.took)); !moved.IsZero() {
+			res.massMoved = moved.Sub(lastLeader)
 		}
 	}
 	b.fill(ctx, &res.mass, before)
@@ -1128,6 +1139,22 @@ func (b *bench) eachApplied(fn func(line []byte)) {
 	}
 }
 
+// movedAt is the traffic_moved_at of the controller's "applied" log line
+// written at end (zero when that line has none).
+func (b *bench) movedAt(end time.Time) time.Time {
+	var moved time.Time
+	b.eachApplied(func(line []byte) {
+		var l struct {
+			TS    time.Time `json:"ts"`
+			Moved time.Time `json:"traffic_moved_at"`
+		}
+		if json.Unmarshal(line, &l) == nil && l.TS.Equal(end) {
+			moved = l.Moved
+		}
+	})
+	return moved
+}
+
 // lastApply is the time of the controller's last "applied" log line
 // between from and to (zero if none). The line is written when the apply
 // has ended, its changes read back from the running HAProxy.
@@ -1339,6 +1366,9 @@ func (r *result) print(w io.Writer) {
 		}
 		if r.massApplied >= 0 {
 			row("mass failover: the controller's last apply of role changes ended (its log)", "%s after the last leader key", ms(r.massApplied))
+		}
+		if r.massMoved >= 0 {
+			row("mass failover: that apply had made every change that moves traffic (its log; the crashed members' drains after)", "%s after the last leader key", ms(r.massMoved))
 		}
 	}
 	idleMin := r.idleFor.Minutes()

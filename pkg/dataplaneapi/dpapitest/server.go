@@ -41,6 +41,8 @@ type Request struct {
 	Body    []byte
 	// RuntimeActions is the X-Runtime-Actions header (raw POST).
 	RuntimeActions string
+	// At is when the double received it.
+	At time.Time
 }
 
 // IsWrite reports whether the call can change the configuration or state.
@@ -427,7 +429,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.requests = append(s.requests, Request{Method: r.Method, Path: path, APIPath: r.URL.Path, Query: query, Body: body,
-		RuntimeActions: r.Header.Get("X-Runtime-Actions")})
+		RuntimeActions: r.Header.Get("X-Runtime-Actions"), At: time.Now()})
 	s.actions = r.Header.Get("X-Runtime-Actions")
 	if s.down {
 		if hj, ok := w.(http.Hijacker); ok {
