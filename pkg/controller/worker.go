@@ -418,10 +418,13 @@ func (w *worker) waitBurst(ctx context.Context, j *job) (*job, error) {
 		if w.caughtUp == nil || time.Since(start) >= w.burstMax {
 			break
 		}
-		waited = true
+		asked := time.Now()
 		cctx, cancel := context.WithDeadline(ctx, start.Add(w.burstMax))
 		caught = w.caughtUp(cctx)
 		cancel()
+		// (A catch-up that found the plan current at once, one etcd read,
+		// is no wait worth a log line.)
+		waited = waited || time.Since(asked) > 10*time.Millisecond
 		if err := ctx.Err(); err != nil {
 			return j, err
 		}

@@ -325,13 +325,11 @@ func (w *Watcher) watch(ctx context.Context, out chan<- Snapshot, dec *decoder, 
 	}
 }
 
-// caughtUp notes that every event up to rev has been handed out.
+// caughtUp notes that every event up to rev has been handed out. Only
+// Run's goroutine writes caught (CatchUp reads it).
 func (w *Watcher) caughtUp(rev int64) {
-	for {
-		old := w.caught.Load()
-		if rev <= old || w.caught.CompareAndSwap(old, rev) {
-			return
-		}
+	if rev > w.caught.Load() {
+		w.caught.Store(rev)
 	}
 }
 
@@ -344,8 +342,9 @@ const catchUpEvery = 20 * time.Millisecond
 // prefix up to etcd's current revision (read when called, linearizable),
 // with the revision of the last snapshot it sent then; or ctx's error, or
 // etcd's. When the last write was of the prefix, its event tells; else it
-// asks for progress notifications on the running watch's stream. A snapshot sent is not yet observed: the consumer
-// compares the revision returned with what it took.
+// asks for progress notifications on the running watch's stream. A
+// snapshot sent is not yet observed: the consumer compares the revision
+// returned with what it took.
 //
 // What it is for: under load etcd delivers a burst's events hundreds of
 // ms after they were written (a mass failover's new leaders, written in
