@@ -12,8 +12,9 @@ import (
 
 // TestRenderTwins: render --layout twins prints the file a twins target
 // writes: after pg-test's switchover (pg-test-2 leads) the replica service
-// has every member twice, the new primary's backup twin active; HAProxy
-// accepts it. The default stays Pigsty's view.
+// has every member twice, the new primary's normal twin inactive, the
+// backup twins tracking the primary service's servers (UP on the primary
+// only); HAProxy accepts it. The default stays Pigsty's view.
 func TestRenderTwins(t *testing.T) {
 	args := []string{"render", "--inventory", pgTest, "--dcs", "testdata/dcs/dcs-after-switchover.json", "--cluster", "pg-test"}
 	code, out, errOut := runCmd(t, append(args, "--layout", "twins")...)
@@ -32,8 +33,13 @@ func TestRenderTwins(t *testing.T) {
 			ends[f[1]] = strings.SplitN(l, "weight 100", 2)[1]
 		}
 	}
-	want := map[string]string{"pg-test-1": "", "pg-test-1.backup": " backup disabled", "pg-test-2": " disabled",
-		"pg-test-2.backup": " backup", "pg-test-3": "", "pg-test-3.backup": " backup disabled"}
+	want := map[string]string{"pg-test-1": "", "pg-test-1.backup": " backup", "pg-test-2": " disabled",
+		"pg-test-2.backup": " backup", "pg-test-3": "", "pg-test-3.backup": " backup"}
+	for _, m := range []string{"pg-test-1", "pg-test-2", "pg-test-3"} {
+		if !strings.Contains(rep, "server "+m+".backup ") || !strings.Contains(rep, " track pg-test-primary/"+m+" ") {
+			t.Errorf("%s.backup does not track pg-test-primary/%s:\n%s", m, m, rep)
+		}
+	}
 	if len(ends) != len(want) {
 		t.Errorf("replica backend servers %v, want %v:\n%s", ends, want, rep)
 	}

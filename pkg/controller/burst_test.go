@@ -39,20 +39,21 @@ func (b *batchingTarget) since(n int) [][]services.Service {
 func (b *batchingTarget) count() int { b.mu.Lock(); defer b.mu.Unlock(); return len(b.applies) }
 
 // promotedIn counts the clusters of desired (the twin layout) whose
-// replica service has member 2's backup twin active (member 2 took the
-// leader key).
+// replica service has member 2's normal twin inactive (member 2 took the
+// leader key: its backup twin, which tracks the primary service's server,
+// takes the reads it gets).
 func promotedIn(desired []services.Service, n int) int {
-	active := map[string]bool{}
+	inactive := map[string]bool{}
 	for _, d := range desired {
 		for _, sv := range d.Servers {
-			if !sv.Disabled {
-				active[d.Name+"/"+sv.Name] = true
+			if sv.Disabled {
+				inactive[d.Name+"/"+sv.Name] = true
 			}
 		}
 	}
 	k := 0
 	for i := 0; i < n; i++ {
-		if active[fleetCluster(i)+"-replica/"+fleetCluster(i)+"-2"+services.BackupTwinSuffix] {
+		if inactive[fleetCluster(i)+"-replica/"+fleetCluster(i)+"-2"] {
 			k++
 		}
 	}

@@ -162,6 +162,7 @@ func (e *evaluated) build(v *topology.View, served []*topology.MemberView) Servi
 		DefaultServer: orDefault(def.Options, orDefault(c.DefaultServer, DefaultServerOptions)),
 		RoleDependent: e.roleDependent,
 	}
+	s.BackupIsPrimary = e.roleDependent && backupIsPrimary(def, served)
 	if s.Maxconn == 0 {
 		s.Maxconn = 5000
 	}

@@ -153,6 +153,7 @@ func referenceBuildOne(v *topology.View, def *topology.ServiceDef, served []*top
 		s.Maxconn = 5000
 	}
 	s.RoleDependent = def.Backup != "" || !selectsAll(def.Selector)
+	s.BackupIsPrimary = s.RoleDependent && backupIsPrimary(def, served)
 	if s.RoleDependent && len(served) > 0 {
 		s.Candidates = make([]Server, 0, len(served))
 	}

@@ -1,6 +1,11 @@
 package services
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/pgsvc/pgsvc/pkg/patroni"
+	"github.com/pgsvc/pgsvc/pkg/topology"
+)
 
 // CanTrack reports whether the servers of s can track (HAProxy's `track`)
 // the servers of the same name in src instead of running checks of their
@@ -62,32 +67,136 @@ func Track(s Service, src string) Service {
 	return t
 }
 
-// TrackSources returns, for each service of in, the service whose servers
-// its servers track in the twin layout (CanTrack), nil for none: the first
-// write service laid out as Pigsty's in its cluster's run of services
-// (Build lists a cluster's services together, in definition order:
-// Pigsty's primary before its default). In a mass failover through the
-// Data Plane API that is one force-up and one fence read fewer per
-// cluster, and HAProxy runs one Patroni check fewer per member. The
-// pointers are into in.
+// TrackSources returns, for each service of in, the service its servers
+// track in the twin layout, nil for none: the first write service laid out
+// as Pigsty's in its cluster's run of services (Build lists a cluster's
+// services together, in definition order: Pigsty's primary before its
+// default), for
+//   - a later write service with the same members and check (CanTrack):
+//     every server tracks (Track). In a mass failover through the Data
+//     Plane API that is one force-up and one fence read fewer per cluster,
+//     and HAProxy runs one Patroni check fewer per member;
+//   - a read service whose backup is the primary (CanTrackBackups): its
+//     backup twins track (LayOut). A role change then flips no backup twin:
+//     two runtime changes fewer per cluster in a failover.
+//
+// The pointers are into in.
 func TrackSources(in []Service) []*Service {
 	srcs := make([]*Service, len(in))
-	first := -1 // the first write service of the current cluster's run
-	for i := range in {
-		s := &in[i]
-		if i == 0 || s.Cluster != in[i-1].Cluster {
-			first = -1
+	for from := 0; from < len(in); {
+		to := from + 1
+		for to < len(in) && in[to].Cluster == in[from].Cluster {
+			to++
 		}
-		if s.RoleDependent || s.Layout != "" || !WriteCheck(s.Check) {
-			continue
+		first := -1 // the first write service of the cluster's run
+		for i := from; i < to; i++ {
+			s := &in[i]
+			if s.RoleDependent || s.Layout != "" || !WriteCheck(s.Check) {
+				continue
+			}
+			if first < 0 {
+				first = i
+				continue
+			}
+			if CanTrack(s, &in[first]) {
+				srcs[i] = &in[first]
+			}
 		}
-		if first < 0 {
-			first = i
-			continue
+		if first >= 0 {
+			for i := from; i < to; i++ {
+				if CanTrackBackups(&in[i], &in[first]) {
+					srcs[i] = &in[first]
+				}
+			}
 		}
-		if CanTrack(s, &in[first]) {
-			srcs[i] = &in[first]
-		}
+		from = to
 	}
 	return srcs
+}
+
+// pigstyReplicaBackups are the backup selectors (blanks removed) that pick
+// the primary, and the offline members (BackupIsPrimary).
+var pigstyReplicaBackups = map[string]bool{
+	"[?pg_role==`primary`||pg_role==`offline`]": true,
+	"[?pg_role=='primary'||pg_role=='offline']": true,
+	"[?pg_role==`primary`]":                     true,
+	"[?pg_role=='primary']":                     true,
+}
+
+// backupIsPrimary reports whether def, over the served members, makes a
+// member its backup server exactly while it is the primary
+// (Service.BackupIsPrimary): selector `[]`, Pigsty's replica backup
+// selector, no member offline (in the inventory or merged), and not a
+// standby cluster. A standby cluster's leader (inventory primary with
+// pg_upstream, Patroni's standby_leader) is its replica service's backup,
+// checked on /read-only which passes on it, while its primary service's
+// /primary check never passes there: a backup twin tracking that server
+// would never take the reads Pigsty's replica service gives it.
+func backupIsPrimary(def *topology.ServiceDef, served []*topology.MemberView) bool {
+	if !selectsAll(def.Selector) || !pigstyReplicaBackups[strings.Join(strings.Fields(def.Backup), "")] {
+		return false
+	}
+	for _, m := range served {
+		if m.InventoryRole == "offline" || m.Role == "offline" {
+			return false
+		}
+		if m.Live != nil && m.Live.Role == patroni.RoleStandbyLeader {
+			return false
+		}
+		if up, _ := m.Vars["pg_upstream"].(string); up != "" && m.InventoryRole == "primary" {
+			return false
+		}
+	}
+	return true
+}
+
+// passesOnPrimary reports whether a Patroni check passes on a running
+// primary as it does on a running replica: /read-only (Pigsty's replica
+// service) and /health. (/replica, /sync, /async pass on replicas only.)
+func passesOnPrimary(check string) bool {
+	switch strings.TrimSuffix(strings.SplitN(check, "?", 2)[0], "/") {
+	case "/read-only", "/health":
+		return true
+	}
+	return false
+}
+
+// CanTrackBackups reports whether the backup twins of role-dependent
+// service s can track (HAProxy's `track`) the servers of the same name in
+// write service src instead of being flipped: s takes no writes and its
+// check passes on the primary as on a replica (/read-only: Pigsty's
+// replica service; not /sync, which would keep a backup primary DOWN), its
+// backup server is the primary exactly (Service.BackupIsPrimary), and src
+// is of s's cluster, laid out as Pigsty's, with a server of every member
+// of s checked through the same Patroni (name, address, check port, TLS).
+// Such a twin is UP exactly while src's server is: while HAProxy's
+// /primary check passes (Patroni answers it only on the leader: the member
+// is the primary, which Pigsty's replica service makes its backup), or the
+// controller forces it UP (the new primary) or DOWN (the fence, the hold of
+// a new leader); and an operator's drain or maint of src's server reaches
+// it. The normal twins are flipped as before. Pure.
+func CanTrackBackups(s, src *Service) bool {
+	if !s.RoleDependent || !s.BackupIsPrimary || s.Layout != "" || !passesOnPrimary(s.Check) || len(s.Candidates) == 0 ||
+		src.Cluster != s.Cluster || src.RoleDependent || src.Layout != "" || !WriteCheck(src.Check) {
+		return false
+	}
+	for i := range s.Candidates {
+		c := &s.Candidates[i]
+		found := false
+		for j := range src.Servers {
+			b := &src.Servers[j]
+			if b.Name != c.Name {
+				continue
+			}
+			if found || b.Address != c.Address || b.CheckPort != c.CheckPort || b.CheckSSL != c.CheckSSL ||
+				b.CAFile != c.CAFile || b.Track != "" || b.Backup || b.Disabled {
+				return false
+			}
+			found = true
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
 }

@@ -71,7 +71,11 @@ func Twins(in []Service) ([]Service, error) {
 func LayOut(s Service, src *Service) (Service, error) {
 	switch {
 	case s.RoleDependent && len(s.Candidates) > 0:
-		return twinsOf(s)
+		t, err := twinsOf(s)
+		if err != nil || src == nil || !CanTrackBackups(&s, src) {
+			return t, err
+		}
+		return trackBackups(t, src.Name), nil
 	case src != nil:
 		return Track(s, src.Name), nil
 	}
@@ -137,6 +141,25 @@ func twinsOf(s Service) (Service, error) {
 		}
 	}
 	return t, nil
+}
+
+// trackBackups makes the backup twins of t (laid out by twinsOf) track the
+// server of their member in backend src (CanTrackBackups): no check of
+// their own, never Disabled (src's server says whether the member is the
+// primary), no health intent. t's servers are its own (twinsOf made them).
+func trackBackups(t Service, src string) Service {
+	for i := range t.Servers {
+		sv := &t.Servers[i]
+		if !sv.Backup || sv.Member == "" {
+			continue
+		}
+		sv.Track = src + "/" + sv.Member
+		sv.CheckPort, sv.CheckSSL, sv.CAFile = 0, false, ""
+		sv.Disabled, sv.ForceUp, sv.ForceDown, sv.HoldDown, sv.Writable, sv.Unconfirmed = false, false, false, false, false, false
+		sv.Selected = false
+		sv.Reason = intern("backup twin: tracks " + sv.Track + ", UP while the member is the primary (the backup selector picks the primary only)")
+	}
+	return t
 }
 
 // hasServer reports whether list has a server named name.

@@ -27,6 +27,16 @@ type Service struct {
 	// selector or a selector other than `[]`: live roles can then move a
 	// member between normal, backup and absent.
 	RoleDependent bool `json:"-"`
+	// BackupIsPrimary is set by Build on a role-dependent service whose
+	// selector is `[]` and whose backup selector is Pigsty's replica one
+	// (`[? pg_role == `+"`primary`"+` || pg_role == `+"`offline`"+` ]`, or without
+	// the offline term) in a cluster whose served members are none of them
+	// offline in the inventory: a member is then its backup server exactly
+	// while it is the primary, whatever the roles do (an inventory fact:
+	// the merged role is offline only for an inventory offline member).
+	// Twins then lets the backup twins track the primary service's
+	// servers (TrackSources).
+	BackupIsPrimary bool `json:"-"`
 	// Candidates are every served member as a plain (non-backup) server, in
 	// member order, set by Build: what Twins needs to keep a fixed set of
 	// servers whatever the roles.

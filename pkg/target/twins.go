@@ -11,13 +11,17 @@ import (
 // diffAdmin compares the runtime admin state of the servers of a twin-layout
 // service with the desired one. A server whose admin state the target did
 // not read (Admin "") is not compared; an inactive twin in maint where drain
-// is wanted (or the reverse) is inactive all the same and left alone.
+// is wanted (or the reverse) is inactive all the same and left alone. A
+// tracking twin (Server.Track) is not compared either: it is never flipped,
+// and the admin state read on it includes what it inherits from the server
+// it tracks (an operator's drain or maint of that server, the Data Plane
+// API driver's hold of a new leader), which no `set server` on it clears.
 func diffAdmin(d services.Service, cur map[string]services.Server) []Change {
 	var out []Change
 	sorted, _ := byServerName(d.Servers)
 	for _, w := range sorted {
 		c, ok := cur[w.Name]
-		if !ok || c.Admin == "" {
+		if !ok || c.Admin == "" || w.Track != "" {
 			continue
 		}
 		inactive := c.Admin == "drain" || c.Admin == "maint"
@@ -242,4 +246,45 @@ func (t *twins) Apply(ctx context.Context, desired []services.Service) (Result, 
 		clear(t.pending)
 	}
 	return res, err
+}
+
+// TrackedBy maps each server tracked by a twin of desired (services.Server.Track
+// in a twin-layout service: a backup twin that is UP while its member is
+// the primary) to the twin backends that track it ("backend/server" ->
+// backends). Such a backend's incoming server is its tracker, which comes
+// UP with the tracked server's force-up: targets send the backend's
+// deactivations after the force-ups, so that it never has zero active
+// servers (a 2-member cluster's replica service in a failover). Nil when
+// there is none.
+func TrackedBy(desired []services.Service) map[string][]string {
+	var out map[string][]string
+	for _, d := range desired {
+		if d.Layout != services.LayoutTwins {
+			continue
+		}
+		for _, sv := range d.Servers {
+			if sv.Track == "" {
+				continue
+			}
+			if out == nil {
+				out = map[string][]string{}
+			}
+			if l := out[sv.Track]; len(l) == 0 || l[len(l)-1] != d.Name {
+				out[sv.Track] = append(l, d.Name)
+			}
+		}
+	}
+	return out
+}
+
+// TrackingBackends names the backends of desired with a tracking twin
+// (the values of TrackedBy).
+func TrackingBackends(desired []services.Service) map[string]bool {
+	out := map[string]bool{}
+	for _, bs := range TrackedBy(desired) {
+		for _, b := range bs {
+			out[b] = true
+		}
+	}
+	return out
 }

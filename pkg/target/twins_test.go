@@ -58,13 +58,17 @@ func twinServices(t *testing.T, dcs map[string]*patroni.ClusterState) []services
 	return tw
 }
 
-// active lists a service's servers as name(+B for backup)(-off for disabled).
+// active lists a service's servers as name(+B for backup)(+T for a
+// tracker: its state is its tracked server's)(-off for disabled).
 func active(s services.Service) string {
 	var parts []string
 	for _, sv := range s.Servers {
 		w := sv.Name
 		if sv.Backup {
 			w += "+B"
+		}
+		if sv.Track != "" {
+			w += "+T"
 		}
 		if sv.Disabled {
 			w += "-off"
@@ -92,11 +96,13 @@ func TestTwinsLayout(t *testing.T) {
 		// primary and default: `[]` without backup, roles never change
 		// membership: Pigsty's layout, untouched.
 		{"primary", "", "pg-test-1 pg-test-2 pg-test-3", "pg-test-1 pg-test-2 pg-test-3"},
-		{"default", "", "pg-test-1 pg-test-2 pg-test-3", "pg-test-1 pg-test-2 pg-test-3"},
-		// replica: the primary is the backup.
+		{"default", "", "pg-test-1+T pg-test-2+T pg-test-3+T", "pg-test-1+T pg-test-2+T pg-test-3+T"},
+		// replica: the primary is the backup. The backup twins track the
+		// primary service's servers (UP exactly on the primary): only the
+		// normal twins flip.
 		{"replica", "twins",
-			"pg-test-1-off pg-test-1.backup+B pg-test-2 pg-test-2.backup+B-off pg-test-3 pg-test-3.backup+B-off",
-			"pg-test-1 pg-test-1.backup+B-off pg-test-2-off pg-test-2.backup+B pg-test-3 pg-test-3.backup+B-off"},
+			"pg-test-1-off pg-test-1.backup+B+T pg-test-2 pg-test-2.backup+B+T pg-test-3 pg-test-3.backup+B+T",
+			"pg-test-1 pg-test-1.backup+B+T pg-test-2-off pg-test-2.backup+B+T pg-test-3 pg-test-3.backup+B+T"},
 		// offline: pg-test-3 (pg_offline_query) normal, plain replicas backup,
 		// the primary absent (both twins off).
 		{"offline", "twins",
@@ -157,9 +163,7 @@ func TestTwinsSwitchoverIsRuntimeOnly(t *testing.T) {
 	}
 	want := []string{
 		"set_state pg-test-replica/pg-test-1 maint -> ready",
-		"set_state pg-test-replica/pg-test-2.backup maint -> ready",
 		"set_state pg-test-offline/pg-test-1.backup maint -> ready",
-		"set_state pg-test-replica/pg-test-1.backup ready -> drain",
 		"set_state pg-test-replica/pg-test-2 ready -> drain",
 		"set_state pg-test-offline/pg-test-2.backup ready -> drain",
 	}
@@ -189,20 +193,30 @@ func TestTwinsSwitchoverIsRuntimeOnly(t *testing.T) {
 
 func TestTwinsNeverActivateUnconfirmed(t *testing.T) {
 	// Failover: pg-test-1 is gone from the DCS, pg-test-3 is stopped.
+	// (The replica service's backup twins track the primary service's
+	// servers: its force-up, fence and hold, never an admin flip.)
 	svcs := twinServices(t, twinState("pg-test-2", "pg-test-2:primary", "pg-test-3:replica:stopped"))
 	got := active(byName(svcs, "replica"))
-	want := "pg-test-1-off pg-test-1.backup+B-off pg-test-2-off pg-test-2.backup+B pg-test-3-off pg-test-3.backup+B-off"
+	want := "pg-test-1-off pg-test-1.backup+B+T pg-test-2-off pg-test-2.backup+B+T pg-test-3-off pg-test-3.backup+B+T"
 	if got != want {
 		t.Errorf("replica:\n got %s\nwant %s", got, want)
 	}
+	got = active(byName(svcs, "offline"))
+	want = "pg-test-1-off pg-test-1.backup+B-off pg-test-2-off pg-test-2.backup+B-off pg-test-3-off pg-test-3.backup+B-off"
+	if got != want {
+		t.Errorf("offline:\n got %s\nwant %s", got, want)
+	}
 	// Newer Patroni: replicas "streaming" / "in archive recovery" are alive.
 	svcs = twinServices(t, twinState("pg-test-1", "pg-test-1:primary", "pg-test-2:replica:streaming", "pg-test-3:replica:in archive recovery"))
-	if got := active(byName(svcs, "replica")); got != "pg-test-1-off pg-test-1.backup+B pg-test-2 pg-test-2.backup+B-off pg-test-3 pg-test-3.backup+B-off" {
+	if got := active(byName(svcs, "replica")); got != "pg-test-1-off pg-test-1.backup+B+T pg-test-2 pg-test-2.backup+B+T pg-test-3 pg-test-3.backup+B+T" {
 		t.Errorf("replica with streaming replicas: %s", got)
+	}
+	if got := active(byName(svcs, "offline")); got != "pg-test-1-off pg-test-1.backup+B-off pg-test-2-off pg-test-2.backup+B pg-test-3 pg-test-3.backup+B-off" {
+		t.Errorf("offline with streaming replicas: %s", got)
 	}
 	// Without live data (no DCS: inventory roles), the view is followed.
 	svcs = twinServices(t, nil)
-	if got := active(byName(svcs, "replica")); got != "pg-test-1-off pg-test-1.backup+B pg-test-2 pg-test-2.backup+B-off pg-test-3 pg-test-3.backup+B-off" {
+	if got := active(byName(svcs, "replica")); got != "pg-test-1-off pg-test-1.backup+B+T pg-test-2 pg-test-2.backup+B+T pg-test-3 pg-test-3.backup+B+T" {
 		t.Errorf("replica without DCS: %s", got)
 	}
 }
