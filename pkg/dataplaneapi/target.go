@@ -600,9 +600,19 @@ func (t *Target) flipsBeforeHealth(ctx context.Context, desired []services.Servi
 		unconfirmed = unconfirmedTwins(desired)
 	}
 	var early []target.Change
+	var tracking map[string]bool // backends with a tracking twin, set at the first deactivation
 	for _, c := range pre() {
 		switch c.Kind {
 		case target.KindSetState:
+			if target.StateOf(c) != "ready" && tracking == nil {
+				tracking = target.TrackingBackends(desired)
+			}
+			// The deactivations of a backend whose incoming server may be
+			// a tracker go after the force-up that brings it UP
+			// (applyFlips), not before the health is read.
+			if target.StateOf(c) != "ready" && tracking[c.Backend] {
+				continue
+			}
 			if !write[c.Backend] && !goesLast(c, unconfirmed) && !skip[c.Backend+"/"+c.Server] {
 				early = append(early, c)
 			}

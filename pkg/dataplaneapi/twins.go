@@ -192,6 +192,15 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 			incoming[c.Backend] = true
 		}
 	}
+	// A force-up brings UP the twins that track its server (a replica
+	// service's backup twin of the new primary): their backends'
+	// deactivations follow it, as they follow an activation.
+	trackedBy := target.TrackedBy(desired)
+	for _, c := range force {
+		for _, b := range trackedBy[c.Backend+"/"+c.Server] {
+			incoming[b] = true
+		}
+	}
 	unconfirmed := unconfirmedTwins(desired)
 	var last []target.Change
 	for _, c := range flips {
@@ -222,6 +231,11 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 		if c.Kind == target.KindSetState && target.StateOf(c) == "ready" {
 			ups1[c.Backend]++
 		}
+		if c.Kind == target.KindForceUp {
+			for _, b := range trackedBy[c.Backend+"/"+c.Server] {
+				ups1[b]++
+			}
+		}
 	}
 	chained := map[string][]target.Change{}
 	var downs3 []target.Change
@@ -239,15 +253,24 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 		if err := then(c, rs); err != nil {
 			return err
 		}
-		if c.Kind != target.KindSetState || target.StateOf(c) != "ready" {
+		var brought []string // the backends c brings a server UP in
+		switch {
+		case c.Kind == target.KindSetState && target.StateOf(c) == "ready":
+			brought = []string{c.Backend}
+		case c.Kind == target.KindForceUp:
+			brought = trackedBy[c.Backend+"/"+c.Server]
+		}
+		if len(brought) == 0 {
 			return nil
 		}
 		chainMu.Lock()
-		ups1[c.Backend]--
 		var next []target.Change
-		if ups1[c.Backend] == 0 {
-			next = chained[c.Backend]
-			delete(chained, c.Backend)
+		for _, b := range brought {
+			ups1[b]--
+			if ups1[b] == 0 {
+				next = append(next, chained[b]...)
+				delete(chained, b)
+			}
 		}
 		chainMu.Unlock()
 		for _, d := range next {
@@ -438,7 +461,8 @@ func (b *answerBook) note(backend, server, admin string) {
 // flight, and records in answered (when set) what the API answered. then,
 // when set, runs right after each change's PUT succeeded, with its answer.
 // A force_up or force_down change in batch is forced so (forceHealth, for
-// process pid).
+// process pid); then runs after a force_up (with no answer: it brings UP
+// the twins that track its server, see applyFlips), not after a force_down.
 func (t *Target) putStates(ctx context.Context, batch []target.Change, answered *answerBook, then func(target.Change, *models.RuntimeServer) error, pid int64) error {
 	if len(batch) == 0 {
 		return nil
@@ -459,7 +483,10 @@ func (t *Target) putStates(ctx context.Context, batch []target.Change, answered 
 func (t *Target) putOneState(ctx context.Context, c target.Change, answered *answerBook, then func(target.Change, *models.RuntimeServer) error, pid int64) error {
 	switch c.Kind {
 	case target.KindForceUp:
-		return t.forceHealth(ctx, c, true, pid)
+		if err := t.forceHealth(ctx, c, true, pid); err != nil || then == nil {
+			return err
+		}
+		return then(c, nil)
 	case target.KindForceDown:
 		return t.forceHealth(ctx, c, false, pid)
 	}
@@ -545,6 +572,9 @@ func (t *Target) verifyFlips(ctx context.Context, desired []services.Service, fl
 			for _, sv := range d.Servers {
 				if sv.ForceDown && sv.HoldDown && !sv.Disabled {
 					continue // held: drained by the hold (see holdState)
+				}
+				if sv.Track != "" {
+					continue // never flipped; its admin state includes its tracked server's (diffAdmin)
 				}
 				want := services.AdminWord(d, sv)
 				if (st[sv.Name] == "ready") != (want == "ready") {

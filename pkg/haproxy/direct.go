@@ -360,11 +360,17 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 		if err := d.rt.SetWeights(ctx, weights); err != nil {
 			return res, fmt.Errorf("apply set_weight: %w", err)
 		}
+		// The deactivations of backends whose incoming server may be a
+		// tracker (target.TrackedBy) follow the force-ups that bring it UP.
+		downs, trackedDowns := splitTracked(downs, desired)
 		if err := d.rt.SetStates(ctx, downs); err != nil {
 			return res, fmt.Errorf("apply set_state: %w", err)
 		}
 		if err := d.forceUp(ctx, snap.pid, changes, &res); err != nil {
 			return res, err
+		}
+		if err := d.rt.SetStates(ctx, trackedDowns); err != nil {
+			return res, fmt.Errorf("apply set_state: %w", err)
 		}
 		// Trackers out of step last: a tracked server the apply forced
 		// moved its trackers already.

@@ -26,6 +26,7 @@ func (d *Direct) earlyFlips(snap *snapshot, desired []services.Service) []target
 		return nil
 	}
 	var out []target.Change
+	var tracking map[string]bool // backends with a tracking twin
 	for i := range desired {
 		s := &desired[i]
 		if services.WriteCheck(s.Check) || target.WantsHealth(*s) || services.Equal(&base[i], s) {
@@ -34,6 +35,16 @@ func (d *Direct) earlyFlips(snap *snapshot, desired []services.Service) []target
 		for _, c := range target.Diff(snap.current, desired[i:i+1]) {
 			if c.Kind != target.KindSetState {
 				return nil
+			}
+			if target.StateOf(c) != "ready" {
+				if tracking == nil {
+					tracking = target.TrackingBackends(desired)
+				}
+				if tracking[c.Backend] {
+					// Its incoming server may be a tracker that comes UP
+					// with a force-up: after it (Apply).
+					continue
+				}
 			}
 			out = append(out, c)
 		}
@@ -109,4 +120,24 @@ func withoutFlips(changes, done []target.Change) []target.Change {
 		out = append(out, c)
 	}
 	return out
+}
+
+// splitTracked splits deactivations into those of backends without a
+// tracking twin and those of backends with one (sent after the force-ups).
+func splitTracked(downs []Flip, desired []services.Service) (plain, tracked []Flip) {
+	if len(downs) == 0 {
+		return downs, nil
+	}
+	tracking := target.TrackingBackends(desired)
+	if len(tracking) == 0 {
+		return downs, nil
+	}
+	for _, f := range downs {
+		if tracking[f.Backend] {
+			tracked = append(tracked, f)
+		} else {
+			plain = append(plain, f)
+		}
+	}
+	return plain, tracked
 }

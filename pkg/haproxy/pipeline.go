@@ -220,6 +220,9 @@ func (d *Direct) verifyStates(ctx context.Context, desired []services.Service, c
 		}
 		backends = append(backends, s.Name)
 		for _, sv := range s.Servers {
+			if sv.Track != "" {
+				continue // never flipped; its admin state includes its tracked server's (diffAdmin)
+			}
 			want[s.Name+"/"+sv.Name] = services.AdminWord(s, sv)
 		}
 	}
