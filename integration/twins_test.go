@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -124,7 +125,9 @@ func twinsSwitchover(t *testing.T, apiBin, apiName string) {
 	// twinsRight: the controller is ready with leader, only it is up in the
 	// primary backend, its backup twin is the active one in the replica
 	// backend, and replica-service connections never land on it.
-	// A dead member (its member key gone) has both twins inactive.
+	// A dead member (its member key gone) has both twins inactive. The
+	// backup twins track the primary backend's servers: active is admin
+	// ready and UP (the tracked server's health), never flipped.
 	twinsRight := func(leader string, dead ...string) (bool, string) {
 		st, err := r.status()
 		if err != nil {
@@ -143,19 +146,29 @@ func twinsSwitchover(t *testing.T, apiBin, apiName string) {
 		if len(adm) != 2*len(pgTest.Members) {
 			return false, fmt.Sprintf("replica backend has %d servers, want %d twins: %v", len(adm), 2*len(pgTest.Members), adm)
 		}
+		rows, err := r.haproxy.servers(ctx, "pg-test-replica")
+		if err != nil {
+			return false, err.Error()
+		}
+		status := map[string]string{}
+		for _, row := range rows {
+			status[row.Name] = row.Status
+		}
 		for _, m := range pgTest.Members {
 			n, b := adm[m.Name], adm[m.Name+".backup"]
+			bs := status[m.Name+".backup"]
+			bActive := b == "ready" && strings.HasPrefix(bs, "UP")
 			if slices.Contains(dead, m.Name) {
-				if n == "ready" || b == "ready" {
-					return false, fmt.Sprintf("dead member %s: normal twin %s, backup twin %s", m.Name, n, b)
+				if n == "ready" || bActive {
+					return false, fmt.Sprintf("dead member %s: normal twin %s, backup twin %s %s", m.Name, n, b, bs)
 				}
 				continue
 			}
-			if m.Name == leader && (n == "ready" || b != "ready") {
-				return false, fmt.Sprintf("leader %s: normal twin %s, backup twin %s", leader, n, b)
+			if m.Name == leader && (n == "ready" || !bActive) {
+				return false, fmt.Sprintf("leader %s: normal twin %s, backup twin %s %s", leader, n, b, bs)
 			}
-			if m.Name != leader && (n != "ready" || b == "ready") {
-				return false, fmt.Sprintf("replica %s: normal twin %s, backup twin %s", m.Name, n, b)
+			if m.Name != leader && (n != "ready" || bActive) {
+				return false, fmt.Sprintf("replica %s: normal twin %s, backup twin %s %s", m.Name, n, b, bs)
 			}
 		}
 		as, err := probeN(ctx, svcAddr(testIP, portReplica), 6)

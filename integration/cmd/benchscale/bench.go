@@ -293,6 +293,11 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.layout == "twins" {
+		if trackers, trackerBackends, err = b.fleet.trackingTwins(b.inv); err != nil {
+			return nil, err
+		}
+	}
 	before := b.mark(ctx)
 	start = time.Now()
 	if b.controller, err = startChild("controller", b.dir, ctlBin, "run", "--config", ctlCfgPath); err != nil {
@@ -407,7 +412,9 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 	saved := b.o.timeout
 	b.o.timeout = min(saved, 2*time.Minute+time.Duration(o.n)*60*time.Millisecond)
 	b.notLiveAt = time.Time{}
+	expectTrackers = true
 	res.switchov.took, err = b.waitLive(ctx, want, backends, leaderAt, 2*time.Millisecond, nil, seeFence)
+	expectTrackers = false
 	res.switchNotYet = -1
 	if !b.notLiveAt.IsZero() {
 		res.switchNotYet = b.notLiveAt.Sub(leaderAt)
@@ -492,11 +499,13 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 	massWait := min(o.timeout, 90*time.Second+time.Duration(o.n)*90*time.Millisecond)
 	saved = b.o.timeout
 	b.o.timeout = massWait
+	expectTrackers = true
 	if o.followMass {
 		res.mass.took, err = b.waitLive(ctx, want, nil, lastLeader, b.pollEvery(), nil, nil)
 	} else {
 		res.mass.took, err = b.waitLogged(ctx, want, first, lastLeader)
 	}
+	expectTrackers = false
 	b.o.timeout = saved
 	b.logf("mass failover: %s", b.follow)
 	if err != nil {

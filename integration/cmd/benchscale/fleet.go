@@ -57,10 +57,21 @@ const (
 	portPrimary, portReplica, portDefault, portOffline = 5433, 5434, 5436, 5438
 )
 
+// benchOptions are Pigsty's default-server options (services.
+// DefaultServerOptions) with `fall 60` instead of `fall 3`. Nobody answers
+// the Patroni checks of most members here, so a new primary the controller
+// forces UP would go DOWN again after three failed checks (~3-5 s), and
+// the replica service's backup twins that track it with it: the benchmark
+// would measure the fleet's silence, not the controller. In a real fleet
+// the new primary passes its checks and stays UP; `fall 60` keeps it UP
+// for a minute, past every read of a phase. Nothing else changes: rise,
+// the intervals, and what a forced DOWN (the fence, a hold) does.
+const benchOptions = "inter 3s fastinter 1s downinter 5s rise 3 fall 60 on-marked-down shutdown-sessions slowstart 30s maxconn 3000 maxqueue 128 weight 100"
+
 // inventory is the Pigsty inventory: Pigsty's four default services per
 // cluster, each bound on the cluster's own service address (one HAProxy
 // carries every cluster, so *:5433 cannot be shared), inventory roles as
-// Patroni starts (seq 1 primary).
+// Patroni starts (seq 1 primary), with benchOptions.
 func (f *fleet) inventory() string {
 	var b strings.Builder
 	b.WriteString("# Pigsty inventory written by benchscale: N clusters x 3 members on loopback.\nall:\n  children:\n")
@@ -75,10 +86,10 @@ func (f *fleet) inventory() string {
 			fmt.Fprintf(&b, "        %s: { pg_seq: %d, pg_role: %s }\n", f.addr(i, seq), seq, role)
 		}
 		fmt.Fprintf(&b, "      vars:\n        pg_cluster: %s\n        pg_default_services:\n", f.clusterName(i))
-		fmt.Fprintf(&b, "          - { name: primary, port: %d, ip: %q, dest: default, check: /primary, selector: \"[]\" }\n", portPrimary, ip)
-		fmt.Fprintf(&b, "          - { name: replica, port: %d, ip: %q, dest: default, check: /read-only, selector: \"[]\", backup: \"[? pg_role == `primary` || pg_role == `offline` ]\" }\n", portReplica, ip)
-		fmt.Fprintf(&b, "          - { name: default, port: %d, ip: %q, dest: postgres, check: /primary, selector: \"[]\" }\n", portDefault, ip)
-		fmt.Fprintf(&b, "          - { name: offline, port: %d, ip: %q, dest: postgres, check: /replica, selector: \"[? pg_role == `offline` || pg_offline_query ]\", backup: \"[? pg_role == `replica` && !pg_offline_query]\" }\n", portOffline, ip)
+		fmt.Fprintf(&b, "          - { name: primary, port: %d, ip: %q, options: %q, dest: default, check: /primary, selector: \"[]\" }\n", portPrimary, ip, benchOptions)
+		fmt.Fprintf(&b, "          - { name: replica, port: %d, ip: %q, options: %q, dest: default, check: /read-only, selector: \"[]\", backup: \"[? pg_role == `primary` || pg_role == `offline` ]\" }\n", portReplica, ip, benchOptions)
+		fmt.Fprintf(&b, "          - { name: default, port: %d, ip: %q, options: %q, dest: postgres, check: /primary, selector: \"[]\" }\n", portDefault, ip, benchOptions)
+		fmt.Fprintf(&b, "          - { name: offline, port: %d, ip: %q, options: %q, dest: postgres, check: /replica, selector: \"[? pg_role == `offline` || pg_offline_query ]\", backup: \"[? pg_role == `replica` && !pg_offline_query]\" }\n", portOffline, ip, benchOptions)
 	}
 	b.WriteString("  vars:\n    pg_namespace: /pg\n    pg_default_service_dest: pgbouncer\n")
 	return b.String()
@@ -259,6 +270,33 @@ func (f *fleet) modelWanted(inv *topology.Inventory, only map[int]bool) (wanted,
 		}
 	}
 	return wantedOf(p, names), nil
+}
+
+// trackingTwins lays the fleet's plan out in twins (services.Twins) and
+// returns its tracking twins (backend/server) and their backends.
+func (f *fleet) trackingTwins(inv *topology.Inventory) (map[string]bool, map[string]bool, error) {
+	p, err := plan.Compute(inv, patroni.Decode("/pg", f.kvs(nil)), plan.Options{})
+	if err != nil {
+		return nil, nil, err
+	}
+	tr, bs := map[string]bool{}, map[string]bool{}
+	for _, c := range p.Clusters {
+		tw, err := services.Twins(c.Services)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, s := range tw {
+			if s.Layout != services.LayoutTwins {
+				continue
+			}
+			for _, sv := range s.Servers {
+				if sv.Track != "" {
+					tr[s.Name+"/"+sv.Name], bs[s.Name] = true, true
+				}
+			}
+		}
+	}
+	return tr, bs, nil
 }
 
 // modelWeights is every server's planned weight, by backend/address:port.

@@ -15,13 +15,43 @@ import (
 // drained server whose check fails.
 var inactive map[string]bool
 
+// trackers lists the tracking twins of the twins layout (backend/server:
+// the replica service's backup twins, which track the primary service's
+// servers and are never flipped), trackerBackends their backends.
+var trackers, trackerBackends map[string]bool
+
+// expectTrackers is set while a phase measures role changes made live
+// (the switchover, the mass failover): a tracking twin is then expected
+// active exactly where the plan has its member (the primary, as a
+// backup), i.e. UP by its tracked server's health (the fake members'
+// checks, or the controller's force-up of a new primary). Outside those
+// phases nobody answers the checks of most members, so the primaries are
+// DOWN by health: the backends with trackers are compared without their
+// backup servers.
+var expectTrackers bool
+
 // active reports whether a server row takes traffic by admin state: not in
 // maintenance and not draining (health does not matter: nobody listens).
+// A tracking twin (trackers) takes traffic by health: UP.
 func active(r haproxy.StatRow) bool {
 	if inactive[r.Proxy+"/"+r.Name] {
 		return false
 	}
+	if trackers[r.Proxy+"/"+r.Name] {
+		return strings.HasPrefix(r.Status, "UP")
+	}
 	return !strings.HasPrefix(r.Status, "MAINT") && !strings.HasPrefix(r.Status, "DRAIN")
+}
+
+// withoutBackups drops the backup servers of m.
+func withoutBackups(m map[string]bool) map[string]bool {
+	out := make(map[string]bool, len(m))
+	for k, v := range m {
+		if !v {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // adminStates reads `show servers state` and returns the servers in
@@ -227,6 +257,9 @@ func mismatch(rows []haproxy.StatRow, w wanted) (bad []string, example string) {
 		have := got[name]
 		if len(ignore) > 0 {
 			want, have = without(want, name), without(have, name)
+		}
+		if !expectTrackers && trackerBackends[name] {
+			want, have = withoutBackups(want), withoutBackups(have)
 		}
 		if !sameSet(have, want) {
 			bad = append(bad, name)
