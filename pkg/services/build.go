@@ -297,11 +297,17 @@ func server(v *topology.View, def *topology.ServiceDef, m *topology.MemberView, 
 // the primary: such a service carries writes, and a member that is being
 // demoted must take no new connections in it.
 func WriteCheck(check string) bool {
-	switch strings.TrimSuffix(strings.SplitN(check, "?", 2)[0], "/") {
+	switch checkPath(check) {
 	case "", "/primary", "/read-write", "/master", "/leader":
 		return true
 	}
 	return false
+}
+
+// checkPath is a Patroni health check's path without its query and
+// trailing slash ("/read-only?lag=1MB" -> "/read-only").
+func checkPath(check string) string {
+	return strings.TrimSuffix(strings.SplitN(check, "?", 2)[0], "/")
 }
 
 func plainServer(v *topology.View, def *topology.ServiceDef, m *topology.MemberView, dest string, selected, backup bool) Server {

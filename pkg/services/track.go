@@ -154,7 +154,7 @@ func backupIsPrimary(def *topology.ServiceDef, served []*topology.MemberView) bo
 // primary as it does on a running replica: /read-only (Pigsty's replica
 // service) and /health. (/replica, /sync, /async pass on replicas only.)
 func passesOnPrimary(check string) bool {
-	switch strings.TrimSuffix(strings.SplitN(check, "?", 2)[0], "/") {
+	switch checkPath(check) {
 	case "/read-only", "/health":
 		return true
 	}
