@@ -42,6 +42,7 @@ type bench struct {
 	api        *child
 	count      *counter
 	controller *child
+	rssMon     *rssMonitor // the controller's RSS, every rssEvery
 	statusURL  string
 	apiURL     string // the Data Plane API itself (not the counter)
 
@@ -57,6 +58,7 @@ func (b *bench) logf(format string, a ...any) {
 
 func (b *bench) teardown() {
 	b.fake.close()
+	b.rssMon.close()
 	if b.controller != nil {
 		b.controller.stop()
 	}
@@ -156,11 +158,16 @@ type result struct {
 	// after rssIdle), MB: spans in use, and objects (live and not yet
 	// collected).
 	heapInuse, heapAlloc float64
-	rss, hwm             float64 // controller MB, after the closing reads; peak
-	apiRSS               float64
-	hapRSS               float64 // current worker
-	version              string
-	floor                *floor // the API's own floor (nil: not measured)
+	// rssIdleLo, rssIdleHi: the least and greatest of the controller's RSS
+	// read every rssEvery over the idle window (rssIdle is one read at its
+	// end); rssMassHi: the greatest over the mass failover, from its first
+	// write to the end of the phase's reads. MB; 0 when not read.
+	rssIdleLo, rssIdleHi, rssMassHi float64
+	rss, hwm                        float64 // controller MB, after the closing reads; peak
+	apiRSS                          float64
+	hapRSS                          float64 // current worker
+	version                         string
+	floor                           *floor // the API's own floor (nil: not measured)
 }
 
 func (b *bench) run(ctx context.Context) (*result, error) {
@@ -303,6 +310,7 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 	if b.controller, err = startChild("controller", b.dir, ctlBin, "run", "--config", ctlCfgPath); err != nil {
 		return nil, err
 	}
+	b.rssMon = startRSS(b.controller.pid())
 	b.logf("controller started (pid %d); waiting for %d backends to be live", b.controller.pid(), len(want))
 	res.initial.name = "initial convergence"
 	var ready time.Duration
@@ -551,6 +559,7 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 		}
 	}
 	b.fill(ctx, &res.mass, before)
+	_, res.rssMassHi, _ = b.rssMon.span(first, time.Now())
 	b.logf("mass failover: live %s after the last leader key, %d API requests, %d reloads", res.mass.took.Round(time.Millisecond), res.mass.requests, res.mass.reloads)
 	if err := b.crossCheck(ctx, nil); err != nil {
 		return nil, err
@@ -593,6 +602,7 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 	tick.Stop()
 	res.idleFor = time.Since(t0)
 	res.rssIdle, _ = procStatus(b.controller.pid())
+	res.rssIdleLo, res.rssIdleHi, _ = b.rssMon.span(t0, time.Now())
 	res.heapInuse = b.metric(ctx, "go_memstats_heap_inuse_bytes") / 1e6
 	res.heapAlloc = b.metric(ctx, "go_memstats_heap_alloc_bytes") / 1e6
 	cpu1 := b.cpu(ctx)
@@ -1390,6 +1400,7 @@ func (r *result) print(w io.Writer) {
 	row("idle: /readyz not ready", "%d of %d samples", r.notReady, r.samples)
 	row("idle: CPU (share of one core) controller / API / HAProxy", "%.1f%% / %.1f%% / %.1f%%", 100*r.cpuCtl, 100*r.cpuAPI, 100*r.cpuHAP)
 	row("controller RSS idle / after the closing scrapes / peak", "%.0f MB / %.0f MB / %.0f MB", r.rssIdle, r.rss, r.hwm)
+	row(fmt.Sprintf("controller RSS read every %s: idle window least-greatest / mass failover greatest", rssEvery), "%.0f-%.0f MB / %.0f MB", r.rssIdleLo, r.rssIdleHi, r.rssMassHi)
 	row("controller Go heap at idle: spans in use / objects (live and uncollected)", "%.0f MB / %.0f MB", r.heapInuse, r.heapAlloc)
 	if r.o.driver != "direct" {
 		row("Data Plane API RSS", "%.0f MB", r.apiRSS)
@@ -1424,7 +1435,7 @@ func (r *result) appendRow(path string) error {
 		r.driverName(), r.o.n, ms(r.initial.ready), ms(r.initial.took), ms(r.switchov.took), liftText(r.switchov.settled)+"; "+ms(r.switchApplied), fenceText(r.fence),
 		r.switchov.offWeight, r.mass.offWeight, r.reqs(r.switchov), liftText(r.mass.took), r.reqs(r.mass),
 		r.initial.reloads, r.switchov.reloads, r.mass.reloads, r.idle.reloads, idle, r.notReady, r.samples, old,
-		r.rssIdle, r.rss, r.hwm, 100*r.cpuCtl, 100*r.cpuAPI, 100*r.cpuHAP, strings.TrimSpace(fmt.Sprintf("%s heap %.0f/%.0f MB%s %s", r.o.label, r.heapInuse, r.heapAlloc, r.floorNote(), r.machine)))
+		r.rssIdle, r.rss, r.hwm, 100*r.cpuCtl, 100*r.cpuAPI, 100*r.cpuHAP, strings.TrimSpace(fmt.Sprintf("%s heap %.0f/%.0f MB; RSS idle %.0f-%.0f MB, mass failover max %.0f MB%s %s", r.o.label, r.heapInuse, r.heapAlloc, r.rssIdleLo, r.rssIdleHi, r.rssMassHi, r.floorNote(), r.machine)))
 	return err
 }
 
