@@ -208,7 +208,7 @@ func (c *Controller) startProbing(ctx context.Context) {
 	c.mu.Lock()
 	c.tx.ctx = ctx
 	for _, t := range c.tx.active {
-		c.probeAll(t)
+		c.probeAll(t, nil)
 	}
 	c.mu.Unlock()
 }
@@ -260,6 +260,16 @@ func (c *Controller) trackTransitions(dcs map[string]*patroni.ClusterState, now 
 			st = nil // only probes and the clock move it on
 		}
 		c.advance(t, st, now)
+		if t.cancel == nil && c.tx.active[cl] == t {
+			// Probing starts here, after the transition's first advance:
+			// it knows by then which members' answers matter (a dead old
+			// primary whose key the leader key left, with its member key,
+			// needs none) and whether the new leader is on already (its
+			// probes then come every onEvery intervals from the first).
+			// Started before it, a 1,000-cluster mass failover dialed
+			// ~3,000 REST APIs in its first 50 ms instead of 1,000.
+			c.probeAll(t, st)
+		}
 	}
 }
 
@@ -344,7 +354,7 @@ func (c *Controller) startTransition(cl string, st *patroni.ClusterState, now ti
 	c.tx.active[cl] = t
 	c.log.Info("transition: probing Patroni's REST API", zap.String("cluster", cl), zap.String("cause", t.cause),
 		zap.String("from", t.from), zap.Strings("candidates", candidates))
-	c.probeAll(t)
+	// (Its probes start after its first advance: trackTransitions.)
 }
 
 // advance moves t on from the DCS view st (nil: the cluster is gone from
@@ -361,7 +371,9 @@ func (c *Controller) advance(t *transition, st *patroni.ClusterState, now time.T
 				if t.probes[leader] == nil {
 					if u := c.tx.apiURLs[cl][leader]; u != "" {
 						t.probes[leader] = &memberProbe{url: u}
-						c.probeAll(t)
+						if t.probing {
+							c.probeAll(t, st)
+						}
 					}
 				}
 			}
@@ -520,14 +532,7 @@ func (c *Controller) pruneProbes(t *transition, st *patroni.ClusterState) {
 	}
 	restart := false
 	for name, p := range t.probes {
-		need := true
-		switch {
-		case name == t.to:
-		case name == t.from:
-			need = t.offAt.IsZero() || st == nil || st.Members[name] != nil
-		default:
-			need = t.to == ""
-		}
+		need := t.needsProbe(name, st)
 		switch {
 		case !need && p.started:
 			p.cancel()
@@ -540,7 +545,21 @@ func (c *Controller) pruneProbes(t *transition, st *patroni.ClusterState) {
 		}
 	}
 	if restart {
-		c.probeAll(t)
+		c.probeAll(t, st)
+	}
+}
+
+// needsProbe reports whether member name's answers can still change
+// anything in t (see pruneProbes); st is its cluster's DCS view (nil: gone,
+// or not at hand, which keeps the old primary probed).
+func (t *transition) needsProbe(name string, st *patroni.ClusterState) bool {
+	switch {
+	case name == t.to:
+		return true
+	case name == t.from:
+		return t.offAt.IsZero() || st == nil || st.Members[name] != nil
+	default:
+		return t.to == ""
 	}
 }
 
@@ -612,9 +631,10 @@ func sinceOrZero(from, to time.Time) time.Duration {
 	return to.Sub(from)
 }
 
-// probeAll starts a probe goroutine for every member of t not probed yet,
-// while the controller runs and t's window lasts. Call with c.mu held.
-func (c *Controller) probeAll(t *transition) {
+// probeAll starts a probe goroutine for every member of t not probed yet
+// whose answers matter (needsProbe, from st), while the controller runs and
+// t's window lasts. Call with c.mu held.
+func (c *Controller) probeAll(t *transition, st *patroni.ClusterState) {
 	if c.tx.ctx == nil || !c.opts.Now().Before(t.deadline) {
 		return
 	}
@@ -625,8 +645,8 @@ func (c *Controller) probeAll(t *transition) {
 	if !t.probing {
 		return
 	}
-	for _, p := range t.probes {
-		if !p.started {
+	for name, p := range t.probes {
+		if !p.started && t.needsProbe(name, st) {
 			p.started = true
 			var ctx context.Context
 			ctx, p.cancel = context.WithCancel(t.ctx)
