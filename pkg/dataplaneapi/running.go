@@ -63,8 +63,8 @@ func (t *Target) rememberRunning(ctx context.Context, st *state) {
 			t.running.pid = pid
 		}
 	}
-	if st.text != "" {
-		t.running.before = st.text
+	if text := st.fileText(); text != "" {
+		t.running.before = text
 		return
 	}
 	text, v, err := t.c.GetRawConfig(ctx)

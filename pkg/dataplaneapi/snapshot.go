@@ -1,6 +1,9 @@
 package dataplaneapi
 
 import (
+	"bytes"
+	"compress/gzip"
+	"io"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,9 +29,13 @@ import (
 // keeps other sections verbatim.
 type snapshot struct {
 	version int64
-	// text is the file as read (or as posted), "" once the snapshot was
-	// patched after a per-object write: the raw path then reads it anew.
-	text    string
+	// packed is the file as read (or as posted), gzip-compressed (a
+	// 1,000-cluster file of 3.2 MB kept whole between applies was ~8 % of
+	// the controller's live heap; packed it is ~0.1 MB), nil once the
+	// snapshot was patched after a per-object write: the raw path then
+	// reads it anew. fileText unpacks it; the records below never point
+	// into the text (see parseSnapshot's own).
+	packed  []byte
 	readAt  time.Time
 	fe      map[string]*feRec
 	bind    map[string]*bindRec // the frontend's bind named like it, else its first
@@ -61,8 +68,10 @@ func parseSnapshot(text string, version int64) *snapshot {
 	// texts shares the option texts the backends and servers repeat (a
 	// fleet has a few default-server lines and server option sets): one
 	// string each instead of one per line (~2.5 MB at 1,000 clusters).
-	texts := map[string]string{}
-	sn.version, sn.text, sn.spread = version, text, 0
+	// Every string a record keeps is a copy (texts.own), never a piece of
+	// text: a piece would keep the whole file alive.
+	texts := owned{}
+	sn.version, sn.packed, sn.spread = version, packText(text), 0
 	var kind, name string
 	var stateFile, loadState bool
 	defaultsSeen := 0
@@ -74,7 +83,7 @@ func parseSnapshot(text string, version int64) *snapshot {
 		if l[0] != ' ' && l[0] != '\t' && sectionKeywords[f[0]] {
 			kind, name = f[0], ""
 			if len(f) > 1 {
-				name = f[1]
+				name = texts.own(f[1])
 			}
 			switch kind {
 			case "defaults":
@@ -82,13 +91,13 @@ func parseSnapshot(text string, version int64) *snapshot {
 			case "frontend":
 				fe := &feRec{name: name, maxconn: -1}
 				if len(f) > 3 && f[2] == "from" {
-					fe.from = f[3]
+					fe.from = texts.own(f[3])
 				}
 				sn.fe[name] = fe
 			case "backend":
 				be := &beRec{name: name}
 				if len(f) > 3 && f[2] == "from" {
-					be.from = f[3]
+					be.from = texts.own(f[3])
 				}
 				sn.be[name] = be
 				sn.servers[name] = map[string]*srvRec{}
@@ -112,7 +121,7 @@ func parseSnapshot(text string, version int64) *snapshot {
 				loadState = true
 			}
 		case "frontend":
-			sn.frontendLine(name, f)
+			sn.frontendLine(name, f, texts)
 		case "backend":
 			sn.backendLine(name, f, texts)
 		}
@@ -121,32 +130,32 @@ func parseSnapshot(text string, version int64) *snapshot {
 	return sn
 }
 
-func (sn *snapshot) frontendLine(name string, f []string) {
+func (sn *snapshot) frontendLine(name string, f []string, texts owned) {
 	fe := sn.fe[name]
 	switch f[0] {
 	case "mode":
-		fe.mode = word(f, 1)
+		fe.mode = texts.own(word(f, 1))
 	case "maxconn":
 		if n, err := strconv.ParseInt(word(f, 1), 10, 64); err == nil {
 			fe.maxconn = n
 		}
 	case "default_backend", "use_backend":
 		if f[0] == "default_backend" {
-			fe.defaultBackend = word(f, 1)
+			fe.defaultBackend = texts.own(word(f, 1))
 		}
 	case "bind":
 		host, port, err := cfgtext.SplitHostPort(word(f, 1))
 		if err != nil {
 			return
 		}
-		b := &bindRec{address: host, port: -1}
+		b := &bindRec{address: texts.own(host), port: -1}
 		if port != 0 {
 			b.port = port
 		}
 		b.name = host + ":" + strconv.FormatInt(port, 10)
 		for i := 2; i+1 < len(f); i++ {
 			if f[i] == "name" {
-				b.name = f[i+1]
+				b.name = texts.own(f[i+1])
 			}
 		}
 		if cur := sn.bind[name]; cur == nil || (b.name == name && cur.name != name) {
@@ -155,13 +164,13 @@ func (sn *snapshot) frontendLine(name string, f []string) {
 	}
 }
 
-func (sn *snapshot) backendLine(name string, f []string, texts map[string]string) {
+func (sn *snapshot) backendLine(name string, f []string, texts owned) {
 	be := sn.be[name]
 	switch {
 	case f[0] == "mode":
-		be.mode = word(f, 1)
+		be.mode = texts.own(word(f, 1))
 	case f[0] == "balance":
-		alg := word(f, 1)
+		alg := texts.own(word(f, 1))
 		be.balance = &alg
 	case f[0] == "option" && word(f, 1) == "httpchk":
 		be.advCheck = "httpchk"
@@ -172,9 +181,9 @@ func (sn *snapshot) backendLine(name string, f []string, texts map[string]string
 		for i := 2; i+1 < len(f); i++ {
 			switch f[i] {
 			case "meth":
-				hc.Method = f[i+1]
+				hc.Method = texts.own(f[i+1])
 			case "uri":
-				hc.URI = f[i+1]
+				hc.URI = texts.own(f[i+1])
 			}
 		}
 		sn.checks[name] = append(sn.checks[name], checkRules.get(hc))
@@ -185,12 +194,12 @@ func (sn *snapshot) backendLine(name string, f []string, texts map[string]string
 			hc.ExclamationMark = true
 			rest = rest[1:]
 		}
-		hc.Match, hc.Pattern = word(rest, 0), strings.Join(rest[min(1, len(rest)):], " ")
+		hc.Match, hc.Pattern = texts.own(word(rest, 0)), texts.own(strings.Join(rest[min(1, len(rest)):], " "))
 		sn.checks[name] = append(sn.checks[name], checkRules.get(hc))
 	case f[0] == "http-check":
 		// Other rules (connect, set-var, ...) only need to be counted and
 		// to differ from the controller's two rules.
-		sn.checks[name] = append(sn.checks[name], checkRules.get(models.HTTPCheck{Type: word(f, 1), Index: i64p(len(sn.checks[name]))}))
+		sn.checks[name] = append(sn.checks[name], checkRules.get(models.HTTPCheck{Type: texts.own(word(f, 1)), Index: i64p(len(sn.checks[name]))}))
 	case f[0] == "default-server":
 		text := share(texts, f[1:])
 		be.ds = dsLenient.get(text, false).ds
@@ -202,7 +211,9 @@ func (sn *snapshot) backendLine(name string, f []string, texts map[string]string
 			return
 		}
 		p, complete := parseParamsLenient(f[3:])
-		sn.servers[name][f[1]] = newSrvRec(f[1], host, port, p, share(texts, f[3:]))
+		p.SslCafile, p.Track = texts.own(p.SslCafile), texts.own(p.Track)
+		srv := texts.own(f[1])
+		sn.servers[name][srv] = newSrvRec(srv, texts.own(host), port, p, share(texts, f[3:]))
 		if !complete {
 			sn.partial[name+"/"+f[1]] = true
 		}
@@ -248,15 +259,67 @@ func parseParamsLenient(words []string) (models.ServerParams, bool) {
 	return cfgtext.ParseServerParamsLenient(words)
 }
 
-// share returns words joined by one space, the same string for the same
-// text within one parse.
-func share(texts map[string]string, words []string) string {
-	t := strings.Join(words, " ")
-	if s, ok := texts[t]; ok {
-		return s
+// owned is one parse's copies of the words its records keep: each word
+// once, as its own string (a piece of the file's text would keep the whole
+// text alive).
+type owned map[string]string
+
+// own returns s as a string of its own, the same one for the same text
+// within one parse.
+func (o owned) own(s string) string {
+	if s == "" {
+		return ""
 	}
-	texts[t] = t
-	return t
+	if c, ok := o[s]; ok {
+		return c
+	}
+	c := strings.Clone(s)
+	o[c] = c
+	return c
+}
+
+// share returns words joined by one space, the same string for the same
+// text within one parse (never a piece of the parsed text).
+func share(texts owned, words []string) string {
+	return texts.own(strings.Join(words, " "))
+}
+
+// packText is text gzip-compressed (nil for ""): a snapshot keeps the file
+// this way between applies and unpacks it only for a raw write.
+func packText(text string) []byte {
+	if text == "" {
+		return nil
+	}
+	var b bytes.Buffer
+	w, err := gzip.NewWriterLevel(&b, gzip.BestSpeed)
+	if err != nil {
+		return nil
+	}
+	if _, err := io.WriteString(w, text); err != nil {
+		return nil
+	}
+	if err := w.Close(); err != nil {
+		return nil
+	}
+	return bytes.Clone(b.Bytes())
+}
+
+// fileText is the file this snapshot was parsed from, "" when it has none
+// (patched after a per-object write) or it cannot be unpacked: the caller
+// then reads it from the API.
+func (sn *snapshot) fileText() string {
+	if len(sn.packed) == 0 {
+		return ""
+	}
+	r, err := gzip.NewReader(bytes.NewReader(sn.packed))
+	if err != nil {
+		return ""
+	}
+	var b strings.Builder
+	if _, err := io.Copy(&b, r); err != nil {
+		return ""
+	}
+	return b.String()
 }
 
 func word(f []string, i int) string {
@@ -305,7 +368,7 @@ func (sn *snapshot) clone() *snapshot {
 // stay partial.
 func (sn *snapshot) patched(desired []services.Service, touched map[string]bool, version int64) *snapshot {
 	out := sn.clone()
-	out.version, out.text = version, ""
+	out.version, out.packed = version, nil
 	for _, d := range desired {
 		if !touched[d.Name] {
 			continue

@@ -728,7 +728,7 @@ func (t *Target) applyConfig(ctx context.Context, st *state, desired []services.
 			return res, err
 		}
 		moved := *st.snapshot
-		moved.version, moved.text = res.Version, ""
+		moved.version, moved.packed = res.Version, nil
 		st = &state{snapshot: &moved, current: st.current, statePreserved: st.statePreserved}
 		changes = rest
 	}
@@ -1192,7 +1192,7 @@ func (t *Target) waitReload(ctx context.Context, id string) (string, error) {
 // and posts it in one call: cheaper than many per-object writes, because
 // each of those re-saves the whole transaction file.
 func (t *Target) applyRaw(ctx context.Context, st *state, desired []services.Service, changes []target.Change, calls int, res target.Result) (target.Result, error) {
-	text, v := st.text, st.version
+	text, v := st.fileText(), st.version
 	if text == "" {
 		// The parsed copy was patched after a per-object write: read the
 		// file itself once.

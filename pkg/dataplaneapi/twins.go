@@ -678,7 +678,7 @@ func (t *Target) applyWeightsRaw(ctx context.Context, st *state, desired []servi
 	if size > maxRuntimeActions {
 		return res, false, nil
 	}
-	text, v := st.text, st.version
+	text, v := st.fileText(), st.version
 	if text == "" {
 		var err error
 		if text, v, err = t.c.GetRawConfig(ctx); err != nil {
