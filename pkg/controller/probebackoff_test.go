@@ -118,7 +118,7 @@ func TestProbesGoOnDuringAReconcile(t *testing.T) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		tr := c.tx.active["pg-test"]
-		p := c.answers(tr, "pg-test-2")
+		p := answerOf(c, tr, "pg-test-2")
 		return p != nil && p.seen && p.last.Code == 503
 	})
 }
@@ -191,7 +191,7 @@ func TestProbesPruned(t *testing.T) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		tr := c.tx.active["pg-test"]
-		return tr != nil && c.answers(tr, "pg-test-3").seen && c.answers(tr, "pg-test-3").last.Code == 503
+		return tr != nil && answerOf(c, tr, "pg-test-3").seen && answerOf(c, tr, "pg-test-3").last.Code == 503
 	})
 }
 
@@ -241,4 +241,13 @@ func TestOnPrimaryProbedLess(t *testing.T) {
 	if newN < 1 || newN*2 > oldN {
 		t.Errorf("in the same time the new primary, on, was probed %d times and the old primary %d: want it still probed, at most half as often", newN, oldN)
 	}
+}
+
+// answerOf is c.answers as a pointer: nil when member has no probes in tr.
+func answerOf(c *Controller, tr *transition, member string) *probeBox {
+	b, ok := c.answers(tr, member)
+	if !ok {
+		return nil
+	}
+	return &b
 }

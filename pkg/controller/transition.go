@@ -108,17 +108,19 @@ type probeBox struct {
 	gen      int
 }
 
-// answers is a copy of what member's probes in t have said so far (nil when
-// it has none).
-func (c *Controller) answers(t *transition, member string) *probeBox {
+// answers is a copy of what member's probes in t have said so far (false
+// when it has none). A value, not a pointer: advance runs for every
+// cluster in transition at every reconcile (~100,000 copies in a
+// 1,000-cluster mass failover, 8 MB of garbage as pointers).
+func (c *Controller) answers(t *transition, member string) (probeBox, bool) {
 	p := t.probes[member]
 	if p == nil {
-		return nil
+		return probeBox{}, false
 	}
 	c.tx.boxMu.Lock()
 	b := p.box
 	c.tx.boxMu.Unlock()
-	return &b
+	return b, true
 }
 
 // onEvery is every how many intervals a new primary that is on is probed
@@ -362,7 +364,11 @@ func (c *Controller) startTransition(cl string, st *patroni.ClusterState, now ti
 // c.released / c.promoted for its cluster. Call with c.mu held.
 func (c *Controller) advance(t *transition, st *patroni.ClusterState, now time.Time) {
 	cl := t.cluster
-	from := c.answers(t, t.from)
+	var from *probeBox
+	fromBox, ok := c.answers(t, t.from)
+	if ok {
+		from = &fromBox
+	}
 	if st != nil {
 		switch leader := st.Leader; {
 		case leader != "" && leader != t.from:
@@ -436,7 +442,11 @@ func (c *Controller) advance(t *transition, st *patroni.ClusterState, now time.T
 		}
 	}
 	if t.to != "" && st != nil && st.Leader == t.to && !t.lost {
-		p := c.answers(t, t.to)
+		var p *probeBox
+		toBox, ok := c.answers(t, t.to)
+		if ok {
+			p = &toBox
+		}
 		switch {
 		case p != nil && p.seen && p.last.Primary() && p.last.Writable:
 			if t.onAt.IsZero() {

@@ -214,7 +214,7 @@ func TestTransitionSwitchover(t *testing.T) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		tr := c.tx.active["pg-test"]
-		return tr != nil && tr.to == "pg-test-2" && c.answers(tr, "pg-test-2").seen && c.answers(tr, "pg-test-2").last.Primary()
+		return tr != nil && tr.to == "pg-test-2" && answerOf(c, tr, "pg-test-2").seen && answerOf(c, tr, "pg-test-2").last.Primary()
 	})
 	afterProbes(t, a["pg-test-2"], 3)
 	// Meanwhile HAProxy's checks would bring it UP on that 200: it is
@@ -652,7 +652,7 @@ func TestTransitionMemberKeyBeforeREST(t *testing.T) {
 		tr := c.tx.active["pg-test"]
 		var seen bool
 		if tr != nil {
-			seen = c.answers(tr, "pg-test-2").seen
+			seen = answerOf(c, tr, "pg-test-2").seen
 		}
 		c.mu.Unlock()
 		if seen {
@@ -667,7 +667,7 @@ func TestTransitionMemberKeyBeforeREST(t *testing.T) {
 			c.mu.Lock()
 			defer c.mu.Unlock()
 			tr := c.tx.active["pg-test"]
-			return tr != nil && tr.to == "pg-test-2" && c.answers(tr, "pg-test-2").seen && c.answers(tr, "pg-test-2").last.Primary()
+			return tr != nil && tr.to == "pg-test-2" && answerOf(c, tr, "pg-test-2").seen && answerOf(c, tr, "pg-test-2").last.Primary()
 		})
 		afterProbes(t, a["pg-test-2"], 3)
 		eventually(t, "pg-test-2 held DOWN in the write services", func() bool {
