@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/haproxytech/client-native/v5/models"
@@ -518,24 +519,31 @@ func (t *Target) runtimeMany(ctx context.Context, batch []target.Change, do func
 }
 
 // eachParallel runs do for every item, n at a time, and returns the
-// errors, sorted.
+// errors, sorted. n workers take the items in turn (not a goroutine per
+// item): each request grows its goroutine's stack through the HTTP client,
+// and growing 4,000 fresh stacks was ~10 % of the controller's CPU in a
+// 1,000-cluster mass failover.
 func eachParallel[T any](items []T, n int, do func(T) error) []string {
-	sem := make(chan struct{}, n)
 	var mu sync.Mutex
 	var errs []string
 	var wg sync.WaitGroup
-	for _, it := range items {
+	var next atomic.Int64
+	for range min(max(n, 1), len(items)) {
 		wg.Add(1)
-		sem <- struct{}{}
-		go func(it T) {
+		go func() {
 			defer wg.Done()
-			defer func() { <-sem }()
-			if err := do(it); err != nil {
-				mu.Lock()
-				errs = append(errs, err.Error())
-				mu.Unlock()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(items) {
+					return
+				}
+				if err := do(items[i]); err != nil {
+					mu.Lock()
+					errs = append(errs, err.Error())
+					mu.Unlock()
+				}
 			}
-		}(it)
+		}()
 	}
 	wg.Wait()
 	sort.Strings(errs)
