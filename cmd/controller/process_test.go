@@ -264,6 +264,17 @@ func TestSIGHUPAndCommands(t *testing.T) {
 		if code := run([]string{"status", "--url", "http://" + p.addr, "--format", "json"}, &out, &errb); code != 0 || !json.Valid(out.Bytes()) {
 			t.Errorf("json status: exit %d, valid %v", code, json.Valid(out.Bytes()))
 		}
+		out.Reset()
+		if code := run([]string{"status", "--url", "http://" + p.addr, "--cluster", "pg-test"}, &out, &errb); code != 0 ||
+			!strings.Contains(out.String(), "cluster pg-test") {
+			t.Errorf("status --cluster pg-test: exit %d: %s %s", code, out.String(), errb.String())
+		}
+		out.Reset()
+		errb.Reset()
+		if code := run([]string{"status", "--url", "http://" + p.addr, "--cluster", "pg-nope"}, &out, &errb); code != 1 ||
+			!strings.Contains(errb.String(), "404") || !strings.Contains(errb.String(), "no cluster pg-nope in the plan") {
+			t.Errorf("status --cluster pg-nope: exit %d, stderr %q; want 1 and the 404 naming pg-nope", code, errb.String())
+		}
 	})
 
 	t.Run("diff command", func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strings"
 )
 
 // Handler serves GET /status (JSON), /healthz (the process is alive) and
@@ -14,9 +15,20 @@ import (
 func (c *Controller) Handler(extra map[string]http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) {
+		st := c.Status
+		// ?cluster=a&cluster=b or ?cluster=a,b: only those clusters (see
+		// StatusOf); 404 naming any the plan does not have.
+		if names := clusterParam(r); len(names) > 0 {
+			one, err := c.StatusOf(names)
+			if err != nil {
+				writeJSON(w, http.StatusNotFound, map[string]string{"error": err.Error()})
+				return
+			}
+			st = func() Status { return one }
+		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusOK)
-		_ = writeStatus(w, c.Status())
+		_ = writeStatus(w, st())
 	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -39,6 +51,20 @@ func (c *Controller) Handler(extra map[string]http.Handler) http.Handler {
 		mux.Handle(path, h)
 	}
 	return mux
+}
+
+// clusterParam is the cluster names of a /status request's cluster
+// parameters, each a name or a comma-separated list.
+func clusterParam(r *http.Request) []string {
+	var out []string
+	for _, v := range r.URL.Query()["cluster"] {
+		for _, n := range strings.Split(v, ",") {
+			if n = strings.TrimSpace(n); n != "" {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -1,6 +1,10 @@
 package controller
 
 import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -250,4 +254,61 @@ func (c *Controller) status(full bool) Status {
 	}
 	st.Ready = len(st.NotReady) == 0
 	return st
+}
+
+// StatusOf is Status narrowed to the named clusters: Clusters holds only
+// them (in plan order), and History only the events about them, an
+// event's changes cut to their backends (an apply's event names no
+// cluster: it is kept when one of its changes is theirs). The rest (DCS,
+// targets, readiness) is the whole controller's. At 1,000 clusters the
+// whole document is ~8 MB; an operator asking about one cluster gets a few
+// KB. An error names each cluster the plan does not have.
+func (c *Controller) StatusOf(names []string) (Status, error) {
+	st := c.status(true)
+	want := make(map[string]bool, len(names))
+	for _, n := range names {
+		want[n] = true
+	}
+	backends := map[string]bool{}
+	var kept []ClusterStatus
+	for _, cs := range st.Clusters {
+		if !want[cs.Name] {
+			continue
+		}
+		delete(want, cs.Name)
+		kept = append(kept, cs)
+		for _, s := range cs.Services {
+			backends[s.Name] = true
+		}
+	}
+	if len(want) > 0 {
+		missing := make([]string, 0, len(want))
+		for n := range want {
+			missing = append(missing, n)
+		}
+		sort.Strings(missing)
+		return Status{}, fmt.Errorf("no cluster %s in the plan (%d clusters)", strings.Join(missing, ", "), len(st.Clusters))
+	}
+	st.Clusters = kept
+	var history []Event
+	for _, ev := range st.History {
+		if ev.Cluster != "" {
+			if slices.ContainsFunc(kept, func(cs ClusterStatus) bool { return cs.Name == ev.Cluster }) {
+				history = append(history, ev)
+			}
+			continue
+		}
+		var changes []target.Change
+		for _, ch := range ev.Changes {
+			if backends[ch.Backend] {
+				changes = append(changes, ch)
+			}
+		}
+		if len(changes) > 0 {
+			ev.Changes = changes
+			history = append(history, ev)
+		}
+	}
+	st.History = history
+	return st, nil
 }
