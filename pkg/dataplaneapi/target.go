@@ -1192,10 +1192,16 @@ func (t *Target) waitReload(ctx context.Context, id string) (string, error) {
 // and posts it in one call: cheaper than many per-object writes, because
 // each of those re-saves the whole transaction file.
 func (t *Target) applyRaw(ctx context.Context, st *state, desired []services.Service, changes []target.Change, calls int, res target.Result) (target.Result, error) {
-	text, v := st.fileText(), st.version
+	// rememberRunning, called right before with st, has the file at
+	// st.version already (unpacked, or read when the parsed copy had
+	// none): unpacking or reading it again doubled the work of a write.
+	text, v := t.running.before, st.version
 	if text == "" {
-		// The parsed copy was patched after a per-object write: read the
-		// file itself once.
+		text = st.fileText()
+	}
+	if text == "" {
+		// The parsed copy was patched after a per-object write (and
+		// rememberRunning could not read it): read the file itself once.
 		var err error
 		if text, v, err = t.c.GetRawConfig(ctx); err != nil {
 			return res, fmt.Errorf("read raw configuration: %w", err)
