@@ -15,20 +15,21 @@ import (
 func (c *Controller) Handler(extra map[string]http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) {
-		st := c.Status
 		// ?cluster=a&cluster=b or ?cluster=a,b: only those clusters (see
 		// StatusOf); 404 naming any the plan does not have.
+		var st Status
 		if names := clusterParam(r); len(names) > 0 {
-			one, err := c.StatusOf(names)
-			if err != nil {
+			var err error
+			if st, err = c.StatusOf(names); err != nil {
 				writeJSON(w, http.StatusNotFound, map[string]string{"error": err.Error()})
 				return
 			}
-			st = func() Status { return one }
+		} else {
+			st = c.Status()
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusOK)
-		_ = writeStatus(w, st())
+		_ = writeStatus(w, st)
 	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

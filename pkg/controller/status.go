@@ -2,7 +2,6 @@ package controller
 
 import (
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -270,12 +269,14 @@ func (c *Controller) StatusOf(names []string) (Status, error) {
 		want[n] = true
 	}
 	backends := map[string]bool{}
+	found := map[string]bool{}
 	var kept []ClusterStatus
 	for _, cs := range st.Clusters {
 		if !want[cs.Name] {
 			continue
 		}
 		delete(want, cs.Name)
+		found[cs.Name] = true
 		kept = append(kept, cs)
 		for _, s := range cs.Services {
 			backends[s.Name] = true
@@ -293,7 +294,7 @@ func (c *Controller) StatusOf(names []string) (Status, error) {
 	var history []Event
 	for _, ev := range st.History {
 		if ev.Cluster != "" {
-			if slices.ContainsFunc(kept, func(cs ClusterStatus) bool { return cs.Name == ev.Cluster }) {
+			if found[ev.Cluster] {
 				history = append(history, ev)
 			}
 			continue

@@ -139,12 +139,28 @@ func TestStatusOfOneCluster(t *testing.T) {
 		}
 	}
 
+	// pg-a's backends are a prefix of pg-ab's names: none of pg-ab's may
+	// come with it.
+	code, a, body := get("?cluster=pg-a")
+	if code != http.StatusOK || len(a.Clusters) != 1 || a.Clusters[0].Name != "pg-a" {
+		t.Fatalf("?cluster=pg-a: %d %s", code, body)
+	}
+	gotA := backendsIn(a)
+	if !gotA["pg-a-primary"] {
+		t.Errorf("?cluster=pg-a: history's changes %v lack pg-a-primary", gotA)
+	}
+	for b := range gotA {
+		if strings.HasPrefix(b, "pg-ab-") {
+			t.Errorf("?cluster=pg-a: history has pg-ab's change to %s", b)
+		}
+	}
+
 	code, two, _ := get("?cluster=pg-a&cluster=pg-ab")
 	if code != http.StatusOK || len(two.Clusters) != 2 {
 		t.Fatalf("two clusters: %d, %d clusters", code, len(two.Clusters))
 	}
 
-	code, _, body := get("?cluster=pg-ab,pg-zz,pg-yy")
+	code, _, body = get("?cluster=pg-ab,pg-zz,pg-yy")
 	if code != http.StatusNotFound || !strings.Contains(body, "no cluster pg-yy, pg-zz in the plan") {
 		t.Fatalf("unknown clusters: %d %s; want 404 naming pg-yy, pg-zz", code, body)
 	}
