@@ -24,6 +24,10 @@ func TestParseMemoryLimit(t *testing.T) {
 		!strings.Contains(err.Error(), "-memory-limit") {
 		t.Errorf("-memory-limit lots: got %v, want a -memory-limit error", err)
 	}
+	if _, _, err := parseRun([]string{"-inventory", "x.yml", "-heap-target", "64MB"}, io.Discard); err == nil ||
+		!strings.Contains(err.Error(), "-heap-target") {
+		t.Errorf("-heap-target 64MB: got %v, want a -heap-target error", err)
+	}
 }
 
 // TestSetMemoryLimit: the flag wins over GOMEMLIMIT, 0 removes the limit,

@@ -38,6 +38,9 @@ type runFlags struct {
 	// memoryLimit is the Go runtime's soft memory limit ("" = GOMEMLIMIT,
 	// else none; see setMemoryLimit).
 	memoryLimit string
+	// heapTarget is the heap size the collector aims at ("" or "0":
+	// none; see heapTuner).
+	heapTarget string
 	// keepFreed keeps the memory a burst freed instead of returning it to
 	// the OS when the controller is quiet again (releaser).
 	keepFreed bool
@@ -83,8 +86,14 @@ func parseRunAll(args []string, stderr io.Writer) (*config.Config, runFlags, err
 	fs.StringVar(&f.pprof, "pprof", "", "serve Go's profiling endpoints (/debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060 (off)")
 	fs.BoolVar(&f.keepFreed, "keep-freed-memory", false, "do not return freed memory and garbage (a mass failover's, the idle resyncs') to the OS while the controller is quiet")
 	fs.StringVar(&f.memoryLimit, "memory-limit", "", "soft limit of the Go runtime's memory, e.g. 96MiB; 0 for none (default: GOMEMLIMIT if set, else none)")
+	fs.StringVar(&f.heapTarget, "heap-target", "", "the heap size the Go collector aims at, e.g. 64MiB: it collects more often (down to GOGC=25) as the live heap nears it, costing CPU; 0 or unset: Go's default (GOGC)")
 	if err := fs.Parse(args); err != nil {
 		return nil, f, err
+	}
+	if f.heapTarget != "" {
+		if _, err := parseMemoryLimit(f.heapTarget); err != nil {
+			return nil, f, fmt.Errorf("-heap-target %w", err)
+		}
 	}
 	if f.memoryLimit != "" {
 		if _, err := parseMemoryLimit(f.memoryLimit); err != nil {
@@ -160,6 +169,16 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 		return 2
 	} else if limit > 0 {
 		log.Info("soft memory limit", zap.Int64("bytes", limit), zap.String("from", from))
+	}
+	var target uint64 // none by default (heaptarget.go)
+	if f.heapTarget != "" {
+		n, _ := parseMemoryLimit(f.heapTarget) // checked by parseRun
+		target = uint64(n)
+	}
+	if t := newHeapTuner(ctx, target); t != nil {
+		log.Info("heap target", zap.Uint64("bytes", target), zap.Int("gogc_floor", t.floor), zap.Int("gogc_ceil", t.ceil))
+		t.onSet = func(gogc int) { log.Debug("heap target: GOGC set", zap.Int("gogc", gogc)) }
+		t.start()
 	}
 	if !f.keepFreed {
 		go newReleaser().run(ctx)

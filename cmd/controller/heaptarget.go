@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
+)
+
+// -heap-target is off by default. At 1,000 clusters the live heap is ~40
+// MB idle and ~45-58 MB at a mass failover's collections; with the
+// collector's default (GOGC=100: collect when the heap has doubled) the
+// heap reached ~110 MB and the RSS ~150-160 MB. -heap-target 64MiB held
+// the heap under ~70 MB and the RSS at 120-128 MB, but the collections it
+// adds cost a mass failover through the direct driver ~1 s of CPU and
+// ~0.45 s of its time (RESULTS.md, "A heap target"): a choice for an
+// operator whose memory limit is tight, not a default.
+
+// gcFloor is the lowest GOGC the heap target sets: the collector then runs
+// at most about four times as often as by default (GOGC=100), so a live
+// heap above the target costs memory, never a collector that runs without
+// pause (a -memory-limit near the live heap cost a mass failover 3x its
+// CPU: RESULTS.md).
+const gcFloor = 25
+
+// heapTuner lowers GOGC as the live heap grows so that the heap's goal (the
+// size at which the next collection is due: live x (1 + GOGC/100)) stays
+// at target: GOGC = 100 x (target/live - 1), between floor and ceil (the
+// GOGC in force at start, 100 unless the GOGC variable says otherwise). It
+// looks once per collection (a finalizer, so never while nothing is
+// allocated), when the live heap the collection found is known. A soft
+// memory limit (-memory-limit) keeps working beside it.
+type heapTuner struct {
+	target      uint64
+	floor, ceil int
+	live        func() uint64  // the live heap found by the last collection
+	set         func(int) int  // debug.SetGCPercent
+	cur         int            // the GOGC in force
+	done        func() bool    // stop looking (the context is done)
+	onSet       func(gogc int) // optional: told each change (logging)
+}
+
+// percent is the GOGC that puts the heap's goal at t.target for a live
+// heap of live bytes.
+func (t *heapTuner) percent(live uint64) int {
+	if live == 0 {
+		return t.ceil
+	}
+	p := int(100 * (float64(t.target)/float64(live) - 1))
+	return max(t.floor, min(p, t.ceil))
+}
+
+// step applies percent to the live heap of the last collection.
+func (t *heapTuner) step() {
+	p := t.percent(t.live())
+	if p == t.cur {
+		return
+	}
+	t.set(p)
+	t.cur = p
+	if t.onSet != nil {
+		t.onSet(p)
+	}
+}
+
+// liveHeap reads the live heap the last collection marked.
+func liveHeap() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64()
+}
+
+// currentGOGC reads the GOGC in force (-1: off).
+func currentGOGC() int {
+	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 100
+	}
+	return int(int64(s[0].Value.Uint64()))
+}
+
+// newHeapTuner returns a tuner for target bytes, or nil when there is
+// nothing to tune: no target, or the collector is off (GOGC=off) or
+// already at or below the floor.
+func newHeapTuner(ctx context.Context, target uint64) *heapTuner {
+	base := currentGOGC()
+	if target == 0 || base <= gcFloor { // GOGC=off reads as -1
+
+		return nil
+	}
+	return &heapTuner{target: target, floor: gcFloor, ceil: base, live: liveHeap,
+		set: debug.SetGCPercent, cur: base, done: func() bool { return ctx.Err() != nil }}
+}
+
+// tunerSentinel is an object nothing refers to: its finalizer runs after
+// each collection that finds it unreachable, steps the tuner and re-arms
+// itself for the next one.
+type tunerSentinel struct {
+	t *heapTuner
+	_ [16]byte // not a tiny object: those are finalized late or never
+}
+
+func finalizeSentinel(s *tunerSentinel) {
+	if s.t.done() {
+		return
+	}
+	s.t.step()
+	runtime.SetFinalizer(s, finalizeSentinel)
+}
+
+// start makes t look after every collection until its context is done.
+func (t *heapTuner) start() {
+	t.step()
+	runtime.SetFinalizer(&tunerSentinel{t: t}, finalizeSentinel)
+}

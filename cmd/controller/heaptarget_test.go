@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"runtime"
+	"runtime/debug"
+	"testing"
+	"time"
+)
+
+func TestHeapTunerPercent(t *testing.T) {
+	h := &heapTuner{target: 64 << 20, floor: 25, ceil: 100}
+	for _, c := range []struct {
+		live uint64
+		want int
+	}{
+		{0, 100},        // nothing known yet: the default
+		{8 << 20, 100},  // a small fleet: never above the GOGC in force
+		{32 << 20, 100}, // half the target: the default reaches it exactly
+		{40 << 20, 60},  // 1,000 clusters idle: goal 64 MiB
+		{48 << 20, 33},
+		{56 << 20, 25},  // a mass failover: the floor, goal 70 MiB
+		{200 << 20, 25}, // far above: the floor, never a collector without pause
+	} {
+		if got := h.percent(c.live); got != c.want {
+			t.Errorf("live %d MiB: GOGC %d, want %d", c.live>>20, got, c.want)
+		}
+	}
+}
+
+func TestHeapTunerStep(t *testing.T) {
+	var live uint64
+	var set []int
+	h := &heapTuner{target: 64 << 20, floor: 25, ceil: 100, cur: 100,
+		live: func() uint64 { return live }, set: func(p int) int { set = append(set, p); return 0 }}
+	for _, l := range []uint64{10 << 20, 40 << 20, 40 << 20, 56 << 20, 10 << 20} {
+		live = l
+		h.step()
+	}
+	want := []int{60, 25, 100} // no call when GOGC would not change
+	if len(set) != len(want) {
+		t.Fatalf("SetGCPercent calls %v, want %v", set, want)
+	}
+	for i := range want {
+		if set[i] != want[i] {
+			t.Fatalf("SetGCPercent calls %v, want %v", set, want)
+		}
+	}
+}
+
+// TestHeapTunerFollowsCollections runs the tuner on the real runtime: a
+// live heap above the target brings GOGC to the floor after a collection,
+// and back to the default once it is garbage.
+func TestHeapTunerFollowsCollections(t *testing.T) {
+	orig := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(orig) })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	h := newHeapTuner(ctx, 8<<20)
+	if h == nil {
+		t.Fatal("no tuner at GOGC=100")
+	}
+	h.start()
+	waitGOGC := func(want int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for currentGOGC() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("GOGC %d, want %d (live heap %d MiB)", currentGOGC(), want, liveHeap()>>20)
+			}
+			runtime.GC() // the tuner looks after each collection
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	held := make([][]byte, 32)
+	for i := range held {
+		held[i] = make([]byte, 1<<20)
+	}
+	waitGOGC(gcFloor)
+	runtime.KeepAlive(held)
+	held = nil
+	waitGOGC(100)
+	cancel()
+	// Stopped: it no longer changes GOGC.
+	debug.SetGCPercent(77)
+	runtime.GC()
+	runtime.GC()
+	if g := currentGOGC(); g != 77 {
+		t.Errorf("GOGC %d after the tuner stopped, want 77", g)
+	}
+}
+
+func TestHeapTunerOff(t *testing.T) {
+	ctx := context.Background()
+	if newHeapTuner(ctx, 0) != nil {
+		t.Error("a tuner for -heap-target 0")
+	}
+	orig := debug.SetGCPercent(-1)
+	defer debug.SetGCPercent(orig)
+	if newHeapTuner(ctx, 64<<20) != nil {
+		t.Error("a tuner with GOGC=off")
+	}
+}
