@@ -91,7 +91,7 @@ func referenceTwins(in []Service) ([]Service, error) {
 					tw.Weight, tw.ForceUp, tw.ForceDown, tw.HoldDown, tw.Reason, tw.Selected = p.Weight, p.ForceUp, p.ForceDown, p.HoldDown, "active twin: "+p.Reason, p.Selected
 				case in && p.Backup == backup:
 					tw.Disabled, tw.ForceUp, tw.ForceDown, tw.HoldDown = true, false, false, false
-					tw.Reason = fmt.Sprintf("inactive twin (%s): the DCS does not report %s running; Pigsty's layout: %s", inactive, c.Name, p.Reason)
+					tw.Reason = fmt.Sprintf("inactive twin (%s): the DCS does not report the member running; Pigsty's layout: %s", inactive, p.Reason)
 				case in:
 					tw.Disabled, tw.ForceUp, tw.ForceDown, tw.HoldDown = true, false, false, false
 					tw.Reason = fmt.Sprintf("inactive twin (%s): the member is %s", inactive, map[bool]string{true: "a backup server", false: "a normal server"}[p.Backup])
