@@ -83,19 +83,26 @@ const KindRepairState = "repair_state"
 
 type twins struct {
 	Target
-	// last is the layout the last successful apply was given (nil before
-	// the first): the admin state it left on each server (Disabled) tells
-	// a repair from a role change. It shares the services that did not
-	// change with prevOut (a map of its 24,000 servers at 1,000 clusters
-	// was ~1.4 MB of the idle heap).
-	last []services.Service
+	// applied: backend/server -> Disabled as the last successful apply left it.
+	applied map[twinKey]bool
 	// prevIn and prevOut are the last layout's input (the caller's desired,
 	// never modified: Target's contract) and result: a service Equal to
 	// one of prevIn, whose tracked service (prevSrc, nil for none) is
 	// Equal to its own, has prevOut's layout of it.
 	prevIn, prevOut []services.Service
 	prevSrc         []*services.Service
+	// pending[i]: prevOut[i] was laid out since the last successful apply
+	// (by this call or an earlier one, failed or a dry run): only those
+	// can differ in applied (24,000 servers at 1,000 clusters were written
+	// into applied per apply).
+	pending []bool
+	// settledAll: applied holds every server of an apply (the first).
+	settledAll bool
 }
+
+// twinKey names a server without concatenating (24,000 keys per apply at
+// 1,000 clusters).
+type twinKey struct{ backend, server string }
 
 // layout is services.Twins(desired), laying out again only the services
 // that changed since the last call: an apply among 1,000 clusters where one
@@ -106,6 +113,7 @@ func (t *twins) layout(desired []services.Service) ([]services.Service, error) {
 	var byName map[string]int // prevIn's index by name, built when the order changed
 	var out []services.Service
 	same := len(desired) == len(t.prevOut) && len(desired) > 0
+	pending := make([]bool, len(desired))
 	srcs := services.TrackSources(desired)
 	for i := range desired {
 		s := &desired[i]
@@ -132,11 +140,13 @@ func (t *twins) layout(desired []services.Service) ([]services.Service, error) {
 		var tw services.Service
 		if k >= 0 {
 			tw = t.prevOut[k]
+			pending[i] = t.pending[k]
 		} else {
 			var err error
 			if tw, err = services.LayOut(desired[i], srcs[i]); err != nil {
 				return nil, err
 			}
+			pending[i] = true
 		}
 		if same && k != i {
 			same = false
@@ -150,6 +160,7 @@ func (t *twins) layout(desired []services.Service) ([]services.Service, error) {
 			out = append(out, tw)
 		}
 	}
+	t.pending = pending
 	t.prevSrc = srcs
 	if same {
 		t.prevIn = desired
@@ -187,31 +198,28 @@ func (t *twins) Apply(ctx context.Context, desired []services.Service) (Result, 
 		return Result{}, err
 	}
 	res, err := t.Target.Apply(ctx, tw)
-	// Built at the first set_state: tw's and last's twin-layout services by
-	// name (the last of a name, as a map would).
-	var byName, lastByName map[string]*services.Service
+	var byName map[string]*services.Service // built at the first set_state
 	for i, c := range res.Changes {
-		if c.Kind != KindSetState || t.last == nil {
+		if c.Kind != KindSetState {
 			continue
 		}
 		if byName == nil {
-			byName, lastByName = twinsByName(tw), twinsByName(t.last)
-		}
-		s, l := byName[c.Backend], lastByName[c.Backend]
-		if s == nil || l == nil {
-			continue
-		}
-		var last, found bool
-		for _, sv := range l.Servers {
-			if sv.Name == c.Server {
-				last, found = sv.Disabled, true
+			byName = make(map[string]*services.Service, len(tw))
+			for j := range tw {
+				if tw[j].Layout == services.LayoutTwins {
+					byName[tw[j].Name] = &tw[j]
+				}
 			}
+		}
+		s := byName[c.Backend]
+		if s == nil {
+			continue
 		}
 		for _, sv := range s.Servers {
 			if sv.Name != c.Server {
 				continue
 			}
-			if found && last == sv.Disabled {
+			if last, ok := t.applied[twinKey{c.Backend, c.Server}]; ok && last == sv.Disabled {
 				res.Changes[i].Kind = KindRepairState
 				res.Changes[i].Detail += " (repaired: the running HAProxy differed from the last apply)"
 			}
@@ -219,34 +227,25 @@ func (t *twins) Apply(ctx context.Context, desired []services.Service) (Result, 
 		}
 	}
 	if err == nil {
-		t.last = tw
-	}
-	return res, err
-}
-
-// twinsByName maps the names of the twin-layout services of tw to them
-// (the last of a name).
-func twinsByName(tw []services.Service) map[string]*services.Service {
-	out := make(map[string]*services.Service, len(tw))
-	for i := range tw {
-		if tw[i].Layout == services.LayoutTwins {
-			out[tw[i].Name] = &tw[i]
+		if t.applied == nil {
+			t.applied = map[twinKey]bool{}
 		}
-	}
-	return out
-}
-
-// lastDisabled reports the Disabled the last successful apply gave server
-// in backend, and whether it had that server (tests).
-func (t *twins) lastDisabled(backend, server string) (disabled, ok bool) {
-	if l := twinsByName(t.last)[backend]; l != nil {
-		for _, sv := range l.Servers {
-			if sv.Name == server {
-				disabled, ok = sv.Disabled, true
+		// A service not pending has the layout the last successful apply
+		// gave it: its servers are in applied already. (With a name twice
+		// an earlier pending one could overwrite a later settled one, but
+		// every driver refuses such a desired: services.Validate.)
+		for i, s := range tw {
+			if s.Layout != services.LayoutTwins || t.settledAll && !t.pending[i] {
+				continue
+			}
+			for _, sv := range s.Servers {
+				t.applied[twinKey{s.Name, sv.Name}] = sv.Disabled
 			}
 		}
+		t.settledAll = true
+		clear(t.pending)
 	}
-	return disabled, ok
+	return res, err
 }
 
 // TrackedBy maps each server tracked by a twin of desired (services.Server.Track

@@ -203,15 +203,14 @@ func (f failingTarget) Apply(_ context.Context, desired []services.Service) (Res
 
 // The admin states a twins target remembers as applied (what tells a
 // repair from a role change) are those of every server of the last
-// successful apply's layout: random sequences with failed applies and dry
-// runs (Diff) in between.
+// successful apply's layout, as when every server was written per apply:
+// random sequences with failed applies and dry runs (Diff) in between.
 func TestTwinsAppliedIsLastSuccess(t *testing.T) {
-	type key struct{ backend, server string }
 	r := rand.New(rand.NewSource(5))
 	ctx := context.Background()
 	for run := 0; run < 40; run++ {
 		tw := &twins{Target: failingTarget{fail: func() bool { return r.Intn(3) == 0 }}}
-		var want map[key]bool
+		want := map[twinKey]bool{}
 		var desired []services.Service
 		for c := 0; c < 5; c++ {
 			for k := 0; k < 4; k++ {
@@ -226,33 +225,28 @@ func TestTwinsAppliedIsLastSuccess(t *testing.T) {
 			}
 			_, err := tw.Apply(ctx, desired)
 			if err == nil {
-				want = map[key]bool{}
 				laid, _ := services.Twins(desired)
 				for _, s := range laid {
 					if s.Layout != services.LayoutTwins {
 						continue
 					}
 					for _, sv := range s.Servers {
-						want[key{s.Name, sv.Name}] = sv.Disabled
+						want[twinKey{s.Name, sv.Name}] = sv.Disabled
 					}
 				}
 			}
-			var diff []string
-			for k, v := range want {
-				if g, ok := tw.lastDisabled(k.backend, k.server); !ok || g != v {
-					diff = append(diff, fmt.Sprintf("%v: %v (have %v %v)", k, v, g, ok))
+			if len(want) > 0 && !reflect.DeepEqual(tw.applied, want) {
+				var diff []string
+				for k, v := range want {
+					if g, ok := tw.applied[k]; !ok || g != v {
+						diff = append(diff, fmt.Sprintf("%v: %v (have %v %v)", k, v, g, ok))
+					}
 				}
-			}
-			n := 0
-			for _, s := range tw.last {
-				if s.Layout == services.LayoutTwins {
-					n += len(s.Servers)
+				for k := range tw.applied {
+					if _, ok := want[k]; !ok {
+						diff = append(diff, fmt.Sprintf("%v extra", k))
+					}
 				}
-			}
-			if want != nil && n != len(want) || want == nil && tw.last != nil {
-				diff = append(diff, fmt.Sprintf("%d servers remembered, want %d", n, len(want)))
-			}
-			if len(diff) > 0 {
 				t.Fatalf("run %d step %d: applied differs from the last successful layout: %v", run, step, diff)
 			}
 		}
