@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+
+	"go.uber.org/zap"
 )
 
 // -heap-target is off by default. At 1,000 clusters the live heap is ~40
@@ -89,7 +92,6 @@ func currentGOGC() int {
 func newHeapTuner(ctx context.Context, target uint64) *heapTuner {
 	base := currentGOGC()
 	if target == 0 || base <= gcFloor { // GOGC=off reads as -1
-
 		return nil
 	}
 	return &heapTuner{target: target, floor: gcFloor, ceil: base, live: liveHeap,
@@ -99,10 +101,7 @@ func newHeapTuner(ctx context.Context, target uint64) *heapTuner {
 // tunerSentinel is an object nothing refers to: its finalizer runs after
 // each collection that finds it unreachable, steps the tuner and re-arms
 // itself for the next one.
-type tunerSentinel struct {
-	t *heapTuner
-	_ [16]byte // not a tiny object: those are finalized late or never
-}
+type tunerSentinel struct{ t *heapTuner }
 
 func finalizeSentinel(s *tunerSentinel) {
 	if s.t.done() {
@@ -110,6 +109,26 @@ func finalizeSentinel(s *tunerSentinel) {
 	}
 	s.t.step()
 	runtime.SetFinalizer(s, finalizeSentinel)
+}
+
+// startHeapTarget starts a tuner for -heap-target's value (flag, "" when
+// not given; "0" is none too) and returns it, nil when none runs.
+func startHeapTarget(ctx context.Context, flag string, log *zap.Logger) (*heapTuner, error) {
+	if flag == "" {
+		return nil, nil
+	}
+	n, err := parseMemoryLimit(flag)
+	if err != nil {
+		return nil, fmt.Errorf("-heap-target %w", err)
+	}
+	t := newHeapTuner(ctx, uint64(n))
+	if t == nil {
+		return nil, nil
+	}
+	log.Info("heap target", zap.Int64("bytes", n), zap.Int("gogc_floor", t.floor), zap.Int("gogc_ceil", t.ceil))
+	t.onSet = func(gogc int) { log.Debug("heap target: GOGC set", zap.Int("gogc", gogc)) }
+	t.start()
+	return t, nil
 }
 
 // start makes t look after every collection until its context is done.

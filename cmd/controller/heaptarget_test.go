@@ -4,8 +4,11 @@ import (
 	"context"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 func TestHeapTunerPercent(t *testing.T) {
@@ -92,6 +95,39 @@ func TestHeapTunerFollowsCollections(t *testing.T) {
 	if g := currentGOGC(); g != 77 {
 		t.Errorf("GOGC %d after the tuner stopped, want 77", g)
 	}
+}
+
+// TestStartHeapTarget: the flag's value reaches the collector (a target
+// far under the live heap brings GOGC to the floor); unset or 0, nothing
+// runs; a bad size is refused naming the flag.
+func TestStartHeapTarget(t *testing.T) {
+	orig := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(orig) })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	for _, off := range []string{"", "0"} {
+		if h, err := startHeapTarget(ctx, off, zap.NewNop()); h != nil || err != nil {
+			t.Errorf("-heap-target %q: tuner %v, error %v; want none", off, h != nil, err)
+		}
+	}
+	if _, err := startHeapTarget(ctx, "64MB", zap.NewNop()); err == nil || !strings.Contains(err.Error(), "-heap-target") {
+		t.Errorf("-heap-target 64MB: error %v, want a -heap-target error", err)
+	}
+	held := make([]byte, 8<<20)
+	h, err := startHeapTarget(ctx, "1KiB", zap.NewNop())
+	if err != nil || h == nil || h.target != 1<<10 {
+		t.Fatalf("-heap-target 1KiB: tuner %v, error %v", h, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for currentGOGC() != gcFloor {
+		if time.Now().After(deadline) {
+			t.Fatalf("GOGC %d with a 1 KiB heap target, want %d", currentGOGC(), gcFloor)
+		}
+		runtime.GC()
+		time.Sleep(5 * time.Millisecond)
+	}
+	runtime.KeepAlive(held)
+	cancel()
 }
 
 func TestHeapTunerOff(t *testing.T) {

@@ -170,15 +170,9 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 	} else if limit > 0 {
 		log.Info("soft memory limit", zap.Int64("bytes", limit), zap.String("from", from))
 	}
-	var target uint64 // none by default (heaptarget.go)
-	if f.heapTarget != "" {
-		n, _ := parseMemoryLimit(f.heapTarget) // checked by parseRun
-		target = uint64(n)
-	}
-	if t := newHeapTuner(ctx, target); t != nil {
-		log.Info("heap target", zap.Uint64("bytes", target), zap.Int("gogc_floor", t.floor), zap.Int("gogc_ceil", t.ceil))
-		t.onSet = func(gogc int) { log.Debug("heap target: GOGC set", zap.Int("gogc", gogc)) }
-		t.start()
+	if _, err := startHeapTarget(ctx, f.heapTarget, log); err != nil { // none by default (heaptarget.go)
+		fmt.Fprintf(stderr, "controller: %v\n", err)
+		return 2
 	}
 	if !f.keepFreed {
 		go newReleaser().run(ctx)
