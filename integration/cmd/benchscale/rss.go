@@ -21,6 +21,9 @@ type rssMonitor struct {
 type rssSample struct {
 	at time.Time
 	mb float64
+	// file is the file-backed part of mb (RssFile: the binary's pages;
+	// the rest is the process's own memory, RssAnon).
+	file float64
 }
 
 func startRSS(pid int) *rssMonitor {
@@ -30,9 +33,9 @@ func startRSS(pid int) *rssMonitor {
 		t := time.NewTicker(rssEvery)
 		defer t.Stop()
 		for {
-			if rss, _ := procStatus(pid); rss > 0 {
+			if rss, file := procRSS(pid); rss > 0 {
 				m.mu.Lock()
-				m.samples = append(m.samples, rssSample{at: time.Now(), mb: rss})
+				m.samples = append(m.samples, rssSample{at: time.Now(), mb: rss, file: file})
 				m.mu.Unlock()
 			}
 			select {
@@ -79,4 +82,22 @@ func (m *rssMonitor) span(from, to time.Time) (lo, hi float64, n int) {
 		n++
 	}
 	return lo, hi, n
+}
+
+// fileAtPeak returns the file-backed part of the greatest RSS read in
+// [from, to] (0: no read).
+func (m *rssMonitor) fileAtPeak(from, to time.Time) float64 {
+	if m == nil {
+		return 0
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var hi, file float64
+	for _, s := range m.samples {
+		if s.at.Before(from) || s.at.After(to) || s.mb <= hi {
+			continue
+		}
+		hi, file = s.mb, s.file
+	}
+	return file
 }

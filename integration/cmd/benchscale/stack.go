@@ -274,6 +274,28 @@ func procStatus(pid int) (rss, hwm float64) {
 	return rss, hwm
 }
 
+// procRSS returns VmRSS of pid and its file-backed part (RssFile) in MB.
+func procRSS(pid int) (rss, file float64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseFloat(f[1], 64)
+		switch f[0] {
+		case "VmRSS:":
+			rss = kb / 1024
+		case "RssFile:":
+			file = kb / 1024
+		}
+	}
+	return rss, file
+}
+
 // procCPU returns the CPU time (user + system) pid has used.
 func procCPU(pid int) time.Duration {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
