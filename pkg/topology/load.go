@@ -153,7 +153,13 @@ type parser struct {
 	hostOrder    []*hostEntry
 	opts         ParseOptions
 	cvs          map[*Cluster]layer // each cluster's merged vars (its first member's)
+	// strs holds one copy of every text the inventory's values and
+	// service definitions repeat: what the parse keeps is shared.
+	strs strTable
 }
+
+// intern returns the parse's one copy of s.
+func (p *parser) intern(s string) string { return p.strs.str(s) }
 
 func (p *parser) errf(line int, w where, field, format string, args ...any) {
 	p.add(&Error{File: p.file, Line: line, Cluster: w.cluster, Host: w.host, Field: field, Msg: fmt.Sprintf(format, args...)})
@@ -333,7 +339,7 @@ func (p *parser) decodeVars(n *yaml.Node, w where, field, src string) layer {
 	nodes := map[string]*yaml.Node{}
 	p.collectValueNodes(n, nodes, 0)
 	for k, v := range vals {
-		l[k] = varEntry{val: v, json: normalize(v), node: nodes[k], src: src}
+		l[p.intern(k)] = varEntry{val: v, json: normalizeWith(v, &p.strs), node: nodes[k], src: src}
 	}
 	return l
 }
@@ -440,7 +446,7 @@ func (p *parser) member(mv layer, w where, cluster string, hostLine int) *Member
 	} else if s, isStr := e.val.(string); !isStr || !roles[s] {
 		p.errf(nodeLine(e.node), w, "pg_role", "unknown role %s (want primary, replica or offline)", describe(e.val))
 	} else {
-		m.Role = s
+		m.Role = p.intern(s)
 	}
 	m.Weight, _ = p.intIn(mv, "pg_weight", w, 0, 255)
 	m.PgPort, _ = p.intIn(mv, "pg_port", w, 1, 65535)

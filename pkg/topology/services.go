@@ -132,9 +132,9 @@ func (p *parser) service(raw any, item *yaml.Node, line int, src string, w where
 			bad(key, "must be a string, got %s", describe(v))
 			return def
 		}
-		return s
+		return p.intern(s)
 	}
-	sd := &ServiceDef{Source: src, Line: line}
+	sd := &ServiceDef{Source: p.intern(src), Line: line}
 	sd.Name = str("name", "")
 	switch {
 	case m["name"] == nil:
@@ -160,7 +160,7 @@ func (p *parser) service(raw any, item *yaml.Node, line int, src string, w where
 			bad("ip", "%sip must be * or an IP address, got %q", what, sd.IP)
 		}
 	}
-	sd.Selector = strings.TrimSpace(str("selector", ""))
+	sd.Selector = p.intern(strings.TrimSpace(str("selector", "")))
 	if m["selector"] == nil {
 		bad("selector", "%smissing selector (use \"[]\" for every member)", what)
 	} else if sd.Selector == "" {
@@ -173,7 +173,7 @@ func (p *parser) service(raw any, item *yaml.Node, line int, src string, w where
 	} else {
 		sd.SelectorExpr = expr
 	}
-	sd.Backup = strings.TrimSpace(str("backup", ""))
+	sd.Backup = p.intern(strings.TrimSpace(str("backup", "")))
 	if sd.Backup != "" {
 		if expr, err := CompileSelector(sd.Backup); err != nil {
 			p.add(&Error{File: p.file, Line: fieldLine(item, "backup", line), Cluster: w.cluster, Host: w.host,
@@ -188,7 +188,7 @@ func (p *parser) service(raw any, item *yaml.Node, line int, src string, w where
 		if !ok {
 			bad("dest", "%sunknown dest %s (want default, postgres, pgbouncer or a port number)", what, describe(v))
 		}
-		sd.Dest = d
+		sd.Dest = p.intern(d)
 	}
 	sd.Check = str("check", defaultCheck)
 	if !strings.HasPrefix(sd.Check, "/") || strings.ContainsAny(sd.Check, " \t\r\n") {
