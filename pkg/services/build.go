@@ -109,16 +109,20 @@ func evaluate(v *topology.View, def *topology.ServiceDef, docs []any, index *doc
 	if e.dest, e.destPort, err = resolveDest(def.Dest, c.Vars); err != nil {
 		return fail("dest", err)
 	}
-	selExpr := def.SelectorExpr
-	if selExpr == nil {
-		// Definitions built by hand (tests, other loaders) may lack the
-		// compiled form; compile once here rather than failing.
-		if selExpr, err = topology.CompileSelector(def.Selector); err != nil {
-			return fail("selector", fmt.Errorf("compile %q: %w", def.Selector, err))
+	if hit, ok := everyMember(def.Selector, docs); ok {
+		e.selected = hit
+	} else {
+		selExpr := def.SelectorExpr
+		if selExpr == nil {
+			// Definitions built by hand (tests, other loaders) may lack the
+			// compiled form; compile once here rather than failing.
+			if selExpr, err = topology.CompileSelector(def.Selector); err != nil {
+				return fail("selector", fmt.Errorf("compile %q: %w", def.Selector, err))
+			}
 		}
-	}
-	if e.selected, err = match(selExpr, docs, index); err != nil {
-		return fail("selector", fmt.Errorf("%q: %w", def.Selector, err))
+		if e.selected, err = match(selExpr, docs, index); err != nil {
+			return fail("selector", fmt.Errorf("%q: %w", def.Selector, err))
+		}
 	}
 	if def.Backup != "" {
 		bExpr := def.BackupExpr
@@ -132,6 +136,29 @@ func evaluate(v *topology.View, def *topology.ServiceDef, docs []any, index *doc
 		}
 	}
 	return e, nil
+}
+
+// everyMember is the result of a selector that takes every member as it
+// is (`[]`, `[*]`: Pigsty's primary, replica and default services) over
+// docs, the served members' documents, without running it: JMESPath's
+// flatten or wildcard over a list of objects returns them all, in order.
+// ok is false for any other selector, or a document that is not an object.
+func everyMember(sel string, docs []any) (hit map[int]bool, ok bool) {
+	switch strings.TrimSpace(sel) {
+	case "[]", "[*]":
+	default:
+		return nil, false
+	}
+	for _, d := range docs {
+		if m, isMap := d.(map[string]any); !isMap || m == nil {
+			return nil, false
+		}
+	}
+	hit = make(map[int]bool, len(docs))
+	for i := range docs {
+		hit[i] = true
+	}
+	return hit, true
 }
 
 // build makes the service. Its servers and candidates share one array,

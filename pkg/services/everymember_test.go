@@ -1,0 +1,58 @@
+package services
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/pgsvc/pgsvc/pkg/topology"
+)
+
+// TestEveryMemberIsJMESPath: the selectors that take every member (`[]`,
+// `[*]`) give, without running, what JMESPath gives over the same
+// documents (empty documents included); any other selector, or a document
+// that is not an object, is left to JMESPath.
+func TestEveryMemberIsJMESPath(t *testing.T) {
+	doc := func(role string) map[string]any {
+		return map[string]any{"pg_role": role, "pg_instance": "pg-test-" + role}
+	}
+	lists := [][]map[string]any{
+		nil,
+		{doc("primary")},
+		{doc("primary"), doc("replica"), {}},
+		{doc("replica"), doc("offline"), doc("primary"), doc("replica")},
+	}
+	for _, sel := range []string{"[]", "[*]", " [] ", "\t[*]\n"} {
+		expr, err := topology.CompileSelector(sel)
+		if err != nil {
+			t.Fatalf("compile %q: %v", sel, err)
+		}
+		for _, l := range lists {
+			docs := make([]any, len(l))
+			served := make([]*topology.MemberView, len(l))
+			for i, d := range l {
+				docs[i] = d
+				served[i] = &topology.MemberView{Name: "m" + string(rune('0'+i)), Vars: d}
+			}
+			want, err := match(expr, docs, newDocIndex(served))
+			if err != nil {
+				t.Fatalf("%q over %d members: %v", sel, len(l), err)
+			}
+			got, ok := everyMember(sel, docs)
+			if !ok || !reflect.DeepEqual(got, want) {
+				t.Errorf("%q over %d members: everyMember = %v, %v; JMESPath %v", sel, len(l), got, ok, want)
+			}
+		}
+	}
+	one := []any{doc("primary")}
+	for _, sel := range []string{"[? pg_role == `primary`]", "[0]", "[ ]", ""} {
+		if _, ok := everyMember(sel, one); ok {
+			t.Errorf("everyMember(%q) took every member; want it left to JMESPath", sel)
+		}
+	}
+	if _, ok := everyMember("[]", []any{doc("primary"), map[string]any(nil)}); ok {
+		t.Errorf("a nil document: want it left to JMESPath")
+	}
+	if _, ok := everyMember("[]", []any{"not a member"}); ok {
+		t.Errorf("a string document: want it left to JMESPath")
+	}
+}
