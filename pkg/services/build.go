@@ -363,7 +363,7 @@ func reason(v *topology.View, def *topology.ServiceDef, m *topology.MemberView, 
 	b = append(b, "selected by "...)
 	b = append(b, def.Selector...)
 	b = append(b, " ("...)
-	b = append(b, describe(v, m)...)
+	b = appendDescribe(b, v, m)
 	b = append(b, ')')
 	switch {
 	case backup:
@@ -412,21 +412,25 @@ func intern(s string) string {
 	return s
 }
 
-func describe(v *topology.View, m *topology.MemberView) string {
-	parts := []string{"role " + m.Role}
+// appendDescribe appends to b what a reason says of member m: its role,
+// the inventory's role where it differs, the leader key, an unknown member
+// (written into reason's own buffer: a plan of 1,000 clusters describes
+// ~24,000 servers).
+func appendDescribe(b []byte, v *topology.View, m *topology.MemberView) []byte {
+	b = append(append(b, "role "...), m.Role...)
 	if m.InventoryRole != "" && m.InventoryRole != m.Role {
-		parts = append(parts, "inventory "+m.InventoryRole)
+		b = append(append(b, ", inventory "...), m.InventoryRole...)
 	}
 	switch {
 	case v.Leader != "" && v.Leader == m.Name:
-		parts = append(parts, "holds leader key")
+		b = append(b, ", holds leader key"...)
 	case v.Leaderless && v.RoleLeader != "" && v.RoleLeader == m.Name:
-		parts = append(parts, "last known leader, no leader key")
+		b = append(b, ", last known leader, no leader key"...)
 	}
 	if !m.Known {
-		parts = append(parts, "not in inventory")
+		b = append(b, ", not in inventory"...)
 	}
-	return strings.Join(parts, ", ")
+	return b
 }
 
 // resolveDest turns a definition's dest into "postgres", "pgbouncer" or a
