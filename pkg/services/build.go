@@ -334,7 +334,8 @@ func WriteCheck(check string) bool {
 // checkPath is a Patroni health check's path without its query and
 // trailing slash ("/read-only?lag=1MB" -> "/read-only").
 func checkPath(check string) string {
-	return strings.TrimSuffix(strings.SplitN(check, "?", 2)[0], "/")
+	path, _, _ := strings.Cut(check, "?")
+	return strings.TrimSuffix(path, "/")
 }
 
 func plainServer(v *topology.View, def *topology.ServiceDef, m *topology.MemberView, dest string, selected, backup bool) Server {

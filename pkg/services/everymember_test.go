@@ -2,6 +2,7 @@ package services
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/pgsvc/pgsvc/pkg/topology"
@@ -54,5 +55,27 @@ func TestEveryMemberIsJMESPath(t *testing.T) {
 	}
 	if _, ok := everyMember("[]", []any{"not a member"}); ok {
 		t.Errorf("a string document: want it left to JMESPath")
+	}
+}
+
+// TestSelectsAllAndCheckPath: the allocation-free forms give what the
+// texts' plain definitions give (blanks dropped as strings.Fields drops
+// them; the path before any query, without a trailing slash).
+func TestSelectsAllAndCheckPath(t *testing.T) {
+	plainAll := func(sel string) bool {
+		s := strings.Join(strings.Fields(sel), "")
+		return s == "" || s == "[]" || s == "[*]"
+	}
+	for _, sel := range []string{"", " ", "[]", "[*]", " [ ] ", "[ * ]", "\t[\u00a0]\n", "[]]", "[*]]", "[?x]", "[0]",
+		"[**]", "*", "[", "]", "[?pg_role=='primary']", "\u2003[\u2003*\u2003]", "[]x", "x[]"} {
+		if got, want := selectsAll(sel), plainAll(sel); got != want {
+			t.Errorf("selectsAll(%q) = %v, want %v", sel, got, want)
+		}
+	}
+	plainPath := func(check string) string { return strings.TrimSuffix(strings.SplitN(check, "?", 2)[0], "/") }
+	for _, c := range []string{"", "/", "/primary", "/primary/", "/read-only?lag=1MB", "/replica/?lag=0", "?x", "/a?b?c", "/health//"} {
+		if got, want := checkPath(c), plainPath(c); got != want {
+			t.Errorf("checkPath(%q) = %q, want %q", c, got, want)
+		}
 	}
 }

@@ -2,7 +2,7 @@ package services
 
 import (
 	"fmt"
-	"strings"
+	"unicode"
 )
 
 // LayoutTwins is Service.Layout for the twin layout (see Twins).
@@ -16,8 +16,26 @@ const BackupTwinSuffix = ".backup"
 
 // selectsAll reports whether a selector picks every member (Pigsty's `[]`).
 func selectsAll(sel string) bool {
-	s := strings.Join(strings.Fields(sel), "")
-	return s == "" || s == "[]" || s == "[*]"
+	// sel without its blanks (unicode.IsSpace, as strings.Fields) is "",
+	// "[]" or "[*]", compared as it is walked: a plan asks this of every
+	// service of every cluster.
+	var buf [3]rune
+	n := 0
+	for _, r := range sel {
+		if unicode.IsSpace(r) {
+			continue
+		}
+		if n == len(buf) {
+			return false
+		}
+		buf[n] = r
+		n++
+	}
+	switch string(buf[:n]) {
+	case "", "[]", "[*]":
+		return true
+	}
+	return false
 }
 
 // InactiveState is the runtime admin state of an inactive twin in s: "maint"
