@@ -254,46 +254,37 @@ haproxy:
 
 // procStatus returns VmRSS and VmHWM (peak) of pid in MB.
 func procStatus(pid int) (rss, hwm float64) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		kb, _ := strconv.ParseFloat(f[1], 64)
-		switch f[0] {
-		case "VmRSS:":
-			rss = kb / 1024
-		case "VmHWM:":
-			hwm = kb / 1024
-		}
-	}
-	return rss, hwm
+	mb := procStatusMB(pid, "VmRSS:", "VmHWM:")
+	return mb[0], mb[1]
 }
 
 // procRSS returns VmRSS of pid and its file-backed part (RssFile) in MB.
 func procRSS(pid int) (rss, file float64) {
+	mb := procStatusMB(pid, "VmRSS:", "RssFile:")
+	return mb[0], mb[1]
+}
+
+// procStatusMB returns the named kB fields of pid's /proc status in MB, in
+// the order asked (0 for one it lacks, or all when it cannot be read).
+func procStatusMB(pid int, fields ...string) []float64 {
+	out := make([]float64, len(fields))
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, 0
+		return out
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
 		if len(f) < 2 {
 			continue
 		}
-		kb, _ := strconv.ParseFloat(f[1], 64)
-		switch f[0] {
-		case "VmRSS:":
-			rss = kb / 1024
-		case "RssFile:":
-			file = kb / 1024
+		for i, name := range fields {
+			if f[0] == name {
+				kb, _ := strconv.ParseFloat(f[1], 64)
+				out[i] = kb / 1024
+			}
 		}
 	}
-	return rss, file
+	return out
 }
 
 // procCPU returns the CPU time (user + system) pid has used.
