@@ -143,6 +143,8 @@ func evaluate(v *topology.View, def *topology.ServiceDef, docs []any, index *doc
 // docs, the served members' documents, without running it: JMESPath's
 // flatten or wildcard over a list of objects returns them all, in order.
 // ok is false for any other selector, or a document that is not an object.
+// Not selectsAll: that one ignores every blank, and JMESPath refuses "[ ]"
+// (a selector Build may be given uncompiled must fail as it did).
 func everyMember(sel string, docs []any) (hit map[int]bool, ok bool) {
 	switch strings.TrimSpace(sel) {
 	case "[]", "[*]":
