@@ -169,15 +169,15 @@ func (d *Direct) read(ctx context.Context) (*snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read current state: %w", err)
 	}
-	states, err := ParseServersState(stateText)
-	if err != nil {
-		return nil, fmt.Errorf("read current state: %w", err)
-	}
 	checkPort := map[string]int{}
 	admin := map[string]string{}
-	for _, s := range states {
+	err = EachServerState(stateText, func(s StateServer) bool {
 		checkPort[s.Backend+"/"+s.Server] = s.CheckPort
 		admin[s.Backend+"/"+s.Server] = AdminWord(s.AdminSt)
+		return true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read current state: %w", err)
 	}
 	// The snapshot is cached until the next full read: its strings are
 	// copied out of the answers (substrings would keep the whole 6 MB

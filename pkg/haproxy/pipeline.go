@@ -52,7 +52,8 @@ func (r *Runtime) Pipeline(ctx context.Context, cmds []string) ([]string, error)
 	var b strings.Builder
 	b.WriteString("prompt\n")
 	for _, c := range cmds {
-		b.WriteString(c + "\n")
+		b.WriteString(c)
+		b.WriteByte('\n')
 	}
 	b.WriteString("quit\n")
 	errc := make(chan error, 1)
@@ -101,14 +102,24 @@ func skipPrompt(br *bufio.Reader) error {
 // terminating empty line is dropped).
 func readAnswer(br *bufio.Reader) (string, error) {
 	var b strings.Builder
+	partial := false // the last part read ended no line
 	for {
-		line, err := br.ReadString('\n')
+		// (ReadSlice: the line is copied once, into b, not first into a
+		// string of its own; a line longer than br's buffer comes in parts.)
+		line, err := br.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			b.Write(line)
+			partial = true
+			continue
+		}
 		if err != nil {
 			return "", err
 		}
-		b.WriteString(line)
+		b.Write(line)
+		blank := len(line) == 1 && !partial
+		partial = false
 		// The next prompt follows the blank line that ends the answer.
-		if line == "\n" {
+		if blank {
 			p, err := br.Peek(2)
 			if err == nil && string(p) == "> " {
 				_, _ = br.Discard(2)
@@ -128,7 +139,7 @@ func (r *Runtime) SetStates(ctx context.Context, flips []Flip) error {
 		default:
 			return fmt.Errorf("server %s/%s: state %q: want ready, maint or drain", f.Backend, f.Server, f.State)
 		}
-		cmds = append(cmds, fmt.Sprintf("set server %s/%s state %s", f.Backend, f.Server, f.State))
+		cmds = append(cmds, "set server "+f.Backend+"/"+f.Server+" state "+f.State)
 	}
 	return r.PipelineQuiet(ctx, cmds)
 }
@@ -233,20 +244,19 @@ func (d *Direct) verifyStates(ctx context.Context, desired []services.Service, c
 	for attempt := 0; ; attempt++ {
 		// Only the backends touched: one pipelined `show servers state B`
 		// each, not the whole running HAProxy.
-		states, err := d.serversState(ctx, backends)
-		if err != nil {
-			return fmt.Errorf("verify admin states: %w", err)
-		}
 		wrong = wrong[:0]
-		for _, st := range states {
+		err := d.serversState(ctx, backends, func(st StateServer) {
 			w, ok := want[st.Backend+"/"+st.Server]
 			if !ok {
-				continue
+				return
 			}
 			got := AdminWord(st.AdminSt)
 			if (w == "ready") != (got == "ready") {
 				wrong = append(wrong, Flip{Backend: st.Backend, Server: st.Server, State: w})
 			}
+		})
+		if err != nil {
+			return fmt.Errorf("verify admin states: %w", err)
 		}
 		if len(wrong) == 0 {
 			if attempt > 0 {

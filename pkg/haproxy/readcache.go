@@ -163,46 +163,42 @@ func (d *Direct) readHealth(ctx context.Context, snap *snapshot, backends []stri
 	if len(backends) == 0 {
 		return nil
 	}
-	states, err := d.serversState(ctx, backends)
-	if err != nil {
-		return fmt.Errorf("read health: %w", err)
-	}
-	for _, st := range states {
+	err := d.serversState(ctx, backends, func(st StateServer) {
 		b := snap.current[st.Backend]
 		if b == nil {
-			continue
+			return
 		}
 		if sv, ok := b.Servers[st.Server]; ok {
 			sv.Down = st.OpState == 0 && AdminWord(st.AdminSt) != "maint"
 			b.Servers[st.Server] = sv
 		}
+	})
+	if err != nil {
+		return fmt.Errorf("read health: %w", err)
 	}
 	return nil
 }
 
 // serversState runs `show servers state B` for each backend over one
-// pipelined connection.
-func (d *Direct) serversState(ctx context.Context, backends []string) ([]StateServer, error) {
+// pipelined connection and calls fn with each server line, in order.
+func (d *Direct) serversState(ctx context.Context, backends []string, fn func(StateServer)) error {
 	cmds := make([]string, len(backends))
 	for i, b := range backends {
 		cmds[i] = "show servers state " + b
 	}
 	answers, err := d.rt.Pipeline(ctx, cmds)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var out []StateServer
 	for i, a := range answers {
 		if !strings.HasPrefix(a, "1\n") {
-			return nil, fmt.Errorf("%s: %q", cmds[i], truncate(a, 120))
+			return fmt.Errorf("%s: %q", cmds[i], truncate(a, 120))
 		}
-		st, err := ParseServersState(a)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", cmds[i], err)
+		if err := EachServerState(a, func(st StateServer) bool { fn(st); return true }); err != nil {
+			return fmt.Errorf("%s: %w", cmds[i], err)
 		}
-		out = append(out, st...)
 	}
-	return out, nil
+	return nil
 }
 
 // keepCache puts back the cache taken (takeCache) before a runtime apply,

@@ -54,18 +54,41 @@ type StateServer struct {
 // ParseServersState parses `show servers state` output (or a state file).
 func ParseServersState(text string) ([]StateServer, error) {
 	var out []StateServer
-	for n, line := range strings.Split(text, "\n") {
+	err := EachServerState(text, func(s StateServer) bool {
+		out = append(out, s)
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// EachServerState calls fn with each server line of `show servers state`
+// output (or a state file), in order, until fn returns false; a malformed
+// line is an error, as for ParseServersState. It keeps no line and makes no
+// slice of lines or fields (a 1,000-cluster HAProxy's dump is 24,000 lines,
+// read in every apply that reads health or verifies admin states): the
+// strings fn gets are substrings of text.
+func EachServerState(text string, fn func(StateServer) bool) error {
+	var f [stColumns]string
+	for n := 1; text != ""; n++ {
+		line := text
+		if i := strings.IndexByte(text, '\n'); i >= 0 {
+			line, text = text[:i], text[i+1:]
+		} else {
+			text = ""
+		}
 		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") || (n == 0 && line == "1") {
+		if line == "" || line[0] == '#' || (n == 1 && line == "1") {
 			continue
 		}
-		f := strings.Fields(line)
-		if len(f) < stColumns {
-			return nil, fmt.Errorf("servers state: line %d: %d fields, want %d", n+1, len(f), stColumns)
+		if k := splitFields(line, f[:]); k < stColumns {
+			return fmt.Errorf("servers state: line %d: %d fields, want %d", n, k, stColumns)
 		}
 		s := StateServer{Backend: f[stBeName], Server: f[stSrvName], Addr: f[stSrvAddr]}
-		var errs []string
-		for _, c := range []struct {
+		bad := ""
+		for _, c := range [...]struct {
 			dst  *int
 			col  int
 			name string
@@ -73,16 +96,49 @@ func ParseServersState(text string) ([]StateServer, error) {
 			{&s.AdminSt, stAdminState, "srv_admin_state"}, {&s.UWeight, stUWeight, "srv_uweight"}} {
 			v, err := strconv.Atoi(f[c.col])
 			if err != nil {
-				errs = append(errs, c.name+" "+strconv.Quote(f[c.col]))
+				if bad != "" {
+					bad += ", "
+				}
+				bad += c.name + " " + strconv.Quote(f[c.col])
 			}
 			*c.dst = v
 		}
-		if len(errs) > 0 {
-			return nil, fmt.Errorf("servers state: line %d (%s/%s): bad %s", n+1, s.Backend, s.Server, strings.Join(errs, ", "))
+		if bad != "" {
+			return fmt.Errorf("servers state: line %d (%s/%s): bad %s", n, s.Backend, s.Server, bad)
 		}
-		out = append(out, s)
+		if !fn(s) {
+			return nil
+		}
 	}
-	return out, nil
+	return nil
+}
+
+// splitFields puts the blank-separated fields of line into dst (those
+// beyond its length are dropped) and returns how many it found, at most
+// len(dst): strings.Fields without the slice, for ASCII blanks (HAProxy's
+// names have none of the others).
+func splitFields(line string, dst []string) int {
+	k := 0
+	for i := 0; i < len(line) && k < len(dst); {
+		for i < len(line) && asciiBlank(line[i]) {
+			i++
+		}
+		if i == len(line) {
+			break
+		}
+		j := i
+		for j < len(line) && !asciiBlank(line[j]) {
+			j++
+		}
+		dst[k] = line[i:j]
+		k++
+		i = j
+	}
+	return k
+}
+
+func asciiBlank(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'
 }
 
 // FixServersState turns a `show servers state` dump taken right before a

@@ -136,12 +136,8 @@ func (d *Direct) stillOutOfStep(ctx context.Context, snap *snapshot, desired []s
 			read[tb] = true
 		}
 	}
-	states, err := d.serversState(ctx, slices.Sorted(maps.Keys(read)))
-	if err != nil {
-		return nil, err
-	}
 	again := map[string]*target.Backend{}
-	for _, st := range states {
+	err := d.serversState(ctx, slices.Sorted(maps.Keys(read)), func(st StateServer) {
 		b := again[st.Backend]
 		if b == nil {
 			b = &target.Backend{Name: st.Backend, Servers: map[string]services.Server{}}
@@ -153,6 +149,9 @@ func (d *Direct) stillOutOfStep(ctx context.Context, snap *snapshot, desired []s
 			sv.Track = old.Servers[st.Server].Track // the file's: not in `show servers state`
 		}
 		b.Servers[st.Server] = sv
+	})
+	if err != nil {
+		return nil, err
 	}
 	want := map[string]bool{}
 	for _, c := range found {

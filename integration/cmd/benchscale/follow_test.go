@@ -137,52 +137,6 @@ func TestStateRowsSameAsFullRead(t *testing.T) {
 	}
 }
 
-// eachState reads what haproxy.ParseServersState reads of each server
-// (the fields the follow reads use), and fails on lines too short for
-// them or with a field that is no number, as it does.
-func TestEachStateIsParseServersState(t *testing.T) {
-	rng := rand.New(rand.NewSource(2))
-	for run := 0; run < 300; run++ {
-		var b strings.Builder
-		b.WriteString("1\n# be_id be_name srv_id srv_name ...\n")
-		for n := rng.Intn(6); n > 0; n-- {
-			f := []string{"3", fmt.Sprint("be", rng.Intn(3)), "1", fmt.Sprint("s", rng.Intn(5)), "127.0.0.1",
-				fmt.Sprint(rng.Intn(3)), fmt.Sprint(rng.Intn(64)), fmt.Sprint(rng.Intn(200)), "100", "5", "6", "3", "4", "6", "0", "0", "0", "-",
-				fmt.Sprint(1 + rng.Intn(9000)), "-", "0", "8008", "-", "-", "0"}
-			switch rng.Intn(12) {
-			case 0:
-				f = f[:10+rng.Intn(8)] // too short
-			case 1:
-				f[6] = "x" // not a number
-			}
-			sep := []string{" ", "  ", "\t"}[rng.Intn(3)]
-			b.WriteString(strings.Join(f, sep) + "\n")
-			if rng.Intn(5) == 0 {
-				b.WriteString("\n")
-			}
-		}
-		text := b.String()
-		want, werr := haproxy.ParseServersState(text)
-		var got []haproxy.StateServer
-		gerr := eachState(text, func(st haproxy.StateServer) bool {
-			got = append(got, st)
-			return true
-		})
-		if (gerr == nil) != (werr == nil) {
-			t.Fatalf("run %d: eachState %v, ParseServersState %v\n%s", run, gerr, werr, text)
-		}
-		if werr != nil {
-			continue
-		}
-		for i := range want {
-			want[i].CheckPort = 0 // not read by eachState
-		}
-		if len(got) != len(want) || len(got) > 0 && !reflect.DeepEqual(got, want) {
-			t.Fatalf("run %d: eachState %+v, ParseServersState %+v", run, got, want)
-		}
-	}
-}
-
 // followPause keeps the base pace for per-backend reads, for a whole read
 // before any progress, in the first followWarm and when little is left,
 // and otherwise backs off to a quarter of the predicted rest, at most

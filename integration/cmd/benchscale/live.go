@@ -122,7 +122,7 @@ func stateRows(ctx context.Context, rt *haproxy.Runtime, names []string, backupO
 	known := true
 	for i, t := range texts {
 		var bad error
-		perr := eachState(t, func(st haproxy.StateServer) bool {
+		perr := haproxy.EachServerState(t, func(st haproxy.StateServer) bool {
 			if names != nil && st.Backend != names[i] {
 				bad = fmt.Errorf("show servers state %s answered for %s", names[i], st.Backend)
 				return false
@@ -155,57 +155,6 @@ func stateRows(ctx context.Context, rt *haproxy.Runtime, names []string, backupO
 		}
 	}
 	return rows, adm, true, nil
-}
-
-// eachState calls fn with each server of a `show servers state` answer,
-// as haproxy.ParseServersState has them (backend, server, address, port,
-// operational and admin state, weight) but without building the list (a
-// whole answer at 1,000 clusters is 24,000 lines, read every few hundred
-// ms while following a mass failover), until fn returns false.
-func eachState(text string, fn func(haproxy.StateServer) bool) error {
-	var f [19]string // up to srv_port
-	for n := 1; text != ""; n++ {
-		line := text
-		if i := strings.IndexByte(text, '\n'); i >= 0 {
-			line, text = text[:i], text[i+1:]
-		} else {
-			text = ""
-		}
-		line = strings.TrimSpace(line)
-		if line == "" || line[0] == '#' || (n == 1 && line == "1") {
-			continue
-		}
-		k := 0
-		for rest := line; rest != "" && k < len(f); k++ {
-			rest = strings.TrimLeft(rest, " \t")
-			j := strings.IndexAny(rest, " \t")
-			if j < 0 {
-				f[k], rest = rest, ""
-			} else {
-				f[k], rest = rest[:j], rest[j:]
-			}
-			if f[k] == "" {
-				break
-			}
-		}
-		if k < len(f) {
-			return fmt.Errorf("servers state: line %d: %d fields, want at least %d", n, k, len(f))
-		}
-		st := haproxy.StateServer{Backend: f[1], Server: f[3], Addr: f[4]}
-		var err error
-		for _, c := range []struct {
-			dst *int
-			col int
-		}{{&st.OpState, 5}, {&st.AdminSt, 6}, {&st.UWeight, 7}, {&st.Port, 18}} {
-			if *c.dst, err = strconv.Atoi(f[c.col]); err != nil {
-				return fmt.Errorf("servers state: line %d (%s/%s): column %d: %w", n, st.Backend, st.Server, c.col+1, err)
-			}
-		}
-		if !fn(st) {
-			return nil
-		}
-	}
-	return nil
 }
 
 // backupFlags returns backend/server -> backup of the server rows of a
