@@ -653,36 +653,32 @@ func (c *Controller) reconcile(force, reassert bool) {
 	}
 	c.eventAt = map[string]time.Time{}
 
-	leaders := make(map[string]string, len(c.lastLeaders))
-	for k, v := range c.lastLeaders {
-		leaders[k] = v
-	}
 	if len(staleNS) == 0 {
 		c.trackTransitions(dcs, now)
 	}
-	released := make(map[string]string, len(c.released))
-	for k, v := range c.released {
-		released[k] = v.member
-	}
-	promoted := make(map[string]string, len(c.promoted))
-	confirmed, pending := map[string]bool{}, map[string]bool{}
-	for k, v := range c.promoted {
-		promoted[k] = v.member
-		confirmed[k] = v.confirmed
-		pending[k] = v.pending
+	// Each cluster's options, read from the controller's own maps while
+	// c.mu is held (no copy of them per reconcile: a mass failover makes
+	// ~60 reconciles while ~1,000 clusters are in transition).
+	optsOf := func(name string) plan.ClusterOptions {
+		co := plan.ClusterOptions{IncludeUnknown: c.opts.IncludeUnknown, LastKnownLeader: c.lastLeaders[name]}
+		if r, ok := c.released[name]; ok {
+			co.Released = r.member
+		}
+		if p, ok := c.promoted[name]; ok {
+			co.Promoted, co.PromotedConfirmed, co.PromotedPending = p.member, p.confirmed, p.pending
+		}
+		return co
 	}
 	// A cluster whose plan fails keeps its last good services (below); the
 	// others go on.
-	popts := plan.Options{IncludeUnknown: c.opts.IncludeUnknown, LastKnownLeaders: leaders,
-		Released: released, Promoted: promoted, PromotedConfirmed: confirmed, PromotedPending: pending}
 	var p *plan.Plan
 	var planErrs map[string]error
 	if c.fullPlan {
-		p, planErrs = computeIsolated(inv, dcs, popts, c.plan)
+		p, planErrs = computeIsolated(inv, dcs, c.planOptions(), c.plan)
 	} else {
 		// Only the clusters whose inputs changed are planned again; a
 		// resync plans them all.
-		p, planErrs = c.plans.compute(inv, dcs, popts, c.plan, force, c.log)
+		p, planErrs = c.plans.compute(inv, dcs, optsOf, c.plan, force, c.log)
 	}
 	planEvents := c.notePlanErrors(planErrs)
 
@@ -704,7 +700,7 @@ func (c *Controller) reconcile(force, reassert bool) {
 			reason = staleNS[invCl.Namespace]
 		case vanished[cl.Name]:
 			reason = reasonVanished
-		case cl.Leaderless && leaders[cl.Name] == "":
+		case cl.Leaderless && c.lastLeaders[cl.Name] == "": // (updated below, after this check)
 			reason = "no leader key in DCS and no leader seen yet; keeping the services as they are"
 		}
 		if reason != "" {

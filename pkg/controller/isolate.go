@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"maps"
 	"reflect"
 	"sort"
 
@@ -91,8 +92,9 @@ const checkShare = 10
 // compute is computeIsolated, planning only the clusters whose inputs
 // changed since the last call; full (the periodic resync) also plans a
 // rotating share of the others from scratch (checkEvery): a safety net that
-// does not trust the cache. dcs must not be nil.
-func (pc *planCache) compute(inv *topology.Inventory, dcs map[string]*patroni.ClusterState, opts plan.Options,
+// does not trust the cache. dcs must not be nil; optsOf gives a cluster's
+// options (plan.ClusterOptionsOf of the reconcile's options).
+func (pc *planCache) compute(inv *topology.Inventory, dcs map[string]*patroni.ClusterState, optsOf func(cluster string) plan.ClusterOptions,
 	prev *plan.Plan, full bool, log *zap.Logger) (*plan.Plan, map[string]error) {
 	if pc.entries == nil {
 		pc.entries = make(map[string]*planEntry, len(inv.Clusters))
@@ -115,7 +117,7 @@ func (pc *planCache) compute(inv *topology.Inventory, dcs map[string]*patroni.Cl
 	pc.computed = 0
 	for i, cl := range inv.Clusters {
 		st := dcs[cl.Name]
-		co := plan.ClusterOptionsOf(opts, cl.Name)
+		co := optsOf(cl.Name)
 		e := pc.entries[cl.Name]
 		changed := e == nil || e.cl != cl || e.file != inv.File || e.st != st || e.opts != co
 		check := i%every == turn // planned from scratch to check the cache
@@ -230,4 +232,20 @@ func (c *Controller) notePlanErrors(errs map[string]error) []Event {
 	sort.Slice(evs, func(i, j int) bool { return evs[i].Cluster < evs[j].Cluster })
 	c.planErrs = now
 	return evs
+}
+
+// planOptions is what reconcile's optsOf gives each cluster, as the maps
+// of plan.Options (for the full plan, c.fullPlan, that tests compare the
+// cached one with). Call with c.mu held.
+func (c *Controller) planOptions() plan.Options {
+	o := plan.Options{IncludeUnknown: c.opts.IncludeUnknown, LastKnownLeaders: maps.Clone(c.lastLeaders),
+		Released: map[string]string{}, Promoted: map[string]string{},
+		PromotedConfirmed: map[string]bool{}, PromotedPending: map[string]bool{}}
+	for k, v := range c.released {
+		o.Released[k] = v.member
+	}
+	for k, v := range c.promoted {
+		o.Promoted[k], o.PromotedConfirmed[k], o.PromotedPending[k] = v.member, v.confirmed, v.pending
+	}
+	return o
 }
