@@ -137,18 +137,18 @@ func twinsOf(s Service) (Service, error) {
 			}
 			switch {
 			case in && p.Backup == backup && !c.Unconfirmed:
-				tw.Weight, tw.ForceUp, tw.ForceDown, tw.HoldDown, tw.Reason, tw.Selected = p.Weight, p.ForceUp, p.ForceDown, p.HoldDown, intern("active twin: "+p.Reason), p.Selected
+				tw.Weight, tw.ForceUp, tw.ForceDown, tw.HoldDown, tw.Reason, tw.Selected = p.Weight, p.ForceUp, p.ForceDown, p.HoldDown, internConcat("active twin: ", p.Reason), p.Selected
 			case in && p.Backup == backup:
 				tw.Disabled, tw.ForceUp, tw.ForceDown, tw.HoldDown = true, false, false, false
 				// Not the member's name: the twin names it (Member), and a
 				// string per twin was ~0.5 MB at 1,000 clusters.
-				tw.Reason = intern("inactive twin (" + inactive + "): the DCS does not report the member running; Pigsty's layout: " + p.Reason)
+				tw.Reason = internConcat("inactive twin (", inactive, "): the DCS does not report the member running; Pigsty's layout: ", p.Reason)
 			case in:
 				tw.Disabled, tw.ForceUp, tw.ForceDown, tw.HoldDown = true, false, false, false
-				tw.Reason = intern("inactive twin (" + inactive + "): the member is " + serverKind(p.Backup))
+				tw.Reason = internConcat("inactive twin (", inactive, "): the member is ", serverKind(p.Backup))
 			default:
 				tw.Disabled, tw.ForceUp, tw.ForceDown, tw.HoldDown = true, false, false, false
-				tw.Reason = intern("inactive twin (" + inactive + "): not selected (" + c.Reason + ")")
+				tw.Reason = internConcat("inactive twin (", inactive, "): not selected (", c.Reason, ")")
 			}
 			t.Servers = append(t.Servers, tw)
 		}
@@ -177,7 +177,7 @@ func trackBackups(t Service, src string) Service {
 		sv.CheckPort, sv.CheckSSL, sv.CAFile = 0, false, ""
 		sv.Disabled, sv.ForceUp, sv.ForceDown, sv.HoldDown, sv.Writable, sv.Unconfirmed = false, false, false, false, false, false
 		sv.Selected = false
-		sv.Reason = intern("backup twin: tracks " + sv.Track + ", UP while the member is the primary (the backup selector picks the primary only)")
+		sv.Reason = internConcat("backup twin: tracks ", sv.Track, ", UP while the member is the primary (the backup selector picks the primary only)")
 	}
 	return t
 }
