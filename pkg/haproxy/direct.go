@@ -418,7 +418,11 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 		return res, err
 	}
 	d.forgetCache()
-	cfg := d.render.Render(all, d.renderOptions())
+	cfg, err := d.renderConfig(all)
+	if err != nil {
+		res.Duration = time.Since(start)
+		return res, fmt.Errorf("render %s: %w", d.opts.ConfigPath, err)
+	}
 	if err := probeBinds(desired, snap.current); err != nil {
 		res.Duration = time.Since(start)
 		return res, target.Reject(err)
@@ -782,11 +786,34 @@ func fileStatePreserved(path string) (bool, error) {
 	return statePreserved(head), nil
 }
 
-// writeConfig streams the file of all (the render cache renders only the
-// sections that changed) to the config path, atomically.
+// renderConfig is the file of all, as writeConfig writes it (the unchanged
+// sections copied from the file there), for a reload to check and write.
+func (d *Direct) renderConfig(all []services.Service) ([]byte, error) {
+	var buf bytes.Buffer
+	var prev io.ReaderAt
+	if f, err := os.Open(d.opts.ConfigPath); err == nil {
+		defer f.Close()
+		prev = f
+	}
+	if err := d.render.WriteFrom(&buf, all, d.renderOptions(), prev); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// writeConfig streams the file of all to the config path, atomically: the
+// sections that did not change are copied from the file there (which the
+// last write made: the render cache keeps where, not the ~5 MB of text of
+// 1,000 clusters), the others rendered.
 func (d *Direct) writeConfig(all []services.Service) error {
+	var prev io.ReaderAt
+	if f, err := os.Open(d.opts.ConfigPath); err == nil {
+		// (The rename below replaces the name, not this open file.)
+		defer f.Close()
+		prev = f
+	}
 	return writeAtomicFunc(d.opts.ConfigPath, 0o644, func(w io.Writer) error {
-		return d.render.WriteTo(w, all, d.renderOptions())
+		return d.render.WriteFrom(w, all, d.renderOptions(), prev)
 	})
 }
 

@@ -1,6 +1,7 @@
 package haproxycfg
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"runtime"
@@ -96,5 +97,55 @@ func BenchmarkRendererRetained1000(b *testing.B) {
 		runtime.ReadMemStats(&ms)
 		b.ReportMetric(float64(ms.HeapAlloc-before)/(1<<20), "retained-MB")
 		runtime.KeepAlive(r)
+	}
+}
+
+// BenchmarkRendererFromFileRetained1000 is BenchmarkRendererRetained1000
+// for a Renderer that writes with WriteFrom (the direct driver's): where
+// each section was written and its hash, no text.
+func BenchmarkRendererFromFileRetained1000(b *testing.B) {
+	svcs := fleet(1000, 1)
+	var ms runtime.MemStats
+	for b.Loop() {
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		before := ms.HeapAlloc
+		r := &Renderer{}
+		if err := r.WriteFrom(io.Discard, svcs, benchOpts, nil); err != nil {
+			b.Fatal(err)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		b.ReportMetric(float64(ms.HeapAlloc-before)/(1<<20), "retained-MB")
+		runtime.KeepAlive(r)
+	}
+}
+
+// BenchmarkRendererFromFileOneChange1000 is BenchmarkRendererOneChange1000
+// through WriteFrom, each write copying the unchanged sections from the
+// file written before (in memory here: the page cache's copy in the driver).
+func BenchmarkRendererFromFileOneChange1000(b *testing.B) {
+	a, moved := fleet(1000, 1), fleet(1000, 2)
+	var r Renderer
+	var prev, next bytes.Buffer
+	_ = r.WriteFrom(&prev, a, benchOpts, nil)
+	b.ReportAllocs()
+	orig := append([]services.Service(nil), a...)
+	for i := 0; b.Loop(); i++ {
+		for k := 2000; k < 2004; k++ {
+			if i%2 == 0 {
+				a[k] = moved[k]
+			} else {
+				a[k] = orig[k]
+			}
+		}
+		next.Reset()
+		if err := r.WriteFrom(&next, a, benchOpts, bytes.NewReader(prev.Bytes())); err != nil {
+			b.Fatal(err)
+		}
+		prev, next = next, prev
+	}
+	if r.Hits < r.Misses {
+		b.Fatalf("hits %d, misses %d: the unchanged sections were not copied", r.Hits, r.Misses)
 	}
 }

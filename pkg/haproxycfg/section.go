@@ -1,6 +1,7 @@
 package haproxycfg
 
 import (
+	"hash/maphash"
 	"io"
 	"strconv"
 	"strings"
@@ -148,6 +149,11 @@ type Renderer struct {
 	mu    sync.Mutex
 	cache map[string]*section
 	gen   uint64
+	// seed hashes the texts WriteFrom copies from the previous file;
+	// window reads that file (WriteFrom).
+	seed   maphash.Seed
+	seeded bool
+	window window
 	// scratch is where a section is rendered before its exact-size copy
 	// goes into the cache (reused: a guessed capacity kept per section
 	// was ~40 % of the text at 1,000 clusters).
@@ -158,8 +164,13 @@ type Renderer struct {
 
 type section struct {
 	key  textKey // the fields the text depends on (sameText)
-	text []byte
+	text []byte  // (WriteTo; nil after WriteFrom, which keeps where it wrote it)
 	gen  uint64
+	// Where WriteFrom wrote the text last (off, n) and its hash (sum),
+	// checked when it is read back.
+	off int64
+	n   int
+	sum uint64
 }
 
 // textKey is the part of a service its rendered text depends on, with
@@ -207,6 +218,111 @@ func (r *Renderer) WriteTo(w io.Writer, svcs []services.Service, opts Options) e
 	return nil
 }
 
+// WriteFrom is WriteTo for a Renderer that keeps no text: the sections
+// that did not change since the last WriteFrom are copied from prev, the
+// file that call wrote, at the offsets it wrote them (prev nil: every
+// section is rendered). A section whose bytes there are not the ones
+// written (the file was replaced or edited since, a short read: checked
+// by a hash of each section's text) is rendered again, so prev may be any
+// file. The direct driver's render cache of 1,000 clusters kept ~5 MB of
+// text for the controller's life (the whole file, which the file itself
+// holds); copying from the file is one sequential read of it.
+func (r *Renderer) WriteFrom(w io.Writer, svcs []services.Service, opts Options, prev io.ReaderAt) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.seeded {
+		r.seed, r.seeded = maphash.MakeSeed(), true
+	}
+	head := Head(len(svcs), opts)
+	if _, err := w.Write(head); err != nil {
+		return err
+	}
+	pos := int64(len(head))
+	r.gen++
+	if r.cache == nil {
+		r.cache = make(map[string]*section, len(svcs))
+	}
+	r.window.reset(prev)
+	defer r.window.reset(nil)
+	for i := range svcs {
+		s := &svcs[i]
+		c := r.cache[s.Name]
+		var text []byte
+		same := c != nil && sameText(&c.key, s)
+		if same && c.text != nil {
+			text = c.text // (a WriteTo's)
+			r.Hits++
+		} else if same && c.n > 0 {
+			if b, ok := r.window.slice(c.off, c.n); ok && maphash.Bytes(r.seed, b) == c.sum {
+				text = b
+				r.Hits++
+			}
+		}
+		if text == nil {
+			r.Misses++
+			if c == nil {
+				c = &section{}
+				r.cache[s.Name] = c
+			}
+			if !same {
+				c.key = textFields(s)
+			}
+			r.scratch = appendSection(r.scratch[:0], s)
+			text = r.scratch
+			c.sum = maphash.Bytes(r.seed, text)
+		}
+		c.text = nil
+		c.off, c.n, c.gen = pos, len(text), r.gen
+		if _, err := w.Write(text); err != nil {
+			return err
+		}
+		pos += int64(len(text))
+	}
+	if len(r.cache) > len(svcs) {
+		for k, c := range r.cache {
+			if c.gen != r.gen {
+				delete(r.cache, k)
+			}
+		}
+	}
+	return nil
+}
+
+// window reads a file in 64 KB windows: WriteFrom asks for its sections in
+// the order it wrote them, so one read serves ~50 of them.
+type window struct {
+	r   io.ReaderAt
+	buf []byte
+	off int64 // of buf[0] in the file
+	n   int   // bytes of buf read
+}
+
+const windowSize = 64 << 10
+
+func (w *window) reset(r io.ReaderAt) { w.r, w.off, w.n = r, 0, 0 }
+
+// slice returns the file's n bytes at off (valid until the next call), or
+// false when it has not that many there or cannot read them.
+func (w *window) slice(off int64, n int) ([]byte, bool) {
+	if w.r == nil || off < 0 || n <= 0 {
+		return nil, false
+	}
+	if off >= w.off && off+int64(n) <= w.off+int64(w.n) {
+		return w.buf[off-w.off : off-w.off+int64(n)], true
+	}
+	size := max(windowSize, n)
+	if cap(w.buf) < size {
+		w.buf = make([]byte, size)
+	}
+	got, err := w.r.ReadAt(w.buf[:size], off)
+	w.off, w.n = off, got
+	if got < n {
+		_ = err // (a short read: io.EOF or a failure; rendered instead)
+		return nil, false
+	}
+	return w.buf[:n], true
+}
+
 // Render returns the file as one slice (Render(svcs, opts)), rendering only
 // the services whose text is not cached.
 func (r *Renderer) Render(svcs []services.Service, opts Options) []byte {
@@ -224,7 +340,7 @@ func (w *sliceWriter) Write(p []byte) (int, error) {
 
 func (r *Renderer) text(s *services.Service) []byte {
 	c := r.cache[s.Name]
-	if c != nil && sameText(&c.key, s) {
+	if c != nil && c.text != nil && sameText(&c.key, s) { // (no text: WriteFrom's)
 		c.gen = r.gen
 		r.Hits++
 		return c.text
