@@ -412,6 +412,22 @@ func (c *Controller) Run(parent context.Context) (err error) {
 	defer due.Stop()
 	var wakes pacer
 	var lastDCS time.Time // when the last DCS-woken reconcile started
+	// dcsReconcile reconciles a DCS event (c.dirty taken).
+	dcsReconcile := func() error {
+		if d := debounceWait(time.Now(), lastDCS, c.opts.Debounce); d > 0 {
+			if err := sleepCtx(ctx, d); err != nil {
+				return err
+			}
+			// Drain what arrived meanwhile: one reconcile covers it.
+			select {
+			case <-c.dirty:
+			default:
+			}
+		}
+		lastDCS = time.Now()
+		c.ReconcileOnce(false)
+		return nil
+	}
 	for {
 		c.armDue(due)
 		select {
@@ -420,34 +436,36 @@ func (c *Controller) Run(parent context.Context) (err error) {
 		case <-c.guard.done:
 			return nil // a worker panicked: the deferred check reports it
 		case <-c.dirty:
-			if d := debounceWait(time.Now(), lastDCS, c.opts.Debounce); d > 0 {
-				if err := sleepCtx(ctx, d); err != nil {
-					return err
-				}
-				// Drain what arrived meanwhile: one reconcile covers it.
-				select {
-				case <-c.dirty:
-				default:
-				}
+			if err := dcsReconcile(); err != nil {
+				return err
 			}
-			lastDCS = time.Now()
-			c.ReconcileOnce(false)
 		case <-c.tx.wake:
 			// A REST probe saw a transition move: no debounce for a lone
 			// one, the write path waits on this. In a storm (a mass
 			// failover wakes the loop once per cluster) the pacer spaces
 			// them so that each covers every answer that came meanwhile.
-			if d := wakes.wait(time.Now()); d > 0 {
-				if err := sleepCtx(ctx, d); err != nil {
+			// A DCS event ends that wait: it is reconciled as it would
+			// have been without the probe's (debounced, not paced), and
+			// that reconcile covers the answers too. (The wait held the
+			// DCS events back: a mass failover's last leader keys were
+			// planned ~200 ms late, behind a paced probe wake.)
+			started := time.Now()
+			dcs, err := pacedWait(ctx, wakes.wait(started), c.dirty)
+			if err != nil {
+				return err
+			}
+			select {
+			case <-c.tx.wake:
+			default:
+			}
+			started = time.Now()
+			if dcs {
+				if err := dcsReconcile(); err != nil {
 					return err
 				}
-				select {
-				case <-c.tx.wake:
-				default:
-				}
+			} else {
+				c.ReconcileOnce(false)
 			}
-			started := time.Now()
-			c.ReconcileOnce(false)
 			wakes.done(started, time.Now())
 		case <-resync.C:
 			c.ReconcileOnce(true)
@@ -465,6 +483,24 @@ func (c *Controller) Run(parent context.Context) (err error) {
 // switchover's time to live at 1,000 clusters), else the rest of every.
 func debounceWait(now, last time.Time, every time.Duration) time.Duration {
 	return max(every-now.Sub(last), 0)
+}
+
+// pacedWait waits d (nothing when d <= 0) unless a DCS event comes first
+// on dirty (taken: dcs true), or ctx ends (its error).
+func pacedWait(ctx context.Context, d time.Duration, dirty <-chan struct{}) (dcs bool, err error) {
+	if d <= 0 {
+		return false, nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false, ctx.Err()
+	case <-dirty:
+		return true, nil
+	case <-t.C:
+		return false, nil
+	}
 }
 
 // sleepCtx waits d (nothing when d <= 0) or until ctx is done (its error).

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"context"
 	"testing"
 	"time"
 )
@@ -55,5 +56,54 @@ func TestDebounceWait(t *testing.T) {
 	}
 	if d := debounceWait(t0, time.Time{}, every); d != 0 {
 		t.Errorf("first event ever waits %v", d)
+	}
+}
+
+// TestPacedWaitYieldsToDCS: a probe wake's paced wait ends when a DCS event
+// comes (it is reconciled then, not after the pace), when the pace is
+// over, or when the context ends; no pace, no wait.
+func TestPacedWaitYieldsToDCS(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dirty := make(chan struct{}, 1)
+	if dcs, err := pacedWait(ctx, 0, dirty); dcs || err != nil {
+		t.Fatalf("no pace: %v, %v", dcs, err)
+	}
+	type result struct {
+		dcs bool
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		dcs, err := pacedWait(ctx, time.Hour, dirty)
+		done <- result{dcs, err}
+	}()
+	dirty <- struct{}{}
+	select {
+	case r := <-done:
+		if !r.dcs || r.err != nil {
+			t.Fatalf("a DCS event during the pace: %v, %v; want it taken", r.dcs, r.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a DCS event did not end an hour's pace")
+	}
+	if len(dirty) != 0 {
+		t.Fatal("the DCS event was left for the loop to reconcile a second time")
+	}
+	if dcs, err := pacedWait(ctx, time.Millisecond, dirty); dcs || err != nil {
+		t.Fatalf("a pace that ends: %v, %v", dcs, err)
+	}
+	go func() {
+		dcs, err := pacedWait(ctx, time.Hour, dirty)
+		done <- result{dcs, err}
+	}()
+	cancel()
+	select {
+	case r := <-done:
+		if r.dcs || r.err == nil {
+			t.Fatalf("a cancelled pace: %v, %v; want the context's error", r.dcs, r.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("cancelling did not end an hour's pace")
 	}
 }
