@@ -251,6 +251,7 @@ func (r *Renderer) WriteFrom(w io.Writer, svcs []services.Service, opts Options,
 		same := c != nil && sameText(&c.key, s)
 		if same && c.text != nil {
 			text = c.text // (a WriteTo's)
+			c.sum = maphash.Bytes(r.seed, text)
 			r.Hits++
 		} else if same && c.n > 0 {
 			if b, ok := r.window.slice(c.off, c.n); ok && maphash.Bytes(r.seed, b) == c.sum {

@@ -92,6 +92,16 @@ func TestWriteFromSameAsReference(t *testing.T) {
 	if err := r.WriteFrom(&buf, svcs, opts, nil); err != nil || !bytes.Equal(buf.Bytes(), want) {
 		t.Fatalf("WriteFrom after WriteTo differs (%v):\n%s", err, firstDiff(buf.Bytes(), want))
 	}
+	// ... and the next WriteFrom copies every section from that file.
+	hits, misses := r.Hits, r.Misses
+	from := bytes.Clone(buf.Bytes())
+	buf.Reset()
+	if err := r.WriteFrom(&buf, svcs, opts, bytes.NewReader(from)); err != nil || !bytes.Equal(buf.Bytes(), want) {
+		t.Fatalf("WriteFrom from WriteFrom's file differs (%v):\n%s", err, firstDiff(buf.Bytes(), want))
+	}
+	if r.Misses != misses || r.Hits-hits != int64(len(svcs)) {
+		t.Errorf("from the file just written: %d copied, %d rendered; want all %d copied", r.Hits-hits, r.Misses-misses, len(svcs))
+	}
 }
 
 // The window serves what the file has and nothing past it.
