@@ -786,35 +786,33 @@ func fileStatePreserved(path string) (bool, error) {
 	return statePreserved(head), nil
 }
 
-// renderConfig is the file of all, as writeConfig writes it (the unchanged
-// sections copied from the file there), for a reload to check and write.
+// renderConfig is the file of all, as writeConfig writes it, for a reload
+// to check and write.
 func (d *Direct) renderConfig(all []services.Service) ([]byte, error) {
 	var buf bytes.Buffer
-	var prev io.ReaderAt
-	if f, err := os.Open(d.opts.ConfigPath); err == nil {
-		defer f.Close()
-		prev = f
-	}
-	if err := d.render.WriteFrom(&buf, all, d.renderOptions(), prev); err != nil {
+	if err := d.renderTo(&buf, all); err != nil {
 		return nil, err
 	}
 	return buf.Bytes(), nil
 }
 
-// writeConfig streams the file of all to the config path, atomically: the
-// sections that did not change are copied from the file there (which the
-// last write made: the render cache keeps where, not the ~5 MB of text of
-// 1,000 clusters), the others rendered.
+// writeConfig streams the file of all to the config path, atomically.
 func (d *Direct) writeConfig(all []services.Service) error {
+	return writeAtomicFunc(d.opts.ConfigPath, 0o644, func(w io.Writer) error { return d.renderTo(w, all) })
+}
+
+// renderTo writes the file of all to w: the sections that did not change
+// are copied from the file at the config path (which the last write made:
+// the render cache keeps where, not the ~5 MB of text of 1,000 clusters),
+// the others rendered. (writeConfig's rename replaces the name, not the
+// file open here.)
+func (d *Direct) renderTo(w io.Writer, all []services.Service) error {
 	var prev io.ReaderAt
 	if f, err := os.Open(d.opts.ConfigPath); err == nil {
-		// (The rename below replaces the name, not this open file.)
 		defer f.Close()
 		prev = f
 	}
-	return writeAtomicFunc(d.opts.ConfigPath, 0o644, func(w io.Writer) error {
-		return d.render.WriteFrom(w, all, d.renderOptions(), prev)
-	})
+	return d.render.WriteFrom(w, all, d.renderOptions(), prev)
 }
 
 // writeAtomic writes data to a temp file in path's directory and renames it

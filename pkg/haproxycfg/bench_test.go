@@ -45,80 +45,9 @@ func BenchmarkRender1000(b *testing.B) {
 }
 
 // BenchmarkRendererOneChange1000: one cluster's switchover (its 4 services
-// change) written to a file-like writer through the cache.
+// change), each write copying the unchanged sections from the file written
+// before (in memory here: the page cache's copy in the driver).
 func BenchmarkRendererOneChange1000(b *testing.B) {
-	a, moved := fleet(1000, 1), fleet(1000, 2)
-	var r Renderer
-	_ = r.WriteTo(io.Discard, a, benchOpts)
-	b.ReportAllocs()
-	orig := append([]services.Service(nil), a...)
-	for i := 0; b.Loop(); i++ {
-		for k := 2000; k < 2004; k++ {
-			if i%2 == 0 {
-				a[k] = moved[k]
-			} else {
-				a[k] = orig[k]
-			}
-		}
-		if err := r.WriteTo(io.Discard, a, benchOpts); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkRendererMassFailover1000: every cluster's leader moves: every
-// section is rendered again through the cache.
-func BenchmarkRendererMassFailover1000(b *testing.B) {
-	fleets := [2][]services.Service{fleet(1000, 1), fleet(1000, 2)}
-	var r Renderer
-	_ = r.WriteTo(io.Discard, fleets[0], benchOpts)
-	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
-		if err := r.WriteTo(io.Discard, fleets[(i+1)%2], benchOpts); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkRendererRetained1000 reports the heap a Renderer's cache of
-// 1,000 clusters keeps (retained-MB) after a WriteTo.
-func BenchmarkRendererRetained1000(b *testing.B) {
-	benchRetained(b, func(r *Renderer, svcs []services.Service) error { return r.WriteTo(io.Discard, svcs, benchOpts) })
-}
-
-// BenchmarkRendererFromFileRetained1000 is BenchmarkRendererRetained1000
-// for a Renderer that writes with WriteFrom (the direct driver's): where
-// each section was written and its hash, no text.
-func BenchmarkRendererFromFileRetained1000(b *testing.B) {
-	benchRetained(b, func(r *Renderer, svcs []services.Service) error {
-		return r.WriteFrom(io.Discard, svcs, benchOpts, nil)
-	})
-}
-
-// benchRetained reports the heap a new Renderer keeps after write wrote
-// the file of 1,000 clusters with it.
-func benchRetained(b *testing.B, write func(*Renderer, []services.Service) error) {
-	svcs := fleet(1000, 1)
-	var ms runtime.MemStats
-	for b.Loop() {
-		runtime.GC()
-		runtime.ReadMemStats(&ms)
-		before := ms.HeapAlloc
-		r := &Renderer{}
-		if err := write(r, svcs); err != nil {
-			b.Fatal(err)
-		}
-		runtime.GC()
-		runtime.ReadMemStats(&ms)
-		b.ReportMetric(float64(ms.HeapAlloc-before)/(1<<20), "retained-MB")
-		runtime.KeepAlive(r)
-	}
-}
-
-// BenchmarkRendererFromFileOneChange1000 is BenchmarkRendererOneChange1000
-// through WriteFrom, each write copying the unchanged sections from the
-// file written before (in memory here: the page cache's copy in the driver).
-func BenchmarkRendererFromFileOneChange1000(b *testing.B) {
 	a, moved := fleet(1000, 1), fleet(1000, 2)
 	var r Renderer
 	var prev, next bytes.Buffer
@@ -141,5 +70,43 @@ func BenchmarkRendererFromFileOneChange1000(b *testing.B) {
 	}
 	if r.Hits < r.Misses {
 		b.Fatalf("hits %d, misses %d: the unchanged sections were not copied", r.Hits, r.Misses)
+	}
+}
+
+// BenchmarkRendererMassFailover1000: every cluster's leader moves: every
+// section is rendered again.
+func BenchmarkRendererMassFailover1000(b *testing.B) {
+	fleets := [2][]services.Service{fleet(1000, 1), fleet(1000, 2)}
+	var r Renderer
+	var prev, next bytes.Buffer
+	_ = r.WriteFrom(&prev, fleets[0], benchOpts, nil)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		next.Reset()
+		if err := r.WriteFrom(&next, fleets[(i+1)%2], benchOpts, bytes.NewReader(prev.Bytes())); err != nil {
+			b.Fatal(err)
+		}
+		prev, next = next, prev
+	}
+}
+
+// BenchmarkRendererRetained1000 reports the heap a Renderer of 1,000
+// clusters keeps after a write (retained-MB): the direct driver keeps one
+// (where each section was written and its hash; no text).
+func BenchmarkRendererRetained1000(b *testing.B) {
+	svcs := fleet(1000, 1)
+	var ms runtime.MemStats
+	for b.Loop() {
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		before := ms.HeapAlloc
+		r := &Renderer{}
+		if err := r.WriteFrom(io.Discard, svcs, benchOpts, nil); err != nil {
+			b.Fatal(err)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		b.ReportMetric(float64(ms.HeapAlloc-before)/(1<<20), "retained-MB")
+		runtime.KeepAlive(r)
 	}
 }

@@ -139,35 +139,34 @@ func appendServerLine(b []byte, sv *services.Server) []byte {
 	return b
 }
 
-// Renderer renders files as Render does, and keeps the text of every
-// service it rendered: a service whose rendered fields are the same as last
-// time is written from that text. At 1,000 clusters (4,000 services, a
-// 2.6 MB file) a role change alters a few sections; rendering all of them
-// again allocated ~40 MB per apply. A Renderer is safe for concurrent use;
-// the zero value is ready.
+// Renderer writes files as Render renders them, rendering only the
+// services whose rendered fields changed since its last write: the others
+// are copied from that file (WriteFrom). At 1,000 clusters (4,000
+// services, a 2.6 MB file) a role change alters a few sections; rendering
+// all of them again allocated ~40 MB per apply, and keeping every
+// section's text instead kept the whole file (~5 MB) in memory for the
+// controller's life. A Renderer is safe for concurrent use; the zero value
+// is ready.
 type Renderer struct {
 	mu    sync.Mutex
 	cache map[string]*section
 	gen   uint64
-	// seed hashes the texts WriteFrom copies from the previous file;
-	// window reads that file (WriteFrom).
+	// seed hashes the sections' texts; window reads the previous file.
 	seed   maphash.Seed
 	seeded bool
 	window window
-	// scratch is where a section is rendered before its exact-size copy
-	// goes into the cache (reused: a guessed capacity kept per section
-	// was ~40 % of the text at 1,000 clusters).
+	// scratch is where a section is rendered (reused).
 	scratch []byte
-	// Hits and Misses count sections written from the cache and rendered.
+	// Hits and Misses count sections copied from the previous file and
+	// rendered.
 	Hits, Misses int64
 }
 
+// section is where the last write put a service's text (off, n) and the
+// hash of that text (sum), checked when it is read back.
 type section struct {
-	key  textKey // the fields the text depends on (sameText)
-	text []byte  // (WriteTo; nil after WriteFrom, which keeps where it wrote it)
-	gen  uint64
-	// Where WriteFrom wrote the text last (off, n) and its hash (sum),
-	// checked when it is read back.
+	key textKey // the fields the text depends on (sameText)
+	gen uint64
 	off int64
 	n   int
 	sum uint64
@@ -189,44 +188,13 @@ type textServer struct {
 	CheckSSL, Backup, Disabled, Selected bool
 }
 
-// WriteTo writes the file Render(svcs, opts) returns to w, rendering only
-// the services whose text is not cached.
-func (r *Renderer) WriteTo(w io.Writer, svcs []services.Service, opts Options) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if _, err := w.Write(Head(len(svcs), opts)); err != nil {
-		return err
-	}
-	r.gen++
-	if r.cache == nil {
-		r.cache = make(map[string]*section, len(svcs))
-	}
-	for i := range svcs {
-		if _, err := w.Write(r.text(&svcs[i])); err != nil {
-			return err
-		}
-	}
-	// Services not in this file leave the cache (a duplicate name, which
-	// Check rejects before any write, only costs a render).
-	if len(r.cache) > len(svcs) {
-		for k, c := range r.cache {
-			if c.gen != r.gen {
-				delete(r.cache, k)
-			}
-		}
-	}
-	return nil
-}
-
-// WriteFrom is WriteTo for a Renderer that keeps no text: the sections
+// WriteFrom writes the file Render(svcs, opts) renders to w. The sections
 // that did not change since the last WriteFrom are copied from prev, the
 // file that call wrote, at the offsets it wrote them (prev nil: every
 // section is rendered). A section whose bytes there are not the ones
 // written (the file was replaced or edited since, a short read: checked
 // by a hash of each section's text) is rendered again, so prev may be any
-// file. The direct driver's render cache of 1,000 clusters kept ~5 MB of
-// text for the controller's life (the whole file, which the file itself
-// holds); copying from the file is one sequential read of it.
+// file. Copying from the file is one sequential read of it.
 func (r *Renderer) WriteFrom(w io.Writer, svcs []services.Service, opts Options, prev io.ReaderAt) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -249,11 +217,7 @@ func (r *Renderer) WriteFrom(w io.Writer, svcs []services.Service, opts Options,
 		c := r.cache[s.Name]
 		var text []byte
 		same := c != nil && sameText(&c.key, s)
-		if same && c.text != nil {
-			text = c.text // (a WriteTo's)
-			c.sum = maphash.Bytes(r.seed, text)
-			r.Hits++
-		} else if same && c.n > 0 {
+		if same {
 			if b, ok := r.window.slice(c.off, c.n); ok && maphash.Bytes(r.seed, b) == c.sum {
 				text = b
 				r.Hits++
@@ -272,13 +236,14 @@ func (r *Renderer) WriteFrom(w io.Writer, svcs []services.Service, opts Options,
 			text = r.scratch
 			c.sum = maphash.Bytes(r.seed, text)
 		}
-		c.text = nil
 		c.off, c.n, c.gen = pos, len(text), r.gen
 		if _, err := w.Write(text); err != nil {
 			return err
 		}
 		pos += int64(len(text))
 	}
+	// Services not in this file leave the cache (a duplicate name, which
+	// Check rejects before any write, only costs a render).
 	if len(r.cache) > len(svcs) {
 		for k, c := range r.cache {
 			if c.gen != r.gen {
@@ -315,47 +280,13 @@ func (w *window) slice(off int64, n int) ([]byte, bool) {
 	if cap(w.buf) < size {
 		w.buf = make([]byte, size)
 	}
-	got, err := w.r.ReadAt(w.buf[:size], off)
+	// (A short read, io.EOF or a failure: the section is rendered.)
+	got, _ := w.r.ReadAt(w.buf[:size], off)
 	w.off, w.n = off, got
 	if got < n {
-		_ = err // (a short read: io.EOF or a failure; rendered instead)
 		return nil, false
 	}
 	return w.buf[:n], true
-}
-
-// Render returns the file as one slice (Render(svcs, opts)), rendering only
-// the services whose text is not cached.
-func (r *Renderer) Render(svcs []services.Service, opts Options) []byte {
-	var b sliceWriter
-	_ = r.WriteTo(&b, svcs, opts) // a sliceWriter never fails
-	return b
-}
-
-type sliceWriter []byte
-
-func (w *sliceWriter) Write(p []byte) (int, error) {
-	*w = append(*w, p...)
-	return len(p), nil
-}
-
-func (r *Renderer) text(s *services.Service) []byte {
-	c := r.cache[s.Name]
-	if c != nil && c.text != nil && sameText(&c.key, s) { // (no text: WriteFrom's)
-		c.gen = r.gen
-		r.Hits++
-		return c.text
-	}
-	r.Misses++
-	if c == nil {
-		c = &section{}
-		r.cache[s.Name] = c
-	}
-	c.key = textFields(s)
-	r.scratch = appendSection(r.scratch[:0], s)
-	c.text = append(make([]byte, 0, len(r.scratch)), r.scratch...)
-	c.gen = r.gen
-	return c.text
 }
 
 // textFields is the part of s its rendered text depends on (the servers
