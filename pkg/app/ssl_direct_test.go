@@ -291,7 +291,6 @@ func TestPatroniSSLCheckThroughHAProxy(t *testing.T) {
 			t.Errorf("prober %s: code %d error %q, want code %d", apiURL, r.Code, r.Err, want)
 		}
 	}
-	prober.CloseIdle()
 
 	// Switchover pg-test-1 -> pg-test-2, as Patroni does it. The controller
 	// may force the new leader UP for its promote window; the check status

@@ -1,10 +1,12 @@
 package patroni
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -69,8 +72,15 @@ type ProberOptions struct {
 
 // Prober asks members' Patroni REST APIs whether they are the primary. It
 // is safe for concurrent use.
+//
+// Each probe is one connection, dialed, asked and closed on the caller's
+// goroutine: Patroni's REST API (Python's BaseHTTPRequestHandler, HTTP/1.0)
+// closes the connection after every answer, so an http.Transport's pool
+// kept nothing and cost three goroutines, two 4 KB buffers and a grown
+// stack per probe (a mass failover probes ~1,000 new primaries at once).
 type Prober struct {
-	client  *http.Client
+	dialer  net.Dialer
+	tls     *tls.Config
 	timeout time.Duration
 	now     func() time.Time
 }
@@ -98,17 +108,7 @@ func NewProber(opts ProberOptions) (p *Prober, warning string) {
 			warning = fmt.Sprintf("patroni ca file %s: no PEM certificate found (https api_urls are verified against the system roots)", opts.CAFile)
 		}
 	}
-	tr := &http.Transport{
-		DialContext:         (&net.Dialer{Timeout: opts.Timeout}).DialContext,
-		TLSClientConfig:     tlsCfg,
-		TLSHandshakeTimeout: opts.Timeout,
-		// Connections kept alive between probes 20 ms apart where the API
-		// allows it (Patroni 3.0's answers HTTP/1.0 and closes).
-		MaxIdleConnsPerHost: maxInFlight,
-		IdleConnTimeout:     5 * time.Second,
-		DisableCompression:  true,
-	}
-	return &Prober{client: &http.Client{Transport: tr}, timeout: opts.Timeout, now: opts.Now}, warning
+	return &Prober{dialer: net.Dialer{Timeout: opts.Timeout}, tls: tlsCfg, timeout: opts.Timeout, now: opts.Now}, warning
 }
 
 // maxInFlight is how many probes of one member may be outstanding: a
@@ -123,14 +123,22 @@ func MaxInFlight() int { return maxInFlight }
 // PrimaryURL is the /primary address of a member whose api_url is apiURL
 // (http://host:8008/patroni -> http://host:8008/primary).
 func PrimaryURL(apiURL string) (string, error) {
-	u, err := url.Parse(apiURL)
+	u, err := parseAPIURL(apiURL)
 	if err != nil {
-		return "", fmt.Errorf("api_url %q: %w", apiURL, err)
-	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return "", fmt.Errorf("api_url %q: want http(s)://host:port/...", apiURL)
+		return "", err
 	}
 	return u.Scheme + "://" + u.Host + "/primary", nil
+}
+
+func parseAPIURL(apiURL string) (*url.URL, error) {
+	u, err := url.Parse(apiURL)
+	if err != nil {
+		return nil, fmt.Errorf("api_url %q: %w", apiURL, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("api_url %q: want http(s)://host:port/...", apiURL)
+	}
+	return u, nil
 }
 
 // Probe asks the member at apiURL for /primary once, within the Prober's
@@ -139,25 +147,16 @@ func PrimaryURL(apiURL string) (string, error) {
 // read-write yet.
 func (p *Prober) Probe(ctx context.Context, apiURL string) ProbeResult {
 	sent := p.now()
-	target, err := PrimaryURL(apiURL)
+	u, err := parseAPIURL(apiURL)
 	if err != nil {
 		return ProbeResult{Sent: sent, At: p.now(), Err: err.Error()}
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+	code, body, err := p.get(ctx, u)
+	r := ProbeResult{Sent: sent, At: p.now(), Code: code}
 	if err != nil {
-		return ProbeResult{Sent: sent, At: p.now(), Err: err.Error()}
-	}
-	resp, err := p.client.Do(req)
-	if err != nil {
-		return ProbeResult{Sent: sent, At: p.now(), Err: err.Error()}
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	r := ProbeResult{Sent: sent, At: p.now(), Code: resp.StatusCode}
-	if err != nil {
-		r.Err = "read body: " + err.Error()
+		r.Err = "GET " + u.Scheme + "://" + u.Host + "/primary: " + err.Error()
 		return r
 	}
 	var doc struct {
@@ -174,6 +173,69 @@ func (p *Prober) Probe(ctx context.Context, apiURL string) ProbeResult {
 	return r
 }
 
-// CloseIdle closes the Prober's idle keep-alive connections (at the end of
-// a transition: nothing is probed in steady state).
-func (p *Prober) CloseIdle() { p.client.CloseIdleConnections() }
+// readers are the probes' response buffers (an answer to /primary is
+// well under 4 KB; a longer one is read in several fills).
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
+
+// errBodyTooLong: an answer whose body passes maxBody is not Patroni's.
+var errBodyTooLong = errors.New("answer body over 64 KB")
+
+const maxBody = 64 << 10
+
+// get sends GET /primary to u's host on a connection of its own and
+// returns the status and body. code is non-zero once a status line was
+// read (err then says what went wrong with the body). ctx bounds it all:
+// the dial, the TLS handshake, the write and every read.
+func (p *Prober) get(ctx context.Context, u *url.URL) (code int, body []byte, err error) {
+	host := u.Host
+	if u.Port() == "" {
+		port := "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+		host = net.JoinHostPort(u.Hostname(), port)
+	}
+	conn, err := p.dialer.DialContext(ctx, "tcp", host)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	// A cancelled probe (its transition ended) stops at once.
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if u.Scheme == "https" {
+		cfg := p.tls.Clone()
+		cfg.ServerName = u.Hostname()
+		tc := tls.Client(conn, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return 0, nil, err
+		}
+		conn = tc
+	}
+	if _, err := io.WriteString(conn, "GET /primary HTTP/1.1\r\nHost: "+u.Host+
+		"\r\nUser-Agent: pgsvc\r\nAccept: application/json\r\nConnection: close\r\n\r\n"); err != nil {
+		return 0, nil, err
+	}
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(conn)
+	defer func() {
+		br.Reset(nil)
+		readers.Put(br)
+	}()
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err = io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
+	if err == nil && len(body) > maxBody {
+		err = errBodyTooLong
+	}
+	if err != nil {
+		return resp.StatusCode, nil, fmt.Errorf("read body: %w", err)
+	}
+	return resp.StatusCode, body, nil
+}

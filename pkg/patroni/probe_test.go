@@ -1,8 +1,13 @@
 package patroni
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"encoding/pem"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -133,4 +138,195 @@ func TestPrimaryURL(t *testing.T) {
 			t.Errorf("PrimaryURL(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
+}
+
+// rawAPI serves every connection with answer, written as is, then closes
+// it (Patroni's REST API is Python's BaseHTTPRequestHandler: HTTP/1.0, one
+// request per connection).
+func rawAPI(t testing.TB, answer string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				br := bufio.NewReader(c)
+				for { // the request's head
+					line, err := br.ReadString('\n')
+					if err != nil || line == "\r\n" {
+						break
+					}
+				}
+				_, _ = io.WriteString(c, answer)
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String() + "/patroni"
+}
+
+// httpProbe is the prober as it was, through net/http's client: the
+// reference TestProbeSameAsHTTPClient compares the one-connection prober
+// with.
+func httpProbe(apiURL string) (code int, body []byte, err error) {
+	target, err := PrimaryURL(apiURL)
+	if err != nil {
+		return 0, nil, err
+	}
+	cl := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableCompression: true}}
+	defer cl.CloseIdleConnections()
+	resp, err := cl.Get(target)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err = io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	return resp.StatusCode, body, err
+}
+
+// patroniBody is what Patroni 3.0.2 answered GET /primary on the leader
+// of the lab's cluster (../shared/fixtures/patroni-3.0.2/rest-initial.json).
+const patroniBody = `{"state": "running", "postmaster_start_time": "2026-11-26 12:37:28.850717+00:00", "role": "master", ` +
+	`"server_version": 150020, "xlog": {"location": 71531312}, "timeline": 1, "replication": [{"usename": "replicator", ` +
+	`"application_name": "pg-test-2", "client_addr": "127.0.0.1", "state": "streaming", "sync_state": "async", ` +
+	`"sync_priority": 0}], "dcs_last_seen": 1795696700, "database_system_identifier": "7712458376925434727", ` +
+	`"patroni": {"version": "3.0.2", "scope": "pg-test"}}`
+
+// TestProbeSameAsHTTPClient: for answers as Patroni's HTTP/1.0 server
+// writes them, and as an HTTP/1.1 proxy in front of it might, the prober
+// reads the status and body net/http's client reads.
+func TestProbeSameAsHTTPClient(t *testing.T) {
+	head := "Server: BaseHTTP/0.6 Python/3.11.2\r\nDate: Wed, 26 Nov 2026 12:38:25 GMT\r\nContent-Type: application/json\r\n"
+	long := strings.Repeat(" ", 20<<10) + patroniBody
+	answers := map[string]string{
+		"patroni leader, close-delimited": "HTTP/1.0 200 OK\r\n" + head + "\r\n" + patroniBody,
+		"patroni replica, 503":            "HTTP/1.0 503 Service Unavailable\r\n" + head + "\r\n" + strings.Replace(patroniBody, "master", "replica", 1),
+		"content-length":                  "HTTP/1.0 200 OK\r\n" + head + fmt.Sprintf("Content-Length: %d\r\n\r\n", len(patroniBody)) + patroniBody,
+		"http/1.1 chunked": "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n" +
+			fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(patroniBody), patroniBody),
+		"body longer than a buffer": "HTTP/1.0 200 OK\r\n" + head + "\r\n" + long,
+		"no body":                   "HTTP/1.0 503 Service Unavailable\r\n" + head + "\r\n",
+		"stopping": "HTTP/1.0 200 OK\r\n" + head + "\r\n" +
+			strings.Replace(patroniBody, `"state": "running"`, `"state": "stopping"`, 1),
+		"not json": "HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\n<html>proxy</html>",
+	}
+	p, _ := NewProber(ProberOptions{CAFile: filepath.Join(t.TempDir(), "none.crt"), Timeout: 5 * time.Second})
+	for name, answer := range answers {
+		t.Run(name, func(t *testing.T) {
+			api := rawAPI(t, answer)
+			code, body, err := httpProbe(api)
+			if err != nil {
+				t.Fatalf("net/http: %v", err)
+			}
+			u, _ := parseAPIURL(api)
+			gotCode, got, gotErr := p.get(context.Background(), u)
+			if gotErr != nil || gotCode != code || string(got) != string(body) {
+				t.Errorf("get = %d %q %v, net/http read %d %q", gotCode, got, gotErr, code, body)
+			}
+			r := p.Probe(context.Background(), api)
+			wantState := ""
+			var doc struct {
+				State string `json:"state"`
+				Role  string `json:"role"`
+			}
+			if json.Unmarshal(body, &doc) == nil {
+				wantState = doc.State
+			}
+			if r.Code != code || r.State != wantState || r.Err != "" ||
+				r.Writable != (code == 200 && doc.Role == "master" && doc.State == "running") {
+				t.Errorf("probe = %+v, want code %d state %q", r, code, wantState)
+			}
+		})
+	}
+}
+
+// TestProbeBadAnswers: an answer that is not HTTP, is cut short or does not
+// end is no answer, or an answer with an error, never a status made up.
+func TestProbeBadAnswers(t *testing.T) {
+	p, _ := NewProber(ProberOptions{CAFile: filepath.Join(t.TempDir(), "none.crt"), Timeout: 2 * time.Second})
+	for name, tc := range map[string]struct {
+		answer string
+		code   int
+		err    string
+	}{
+		"not http":             {answer: "SSH-2.0-OpenSSH_9.2\r\n", err: "malformed HTTP"},
+		"closed before status": {answer: "", err: "EOF"},
+		"cut in the body":      {answer: "HTTP/1.0 200 OK\r\nContent-Length: 500\r\n\r\n{\"state\"", code: 200, err: "read body"},
+		"body over 64 KB":      {answer: "HTTP/1.0 200 OK\r\n\r\n" + strings.Repeat("x", 65<<10), code: 200, err: "over 64 KB"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := p.Probe(context.Background(), rawAPI(t, tc.answer))
+			if r.Code != tc.code || !strings.Contains(r.Err, tc.err) || r.Writable {
+				t.Errorf("probe = %+v, want code %d and an error with %q", r, tc.code, tc.err)
+			}
+		})
+	}
+}
+
+// TestProbeCancel: a probe whose context ends (its transition is over)
+// returns at once, not at its timeout.
+func TestProbeCancel(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			accepted <- c // never answered
+		}
+	}()
+	p, _ := NewProber(ProberOptions{CAFile: filepath.Join(t.TempDir(), "none.crt"), Timeout: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan ProbeResult, 1)
+	go func() { done <- p.Probe(ctx, "http://"+ln.Addr().String()+"/patroni") }()
+	c := <-accepted
+	defer c.Close()
+	cancel()
+	select {
+	case r := <-done:
+		if r.Answered() || r.Err == "" {
+			t.Errorf("cancelled probe = %+v, want no answer with an error", r)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a cancelled probe did not return")
+	}
+}
+
+// BenchmarkProbe: one probe of an API answering as Patroni 3.0 does, the
+// prober's own cost next to net/http's client (allocations include the
+// test server's).
+func BenchmarkProbe(b *testing.B) {
+	api := rawAPI(b, "HTTP/1.0 200 OK\r\nServer: BaseHTTP/0.6 Python/3.11.2\r\nContent-Type: application/json\r\n\r\n"+patroniBody)
+	b.Run("prober", func(b *testing.B) {
+		p, _ := NewProber(ProberOptions{CAFile: "/nonexistent", Timeout: 5 * time.Second})
+		b.ReportAllocs()
+		for b.Loop() {
+			if r := p.Probe(context.Background(), api); !r.Writable {
+				b.Fatalf("probe = %+v", r)
+			}
+		}
+	})
+	b.Run("net/http", func(b *testing.B) {
+		cl := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 4}}
+		target, _ := PrimaryURL(api)
+		b.ReportAllocs()
+		for b.Loop() {
+			resp, err := cl.Get(target)
+			if err != nil {
+				b.Fatal(err)
+			}
+			_, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+	})
 }
