@@ -667,6 +667,10 @@ func (c *Controller) probeAll(t *transition, st *patroni.ClusterState) {
 
 // spawnProbe probes p's member every ProbeInterval until ctx ends. Call
 // with c.mu held.
+//
+// Each turn is a timer's callback (probeChain): no goroutine waits between
+// probes. A goroutine per probed member, parked between its probes, held
+// ~5.5 MB of stacks through a 1,000-cluster mass failover.
 func (c *Controller) spawnProbe(ctx context.Context, p *memberProbe) {
 	url := p.url
 	c.tx.boxMu.Lock()
@@ -678,74 +682,113 @@ func (c *Controller) spawnProbe(ctx context.Context, p *memberProbe) {
 	}
 	c.tx.wg.Add(1)
 	c.tx.running.Add(1)
-	go func() {
-		defer c.tx.wg.Done()
-		defer c.tx.running.Add(-1)
-		// A probe starts every interval even while earlier ones wait for
-		// a slow answer (up to MaxInFlight outstanding): Patroni's REST API
-		// runs a query per /primary and may take longer than the interval.
-		var inflight sync.WaitGroup
-		defer inflight.Wait()
-		slots := make(chan struct{}, patroni.MaxInFlight())
-		// fails counts the answers missed in a row.
-		var fails atomic.Int32
-		timer := time.NewTimer(0)
-		defer timer.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-timer.C:
-			}
-			// A slot of this member's and one of the controller's; without
-			// both, this turn is skipped.
-			if acquire(slots) {
-				if acquire(c.tx.slots) {
-					probe := func() {
-						defer func() { <-c.tx.slots; <-slots }()
-						r := c.tx.prober.Probe(ctx, url)
-						if r.Answered() {
-							fails.Store(0)
-						} else {
-							fails.Add(1)
-						}
-						if ctx.Err() == nil {
-							c.probeAnswered(p, gen, r)
-						}
-					}
-					if p.on.Load() {
-						// A new primary that is on is probed only every
-						// onEvery intervals (1 s by default, a probe's own
-						// timeout): nothing to overlap (a slow answer only
-						// delays the next), so here, on this goroutine's
-						// grown stack
-						// (a goroutine per probe grew a fresh stack each
-						// time: ~6 % of the controller's CPU in a
-						// 1,000-cluster mass failover).
-						probe()
-					} else {
-						inflight.Add(1)
-						go func() {
-							defer inflight.Done()
-							probe()
-						}()
-					}
-				} else {
-					<-slots
-				}
-			}
-			// A member whose REST API stopped answering is probed less and
-			// less often (probeBackoff), and this goroutine sleeps until
-			// then: waking every interval to count ticks (50,000 wake-ups
-			// a second for 1,000 new primaries of a mass failover) cost
-			// more of the controller's CPU than the probes.
-			n := probeBackoff(int(fails.Load()))
-			if p.on.Load() {
-				n = max(n, onEvery)
-			}
-			timer.Reset(time.Duration(n) * c.opts.ProbeInterval)
+	r := &probeChain{c: c, ctx: ctx, p: p, url: url, gen: gen, slots: make(chan struct{}, patroni.MaxInFlight())}
+	r.pending.Store(1)
+	r.mu.Lock()
+	r.timer = time.AfterFunc(0, r.turn)
+	r.mu.Unlock()
+	context.AfterFunc(ctx, r.stop)
+}
+
+// probeChain is one member's probes: a timer whose callback (turn) starts
+// a probe when slots allow and sets the timer again, until the probes'
+// context ends.
+type probeChain struct {
+	c   *Controller
+	ctx context.Context
+	p   *memberProbe
+	url string
+	gen int
+	// slots bounds this member's probes in flight: a probe starts every
+	// interval even while earlier ones wait for a slow answer (Patroni's
+	// REST API runs a query per /primary and may take longer than the
+	// interval).
+	slots chan struct{}
+	// fails counts the answers missed in a row.
+	fails atomic.Int32
+	// pending counts the chain itself (until it stops) and its probes in
+	// flight; the last to end tells c.tx.wg.
+	pending atomic.Int32
+
+	mu      sync.Mutex
+	timer   *time.Timer
+	stopped bool
+}
+
+// turn is one interval of the chain: a probe if a slot of this member's
+// and one of the controller's are free (else the turn is skipped), and the
+// timer set for the next turn before the probe runs, so a slow answer
+// delays nothing.
+func (r *probeChain) turn() {
+	c := r.c
+	probing := false
+	if r.ctx.Err() == nil && acquire(r.slots) {
+		if acquire(c.tx.slots) {
+			probing = true
+			r.pending.Add(1)
+		} else {
+			<-r.slots
 		}
-	}()
+	}
+	// A member whose REST API stopped answering is probed less and less
+	// often (probeBackoff): a turn every interval to count ticks (50,000
+	// a second for 1,000 new primaries of a mass failover) cost more of
+	// the controller's CPU than the probes. A new primary that is on is
+	// probed only every onEvery intervals.
+	n := probeBackoff(int(r.fails.Load()))
+	if r.p.on.Load() {
+		n = max(n, onEvery)
+	}
+	r.mu.Lock()
+	if r.stopped || r.ctx.Err() != nil {
+		// The context ended: stop found no timer to stop (this turn was
+		// running), so the chain ends here.
+		r.stopped = true
+		r.mu.Unlock()
+		r.done()
+	} else {
+		r.timer.Reset(time.Duration(n) * c.opts.ProbeInterval)
+		r.mu.Unlock()
+	}
+	if probing {
+		r.probe()
+	}
+}
+
+// probe asks the member once and records the answer.
+func (r *probeChain) probe() {
+	c := r.c
+	defer r.done()
+	defer func() { <-c.tx.slots; <-r.slots }()
+	res := c.tx.prober.Probe(r.ctx, r.url)
+	if res.Answered() {
+		r.fails.Store(0)
+	} else {
+		r.fails.Add(1)
+	}
+	if r.ctx.Err() == nil {
+		c.probeAnswered(r.p, r.gen, res)
+	}
+}
+
+// stop ends the chain when its context ends: at once if its timer was
+// waiting, else when the running turn sees it.
+func (r *probeChain) stop() {
+	r.mu.Lock()
+	wasStopped := r.stopped
+	r.stopped = true
+	waiting := r.timer.Stop()
+	r.mu.Unlock()
+	if waiting && !wasStopped {
+		r.done()
+	}
+}
+
+func (r *probeChain) done() {
+	if r.pending.Add(-1) == 0 {
+		r.c.tx.running.Add(-1)
+		r.c.tx.wg.Done()
+	}
 }
 
 // probeBackoff is every how many intervals a member is probed after fails
