@@ -654,10 +654,9 @@ func (c *Client) postRawNoReload(ctx context.Context, version int64, text string
 	if len(actions) > 0 {
 		ctx = withHeaders(ctx, http.Header{"X-Runtime-Actions": {strings.Join(actions, ";")}})
 	}
-	var sink rawText
 	var out any
 	if v, err := c.version(ctx); err == nil && v == 3 {
-		out = &sink
+		out = discardText{}
 	}
 	return c.do(ctx, http.MethodPost, "/configuration/raw", q, rawBody(text), out)
 }
