@@ -60,6 +60,12 @@ func TestReadBody(t *testing.T) {
 		if err != nil || !bytes.Equal(data, []byte(text)) {
 			t.Errorf("%s: %d bytes, %v; want the %d bytes sent", path, len(data), err, len(text))
 		}
+		if s, err := readText(get(path)); err != nil || s != text {
+			t.Errorf("%s as text: %d bytes, %v; want the %d bytes sent", path, len(s), err, len(text))
+		}
+	}
+	if s, err := readText(get("/short")); err == nil {
+		t.Errorf("a text answer cut short of its Content-Length read as %d bytes without an error", len(s))
 	}
 	if data, err := readBody(get("/short"), false); err == nil {
 		t.Errorf("an answer cut short of its Content-Length read as %d bytes without an error", len(data))
@@ -74,7 +80,8 @@ func TestReadBody(t *testing.T) {
 }
 
 // BenchmarkReadBody: one whole-file answer (~1.3 MB here; ~5 MB at 1,000
-// clusters), read into its Content-Length against io.ReadAll's doubling.
+// clusters), read into its Content-Length (as bytes or as the text) against
+// io.ReadAll's doubling.
 func BenchmarkReadBody(b *testing.B) {
 	text := bigFile(20000)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -82,7 +89,7 @@ func BenchmarkReadBody(b *testing.B) {
 		_, _ = io.WriteString(w, text)
 	}))
 	defer srv.Close()
-	for _, mode := range []string{"readBody", "io.ReadAll"} {
+	for _, mode := range []string{"readBody", "readText", "io.ReadAll"} {
 		b.Run(mode, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
@@ -90,15 +97,21 @@ func BenchmarkReadBody(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				var data []byte
-				if mode == "readBody" {
-					data, err = readBody(resp, false)
-				} else {
-					data, err = io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+				n := 0
+				switch mode {
+				case "readBody":
+					data, rerr := readBody(resp, false)
+					n, err = len(data), rerr
+				case "readText":
+					s, rerr := readText(resp)
+					n, err = len(s), rerr
+				default:
+					data, rerr := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+					n, err = len(data), rerr
 				}
 				resp.Body.Close()
-				if err != nil || len(data) != len(text) {
-					b.Fatalf("%d bytes, %v", len(data), err)
+				if err != nil || n != len(text) {
+					b.Fatalf("%d bytes, %v", n, err)
 				}
 			}
 		})
