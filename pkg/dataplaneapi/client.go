@@ -397,7 +397,7 @@ type rawBody string
 const maxAnswer = 256 << 20
 
 // readBody reads an answer's body: into a buffer of its Content-Length
-// where the API sent one (io.ReadAll grows its buffer by doubling: ~2.5
+// where the API sent one (io.ReadAll grows its buffer by doubling: ~2.3
 // times a 5 MB file allocated per whole-file read), or, when discard is
 // set, into nothing (nil data).
 func readBody(resp *http.Response, discard bool) ([]byte, error) {
