@@ -732,16 +732,25 @@ func (t *Target) applyConfig(ctx context.Context, st *state, desired []services.
 		st = &state{snapshot: &moved, current: st.current, statePreserved: st.statePreserved}
 		changes = rest
 	}
-	ops, err := planOps(st, desired, changes)
-	if err != nil {
-		return res, err
+	// Twins: the file is written whole (one raw POST) so every `disabled`
+	// keyword is in step with the live roles, not only the servers changed.
+	// Then no write call is planned: the calls of a first sync (a model of
+	// ~2 KB per server, held in its call: ~50 MB at 1,000 clusters) were
+	// built only to be counted, and were the controller's largest heap.
+	// ReplaceSections checks every service as planOps would.
+	raw := t.running.rawNext || twinLayout(desired)
+	var ops []op
+	if !raw {
+		var err error
+		if ops, err = planOps(st, desired, changes); err != nil {
+			return res, err
+		}
+		raw = len(ops) > t.opts.RawThreshold
 	}
 	// The file the running HAProxy serves, to put back if HAProxy refuses
 	// what this write makes of it.
 	t.rememberRunning(ctx, st)
-	// Twins: the file is written whole (one raw POST) so every `disabled`
-	// keyword is in step with the live roles, not only the servers changed.
-	if len(ops) > t.opts.RawThreshold || t.running.rawNext || twinLayout(desired) {
+	if raw {
 		return t.applyRaw(ctx, st, desired, all, len(ops), res)
 	}
 	return t.applyTxn(ctx, st, desired, ops, all, res)
@@ -1228,7 +1237,11 @@ func (t *Target) applyRaw(ctx context.Context, st *state, desired []services.Ser
 		res.Version = v + 1
 		t.keep(nil)
 	}
-	t.log.Info("posted raw configuration", zap.Int("changes", len(changes)), zap.Int("calls_avoided", calls),
-		zap.String("reload_id", m.ReloadID), zap.Int64("version", res.Version))
+	fields := []zap.Field{zap.Int("changes", len(changes))}
+	if calls > 0 { // (0: not planned, the twin layout writes whole files)
+		fields = append(fields, zap.Int("calls_avoided", calls))
+	}
+	t.log.Info("posted raw configuration", append(fields,
+		zap.String("reload_id", m.ReloadID), zap.Int64("version", res.Version))...)
 	return t.followReload(ctx, m, res)
 }
