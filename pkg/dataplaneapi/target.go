@@ -738,14 +738,18 @@ func (t *Target) applyConfig(ctx context.Context, st *state, desired []services.
 	// ~2 KB per server, held in its call: ~50 MB at 1,000 clusters) were
 	// built only to be counted, and were the controller's largest heap.
 	// ReplaceSections checks every service as planOps would.
+	// Elsewhere the calls are planned up to the threshold only: past it the
+	// raw POST follows (a Pigsty-layout first sync plans ~28,000).
 	raw := t.running.rawNext || twinLayout(desired)
 	var ops []op
 	if !raw {
 		var err error
-		if ops, err = planOps(st, desired, changes); err != nil {
+		if ops, raw, err = planOps(st, desired, changes, t.opts.RawThreshold); err != nil {
 			return res, err
 		}
-		raw = len(ops) > t.opts.RawThreshold
+		if raw {
+			ops = nil // (not the count of every call: unknown, not logged)
+		}
 	}
 	// The file the running HAProxy serves, to put back if HAProxy refuses
 	// what this write makes of it.
@@ -951,14 +955,18 @@ func desiredServers(desired []services.Service) map[string]map[string]services.S
 
 // planOps turns the changes into write calls, in an order the API accepts
 // (backend before its servers and before the frontend that uses it).
-func planOps(st *state, desired []services.Service, changes []target.Change) ([]op, error) {
+func planOps(st *state, desired []services.Service, changes []target.Change, limit int) (ops []op, over bool, err error) {
 	byName := map[string]services.Service{}
 	for _, d := range desired {
 		byName[d.Name] = d
 	}
 	want := desiredServers(desired)
-	var ops []op
 	for _, c := range changes {
+		// The count only grows (dedupe keeps the first of repeated
+		// replaces, whenever it runs): past limit the answer is known.
+		if ops = dedupe(ops); limit > 0 && len(ops) > limit {
+			return ops, true, nil
+		}
 		d := byName[c.Backend]
 		name := d.Name
 		switch c.Kind {
@@ -966,7 +974,7 @@ func planOps(st *state, desired []services.Service, changes []target.Change) ([]
 			if st.be[name] == nil {
 				be, err := backendModel(d, nil)
 				if err != nil {
-					return nil, err
+					return nil, false, err
 				}
 				ops = append(ops, op{"create backend " + name, func(ctx context.Context, cl *Client, w Write) (Meta, error) {
 					return cl.CreateBackend(ctx, be, w)
@@ -995,7 +1003,7 @@ func planOps(st *state, desired []services.Service, changes []target.Change) ([]
 			}
 		case target.KindUpdateService:
 			if _, err := backendModel(d, nil); err != nil {
-				return nil, err
+				return nil, false, err
 			}
 			ops = append(ops, op{"replace backend " + name, func(ctx context.Context, cl *Client, w Write) (Meta, error) {
 				// A whole-object PUT: built on the API's own backend, so
@@ -1051,10 +1059,11 @@ func planOps(st *state, desired []services.Service, changes []target.Change) ([]
 				return cl.DeleteServer(ctx, name, srv, w)
 			}})
 		default:
-			return nil, fmt.Errorf("unknown change kind %q", c.Kind)
+			return nil, false, fmt.Errorf("unknown change kind %q", c.Kind)
 		}
 	}
-	return dedupe(ops), nil
+	ops = dedupe(ops)
+	return ops, limit > 0 && len(ops) > limit, nil
 }
 
 // frontendOps replaces an existing frontend and its bind with the wanted
