@@ -49,29 +49,37 @@ func BenchmarkTwinsOneSwitchover1000(b *testing.B) {
 	}
 }
 
-// BenchmarkTwinsFirstSync1000 is a controller's first apply of 1,000
-// clusters in the twin layout against an empty configuration (the double,
-// v3): every service created by one raw POST. Its allocations include the
-// double's own; what counts is the driver's (the per-call write plan the
-// raw POST does not use is no longer built).
-func BenchmarkTwinsFirstSync1000(b *testing.B) {
+// BenchmarkFirstSync1000 is a controller's first apply of 1,000 clusters
+// against an empty configuration (the double, v3), in the twin layout and
+// in Pigsty's: every service created by one raw POST. Its allocations
+// include the double's own; what counts is the driver's (the per-call
+// write plan the raw POST does not use is no longer built: not at all in
+// the twin layout, up to the raw threshold in Pigsty's).
+func BenchmarkFirstSync1000(b *testing.B) {
 	const n = 1000
-	a := fleetTwins(b, n, func(int) int { return 1 })
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		b.StopTimer()
-		srv := dpapitest.NewServer(b, dpapitest.WithAPIVersion(3))
-		c, err := dataplaneapi.New(srv.URL(), dataplaneapi.Options{Timeout: time.Minute})
-		if err != nil {
-			b.Fatal(err)
+	for _, layout := range []string{"twins", "pigsty"} {
+		desired := fleet(n)
+		if layout == "twins" {
+			desired = fleetTwins(b, n, func(int) int { return 1 })
 		}
-		tg := dataplaneapi.NewTarget(c, zap.NewNop(), dataplaneapi.TargetOptions{
-			ReloadPollInterval: 2 * time.Millisecond, ReloadTimeout: time.Minute, Backoff: time.Millisecond,
-			AdminReadEvery: time.Hour, FullReadEvery: 24 * time.Hour})
-		b.StartTimer()
-		if res, err := tg.Apply(ctx, a); err != nil || len(res.Changes) == 0 {
-			b.Fatalf("first sync: %+v %v", res, err)
-		}
+		b.Run(layout, func(b *testing.B) {
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				b.StopTimer()
+				srv := dpapitest.NewServer(b, dpapitest.WithAPIVersion(3))
+				c, err := dataplaneapi.New(srv.URL(), dataplaneapi.Options{Timeout: time.Minute})
+				if err != nil {
+					b.Fatal(err)
+				}
+				tg := dataplaneapi.NewTarget(c, zap.NewNop(), dataplaneapi.TargetOptions{
+					ReloadPollInterval: 2 * time.Millisecond, ReloadTimeout: time.Minute, Backoff: time.Millisecond,
+					AdminReadEvery: time.Hour, FullReadEvery: 24 * time.Hour})
+				b.StartTimer()
+				if res, err := tg.Apply(ctx, desired); err != nil || len(res.Changes) == 0 {
+					b.Fatalf("first sync: %+v %v", res, err)
+				}
+			}
+		})
 	}
 }
