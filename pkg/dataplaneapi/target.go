@@ -1247,7 +1247,7 @@ func (t *Target) applyRaw(ctx context.Context, st *state, desired []services.Ser
 		t.keep(nil)
 	}
 	fields := []zap.Field{zap.Int("changes", len(changes))}
-	if calls > 0 { // (0: not planned, the twin layout writes whole files)
+	if calls > 0 { // (0: not counted: the twin layout, or past the raw threshold)
 		fields = append(fields, zap.Int("calls_avoided", calls))
 	}
 	t.log.Info("posted raw configuration", append(fields,
