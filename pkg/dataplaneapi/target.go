@@ -964,8 +964,10 @@ func planOps(st *state, desired []services.Service, changes []target.Change, lim
 	for _, c := range changes {
 		// The count only grows (dedupe keeps the first of repeated
 		// replaces, whenever it runs): past limit the answer is known.
-		if ops = dedupe(ops); limit > 0 && len(ops) > limit {
-			return ops, true, nil
+		if limit > 0 {
+			if ops = dedupe(ops); len(ops) > limit {
+				return ops, true, nil
+			}
 		}
 		d := byName[c.Backend]
 		name := d.Name
