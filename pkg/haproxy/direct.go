@@ -325,23 +325,18 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 		} else {
 			saved = d.takeCache()
 		}
-		// The write fence first: no write must reach the old primary.
-		if err := d.forceDown(ctx, changes, &res); err != nil {
-			return res, err
-		}
-		// Twins: incoming twins ready first, then weights, then outgoing
-		// twins down, so a backend never has zero active servers. (The
-		// early flips, each backend's also in that order, are under way.)
+		// The write fences first, with the outgoing twins of the write
+		// services (no write must reach the old primary; a write service
+		// may be without a server until the next batch, never with two
+		// primaries); then the incoming twins, a fenced one forced DOWN
+		// right after its own ready; then weights; then the other
+		// outgoing twins, so that a service that takes no writes never
+		// has zero active servers (fenceAndFlip). (The early flips, each
+		// backend's also incoming first, are under way.)
 		ups, downs := flipsOf(withoutFlips(changes, early))
-		if err := d.rt.SetStates(ctx, ups); err != nil {
-			return res, fmt.Errorf("apply set_state: %w", err)
-		}
-		if len(ups) > 0 {
-			// A fenced twin activated in this apply came out of maint UP:
-			// forced DOWN again at once.
-			if err := d.forceDown(ctx, changes, &res); err != nil {
-				return res, err
-			}
+		writeDowns, downs := splitWrite(downs, desired)
+		if err := d.fenceAndFlip(ctx, changes, writeDowns, ups, &res); err != nil {
+			return res, err
 		}
 		var weights []Weight
 		weightOf := desiredWeights(desired)
@@ -655,6 +650,79 @@ func mergeKept(desired, file []services.Service) []services.Service {
 	return out
 }
 
+// fenceAndFlip sends the write fences of changes and the flips leave and
+// enter in two pipelined batches, the order that keeps a write service
+// from ever having two primaries:
+//
+//  1. the fences (forceDown), but those of servers enter readies, then
+//     leave: the outgoing twins of write services (a member that left the
+//     primary's role may still pass /primary for a few checks: a hung
+//     Patroni loop, so only its maint keeps writes off it);
+//  2. enter, each readied server with a fence forced DOWN right after its
+//     own ready (a held new leader's twin: leaving maint brings a server
+//     UP at once, measured on HAProxy 2.6), in the same batch.
+//
+// A write service may be without a server between the two batches (a
+// round trip), never with two primaries. res.ForcedDown is when the last
+// fence was sent.
+func (d *Direct) fenceAndFlip(ctx context.Context, changes []target.Change, leave, enter []Flip, res *target.Result) error {
+	readied := make(map[[2]string]bool, len(enter))
+	for _, f := range enter {
+		readied[[2]string{f.Backend, f.Server}] = true
+	}
+	var first, second []string
+	afterReady := map[[2]string]bool{}
+	for _, c := range changes {
+		if c.Kind != target.KindForceDown {
+			continue
+		}
+		if k := [2]string{c.Backend, c.Server}; readied[k] {
+			afterReady[k] = true
+			continue
+		}
+		first = append(first, fenceCmds(c.Backend, c.Server)...)
+	}
+	fencedFirst := len(first) > 0
+	for _, f := range leave {
+		first = append(first, stateCmd(f))
+	}
+	for _, f := range enter {
+		second = append(second, stateCmd(f))
+		if afterReady[[2]string{f.Backend, f.Server}] {
+			second = append(second, fenceCmds(f.Backend, f.Server)...)
+		}
+	}
+	for _, batch := range [][]string{first, second} {
+		if len(batch) == 0 {
+			continue
+		}
+		if err := target.CheckWrite(ctx); err != nil {
+			return err
+		}
+		if err := d.rt.PipelineQuiet(ctx, batch); err != nil {
+			return fmt.Errorf("force down and set_state: %w", err)
+		}
+		if fencedFirst || len(afterReady) > 0 {
+			res.ForcedDown = time.Now()
+			fencedFirst = false
+		}
+	}
+	return nil
+}
+
+// fenceCmds are the commands of the write fence of backend/server (see
+// forceDown).
+func fenceCmds(backend, server string) []string {
+	return []string{"set server " + backend + "/" + server + " health down",
+		"shutdown sessions server " + backend + "/" + server}
+}
+
+// stateCmd is the command of a flip (its state is one flipsOf made:
+// ready, drain or maint).
+func stateCmd(f Flip) string {
+	return "set server " + f.Backend + "/" + f.Server + " state " + f.State
+}
+
 // forceDown fences old primaries from write services: `set server B/S
 // health down` (no new connection goes to it from this command on; its
 // queued ones are redistributed), then `shutdown sessions server B/S`, so a
@@ -667,8 +735,7 @@ func (d *Direct) forceDown(ctx context.Context, changes []target.Change, res *ta
 	var cmds []string
 	for _, c := range changes {
 		if c.Kind == target.KindForceDown {
-			cmds = append(cmds, fmt.Sprintf("set server %s/%s health down", c.Backend, c.Server),
-				fmt.Sprintf("shutdown sessions server %s/%s", c.Backend, c.Server))
+			cmds = append(cmds, fenceCmds(c.Backend, c.Server)...)
 		}
 	}
 	if len(cmds) == 0 {

@@ -141,3 +141,26 @@ func splitTracked(downs []Flip, desired []services.Service) (plain, tracked []Fl
 	}
 	return plain, tracked
 }
+
+// splitWrite splits deactivations into those of write services
+// (services.WriteCheck: the outgoing twins go first there, with the write
+// fences) and the others.
+func splitWrite(downs []Flip, desired []services.Service) (write, rest []Flip) {
+	if len(downs) == 0 {
+		return nil, downs
+	}
+	isWrite := make(map[string]bool, len(desired))
+	for i := range desired {
+		if services.WriteCheck(desired[i].Check) {
+			isWrite[desired[i].Name] = true
+		}
+	}
+	for _, f := range downs {
+		if isWrite[f.Backend] {
+			write = append(write, f)
+		} else {
+			rest = append(rest, f)
+		}
+	}
+	return write, rest
+}

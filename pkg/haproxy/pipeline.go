@@ -30,6 +30,9 @@ func (r *Runtime) Pipeline(ctx context.Context, cmds []string) ([]string, error)
 			return nil, fmt.Errorf("command %q: contains a newline", c)
 		}
 	}
+	if r.beforePipeline != nil {
+		r.beforePipeline(cmds)
+	}
 	timeout := r.Timeout
 	if timeout <= 0 {
 		timeout = DefaultTimeout

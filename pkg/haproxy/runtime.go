@@ -32,6 +32,10 @@ type Runtime struct {
 	MasterSocket string
 	// Timeout bounds each command (DefaultTimeout when 0); ctx may shorten it.
 	Timeout time.Duration
+	// beforePipeline, when set, sees every pipelined batch right before it
+	// is sent (tests: the order of the commands, and what runs between
+	// two batches). It may be called from several goroutines at once.
+	beforePipeline func(cmds []string)
 }
 
 // Exec sends one command line to the stats socket and returns the whole answer.
