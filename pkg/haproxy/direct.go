@@ -90,6 +90,9 @@ type Direct struct {
 	incremental int
 	// earlyFlipped lists the servers flipped early, "backend/server" (tests).
 	earlyFlipped []string
+	// beforeReload, when set, is called right before the driver asks the
+	// master to reload (tests: what the old worker runs then).
+	beforeReload func()
 }
 
 var _ target.Target = (*Direct)(nil)
@@ -422,13 +425,16 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 		res.Duration = time.Since(start)
 		return res, target.Reject(err)
 	}
+	leave, enter := writeFlipsNow(changes, desired, snap.current)
 	// A new primary first: a reload takes hundreds of milliseconds, and the
 	// server-state dump right before it carries the forced UP over to the
 	// new worker (a forced-up server always exists already: only a server
 	// HAProxy has DOWN is forced).
 	// The write fence too, and first (the state file carries it over; see
-	// FixServersState).
-	if err := d.forceDown(ctx, changes, &res); err != nil {
+	// FixServersState), and with it the write services' flips, to the
+	// running worker (writeFlipsNow): it serves until the reload is done
+	// (~1 s at 1,000 clusters) and keeps its sessions after it.
+	if err := d.fenceAndFlip(ctx, changes, leave, enter, &res); err != nil {
 		res.Duration = time.Since(start)
 		return res, err
 	}
@@ -530,6 +536,9 @@ func (d *Direct) reloadWith(ctx context.Context, cfg []byte, all []services.Serv
 	}
 	if err := os.Rename(tmpName, d.opts.ConfigPath); err != nil {
 		return fmt.Errorf("install new config: %w", err)
+	}
+	if d.beforeReload != nil {
+		d.beforeReload()
 	}
 	proc, err := d.rt.Reload(ctx)
 	res.Reloaded = true
@@ -654,7 +663,7 @@ func mergeKept(desired, file []services.Service) []services.Service {
 // enter in two pipelined batches, the order that keeps a write service
 // from ever having two primaries:
 //
-//  1. the fences (forceDown), but those of servers enter readies, then
+//  1. the fences (fenceCmds), but those of servers enter readies, then
 //     leave: the outgoing twins of write services (a member that left the
 //     primary's role may still pass /primary for a few checks: a hung
 //     Patroni loop, so only its maint keeps writes off it);
@@ -692,7 +701,7 @@ func (d *Direct) fenceAndFlip(ctx context.Context, changes []target.Change, leav
 			second = append(second, fenceCmds(f.Backend, f.Server)...)
 		}
 	}
-	for _, batch := range [][]string{first, second} {
+	for i, batch := range [][]string{first, second} {
 		if len(batch) == 0 {
 			continue
 		}
@@ -702,16 +711,21 @@ func (d *Direct) fenceAndFlip(ctx context.Context, changes []target.Change, leav
 		if err := d.rt.PipelineQuiet(ctx, batch); err != nil {
 			return fmt.Errorf("force down and set_state: %w", err)
 		}
-		if fencedFirst || len(afterReady) > 0 {
+		if i == 0 && fencedFirst || i == 1 && len(afterReady) > 0 {
 			res.ForcedDown = time.Now()
-			fencedFirst = false
 		}
 	}
 	return nil
 }
 
-// fenceCmds are the commands of the write fence of backend/server (see
-// forceDown).
+// fenceCmds are the commands of the write fence of backend/server, which
+// fences an old primary from a write service: `set server B/S health down`
+// (no new connection goes to it from this command on; its queued ones are
+// redistributed), then `shutdown sessions server B/S`, so a session opened
+// in the last moments before Patroni stopped PostgreSQL (pgbouncer queues
+// its writes for the restarted standby) is cut whatever the service's
+// on-marked-down says. HAProxy's checks still run; the controller forces
+// it DOWN again while the fence lasts.
 func fenceCmds(backend, server string) []string {
 	return []string{"set server " + backend + "/" + server + " health down",
 		"shutdown sessions server " + backend + "/" + server}
@@ -721,34 +735,6 @@ func fenceCmds(backend, server string) []string {
 // ready, drain or maint).
 func stateCmd(f Flip) string {
 	return "set server " + f.Backend + "/" + f.Server + " state " + f.State
-}
-
-// forceDown fences old primaries from write services: `set server B/S
-// health down` (no new connection goes to it from this command on; its
-// queued ones are redistributed), then `shutdown sessions server B/S`, so a
-// session opened in the last moments before Patroni stopped PostgreSQL
-// (pgbouncer queues its writes for the restarted standby) is cut whatever
-// the service's on-marked-down says. All over one pipelined connection,
-// in that order per server. HAProxy's checks still run; the controller
-// forces it DOWN again while the fence lasts.
-func (d *Direct) forceDown(ctx context.Context, changes []target.Change, res *target.Result) error {
-	var cmds []string
-	for _, c := range changes {
-		if c.Kind == target.KindForceDown {
-			cmds = append(cmds, fenceCmds(c.Backend, c.Server)...)
-		}
-	}
-	if len(cmds) == 0 {
-		return nil
-	}
-	if err := target.CheckWrite(ctx); err != nil {
-		return err
-	}
-	if err := d.rt.PipelineQuiet(ctx, cmds); err != nil {
-		return fmt.Errorf("force down: %w", err)
-	}
-	res.ForcedDown = time.Now()
-	return nil
 }
 
 // forceUp marks the new primary UP in write services at once (`set server

@@ -164,3 +164,51 @@ func splitWrite(downs []Flip, desired []services.Service) (write, rest []Flip) {
 	}
 	return write, rest
 }
+
+// writeFlipsNow returns the flips of the write services' twins of an apply
+// that reloads, to be made at once in the running worker (fenceAndFlip),
+// which serves until the new one does and keeps its sessions after: left
+// for the state file alone, an old primary's outgoing twin would take new
+// writes in the old worker until the reload is done, and keep its sessions
+// there. The deactivations of servers cur has (the running worker's
+// servers; a new one exists only in the new worker); the activations of
+// servers cur has in backends whose changes are all runtime changes (the
+// server the old worker has is the one desired has). The new worker starts
+// them as the state file says, which fixes every twin's admin state
+// (FixServersState).
+func writeFlipsNow(changes []target.Change, desired []services.Service, cur map[string]*target.Backend) (leave, enter []Flip) {
+	ups, downs := flipsOf(changes)
+	if len(ups)+len(downs) == 0 {
+		return nil, nil
+	}
+	downs, _ = splitWrite(downs, desired)
+	ups, _ = splitWrite(ups, desired)
+	has := func(f Flip) bool {
+		b := cur[f.Backend]
+		if b == nil {
+			return false
+		}
+		_, ok := b.Servers[f.Server]
+		return ok
+	}
+	for _, f := range downs {
+		if has(f) {
+			leave = append(leave, f)
+		}
+	}
+	if len(ups) == 0 {
+		return leave, nil
+	}
+	structural := map[string]bool{} // backends with a change no runtime command makes
+	for _, c := range changes {
+		if !c.Runtime {
+			structural[c.Backend] = true
+		}
+	}
+	for _, f := range ups {
+		if has(f) && !structural[f.Backend] {
+			enter = append(enter, f)
+		}
+	}
+	return leave, enter
+}

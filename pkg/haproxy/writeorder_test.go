@@ -3,10 +3,12 @@ package haproxy
 import (
 	"context"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/pgsvc/pgsvc/pkg/services"
 )
@@ -208,4 +210,95 @@ func TestTwinsWriteServiceOutgoingFirst(t *testing.T) {
 	// The hold released: pg-t-1 forced UP.
 	step("release", desired("pg-t-1", "pg-t-2", "pg-t-1", ""), "")
 	r.waitStatus(t, map[string]bool{"pg-t-writer/pg-t-1": true, "pg-t-primary/pg-t-1": true, "pg-t-writer/pg-t-2": false, "pg-t-primary/pg-t-2": false})
+}
+
+// TestTwinsWriteServiceReloadOldWorker: a failover whose apply also
+// reloads (an inventory change elsewhere) flips the role-dependent write
+// service's twins in the running worker before the reload, not only in the
+// state file: the old worker, which serves until the new one does and
+// keeps its sessions after, sends no new write to the old primary and cuts
+// the session it had there (maint, on-marked-down shutdown-sessions, as in
+// a runtime apply); the new primary takes the writes at once. The new
+// worker has the same roles.
+func TestTwinsWriteServiceReloadOldWorker(t *testing.T) {
+	r := startRig(t)
+	ctx := context.Background()
+	m1 := newMember(t, "pg-t-1", "127.0.0.83", "primary")
+	m2 := newMember(t, "pg-t-2", "127.0.0.84", "replica")
+	port1, closed1 := holder(t, m1.ip)
+	port2, _ := holder(t, m2.ip)
+	pp, rp, wp := freePort(t, frontIP), freePort(t, frontIP), freePort(t, frontIP)
+	desired := func(primary, fence, up string, maxconn int) []services.Service {
+		svcs := writerCluster(pp, rp, wp, slowChecks, primary, fence, up, "", m1, m2)
+		w := &svcs[2]
+		for i := range w.Servers {
+			w.Servers[i].Port = map[string]int{"pg-t-1": port1, "pg-t-2": port2}[w.Servers[i].Member]
+		}
+		svcs[0].Maxconn = maxconn
+		return svcs
+	}
+	for range 2 {
+		if _, err := r.direct.Apply(ctx, desired("pg-t-1", "", "pg-t-1", 500)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.waitStatus(t, map[string]bool{"pg-t-primary/pg-t-1": true, "pg-t-writer/pg-t-1": true})
+	// A session through the write service to the primary.
+	c, err := net.Dial("tcp", addr(frontIP, wp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the session on the primary", func() string {
+		if n := r.stat(t)["pg-t-writer/pg-t-1"].CurrentSessions; n != 1 {
+			return fmt.Sprintf("%d sessions", n)
+		}
+		return ""
+	})
+
+	// The failover (the old primary's REST still answers /primary), and
+	// pg-t-primary's maxconn changed: a reload.
+	m2.setRole("primary")
+	var inOld []string
+	cut := false
+	r.direct.beforeReload = func() {
+		// The stats socket is the old worker's until the reload.
+		up, err := upIn(r.rt, "pg-t-writer")
+		if err != nil {
+			t.Errorf("read the old worker: %v", err)
+		}
+		inOld = up
+		select {
+		case <-closed1:
+			cut = true
+		case <-time.After(5 * time.Second):
+		}
+	}
+	res, err := r.direct.Apply(ctx, desired("pg-t-2", "pg-t-1", "pg-t-2", 600))
+	r.direct.beforeReload = nil
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Reloaded {
+		t.Fatalf("failover: %s, want a reload", kinds(res.Changes))
+	}
+	if !slices.Equal(inOld, []string{"pg-t-2"}) {
+		t.Errorf("servers UP in the old worker's pg-t-writer before the reload: %v, want the new primary's only", inOld)
+	}
+	if !cut {
+		t.Error("the old worker kept the session to the old primary through pg-t-writer (5 s)")
+	}
+	st := r.stat(t)
+	if got := st["pg-t-primary/pg-t-1"].Status; !strings.HasPrefix(got, "DOWN") {
+		t.Errorf("the fenced old primary is %q in the new worker", got)
+	}
+	if up, _ := upIn(r.rt, "pg-t-writer"); !slices.Equal(up, []string{"pg-t-2"}) {
+		t.Errorf("servers UP in the new worker's pg-t-writer: %v", up)
+	}
+	if a := r.admins(t, "pg-t-writer"); a["pg-t-1"] != "maint" || a["pg-t-2"] != "ready" {
+		t.Errorf("writer admin states in the new worker: %v", a)
+	}
 }
