@@ -93,6 +93,9 @@ type Direct struct {
 	// beforeReload, when set, is called right before the driver asks the
 	// master to reload (tests: what the old worker runs then).
 	beforeReload func()
+	// earlyEnded, when set, is called when the early flips and their
+	// read-back are done (tests).
+	earlyEnded func()
 }
 
 var _ target.Target = (*Direct)(nil)
@@ -378,7 +381,7 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 		ph.mark("runtime")
 		// The early flips are read back by their own goroutine, right
 		// after they are made; these are the rest's.
-		if err := d.verifyStates(ctx, desired, withoutFlips(changes, early)); err != nil {
+		if err := d.verifyStates(ctx, desired, withoutFlips(changes, early), false, early); err != nil {
 			return res, err
 		}
 		ph.mark("verify")
@@ -446,7 +449,7 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 		res.Duration = time.Since(start)
 		return res, err
 	}
-	if err := d.verifyStates(ctx, desired, changes); err != nil {
+	if err := d.verifyStates(ctx, desired, changes, false, nil); err != nil {
 		res.Duration = time.Since(start)
 		return res, err
 	}

@@ -56,7 +56,7 @@ func (d *Direct) earlyFlips(snap *snapshot, desired []services.Service) []target
 // snapshot still needs the live health of the backends health (a cached
 // read): over a connection of their own, activations first then
 // deactivations (per backend, as every apply does), then their read-back
-// (verifyStates of their backends), while the caller reads the health,
+// (verifyStates of the servers they flip), while the caller reads the health,
 // fences and flips the rest. took gets how long they took (flips and
 // read-back) before the wait returns. It returns them and a function that waits for
 // them to end and returns their error (the same each call; nothing to wait
@@ -90,9 +90,16 @@ func (d *Direct) startEarlyFlips(ctx context.Context, snap *snapshot, health []s
 		if err != nil {
 			err = fmt.Errorf("apply set_state (services that take no writes): %w", err)
 		} else {
-			err = d.verifyStates(ctx, desired, early)
+			// Only the servers flipped here: the deactivations of a
+			// backend with a tracker wait for the apply's force-ups, and
+			// a read of the whole backend would find them still ready
+			// and "repair" them now, before the tracker is UP.
+			err = d.verifyStates(ctx, desired, early, true, nil)
 		}
 		*took = time.Since(start)
+		if d.earlyEnded != nil {
+			d.earlyEnded()
+		}
 		done <- err
 	}()
 	var once sync.Once

@@ -1,8 +1,6 @@
 package haproxy
 
 import (
-	"sort"
-
 	"go.uber.org/zap"
 
 	"bufio"
@@ -216,15 +214,35 @@ func flipsOf(changes []target.Change) (ups, downs []Flip) {
 	return ups, downs
 }
 
-// verifyStates reads back the admin state of every twin server of desired
-// that changes touched and compares it with the desired one. A mismatch (a
-// command HAProxy ignored, a reload whose state file did not apply) is set
-// again once; if it still differs, the error names it (status and metrics
-// report failed applies, and the next resync tries again).
-func (d *Direct) verifyStates(ctx context.Context, desired []services.Service, changes []target.Change) error {
+// verifyStates reads back the admin state of the twin servers of desired
+// that changes touched and compares it with the desired one: every twin of
+// the backends changes touch, or, flippedOnly, the servers changes flip
+// (set_state) only; the servers skip flips are left out either way (their
+// flips are read back by whoever makes them: another goroutine may not
+// have made them yet). A mismatch (a command HAProxy ignored, a reload
+// whose state file did not apply) is set again once, in the apply's order
+// (fenceAndFlip: a write service's outgoing twins first, a fenced server
+// readied forced DOWN right after its ready, then the other readies, then
+// the other deactivations); if it still differs, the error names it
+// (status and metrics report failed applies, and the next resync tries
+// again).
+func (d *Direct) verifyStates(ctx context.Context, desired []services.Service, changes []target.Change, flippedOnly bool, skip []target.Change) error {
 	touched := map[string]bool{}
+	var flipped map[[2]string]bool
+	if flippedOnly {
+		flipped = map[[2]string]bool{}
+	}
 	for _, c := range changes {
 		touched[c.Backend] = true
+		if flippedOnly && c.Kind == target.KindSetState {
+			flipped[[2]string{c.Backend, c.Server}] = true
+		}
+	}
+	skipped := map[[2]string]bool{}
+	for _, c := range skip {
+		if c.Kind == target.KindSetState {
+			skipped[[2]string{c.Backend, c.Server}] = true
+		}
 	}
 	want := map[string]string{}
 	var backends []string
@@ -232,12 +250,19 @@ func (d *Direct) verifyStates(ctx context.Context, desired []services.Service, c
 		if s.Layout != services.LayoutTwins || !touched[s.Name] {
 			continue
 		}
-		backends = append(backends, s.Name)
+		n := len(want)
 		for _, sv := range s.Servers {
 			if sv.Track != "" {
 				continue // never flipped; its admin state includes its tracked server's (diffAdmin)
 			}
+			k := [2]string{s.Name, sv.Name}
+			if skipped[k] || flippedOnly && !flipped[k] {
+				continue
+			}
 			want[s.Name+"/"+sv.Name] = services.AdminWord(s, sv)
+		}
+		if len(want) > n {
+			backends = append(backends, s.Name)
 		}
 	}
 	if len(want) == 0 {
@@ -271,12 +296,7 @@ func (d *Direct) verifyStates(ctx context.Context, desired []services.Service, c
 			break
 		}
 		d.log.Warn("admin states differ from what was applied; setting them again", zap.Int("servers", len(wrong)))
-		// Readies first, as always.
-		sort.SliceStable(wrong, func(i, j int) bool { return wrong[i].State == "ready" && wrong[j].State != "ready" })
-		if err := target.CheckWrite(ctx); err != nil {
-			return err
-		}
-		if err := d.rt.SetStates(ctx, wrong); err != nil {
+		if err := d.repairStates(ctx, desired, changes, wrong); err != nil {
 			return fmt.Errorf("repair admin states: %w", err)
 		}
 	}
@@ -285,6 +305,40 @@ func (d *Direct) verifyStates(ctx context.Context, desired []services.Service, c
 		names = append(names, f.Backend+"/"+f.Server+" want "+f.State)
 	}
 	return fmt.Errorf("admin states still wrong after repair: %s", strings.Join(names, ", "))
+}
+
+// repairStates sets the flips wrong again in the apply's order: the write
+// services' deactivations, then the readies, a server changes fence
+// forced DOWN right after its ready (a held new leader's twin comes out of
+// maint UP), then the other deactivations.
+func (d *Direct) repairStates(ctx context.Context, desired []services.Service, changes []target.Change, wrong []Flip) error {
+	var ups, downs []Flip
+	for _, f := range wrong {
+		if f.State == "ready" {
+			ups = append(ups, f)
+		} else {
+			downs = append(downs, f)
+		}
+	}
+	writeDowns, downs := splitWrite(downs, desired)
+	readied := make(map[[2]string]bool, len(ups))
+	for _, f := range ups {
+		readied[[2]string{f.Backend, f.Server}] = true
+	}
+	var fences []target.Change // of the servers readied again only
+	for _, c := range changes {
+		if c.Kind == target.KindForceDown && readied[[2]string{c.Backend, c.Server}] {
+			fences = append(fences, c)
+		}
+	}
+	var res target.Result
+	if err := d.fenceAndFlip(ctx, fences, writeDowns, ups, &res); err != nil {
+		return err
+	}
+	if err := target.CheckWrite(ctx); err != nil {
+		return err
+	}
+	return d.rt.SetStates(ctx, downs)
 }
 
 // PipelineQuiet runs commands that answer nothing when they succeed (set
