@@ -502,7 +502,13 @@ func (d *Direct) reloadWith(ctx context.Context, cfg []byte, all []services.Serv
 	}
 	tmpName := tmp.Name()
 	defer os.Remove(tmpName) // a no-op once renamed
-	if _, err := tmp.Write(cfg); err == nil {
+	// CreateTemp makes it 0600: the file writeConfig writes is 0644 (HAProxy
+	// may run as another user, and its master reads it at every reload).
+	err = tmp.Chmod(configMode)
+	if err == nil {
+		_, err = tmp.Write(cfg)
+	}
+	if err == nil {
 		err = tmp.Sync()
 	}
 	if cerr := tmp.Close(); err == nil {
@@ -540,6 +546,11 @@ func (d *Direct) reloadWith(ctx context.Context, cfg []byte, all []services.Serv
 	if err := os.Rename(tmpName, d.opts.ConfigPath); err != nil {
 		return fmt.Errorf("install new config: %w", err)
 	}
+	if err := syncDir(dir); err != nil {
+		// Installed but maybe not durable: not reloaded (the next apply
+		// reads everything again and reloads).
+		return fmt.Errorf("install new config: %w", err)
+	}
 	if d.beforeReload != nil {
 		d.beforeReload()
 	}
@@ -549,7 +560,7 @@ func (d *Direct) reloadWith(ctx context.Context, cfg []byte, all []services.Serv
 	if err != nil {
 		res.ReloadResult = "failed"
 		if errors.Is(err, ErrReloadFailed) && oldErr == nil {
-			if werr := writeAtomic(d.opts.ConfigPath, old, 0o644); werr != nil {
+			if werr := writeAtomic(d.opts.ConfigPath, old, configMode); werr != nil {
 				return fmt.Errorf("%w; restoring the previous %s also failed: %w", err, d.opts.ConfigPath, werr)
 			}
 		} else if !errors.Is(err, ErrReloadFailed) {
@@ -854,7 +865,7 @@ func (d *Direct) renderConfig(all []services.Service) ([]byte, error) {
 
 // writeConfig streams the file of all to the config path, atomically.
 func (d *Direct) writeConfig(all []services.Service) error {
-	return writeAtomicFunc(d.opts.ConfigPath, 0o644, func(w io.Writer) error { return d.renderTo(w, all) })
+	return writeAtomicFunc(d.opts.ConfigPath, configMode, func(w io.Writer) error { return d.renderTo(w, all) })
 }
 
 // renderTo writes the file of all to w: the sections that did not change
@@ -871,9 +882,12 @@ func (d *Direct) renderTo(w io.Writer, all []services.Service) error {
 	return d.render.WriteFrom(w, all, d.renderOptions(), prev)
 }
 
-// writeAtomic writes data to a temp file in path's directory and renames it
-// over path, so readers (and HAProxy) see the old or the new file, never a
-// partial one.
+// configMode is the mode of the config file, whichever writer writes it.
+const configMode os.FileMode = 0o644
+
+// writeAtomic writes data to a temp file in path's directory, syncs it and
+// renames it over path, then syncs the directory: readers (and HAProxy)
+// see the old or the new file, never a partial one, also after a crash.
 func writeAtomic(path string, data []byte, mode os.FileMode) error {
 	return writeAtomicFunc(path, mode, func(w io.Writer) error {
 		_, err := w.Write(data)
@@ -905,7 +919,26 @@ func writeAtomicFunc(path string, mode os.FileMode, write func(io.Writer) error)
 	if err := os.Chmod(name, mode); err != nil {
 		return err
 	}
-	return os.Rename(name, path)
+	if err := os.Rename(name, path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// syncDir fsyncs a directory, so that a rename in it survives a crash.
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync directory: %w", err)
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
 }
 
 // canonical returns the one copy of s (unique.Make copies it): the few

@@ -165,9 +165,14 @@ func asciiBlank(c byte) bool {
 // The `disabled` keyword: the state file's admin state carries a "config
 // maintenance" bit; HAProxy applies the file's admin state only when the
 // server's `disabled` keyword did not change since the file was written.
-// The driver never renders `disabled`, so that bit never flips, and runtime
-// admin states (maint/drain set over the stats socket) survive reloads.
-// Lines for a new endpoint are written with admin state 0 (ready).
+// Outside the twin layout the driver never renders `disabled`, so that bit
+// never flips, and runtime admin states (maint/drain set over the stats
+// socket) survive reloads. In the twin layout an inactive twin is
+// `disabled` in the new file: its line gets the admin state that matches
+// that file (twinAdminBits: config and forced maintenance for a disabled
+// twin, 0 for an active one), so HAProxy applies it and a reload keeps the
+// live roles. Lines for a new endpoint are written with admin state 0
+// (ready), or a twin's.
 func FixServersState(dump string, desired []services.Service) (string, error) {
 	lines := strings.Split(strings.TrimRight(dump, "\n"), "\n")
 	if len(lines) < 2 || strings.TrimSpace(lines[0]) != "1" || !strings.HasPrefix(lines[1], "#") {

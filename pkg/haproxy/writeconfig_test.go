@@ -2,6 +2,7 @@ package haproxy
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -52,4 +53,36 @@ func TestWriteConfigFromFile(t *testing.T) {
 	if d.render.Hits < 20*40 {
 		t.Errorf("%d sections copied from the file before: want most of them", d.render.Hits)
 	}
+}
+
+// TestConfigFileMode: the config file is 0644 whichever writer installed
+// it last: a reload's (reloadWith) and a runtime apply's (writeConfig).
+// HAProxy runs as another user than the controller on many hosts, and its
+// master reads the file again at every reload.
+func TestConfigFileMode(t *testing.T) {
+	r := startRig(t)
+	ctx := context.Background()
+	m1 := newMember(t, "pg-t-1", "127.0.0.89", "primary")
+	m2 := newMember(t, "pg-t-2", "127.0.0.90", "replica")
+	pp, rp := freePort(t, frontIP), freePort(t, frontIP)
+	mode := func(step string) {
+		t.Helper()
+		fi, err := os.Stat(r.opts.ConfigPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fi.Mode().Perm(); got != 0o644 {
+			t.Errorf("%s: %s has mode %v, want 0644", step, r.opts.ConfigPath, got)
+		}
+	}
+	if res, err := r.direct.Apply(ctx, twinCluster(pp, rp, m1, m2)); err != nil || !res.Reloaded {
+		t.Fatalf("first apply: %+v %v, want a reload", res, err)
+	}
+	mode("after a reload")
+	m1.setRole("replica")
+	m2.setRole("primary")
+	if res, err := r.direct.Apply(ctx, twinCluster(pp, rp, m1, m2)); err != nil || res.Reloaded {
+		t.Fatalf("switchover: %+v %v, want runtime changes", res, err)
+	}
+	mode("after a runtime apply")
 }
