@@ -70,10 +70,17 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<
 		}
 	}
 	placed := TargetsKey(dp)
-	targets, err := buildTargets(cfg, dp, log)
+	targets, directs, err := buildTargetsClosing(cfg, dp, log)
 	if err != nil {
 		return err
 	}
+	// Once the controller stopped: the direct drivers' last server-state
+	// file refresh, none after Serve returns.
+	defer func() {
+		for _, d := range directs {
+			_ = d.Close()
+		}
+	}()
 	password, err := cfg.Etcd.EtcdPassword()
 	if err != nil {
 		return fmt.Errorf("%s: %w", cfg.File, err)
@@ -284,22 +291,33 @@ func watchInventory(ctx context.Context, ctl *controller.Controller, cfg *config
 // buildTargets builds the Data Plane API targets dp (see
 // ExpandDataPlaneAPI) and the direct HAProxies.
 func buildTargets(cfg *config.Config, dp []DataPlaneAPITarget, log *zap.Logger) ([]target.Target, error) {
+	out, _, err := buildTargetsClosing(cfg, dp, log)
+	return out, err
+}
+
+// buildTargetsClosing is buildTargets, with the direct drivers, to be
+// closed when the controller stops (haproxy.Direct.Close: their server-state
+// file refresh).
+func buildTargetsClosing(cfg *config.Config, dp []DataPlaneAPITarget, log *zap.Logger) ([]target.Target, []*haproxy.Direct, error) {
 	out, err := newDataPlaneAPITargets(cfg, dp, log)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	var directs []*haproxy.Direct
 	for _, d := range cfg.Direct {
-		var t target.Target = haproxy.NewDirect(haproxy.Options{
+		direct := haproxy.NewDirect(haproxy.Options{
 			ConfigPath: d.ConfigPath, StatsSocket: d.StatsSocket, MasterSocket: d.MasterSocket,
 			ServerStateFile: d.ServerStateFile, HAProxyBin: d.HAProxyBin, Maxconn: d.Maxconn, NoStrictLimits: d.NoStrictLimits,
 			FullReadEvery: d.RuntimeReadEvery.Duration,
 		}, log)
+		directs = append(directs, direct)
+		var t target.Target = direct
 		if d.Layout == "twins" {
 			t = target.WithTwins(t)
 		}
 		out = append(out, target.OnlyClusters(t, d.Clusters))
 	}
-	return out, nil
+	return out, directs, nil
 }
 
 // CheckTargetClusters rejects a target limited to a cluster the inventory

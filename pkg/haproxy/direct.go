@@ -51,6 +51,12 @@ type Options struct {
 	// operator's runtime change (default DefaultFullReadEvery, 10m). A
 	// reload or restart of HAProxy is found at once (the worker's pid).
 	FullReadEvery time.Duration
+	// StateFileRefresh bounds how often the server-state file is dumped
+	// again after runtime applies (stateRefresher), so that an HAProxy
+	// restarted behind the controller's back loads the live roles, not
+	// those of the last reload: at most once per StateFileRefresh, in the
+	// background (default DefaultStateFileRefresh; negative: never).
+	StateFileRefresh time.Duration
 }
 
 // Direct keeps a local master-worker HAProxy 2.6 in step without the Data
@@ -67,7 +73,9 @@ type Options struct {
 // plus the service-level settings read back from the file. Weight-only
 // changes go through the stats socket and the file is rewritten without a
 // reload; anything else is one validated write and one reload through the
-// master socket, with the server-state file dumped right before it.
+// master socket, with the server-state file dumped right before it. After
+// runtime changes the server-state file is dumped again in the background
+// (stateRefresher); Close makes the last one wanted.
 type Direct struct {
 	opts  Options
 	rt    *Runtime
@@ -96,6 +104,13 @@ type Direct struct {
 	// earlyEnded, when set, is called when the early flips and their
 	// read-back are done (tests).
 	earlyEnded func()
+	// stateMu serializes the writes of the server-state file: a reload
+	// holds it from its dump to the end of the reload, a refresh from its
+	// dump to the file installed.
+	stateMu sync.Mutex
+	// refresh refreshes the state file after runtime applies (nil: no
+	// state file, or StateFileRefresh < 0).
+	refresh *stateRefresher
 }
 
 var _ target.Target = (*Direct)(nil)
@@ -112,14 +127,21 @@ func NewDirect(opts Options, log *zap.Logger) *Direct {
 	if opts.FullReadEvery <= 0 {
 		opts.FullReadEvery = DefaultFullReadEvery
 	}
+	if opts.StateFileRefresh == 0 {
+		opts.StateFileRefresh = DefaultStateFileRefresh
+	}
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Direct{
+	d := &Direct{
 		opts: opts,
 		rt:   &Runtime{Socket: opts.StatsSocket, MasterSocket: opts.MasterSocket, Timeout: opts.Timeout},
 		log:  log.With(zap.String("target", "direct:"+opts.ConfigPath)),
 	}
+	if opts.ServerStateFile != "" && opts.StateFileRefresh > 0 {
+		d.refresh = &stateRefresher{every: opts.StateFileRefresh, write: d.refreshStateFile, log: d.log}
+	}
+	return d
 }
 
 // Name identifies the target by its config path.
@@ -407,6 +429,9 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 		}
 		ph.mark("write")
 		d.keepCache(saved, desired, all, changes)
+		// The state file still has the states of the last reload: dumped
+		// again in the background, at most once per StateFileRefresh.
+		d.refresh.want(all, func() error { return target.CheckWrite(ctx) })
 		log.Info("applied at runtime, no reload", ph.field())
 		res.Duration = time.Since(start)
 		return res, nil
@@ -524,6 +549,11 @@ func (d *Direct) reloadWith(ctx context.Context, cfg []byte, all []services.Serv
 		return err // paused during the check and no longer leading
 	}
 	if d.opts.ServerStateFile != "" {
+		// No refresh of the state file (stateRefresher) from this dump to
+		// the end of the reload: it would dump the old worker for the new
+		// file, or the new worker for the old one.
+		d.stateMu.Lock()
+		defer d.stateMu.Unlock()
 		// Right before the reload, so the states are as fresh as possible.
 		dump, err := d.rt.ShowServersState(ctx)
 		if err != nil {
@@ -546,6 +576,7 @@ func (d *Direct) reloadWith(ctx context.Context, cfg []byte, all []services.Serv
 	if err := os.Rename(tmpName, d.opts.ConfigPath); err != nil {
 		return fmt.Errorf("install new config: %w", err)
 	}
+	d.refresh.setAll(all)
 	if err := syncDir(dir); err != nil {
 		// Installed but maybe not durable: not reloaded (the next apply
 		// reads everything again and reloads).
@@ -560,6 +591,7 @@ func (d *Direct) reloadWith(ctx context.Context, cfg []byte, all []services.Serv
 	if err != nil {
 		res.ReloadResult = "failed"
 		if errors.Is(err, ErrReloadFailed) && oldErr == nil {
+			d.refresh.setAll(nil) // the previous file: its services are not at hand
 			if werr := writeAtomic(d.opts.ConfigPath, old, configMode); werr != nil {
 				return fmt.Errorf("%w; restoring the previous %s also failed: %w", err, d.opts.ConfigPath, werr)
 			}

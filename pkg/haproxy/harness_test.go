@@ -169,6 +169,9 @@ func startRig(t testing.TB) *rig {
 		log = nil
 	}
 	d := NewDirect(opts, log)
+	// Before HAProxy stops (cleanups run last first): the state file
+	// refresh still wanted is made, none after the test.
+	t.Cleanup(func() { _ = d.Close() })
 	return &rig{dir: dir, opts: opts, proc: p, direct: d, rt: d.Runtime()}
 }
 
