@@ -168,6 +168,12 @@ type Controller struct {
 	catchUp   map[string]CatchUpFunc
 	planned   map[string]int64
 
+	// mu guards the fields below. Lock order: c.mu may be held while a
+	// worker's w.mu is taken (a reconcile asks the workers whether they are
+	// quiet: targetsQuiet), and while tx.boxMu, inboxMu or plannedMu are
+	// taken; never the other way round: nothing that holds w.mu (or those)
+	// may take c.mu. Worker callbacks into the controller (record,
+	// heldEvent: addEvent, noteApplied) are called without w.mu.
 	mu          sync.Mutex
 	inv         *topology.Inventory
 	snaps       map[string]patroni.Snapshot // by namespace

@@ -85,6 +85,9 @@ type worker struct {
 	// caught up with etcd's revision at the call (Controller.dcsCaughtUp).
 	caughtUp func(context.Context) bool
 
+	// mu guards the fields below. It is taken under the controller's c.mu
+	// (quiet, from a reconcile) and must never be held while calling into
+	// the controller (record, heldEvent take c.mu): see Controller.mu.
 	mu      sync.Mutex
 	pending *job
 	applied []services.Service // last desired applied successfully
