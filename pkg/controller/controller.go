@@ -393,14 +393,23 @@ func (c *Controller) Run(parent context.Context) (err error) {
 	}
 	defer func() {
 		cancel()
-		c.waitAfter(&wg)
+		// The probes end with ctx; stopProbing waits for them. After a
+		// panic both waits are bounded (waitAfter): the controller stops
+		// and says why rather than hang on state the panic left behind.
+		c.waitAfter(func() {
+			c.stopProbing()
+			wg.Wait()
+		})
 		if f := c.Failed(); f != "" {
 			err = fmt.Errorf("controller stopped: %s", f)
 		}
 	}()
+	// Deferred last, run first: a panic of the loop (a reconcile's, under
+	// c.mu, released by its own deferred unlock) is recorded before
+	// anything else that stops the controller runs, so Failed and /healthz
+	// report it and Run returns its error.
 	defer c.recoverPanic("reconcile loop")
 	c.startProbing(ctx)
-	defer c.stopProbing()
 
 	resync := time.NewTicker(c.opts.ResyncInterval)
 	defer resync.Stop()
@@ -553,10 +562,7 @@ func (p *pacer) done(start, end time.Time) { p.end, p.took = end, end.Sub(start)
 // armDue sets timer to fire when the next transition step is due by the
 // clock (nextDue), or stops it when none is.
 func (c *Controller) armDue(timer *time.Timer) {
-	c.mu.Lock()
-	now := c.opts.Now()
-	at := c.nextDue(now)
-	c.mu.Unlock()
+	now, at := c.nextDueLocked()
 	if at.IsZero() {
 		timer.Stop()
 		return
@@ -565,13 +571,30 @@ func (c *Controller) armDue(timer *time.Timer) {
 	timer.Reset(at.Sub(now) + time.Millisecond)
 }
 
+// nextDueLocked is nextDue at the clock's now, under c.mu.
+func (c *Controller) nextDueLocked() (now, at time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now = c.opts.Now()
+	return now, c.nextDue(now)
+}
+
 // checkStale re-evaluates staleness without waiting for an event, so a lost
 // etcd shows up in status (and freezes) even when nothing is written. On
 // the periodic tick (tick), a write fence in place is re-asserted.
 func (c *Controller) checkStale(tick bool) {
+	if changed, fencing := c.staleChecks(tick); changed || fencing {
+		c.reconcile(false, fencing)
+	}
+}
+
+// staleChecks is checkStale's look at the view, under c.mu: whether
+// staleness or a transition step changed (a reconcile is due), and whether
+// a write fence is to be re-asserted.
+func (c *Controller) staleChecks(tick bool) (changed, fencing bool) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.takeInbox()
-	changed := false
 	now := c.opts.Now()
 	// (also lifts write fences whose hold has passed)
 	for _, ns := range Namespaces(c.inv) {
@@ -587,11 +610,8 @@ func (c *Controller) checkStale(tick bool) {
 	// servers' health; forces DOWN again the ones found UP, and a rising
 	// new leader in any case). (Not when a transition step falls due: that
 	// is when a fence is lifted, FenceHold after the last reload.)
-	fencing := tick && (len(c.released) > 0 || c.anyPending())
-	c.mu.Unlock()
-	if changed || fencing {
-		c.reconcile(false, fencing)
-	}
+	fencing = tick && (len(c.released) > 0 || c.anyPending())
+	return changed, fencing
 }
 
 // staleReason says why the view of namespace ns cannot be trusted now, or "".
@@ -629,12 +649,7 @@ func (c *Controller) reconcile(force, reassert bool) {
 	c.reconciling.Store(true)
 	defer c.reconciling.Store(false)
 	start := c.opts.Now()
-	c.mu.Lock()
-	c.takeInbox()
-	revs := make(map[string]int64, len(c.snaps))
-	for ns, s := range c.snaps {
-		revs[ns] = s.Revision
-	}
+	r := c.planLocked(force)
 	defer func() {
 		// What this reconcile planned from, once its plan is handed to
 		// the workers (dcsCaughtUp).
@@ -642,9 +657,94 @@ func (c *Controller) reconcile(force, reassert bool) {
 		if c.planned == nil {
 			c.planned = map[string]int64{}
 		}
-		maps.Copy(c.planned, revs)
+		maps.Copy(c.planned, r.revs)
 		c.plannedMu.Unlock()
 	}()
+	p, planEvents, decision, revision := r.plan, r.planEvents, r.decision, r.revision
+	prev, prevBy, desired, byCluster := r.prev, r.prevBy, r.desired, r.byCluster
+	frozen, prevFrozen, eventAt, incomplete := r.frozen, r.prevFrozen, r.eventAt, r.incomplete
+	c.flushTransitions()
+
+	for _, e := range planEvents {
+		e.At, e.Decision, e.Revision = start, decision, revision
+		c.addEvent(e)
+	}
+	c.opts.Metrics.Reconcile(force)
+	var changes []target.Change
+	var changed int
+	if c.fullPlan {
+		changes = desiredChanges(prev.services(), desired.services())
+	} else {
+		changes, changed = clusterChanges(p, prevBy, byCluster)
+	}
+	// A job planned during a burst is part of it (a probe-woken or a
+	// resync reconcile takes the burst's snapshots too): it waits with it.
+	at := time.Now().UnixNano()
+	if changed > 0 {
+		c.changedAt.Store(at)
+	}
+	if changed >= burstClusters {
+		c.burstAt.Store(at)
+	}
+	burst := at-c.burstAt.Load() < int64(burstMaxWait)
+	if len(changes) > 0 || prev.empty() {
+		ev := Event{At: start, Kind: "plan_changed", Decision: decision, Revision: revision, Changes: changes,
+			Frozen: frozen, Duration: c.opts.Now().Sub(start)}
+		c.addEvent(ev)
+		c.log.Info("desired services changed", append([]zap.Field{zap.Int64("decision", decision), zap.Int64("dcs_revision", revision),
+			zap.Int("changes", len(changes)), zap.Duration("took", ev.Duration)}, changeFields("detail", changes)...)...)
+	}
+	for cl, r := range frozen {
+		if prevFrozen[cl] != r {
+			c.log.Warn("cluster frozen", zap.String("cluster", cl), zap.String("reason", r))
+		}
+	}
+	for cl := range prevFrozen {
+		if frozen[cl] == "" {
+			c.log.Info("cluster no longer frozen", zap.String("cluster", cl))
+		}
+	}
+	if eventAt.IsZero() {
+		eventAt = start
+	}
+	if incomplete {
+		// A partial view (some namespace never listed yet) is never applied:
+		// for the direct driver a missing service would mean a removed one.
+		c.log.Info("waiting for the first DCS snapshot of every namespace; nothing applied")
+		return
+	}
+	for _, w := range c.workers {
+		w.submit(job{state: desired, force: force, reassert: reassert, eventAt: eventAt, decision: decision, revision: revision,
+			term: c.opts.currentTerm(), burst: burst})
+	}
+}
+
+// planned is what planLocked hands back to reconcile.
+type planned struct {
+	revs               map[string]int64 // per namespace, the revision planned from
+	plan               *plan.Plan
+	planEvents         []Event
+	decision, revision int64
+	prev, desired      *desiredState
+	prevBy, byCluster  map[string][]services.Service
+	frozen, prevFrozen map[string]string
+	eventAt            time.Time
+	incomplete         bool
+}
+
+// planLocked is the part of reconcile done under c.mu: it takes the
+// inbox, tracks transitions, plans, applies the safety policies and
+// records the new desired state. c.mu is released by a deferred call, so
+// that a panic anywhere in it leaves c.mu free for Run to stop (and report
+// it) rather than hang on it.
+func (c *Controller) planLocked(force bool) planned {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.takeInbox()
+	revs := make(map[string]int64, len(c.snaps))
+	for ns, s := range c.snaps {
+		revs[ns] = s.Revision
+	}
 	inv := c.inv
 	now := c.opts.Now()
 
@@ -782,62 +882,9 @@ func (c *Controller) reconcile(force, reassert bool) {
 	c.desiredBy = byCluster
 	c.desiredParts = parts
 	c.decision++
-	decision := c.decision
-	c.mu.Unlock()
-	c.flushTransitions()
-
-	for _, e := range planEvents {
-		e.At, e.Decision, e.Revision = start, decision, revision
-		c.addEvent(e)
-	}
-	c.opts.Metrics.Reconcile(force)
-	var changes []target.Change
-	var changed int
-	if c.fullPlan {
-		changes = desiredChanges(prev.services(), desired.services())
-	} else {
-		changes, changed = clusterChanges(p, prevBy, byCluster)
-	}
-	// A job planned during a burst is part of it (a probe-woken or a
-	// resync reconcile takes the burst's snapshots too): it waits with it.
-	at := time.Now().UnixNano()
-	if changed > 0 {
-		c.changedAt.Store(at)
-	}
-	if changed >= burstClusters {
-		c.burstAt.Store(at)
-	}
-	burst := at-c.burstAt.Load() < int64(burstMaxWait)
-	if len(changes) > 0 || prev.empty() {
-		ev := Event{At: start, Kind: "plan_changed", Decision: decision, Revision: revision, Changes: changes,
-			Frozen: frozen, Duration: c.opts.Now().Sub(start)}
-		c.addEvent(ev)
-		c.log.Info("desired services changed", append([]zap.Field{zap.Int64("decision", decision), zap.Int64("dcs_revision", revision),
-			zap.Int("changes", len(changes)), zap.Duration("took", ev.Duration)}, changeFields("detail", changes)...)...)
-	}
-	for cl, r := range frozen {
-		if prevFrozen[cl] != r {
-			c.log.Warn("cluster frozen", zap.String("cluster", cl), zap.String("reason", r))
-		}
-	}
-	for cl := range prevFrozen {
-		if frozen[cl] == "" {
-			c.log.Info("cluster no longer frozen", zap.String("cluster", cl))
-		}
-	}
-	if eventAt.IsZero() {
-		eventAt = start
-	}
-	if incomplete {
-		// A partial view (some namespace never listed yet) is never applied:
-		// for the direct driver a missing service would mean a removed one.
-		c.log.Info("waiting for the first DCS snapshot of every namespace; nothing applied")
-		return
-	}
-	for _, w := range c.workers {
-		w.submit(job{state: desired, force: force, reassert: reassert, eventAt: eventAt, decision: decision, revision: revision,
-			term: c.opts.currentTerm(), burst: burst})
-	}
+	return planned{revs: revs, plan: p, planEvents: planEvents, decision: c.decision, revision: revision,
+		prev: prev, desired: desired, prevBy: prevBy, byCluster: byCluster, frozen: frozen, prevFrozen: prevFrozen,
+		eventAt: eventAt, incomplete: incomplete}
 }
 
 // switchoverDue reports whether a switchover request is to happen now: it

@@ -208,21 +208,23 @@ type promotion struct {
 // startProbing lets transitions probe, under ctx (Run's).
 func (c *Controller) startProbing(ctx context.Context) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.tx.ctx = ctx
 	for _, t := range c.tx.active {
 		c.probeAll(t, nil)
 	}
-	c.mu.Unlock()
 }
 
 // stopProbing ends every probe and waits for the goroutines.
 func (c *Controller) stopProbing() {
-	c.mu.Lock()
-	for _, t := range c.tx.active {
-		c.stopProbes(t)
-	}
-	c.tx.ctx = nil
-	c.mu.Unlock()
+	func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, t := range c.tx.active {
+			c.stopProbes(t)
+		}
+		c.tx.ctx = nil
+	}()
 	c.tx.wg.Wait()
 }
 
@@ -1021,13 +1023,20 @@ func (t *transition) timeline() TransitionTimeline {
 	return tl
 }
 
+// takeEnded returns the transitions that ended and not reported yet, and
+// forgets them.
+func (c *Controller) takeEnded() []*transition {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ended := c.tx.ended
+	c.tx.ended = nil
+	return ended
+}
+
 // flushTransitions reports the transitions that ended: one history event
 // each, and the downtime metric. Call without c.mu.
 func (c *Controller) flushTransitions() {
-	c.mu.Lock()
-	ended := c.tx.ended
-	c.tx.ended = nil
-	c.mu.Unlock()
+	ended := c.takeEnded()
 	// Transitions end while the active ones are walked in map order: report
 	// them in cluster order, so the history does not depend on it.
 	sort.SliceStable(ended, func(i, j int) bool { return ended[i].cluster < ended[j].cluster })
