@@ -39,7 +39,13 @@ type Options struct {
 	// ResyncInterval forces a full re-apply to every target, repairing drift (30s).
 	ResyncInterval time.Duration
 	// StaleAfter is how long without contact with etcd makes the view stale
-	// (10s). A stale view is frozen: nothing is applied from it.
+	// (10s). A stale view is frozen: nothing is applied from it. Its
+	// clusters keep their last good services; only a switchover or
+	// failover in flight goes on, from the clock and the answers of the
+	// members' Patroni REST APIs (not etcd), so the write path's temporary
+	// flags (a new primary forced UP or held DOWN, the old one fenced) end
+	// as they would have, at the latest when PromoteWindow ends; none
+	// starts from a stale view. Other namespaces are not affected.
 	StaleAfter time.Duration
 	// RetryMin and RetryMax bound a failing target's backoff (500ms, 30s).
 	RetryMin, RetryMax time.Duration
@@ -758,6 +764,7 @@ func (c *Controller) planLocked(force bool) planned {
 	clear(dcs)
 	staleNS := map[string]string{}
 	vanished := map[string]bool{}
+	var staleCl map[string]bool // clusters of a stale namespace (frozen)
 	var revision int64
 	var eventAt time.Time
 	incomplete := false
@@ -780,6 +787,12 @@ func (c *Controller) planLocked(force bool) planned {
 			if cl.Namespace != ns {
 				continue
 			}
+			if staleNS[ns] != "" {
+				if staleCl == nil {
+					staleCl = map[string]bool{}
+				}
+				staleCl[cl.Name] = true
+			}
 			if st := s.Clusters[cl.DCSKey]; st != nil {
 				dcs[cl.Name] = st
 				c.lastState[cl.Name] = st
@@ -795,9 +808,12 @@ func (c *Controller) planLocked(force bool) planned {
 	}
 	c.eventAt = map[string]time.Time{}
 
-	if len(staleNS) == 0 {
-		c.trackTransitions(dcs, now)
-	}
+	// Transitions go on while a namespace is stale: those in flight in it
+	// advance from the clock and the REST probes' answers (Patroni's API,
+	// not etcd) over its last DCS view, so their temporary force-UP, hold
+	// DOWN and fence end as they would have (none starts from that view);
+	// a stale namespace freezes nothing in the others.
+	c.trackTransitions(dcs, staleCl, now)
 	// Each cluster's options, read from the controller's own maps while
 	// c.mu is held (no copy of them per reconcile: a mass failover makes
 	// ~60 reconciles while ~1,000 clusters are in transition).
@@ -848,8 +864,11 @@ func (c *Controller) planLocked(force bool) planned {
 		if reason != "" {
 			frozen[cl.Name] = reason
 			if prev, ok := c.lastGood[cl.Name]; ok {
-				parts = append(parts, prev)
-				byCluster[cl.Name] = prev
+				// Its last good services, with the write path's temporary
+				// flags as its transition now has them (see keepFrozen).
+				kept := c.keepFrozen(cl.Name, prev, computed, planErrs[cl.Name] == nil)
+				parts = append(parts, kept)
+				byCluster[cl.Name] = kept
 				continue
 			}
 			if staleNS[invCl.Namespace] != "" || planErrs[cl.Name] != nil {
@@ -935,6 +954,74 @@ func (c *Controller) guardEmpty(cl plan.Cluster, svcs []services.Service) []serv
 	}
 	if out == nil {
 		return svcs
+	}
+	return out
+}
+
+// keepFrozen returns the services to hand the targets for frozen cluster
+// name: its last good services prev (servers, backup flags, weights kept
+// as they were), with the transient flags of the write path (ForceUp,
+// ForceDown, HoldDown: a transition's force-UP of a new primary, hold
+// DOWN of a new leader not read-write yet, fence of the old primary) as
+// they are now. computed is this reconcile's plan of the cluster, from
+// its last DCS view and the transition state as it is now (planned: the
+// plan did not fail): its flags are taken. A failed plan has none: prev's
+// flags are kept while the cluster has a release or promotion in effect,
+// and cleared once it has none. So a frozen cluster never re-asserts a
+// force-UP or a hold DOWN past the transition that set it (a stale view
+// once kept a new primary forced UP, or held DOWN, for a whole etcd
+// outage). Call with c.mu held.
+func (c *Controller) keepFrozen(name string, prev, computed []services.Service, planned bool) []services.Service {
+	var flags func(svc, server string) (up, down, hold bool, reason string, ok bool)
+	if planned {
+		flags = func(svc, server string) (bool, bool, bool, string, bool) {
+			for i := range computed {
+				if computed[i].Name != svc {
+					continue
+				}
+				for _, sv := range computed[i].Servers {
+					if sv.Name == server {
+						return sv.ForceUp, sv.ForceDown, sv.HoldDown, sv.Reason, true
+					}
+				}
+			}
+			return false, false, false, "", false
+		}
+	} else {
+		if c.released[name] != nil || c.promoted[name] != nil {
+			return prev
+		}
+		flags = func(string, string) (bool, bool, bool, string, bool) { return false, false, false, "", false }
+	}
+	var out []services.Service // a copy, made only when a flag changes
+	for i, s := range prev {
+		var servers []services.Server
+		for j, sv := range s.Servers {
+			up, down, hold, reason, ok := flags(s.Name, sv.Name)
+			if up == sv.ForceUp && down == sv.ForceDown && hold == sv.HoldDown {
+				continue
+			}
+			if !ok {
+				// Not in the plan (or no plan): no flag backs it any more.
+				reason = sv.Reason
+			}
+			if out == nil {
+				out = make([]services.Service, len(prev))
+				copy(out, prev)
+			}
+			if servers == nil {
+				servers = make([]services.Server, len(s.Servers))
+				copy(servers, s.Servers)
+				out[i].Servers = servers
+			}
+			servers[j].ForceUp, servers[j].ForceDown, servers[j].HoldDown, servers[j].Reason = up, down, hold, reason
+		}
+	}
+	if out == nil {
+		return prev
+	}
+	if last := c.desiredBy[name]; sameDesired(out, last) {
+		return last // (the same slice as the last reconcile's: no change)
 	}
 	return out
 }

@@ -72,6 +72,10 @@ type transition struct {
 	// held is set while the last reconcile held the cluster's role changes
 	// back (holdRoles).
 	held bool
+	// frozen is set while its cluster's namespace is stale: the DCS view
+	// advance gets is the last one seen, and only the probes' answers and
+	// the clock are news (trackTransitions).
+	frozen bool
 
 	probes  map[string]*memberProbe
 	probing bool // probe goroutines run (until the deadline or the end)
@@ -229,9 +233,11 @@ func (c *Controller) stopProbing() {
 }
 
 // trackTransitions starts, advances and ends the transition of every
-// cluster from a fresh DCS view, and sets c.released and c.promoted from
-// them. Call with c.mu held.
-func (c *Controller) trackTransitions(dcs map[string]*patroni.ClusterState, now time.Time) {
+// cluster from the DCS view, and sets c.released and c.promoted from them.
+// The clusters in stale (a stale namespace's: dcs has their last view)
+// start no transition; one in flight goes on from the clock and its
+// probes' answers (advance, with t.frozen set). Call with c.mu held.
+func (c *Controller) trackTransitions(dcs map[string]*patroni.ClusterState, stale map[string]bool, now time.Time) {
 	c.tx.quietKnown = false
 	defer func() { c.tx.quietKnown = false }()
 	if c.tx.urlsInv != c.inv {
@@ -251,7 +257,7 @@ func (c *Controller) trackTransitions(dcs map[string]*patroni.ClusterState, now 
 			}
 			c.noteAPIURLs(cl, st, ssl[cl])
 		}
-		if ghostLeader(st) {
+		if ghostLeader(st) || stale[cl] {
 			continue
 		}
 		if t := c.tx.active[cl]; t == nil {
@@ -263,6 +269,7 @@ func (c *Controller) trackTransitions(dcs map[string]*patroni.ClusterState, now 
 		if ghostLeader(st) {
 			st = nil // only probes and the clock move it on
 		}
+		t.frozen = stale[cl]
 		c.advance(t, st, now)
 		if t.cancel == nil && c.tx.active[cl] == t {
 			// Probing starts here, after the transition's first advance:
@@ -470,7 +477,10 @@ func (c *Controller) advance(t *transition, st *patroni.ClusterState, now time.T
 			// for one more apply (hold, then release: 2,368 PUTs through
 			// the API). An answer in recovery (200, role replica) is
 			// newer than the key and keeps it held (the case above).
-			if m := st.Members[t.to]; m != nil && m.Role == patroni.RolePrimary && m.State == "running" {
+			// (Not from a stale view: a member key read before etcd was
+			// lost says nothing of now; only an answer of its REST API
+			// brings it on then.)
+			if m := st.Members[t.to]; !t.frozen && m != nil && m.Role == patroni.RolePrimary && m.State == "running" {
 				t.onAt, t.onWhy = now, "its member key says running primary (no answer of its REST API says otherwise)"
 			}
 		}
@@ -931,7 +941,10 @@ func (c *Controller) fenceExpired(now time.Time) bool {
 			return true
 		}
 	}
-	for _, s := range c.snaps {
+	for ns, s := range c.snaps {
+		if c.staleNS[ns] != "" {
+			continue // a stale view starts no transition (trackTransitions)
+		}
 		for name, st := range s.Clusters {
 			fo := st.Failover
 			if fo != nil && fo.ScheduledAt != "" && fo.Leader == st.Leader && switchoverDue(fo, now) && c.tx.active[name] == nil {
