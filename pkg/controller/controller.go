@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"maps"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -719,6 +720,12 @@ func (c *Controller) reconcile(force, reassert bool) {
 		c.log.Info("waiting for the first DCS snapshot of every namespace; nothing applied")
 		return
 	}
+	if desired.empty() && prev.empty() {
+		// No service of any cluster to apply yet (each frozen with nothing
+		// to keep, as a leaderless cluster whose member keys contradict its
+		// inventory roles): no apply of nothing.
+		return
+	}
 	for _, w := range c.workers {
 		w.submit(job{state: desired, force: force, reassert: reassert, eventAt: eventAt, decision: decision, revision: revision,
 			term: c.opts.currentTerm(), burst: burst})
@@ -851,6 +858,7 @@ func (c *Controller) planLocked(force bool) planned {
 		invCl := inv.Clusters[i]
 		computed := cl.Services
 		reason := ""
+		inventoryRoles := false // (leaderless, never led: see below)
 		switch {
 		case planErrs[cl.Name] != nil:
 			reason = "plan failed: " + planErrs[cl.Name].Error() + "; keeping its last good services"
@@ -859,10 +867,24 @@ func (c *Controller) planLocked(force bool) planned {
 		case vanished[cl.Name]:
 			reason = reasonVanished
 		case cl.Leaderless && c.lastLeaders[cl.Name] == "": // (updated below, after this check)
-			reason = "no leader key in DCS and no leader seen yet; keeping the services as they are"
+			// Its plan has the inventory's roles (no leader to take them
+			// from): after a restart in a switchover's gap, or while
+			// Patroni runs leaderless under failsafe_mode. They are
+			// applied only when Patroni's member keys do not contradict
+			// them (what Pigsty renders, and the only services a first
+			// start with an empty HAProxy can have); else nothing is
+			// applied for the cluster (its sections on the HAProxies stay
+			// as they are: a target never deletes what it is not given).
+			if why := rolesContradict(cl, dcs[cl.Name]); why != "" {
+				frozen[cl.Name] = reasonLeaderlessContradicts + why + ")"
+				continue
+			}
+			reason, inventoryRoles = reasonLeaderlessInventory, true
 		}
 		if reason != "" {
 			frozen[cl.Name] = reason
+		}
+		if reason != "" && !inventoryRoles {
 			if prev, ok := c.lastGood[cl.Name]; ok {
 				// Its last good services, with the write path's temporary
 				// flags as its transition now has them (see keepFrozen).
@@ -956,6 +978,46 @@ func (c *Controller) guardEmpty(cl plan.Cluster, svcs []services.Service) []serv
 		return svcs
 	}
 	return out
+}
+
+// The frozen reasons of a leaderless cluster that never had a leader.
+const (
+	reasonLeaderlessContradicts = "no leader key in DCS and no leader seen yet, and Patroni's member keys contradict its inventory roles: nothing applied for it (its services on the HAProxies left as they are) until a leader key appears ("
+	reasonLeaderlessInventory   = "no leader key in DCS and no leader seen yet: its inventory roles applied (Patroni's member keys do not contradict them) until a leader key appears"
+)
+
+// rolesContradict says how the live roles of cl's members (their member
+// keys in st) contradict the roles of cl's plan ("" when they do not): a member
+// Patroni reports as primary (or standby leader, or promoted) that the
+// plan does not serve as primary, or the plan's primary reported as a
+// replica (or demoted). Members Patroni does not report, or reports with
+// no role, contradict nothing.
+func rolesContradict(cl plan.Cluster, st *patroni.ClusterState) string {
+	if st == nil {
+		return ""
+	}
+	var out []string
+	for _, m := range cl.Members {
+		live := st.Members[m.Name]
+		if live == nil {
+			continue
+		}
+		switch role := live.Role; role { // (normalised: "master" is primary)
+		case "master", patroni.RolePrimary, patroni.RoleStandbyLeader, patroni.RolePromoted:
+			if m.Role != "primary" {
+				inv := "the inventory says " + m.InventoryRole
+				if !m.Known {
+					inv = "the inventory lacks it"
+				}
+				out = append(out, fmt.Sprintf("%s reports %s, %s", m.Name, role, inv))
+			}
+		case patroni.RoleReplica, patroni.RoleDemoted:
+			if m.Role == "primary" {
+				out = append(out, fmt.Sprintf("%s reports %s, the inventory says primary", m.Name, role))
+			}
+		}
+	}
+	return strings.Join(out, "; ")
 }
 
 // keepFrozen returns the services to hand the targets for frozen cluster
