@@ -75,7 +75,9 @@ func TestSecondMoveFencesIntermediateLeader(t *testing.T) {
 		last := ft.last()
 		return !forcedDown(last, "pg-test-primary", "pg-test-2") && !forcedDown(last, "pg-test-primary", "pg-test-1")
 	})
-	eventually(t, "the transition over", func() bool { return transitionOver(c, "pg-test") })
+	eventually(t, "the transition over and reported", func() bool {
+		return transitionOver(c, "pg-test") && len(transitionEvents(c)) > 0
+	})
 	tls := transitionEvents(c)
 	if len(tls) != 1 || tls[0].From != "pg-test-1" || tls[0].To != "pg-test-3" || !slices.Equal(tls[0].AlsoFenced, []string{"pg-test-2"}) {
 		t.Errorf("timelines %+v", tls)
