@@ -196,7 +196,13 @@ type transitions struct {
 	// doneRequest is the failover key of a transition that ended while the
 	// key stayed: it does not start another one.
 	doneRequest map[string]patroni.Failover
-	ended       []*transition // to report (flushTransitions)
+	// doneLeaderless is, per cluster, the last leader whose transition
+	// ended while the DCS still had no leader key (Patroni leaderless
+	// under failsafe_mode, the old primary still primary): no other one
+	// starts until a leader key is seen (each window's end started a new
+	// one, a history event and a round of probes every PromoteWindow).
+	doneLeaderless map[string]string
+	ended          []*transition // to report (flushTransitions)
 	// lastDesired is what each cluster's services were last handed to the
 	// targets as (holdRoles keeps them while a new primary comes on).
 	lastDesired map[string][]services.Service
@@ -223,6 +229,7 @@ func (tx *transitions) init(opts *Options) {
 	tx.active = map[string]*transition{}
 	tx.apiURLs = map[string]map[string]string{}
 	tx.doneRequest = map[string]patroni.Failover{}
+	tx.doneLeaderless = map[string]string{}
 	tx.lastDesired = map[string][]services.Service{}
 	tx.wake = make(chan struct{}, 1)
 	tx.slots = make(chan struct{}, maxProbesInFlight)
@@ -309,6 +316,11 @@ func (c *Controller) trackTransitions(dcs map[string]*patroni.ClusterState, stal
 		}
 		t.frozen = stale[cl]
 		c.advance(t, st, now)
+		if c.tx.active[cl] != t && st != nil && st.Leader == "" && c.lastLeaders[cl] != "" {
+			// Over while the key stays away: the next reconciles start
+			// no other transition from the same absence (startTransition).
+			c.tx.doneLeaderless[cl] = c.lastLeaders[cl]
+		}
 		if t.cancel == nil && c.tx.active[cl] == t {
 			// Probing starts here, after the transition's first advance:
 			// it knows by then which members' answers matter (a dead old
@@ -357,6 +369,9 @@ func (c *Controller) startTransition(cl string, st *patroni.ClusterState, now ti
 	if fo == nil {
 		delete(c.tx.doneRequest, cl)
 	}
+	if st.Leader != "" && len(c.tx.doneLeaderless) > 0 {
+		delete(c.tx.doneLeaderless, cl)
+	}
 	if st.Leader != "" && (last == "" || st.Leader == last) &&
 		!(fo != nil && (fo.Leader == "" || fo.Leader == st.Leader) && fo.Member != st.Leader) {
 		return // the common case, decided without allocating (the default below)
@@ -376,6 +391,9 @@ func (c *Controller) startTransition(cl string, st *patroni.ClusterState, now ti
 			candidates = []string{fo.Member}
 		}
 	case st.Leader == "" && last != "":
+		if c.tx.doneLeaderless[cl] == last {
+			return // (a transition from this absence of the key is over)
+		}
 		t.from = last
 		t.cause = "leader key expired"
 		if st.Members[last] != nil {
