@@ -379,8 +379,7 @@ func (c *Controller) startTransition(cl string, st *patroni.ClusterState, now ti
 	t := &transition{cluster: cl, start: now, deadline: now.Add(c.opts.PromoteWindow), probes: map[string]*memberProbe{}}
 	var candidates []string
 	switch {
-	case st.Leader != "" && fo != nil && (fo.Leader == "" || fo.Leader == st.Leader) && fo.Member != st.Leader &&
-		switchoverDue(fo, now):
+	case switchoverStarts(st, now):
 		if done, ok := c.tx.doneRequest[cl]; ok && done == *fo {
 			return
 		}
@@ -422,6 +421,14 @@ func (c *Controller) startTransition(cl string, st *patroni.ClusterState, now ti
 	c.log.Info("transition: probing Patroni's REST API", zap.String("cluster", cl), zap.String("cause", t.cause),
 		zap.String("from", t.from), zap.Strings("candidates", candidates))
 	// (Its probes start after its first advance: trackTransitions.)
+}
+
+// switchoverStarts reports whether st's failover key asks for a switchover
+// of its leader that is due now (startTransition starts one for it).
+func switchoverStarts(st *patroni.ClusterState, now time.Time) bool {
+	fo := st.Failover
+	return st.Leader != "" && fo != nil && (fo.Leader == "" || fo.Leader == st.Leader) && fo.Member != st.Leader &&
+		switchoverDue(fo, now)
 }
 
 // advance moves t on from the DCS view st (nil: the cluster is gone from
@@ -1126,17 +1133,23 @@ func (c *Controller) fenceExpired(now time.Time) bool {
 			}
 		}
 	}
-	for ns, s := range c.snaps {
-		if c.staleNS[ns] != "" {
-			continue // a stale view starts no transition (trackTransitions)
+	// A scheduled switchover whose time came, of a cluster of the
+	// inventory (by name: a Citus group's DCS key is <shard>/<group>) that
+	// trackTransitions would start.
+	for _, cl := range c.inv.Clusters {
+		if c.tx.active[cl.Name] != nil || c.staleNS[cl.Namespace] != "" {
+			continue // (a stale view starts no transition: trackTransitions)
 		}
-		for name, st := range s.Clusters {
-			fo := st.Failover
-			if fo != nil && fo.ScheduledAt != "" && fo.Leader == st.Leader && switchoverDue(fo, now) && c.tx.active[name] == nil {
-				if done, ok := c.tx.doneRequest[name]; !ok || done != *fo {
-					return true
-				}
-			}
+		s, ok := c.snaps[cl.Namespace]
+		if !ok {
+			continue
+		}
+		st := s.Clusters[cl.DCSKey]
+		if st == nil || st.Failover == nil || st.Failover.ScheduledAt == "" || ghostLeader(st) || !switchoverStarts(st, now) {
+			continue
+		}
+		if done, ok := c.tx.doneRequest[cl.Name]; !ok || done != *st.Failover {
+			return true
 		}
 	}
 	return false
