@@ -109,19 +109,21 @@ func (w *worker) applyIsolated(ctx context.Context, j *job) (target.Result, erro
 	now := w.opts.Now()
 	excluded := map[string]bool{}
 	var retrying []string
-	w.mu.Lock()
-	for name, h := range w.held {
-		cur := clusterServices(j.desired, name)
-		switch {
-		case len(cur) == 0:
-			delete(w.held, name) // gone from this target
-		case now.Before(h.NextTry) && sameDesired(cur, h.desired):
-			excluded[name] = true
-		default:
-			retrying = append(retrying, name)
+	func() {
+		w.mu.Lock()
+		defer w.mu.Unlock() // (a panic here must not leave w.mu held: see Controller.mu)
+		for name, h := range w.held {
+			cur := clusterServices(j.desired, name)
+			switch {
+			case len(cur) == 0:
+				delete(w.held, name) // gone from this target
+			case now.Before(h.NextTry) && sameDesired(cur, h.desired):
+				excluded[name] = true
+			default:
+				retrying = append(retrying, name)
+			}
 		}
-	}
-	w.mu.Unlock()
+	}()
 	sort.Strings(retrying)
 
 	desired := j.desired // (a copy only when some cluster is left out)
