@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"maps"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,7 +40,13 @@ type Options struct {
 	// ResyncInterval forces a full re-apply to every target, repairing drift (30s).
 	ResyncInterval time.Duration
 	// StaleAfter is how long without contact with etcd makes the view stale
-	// (10s). A stale view is frozen: nothing is applied from it.
+	// (10s). A stale view is frozen: nothing is applied from it. Its
+	// clusters keep their last good services; only a switchover or
+	// failover in flight goes on, from the clock and the answers of the
+	// members' Patroni REST APIs (not etcd), so the write path's temporary
+	// flags (a new primary forced UP or held DOWN, the old one fenced) end
+	// as they would have, at the latest when PromoteWindow ends; none
+	// starts from a stale view. Other namespaces are not affected.
 	StaleAfter time.Duration
 	// RetryMin and RetryMax bound a failing target's backoff (500ms, 30s).
 	RetryMin, RetryMax time.Duration
@@ -168,6 +175,12 @@ type Controller struct {
 	catchUp   map[string]CatchUpFunc
 	planned   map[string]int64
 
+	// mu guards the fields below. Lock order: c.mu may be held while a
+	// worker's w.mu is taken (a reconcile asks the workers whether they are
+	// quiet: targetsQuiet), and while tx.boxMu, inboxMu or plannedMu are
+	// taken; never the other way round: nothing that holds w.mu (or those)
+	// may take c.mu. Worker callbacks into the controller (record,
+	// heldEvent: addEvent, noteApplied) are called without w.mu.
 	mu          sync.Mutex
 	inv         *topology.Inventory
 	snaps       map[string]patroni.Snapshot // by namespace
@@ -387,14 +400,23 @@ func (c *Controller) Run(parent context.Context) (err error) {
 	}
 	defer func() {
 		cancel()
-		c.waitAfter(&wg)
+		// The probes end with ctx; stopProbing waits for them. After a
+		// panic both waits are bounded (waitAfter): the controller stops
+		// and says why rather than hang on state the panic left behind.
+		c.waitAfter(func() {
+			c.stopProbing()
+			wg.Wait()
+		})
 		if f := c.Failed(); f != "" {
 			err = fmt.Errorf("controller stopped: %s", f)
 		}
 	}()
+	// Deferred last, run first: a panic of the loop (a reconcile's, under
+	// c.mu, released by its own deferred unlock) is recorded before
+	// anything else that stops the controller runs, so Failed and /healthz
+	// report it and Run returns its error.
 	defer c.recoverPanic("reconcile loop")
 	c.startProbing(ctx)
-	defer c.stopProbing()
 
 	resync := time.NewTicker(c.opts.ResyncInterval)
 	defer resync.Stop()
@@ -547,10 +569,7 @@ func (p *pacer) done(start, end time.Time) { p.end, p.took = end, end.Sub(start)
 // armDue sets timer to fire when the next transition step is due by the
 // clock (nextDue), or stops it when none is.
 func (c *Controller) armDue(timer *time.Timer) {
-	c.mu.Lock()
-	now := c.opts.Now()
-	at := c.nextDue(now)
-	c.mu.Unlock()
+	now, at := c.nextDueLocked()
 	if at.IsZero() {
 		timer.Stop()
 		return
@@ -559,13 +578,30 @@ func (c *Controller) armDue(timer *time.Timer) {
 	timer.Reset(at.Sub(now) + time.Millisecond)
 }
 
+// nextDueLocked is nextDue at the clock's now, under c.mu.
+func (c *Controller) nextDueLocked() (now, at time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now = c.opts.Now()
+	return now, c.nextDue(now)
+}
+
 // checkStale re-evaluates staleness without waiting for an event, so a lost
 // etcd shows up in status (and freezes) even when nothing is written. On
 // the periodic tick (tick), a write fence in place is re-asserted.
 func (c *Controller) checkStale(tick bool) {
+	if changed, fencing := c.staleChecks(tick); changed || fencing {
+		c.reconcile(false, fencing)
+	}
+}
+
+// staleChecks is checkStale's look at the view, under c.mu: whether
+// staleness or a transition step changed (a reconcile is due), and whether
+// a write fence is to be re-asserted.
+func (c *Controller) staleChecks(tick bool) (changed, fencing bool) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.takeInbox()
-	changed := false
 	now := c.opts.Now()
 	// (also lifts write fences whose hold has passed)
 	for _, ns := range Namespaces(c.inv) {
@@ -581,11 +617,8 @@ func (c *Controller) checkStale(tick bool) {
 	// servers' health; forces DOWN again the ones found UP, and a rising
 	// new leader in any case). (Not when a transition step falls due: that
 	// is when a fence is lifted, FenceHold after the last reload.)
-	fencing := tick && (len(c.released) > 0 || c.anyPending())
-	c.mu.Unlock()
-	if changed || fencing {
-		c.reconcile(false, fencing)
-	}
+	fencing = tick && (len(c.released) > 0 || c.anyPending())
+	return changed, fencing
 }
 
 // staleReason says why the view of namespace ns cannot be trusted now, or "".
@@ -623,12 +656,7 @@ func (c *Controller) reconcile(force, reassert bool) {
 	c.reconciling.Store(true)
 	defer c.reconciling.Store(false)
 	start := c.opts.Now()
-	c.mu.Lock()
-	c.takeInbox()
-	revs := make(map[string]int64, len(c.snaps))
-	for ns, s := range c.snaps {
-		revs[ns] = s.Revision
-	}
+	r := c.planLocked(force)
 	defer func() {
 		// What this reconcile planned from, once its plan is handed to
 		// the workers (dcsCaughtUp).
@@ -636,148 +664,12 @@ func (c *Controller) reconcile(force, reassert bool) {
 		if c.planned == nil {
 			c.planned = map[string]int64{}
 		}
-		maps.Copy(c.planned, revs)
+		maps.Copy(c.planned, r.revs)
 		c.plannedMu.Unlock()
 	}()
-	inv := c.inv
-	now := c.opts.Now()
-
-	// The merged DCS view, per cluster, from the namespace snapshots. (One
-	// map kept between reconciles, used only while c.mu is held: a mass
-	// failover makes hundreds of reconciles of 1,000 clusters.)
-	if c.dcsBuf == nil {
-		c.dcsBuf = make(map[string]*patroni.ClusterState, len(inv.Clusters))
-	}
-	dcs := c.dcsBuf
-	clear(dcs)
-	staleNS := map[string]string{}
-	vanished := map[string]bool{}
-	var revision int64
-	var eventAt time.Time
-	incomplete := false
-	for _, ns := range Namespaces(inv) {
-		if r := c.staleReason(ns, now); r != "" {
-			staleNS[ns] = r
-		}
-		s, ok := c.snaps[ns]
-		if !ok {
-			incomplete = true
-			continue
-		}
-		if s.Revision > revision {
-			revision = s.Revision
-		}
-		if at, ok := c.eventAt[ns]; ok && (eventAt.IsZero() || at.Before(eventAt)) {
-			eventAt = at
-		}
-		for _, cl := range inv.Clusters {
-			if cl.Namespace != ns {
-				continue
-			}
-			if st := s.Clusters[cl.DCSKey]; st != nil {
-				dcs[cl.Name] = st
-				c.lastState[cl.Name] = st
-			} else if last := c.lastState[cl.Name]; last != nil {
-				// Every key of a cluster that had live state is gone
-				// (etcdctl del --prefix, a restored etcd): keep the last
-				// known roles, frozen and reported stale, rather than fall
-				// back to the inventory's roles and undo a switchover.
-				dcs[cl.Name] = last
-				vanished[cl.Name] = true
-			}
-		}
-	}
-	c.eventAt = map[string]time.Time{}
-
-	if len(staleNS) == 0 {
-		c.trackTransitions(dcs, now)
-	}
-	// Each cluster's options, read from the controller's own maps while
-	// c.mu is held (no copy of them per reconcile: a mass failover makes
-	// ~60 reconciles while ~1,000 clusters are in transition).
-	optsOf := func(name string) plan.ClusterOptions {
-		co := plan.ClusterOptions{IncludeUnknown: c.opts.IncludeUnknown, LastKnownLeader: c.lastLeaders[name]}
-		if r, ok := c.released[name]; ok {
-			co.Released = r.member
-		}
-		if p, ok := c.promoted[name]; ok {
-			co.Promoted, co.PromotedConfirmed, co.PromotedPending = p.member, p.confirmed, p.pending
-		}
-		return co
-	}
-	// A cluster whose plan fails keeps its last good services (below); the
-	// others go on.
-	var p *plan.Plan
-	var planErrs map[string]error
-	if c.fullPlan {
-		p, planErrs = computeIsolated(inv, dcs, c.planOptions(), c.plan)
-	} else {
-		// Only the clusters whose inputs changed are planned again; a
-		// resync plans them all.
-		p, planErrs = c.plans.compute(inv, dcs, optsOf, c.plan, force, c.log)
-	}
-	planEvents := c.notePlanErrors(planErrs)
-
-	frozen := map[string]string{}
-	// parts: each cluster's services, in plan order; desired is their
-	// concatenation, built again only when a part changed.
-	parts := make([][]services.Service, 0, len(p.Clusters))
-	// by cluster: the services each cluster adds to desired (changes are
-	// described only for the clusters whose services changed).
-	byCluster := make(map[string][]services.Service, len(p.Clusters))
-	for i, cl := range p.Clusters {
-		invCl := inv.Clusters[i]
-		computed := cl.Services
-		reason := ""
-		switch {
-		case planErrs[cl.Name] != nil:
-			reason = "plan failed: " + planErrs[cl.Name].Error() + "; keeping its last good services"
-		case staleNS[invCl.Namespace] != "":
-			reason = staleNS[invCl.Namespace]
-		case vanished[cl.Name]:
-			reason = reasonVanished
-		case cl.Leaderless && c.lastLeaders[cl.Name] == "": // (updated below, after this check)
-			reason = "no leader key in DCS and no leader seen yet; keeping the services as they are"
-		}
-		if reason != "" {
-			frozen[cl.Name] = reason
-			if prev, ok := c.lastGood[cl.Name]; ok {
-				parts = append(parts, prev)
-				byCluster[cl.Name] = prev
-				continue
-			}
-			if staleNS[invCl.Namespace] != "" || planErrs[cl.Name] != nil {
-				// Never seen a fresh view (or a good plan) of this
-				// cluster: apply nothing for it.
-				continue
-			}
-		}
-		computed = c.guardEmpty(cl, computed)
-		if cl.Leader != "" {
-			c.lastLeaders[cl.Name] = cl.Leader
-		}
-		c.lastGood[cl.Name] = computed
-		held := c.holdRoles(cl.Name, computed, now)
-		parts = append(parts, held)
-		byCluster[cl.Name] = held
-	}
-
-	desired := c.desired
-	if desired == nil || !sameParts(parts, c.desiredParts) {
-		desired = &desiredState{parts: parts}
-	}
-	prev, prevBy := c.desired, c.desiredBy
-	prevFrozen := c.frozen
-	c.logNewWarnings(c.plan, p)
-	c.plan = p
-	c.frozen = frozen
-	c.staleNS = staleNS
-	c.desired = desired
-	c.desiredBy = byCluster
-	c.desiredParts = parts
-	c.decision++
-	decision := c.decision
-	c.mu.Unlock()
+	p, planEvents, decision, revision := r.plan, r.planEvents, r.decision, r.revision
+	prev, prevBy, desired, byCluster := r.prev, r.prevBy, r.desired, r.byCluster
+	frozen, prevFrozen, eventAt, incomplete := r.frozen, r.prevFrozen, r.eventAt, r.incomplete
 	c.flushTransitions()
 
 	for _, e := range planEvents {
@@ -828,10 +720,212 @@ func (c *Controller) reconcile(force, reassert bool) {
 		c.log.Info("waiting for the first DCS snapshot of every namespace; nothing applied")
 		return
 	}
+	if desired.empty() && prev.empty() {
+		// No service of any cluster to apply yet (each frozen with nothing
+		// to keep, as a leaderless cluster whose member keys contradict its
+		// inventory roles): no apply of nothing.
+		return
+	}
 	for _, w := range c.workers {
 		w.submit(job{state: desired, force: force, reassert: reassert, eventAt: eventAt, decision: decision, revision: revision,
 			term: c.opts.currentTerm(), burst: burst})
 	}
+}
+
+// planned is what planLocked hands back to reconcile.
+type planned struct {
+	revs               map[string]int64 // per namespace, the revision planned from
+	plan               *plan.Plan
+	planEvents         []Event
+	decision, revision int64
+	prev, desired      *desiredState
+	prevBy, byCluster  map[string][]services.Service
+	frozen, prevFrozen map[string]string
+	eventAt            time.Time
+	incomplete         bool
+}
+
+// planLocked is the part of reconcile done under c.mu: it takes the
+// inbox, tracks transitions, plans, applies the safety policies and
+// records the new desired state. c.mu is released by a deferred call, so
+// that a panic anywhere in it leaves c.mu free for Run to stop (and report
+// it) rather than hang on it.
+func (c *Controller) planLocked(force bool) planned {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.takeInbox()
+	revs := make(map[string]int64, len(c.snaps))
+	for ns, s := range c.snaps {
+		revs[ns] = s.Revision
+	}
+	inv := c.inv
+	now := c.opts.Now()
+
+	// The merged DCS view, per cluster, from the namespace snapshots. (One
+	// map kept between reconciles, used only while c.mu is held: a mass
+	// failover makes hundreds of reconciles of 1,000 clusters.)
+	if c.dcsBuf == nil {
+		c.dcsBuf = make(map[string]*patroni.ClusterState, len(inv.Clusters))
+	}
+	dcs := c.dcsBuf
+	clear(dcs)
+	staleNS := map[string]string{}
+	vanished := map[string]bool{}
+	var staleCl map[string]bool // clusters of a stale namespace (frozen)
+	var revision int64
+	var eventAt time.Time
+	incomplete := false
+	for _, ns := range Namespaces(inv) {
+		if r := c.staleReason(ns, now); r != "" {
+			staleNS[ns] = r
+		}
+		s, ok := c.snaps[ns]
+		if !ok {
+			incomplete = true
+			continue
+		}
+		if s.Revision > revision {
+			revision = s.Revision
+		}
+		if at, ok := c.eventAt[ns]; ok && (eventAt.IsZero() || at.Before(eventAt)) {
+			eventAt = at
+		}
+		for _, cl := range inv.Clusters {
+			if cl.Namespace != ns {
+				continue
+			}
+			if staleNS[ns] != "" {
+				if staleCl == nil {
+					staleCl = map[string]bool{}
+				}
+				staleCl[cl.Name] = true
+			}
+			if st := s.Clusters[cl.DCSKey]; st != nil {
+				dcs[cl.Name] = st
+				c.lastState[cl.Name] = st
+			} else if last := c.lastState[cl.Name]; last != nil {
+				// Every key of a cluster that had live state is gone
+				// (etcdctl del --prefix, a restored etcd): keep the last
+				// known roles, frozen and reported stale, rather than fall
+				// back to the inventory's roles and undo a switchover.
+				dcs[cl.Name] = last
+				vanished[cl.Name] = true
+			}
+		}
+	}
+	c.eventAt = map[string]time.Time{}
+
+	// Transitions go on while a namespace is stale: those in flight in it
+	// advance from the clock and the REST probes' answers (Patroni's API,
+	// not etcd) over its last DCS view, so their temporary force-UP, hold
+	// DOWN and fence end as they would have (none starts from that view);
+	// a stale namespace freezes nothing in the others.
+	c.trackTransitions(dcs, staleCl, now)
+	// Each cluster's options, read from the controller's own maps while
+	// c.mu is held (no copy of them per reconcile: a mass failover makes
+	// ~60 reconciles while ~1,000 clusters are in transition).
+	optsOf := func(name string) plan.ClusterOptions {
+		co := plan.ClusterOptions{IncludeUnknown: c.opts.IncludeUnknown, LastKnownLeader: c.lastLeaders[name]}
+		if r, ok := c.released[name]; ok {
+			co.Released = r.member
+		}
+		if p, ok := c.promoted[name]; ok {
+			co.Promoted, co.PromotedConfirmed, co.PromotedPending = p.member, p.confirmed, p.pending
+		}
+		return co
+	}
+	// A cluster whose plan fails keeps its last good services (below); the
+	// others go on.
+	var p *plan.Plan
+	var planErrs map[string]error
+	if c.fullPlan {
+		p, planErrs = computeIsolated(inv, dcs, c.planOptions(), c.plan)
+	} else {
+		// Only the clusters whose inputs changed are planned again; a
+		// resync plans them all.
+		p, planErrs = c.plans.compute(inv, dcs, optsOf, c.plan, force, c.log)
+	}
+	planEvents := c.notePlanErrors(planErrs)
+
+	frozen := map[string]string{}
+	// parts: each cluster's services, in plan order; desired is their
+	// concatenation, built again only when a part changed.
+	parts := make([][]services.Service, 0, len(p.Clusters))
+	// by cluster: the services each cluster adds to desired (changes are
+	// described only for the clusters whose services changed).
+	byCluster := make(map[string][]services.Service, len(p.Clusters))
+	for i, cl := range p.Clusters {
+		invCl := inv.Clusters[i]
+		computed := cl.Services
+		reason := ""
+		inventoryRoles := false // (leaderless, never led: see below)
+		switch {
+		case planErrs[cl.Name] != nil:
+			reason = "plan failed: " + planErrs[cl.Name].Error() + "; keeping its last good services"
+		case staleNS[invCl.Namespace] != "":
+			reason = staleNS[invCl.Namespace]
+		case vanished[cl.Name]:
+			reason = reasonVanished
+		case cl.Leaderless && c.lastLeaders[cl.Name] == "": // (updated below, after this check)
+			// Its plan has the inventory's roles (no leader to take them
+			// from): after a restart in a switchover's gap, or while
+			// Patroni runs leaderless under failsafe_mode. They are
+			// applied only when Patroni's member keys do not contradict
+			// them (what Pigsty renders, and the only services a first
+			// start with an empty HAProxy can have); else nothing is
+			// applied for the cluster (its sections on the HAProxies stay
+			// as they are: a target never deletes what it is not given).
+			if why := rolesContradict(cl, dcs[cl.Name]); why != "" {
+				frozen[cl.Name] = reasonLeaderlessContradicts + why + ")"
+				continue
+			}
+			reason, inventoryRoles = reasonLeaderlessInventory, true
+		}
+		if reason != "" {
+			frozen[cl.Name] = reason
+		}
+		if reason != "" && !inventoryRoles {
+			if prev, ok := c.lastGood[cl.Name]; ok {
+				// Its last good services, with the write path's temporary
+				// flags as its transition now has them (see keepFrozen).
+				kept := c.keepFrozen(cl.Name, prev, computed, planErrs[cl.Name] == nil)
+				parts = append(parts, kept)
+				byCluster[cl.Name] = kept
+				continue
+			}
+			if staleNS[invCl.Namespace] != "" || planErrs[cl.Name] != nil {
+				// Never seen a fresh view (or a good plan) of this
+				// cluster: apply nothing for it.
+				continue
+			}
+		}
+		computed = c.guardEmpty(cl, computed)
+		if cl.Leader != "" {
+			c.lastLeaders[cl.Name] = cl.Leader
+		}
+		c.lastGood[cl.Name] = computed
+		held := c.holdRoles(cl.Name, computed, now)
+		parts = append(parts, held)
+		byCluster[cl.Name] = held
+	}
+
+	desired := c.desired
+	if desired == nil || !sameParts(parts, c.desiredParts) {
+		desired = &desiredState{parts: parts}
+	}
+	prev, prevBy := c.desired, c.desiredBy
+	prevFrozen := c.frozen
+	c.logNewWarnings(c.plan, p)
+	c.plan = p
+	c.frozen = frozen
+	c.staleNS = staleNS
+	c.desired = desired
+	c.desiredBy = byCluster
+	c.desiredParts = parts
+	c.decision++
+	return planned{revs: revs, plan: p, planEvents: planEvents, decision: c.decision, revision: revision,
+		prev: prev, desired: desired, prevBy: prevBy, byCluster: byCluster, frozen: frozen, prevFrozen: prevFrozen,
+		eventAt: eventAt, incomplete: incomplete}
 }
 
 // switchoverDue reports whether a switchover request is to happen now: it
@@ -882,6 +976,114 @@ func (c *Controller) guardEmpty(cl plan.Cluster, svcs []services.Service) []serv
 	}
 	if out == nil {
 		return svcs
+	}
+	return out
+}
+
+// The frozen reasons of a leaderless cluster that never had a leader.
+const (
+	reasonLeaderlessContradicts = "no leader key in DCS and no leader seen yet, and Patroni's member keys contradict its inventory roles: nothing applied for it (its services on the HAProxies left as they are) until a leader key appears ("
+	reasonLeaderlessInventory   = "no leader key in DCS and no leader seen yet: its inventory roles applied (Patroni's member keys do not contradict them) until a leader key appears"
+)
+
+// rolesContradict says how the live roles of cl's members (their member
+// keys in st) contradict the roles of cl's plan ("" when they do not): a member
+// Patroni reports as primary (or standby leader, or promoted) that the
+// plan does not serve as primary, or the plan's primary reported as a
+// replica (or demoted). Members Patroni does not report, or reports with
+// no role, contradict nothing.
+func rolesContradict(cl plan.Cluster, st *patroni.ClusterState) string {
+	if st == nil {
+		return ""
+	}
+	var out []string
+	for _, m := range cl.Members {
+		live := st.Members[m.Name]
+		if live == nil {
+			continue
+		}
+		switch role := live.Role; role { // (normalised: "master" is primary)
+		case "master", patroni.RolePrimary, patroni.RoleStandbyLeader, patroni.RolePromoted:
+			if m.Role != "primary" {
+				inv := "the inventory says " + m.InventoryRole
+				if !m.Known {
+					inv = "the inventory lacks it"
+				}
+				out = append(out, fmt.Sprintf("%s reports %s, %s", m.Name, role, inv))
+			}
+		case patroni.RoleReplica, patroni.RoleDemoted:
+			if m.Role == "primary" {
+				out = append(out, fmt.Sprintf("%s reports %s, the inventory says primary", m.Name, role))
+			}
+		}
+	}
+	return strings.Join(out, "; ")
+}
+
+// keepFrozen returns the services to hand the targets for frozen cluster
+// name: its last good services prev (servers, backup flags, weights kept
+// as they were), with the transient flags of the write path (ForceUp,
+// ForceDown, HoldDown: a transition's force-UP of a new primary, hold
+// DOWN of a new leader not read-write yet, fence of the old primary) as
+// they are now. computed is this reconcile's plan of the cluster, from
+// its last DCS view and the transition state as it is now (planned: the
+// plan did not fail): its flags are taken. A failed plan has none: prev's
+// flags are kept while the cluster has a release or promotion in effect,
+// and cleared once it has none. So a frozen cluster never re-asserts a
+// force-UP or a hold DOWN past the transition that set it (a stale view
+// once kept a new primary forced UP, or held DOWN, for a whole etcd
+// outage). Call with c.mu held.
+func (c *Controller) keepFrozen(name string, prev, computed []services.Service, planned bool) []services.Service {
+	var flags func(svc, server string) (up, down, hold bool, reason string, ok bool)
+	if planned {
+		flags = func(svc, server string) (bool, bool, bool, string, bool) {
+			for i := range computed {
+				if computed[i].Name != svc {
+					continue
+				}
+				for _, sv := range computed[i].Servers {
+					if sv.Name == server {
+						return sv.ForceUp, sv.ForceDown, sv.HoldDown, sv.Reason, true
+					}
+				}
+			}
+			return false, false, false, "", false
+		}
+	} else {
+		if c.released[name] != nil || c.promoted[name] != nil {
+			return prev
+		}
+		flags = func(string, string) (bool, bool, bool, string, bool) { return false, false, false, "", false }
+	}
+	var out []services.Service // a copy, made only when a flag changes
+	for i, s := range prev {
+		var servers []services.Server
+		for j, sv := range s.Servers {
+			up, down, hold, reason, ok := flags(s.Name, sv.Name)
+			if up == sv.ForceUp && down == sv.ForceDown && hold == sv.HoldDown {
+				continue
+			}
+			if !ok {
+				// Not in the plan (or no plan): no flag backs it any more.
+				reason = sv.Reason
+			}
+			if out == nil {
+				out = make([]services.Service, len(prev))
+				copy(out, prev)
+			}
+			if servers == nil {
+				servers = make([]services.Server, len(s.Servers))
+				copy(servers, s.Servers)
+				out[i].Servers = servers
+			}
+			servers[j].ForceUp, servers[j].ForceDown, servers[j].HoldDown, servers[j].Reason = up, down, hold, reason
+		}
+	}
+	if out == nil {
+		return prev
+	}
+	if last := c.desiredBy[name]; sameDesired(out, last) {
+		return last // (the same slice as the last reconcile's: no change)
 	}
 	return out
 }

@@ -47,10 +47,12 @@ func (c *Controller) Failed() string {
 // panic: the panicking one may hold a lock they need.
 const panicWaitLimit = 5 * time.Second
 
-// waitAfter waits for wg, or at most panicWaitLimit once a panic happened.
-func (c *Controller) waitAfter(wg *sync.WaitGroup) {
+// waitAfter runs wait (which waits for the controller's goroutines to end)
+// and returns when it does, or at most panicWaitLimit once a panic
+// happened.
+func (c *Controller) waitAfter(wait func()) {
 	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
+	go func() { wait(); close(done) }()
 	select {
 	case <-done:
 		return

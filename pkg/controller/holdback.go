@@ -109,19 +109,21 @@ func (w *worker) applyIsolated(ctx context.Context, j *job) (target.Result, erro
 	now := w.opts.Now()
 	excluded := map[string]bool{}
 	var retrying []string
-	w.mu.Lock()
-	for name, h := range w.held {
-		cur := clusterServices(j.desired, name)
-		switch {
-		case len(cur) == 0:
-			delete(w.held, name) // gone from this target
-		case now.Before(h.NextTry) && sameDesired(cur, h.desired):
-			excluded[name] = true
-		default:
-			retrying = append(retrying, name)
+	func() {
+		w.mu.Lock()
+		defer w.mu.Unlock() // (a panic here must not leave w.mu held: see Controller.mu)
+		for name, h := range w.held {
+			cur := clusterServices(j.desired, name)
+			switch {
+			case len(cur) == 0:
+				delete(w.held, name) // gone from this target
+			case now.Before(h.NextTry) && sameDesired(cur, h.desired):
+				excluded[name] = true
+			default:
+				retrying = append(retrying, name)
+			}
 		}
-	}
-	w.mu.Unlock()
+	}()
 	sort.Strings(retrying)
 
 	desired := j.desired // (a copy only when some cluster is left out)
@@ -224,8 +226,26 @@ func intersect(a, b []string) []string {
 	return out
 }
 
-// holdBack records the refused clusters, with backoff.
+// holdBack records the refused clusters, with backoff. heldEvent is told
+// after w.mu is released: it takes c.mu, and a reconcile holding c.mu asks
+// the workers whether they are quiet (w.mu): see the lock order at
+// Controller.mu.
 func (w *worker) holdBack(desired []services.Service, bad map[string]error, now time.Time) {
+	type heldNote struct {
+		cluster string
+		err     error
+	}
+	var notes []heldNote
+	// (Runs after the deferred unlock below: deferred calls run last in,
+	// first out.)
+	defer func() {
+		if w.heldEvent == nil {
+			return
+		}
+		for _, n := range notes {
+			w.heldEvent(w.t.Name(), n.cluster, n.err)
+		}
+	}()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.held == nil {
@@ -255,9 +275,7 @@ func (w *worker) holdBack(desired []services.Service, bad map[string]error, now 
 		w.log.Error("cluster held back on this HAProxy: its new services are refused; its last good state is kept, the other clusters applied",
 			zap.String("cluster", c), zap.Strings("services", h.Services), zap.Error(e),
 			zap.Int("failures", h.Failures), zap.Time("next_try", h.NextTry))
-		if w.heldEvent != nil {
-			w.heldEvent(w.t.Name(), c, fmt.Errorf("cluster %s (services %s) held back: %w", c, strings.Join(h.Services, ", "), e))
-		}
+		notes = append(notes, heldNote{c, fmt.Errorf("cluster %s (services %s) held back: %w", c, strings.Join(h.Services, ", "), e)})
 	}
 }
 

@@ -181,10 +181,33 @@ func (c *Controller) status(full bool) Status {
 	if c.opts.LeaderInfo != nil {
 		leader = c.opts.LeaderInfo() // outside c.mu: it may be slow
 	}
+	st := c.statusLocked(full, leader)
+
+	for _, w := range c.workers {
+		ts := w.snapshot()
+		if !ts.InSync && ts.State != "standby" && !(c.opts.DryRun && ts.LastError == "") {
+			st.NotReady = append(st.NotReady, ts.Name+": "+ts.State)
+		}
+		for _, h := range ts.HeldBack {
+			st.NotReady = append(st.NotReady, ts.Name+": cluster "+h.Cluster+" held back: "+h.Error)
+		}
+		st.Targets = append(st.Targets, ts)
+	}
+	if f := c.Failed(); f != "" {
+		st.NotReady = append(st.NotReady, "controller stopped: "+f)
+	}
+	st.Ready = len(st.NotReady) == 0
+	return st
+}
+
+// statusLocked is the part of status read under c.mu (released by a
+// deferred call, so that a panic in it cannot leave c.mu held).
+func (c *Controller) statusLocked(full bool, leader *LeaderStatus) (st Status) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.takeInbox()
 	now := c.opts.Now()
-	st := Status{Now: now, DryRun: c.opts.DryRun, Inventory: c.inv.File, Leader: leader}
+	st = Status{Now: now, DryRun: c.opts.DryRun, Inventory: c.inv.File, Leader: leader}
 	for _, ns := range Namespaces(c.inv) {
 		n := NamespaceStatus{Namespace: ns, Stale: c.staleReason(ns, now)}
 		if s, ok := c.snaps[ns]; ok {
@@ -236,22 +259,6 @@ func (c *Controller) status(full bool) Status {
 	if full {
 		st.History = append([]Event(nil), c.lastEvents()...)
 	}
-	c.mu.Unlock()
-
-	for _, w := range c.workers {
-		ts := w.snapshot()
-		if !ts.InSync && ts.State != "standby" && !(c.opts.DryRun && ts.LastError == "") {
-			st.NotReady = append(st.NotReady, ts.Name+": "+ts.State)
-		}
-		for _, h := range ts.HeldBack {
-			st.NotReady = append(st.NotReady, ts.Name+": cluster "+h.Cluster+" held back: "+h.Error)
-		}
-		st.Targets = append(st.Targets, ts)
-	}
-	if f := c.Failed(); f != "" {
-		st.NotReady = append(st.NotReady, "controller stopped: "+f)
-	}
-	st.Ready = len(st.NotReady) == 0
 	return st
 }
 

@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -72,12 +73,53 @@ type transition struct {
 	// held is set while the last reconcile held the cluster's role changes
 	// back (holdRoles).
 	held bool
+	// mids are the members that took the leader key during this
+	// transition and lost it to another one (A -> B -> C: B): each is
+	// fenced from write services as from is, from the moment it lost the
+	// key until Patroni reports it off (its /primary no longer 200, its
+	// PostgreSQL stopping, its REST API or member key gone) and FenceHold
+	// more. Until then it may still take writes as the primary it was a
+	// moment ago (forced UP, maybe). alsoFenced lists every one, for the
+	// timeline.
+	mids       []*midLeader
+	alsoFenced []string
+	// frozen is set while its cluster's namespace is stale: the DCS view
+	// advance gets is the last one seen, and only the probes' answers and
+	// the clock are news (trackTransitions).
+	frozen bool
 
 	probes  map[string]*memberProbe
 	probing bool // probe goroutines run (until the deadline or the end)
 	ctx     context.Context
 	cancel  context.CancelFunc
 }
+
+// midLeader is a member that held the leader key for a while in a
+// transition and lost it to another one (transition.mids).
+type midLeader struct {
+	name   string
+	lostAt time.Time // when the key moved away from it
+	// offAt: Patroni reported it off (or there is nothing to wait for: no
+	// REST API to ask, or the promote window is over); liftAt: its fence
+	// lifts then (FenceHold after offAt, the new leader's key and the last
+	// reload; zero until the targets are quiet).
+	offAt, liftAt time.Time
+	offWhy        string
+}
+
+// mid returns t's mid leader name, or nil.
+func (t *transition) mid(name string) *midLeader {
+	for _, m := range t.mids {
+		if m.name == name {
+			return m
+		}
+	}
+	return nil
+}
+
+// toLeads reports whether t.to is the member that took the key last (not
+// one that lost it since: a mid).
+func (t *transition) toLeads() bool { return t.to != "" && t.mid(t.to) == nil }
 
 // memberProbe is one member's probing; its probes put their answers in
 // box under tx.boxMu only, not c.mu (a reconcile holds c.mu for a long
@@ -154,7 +196,13 @@ type transitions struct {
 	// doneRequest is the failover key of a transition that ended while the
 	// key stayed: it does not start another one.
 	doneRequest map[string]patroni.Failover
-	ended       []*transition // to report (flushTransitions)
+	// doneLeaderless is, per cluster, the last leader whose transition
+	// ended while the DCS still had no leader key (Patroni leaderless
+	// under failsafe_mode, the old primary still primary): no other one
+	// starts until a leader key is seen (each window's end started a new
+	// one, a history event and a round of probes every PromoteWindow).
+	doneLeaderless map[string]string
+	ended          []*transition // to report (flushTransitions)
 	// lastDesired is what each cluster's services were last handed to the
 	// targets as (holdRoles keeps them while a new primary comes on).
 	lastDesired map[string][]services.Service
@@ -181,6 +229,7 @@ func (tx *transitions) init(opts *Options) {
 	tx.active = map[string]*transition{}
 	tx.apiURLs = map[string]map[string]string{}
 	tx.doneRequest = map[string]patroni.Failover{}
+	tx.doneLeaderless = map[string]string{}
 	tx.lastDesired = map[string][]services.Service{}
 	tx.wake = make(chan struct{}, 1)
 	tx.slots = make(chan struct{}, maxProbesInFlight)
@@ -208,28 +257,32 @@ type promotion struct {
 // startProbing lets transitions probe, under ctx (Run's).
 func (c *Controller) startProbing(ctx context.Context) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.tx.ctx = ctx
 	for _, t := range c.tx.active {
 		c.probeAll(t, nil)
 	}
-	c.mu.Unlock()
 }
 
 // stopProbing ends every probe and waits for the goroutines.
 func (c *Controller) stopProbing() {
-	c.mu.Lock()
-	for _, t := range c.tx.active {
-		c.stopProbes(t)
-	}
-	c.tx.ctx = nil
-	c.mu.Unlock()
+	func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, t := range c.tx.active {
+			c.stopProbes(t)
+		}
+		c.tx.ctx = nil
+	}()
 	c.tx.wg.Wait()
 }
 
 // trackTransitions starts, advances and ends the transition of every
-// cluster from a fresh DCS view, and sets c.released and c.promoted from
-// them. Call with c.mu held.
-func (c *Controller) trackTransitions(dcs map[string]*patroni.ClusterState, now time.Time) {
+// cluster from the DCS view, and sets c.released and c.promoted from them.
+// The clusters in stale (a stale namespace's: dcs has their last view)
+// start no transition; one in flight goes on from the clock and its
+// probes' answers (advance, with t.frozen set). Call with c.mu held.
+func (c *Controller) trackTransitions(dcs map[string]*patroni.ClusterState, stale map[string]bool, now time.Time) {
 	c.tx.quietKnown = false
 	defer func() { c.tx.quietKnown = false }()
 	if c.tx.urlsInv != c.inv {
@@ -249,7 +302,7 @@ func (c *Controller) trackTransitions(dcs map[string]*patroni.ClusterState, now 
 			}
 			c.noteAPIURLs(cl, st, ssl[cl])
 		}
-		if ghostLeader(st) {
+		if ghostLeader(st) || stale[cl] {
 			continue
 		}
 		if t := c.tx.active[cl]; t == nil {
@@ -261,7 +314,13 @@ func (c *Controller) trackTransitions(dcs map[string]*patroni.ClusterState, now 
 		if ghostLeader(st) {
 			st = nil // only probes and the clock move it on
 		}
+		t.frozen = stale[cl]
 		c.advance(t, st, now)
+		if c.tx.active[cl] != t && st != nil && st.Leader == "" && c.lastLeaders[cl] != "" {
+			// Over while the key stays away: the next reconciles start
+			// no other transition from the same absence (startTransition).
+			c.tx.doneLeaderless[cl] = c.lastLeaders[cl]
+		}
 		if t.cancel == nil && c.tx.active[cl] == t {
 			// Probing starts here, after the transition's first advance:
 			// it knows by then which members' answers matter (a dead old
@@ -310,6 +369,9 @@ func (c *Controller) startTransition(cl string, st *patroni.ClusterState, now ti
 	if fo == nil {
 		delete(c.tx.doneRequest, cl)
 	}
+	if st.Leader != "" && len(c.tx.doneLeaderless) > 0 {
+		delete(c.tx.doneLeaderless, cl)
+	}
 	if st.Leader != "" && (last == "" || st.Leader == last) &&
 		!(fo != nil && (fo.Leader == "" || fo.Leader == st.Leader) && fo.Member != st.Leader) {
 		return // the common case, decided without allocating (the default below)
@@ -317,8 +379,7 @@ func (c *Controller) startTransition(cl string, st *patroni.ClusterState, now ti
 	t := &transition{cluster: cl, start: now, deadline: now.Add(c.opts.PromoteWindow), probes: map[string]*memberProbe{}}
 	var candidates []string
 	switch {
-	case st.Leader != "" && fo != nil && (fo.Leader == "" || fo.Leader == st.Leader) && fo.Member != st.Leader &&
-		switchoverDue(fo, now):
+	case switchoverStarts(st, now):
 		if done, ok := c.tx.doneRequest[cl]; ok && done == *fo {
 			return
 		}
@@ -329,6 +390,9 @@ func (c *Controller) startTransition(cl string, st *patroni.ClusterState, now ti
 			candidates = []string{fo.Member}
 		}
 	case st.Leader == "" && last != "":
+		if c.tx.doneLeaderless[cl] == last {
+			return // (a transition from this absence of the key is over)
+		}
 		t.from = last
 		t.cause = "leader key expired"
 		if st.Members[last] != nil {
@@ -359,6 +423,14 @@ func (c *Controller) startTransition(cl string, st *patroni.ClusterState, now ti
 	// (Its probes start after its first advance: trackTransitions.)
 }
 
+// switchoverStarts reports whether st's failover key asks for a switchover
+// of its leader that is due now (startTransition starts one for it).
+func switchoverStarts(st *patroni.ClusterState, now time.Time) bool {
+	fo := st.Failover
+	return st.Leader != "" && fo != nil && (fo.Leader == "" || fo.Leader == st.Leader) && fo.Member != st.Leader &&
+		switchoverDue(fo, now)
+}
+
 // advance moves t on from the DCS view st (nil: the cluster is gone from
 // the DCS) and the probes' answers, ends it when it is over, and sets
 // c.released / c.promoted for its cluster. Call with c.mu held.
@@ -368,6 +440,9 @@ func (c *Controller) advance(t *transition, st *patroni.ClusterState, now time.T
 	fromBox, ok := c.answers(t, t.from)
 	if ok {
 		from = &fromBox
+	}
+	if st != nil && st.Leader != "" {
+		c.noteLeader(t, st.Leader, now)
 	}
 	if st != nil {
 		switch leader := st.Leader; {
@@ -412,6 +487,7 @@ func (c *Controller) advance(t *transition, st *patroni.ClusterState, now time.T
 			c.off(t, p.last.At, "its REST API stopped answering ("+p.last.Err+")")
 		}
 	}
+	midFenced := c.advanceMids(t, st, now)
 	if !t.offAt.IsZero() && st != nil && st.Leader == t.from {
 		// It kept (or took back) the key: off only while /primary says so.
 		p := from
@@ -425,11 +501,15 @@ func (c *Controller) advance(t *transition, st *patroni.ClusterState, now time.T
 				c.log.Info("transition: the old primary leads again, read-write: forced UP", zap.String("cluster", cl), zap.String("member", t.from))
 			}
 			if now.Before(t.backAt.Add(c.opts.FenceHold)) {
-				delete(c.released, cl)
+				c.setReleased(cl, midFenced)
 				pr := promotion{member: t.from, confirmed: true}
 				if p := c.promoted[cl]; p == nil || *p != pr {
 					c.promoted[cl] = &pr
 				}
+				c.pruneProbes(t, st)
+				return
+			}
+			if c.fencingMids(t, st, midFenced) {
 				return
 			}
 			c.end(t, t.from+" leads again (forced UP)")
@@ -437,6 +517,9 @@ func (c *Controller) advance(t *transition, st *patroni.ClusterState, now time.T
 		}
 		t.backAt = time.Time{}
 		if back {
+			if c.fencingMids(t, st, midFenced) {
+				return
+			}
 			c.end(t, t.from+" leads again")
 			return
 		}
@@ -468,7 +551,10 @@ func (c *Controller) advance(t *transition, st *patroni.ClusterState, now time.T
 			// for one more apply (hold, then release: 2,368 PUTs through
 			// the API). An answer in recovery (200, role replica) is
 			// newer than the key and keeps it held (the case above).
-			if m := st.Members[t.to]; m != nil && m.Role == patroni.RolePrimary && m.State == "running" {
+			// (Not from a stale view: a member key read before etcd was
+			// lost says nothing of now; only an answer of its REST API
+			// brings it on then.)
+			if m := st.Members[t.to]; !t.frozen && m != nil && m.Role == patroni.RolePrimary && m.State == "running" {
 				t.onAt, t.onWhy = now, "its member key says running primary (no answer of its REST API says otherwise)"
 			}
 		}
@@ -491,9 +577,9 @@ func (c *Controller) advance(t *transition, st *patroni.ClusterState, now time.T
 	fenced := !t.offAt.IsZero() && (t.liftAt.IsZero() || now.Before(t.liftAt))
 	// Forced UP for FenceHold: HAProxy has it UP by then (on our word or
 	// its checks'), and a later failure is left to the checks.
-	forceUp := t.to != "" && !t.onAt.IsZero() && !t.lost && now.Before(t.deadline) && now.Before(t.onAt.Add(c.opts.FenceHold))
-	pendingOn := t.to != "" && t.onAt.IsZero() && !t.lost && now.Before(t.deadline)
-	if !fenced && !forceUp && !pendingOn && (!t.offAt.IsZero() || !now.Before(t.deadline)) {
+	forceUp := t.toLeads() && !t.onAt.IsZero() && !t.lost && now.Before(t.deadline) && now.Before(t.onAt.Add(c.opts.FenceHold))
+	pendingOn := t.toLeads() && t.onAt.IsZero() && !t.lost && now.Before(t.deadline)
+	if !fenced && !forceUp && !pendingOn && len(midFenced) == 0 && (!t.offAt.IsZero() || !now.Before(t.deadline)) {
 		why := "settled"
 		if t.offAt.IsZero() {
 			why = "window over; " + t.from + " never went off"
@@ -502,11 +588,9 @@ func (c *Controller) advance(t *transition, st *patroni.ClusterState, now time.T
 		return
 	}
 	if fenced {
-		if r := c.released[cl]; r == nil || r.member != t.from {
-			c.released[cl] = &release{member: t.from}
-		}
+		c.setReleased(cl, append([]string{t.from}, midFenced...))
 	} else {
-		delete(c.released, cl)
+		c.setReleased(cl, midFenced)
 	}
 	switch {
 	case forceUp:
@@ -522,10 +606,122 @@ func (c *Controller) advance(t *transition, st *patroni.ClusterState, now time.T
 	default:
 		delete(c.promoted, cl)
 	}
-	if p := t.probes[t.to]; t.to != "" && p != nil {
+	if p := t.probes[t.to]; t.toLeads() && p != nil {
 		p.on.Store(!t.onAt.IsZero())
 	}
 	c.pruneProbes(t, st)
+}
+
+// setReleased fences members (none: no fence) of cluster cl. Call with
+// c.mu held.
+func (c *Controller) setReleased(cl string, members []string) {
+	if len(members) == 0 {
+		delete(c.released, cl)
+		return
+	}
+	m := strings.Join(members, ",") // (plan.ClusterOptions.Released)
+	if r := c.released[cl]; r == nil || r.member != m {
+		c.released[cl] = &release{member: m}
+	}
+}
+
+// noteLeader records that leader holds t's cluster's leader key: the
+// member that held it last in t (t.to), if another, lost it and is fenced
+// as a mid leader (advanceMids); a mid leader that takes it back leads
+// again, as a new leader would (held DOWN until read-write, forced UP
+// then). Call with c.mu held.
+func (c *Controller) noteLeader(t *transition, leader string, now time.Time) {
+	if t.to != "" && t.to != leader && t.mid(t.to) == nil {
+		t.mids = append(t.mids, &midLeader{name: t.to, lostAt: now})
+		if !slices.Contains(t.alsoFenced, t.to) {
+			t.alsoFenced = append(t.alsoFenced, t.to)
+		}
+		if p := t.probes[t.to]; p != nil {
+			p.on.Store(false) // probed every interval again: its answers decide its fence
+		}
+		c.log.Warn("transition: the leader key moved on again: the member that held it is fenced from write services until Patroni reports it off",
+			zap.String("cluster", t.cluster), zap.String("member", t.to), zap.String("leader", leader))
+	}
+	for i, m := range t.mids {
+		if m.name == leader {
+			t.mids = slices.Delete(t.mids, i, i+1)
+			if leader == t.to {
+				t.to = "" // (advance takes it as a new leader)
+			}
+			break
+		}
+	}
+}
+
+// advanceMids moves t's mid leaders on from the DCS view st and their
+// probes' answers, forgets those whose fence lifted, and returns those
+// still fenced. A mid leader is off once an answer sent after it lost the
+// key says its /primary is no longer 200, or its PostgreSQL is stopping,
+// or noAnswerOff probes in a row got no answer, or its member key is
+// gone; at once when there is nothing to ask (no REST API known, no
+// probes running) and when the promote window ends. Its fence lifts
+// FenceHold after that, the new leader's key and the last reload, as
+// from's does. Call with c.mu held.
+func (c *Controller) advanceMids(t *transition, st *patroni.ClusterState, now time.Time) []string {
+	if len(t.mids) == 0 {
+		return nil
+	}
+	var fenced []string
+	kept := t.mids[:0]
+	for _, m := range t.mids {
+		if m.offAt.IsZero() {
+			b, ok := c.answers(t, m.name)
+			switch {
+			case st != nil && st.Members[m.name] == nil:
+				m.offAt, m.offWhy = now, "its member key is gone"
+			case !ok:
+				m.offAt, m.offWhy = m.lostAt, "no REST API of it to ask"
+			case !t.probing || !now.Before(t.deadline):
+				m.offAt, m.offWhy = now, "no probe of it runs (promote window over)"
+			case b.seen && !b.last.Sent.Before(m.lostAt) && b.last.Answered() && !b.last.Primary():
+				m.offAt, m.offWhy = b.last.At, fmt.Sprintf("its /primary answered %d", b.last.Code)
+			case b.seen && !b.last.Sent.Before(m.lostAt) && b.last.Stopping():
+				m.offAt, m.offWhy = b.last.At, "Patroni is stopping its PostgreSQL (state "+b.last.State+")"
+			case b.seen && !b.last.Sent.Before(m.lostAt) && b.failures >= noAnswerOff:
+				m.offAt, m.offWhy = b.last.At, "its REST API stopped answering ("+b.last.Err+")"
+			}
+			if !m.offAt.IsZero() {
+				c.log.Info("transition: a member that held the leader key a moment ago is off", zap.String("cluster", t.cluster),
+					zap.String("member", m.name), zap.String("why", m.offWhy))
+			}
+		}
+		if !m.offAt.IsZero() {
+			if quiet, reloaded := c.quietTargets(); quiet {
+				m.liftAt = later(later(m.offAt, t.leaderAt), reloaded).Add(c.opts.FenceHold)
+			} else {
+				m.liftAt = time.Time{}
+			}
+		}
+		if m.offAt.IsZero() || m.liftAt.IsZero() || now.Before(m.liftAt) {
+			fenced = append(fenced, m.name)
+			kept = append(kept, m)
+			continue
+		}
+		c.log.Info("transition: fence lifted from a member that held the leader key a moment ago", zap.String("cluster", t.cluster),
+			zap.String("member", m.name))
+	}
+	clear(t.mids[len(kept):])
+	t.mids = kept
+	return fenced
+}
+
+// fencingMids keeps t going while mid leaders are still fenced (fenced),
+// when it would end otherwise (its old primary leads again): only they are
+// fenced, nothing is forced UP. It reports whether it did. Call with c.mu
+// held.
+func (c *Controller) fencingMids(t *transition, st *patroni.ClusterState, fenced []string) bool {
+	if len(fenced) == 0 {
+		return false
+	}
+	c.setReleased(t.cluster, fenced)
+	delete(c.promoted, t.cluster)
+	c.pruneProbes(t, st)
+	return true
 }
 
 // pruneProbes stops probing the members whose answers can no longer change
@@ -563,6 +759,9 @@ func (c *Controller) pruneProbes(t *transition, st *patroni.ClusterState) {
 // anything in t (see pruneProbes); st is its cluster's DCS view (nil: gone,
 // or not at hand, which keeps the old primary probed).
 func (t *transition) needsProbe(name string, st *patroni.ClusterState) bool {
+	if m := t.mid(name); m != nil {
+		return m.offAt.IsZero()
+	}
 	switch {
 	case name == t.to:
 		return true
@@ -858,7 +1057,7 @@ const maxRoleHold = time.Second
 // holding reports whether t's role changes are to wait: a member took the
 // key, is probed, and has not come on yet.
 func (t *transition) holding(now time.Time) bool {
-	return t.to != "" && t.onAt.IsZero() && !t.lost && t.probing && now.Before(t.leaderAt.Add(maxRoleHold))
+	return t.toLeads() && t.onAt.IsZero() && !t.lost && t.probing && now.Before(t.leaderAt.Add(maxRoleHold))
 }
 
 // holdRoles returns the services to hand the targets for cluster cl. While
@@ -928,15 +1127,29 @@ func (c *Controller) fenceExpired(now time.Time) bool {
 			(t.held && !t.holding(now)) || (!t.backAt.IsZero() && !now.Before(t.backAt.Add(c.opts.FenceHold))) {
 			return true
 		}
-	}
-	for _, s := range c.snaps {
-		for name, st := range s.Clusters {
-			fo := st.Failover
-			if fo != nil && fo.ScheduledAt != "" && fo.Leader == st.Leader && switchoverDue(fo, now) && c.tx.active[name] == nil {
-				if done, ok := c.tx.doneRequest[name]; !ok || done != *fo {
-					return true
-				}
+		for _, m := range t.mids {
+			if !m.offAt.IsZero() && (m.liftAt.IsZero() || !now.Before(m.liftAt)) {
+				return true
 			}
+		}
+	}
+	// A scheduled switchover whose time came, of a cluster of the
+	// inventory (by name: a Citus group's DCS key is <shard>/<group>) that
+	// trackTransitions would start.
+	for _, cl := range c.inv.Clusters {
+		if c.tx.active[cl.Name] != nil || c.staleNS[cl.Namespace] != "" {
+			continue // (a stale view starts no transition: trackTransitions)
+		}
+		s, ok := c.snaps[cl.Namespace]
+		if !ok {
+			continue
+		}
+		st := s.Clusters[cl.DCSKey]
+		if st == nil || st.Failover == nil || st.Failover.ScheduledAt == "" || ghostLeader(st) || !switchoverStarts(st, now) {
+			continue
+		}
+		if done, ok := c.tx.doneRequest[cl.Name]; !ok || done != *st.Failover {
+			return true
 		}
 	}
 	return false
@@ -967,6 +1180,9 @@ func (c *Controller) nextDue(now time.Time) time.Time {
 		if !t.backAt.IsZero() {
 			note(t.backAt.Add(c.opts.FenceHold))
 		}
+		for _, m := range t.mids {
+			note(m.liftAt)
+		}
 	}
 	return at
 }
@@ -996,6 +1212,10 @@ type TransitionTimeline struct {
 	NewPrimaryOn time.Time `json:"new_primary_on,omitempty"`
 	OnReason     string    `json:"on_reason,omitempty"`
 	ForcedUp     time.Time `json:"forced_up,omitempty"`
+	// AlsoFenced are the members that took the leader key during the
+	// transition and lost it to another one: each was fenced as From was
+	// until Patroni reported it off.
+	AlsoFenced []string `json:"also_fenced,omitempty"`
 	// WriteDowntime is from OldPrimaryOff to the new primary's ForcedUp (or
 	// NewPrimaryOn): how long the write path had no primary, as the
 	// controller saw it.
@@ -1010,7 +1230,8 @@ type TransitionMetrics interface {
 func (t *transition) timeline() TransitionTimeline {
 	tl := TransitionTimeline{Cluster: t.cluster, Cause: t.cause, From: t.from, To: t.to, Start: t.start,
 		Requested: t.requestAt, OldPrimaryOff: t.offAt, OffReason: t.offWhy, FencedApplied: t.fencedAt,
-		LeaderKey: t.leaderAt, NewPrimaryOn: t.onAt, OnReason: t.onWhy, ForcedUp: t.forcedAt}
+		LeaderKey: t.leaderAt, NewPrimaryOn: t.onAt, OnReason: t.onWhy, ForcedUp: t.forcedAt,
+		AlsoFenced: append([]string(nil), t.alsoFenced...)}
 	on := t.forcedAt
 	if on.IsZero() {
 		on = t.onAt
@@ -1021,13 +1242,20 @@ func (t *transition) timeline() TransitionTimeline {
 	return tl
 }
 
+// takeEnded returns the transitions that ended and not reported yet, and
+// forgets them.
+func (c *Controller) takeEnded() []*transition {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ended := c.tx.ended
+	c.tx.ended = nil
+	return ended
+}
+
 // flushTransitions reports the transitions that ended: one history event
 // each, and the downtime metric. Call without c.mu.
 func (c *Controller) flushTransitions() {
-	c.mu.Lock()
-	ended := c.tx.ended
-	c.tx.ended = nil
-	c.mu.Unlock()
+	ended := c.takeEnded()
 	// Transitions end while the active ones are walked in map order: report
 	// them in cluster order, so the history does not depend on it.
 	sort.SliceStable(ended, func(i, j int) bool { return ended[i].cluster < ended[j].cluster })

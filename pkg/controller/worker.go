@@ -85,6 +85,9 @@ type worker struct {
 	// caught up with etcd's revision at the call (Controller.dcsCaughtUp).
 	caughtUp func(context.Context) bool
 
+	// mu guards the fields below. It is taken under the controller's c.mu
+	// (quiet, from a reconcile) and must never be held while calling into
+	// the controller (record, heldEvent take c.mu): see Controller.mu.
 	mu      sync.Mutex
 	pending *job
 	applied []services.Service // last desired applied successfully
@@ -159,19 +162,21 @@ func (w *worker) run(ctx context.Context) {
 		case <-retry:
 			fired = true
 		}
+		// (Compared once taken, outside w.mu: nothing that can panic runs
+		// under w.mu, which a reconcile waits for under c.mu.)
 		w.mu.Lock()
-		if p := w.pending; p != nil {
+		p := w.pending
+		w.pending = nil
+		w.mu.Unlock()
+		if p != nil {
 			if failing && !fired && retry != nil && p.term == current.term && sameDesired(p.services(), current.services()) {
 				// The same work that keeps failing, during its backoff (a
 				// resync, DCS churn that changes nothing here): wait for
 				// the backoff instead of retrying at every event.
-				w.pending = nil
-				w.mu.Unlock()
 				continue
 			}
-			current, w.pending = p, nil
+			current = p
 		}
-		w.mu.Unlock()
 		retry = nil
 		failing = false
 		if current == nil {
@@ -273,8 +278,9 @@ func backoff(min, max time.Duration, failures int) time.Duration {
 func (w *worker) handle(ctx context.Context, j *job) bool {
 	j.services()
 	w.mu.Lock()
-	unchanged := w.applied != nil && sameDesired(w.applied, j.desired)
+	applied := w.applied // (never modified once handed on: compared outside w.mu)
 	w.mu.Unlock()
+	unchanged := applied != nil && sameDesired(applied, j.desired)
 	if unchanged && !j.force && !(j.reassert && hasForceDown(j.desired)) {
 		return true
 	}

@@ -18,8 +18,9 @@ type Options struct {
 	// (see topology.MergeOptions.LastKnownLeader).
 	LastKnownLeaders map[string]string
 	// Released maps a cluster name to the member the caller saw Patroni move
-	// the primary away from (see topology.MergeOptions.Released): write
-	// services force it DOWN (the write fence) while it is set.
+	// the primary away from (see topology.MergeOptions.Released; several
+	// are comma-separated): write services force it DOWN (the write fence)
+	// while it is set.
 	Released map[string]string
 	// Promoted maps a cluster name to the member that just took the leader
 	// key (see topology.MergeOptions.Promoted).

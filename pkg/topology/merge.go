@@ -3,6 +3,7 @@ package topology
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"unique"
 
 	"github.com/pgsvc/pgsvc/pkg/patroni"
@@ -20,7 +21,10 @@ type MergeOptions struct {
 	// from (Patroni stopping its PostgreSQL, its /primary no longer 200, or
 	// its leader key gone): it is Fenced, and write services force it DOWN
 	// (no new connections, its sessions cut). The caller decides how long
-	// this lasts.
+	// this lasts. Several members are separated by commas (a member that
+	// held the leader key for a moment in the same switchover or failover
+	// is fenced as the old primary is); member names never contain one
+	// (haproxyname.Name).
 	Released string
 	// Promoted is the member the caller saw take the leader key from
 	// another one a moment ago; it is marked Promoted while it holds the
@@ -72,7 +76,7 @@ func Merge(c *Cluster, st *patroni.ClusterState, opts MergeOptions) *View {
 		case opts.PromotedConfirmed || m.Live.Role == patroni.RolePrimary && m.Live.State == "running":
 			m.Promoted = true
 		}
-		if opts.Released != "" && m.Name == opts.Released {
+		if opts.Released != "" && releasedHas(opts.Released, m.Name) {
 			m.Fenced = true
 			m.FenceReason = "Patroni is moving the primary away from it (its PostgreSQL stopping, its /primary no longer 200 or its leader key gone): no writes"
 		}
@@ -317,4 +321,17 @@ func nullIfEmpty(s string) any {
 		return nil
 	}
 	return s
+}
+
+// releasedHas reports whether name is one of the comma-separated members
+// of released (MergeOptions.Released).
+func releasedHas(released, name string) bool {
+	for released != "" {
+		m, rest, _ := strings.Cut(released, ",")
+		if m == name {
+			return true
+		}
+		released = rest
+	}
+	return false
 }
