@@ -151,6 +151,8 @@ type Server struct {
 	apiVersion      int
 	listener        net.Listener     // WithListener
 	pid             int64            // the HAProxy worker's pid /runtime/info answers
+	procStart       time.Time        // when the running worker started (real time)
+	procAge         time.Duration    // added to its uptime (see newProcessLocked)
 	actions         string           // X-Runtime-Actions of the request being served
 	weight          map[string]int64 // backend/server -> runtime weight set by a runtime action
 }
@@ -159,6 +161,7 @@ type Server struct {
 func NewServer(t testing.TB, opts ...Option) *Server {
 	t.Helper()
 	s := &Server{t: t, user: "admin", password: "adminpwd", version: 1, reloadPolls: 1, pid: 4000,
+		procStart: time.Now(), procAge: firstProcAge,
 		txns: map[string]*txn{}, admin: map[string]string{}, held: map[string]string{}, oper: map[string]string{}, seed: EmptyConfig}
 	for _, o := range opts {
 		o(s)
@@ -319,8 +322,52 @@ func (s *Server) RestartHAProxy() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.pid += 100
+	s.restartLocked()
+}
+
+// RestartHAProxyKeepPID is RestartHAProxy in its own pid namespace (the
+// shipped container restarted by its restart policy): the new worker has
+// the pid of the one before it, only its start time (GET /runtime/info's
+// uptime) tells it apart.
+func (s *Server) RestartHAProxyKeepPID() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.restartLocked()
+}
+
+func (s *Server) restartLocked() {
+	s.newProcessLocked()
 	s.admin = map[string]string{}
 	s.oper = map[string]string{}
+}
+
+// firstProcAge is the uptime the double's first worker answers with at
+// start; procAgeStep is how much less each later worker adds (see
+// newProcessLocked).
+const (
+	firstProcAge = 30 * 24 * time.Hour
+	procAgeStep  = 10 * time.Second
+)
+
+// newProcessLocked starts a new worker (a reload or a restart): its uptime
+// counts from now. A test runs a reload and a restart in milliseconds,
+// where a real HAProxy takes seconds: every worker answers an uptime
+// procAgeStep shorter than the real time since the one before it started
+// would give, so that its start (now - uptime) is procAgeStep after the
+// previous one's, as a restart's is in production.
+func (s *Server) newProcessLocked() {
+	s.procStart = time.Now()
+	if s.procAge > procAgeStep {
+		s.procAge -= procAgeStep
+	} else {
+		s.procAge = 0
+	}
+}
+
+// uptimeLocked is the running worker's uptime in whole seconds, as
+// HAProxy's `show info` (Uptime_sec) and GET /runtime/info answer it.
+func (s *Server) uptimeLocked() int64 {
+	return int64((time.Since(s.procStart) + s.procAge) / time.Second)
 }
 
 // RuntimeWeight is the weight a runtime action (X-Runtime-Actions
@@ -529,7 +576,7 @@ func (s *Server) route(method, path string, q url.Values, body []byte) (answer, 
 	case len(p) >= 2 && p[0] == "runtime" && p[1] == "servers":
 		return s.runtimeServers(method, p[2:], q, body)
 	case len(p) == 2 && p[0] == "runtime" && p[1] == "info" && method == "GET":
-		info := map[string]any{"info": map[string]any{"pid": s.pid, "uptime": 60, "version": "2.6.12"}, "runtimeAPI": "/tmp/admin.sock"}
+		info := map[string]any{"info": map[string]any{"pid": s.pid, "uptime": s.uptimeLocked(), "version": "2.6.12"}, "runtimeAPI": "/tmp/admin.sock"}
 		if s.APIVersion() == 3 {
 			return answer{status: 200, body: info}, nil
 		}
@@ -656,6 +703,7 @@ func (s *Server) install(cfg *Config) string {
 		s.cfg = prev
 	} else {
 		s.pid++ // a new worker; the state file carries the admin states
+		s.newProcessLocked()
 	}
 	s.reloads = append(s.reloads, rl)
 	return rl.id
