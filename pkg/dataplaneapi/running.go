@@ -290,7 +290,7 @@ func (t *Target) waitReloaded(ctx context.Context, desired []services.Service) (
 			// The new worker may not answer yet: keep polling.
 			return fmt.Sprintf("the running HAProxy's process: %v", err), nil
 		case pid == pid0:
-			return fmt.Sprintf("the running HAProxy is still process %d, from before the reload (its master did not load the new file)", pid0), nil
+			return fmt.Sprintf("the running HAProxy is still %s, from before the reload (its master did not load the new file)", procName(pid0)), nil
 		}
 		t.adminAdopt(pid)
 		return "", nil
