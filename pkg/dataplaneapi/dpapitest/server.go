@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -153,6 +154,8 @@ type Server struct {
 	pid             int64            // the HAProxy worker's pid /runtime/info answers
 	procStart       time.Time        // when the running worker started (real time)
 	procAge         time.Duration    // added to its uptime (see newProcessLocked)
+	lateWorker      int              // see DelayNewWorkers
+	pending         *pendingWorker   // a reload's worker not serving yet
 	actions         string           // X-Runtime-Actions of the request being served
 	weight          map[string]int64 // backend/server -> runtime weight set by a runtime action
 }
@@ -336,6 +339,7 @@ func (s *Server) RestartHAProxyKeepPID() {
 }
 
 func (s *Server) restartLocked() {
+	s.pending = nil
 	s.newProcessLocked()
 	s.admin = map[string]string{}
 	s.oper = map[string]string{}
@@ -368,6 +372,62 @@ func (s *Server) newProcessLocked() {
 // HAProxy's `show info` (Uptime_sec) and GET /runtime/info answer it.
 func (s *Server) uptimeLocked() int64 {
 	return int64((time.Since(s.procStart) + s.procAge) / time.Second)
+}
+
+// DelayNewWorkers makes the old worker go on answering the runtime
+// endpoints (GET /runtime/info, /runtime/servers) n more times after each
+// later reload before the new worker takes over (0: at once, the default):
+// a reload command that returns before the new worker serves (`systemctl
+// reload`). The new worker starts from the runtime states the reload
+// found (the state file its command dumped): what the old worker is told
+// meanwhile never reaches it.
+func (s *Server) DelayNewWorkers(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lateWorker = n
+}
+
+// pendingWorker is a reload's new worker until it serves (DelayNewWorkers).
+type pendingWorker struct {
+	pid         int64
+	admin, oper map[string]string
+	left        int // runtime requests the old worker still answers
+}
+
+// reloadWorkerLocked starts a reload's new worker, at once or, with
+// DelayNewWorkers, once the old one answered its share.
+func (s *Server) reloadWorkerLocked() {
+	s.takeOverLocked()
+	if s.lateWorker <= 0 {
+		s.pid++
+		s.newProcessLocked()
+		return
+	}
+	s.pending = &pendingWorker{pid: s.pid + 1, admin: maps.Clone(s.admin), oper: maps.Clone(s.oper), left: s.lateWorker}
+}
+
+// takeOverLocked makes a pending new worker the running one.
+func (s *Server) takeOverLocked() {
+	if s.pending == nil {
+		return
+	}
+	s.pid, s.admin, s.oper = s.pending.pid, s.pending.admin, s.pending.oper
+	s.pending = nil
+	s.newProcessLocked()
+}
+
+// runtimeRequestLocked counts a request to the runtime endpoints against
+// a pending new worker: the old worker answers it, or the new one takes
+// over first.
+func (s *Server) runtimeRequestLocked() {
+	if s.pending == nil {
+		return
+	}
+	if s.pending.left > 0 {
+		s.pending.left--
+		return
+	}
+	s.takeOverLocked()
 }
 
 // RuntimeWeight is the weight a runtime action (X-Runtime-Actions
@@ -566,6 +626,9 @@ func segs(path string) []string {
 
 func (s *Server) route(method, path string, q url.Values, body []byte) (answer, *apiErr) {
 	p := segs(path)
+	if len(p) >= 1 && p[0] == "runtime" {
+		s.runtimeRequestLocked()
+	}
 	switch {
 	case len(p) == 2 && p[0] == "configuration" && p[1] == "version" && method == "GET":
 		return answer{status: 200, body: s.version}, nil
@@ -702,8 +765,7 @@ func (s *Server) install(cfg *Config) string {
 		// The API restores the last good file when HAProxy refuses the new one.
 		s.cfg = prev
 	} else {
-		s.pid++ // a new worker; the state file carries the admin states
-		s.newProcessLocked()
+		s.reloadWorkerLocked() // a new worker; the state file carries the admin states
 	}
 	s.reloads = append(s.reloads, rl)
 	return rl.id

@@ -216,3 +216,33 @@ func TestRuntimeInfoProcessStart(t *testing.T) {
 		t.Fatalf("after a restart: pid %d started %s, before pid %d started %s", pid3, start3, pid2, start2)
 	}
 }
+
+// TestDelayNewWorkers: after a reload the old worker answers the runtime
+// endpoints n more times (its pid, and the admin states it is told), then
+// the new one serves, started from the states the reload found.
+func TestDelayNewWorkers(t *testing.T) {
+	srv := dpapitest.NewServer(t, dpapitest.WithConfig(oneBackend))
+	srv.SetAdminState("b", "s1", "drain")
+	srv.DelayNewWorkers(2)
+	pid := srv.PID()
+	resp, _ := call(t, srv, "PUT", "/configuration/servers/s1?backend=b&version=1",
+		`{"name":"s1","address":"127.0.0.11","port":6432,"check":"enabled","health_check_port":8008,"weight":100,"backup":"enabled"}`)
+	if resp.StatusCode != 202 {
+		t.Fatalf("status %d, want 202 (a reload)", resp.StatusCode)
+	}
+	admin := func() string {
+		t.Helper()
+		_, m := call(t, srv, "GET", "/runtime/servers/s1?backend=b", "")
+		return fmt.Sprint(m["admin_state"])
+	}
+	// The old worker: told ready, which the new one never hears.
+	if _, m := call(t, srv, "PUT", "/runtime/servers/s1?backend=b", `{"admin_state":"ready"}`); m["admin_state"] != "ready" || srv.PID() != pid {
+		t.Fatalf("old worker: %v, pid %d (was %d)", m, srv.PID(), pid)
+	}
+	if got := admin(); got != "ready" || srv.PID() != pid {
+		t.Fatalf("old worker: %s, pid %d (was %d)", got, srv.PID(), pid)
+	}
+	if got := admin(); got != "drain" || srv.PID() == pid {
+		t.Fatalf("new worker: %s, pid %d (was %d), want the state the reload found under a new pid", got, srv.PID(), pid)
+	}
+}
