@@ -351,6 +351,17 @@ func (t *Target) adminAdopt(pid int64) {
 	}
 }
 
+// adminUnadopt notes that the controller's own reload was not seen to
+// come to run (see awaitReload): the next new process is read whole, as
+// one made behind the controller's back (it may have loaded a state file
+// dumped before runtime changes made since, or not the controller's file).
+func (t *Target) adminUnadopt() {
+	a := &t.admin
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.adopt = false
+}
+
 // adminForget drops what is cached for backends (their read-back failed).
 func (t *Target) adminForget(backends []string) {
 	a := &t.admin
