@@ -21,36 +21,44 @@ import (
 // /runtime/info.
 func realWorker(t *testing.T, rs *realStack, version int) int64 {
 	t.Helper()
+	pid, _ := realWorkerInfo(t, rs, version)
+	return pid
+}
+
+// realWorkerInfo is realWorker with the worker's uptime (seconds).
+func realWorkerInfo(t *testing.T, rs *realStack, version int) (pid, uptime int64) {
+	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, rs.base+map[int]string{2: "/v2", 3: "/v3"}[version]+"/services/haproxy/runtime/info", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	defer resp.Body.Close()
 	type doc struct {
 		Info struct {
-			Pid int64 `json:"pid"`
+			Pid    int64 `json:"pid"`
+			Uptime int64 `json:"uptime"`
 		} `json:"info"`
 	}
 	var raw json.RawMessage
 	if err := json.NewDecoder(resp.Body).Decode(&raw); err != nil {
-		return 0
+		return 0, 0
 	}
 	var docs []doc
 	if json.Unmarshal(raw, &docs) != nil {
 		var one doc
 		if json.Unmarshal(raw, &one) != nil {
-			return 0
+			return 0, 0
 		}
 		docs = []doc{one}
 	}
 	if len(docs) == 0 {
-		return 0
+		return 0, 0
 	}
-	return docs[0].Info.Pid
+	return docs[0].Info.Pid, docs[0].Info.Uptime
 }
 
 // realFreshDiff is what a Target that never read this HAProxy (the file
