@@ -12,7 +12,12 @@ mkdir -p /var/run/haproxy /var/lib/haproxy /var/lib/dataplaneapi/transactions
 # end before HAProxy has bound them again.
 rm -f /var/run/haproxy/admin.sock /var/run/haproxy/master.sock
 # An empty state file is valid ("load-server-state-from-file" then loads
-# nothing) and avoids a startup warning.
+# nothing) and avoids a startup warning. One left by the last reload is
+# loaded: after a restart of this container HAProxy runs the states it
+# dumped, not the roles the controller set since, under the same pid (this
+# pid namespace starts it the same way every time); the controller tells
+# the restarted process apart by its start time (GET /runtime/info's
+# uptime) and sets the roles again.
 [ -e /var/lib/haproxy/server-state ] || : >/var/lib/haproxy/server-state
 
 haproxy -W -db -S /var/run/haproxy/master.sock -f "$cfg" -p /var/run/haproxy/haproxy.pid &

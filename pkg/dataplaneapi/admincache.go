@@ -28,9 +28,10 @@ const readParallel = 8
 //
 // What can change the running states behind the controller's back, and how
 // each is caught:
-//   - a reload or restart of HAProxy (not the controller's): the worker's
-//     pid from GET /runtime/info moves; the next read reads every twin
-//     backend again. The controller's own reloads write a file whose
+//   - a reload or restart of HAProxy (not the controller's): the worker
+//     from GET /runtime/info is another process (procTable: another pid,
+//     or the same pid started anew, as in a container); the next read
+//     reads every twin backend again. The controller's own reloads write a file whose
 //     `disabled` keywords are the desired roles, and the reload script
 //     carries the running states over, so after them only the backends the
 //     write touched are read again;
@@ -39,7 +40,8 @@ const readParallel = 8
 //     the repair is reported as repair_state.
 type adminCache struct {
 	mu sync.Mutex
-	// pid is the worker whose states are cached (0: none yet).
+	// pid is the worker whose states are cached (its procTable id; 0:
+	// none yet).
 	pid int64
 	// adopt: the controller's own reload is under way; the next new pid is
 	// taken without a full read.
@@ -84,14 +86,15 @@ func (t *Target) AdminReads() AdminReads {
 	return t.adminReads
 }
 
-// pidAnswer is what one GET of the running process's pid answered.
+// pidAnswer is what one GET of the running process answered: its id
+// (procTable: its pid and start time).
 type pidAnswer struct {
 	pid int64
 	err error
 }
 
-// pidAsync GETs the running process's pid in the background (one round
-// trip of an apply less: it goes together with the version's GET).
+// pidAsync GETs the running process in the background (one round trip of
+// an apply less: it goes together with the version's GET).
 func (c *Client) pidAsync(ctx context.Context) <-chan pidAnswer {
 	ch := make(chan pidAnswer, 1)
 	go func() {
@@ -101,13 +104,18 @@ func (c *Client) pidAsync(ctx context.Context) <-chan pidAnswer {
 	return ch
 }
 
-// runtimePID returns the pid of the HAProxy process answering the API's
-// runtime socket (v2 answers a list of per-process documents, v3 one).
+// runtimePID returns the id of the HAProxy process answering the API's
+// runtime socket (see procTable: its pid and its start time, from the pid
+// and uptime of one GET /runtime/info; v2 answers a list of per-process
+// documents, v3 one). An answer without an uptime is an error: the process
+// could not be told from a restarted one with its pid.
 func (c *Client) runtimePID(ctx context.Context) (int64, error) {
 	var raw json.RawMessage
+	sent := time.Now()
 	if _, err := c.do(ctx, http.MethodGet, "/runtime/info", nil, nil, &raw); err != nil {
 		return 0, err
 	}
+	recv := time.Now()
 	type doc struct {
 		Error string                  `json:"error"`
 		Info  *models.ProcessInfoItem `json:"info"`
@@ -125,7 +133,10 @@ func (c *Client) runtimePID(ctx context.Context) (int64, error) {
 			return 0, fmt.Errorf("runtime info: %s", d.Error)
 		}
 		if d.Info != nil && d.Info.Pid != nil && *d.Info.Pid > 0 {
-			return *d.Info.Pid, nil
+			if d.Info.Uptime == nil || *d.Info.Uptime < 0 {
+				return 0, fmt.Errorf("runtime info: pid %d without an uptime (a restarted process with the same pid could not be told apart)", *d.Info.Pid)
+			}
+			return c.procs.identify(*d.Info.Pid, *d.Info.Uptime, sent, recv), nil
 		}
 	}
 	return 0, fmt.Errorf("runtime info: no pid")
@@ -134,9 +145,9 @@ func (c *Client) runtimePID(ctx context.Context) (int64, error) {
 // readAdmins sets Admin on the servers of the twin backends in cur: from
 // the cache where it holds them, else (and in a full read) from one runtime
 // GET per backend, readParallel in flight.
-// It returns the running HAProxy's pid it read (0: none read: no twin
-// layout, or the API does not answer it); pid is its GET, started by the
-// caller (read) together with the version's.
+// It returns the running HAProxy process it read (its procTable id; 0: none
+// read: no twin layout, or the API does not answer it); pid is its GET,
+// started by the caller (read) together with the version's.
 // now is opts.Now() in unix nanoseconds, as the caller decided with it
 // (see cleanServices).
 func (t *Target) readAdmins(ctx context.Context, desired []services.Service, cur map[string]*target.Backend, pidGET <-chan pidAnswer, now int64) (int64, error) {
@@ -165,7 +176,7 @@ func (t *Target) readAdmins(ctx context.Context, desired []services.Service, cur
 	case perr != nil:
 		full, why = true, "runtime info unavailable"
 		if !a.noInfo {
-			t.log.Warn("cannot read the running HAProxy's pid through this API: reading every twin backend's admin states on every apply", zap.Error(perr))
+			t.log.Warn("cannot tell the running HAProxy process through this API: reading every twin backend's admin states on every apply", zap.Error(perr))
 		}
 		a.noInfo = true
 	case a.pid == 0 || a.states == nil:
@@ -173,10 +184,10 @@ func (t *Target) readAdmins(ctx context.Context, desired []services.Service, cur
 	case pid != a.pid && a.adopt:
 		// Our own reload: the file we wrote and the state file carry the
 		// states; the backends the write touched were dropped already.
-		t.log.Debug("running HAProxy reloaded by this controller", zap.Int64("pid_was", a.pid), zap.Int64("pid", pid))
+		t.log.Debug("running HAProxy reloaded by this controller", zap.String("was", procName(a.pid)), zap.String("now", procName(pid)))
 		a.pid, a.adopt = pid, false
 	case pid != a.pid:
-		full, why = true, fmt.Sprintf("the running HAProxy changed (pid %d -> %d: a reload or restart not made by this controller)", a.pid, pid)
+		full, why = true, fmt.Sprintf("the running HAProxy changed (%s -> %s: a reload or restart not made by this controller)", procName(a.pid), procName(pid))
 		a.outside = true
 	case now-a.fullAt >= int64(t.opts.AdminReadEvery):
 		full, why = true, "periodic full read"
@@ -338,6 +349,17 @@ func (t *Target) adminAdopt(pid int64) {
 	if a.adopt {
 		a.pid, a.adopt = pid, false
 	}
+}
+
+// adminUnadopt notes that the controller's own reload was not seen to
+// come to run (see awaitReload): the next new process is read whole, as
+// one made behind the controller's back (it may have loaded a state file
+// dumped before runtime changes made since, or not the controller's file).
+func (t *Target) adminUnadopt() {
+	a := &t.admin
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.adopt = false
 }
 
 // adminForget drops what is cached for backends (their read-back failed).

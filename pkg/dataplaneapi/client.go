@@ -58,6 +58,8 @@ type Client struct {
 	hc       *http.Client
 	ver      apiVersion
 	v3obj    v3Objects
+	// procs: the HAProxy processes GET /runtime/info answered from.
+	procs procTable
 }
 
 // New returns a client for rawURL (e.g. http://admin:secret@127.0.0.1:5555).

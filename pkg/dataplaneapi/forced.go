@@ -41,9 +41,9 @@ import (
 //     primary that lost the key answers Patroni's /primary with 503). A
 //     dead old primary is then read once per bound, not at every apply (2,000 GETs per apply in a 1,000-cluster
 //     mass failover). The records
-//     count only for the HAProxy process they were made in (its pid, read
-//     by every twin-layout apply): a reload or a restart can bring a
-//     server UP at once.
+//     count only for the HAProxy process they were made in (its pid and
+//     start time, procTable, read by every twin-layout apply): a reload or
+//     a restart, also one keeping the pid, can bring a server UP at once.
 //   - A new leader held DOWN until it is read-write (HoldDown) must not come
 //     UP through its checks before. Through the API a forced DOWN resets
 //     nothing when the server is DOWN already (most new leaders), so the
@@ -80,7 +80,7 @@ type forcedRec struct {
 	up   bool      // forced UP (else forced DOWN)
 	down bool      // the answer's operational_state was down
 	at   time.Time // opts.Now() before the PUT was sent
-	pid  int64     // the HAProxy process the apply read (0: unknown)
+	pid  int64     // the HAProxy process the apply read (procTable id; 0: unknown)
 	// read: the record is of a read (a fence its checks had DOWN), not of
 	// a PUT of ours: once its bound is over it is read again, not forced.
 	read bool

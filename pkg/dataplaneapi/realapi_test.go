@@ -63,6 +63,29 @@ type realStack struct {
 
 func startRealStack(t *testing.T, bin string, apiVersion int) *realStack {
 	t.Helper()
+	return startRealStackWith(t, bin, apiVersion, startDaemonHAProxy)
+}
+
+// startDaemonHAProxy starts HAProxy (master-worker, daemon) on cfgPath with
+// its master socket at master, and stops it with the test.
+func startDaemonHAProxy(t *testing.T, dir, cfgPath, master string) {
+	t.Helper()
+	pidFile := filepath.Join(dir, "haproxy.pid")
+	if out, err := exec.Command(haproxyBin, "-W", "-D", "-S", master, "-f", cfgPath, "-p", pidFile).CombinedOutput(); err != nil {
+		t.Fatalf("start haproxy: %v\n%s", err, out)
+	}
+	t.Cleanup(func() {
+		if b, err := os.ReadFile(pidFile); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(strings.Split(string(b), "\n")[0])); err == nil && pid > 1 {
+				_ = syscall.Kill(pid, syscall.SIGTERM)
+			}
+		}
+	})
+}
+
+// startRealStackWith is startRealStack with HAProxy started by start.
+func startRealStackWith(t *testing.T, bin string, apiVersion int, start func(t *testing.T, dir, cfgPath, master string)) *realStack {
+	t.Helper()
 	dir := t.TempDir()
 	svcPorts := []int{freePort(t), freePort(t), freePort(t), freePort(t)}
 	cfgPath := filepath.Join(dir, "haproxy.cfg")
@@ -85,17 +108,7 @@ backend legacy-app
     mode tcp
     server app1 127.0.9.1:8080 check
 `, admin, state))
-	pidFile := filepath.Join(dir, "haproxy.pid")
-	if out, err := exec.Command(haproxyBin, "-W", "-D", "-S", master, "-f", cfgPath, "-p", pidFile).CombinedOutput(); err != nil {
-		t.Fatalf("start haproxy: %v\n%s", err, out)
-	}
-	t.Cleanup(func() {
-		if b, err := os.ReadFile(pidFile); err == nil {
-			if pid, err := strconv.Atoi(strings.TrimSpace(strings.Split(string(b), "\n")[0])); err == nil && pid > 1 {
-				_ = syscall.Kill(pid, syscall.SIGTERM)
-			}
-		}
-	})
+	start(t, dir, cfgPath, master)
 	base := dpapitest.StartReal(t, dpapitest.Real{Bin: bin, Dir: dir, ConfigPath: cfgPath, HAProxyBin: haproxyBin,
 		StatsSocket: admin, MasterSocket: master, StateFile: state, Port: freePort(t)})
 

@@ -39,15 +39,26 @@ type runningState struct {
 	before string
 	// pid is the HAProxy process the API's runtime socket answered from
 	// when the current write began (0: unknown): a reload HAProxy carried
-	// out answers from a new process.
-	pid int64
+	// out answers from a new process. Only when the running HAProxy was
+	// confirmed (see rememberRunning); pidBefore is that process whatever
+	// the confirmation (twin layout: the apply's read has it; 0: unknown).
+	pid, pidBefore int64
+	// waited is what awaitReload found of the current write's reload (nil:
+	// not watched): confirmRunning takes it instead of watching again.
+	waited *reloadWait
+}
+
+// reloadWait is what watching a reload come to run found (waitReloaded).
+type reloadWait struct {
+	diff string // what still differed ("" when served)
+	err  error
 }
 
 // rememberRunning keeps, right before a write that reloads, the file as it
 // was (the one the running HAProxy serves, unless a reload is pending), so
 // that a file HAProxy refuses to load (a bind that fails, which `haproxy
 // -c` cannot see) can be put back and the clusters that cause it held back
-// (issue 12 row 6), and the running process's pid (see waitReloaded). It
+// (issue 12 row 6), and the running process (see waitReloaded). It
 // costs one GET of the file only when the parsed copy has no text (after a
 // transaction), and only on writes. Call with t.mu held.
 func (t *Target) rememberRunning(ctx context.Context, st *state) {
@@ -211,8 +222,20 @@ func (t *Target) confirmRunning(ctx context.Context, desired []services.Service,
 		// file: HAProxy 2.6's master reloads asynchronously, and a bind
 		// that fails (which `haproxy -c` cannot see) leaves the old
 		// workers serving the old file. Watch the running HAProxy come to
-		// serve what was written.
-		diff, err := t.waitReloaded(ctx, desired)
+		// serve what was written (awaitReload did, before the runtime
+		// changes of the apply).
+		var diff string
+		var err error
+		if w := t.running.waited; w != nil {
+			diff, err = w.diff, w.err
+		} else {
+			var pid int64
+			diff, pid, err = t.waitReloaded(ctx, desired)
+			if pid != 0 && ((err == nil && diff == "") || errors.Is(err, errNoNativeStats)) {
+				t.adminAdopt(pid)
+			}
+		}
+		t.running.waited = nil
 		switch {
 		case (err == nil && diff == "") || errors.Is(err, errNoNativeStats):
 			t.running.confirmed, t.running.before = true, ""
@@ -270,38 +293,86 @@ func (t *Target) confirmRunning(ctx context.Context, desired []services.Service,
 // test double without them): its reloads are trusted.
 var errNoNativeStats = errors.New("no native stats")
 
+// awaitReload watches, after a write whose reload the API reports done,
+// the running HAProxy come to serve the new file (waitReloaded) before any
+// runtime change goes: a reload command may exit before the new worker
+// serves (`systemctl reload`, a master slow to load a large file), and a
+// flip or a forced health sent to the old worker after the command dumped
+// the server-state file never reaches the new one (the states it keeps
+// would be read from the old one too). With the shipped reload script,
+// which waits for the master, the new process answers the first GET (the
+// one confirmRunning made after the runtime changes, now made before
+// them): no request is added.
+// It records what it found for confirmRunning and returns the process the
+// runtime changes go to (0: unknown) and whether the new file is served;
+// when not (not within ReloadTimeout, or a reload not seen done), no
+// runtime change may go, and the next process to answer is read whole (its
+// states are not the controller's). Call with t.mu held.
+func (t *Target) awaitReload(ctx context.Context, desired []services.Service, res target.Result) (int64, bool) {
+	if res.ReloadResult != "succeeded" {
+		t.adminUnadopt()
+		return 0, false
+	}
+	diff, pid, err := t.waitReloaded(ctx, desired)
+	t.running.waited = &reloadWait{diff: diff, err: err}
+	if (err == nil && diff == "") || errors.Is(err, errNoNativeStats) {
+		if pid != 0 {
+			t.adminAdopt(pid)
+		}
+		return pid, true
+	}
+	t.adminUnadopt()
+	return 0, false
+}
+
 // waitReloaded waits, at most ReloadTimeout, for the running HAProxy to
 // serve the file just written. HAProxy forks new workers only once its
 // master loaded the new file whole, so when the process the runtime socket
-// answers from is known from before the write, a new pid proves it: one
-// small GET per poll, whatever the fleet's size (the whole running state,
-// GET /stats/native, took 10 s through the API at 1,000 clusters). Else the
-// running servers are compared with desired (waitRunning). It returns what
-// still differs ("" when served).
-func (t *Target) waitReloaded(ctx context.Context, desired []services.Service) (string, error) {
-	pid0 := t.running.pid
-	if pid0 <= 0 {
-		return t.waitRunning(ctx, desired)
+// answers from is known from before the write and the running HAProxy was
+// confirmed, a new process proves it: one small GET per poll, whatever the
+// fleet's size (the whole running state, GET /stats/native, took 10 s
+// through the API at 1,000 clusters). Unconfirmed (an earlier reload may
+// have been lost or put back), a new process is waited for when the one
+// before is known, then the running servers are compared with desired
+// (waitRunning). It returns what still differs ("" when served) and the
+// new process (0: not read).
+func (t *Target) waitReloaded(ctx context.Context, desired []services.Service) (string, int64, error) {
+	pid0, before := t.running.pid, t.running.pidBefore
+	if pid0 > 0 {
+		before = pid0
 	}
-	return t.poll(ctx, func() (string, error) {
-		pid, err := t.c.runtimePID(ctx)
-		switch {
-		case err != nil:
-			// The new worker may not answer yet: keep polling.
-			return fmt.Sprintf("the running HAProxy's process: %v", err), nil
-		case pid == pid0:
-			return fmt.Sprintf("the running HAProxy is still process %d, from before the reload (its master did not load the new file)", pid0), nil
+	var moved int64
+	running := t.runningCheck(ctx, desired)
+	left, err := t.poll(ctx, func() (string, error) {
+		if before > 0 && moved == 0 {
+			pid, err := t.c.runtimePID(ctx)
+			switch {
+			case err != nil:
+				// The new worker may not answer yet: keep polling.
+				return fmt.Sprintf("the running HAProxy's process: %v", err), nil
+			case pid == before:
+				return fmt.Sprintf("the running HAProxy is still %s, from before the reload (its master did not load the new file)", procName(before)), nil
+			}
+			moved = pid
+			if pid0 > 0 {
+				return "", nil
+			}
 		}
-		t.adminAdopt(pid)
-		return "", nil
+		return running()
 	})
+	return left, moved, err
 }
 
 // waitRunning polls the running HAProxy until it serves desired, at most
 // ReloadTimeout; it returns the last difference seen ("" when it serves),
 // or errNoNativeStats when the API cannot read it.
 func (t *Target) waitRunning(ctx context.Context, desired []services.Service) (string, error) {
-	return t.poll(ctx, func() (string, error) {
+	return t.poll(ctx, t.runningCheck(ctx, desired))
+}
+
+// runningCheck is one poll of waitRunning.
+func (t *Target) runningCheck(ctx context.Context, desired []services.Service) func() (string, error) {
+	return func() (string, error) {
 		diff, err := t.runningDiff(ctx, desired)
 		if s := statusOf(err); s == http.StatusNotFound || s == http.StatusNotImplemented {
 			t.log.Warn("cannot read the running HAProxy's servers through this API; trusting its reloads", zap.Error(err))
@@ -312,7 +383,7 @@ func (t *Target) waitRunning(ctx context.Context, desired []services.Service) (s
 			return err.Error(), nil
 		}
 		return diff, nil
-	})
+	}
 }
 
 // poll calls check every ReloadPollInterval until it reports nothing left

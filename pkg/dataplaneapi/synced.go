@@ -7,13 +7,14 @@ import (
 
 // syncState is what a successful apply left in sync: every service of
 // desired, as the parsed configuration snap and the admin states cache at
-// generation gen (HAProxy process pid) have them. An apply whose read finds
-// the same snapshot (its version did not move), the same process and the
-// admin cache changed only by the answers of our own PUTs can leave out of
-// its view and diff the services equal to those (services.Equal: the same
-// server list, as the twin layout hands over unchanged services): the diff
-// of a service depends on nothing else but live health, and services
-// forcing a server UP or DOWN are never left out. One switchover among
+// generation gen (HAProxy process pid: its procTable id, its pid and start
+// time) have them. An apply whose read finds the same snapshot (its
+// version did not move), the same process and the admin cache changed
+// only by the answers of our own PUTs can leave out of its view and diff
+// the services equal to those (services.Equal: the same server list, as
+// the twin layout hands over unchanged services): the diff of a service
+// depends on nothing else but live health, and services forcing a server
+// UP or DOWN are never left out. One switchover among
 // 1,000 clusters then builds and diffs the few services that changed, not
 // 4,000 (~20 ms of CPU and ~10 MB of garbage per apply).
 type syncState struct {

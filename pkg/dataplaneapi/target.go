@@ -380,6 +380,7 @@ func (t *Target) Apply(ctx context.Context, desired []services.Service) (target.
 	t.validated = desired
 	t.warnNoCut(desired)
 	t.syncPrev, t.synced = t.synced, nil
+	t.running.waited = nil
 	backoff := t.opts.Backoff
 	for attempt := 0; ; attempt++ {
 		res, err := t.applyOnce(ctx, desired)
@@ -531,6 +532,9 @@ func (t *Target) applyChanges(ctx context.Context, desired []services.Service, s
 	}
 	if len(rest) > 0 {
 		t.noteTrackers(desired, rest)
+		// The process a reload of this write must replace (rememberRunning
+		// sets running.pid on the writes it precedes).
+		t.running.pid, t.running.pidBefore, t.running.waited = 0, st.pid, nil
 		var err error
 		res, err = t.applyConfig(ctx, st, desired, rest, res)
 		res.Changes = changes
@@ -540,13 +544,23 @@ func (t *Target) applyChanges(ctx context.Context, desired []services.Service, s
 			return res, err
 		}
 	}
-	if res.Reloaded && twinLayout(desired) {
+	pid := st.pid // the process the runtime changes go to
+	if res.Reloaded {
 		all := touched(changes)
-		t.adminReloaded(all)
-		if err := t.waitRuntime(ctx, desired, all); err != nil {
-			return res, err
+		if twinLayout(desired) {
+			t.adminReloaded(all)
 		}
-		if res.ReloadResult == "succeeded" {
+		// No runtime change before the new process serves the write.
+		var served bool
+		if pid, served = t.awaitReload(ctx, desired, res); !served {
+			// confirmRunning says what follows (the file put back, or an
+			// error and a retry).
+			return res, nil
+		}
+		if twinLayout(desired) {
+			if err := t.waitRuntime(ctx, desired, all); err != nil {
+				return res, err
+			}
 			resynced, err := t.resyncTrackers(ctx, desired)
 			res.Changes = append(res.Changes, resynced...)
 			if err != nil {
@@ -554,7 +568,7 @@ func (t *Target) applyChanges(ctx context.Context, desired []services.Service, s
 			}
 		}
 	}
-	fencedAt, movedAt, err := t.applyFlips(ctx, desired, flips, fence, afterFlip, force, st.pid)
+	fencedAt, movedAt, err := t.applyFlips(ctx, desired, flips, fence, afterFlip, force, pid)
 	if err != nil {
 		return res, err
 	}

@@ -183,6 +183,28 @@ PY
 `, state, stats, master)
 }
 
+// DelayedReloadScript is AsyncReloadScript with the master asked to
+// reload delay after the script exited 0 (a master slow to load a large
+// file, while the old worker keeps answering the runtime socket): a
+// detached child asks it. The state is dumped before the script exits.
+func DelayedReloadScript(state, stats, master string, delay time.Duration) string {
+	return fmt.Sprintf(`#!/bin/sh
+/usr/bin/python3 - <<'PY'
+import os, socket, time
+`+pyCLI+`open(%q, "wb").write(cli(%q, "show servers state"))
+if os.fork() == 0:
+    os.setsid()
+    for fd in (0, 1, 2):
+        try: os.close(fd)
+        except Exception: pass
+    time.sleep(%f)
+    try: cli(%q, "reload")
+    except Exception: pass
+    os._exit(0)
+PY
+`, state, stats, delay.Seconds(), master)
+}
+
 // pyCLI is a Python function that sends one command to an HAProxy socket
 // and returns its whole answer.
 const pyCLI = `def cli(path, cmd):

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -151,6 +152,10 @@ type Server struct {
 	apiVersion      int
 	listener        net.Listener     // WithListener
 	pid             int64            // the HAProxy worker's pid /runtime/info answers
+	procStart       time.Time        // when the running worker started (real time)
+	procAge         time.Duration    // added to its uptime (see newProcessLocked)
+	lateWorker      int              // see DelayNewWorkers
+	pending         *pendingWorker   // a reload's worker not serving yet
 	actions         string           // X-Runtime-Actions of the request being served
 	weight          map[string]int64 // backend/server -> runtime weight set by a runtime action
 }
@@ -159,6 +164,7 @@ type Server struct {
 func NewServer(t testing.TB, opts ...Option) *Server {
 	t.Helper()
 	s := &Server{t: t, user: "admin", password: "adminpwd", version: 1, reloadPolls: 1, pid: 4000,
+		procStart: time.Now(), procAge: firstProcAge,
 		txns: map[string]*txn{}, admin: map[string]string{}, held: map[string]string{}, oper: map[string]string{}, seed: EmptyConfig}
 	for _, o := range opts {
 		o(s)
@@ -319,8 +325,109 @@ func (s *Server) RestartHAProxy() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.pid += 100
+	s.restartLocked()
+}
+
+// RestartHAProxyKeepPID is RestartHAProxy in its own pid namespace (the
+// shipped container restarted by its restart policy): the new worker has
+// the pid of the one before it, only its start time (GET /runtime/info's
+// uptime) tells it apart.
+func (s *Server) RestartHAProxyKeepPID() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.restartLocked()
+}
+
+func (s *Server) restartLocked() {
+	s.pending = nil
+	s.newProcessLocked()
 	s.admin = map[string]string{}
 	s.oper = map[string]string{}
+}
+
+// firstProcAge is the uptime the double's first worker answers with at
+// start; procAgeStep is how much less each later worker adds (see
+// newProcessLocked).
+const (
+	firstProcAge = 30 * 24 * time.Hour
+	procAgeStep  = 10 * time.Second
+)
+
+// newProcessLocked starts a new worker (a reload or a restart): its uptime
+// counts from now. A test runs a reload and a restart in milliseconds,
+// where a real HAProxy takes seconds: every worker answers an uptime
+// procAgeStep shorter than the real time since the one before it started
+// would give, so that its start (now - uptime) is procAgeStep after the
+// previous one's, as a restart's is in production.
+func (s *Server) newProcessLocked() {
+	s.procStart = time.Now()
+	if s.procAge > procAgeStep {
+		s.procAge -= procAgeStep
+	} else {
+		s.procAge = 0
+	}
+}
+
+// uptimeLocked is the running worker's uptime in whole seconds, as
+// HAProxy's `show info` (Uptime_sec) and GET /runtime/info answer it.
+func (s *Server) uptimeLocked() int64 {
+	return int64((time.Since(s.procStart) + s.procAge) / time.Second)
+}
+
+// DelayNewWorkers makes the old worker go on answering the runtime
+// endpoints (GET /runtime/info, /runtime/servers) n more times after each
+// later reload before the new worker takes over (0: at once, the default):
+// a reload command that returns before the new worker serves (`systemctl
+// reload`). The new worker starts from the runtime states the reload
+// found (the state file its command dumped): what the old worker is told
+// meanwhile never reaches it.
+func (s *Server) DelayNewWorkers(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lateWorker = n
+}
+
+// pendingWorker is a reload's new worker until it serves (DelayNewWorkers).
+type pendingWorker struct {
+	pid         int64
+	admin, oper map[string]string
+	left        int // runtime requests the old worker still answers
+}
+
+// reloadWorkerLocked starts a reload's new worker, at once or, with
+// DelayNewWorkers, once the old one answered its share.
+func (s *Server) reloadWorkerLocked() {
+	s.takeOverLocked()
+	if s.lateWorker <= 0 {
+		s.pid++
+		s.newProcessLocked()
+		return
+	}
+	s.pending = &pendingWorker{pid: s.pid + 1, admin: maps.Clone(s.admin), oper: maps.Clone(s.oper), left: s.lateWorker}
+}
+
+// takeOverLocked makes a pending new worker the running one.
+func (s *Server) takeOverLocked() {
+	if s.pending == nil {
+		return
+	}
+	s.pid, s.admin, s.oper = s.pending.pid, s.pending.admin, s.pending.oper
+	s.pending = nil
+	s.newProcessLocked()
+}
+
+// runtimeRequestLocked counts a request to the runtime endpoints against
+// a pending new worker: the old worker answers it, or the new one takes
+// over first.
+func (s *Server) runtimeRequestLocked() {
+	if s.pending == nil {
+		return
+	}
+	if s.pending.left > 0 {
+		s.pending.left--
+		return
+	}
+	s.takeOverLocked()
 }
 
 // RuntimeWeight is the weight a runtime action (X-Runtime-Actions
@@ -519,6 +626,9 @@ func segs(path string) []string {
 
 func (s *Server) route(method, path string, q url.Values, body []byte) (answer, *apiErr) {
 	p := segs(path)
+	if len(p) >= 1 && p[0] == "runtime" {
+		s.runtimeRequestLocked()
+	}
 	switch {
 	case len(p) == 2 && p[0] == "configuration" && p[1] == "version" && method == "GET":
 		return answer{status: 200, body: s.version}, nil
@@ -529,7 +639,7 @@ func (s *Server) route(method, path string, q url.Values, body []byte) (answer, 
 	case len(p) >= 2 && p[0] == "runtime" && p[1] == "servers":
 		return s.runtimeServers(method, p[2:], q, body)
 	case len(p) == 2 && p[0] == "runtime" && p[1] == "info" && method == "GET":
-		info := map[string]any{"info": map[string]any{"pid": s.pid, "uptime": 60, "version": "2.6.12"}, "runtimeAPI": "/tmp/admin.sock"}
+		info := map[string]any{"info": map[string]any{"pid": s.pid, "uptime": s.uptimeLocked(), "version": "2.6.12"}, "runtimeAPI": "/tmp/admin.sock"}
 		if s.APIVersion() == 3 {
 			return answer{status: 200, body: info}, nil
 		}
@@ -655,7 +765,7 @@ func (s *Server) install(cfg *Config) string {
 		// The API restores the last good file when HAProxy refuses the new one.
 		s.cfg = prev
 	} else {
-		s.pid++ // a new worker; the state file carries the admin states
+		s.reloadWorkerLocked() // a new worker; the state file carries the admin states
 	}
 	s.reloads = append(s.reloads, rl)
 	return rl.id

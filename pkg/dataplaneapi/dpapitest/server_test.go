@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pgsvc/pgsvc/pkg/dataplaneapi/dpapitest"
 )
@@ -165,5 +166,83 @@ backend d
 	call(t, srv, "PUT", "/runtime/servers/s1?backend=b", `{"admin_state":"ready"}`)
 	if got := view(); got != "ready/up" {
 		t.Errorf("tracked server ready again: tracker %s", got)
+	}
+}
+
+// TestRuntimeInfoProcessStart: GET /runtime/info answers the worker's pid
+// and uptime as the real API does (v2: a list of per-process documents);
+// a reload starts a new worker (a new pid, a later start), a restart in a
+// pid namespace one with the same pid and a later start.
+func TestRuntimeInfoProcessStart(t *testing.T) {
+	srv := dpapitest.NewServer(t, dpapitest.WithConfig(oneBackend))
+	info := func() (pid int64, start time.Time) {
+		t.Helper()
+		resp, err := http.Get(srv.URL() + "/v2/services/haproxy/runtime/info")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var docs []struct {
+			Info struct {
+				Pid    *int64 `json:"pid"`
+				Uptime *int64 `json:"uptime"`
+			} `json:"info"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&docs); err != nil || len(docs) != 1 || docs[0].Info.Pid == nil || docs[0].Info.Uptime == nil {
+			t.Fatalf("runtime info: %+v %v", docs, err)
+		}
+		return *docs[0].Info.Pid, time.Now().Add(-time.Duration(*docs[0].Info.Uptime) * time.Second)
+	}
+	pid0, start0 := info()
+	if pid1, start1 := info(); pid1 != pid0 || start1.Sub(start0).Abs() > 2*time.Second {
+		t.Fatalf("the same worker answered pid %d started %s, then pid %d started %s", pid0, start0, pid1, start1)
+	}
+	resp, _ := call(t, srv, "PUT", "/configuration/servers/s1?backend=b&version=1",
+		`{"name":"s1","address":"127.0.0.11","port":6432,"check":"enabled","health_check_port":8008,"weight":100,"backup":"enabled"}`)
+	if resp.StatusCode != 202 {
+		t.Fatalf("status %d, want 202 (a reload)", resp.StatusCode)
+	}
+	pid1, start1 := info()
+	if pid1 == pid0 || start1.Sub(start0) < 5*time.Second {
+		t.Fatalf("after a reload: pid %d started %s, before pid %d started %s", pid1, start1, pid0, start0)
+	}
+	srv.RestartHAProxyKeepPID()
+	pid2, start2 := info()
+	if pid2 != pid1 || start2.Sub(start1) < 5*time.Second {
+		t.Fatalf("after a restart keeping the pid: pid %d started %s, before pid %d started %s", pid2, start2, pid1, start1)
+	}
+	srv.RestartHAProxy()
+	if pid3, start3 := info(); pid3 == pid2 || start3.Sub(start2) < 5*time.Second {
+		t.Fatalf("after a restart: pid %d started %s, before pid %d started %s", pid3, start3, pid2, start2)
+	}
+}
+
+// TestDelayNewWorkers: after a reload the old worker answers the runtime
+// endpoints n more times (its pid, and the admin states it is told), then
+// the new one serves, started from the states the reload found.
+func TestDelayNewWorkers(t *testing.T) {
+	srv := dpapitest.NewServer(t, dpapitest.WithConfig(oneBackend))
+	srv.SetAdminState("b", "s1", "drain")
+	srv.DelayNewWorkers(2)
+	pid := srv.PID()
+	resp, _ := call(t, srv, "PUT", "/configuration/servers/s1?backend=b&version=1",
+		`{"name":"s1","address":"127.0.0.11","port":6432,"check":"enabled","health_check_port":8008,"weight":100,"backup":"enabled"}`)
+	if resp.StatusCode != 202 {
+		t.Fatalf("status %d, want 202 (a reload)", resp.StatusCode)
+	}
+	admin := func() string {
+		t.Helper()
+		_, m := call(t, srv, "GET", "/runtime/servers/s1?backend=b", "")
+		return fmt.Sprint(m["admin_state"])
+	}
+	// The old worker: told ready, which the new one never hears.
+	if _, m := call(t, srv, "PUT", "/runtime/servers/s1?backend=b", `{"admin_state":"ready"}`); m["admin_state"] != "ready" || srv.PID() != pid {
+		t.Fatalf("old worker: %v, pid %d (was %d)", m, srv.PID(), pid)
+	}
+	if got := admin(); got != "ready" || srv.PID() != pid {
+		t.Fatalf("old worker: %s, pid %d (was %d)", got, srv.PID(), pid)
+	}
+	if got := admin(); got != "drain" || srv.PID() == pid {
+		t.Fatalf("new worker: %s, pid %d (was %d), want the state the reload found under a new pid", got, srv.PID(), pid)
 	}
 }
