@@ -559,11 +559,12 @@ func (d *Direct) reloadWith(ctx context.Context, cfg []byte, all []services.Serv
 		if err != nil {
 			return fmt.Errorf("dump server state: %w", err)
 		}
-		fixed, err := FixServersState(dump, all)
+		// Fixed (FixServersState) as it is streamed into the temp file.
+		fix, err := newStateFix(dump, all)
 		if err != nil {
 			return fmt.Errorf("dump server state: %w", err)
 		}
-		if err := writeAtomic(d.opts.ServerStateFile, []byte(fixed), 0o600); err != nil {
+		if err := writeAtomicFunc(d.opts.ServerStateFile, 0o600, fix.writeTo); err != nil {
 			return fmt.Errorf("write server state file: %w", err)
 		}
 	}

@@ -125,12 +125,8 @@ func BenchmarkFixServersState1000(b *testing.B) {
 }
 
 // writeFixedStateForBench is what the refresh and the reload write into
-// the state file's temp file.
+// the state file's temp file (before WriteFixedServersState: the string
+// of FixServersState, copied into a []byte).
 func writeFixedStateForBench(w io.Writer, dump string, desired []services.Service) error {
-	fixed, err := FixServersState(dump, desired)
-	if err != nil {
-		return err
-	}
-	_, err = w.Write([]byte(fixed))
-	return err
+	return WriteFixedServersState(w, dump, desired)
 }

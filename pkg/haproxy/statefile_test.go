@@ -1,8 +1,12 @@
 package haproxy
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"math/rand"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,6 +21,7 @@ type fixCaseStats struct {
 	moved, fenced, absent      int // desired servers whose line moves, fenced ones, ones with no line
 	dupDesired, dupLines       int // a key twice in desired / in the dump
 	odd                        int // lines with unicode blanks, invalid UTF-8, extra columns
+	many                       int // services of more than manyServers servers
 }
 
 // randomFixCase is a `show servers state` dump and a desired state for
@@ -51,8 +56,19 @@ func randomFixCase(rng *rand.Rand, st *fixCaseStats) (string, []services.Service
 			s.Layout = services.LayoutTwins
 		}
 		sperm := rng.Perm(len(names))
-		for j, m := 0, rng.Intn(6); j < m; j++ {
-			sv := services.Server{Name: names[sperm[j]], Address: pick(addrs), Port: pickInt(ports), CheckPort: pickInt(checkPorts),
+		m, many := rng.Intn(6), rng.Intn(20) == 0 // more servers than a service's scan
+		if many {
+			m = manyServers + 1 + rng.Intn(8)
+			st.many++
+		}
+		for j := 0; j < m; j++ {
+			name := ""
+			if many {
+				name = fmt.Sprint("pg-m-", j)
+			} else {
+				name = names[sperm[j]]
+			}
+			sv := services.Server{Name: name, Address: pick(addrs), Port: pickInt(ports), CheckPort: pickInt(checkPorts),
 				Weight: rng.Intn(257), ForceDown: rng.Intn(8) == 0, Disabled: rng.Intn(3) == 0}
 			if j > 0 && rng.Intn(25) == 0 {
 				sv.Name = s.Servers[rng.Intn(j)].Name
@@ -280,6 +296,15 @@ func TestFixServersStateIsRef(t *testing.T) {
 		if got != want {
 			t.Fatalf("run %d: output differs\ngot  %q\nwant %q\ndump %q\ndesired %+v", run, got, want, dump, desired)
 		}
+		// Streamed: the same bytes, in writes of at most ~32 KiB, and
+		// none for a dump it refuses.
+		var b bytes.Buffer
+		if err := WriteFixedServersState(&b, dump, desired); fmt.Sprint(err) != fmt.Sprint(werr) || b.String() != want && werr == nil {
+			t.Fatalf("run %d: WriteFixedServersState: %v (reference %v), wrote %q, want %q", run, err, werr, b.String(), want)
+		}
+		if werr != nil && b.Len() > 0 {
+			t.Fatalf("run %d: %d bytes written for a dump refused (%v)", run, b.Len(), werr)
+		}
 		if werr != nil {
 			failed++
 		} else {
@@ -288,7 +313,7 @@ func TestFixServersStateIsRef(t *testing.T) {
 	}
 	t.Logf("%d fixed, %d errors; %+v", ok, failed, st)
 	if ok < runs/2 || failed < runs/50 || st.trackerFirst < 100 || st.trackerAfter < 100 || st.srcMissing < 50 ||
-		st.moved < 500 || st.fenced < 100 || st.absent < 500 || st.dupDesired < 50 || st.dupLines < 100 || st.odd < 100 {
+		st.moved < 500 || st.fenced < 100 || st.absent < 500 || st.dupDesired < 50 || st.dupLines < 100 || st.odd < 100 || st.many < 100 {
 		t.Errorf("the cases cover too little: %d fixed, %d errors; %+v", ok, failed, st)
 	}
 }
@@ -344,6 +369,10 @@ func TestFixServersStateIsRefFleet(t *testing.T) {
 			if got != want {
 				t.Errorf("%s (shuffled %v): output differs from the reference's\n%s", layout.name, shuffled, firstDiff(got, want))
 			}
+			var b bytes.Buffer
+			if err := WriteFixedServersState(&b, dump, desired); err != nil || b.String() != want {
+				t.Errorf("%s (shuffled %v): WriteFixedServersState: %v, output differs from the reference's\n%s", layout.name, shuffled, err, firstDiff(b.String(), want))
+			}
 		}
 	}
 }
@@ -357,4 +386,70 @@ func firstDiff(got, want string) string {
 		}
 	}
 	return fmt.Sprintf("%d lines, want %d", len(g), len(w))
+}
+
+// failingWriter fails once it was given more than n bytes.
+type failingWriter struct{ n int }
+
+var errFull = errors.New("disk full")
+
+func (w *failingWriter) Write(p []byte) (int, error) {
+	if len(p) > w.n {
+		return 0, errFull
+	}
+	w.n -= len(p)
+	return len(p), nil
+}
+
+// TestWriteFixedServersStateWriteError: an error of the writer ends the
+// write and is returned, wherever it comes (a file of 200 clusters is
+// written in several writes).
+func TestWriteFixedServersStateWriteError(t *testing.T) {
+	desired, err := services.Twins(pigstyFleet(200))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dump := stateDumpOf(desired)
+	// New lines at the end: the last writes come from the loop over
+	// desired servers without a line.
+	dump = dump[:len(dump)*3/4]
+	dump = dump[:strings.LastIndexByte(dump, '\n')+1]
+	want, err := FixServersState(dump, desired)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{0, 100, 40 << 10, len(want) * 9 / 10, len(want) - 1} {
+		if err := WriteFixedServersState(&failingWriter{n: n}, dump, desired); !errors.Is(err, errFull) {
+			t.Errorf("writer failing after %d of %d bytes: %v, want %v", n, len(want), err, errFull)
+		}
+	}
+	if err := WriteFixedServersState(&failingWriter{n: len(want)}, dump, desired); err != nil {
+		t.Errorf("writer taking %d bytes: %v", len(want), err)
+	}
+}
+
+// TestWriteFixedServersStateBoundedMemory: fixing the state file of 1,000
+// Pigsty clusters in the twin layout (18,000 servers, 6,000 trackers, a
+// 2 MB dump) allocates its index and a buffer, not the file (the
+// implementation that split every line allocated ~36 MB, and FixServersState
+// still returns the file as a string): see BenchmarkFixServersState1000.
+func TestWriteFixedServersStateBoundedMemory(t *testing.T) {
+	desired, err := services.Twins(pigstyFleet(1000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dump := stateDumpOf(desired)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	if err := WriteFixedServersState(io.Discard, dump, desired); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	if got, limit := after.TotalAlloc-before.TotalAlloc, uint64(len(dump)/2); got > limit {
+		t.Errorf("allocated %d bytes for a %d-byte dump, want at most %d", got, len(dump), limit)
+	}
+	if got := after.Mallocs - before.Mallocs; got > 100 {
+		t.Errorf("%d allocations, want at most 100", got)
+	}
 }

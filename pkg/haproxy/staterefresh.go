@@ -197,7 +197,9 @@ func (d *Direct) refreshStateFile() error {
 	if err != nil {
 		return fmt.Errorf("dump server state: %w", err)
 	}
-	fixed, err := FixServersState(dump, all)
+	// The fixed file is streamed into the temp file (a 1,000-cluster
+	// dump, right after a mass failover: no copy of it is built).
+	fix, err := newStateFix(dump, all)
 	if err != nil {
 		return fmt.Errorf("dump server state: %w", err)
 	}
@@ -206,7 +208,7 @@ func (d *Direct) refreshStateFile() error {
 			return err
 		}
 	}
-	if err := writeAtomic(d.opts.ServerStateFile, []byte(fixed), 0o600); err != nil {
+	if err := writeAtomicFunc(d.opts.ServerStateFile, 0o600, fix.writeTo); err != nil {
 		return fmt.Errorf("write server state file: %w", err)
 	}
 	return nil
