@@ -73,9 +73,10 @@ func stateDumpOf(desired []services.Service) string {
 // replica and offline twinned, default tracking primary, the replica's
 // backup twins tracking the primary's servers) and in Pigsty's (12,000),
 // fixed from a dump as a reload and the background refresh after a mass
-// failover make it: "string" is FixServersState, "file" what the refresh
-// writes to its temp file (through a 64 KiB bufio.Writer, here to
-// io.Discard).
+// failover make it: "string" is FixServersState, "ref" the implementation
+// it replaced (fixServersStateRef, for a comparison on the same machine),
+// "file" what the refresh and the reload write to the temp file (through
+// writeAtomicFunc's 64 KiB bufio.Writer, here to io.Discard).
 func BenchmarkFixServersState1000(b *testing.B) {
 	const n = 1000
 	pigsty := pigstyFleet(n)
@@ -107,6 +108,15 @@ func BenchmarkFixServersState1000(b *testing.B) {
 			}
 			b.ReportMetric(float64(servers), "servers")
 			b.ReportMetric(float64(trackers), "trackers")
+		})
+		b.Run(layout.name+"/ref", func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(dump)))
+			for b.Loop() {
+				if _, err := fixServersStateRef(dump, layout.desired); err != nil {
+					b.Fatal(err)
+				}
+			}
 		})
 		b.Run(layout.name+"/file", func(b *testing.B) {
 			b.ReportAllocs()
