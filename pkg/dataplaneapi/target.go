@@ -438,7 +438,10 @@ func (t *Target) Apply(ctx context.Context, desired []services.Service) (target.
 		}
 		t.applyFailed(res, err)
 		err = fmt.Errorf("apply %s: %w", t.Name(), err)
-		if errors.Is(err, ErrReloadFailed) {
+		if errors.Is(err, ErrReloadFailed) || (errors.Is(err, ErrNotRunning) && res.Reloaded) {
+			// A failed reload, or (the twin layout: waitRuntime) a
+			// reload that succeeded and a running HAProxy that never
+			// came to serve the file.
 			return t.refused(ctx, desired, res, err)
 		}
 		return res, err
@@ -553,6 +556,15 @@ func (t *Target) applyChanges(ctx context.Context, desired []services.Service, s
 		all := touched(changes)
 		t.adminReloaded(all)
 		if err := t.waitRuntime(ctx, desired, all); err != nil {
+			if ctx.Err() == nil && res.ReloadResult == "succeeded" {
+				// The reload command succeeded (a command that exits 0
+				// whatever HAProxy's master makes of the file) and the
+				// running HAProxy still lacks servers of the file after
+				// ReloadTimeout: as confirmRunning's read-back, the file
+				// may be one HAProxy refuses (a bind it cannot take),
+				// which Apply puts back (refused).
+				err = fmt.Errorf("reload %s: %w: %w", res.ReloadID, ErrNotRunning, err)
+			}
 			return res, withGuards(err)
 		}
 		if res.ReloadResult == "succeeded" {
