@@ -238,7 +238,13 @@ func (h *healthRead) fencesLater(ctx context.Context, desired []services.Service
 			up = append(up, c)
 		}
 	}
-	return up, t.forceDown(ctx, up, st.pid)
+	// (A backend with a fence read here has no new primary to force UP:
+	// nothing to hold back; one that does not take fails the apply.)
+	guards := &guardBook{}
+	if err := t.fence(ctx, up, st.pid, guards); err != nil {
+		return up, err
+	}
+	return up, guards.err(nil)
 }
 
 // run GETs the backends left by planHealth, readParallel in flight, and

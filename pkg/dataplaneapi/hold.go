@@ -147,10 +147,16 @@ func (h *holdState) toCheck(desired []services.Service) map[string][]string {
 // process's, and those found on a Writable server: found) are released by
 // a set_state to ready, unless a force_up (which readies a server it
 // drained) or a set_state to ready of the same server is there already.
+// Only the drains of desired's backends are lifted: an apply may be given
+// part of the fleet (the controller's bisection after a rejection, a
+// cluster held back), and a held new leader of a cluster it leaves out is
+// still held.
 func (t *Target) holdChanges(changes []target.Change, desired []services.Service, found map[string]bool) []target.Change {
 	held := map[string]bool{}
 	fenced := map[string]bool{}
+	named := make(map[string]bool, len(desired))
 	for _, d := range desired {
+		named[d.Name] = true
 		for _, sv := range d.Servers {
 			if sv.ForceDown && !sv.Disabled {
 				fenced[d.Name+"/"+sv.Name] = true
@@ -177,7 +183,7 @@ func (t *Target) holdChanges(changes []target.Change, desired []services.Service
 	t.hold.mu.Lock()
 	var lift []string
 	for k := range t.hold.drained {
-		if !fenced[k] && !covered[k] {
+		if b, _, _ := strings.Cut(k, "/"); named[b] && !fenced[k] && !covered[k] {
 			lift = append(lift, k)
 		}
 	}

@@ -211,3 +211,55 @@ func testHoldForceUpLiftsLeftoverDrainPigsty(t *testing.T) {
 		t.Errorf("new primary after its force-up: %s/%s, want ready/up", r.AdminState, r.OperationalState)
 	}
 }
+
+// TestHoldNotLiftedByAnApplyWithoutItsCluster: an apply may be given part
+// of the fleet (the controller's bisection after a rejection, a cluster
+// held back): a held new leader of a cluster it leaves out stays drained
+// (no PUT to that cluster at all), and the apply with its cluster, once
+// desired no longer holds it, releases it.
+func TestHoldNotLiftedByAnApplyWithoutItsCluster(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	x := cluster("pg-x", 1, 3, 1)
+	f.apply(t, append(append([]services.Service(nil), x...), cluster("pg-y", 2, 3, 1)...))
+	heldY := force(cluster("pg-y", 2, 3, 2), "pg-y-2", func(sv *services.Server) { sv.ForceDown, sv.HoldDown = true, true })
+	f.apply(t, append(append([]services.Service(nil), x...), heldY...))
+	admin := func(b string) string {
+		t.Helper()
+		r, err := f.c.GetRuntimeServer(ctx, b, "pg-y-2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.AdminState
+	}
+	for _, b := range []string{"pg-y-primary", "pg-y-default"} {
+		if got := admin(b); got != "drain" {
+			t.Fatalf("%s/pg-y-2 held: %s, want drain", b, got)
+		}
+	}
+
+	f.srv.ResetRequests()
+	res := f.apply(t, cluster("pg-x", 1, 3, 1))
+	if len(res.Changes) != 0 {
+		t.Errorf("apply of pg-x only: %s, want nothing", kinds(res.Changes))
+	}
+	for _, w := range f.srv.Writes() {
+		if strings.HasPrefix(w.Query.Get("backend"), "pg-y-") {
+			t.Errorf("apply of pg-x only wrote to pg-y: %s %s?backend=%s %s", w.Method, w.Path, w.Query.Get("backend"), w.Body)
+		}
+	}
+	for _, b := range []string{"pg-y-primary", "pg-y-default"} {
+		if got := admin(b); got != "drain" {
+			t.Errorf("%s/pg-y-2 after an apply of pg-x only: %s, want drain (still held)", b, got)
+		}
+	}
+
+	// Read-write: the apply with pg-y releases it.
+	readied := force(cluster("pg-y", 2, 3, 2), "pg-y-2", func(sv *services.Server) { sv.Writable = true })
+	f.apply(t, append(append([]services.Service(nil), x...), readied...))
+	for _, b := range []string{"pg-y-primary", "pg-y-default"} {
+		if got := admin(b); got != "ready" {
+			t.Errorf("%s/pg-y-2 released: %s, want ready", b, got)
+		}
+	}
+}

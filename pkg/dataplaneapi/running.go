@@ -103,6 +103,9 @@ func (t *Target) refused(ctx context.Context, desired []services.Service, res ta
 	if before == "" {
 		return res, cause
 	}
+	// The process running now runs the file put back already; the reload
+	// of it replaces that process, from a state dump made when it starts.
+	pid0, perr := t.c.runtimePID(ctx)
 	v, err := t.c.GetVersion(ctx)
 	if err != nil {
 		return res, fmt.Errorf("%w; putting back the running file: read version: %v", cause, err)
@@ -117,6 +120,9 @@ func (t *Target) refused(ctx context.Context, desired []services.Service, res ta
 			cause, back.ReloadResult, err)
 	}
 	t.running.rawNext = false
+	if perr == nil && back.Reloaded {
+		t.waitReplaced(ctx, pid0)
+	}
 	t.log.Warn("HAProxy refused the new configuration; the file it runs was put back",
 		zap.Int64("version", m.Version), zap.Error(cause))
 	why := ""
@@ -124,6 +130,29 @@ func (t *Target) refused(ctx context.Context, desired []services.Service, res ta
 		why = " (" + strings.Join(binds, "; ") + ")"
 	}
 	return res, target.Reject(fmt.Errorf("%w; HAProxy refused it%s and keeps running the previous configuration (file put back)", cause, why))
+}
+
+// waitReplaced waits, at most ReloadTimeout, until the running HAProxy is
+// no longer process pid0: a reload command may return before HAProxy's
+// master replaced its workers (a master-CLI reload is asynchronous), and
+// the runtime changes the next apply makes in the old process before then
+// are lost (the new one starts from the state dumped by the reload).
+func (t *Target) waitReplaced(ctx context.Context, pid0 int64) {
+	left, err := t.poll(ctx, func() (string, error) {
+		pid, err := t.c.runtimePID(ctx)
+		switch {
+		case err != nil:
+			return fmt.Sprintf("the running HAProxy's process: %v", err), nil
+		case pid == pid0:
+			return fmt.Sprintf("the running HAProxy is still process %d", pid0), nil
+		}
+		t.adminAdopt(pid)
+		return "", nil
+	})
+	if left != "" || err != nil {
+		t.log.Warn("the reload of the file put back has not replaced the running HAProxy yet",
+			zap.String("left", left), zap.Error(err), zap.Duration("waited", t.opts.ReloadTimeout))
+	}
 }
 
 // bindProblems names the desired services whose bind cannot listen, when

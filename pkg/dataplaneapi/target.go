@@ -439,7 +439,10 @@ func (t *Target) Apply(ctx context.Context, desired []services.Service) (target.
 		}
 		t.applyFailed(res, err)
 		err = fmt.Errorf("apply %s: %w", t.Name(), err)
-		if errors.Is(err, ErrReloadFailed) {
+		if errors.Is(err, ErrReloadFailed) || (errors.Is(err, ErrNotRunning) && res.Reloaded) {
+			// A failed reload, or (the twin layout: waitRuntime) a
+			// reload that succeeded and a running HAProxy that never
+			// came to serve the file.
 			return t.refused(ctx, desired, res, err)
 		}
 		return res, err
@@ -521,8 +524,17 @@ func (t *Target) applyChanges(ctx context.Context, desired []services.Service, s
 	// before any flip brings a new primary UP. Without a configuration
 	// write, the flips do it (applyFlips: with the activations in services
 	// that take no writes).
+	// A fence that does not take holds back its backend's force-ups and
+	// activations only (see guardBook); the apply then fails at its end.
+	guards := &guardBook{}
+	withGuards := func(err error) error {
+		if gerr := guards.err(nil); gerr != nil {
+			return fmt.Errorf("%w; %w", err, gerr)
+		}
+		return err
+	}
 	if len(rest) > 0 || len(flips) == 0 {
-		if err := t.forceDown(ctx, fence, st.pid); err != nil {
+		if err := t.fence(ctx, fence, st.pid, guards); err != nil {
 			return res, err
 		}
 		if len(fence) > 0 {
@@ -541,7 +553,7 @@ func (t *Target) applyChanges(ctx context.Context, desired []services.Service, s
 		if err != nil {
 			// Whatever happened, read the whole file next time.
 			t.keep(nil)
-			return res, err
+			return res, withGuards(err)
 		}
 	}
 	pid := st.pid // the process the runtime changes go to
@@ -554,21 +566,30 @@ func (t *Target) applyChanges(ctx context.Context, desired []services.Service, s
 		var served bool
 		if pid, served = t.awaitReload(ctx, desired, res); !served {
 			// confirmRunning says what follows (the file put back, or an
-			// error and a retry).
-			return res, nil
+			// error and a retry). A write guard that did not take is
+			// still reported.
+			return res, guards.err(nil)
 		}
 		if twinLayout(desired) {
 			if err := t.waitRuntime(ctx, desired, all); err != nil {
-				return res, err
+				if ctx.Err() == nil && res.ReloadResult == "succeeded" {
+					// The reload command succeeded and a new process
+					// serves, but it still lacks servers of the file after
+					// ReloadTimeout: as confirmRunning's read-back, the
+					// file may be one HAProxy refuses, which Apply puts
+					// back (refused).
+					err = fmt.Errorf("reload %s: %w: %w", res.ReloadID, ErrNotRunning, err)
+				}
+				return res, withGuards(err)
 			}
 			resynced, err := t.resyncTrackers(ctx, desired)
 			res.Changes = append(res.Changes, resynced...)
 			if err != nil {
-				return res, err
+				return res, withGuards(err)
 			}
 		}
 	}
-	fencedAt, movedAt, err := t.applyFlips(ctx, desired, flips, fence, afterFlip, force, pid)
+	fencedAt, movedAt, err := t.applyFlips(ctx, desired, flips, fence, afterFlip, force, pid, guards)
 	if err != nil {
 		return res, err
 	}
@@ -644,7 +665,7 @@ func (t *Target) flipsBeforeHealth(ctx context.Context, desired []services.Servi
 	}
 	done := make(chan end, 1)
 	go func() {
-		_, _, err := t.applyFlips(ctx, desired, early, nil, nil, nil, st.pid)
+		_, _, err := t.applyFlips(ctx, desired, early, nil, nil, nil, st.pid, nil)
 		done <- end{time.Now(), err}
 	}()
 	var e end
@@ -830,26 +851,50 @@ func hasShutdownSessions(line string) bool {
 // has `on-marked-down shutdown-sessions` (Pigsty's default; the API has no
 // `shutdown sessions`): WarnNoShutdownSessions says where it does not.
 func (t *Target) forceDown(ctx context.Context, changes []target.Change, pid int64) error {
-	return t.runtimeMany(ctx, changes, func(c target.Change) error { return t.forceHealth(ctx, c, false, pid) })
+	return t.runtimeMany(ctx, changes, func(c target.Change) error {
+		_, err := t.forceHealth(ctx, c, false, pid)
+		return err
+	})
+}
+
+// fence is forceDown of write guards (see guardBook): each answer is
+// checked, a fence that did not take is forced again at once and noted in
+// g when it still does not. It fails only when the write check does (a
+// fence that does not take holds back its backend only).
+func (t *Target) fence(ctx context.Context, changes []target.Change, pid int64, g *guardBook) error {
+	if len(changes) == 0 {
+		return nil
+	}
+	if err := target.CheckWrite(ctx); err != nil {
+		return err
+	}
+	eachParallel(changes, flipParallel, func(c target.Change) error {
+		t.putGuard(ctx, c, pid, g)
+		return nil
+	})
+	return nil
 }
 
 // forceUp marks new primaries UP at once through the runtime API
 // (operational_state up) after any reload; HAProxy's next checks still run.
 // flipParallel requests in flight (a mass failover forces 2 per cluster).
 func (t *Target) forceUp(ctx context.Context, changes []target.Change, pid int64) error {
-	return t.runtimeMany(ctx, changes, func(c target.Change) error { return t.forceHealth(ctx, c, true, pid) })
+	return t.runtimeMany(ctx, changes, func(c target.Change) error {
+		_, err := t.forceHealth(ctx, c, true, pid)
+		return err
+	})
 }
 
 // forceHealth forces one server's health and keeps what the answer says
 // (the API reads the server back after the change) for the next applies
-// of HAProxy process pid (see forcedCache).
+// of HAProxy process pid (see forcedCache); it returns the last answer.
 //
 // A held new leader is also drained (one PUT: operational state, then
 // admin state), and a server forced UP that this process drained is
 // readied by the same PUT; one found drained otherwise (a new primary: the
 // controller owns drain on a write service's leader) is readied by a
 // second (see holdState).
-func (t *Target) forceHealth(ctx context.Context, c target.Change, up bool, pid int64) error {
+func (t *Target) forceHealth(ctx context.Context, c target.Change, up bool, pid int64) (*models.RuntimeServer, error) {
 	word := "down"
 	if up {
 		word = "up"
@@ -866,7 +911,7 @@ func (t *Target) forceHealth(ctx context.Context, c target.Change, up bool, pid 
 	at := t.opts.Now()
 	rs, err := t.c.ReplaceRuntimeServer(ctx, c.Backend, c.Server, want)
 	if err != nil {
-		return fmt.Errorf("force %s %s/%s: %w", word, c.Backend, c.Server, err)
+		return nil, fmt.Errorf("force %s %s/%s: %w", word, c.Backend, c.Server, err)
 	}
 	if rs != nil && (hold || want.AdminState != "") {
 		t.hold.setDrained(key, rs.AdminState == holdAdmin)
@@ -875,7 +920,7 @@ func (t *Target) forceHealth(ctx context.Context, c target.Change, up bool, pid 
 	if up && rs != nil && rs.AdminState == holdAdmin {
 		// A drain this process did not set, on the new primary.
 		if rs, err = t.c.ReplaceRuntimeServer(ctx, c.Backend, c.Server, &models.RuntimeServer{AdminState: "ready"}); err != nil {
-			return fmt.Errorf("ready %s/%s (drained, forced up): %w", c.Backend, c.Server, err)
+			return nil, fmt.Errorf("ready %s/%s (drained, forced up): %w", c.Backend, c.Server, err)
 		}
 		t.adminMerge(map[string]map[string]string{c.Backend: {c.Server: rs.AdminState}})
 	}
@@ -887,7 +932,7 @@ func (t *Target) forceHealth(ctx context.Context, c target.Change, up bool, pid 
 	if rs != nil && rs.AdminState != "maint" {
 		t.forced.record(c.Backend+"/"+c.Server, up, rs.OperationalState, at, pid)
 	}
-	return nil
+	return rs, nil
 }
 
 // applyRuntime applies weight-only changes as direct server PUTs, which the

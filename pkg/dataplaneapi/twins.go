@@ -125,14 +125,51 @@ func splitFlips(changes []target.Change) (flips, rest []target.Change) {
 // takes reads that much longer.) It returns when the write fences were in
 // place, and, when such deactivations went last, when everything before
 // them was (every change that moves traffic made; zero otherwise).
-func (t *Target) applyFlips(ctx context.Context, desired []services.Service, flips, fence, afterFlip, force []target.Change, pid int64) (time.Time, time.Time, error) {
+//
+// The write guards (the fences, and the outgoing twins of write services:
+// see guardBook) are checked as their answers come, and the activations
+// and force-ups of a backend whose guard did not take (in the first wave,
+// or in guards already: the fences applyChanges sent before a
+// configuration write) are not sent, nor the other flips of that backend
+// but its guards; the other backends go on, and the error names them.
+// guards may be nil (none sent before).
+func (t *Target) applyFlips(ctx context.Context, desired []services.Service, flips, fence, afterFlip, force []target.Change, pid int64,
+	guards *guardBook) (time.Time, time.Time, error) {
+	if guards == nil {
+		guards = &guardBook{}
+	}
 	if len(flips) == 0 {
 		// (afterFlip is empty: it is made of flips.)
-		if err := t.forceDown(ctx, fence, pid); err != nil {
+		if err := t.fence(ctx, fence, pid, guards); err != nil {
 			return time.Time{}, time.Time{}, err
 		}
 		at := time.Now()
-		return at, time.Time{}, t.forceUp(ctx, force, pid)
+		var back []target.Change
+		if guards.missedAny() {
+			force, back = guards.without(force, guards.held(target.TrackedBy(desired)))
+		}
+		if err := t.forceUp(ctx, force, pid); err != nil {
+			if gerr := guards.err(back); gerr != nil {
+				err = fmt.Errorf("%w; %w", err, gerr)
+			}
+			return at, time.Time{}, err
+		}
+		return at, time.Time{}, guards.err(back)
+	}
+	write := map[string]bool{}
+	for _, d := range desired {
+		write[d.Name] = services.WriteCheck(d.Check)
+	}
+	guards.write = write
+	trackedBy := target.TrackedBy(desired)
+	// The backends whose guards sent before did not take: nothing of them
+	// but their guards.
+	var back, back1 []target.Change
+	if held := guards.held(trackedBy); held != nil {
+		flips, back = guards.without(flips, held)
+		force, back1 = guards.without(force, held)
+		afterFlip, _ = guards.without(afterFlip, held)
+		back = append(back, back1...)
 	}
 	fenced := make(map[string]target.Change, len(afterFlip))
 	for _, c := range afterFlip {
@@ -142,7 +179,8 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 	then := func(c target.Change, rs *models.RuntimeServer) error {
 		key := c.Backend + "/" + c.Server
 		if f, ok := fenced[key]; ok {
-			return t.forceHealth(ctx, f, false, pid)
+			_, err := t.forceHealth(ctx, f, false, pid)
+			return err
 		}
 		if promoted[key] && rs != nil && rs.AdminState == "ready" {
 			if rs.OperationalState == "down" {
@@ -150,18 +188,15 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 				// its health forced DOWN) leaves maint DOWN (measured on
 				// 2.9.9 and 3.2.0). Force it UP now, the first force UP
 				// of this promotion.
-				return t.forceHealth(ctx, target.Change{Kind: target.KindForceUp, Backend: c.Backend, Server: c.Server,
+				_, err := t.forceHealth(ctx, target.Change{Kind: target.KindForceUp, Backend: c.Backend, Server: c.Server,
 					Detail: "health DOWN -> UP: the new primary, per Patroni", Runtime: true}, true, pid)
+				return err
 			}
 			// A new primary readied comes UP at once: as if we had
 			// forced it UP (its checks decide after it).
 			t.forced.record(key, true, rs.OperationalState, t.opts.Now(), pid)
 		}
 		return nil
-	}
-	write := map[string]bool{}
-	for _, d := range desired {
-		write[d.Name] = services.WriteCheck(d.Check)
 	}
 	// Without fences nothing need wait: the activations and force-ups go
 	// in the first wave, and so do the deactivations of the backends with
@@ -196,7 +231,6 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 	// A force-up brings UP the twins that track its server (a replica
 	// service's backup twin of the new primary): their backends'
 	// deactivations follow it, as they follow an activation.
-	trackedBy := target.TrackedBy(desired)
 	for _, c := range force {
 		for _, b := range trackedBy[c.Backend+"/"+c.Server] {
 			incoming[b] = true
@@ -279,7 +313,7 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 			// repair below reads it) still leaves the backend's other
 			// active servers; the deactivation goes as it would have in
 			// the third wave.
-			if err := t.putOneState(ctx, d, answered, nil, pid); err != nil {
+			if err := t.putOneState(ctx, d, answered, nil, pid, nil); err != nil {
 				return err
 			}
 		}
@@ -292,7 +326,9 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 		}()
 	}
 	var fencedAt, movedAt time.Time
-	for i, batch := range [][]target.Change{early, ups, downs, last} {
+	batches := [][]target.Change{early, ups, downs, last}
+	for i := range batches {
+		batch := batches[i]
 		after := then
 		switch i {
 		case 0:
@@ -303,36 +339,79 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 		if i == 3 && len(last) > 0 {
 			movedAt = time.Now()
 		}
-		if err := t.putStates(ctx, batch, answered, after, pid); err != nil {
+		var g *guardBook
+		if i == 0 {
+			g = guards
+		}
+		if err := t.putStates(ctx, batch, answered, after, pid, g); err != nil {
 			// What runs in the backends flipped is unknown now.
 			var names []string
 			for b := range touched(flips) {
 				names = append(names, b)
 			}
 			t.adminForget(names)
+			if gerr := guards.err(back); gerr != nil {
+				err = fmt.Errorf("%w; %w", err, gerr)
+			}
 			return fencedAt, time.Time{}, err
 		}
 		if i == 0 {
 			fencedAt = time.Now()
+			// The backends whose guard did not take in the first wave:
+			// their activations and force-ups, and the deactivations
+			// waiting for those, are not sent.
+			if held := guards.held(trackedBy); held != nil {
+				for j := 1; j < len(batches); j++ {
+					var b []target.Change
+					batches[j], b = guards.without(batches[j], held)
+					back = append(back, b...)
+				}
+				afterFlip, _ = guards.without(afterFlip, held)
+			}
 		}
 	}
 	// (Every chain ran: an activation that failed returned above.)
 	t.adminMerge(answered.m)
+	// A backend held back is left as it is: neither its flips not sent
+	// nor its guards that did not take are read and repaired here (a
+	// repair would ready its incoming twin); the next apply reads the
+	// backends of those guards again (a guard whose PUTs failed has no
+	// answer).
+	held := guards.held(trackedBy)
+	if held != nil {
+		t.adminForget(guards.backends())
+	}
 	var wrong []target.Change
 	for _, c := range flips {
+		if held[c.Backend] {
+			continue
+		}
 		if got, ok := answered.m[c.Backend][c.Server]; !ok || (got == "ready") != (target.StateOf(c) == "ready") {
 			wrong = append(wrong, c)
 		}
 	}
+	gerr := guards.err(back)
 	if len(wrong) == 0 {
+		if gerr != nil {
+			return fencedAt, time.Time{}, gerr
+		}
 		return fencedAt, movedAt, nil
 	}
 	// (A repair moves traffic too: moved is the end.)
 	if err := t.verifyFlips(ctx, desired, wrong); err != nil {
+		if gerr != nil {
+			err = fmt.Errorf("%w; %w", err, gerr)
+		}
 		return fencedAt, time.Time{}, err
 	}
 	// A repair may have readied a fenced server again.
-	return fencedAt, time.Time{}, t.forceDown(ctx, afterFlip, pid)
+	if err := t.forceDown(ctx, afterFlip, pid); err != nil {
+		if gerr != nil {
+			err = fmt.Errorf("%w; %w", err, gerr)
+		}
+		return fencedAt, time.Time{}, err
+	}
+	return fencedAt, time.Time{}, gerr
 }
 
 // unconfirmedTwins names the inactive twins of members the DCS does not
@@ -464,7 +543,9 @@ func (b *answerBook) note(backend, server, admin string) {
 // A force_up or force_down change in batch is forced so (forceHealth, for
 // process pid); then runs after a force_up (with no answer: it brings UP
 // the twins that track its server, see applyFlips), not after a force_down.
-func (t *Target) putStates(ctx context.Context, batch []target.Change, answered *answerBook, then func(target.Change, *models.RuntimeServer) error, pid int64) error {
+// With guards set, the write guards of batch are checked (putGuard).
+func (t *Target) putStates(ctx context.Context, batch []target.Change, answered *answerBook, then func(target.Change, *models.RuntimeServer) error, pid int64,
+	guards *guardBook) error {
 	if len(batch) == 0 {
 		return nil
 	}
@@ -472,7 +553,7 @@ func (t *Target) putStates(ctx context.Context, batch []target.Change, answered 
 		return err
 	}
 	err := t.runtimeMany(ctx, batch, func(c target.Change) error {
-		return t.putOneState(ctx, c, answered, then, pid)
+		return t.putOneState(ctx, c, answered, then, pid, guards)
 	})
 	if err != nil {
 		return fmt.Errorf("set admin state: %w", err)
@@ -481,19 +562,33 @@ func (t *Target) putStates(ctx context.Context, batch []target.Change, answered 
 }
 
 // putOneState is one change of putStates.
-func (t *Target) putOneState(ctx context.Context, c target.Change, answered *answerBook, then func(target.Change, *models.RuntimeServer) error, pid int64) error {
+func (t *Target) putOneState(ctx context.Context, c target.Change, answered *answerBook, then func(target.Change, *models.RuntimeServer) error, pid int64,
+	guards *guardBook) error {
+	guard := guards != nil && guards.isGuard(c)
 	switch c.Kind {
 	case target.KindForceUp:
-		if err := t.forceHealth(ctx, c, true, pid); err != nil || then == nil {
+		if _, err := t.forceHealth(ctx, c, true, pid); err != nil || then == nil {
 			return err
 		}
 		return then(c, nil)
 	case target.KindForceDown:
-		return t.forceHealth(ctx, c, false, pid)
+		if guard {
+			t.putGuard(ctx, c, pid, guards)
+			return nil
+		}
+		_, err := t.forceHealth(ctx, c, false, pid)
+		return err
 	}
-	rs, err := t.c.ReplaceRuntimeServer(ctx, c.Backend, c.Server, &models.RuntimeServer{AdminState: target.StateOf(c)})
-	if err != nil {
-		return fmt.Errorf("%s/%s: %w", c.Backend, c.Server, err)
+	var rs *models.RuntimeServer
+	if guard {
+		if rs = t.putGuard(ctx, c, pid, guards); rs == nil {
+			return nil // (noted: its backend is held back)
+		}
+	} else {
+		var err error
+		if rs, err = t.c.ReplaceRuntimeServer(ctx, c.Backend, c.Server, &models.RuntimeServer{AdminState: target.StateOf(c)}); err != nil {
+			return fmt.Errorf("%s/%s: %w", c.Backend, c.Server, err)
+		}
 	}
 	if rs != nil && target.StateOf(c) == "ready" && rs.AdminState == "ready" {
 		// A hold's drain lifted (see holdState).
@@ -612,7 +707,7 @@ func (t *Target) verifyFlips(ctx context.Context, desired []services.Service, fl
 			}
 		}
 		for _, b := range [][]target.Change{ups, downs} {
-			if err := t.putStates(ctx, b, nil, nil, 0); err != nil {
+			if err := t.putStates(ctx, b, nil, nil, 0, nil); err != nil {
 				t.adminForget(names)
 				return err
 			}
