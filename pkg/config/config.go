@@ -103,8 +103,9 @@ type Direct struct {
 	Layout string `yaml:"layout"`
 	// RuntimeReadEvery: between two full reads of the running HAProxy
 	// (show stat, show servers state, the file) the driver trusts what it
-	// read and applied, plus the worker's pid (a reload or restart is read
-	// at once) and the file's size and time; the full read finds an
+	// read and applied, plus the worker's pid and start time (a reload or
+	// restart, also one keeping the pid as in a container, is read at
+	// once) and the file's size and time; the full read finds an
 	// operator's runtime change (10m).
 	RuntimeReadEvery Duration `yaml:"runtime_read_every"`
 }

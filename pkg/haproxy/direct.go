@@ -49,7 +49,8 @@ type Options struct {
 	// the driver last read and applied (see readCache): after this the
 	// next apply reads the whole running HAProxy again, which finds an
 	// operator's runtime change (default DefaultFullReadEvery, 10m). A
-	// reload or restart of HAProxy is found at once (the worker's pid).
+	// reload or restart of HAProxy is found at once (the worker's pid and
+	// start time: procTable).
 	FullReadEvery time.Duration
 	// StateFileRefresh bounds how often the server-state file is dumped
 	// again after runtime applies (stateRefresher), so that an HAProxy
@@ -88,6 +89,8 @@ type Direct struct {
 	render haproxycfg.Renderer
 	// forced: the force-ups done, once per promotion and worker.
 	forced forcedUp
+	// procs tells apart the worker processes `show info` answers from.
+	procs procTable
 	// validated is the last desired that passed haproxycfg.Check (under
 	// mu): the next is validated where it differs (checkChanged).
 	validated []services.Service
@@ -175,8 +178,9 @@ type snapshot struct {
 	// cached: from the read cache, so file is what the last apply wrote
 	// (and the file on disk still has its size and mtime).
 	cached bool
-	// pid is the worker read (0: unknown).
-	pid int
+	// proc is the worker read (procTable: its pid and start time; 0:
+	// unknown).
+	proc procID
 	// base is the desired state the last successful apply left current in
 	// step with (from the read cache; nil after a full read): the services
 	// of a new desired equal to base's need no diff (incremental.go).
@@ -389,7 +393,7 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 		if err := d.rt.SetStates(ctx, downs); err != nil {
 			return res, fmt.Errorf("apply set_state: %w", err)
 		}
-		if err := d.forceUp(ctx, snap.pid, changes, &res); err != nil {
+		if err := d.forceUp(ctx, snap.proc, changes, &res); err != nil {
 			return res, err
 		}
 		if err := d.rt.SetStates(ctx, trackedDowns); err != nil {
@@ -466,7 +470,7 @@ func (d *Direct) Apply(ctx context.Context, desired []services.Service) (target.
 		res.Duration = time.Since(start)
 		return res, err
 	}
-	if err := d.forceUp(ctx, snap.pid, changes, &res); err != nil {
+	if err := d.forceUp(ctx, snap.proc, changes, &res); err != nil {
 		res.Duration = time.Since(start)
 		return res, err
 	}
@@ -787,8 +791,8 @@ func stateCmd(f Flip) string {
 // forceUp marks the new primary UP in write services at once (`set server
 // B/S health up`) instead of waiting for its rise checks; the next checks
 // still run, so a wrong nudge is undone after `fall` failures, and it is
-// not forced again in worker pid (forcedUp).
-func (d *Direct) forceUp(ctx context.Context, pid int, changes []target.Change, res *target.Result) error {
+// not forced again in worker proc (forcedUp).
+func (d *Direct) forceUp(ctx context.Context, proc procID, changes []target.Change, res *target.Result) error {
 	var cmds []string
 	for _, c := range changes {
 		if c.Kind == target.KindForceUp {
@@ -806,7 +810,7 @@ func (d *Direct) forceUp(ctx context.Context, pid int, changes []target.Change, 
 		return fmt.Errorf("force up: %w", err)
 	}
 	res.ForcedUp = time.Now()
-	d.forced.note(pid, changes)
+	d.forced.note(proc, changes)
 	return nil
 }
 

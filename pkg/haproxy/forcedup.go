@@ -13,11 +13,12 @@ import (
 // checks failed since (or an operator set it), and it is left to them — a
 // force-up never goes against a later real check failure. A new worker (a
 // reload, a restart) starts without the record: there it may be forced UP
-// once more. The Data Plane API driver keeps the same rule
-// (pkg/dataplaneapi/forced.go).
+// once more; a worker is its pid and its start time (procTable), as a
+// restarted HAProxy in its own pid namespace has the pid of the one before.
+// The Data Plane API driver keeps the same rule (pkg/dataplaneapi/forced.go).
 type forcedUp struct {
-	mu  sync.Mutex
-	pid map[string]int // "backend/server" -> the worker's pid when forced
+	mu   sync.Mutex
+	proc map[string]procID // "backend/server" -> the worker when forced
 }
 
 // settle forgets the servers desired no longer forces UP, and marks not
@@ -26,10 +27,10 @@ type forcedUp struct {
 func (f *forcedUp) settle(snap *snapshot, desired []services.Service) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if len(f.pid) == 0 {
+	if len(f.proc) == 0 {
 		return
 	}
-	keep := make(map[string]bool, len(f.pid))
+	keep := make(map[string]bool, len(f.proc))
 	for _, s := range desired {
 		if !target.WantsHealth(s) {
 			continue
@@ -39,12 +40,12 @@ func (f *forcedUp) settle(snap *snapshot, desired []services.Service) {
 				continue
 			}
 			k := s.Name + "/" + sv.Name
-			pid, ok := f.pid[k]
+			proc, ok := f.proc[k]
 			if !ok {
 				continue
 			}
 			keep[k] = true
-			if b := snap.current[s.Name]; b != nil && snap.pid != 0 && pid == snap.pid {
+			if b := snap.current[s.Name]; b != nil && snap.proc != 0 && proc == snap.proc {
 				if c, ok := b.Servers[sv.Name]; ok && c.Down {
 					// snap's map is its own; the backend may be the cache's.
 					b = cloneBackend(b)
@@ -55,17 +56,17 @@ func (f *forcedUp) settle(snap *snapshot, desired []services.Service) {
 			}
 		}
 	}
-	for k := range f.pid {
+	for k := range f.proc {
 		if !keep[k] {
-			delete(f.pid, k)
+			delete(f.proc, k)
 		}
 	}
 }
 
-// note records the force-ups of changes, done in worker pid (0: unknown,
+// note records the force-ups of changes, done in worker proc (0: unknown,
 // nothing recorded).
-func (f *forcedUp) note(pid int, changes []target.Change) {
-	if pid == 0 {
+func (f *forcedUp) note(proc procID, changes []target.Change) {
+	if proc == 0 {
 		return
 	}
 	f.mu.Lock()
@@ -74,9 +75,9 @@ func (f *forcedUp) note(pid int, changes []target.Change) {
 		if c.Kind != target.KindForceUp {
 			continue
 		}
-		if f.pid == nil {
-			f.pid = map[string]int{}
+		if f.proc == nil {
+			f.proc = map[string]procID{}
 		}
-		f.pid[c.Backend+"/"+c.Server] = pid
+		f.proc[c.Backend+"/"+c.Server] = proc
 	}
 }

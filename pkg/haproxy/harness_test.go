@@ -132,6 +132,41 @@ type rig struct {
 // master-worker mode and stops it by PID at cleanup.
 func startRig(t testing.TB) *rig {
 	t.Helper()
+	dir, opts := rigFiles(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p, err := StartProcess(ctx, opts.HAProxyBin, opts.ConfigPath, opts.MasterSocket, filepath.Join(dir, "haproxy.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := p.Stop(); err != nil {
+			t.Errorf("stop haproxy: %v", err)
+		}
+	})
+	r := &rig{dir: dir, opts: opts, proc: p}
+	r.newDirect(t)
+	return r
+}
+
+// newDirect makes r's driver for r.opts.
+func (r *rig) newDirect(t testing.TB) {
+	t.Helper()
+	var log = zaptest.NewLogger(t)
+	if _, ok := t.(*testing.B); ok {
+		log = nil
+	}
+	d := NewDirect(r.opts, log)
+	// Before HAProxy stops (cleanups run last first): the state file
+	// refresh still wanted is made, none after the test.
+	t.Cleanup(func() { _ = d.Close() })
+	r.direct, r.rt = d, d.Runtime()
+}
+
+// rigFiles makes a rig's directory (removed at cleanup) and options, and
+// writes a config with no services there.
+func rigFiles(t testing.TB) (string, Options) {
+	t.Helper()
 	bin := requireHAProxy(t)
 	// UNIX socket paths are limited to 108 bytes: t.TempDir() can be longer.
 	dir, err := os.MkdirTemp("", "hx")
@@ -153,26 +188,7 @@ func startRig(t testing.TB) *rig {
 	if err := os.WriteFile(opts.ConfigPath, cfg, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	p, err := StartProcess(ctx, bin, opts.ConfigPath, opts.MasterSocket, filepath.Join(dir, "haproxy.pid"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := p.Stop(); err != nil {
-			t.Errorf("stop haproxy: %v", err)
-		}
-	})
-	var log = zaptest.NewLogger(t)
-	if _, ok := t.(*testing.B); ok {
-		log = nil
-	}
-	d := NewDirect(opts, log)
-	// Before HAProxy stops (cleanups run last first): the state file
-	// refresh still wanted is made, none after the test.
-	t.Cleanup(func() { _ = d.Close() })
-	return &rig{dir: dir, opts: opts, proc: p, direct: d, rt: d.Runtime()}
+	return dir, opts
 }
 
 // eventually polls cond until it returns "" or the deadline passes.

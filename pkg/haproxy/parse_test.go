@@ -205,3 +205,19 @@ func TestStatePreserved(t *testing.T) {
 		})
 	}
 }
+
+// TestParseWorker: Pid and Uptime_sec of a `show info` answer; no uptime
+// is -1 (Direct reads such a worker whole at every apply).
+func TestParseWorker(t *testing.T) {
+	w, err := ParseWorker("Name: HAProxy\nVersion: 2.6.12\nPid: 3\nUptime: 0d 0h01m02s\nUptime_sec: 62\nStart_time_sec: 1796625092\n")
+	if err != nil || w.PID != 3 || w.Uptime != 62 {
+		t.Errorf("ParseWorker = %+v, %v", w, err)
+	}
+	w, err = ParseWorker("Name: HAProxy\nPid: 12\n")
+	if err != nil || w.PID != 12 || w.Uptime != -1 {
+		t.Errorf("without Uptime_sec: %+v, %v", w, err)
+	}
+	if _, err := ParseWorker("Name: HAProxy\nUptime_sec: 5\n"); err == nil {
+		t.Error("an answer without Pid: no error")
+	}
+}

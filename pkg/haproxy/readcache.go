@@ -25,8 +25,10 @@ const DefaultFullReadEvery = 10 * time.Minute
 // A full read fills it; every successful runtime apply patches what it
 // set (and read back); a reload empties it. It is used while
 //   - the worker answering the stats socket is the same process (`show
-//     info` Pid: a reload or restart, also one not made by the
-//     controller, makes the next read a full one),
+//     info` Pid and Uptime_sec, procTable: a reload or restart, also one
+//     not made by the controller, and one keeping the pid, as HAProxy in
+//     its own pid namespace does, makes the next read a full one; a worker
+//     that cannot be told apart, no Uptime_sec, is read whole every time),
 //   - the controller's file has the size and modification time it left it
 //     with (a hand edit is read),
 //   - FullReadEvery has not elapsed since the last full read (what an
@@ -44,8 +46,9 @@ type readCache struct {
 }
 
 type cacheState struct {
-	snap   *snapshot
-	pid    int
+	snap *snapshot
+	// proc is the worker snap was read from (procTable).
+	proc   procID
 	size   int64
 	mtime  time.Time
 	fullAt time.Time
@@ -88,7 +91,7 @@ func (d *Direct) readBase(ctx context.Context, desired []services.Service) (*sna
 	if err := d.check(); err != nil {
 		return nil, nil, err
 	}
-	pid, perr := d.rt.WorkerPID(ctx)
+	proc, perr := d.worker(ctx)
 	fi, ferr := os.Stat(d.opts.ConfigPath)
 	d.cache.mu.Lock()
 	c := d.cache.cacheState
@@ -99,8 +102,8 @@ func (d *Direct) readBase(ctx context.Context, desired []services.Service) (*sna
 		why = "first read"
 	case perr != nil:
 		why = "show info: " + perr.Error()
-	case pid != c.pid:
-		why = fmt.Sprintf("the running HAProxy changed (worker %d -> %d)", c.pid, pid)
+	case proc != c.proc:
+		why = fmt.Sprintf("the running HAProxy changed (%s -> %s)", c.proc, proc)
 	case ferr != nil || fi.Size() != c.size || !fi.ModTime().Equal(c.mtime):
 		why = "the config file changed"
 	case time.Since(c.fullAt) >= d.opts.FullReadEvery:
@@ -117,8 +120,8 @@ func (d *Direct) readBase(ctx context.Context, desired []services.Service) (*sna
 		if err != nil {
 			return nil, nil, err
 		}
-		// The pid the full read belongs to: a reload between the two reads
-		// only makes the next read full again.
+		// The worker the full read belongs to: a reload or a restart
+		// between the two reads only makes the next read full again.
 		fi, ferr := os.Stat(d.opts.ConfigPath)
 		d.cache.mu.Lock()
 		d.reads.Full++
@@ -126,7 +129,7 @@ func (d *Direct) readBase(ctx context.Context, desired []services.Service) (*sna
 		d.cache.gen++
 		full.gen = d.cache.gen
 		if perr == nil {
-			d.cache.snap, d.cache.pid, d.cache.fullAt = full.clone(), pid, time.Now()
+			d.cache.snap, d.cache.proc, d.cache.fullAt = full.clone(), proc, time.Now()
 			d.cache.size, d.cache.mtime = 0, time.Time{}
 			if ferr == nil {
 				d.cache.size, d.cache.mtime = fi.Size(), fi.ModTime()
@@ -136,14 +139,14 @@ func (d *Direct) readBase(ctx context.Context, desired []services.Service) (*sna
 		}
 		d.cache.mu.Unlock()
 		if perr == nil {
-			full.pid = pid
+			full.proc = proc
 		}
 		return full, nil, nil
 	}
 	d.cache.mu.Lock()
 	d.reads.Cached++
 	d.cache.mu.Unlock()
-	out := &snapshot{current: make(map[string]*target.Backend, len(snap.current)), file: snap.file, cached: true, pid: pid,
+	out := &snapshot{current: make(map[string]*target.Backend, len(snap.current)), file: snap.file, cached: true, proc: proc,
 		base: c.base, gen: gen}
 	for k, b := range snap.current {
 		out.current[k] = b
@@ -156,6 +159,21 @@ func (d *Direct) readBase(ctx context.Context, desired []services.Service) (*sna
 		}
 	}
 	return out, health, nil
+}
+
+// worker returns the worker answering the stats socket (procTable: its
+// pid and its start time, from one `show info`). A worker whose answer has
+// no Uptime_sec is an error: it could not be told from a restarted one
+// with its pid, so nothing cached of it may be trusted.
+func (d *Direct) worker(ctx context.Context) (procID, error) {
+	w, err := d.rt.ShowWorker(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if w.Uptime < 0 {
+		return 0, fmt.Errorf("worker %d without Uptime_sec (a restart keeping its pid could not be told apart)", w.PID)
+	}
+	return d.procs.identify(w.PID, w.Uptime, w.Sent, w.Received), nil
 }
 
 // readHealth reads the live health (DOWN) of backends into snap (readBase).

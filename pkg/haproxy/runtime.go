@@ -333,16 +333,57 @@ func ParseProc(out string) (ProcInfo, error) {
 
 // WorkerPID returns the PID of the worker answering on the stats socket.
 func (r *Runtime) WorkerPID(ctx context.Context) (int, error) {
+	w, err := r.ShowWorker(ctx)
+	return w.PID, err
+}
+
+// Worker is what one `show info` tells of the worker answering the stats
+// socket.
+type Worker struct {
+	PID int
+	// Uptime is its Uptime_sec: whole seconds since the worker started (a
+	// reload's new worker starts again at 0); -1 when the answer has none.
+	Uptime int64
+	// Sent and Received bound when HAProxy answered: right before the
+	// command was sent, right after its answer was read (time.Now, with
+	// its monotonic reading).
+	Sent, Received time.Time
+}
+
+// ShowWorker runs `show info` and returns its Pid and Uptime_sec.
+func (r *Runtime) ShowWorker(ctx context.Context) (Worker, error) {
+	sent := time.Now()
 	out, err := r.Exec(ctx, "show info")
 	if err != nil {
-		return 0, err
+		return Worker{}, err
 	}
+	w, err := ParseWorker(out)
+	w.Sent, w.Received = sent, time.Now()
+	return w, err
+}
+
+// ParseWorker reads Pid and Uptime_sec from a `show info` answer (Uptime
+// -1 when it has none; no Pid is an error).
+func ParseWorker(out string) (Worker, error) {
+	w := Worker{Uptime: -1}
+	havePID := false
 	for _, line := range strings.Split(out, "\n") {
 		if v, ok := strings.CutPrefix(line, "Pid: "); ok {
-			return strconv.Atoi(strings.TrimSpace(v))
+			pid, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				return w, fmt.Errorf("show info: Pid: %w", err)
+			}
+			w.PID, havePID = pid, true
+		} else if v, ok := strings.CutPrefix(line, "Uptime_sec: "); ok {
+			if up, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil && up >= 0 {
+				w.Uptime = up
+			}
 		}
 	}
-	return 0, fmt.Errorf("show info: no Pid line")
+	if !havePID {
+		return w, fmt.Errorf("show info: no Pid line")
+	}
+	return w, nil
 }
 
 // ReloadPollInterval is how often Reload polls the master and stats sockets.

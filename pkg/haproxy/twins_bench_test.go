@@ -63,7 +63,7 @@ func BenchmarkTwinsMassFailover(b *testing.B) {
 }
 
 // BenchmarkTwinsOneSwitchover: one cluster's switchover among 1,000: one
-// Apply flips its 4 twins; the driver reads `show info` (the worker's pid)
+// Apply flips its 4 twins; the driver reads `show info` (the worker's pid and uptime)
 // instead of the whole running HAProxy, and reads back that one backend.
 func BenchmarkTwinsOneSwitchover(b *testing.B) {
 	const n = 1000
