@@ -133,6 +133,13 @@ func splitFlips(changes []target.Change) (flips, rest []target.Change) {
 // configuration write) are not sent, nor the other flips of that backend
 // but its guards; the other backends go on, and the error names them.
 // guards may be nil (none sent before).
+//
+// Any other PUT that fails holds back only what depends on it (see
+// flipFails: a failed activation, its backend's deactivations that were to
+// follow it); every other backend goes on through every wave, and the
+// apply fails at the end naming every failed PUT and what was held back
+// (the backends of those are read again by the next apply). Only a write
+// check that fails, or the end of ctx, stops the waves.
 func (t *Target) applyFlips(ctx context.Context, desired []services.Service, flips, fence, afterFlip, force []target.Change, pid int64,
 	guards *guardBook) (time.Time, time.Time, error) {
 	if guards == nil {
@@ -283,6 +290,7 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 	}
 	downs = downs3
 	answered := &answerBook{m: map[string]map[string]string{}}
+	fails := &flipFails{trackedBy: trackedBy}
 	var chainMu sync.Mutex
 	first := func(c target.Change, rs *models.RuntimeServer) error {
 		if err := then(c, rs); err != nil {
@@ -312,10 +320,8 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 			// rs answered ready for c: an answer that did not (the
 			// repair below reads it) still leaves the backend's other
 			// active servers; the deactivation goes as it would have in
-			// the third wave.
-			if err := t.putOneState(ctx, d, answered, nil, pid, nil); err != nil {
-				return err
-			}
+			// the third wave. (Its failure is its own: see flipFails.)
+			fails.put(d, func() error { return t.putOneState(ctx, d, answered, nil, pid, nil) })
 		}
 		return nil
 	}
@@ -343,13 +349,24 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 		if i == 0 {
 			g = guards
 		}
-		if err := t.putStates(ctx, batch, answered, after, pid, g); err != nil {
-			// What runs in the backends flipped is unknown now.
+		// A PUT that fails holds back what depends on it only (flipFails):
+		// the other backends go on through every wave.
+		err := t.putWave(ctx, batch, answered, after, pid, g, fails)
+		if err == nil && ctx.Err() != nil {
+			err = fmt.Errorf("set admin state: %w", ctx.Err())
+		}
+		if err != nil {
+			// (The write check failed, or the apply's context ended:
+			// nothing more goes.) What runs in the backends flipped is
+			// unknown now.
 			var names []string
 			for b := range touched(flips) {
 				names = append(names, b)
 			}
 			t.adminForget(names)
+			if ferr := fails.err(); ferr != nil {
+				err = fmt.Errorf("%w; %w", err, ferr)
+			}
 			if gerr := guards.err(back); gerr != nil {
 				err = fmt.Errorf("%w; %w", err, gerr)
 			}
@@ -370,8 +387,27 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 			}
 		}
 	}
-	// (Every chain ran: an activation that failed returned above.)
+	// The chains whose activations did not all succeed did not run: held
+	// back.
+	for _, cs := range chained {
+		for _, c := range cs {
+			fails.holdBack(c)
+		}
+	}
 	t.adminMerge(answered.m)
+	// What runs in the backends of a failed PUT is unknown: the next
+	// apply reads them (and those held back with them) again. They are
+	// neither read nor repaired here: the apply fails, and the
+	// controller applies again.
+	failedB := fails.backends()
+	if len(failedB) > 0 {
+		names := make([]string, 0, len(failedB))
+		for b := range failedB {
+			names = append(names, b)
+		}
+		t.adminForget(names)
+	}
+	ferr := fails.err()
 	// A backend held back is left as it is: neither its flips not sent
 	// nor its guards that did not take are read and repaired here (a
 	// repair would ready its incoming twin); the next apply reads the
@@ -383,7 +419,7 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 	}
 	var wrong []target.Change
 	for _, c := range flips {
-		if held[c.Backend] {
+		if held[c.Backend] || failedB[c.Backend] {
 			continue
 		}
 		if got, ok := answered.m[c.Backend][c.Server]; !ok || (got == "ready") != (target.StateOf(c) == "ready") {
@@ -391,6 +427,13 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 		}
 	}
 	gerr := guards.err(back)
+	if ferr != nil {
+		if gerr != nil {
+			gerr = fmt.Errorf("%w; %w", ferr, gerr)
+		} else {
+			gerr = ferr
+		}
+	}
 	if len(wrong) == 0 {
 		if gerr != nil {
 			return fencedAt, time.Time{}, gerr
@@ -559,6 +602,130 @@ func (t *Target) putStates(ctx context.Context, batch []target.Change, answered 
 		return fmt.Errorf("set admin state: %w", err)
 	}
 	return nil
+}
+
+// putWave is putStates for one wave of applyFlips: a change's failure
+// (its PUT, or what then does after it) is noted in fails, and the changes
+// it holds back are not sent; the other changes go. It fails only when the
+// write check does (nothing is sent then).
+func (t *Target) putWave(ctx context.Context, batch []target.Change, answered *answerBook, then func(target.Change, *models.RuntimeServer) error, pid int64,
+	guards *guardBook, fails *flipFails) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	if err := target.CheckWrite(ctx); err != nil {
+		return err
+	}
+	eachParallel(batch, flipParallel, func(c target.Change) error {
+		fails.put(c, func() error { return t.putOneState(ctx, c, answered, then, pid, guards) })
+		return nil
+	})
+	return nil
+}
+
+// flipFails is what failed among the runtime PUTs of one applyFlips, and
+// what that held back: failures stay where they start. A failed
+// activation of a server in backend B (or a force-up of a server that
+// B's twins track: target.TrackedBy) holds back B's deactivations that
+// were to follow it (incoming before outgoing: never a backend with zero
+// active servers), nothing else; a failed deactivation or forced DOWN
+// holds back nothing. The other backends go on through every wave; the
+// apply fails at its end naming every failed PUT and what was held back.
+// (A write guard never fails here: see guardBook.)
+type flipFails struct {
+	trackedBy map[string][]string
+	mu        sync.Mutex
+	failed    []string        // the errors, each naming its server
+	held      map[string]bool // backends whose deactivations are held back
+	heldFrom  map[string]bool // backends of the failed PUTs
+	back      []target.Change // held back (not sent)
+}
+
+// put runs do, c's PUT (and what follows it), unless c is held back;
+// a failure is noted.
+func (f *flipFails) put(c target.Change, do func() error) {
+	if f.holds(c) {
+		f.holdBack(c)
+		return
+	}
+	if err := do(); err != nil {
+		f.fail(c, err)
+	}
+}
+
+// holds reports whether c is held back: a deactivation of a backend held.
+func (f *flipFails) holds(c target.Change) bool {
+	if c.Kind != target.KindSetState || target.StateOf(c) == "ready" {
+		return false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.held[c.Backend]
+}
+
+func (f *flipFails) holdBack(c target.Change) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.back = append(f.back, c)
+}
+
+func (f *flipFails) fail(c target.Change, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failed = append(f.failed, err.Error()) // (it names c's server)
+	if f.heldFrom == nil {
+		f.heldFrom, f.held = map[string]bool{}, map[string]bool{}
+	}
+	f.heldFrom[c.Backend] = true
+	var brought []string // the backends c was to bring a server UP in
+	switch {
+	case c.Kind == target.KindSetState && target.StateOf(c) == "ready":
+		brought = []string{c.Backend}
+	case c.Kind == target.KindForceUp:
+		brought = append([]string{c.Backend}, f.trackedBy[c.Backend+"/"+c.Server]...)
+	}
+	for _, b := range brought {
+		f.held[b] = true
+	}
+}
+
+// backends names the backends whose state is unknown: those of the failed
+// PUTs and those held back with them (nil when none failed).
+func (f *flipFails) backends() map[string]bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.failed) == 0 {
+		return nil
+	}
+	out := map[string]bool{}
+	for b := range f.heldFrom {
+		out[b] = true
+	}
+	for b := range f.held {
+		out[b] = true
+	}
+	return out
+}
+
+// err names every failed PUT and what was held back; nil when none failed.
+func (f *flipFails) err() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.failed) == 0 {
+		return nil
+	}
+	failed := append([]string(nil), f.failed...)
+	sort.Strings(failed)
+	msg := "set admin state: " + strings.Join(failed, "; ")
+	if len(f.back) > 0 {
+		var not []string
+		for _, c := range f.back {
+			not = append(not, c.Kind+" "+c.Backend+"/"+c.Server)
+		}
+		sort.Strings(not)
+		msg += "; held back (not sent): " + strings.Join(not, ", ")
+	}
+	return fmt.Errorf("%s", msg)
 }
 
 // putOneState is one change of putStates.
