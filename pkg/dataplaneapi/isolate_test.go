@@ -362,3 +362,67 @@ func TestTwinsMassFailoverFailedActivationIsolated(t *testing.T) {
 		})
 	}
 }
+
+// twoMembers is n clusters of 2 members whose primary is member primary,
+// their replica and offline services laid out as twins (trackedTwins: the
+// replica service's backup twins track the primary service's servers),
+// intents set in the write services.
+func twoMembers(t *testing.T, n, primary int, intents func(i int, sv *services.Server)) []services.Service {
+	t.Helper()
+	var out []services.Service
+	for i := 0; i < n; i++ {
+		out = append(out, trackedTwins(t, cluster(fmt.Sprintf("pg-f%03d", i), 10+i, 2, primary), intents)...)
+	}
+	return out
+}
+
+// TestTwinsEarlyActivationFailureHoldsBackMainRun: a failover of 3
+// clusters of 2 members (member 2 forced UP, member 1 fenced, their health
+// read by the apply): the read services' flips go while the health is
+// read (flipsBeforeHealth), but the deactivations of the replica services
+// (their incoming twin tracks the new primary) wait for its force-up in
+// the main run. One replica service's activation among the early flips
+// fails (500): that backend keeps its outgoing twin (the main run does not
+// deactivate it: incoming before outgoing across the two runs), every
+// other cluster completes, the apply fails naming the PUT and what it held
+// back, and the next apply completes it.
+func TestTwinsEarlyActivationFailureHoldsBackMainRun(t *testing.T) {
+	for _, v := range []int{2, 3} {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
+			f := &putFailer{backend: "pg-f001-replica", server: "pg-f001-1", body: `"admin_state":"ready"`}
+			h := failerHarness(t, v, f)
+			base := twoMembers(t, 3, 1, func(int, *services.Server) {})
+			h.apply(t, "create", base)
+			h.apply(t, "settle", base)
+			f.set(true)
+			fo := twoMembers(t, 3, 2, func(i int, sv *services.Server) { sv.ForceUp, sv.ForceDown = i == 2, i == 1 })
+			_, err := h.tg.Apply(h.ctx, fo)
+			if f.count() == 0 {
+				t.Fatal("the failing PUT was never sent")
+			}
+			if err == nil {
+				t.Fatal("the failover applied without error; pg-f001-replica/pg-f001-1's PUT failed")
+			}
+			for _, want := range []string{"pg-f001-replica/pg-f001-1", "held back", "pg-f001-replica/pg-f001-2"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not name %s", err, want)
+				}
+			}
+			for _, not := range []string{"pg-f000", "pg-f002"} {
+				if strings.Contains(err.Error(), not) {
+					t.Errorf("error %q names %s", err, not)
+				}
+			}
+			checkIsolated(t, readyTwins(t, h, fo), wantReady(base), wantReady(fo), "pg-f001-replica", "pg-f001-1", true)
+
+			f.set(false)
+			h.apply(t, "retry", fo)
+			if got, want := readyTwins(t, h, fo), wantReady(fo); !sameSet(got["pg-f001-replica"], want["pg-f001-replica"]) {
+				t.Errorf("after the retry pg-f001-replica ready %v, want %v", got["pg-f001-replica"], want["pg-f001-replica"])
+			}
+			if res := h.apply(t, "idle", fo); len(res.Changes) != 0 {
+				t.Errorf("idle after the retry: %+v", res.Changes)
+			}
+		})
+	}
+}

@@ -461,7 +461,7 @@ func (t *Target) applyOnce(ctx context.Context, desired []services.Service) (tar
 	pre := sync.OnceValue(func() []target.Change { return target.Diff(st.current, st.diffSet(desired)) })
 	up := bringsUp(desired, hr.decided)
 	skip, retryIn := t.deferCrashed(desired, pre, up)
-	early, flipped, err := t.flipsBeforeHealth(ctx, desired, st, hr, pre, up, skip)
+	early, ups, flipped, err := t.flipsBeforeHealth(ctx, desired, st, hr, pre, up, skip)
 	if err != nil {
 		if _, ferr := flipped(); ferr != nil {
 			err = fmt.Errorf("%w; %w", err, ferr)
@@ -470,8 +470,9 @@ func (t *Target) applyOnce(ctx context.Context, desired []services.Service) (tar
 	}
 	// The rest goes while the early flips may still be going: it touches
 	// other servers (the write services'), and a new primary's force-up
-	// need not wait for 4,000 read-service flips.
-	res, err := t.applyChanges(ctx, desired, st, early, skip)
+	// need not wait for 4,000 read-service flips; a backend's deactivations
+	// there wait for its activations among the early flips only (ups).
+	res, err := t.applyChanges(ctx, desired, st, early, ups, skip)
 	res.Deferred, res.RetryIn = len(skip), retryIn
 	earlyAt, ferr := flipped()
 	if !res.MovedAt.IsZero() && earlyAt.After(res.MovedAt) {
@@ -503,8 +504,10 @@ func (t *Target) applyOnce(ctx context.Context, desired []services.Service) (tar
 }
 
 // applyChanges applies what differs from desired in st, but the flips of
-// early (applied, or being applied) and of skip (deferCrashed).
-func (t *Target) applyChanges(ctx context.Context, desired []services.Service, st *state, early []target.Change, skip map[string]bool) (target.Result, error) {
+// early (applied, or being applied; ups are their activations, nil when
+// none) and of skip (deferCrashed).
+func (t *Target) applyChanges(ctx context.Context, desired []services.Service, st *state, early []target.Change, ups *earlyUps,
+	skip map[string]bool) (target.Result, error) {
 	changes := withoutFlips(withoutSkipped(target.Diff(st.current, st.diffSet(desired)), skip), early)
 	blindDetails(changes, st.blind)
 	changes = t.holdChanges(changes, st.diffSet(desired), st.found)
@@ -589,7 +592,7 @@ func (t *Target) applyChanges(ctx context.Context, desired []services.Service, s
 			}
 		}
 	}
-	fencedAt, movedAt, err := t.applyFlips(ctx, desired, flips, fence, afterFlip, force, pid, guards)
+	fencedAt, movedAt, err := t.applyFlips(ctx, desired, flips, fence, afterFlip, force, pid, guards, flipLink{before: ups})
 	if err != nil {
 		return res, err
 	}
@@ -613,13 +616,15 @@ func (t *Target) applyChanges(ctx context.Context, desired []services.Service, s
 // Only when the apply makes
 // no configuration change (the flips follow a configuration write) and
 // something is read (else they go with the rest, in fewer round trips). It
-// returns, once the health is read, the flips under way and a function
-// that waits for them to end (and says whether they failed).
+// returns, once the health is read, the flips under way, their
+// activations as they end (which the rest's deactivations of the same
+// backend wait for: incoming before outgoing across the two runs) and a
+// function that waits for them to end (and says whether they failed).
 func (t *Target) flipsBeforeHealth(ctx context.Context, desired []services.Service, st *state, hr *healthRead,
-	pre func() []target.Change, up bool, skip map[string]bool) ([]target.Change, func() (time.Time, error), error) {
+	pre func() []target.Change, up bool, skip map[string]bool) ([]target.Change, *earlyUps, func() (time.Time, error), error) {
 	none := func() (time.Time, error) { return time.Time{}, nil }
 	if !hr.pending() || st.pid == 0 {
-		return nil, none, hr.run(ctx)
+		return nil, nil, none, hr.run(ctx)
 	}
 	write := map[string]bool{}
 	for _, d := range desired {
@@ -653,19 +658,20 @@ func (t *Target) flipsBeforeHealth(ctx context.Context, desired []services.Servi
 			}
 		case target.KindForceDown, target.KindForceUp:
 		default:
-			return nil, none, hr.run(ctx)
+			return nil, nil, none, hr.run(ctx)
 		}
 	}
 	if len(early) == 0 {
-		return nil, none, hr.run(ctx)
+		return nil, nil, none, hr.run(ctx)
 	}
+	ups := newEarlyUps(early)
 	type end struct {
 		at  time.Time
 		err error
 	}
 	done := make(chan end, 1)
 	go func() {
-		_, _, err := t.applyFlips(ctx, desired, early, nil, nil, nil, st.pid, nil)
+		_, _, err := t.applyFlips(ctx, desired, early, nil, nil, nil, st.pid, nil, flipLink{made: ups})
 		done <- end{time.Now(), err}
 	}()
 	var e end
@@ -674,7 +680,7 @@ func (t *Target) flipsBeforeHealth(ctx context.Context, desired []services.Servi
 		once.Do(func() { e = <-done })
 		return e.at, e.err
 	}
-	return early, flipped, hr.run(ctx)
+	return early, ups, flipped, hr.run(ctx)
 }
 
 // bringsUp reports whether desired has a new primary to force UP that the

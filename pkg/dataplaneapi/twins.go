@@ -140,8 +140,18 @@ func splitFlips(changes []target.Change) (flips, rest []target.Change) {
 // apply fails at the end naming every failed PUT and what was held back
 // (the backends of those are read again by the next apply). Only a write
 // check that fails, or the end of ctx, stops the waves.
+//
+// link ties the two runs of an apply whose read services' flips go while
+// the forced servers' health is read (flipsBeforeHealth): that run notes
+// its activations in link.made as they end, and this apply's main run
+// sends a backend's deactivations only after that backend's activations
+// there (link.before), and holds them back when one failed.
 func (t *Target) applyFlips(ctx context.Context, desired []services.Service, flips, fence, afterFlip, force []target.Change, pid int64,
-	guards *guardBook) (time.Time, time.Time, error) {
+	guards *guardBook, link flipLink) (time.Time, time.Time, error) {
+	if link.made != nil {
+		// (An activation not answered by the end was not made.)
+		defer link.made.end()
+	}
 	if guards == nil {
 		guards = &guardBook{}
 	}
@@ -290,7 +300,7 @@ func (t *Target) applyFlips(ctx context.Context, desired []services.Service, fli
 	}
 	downs = downs3
 	answered := &answerBook{m: map[string]map[string]string{}}
-	fails := &flipFails{trackedBy: trackedBy}
+	fails := &flipFails{trackedBy: trackedBy, made: link.made, before: link.before}
 	var chainMu sync.Mutex
 	first := func(c target.Change, rs *models.RuntimeServer) error {
 		if err := then(c, rs); err != nil {
@@ -632,8 +642,15 @@ func (t *Target) putWave(ctx context.Context, batch []target.Change, answered *a
 // holds back nothing. The other backends go on through every wave; the
 // apply fails at its end naming every failed PUT and what was held back.
 // (A write guard never fails here: see guardBook.)
+//
+// Across the two runs of an apply (see flipLink) the same holds: the
+// activations of the run before the health reads are noted in made as
+// they end, and the main run's deactivations of their backend wait for
+// them (before) and are held back when one failed or was not sent.
 type flipFails struct {
 	trackedBy map[string][]string
+	made      *earlyUps // this run's activations end there (the run before the health reads)
+	before    *earlyUps // the activations this run's deactivations wait for (the main run)
 	mu        sync.Mutex
 	failed    []string        // the errors, each naming its server
 	held      map[string]bool // backends whose deactivations are held back
@@ -644,13 +661,115 @@ type flipFails struct {
 // put runs do, c's PUT (and what follows it), unless c is held back;
 // a failure is noted.
 func (f *flipFails) put(c target.Change, do func() error) {
-	if f.holds(c) {
+	if f.holds(c) || f.heldBefore(c) {
 		f.holdBack(c)
 		return
 	}
-	if err := do(); err != nil {
+	err := do()
+	if err != nil {
 		f.fail(c, err)
 	}
+	if f.made != nil && c.Kind == target.KindSetState && target.StateOf(c) == "ready" {
+		f.made.answered(c.Backend, err != nil)
+	}
+}
+
+// heldBefore waits, for a deactivation c, for the activations of its
+// backend made by the run before the health reads (f.before), and reports
+// whether one of them failed (or was not sent): c is held back then, and
+// its backend noted as failed (incoming before outgoing across the runs).
+func (f *flipFails) heldBefore(c target.Change) bool {
+	if f.before == nil || c.Kind != target.KindSetState || target.StateOf(c) == "ready" {
+		return false
+	}
+	if !f.before.wait(c.Backend) {
+		return false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.heldFrom == nil {
+		f.heldFrom, f.held = map[string]bool{}, map[string]bool{}
+	}
+	if !f.held[c.Backend] {
+		f.failed = append(f.failed, c.Backend+": an activation sent before the health reads failed")
+	}
+	f.held[c.Backend], f.heldFrom[c.Backend] = true, true
+	return true
+}
+
+// flipLink ties the two applyFlips of an apply whose read services' flips
+// go while the forced servers' health is read (flipsBeforeHealth): made in
+// that run, before in the main one; zero when there is one run.
+type flipLink struct {
+	made, before *earlyUps
+}
+
+// earlyUps are the activations of the flips made before the health reads,
+// per backend: the main run's deactivations of a backend wait for its
+// activations there to end (no longer than ordering requires: nothing
+// else of that run), and are held back when one failed.
+type earlyUps struct {
+	mu     sync.Mutex
+	left   map[string]int           // backend -> activations not ended
+	failed map[string]bool          // backends with an activation failed or not sent
+	done   map[string]chan struct{} // closed when left reaches 0
+}
+
+// newEarlyUps notes the activations of flips.
+func newEarlyUps(flips []target.Change) *earlyUps {
+	u := &earlyUps{left: map[string]int{}, failed: map[string]bool{}, done: map[string]chan struct{}{}}
+	for _, c := range flips {
+		if c.Kind == target.KindSetState && target.StateOf(c) == "ready" {
+			if u.left[c.Backend] == 0 {
+				u.done[c.Backend] = make(chan struct{})
+			}
+			u.left[c.Backend]++
+		}
+	}
+	return u
+}
+
+// answered notes that an activation in backend b ended (failed, or not).
+func (u *earlyUps) answered(b string, failed bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.left[b] == 0 {
+		return
+	}
+	if failed {
+		u.failed[b] = true
+	}
+	if u.left[b]--; u.left[b] == 0 {
+		close(u.done[b])
+	}
+}
+
+// end notes the end of the run: an activation that did not end was not
+// sent (a write check failed, or the context ended).
+func (u *earlyUps) end() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for b, n := range u.left {
+		if n > 0 {
+			u.failed[b], u.left[b] = true, 0
+			close(u.done[b])
+		}
+	}
+}
+
+// wait waits for the activations in backend b to end (the run always
+// ends: see end) and reports whether one failed or was not sent.
+func (u *earlyUps) wait(b string) bool {
+	u.mu.Lock()
+	ch := u.done[b]
+	u.mu.Unlock()
+	if ch == nil {
+		return false
+	}
+	<-ch
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.failed[b]
 }
 
 // holds reports whether c is held back: a deactivation of a backend held.
