@@ -20,10 +20,11 @@ import (
 
 // putFailer is a transport that answers 500, without sending it, every
 // runtime PUT of server `server` in backend `backend` whose body contains
-// `body`, while on.
+// `body`, while on, but the first `pass` of them.
 type putFailer struct {
 	next                  http.RoundTripper
 	backend, server, body string
+	pass                  int
 	mu                    sync.Mutex
 	on                    bool
 	failed                int
@@ -48,6 +49,10 @@ func (f *putFailer) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	f.mu.Lock()
 	fail := f.on && backend == f.backend && bytes.Contains(b, []byte(f.body))
+	if fail && f.pass > 0 {
+		f.pass--
+		fail = false
+	}
 	if fail {
 		f.failed++
 	}
@@ -421,6 +426,78 @@ func TestTwinsEarlyActivationFailureHoldsBackMainRun(t *testing.T) {
 				t.Errorf("after the retry pg-f001-replica ready %v, want %v", got["pg-f001-replica"], want["pg-f001-replica"])
 			}
 			if res := h.apply(t, "idle", fo); len(res.Changes) != 0 {
+				t.Errorf("idle after the retry: %+v", res.Changes)
+			}
+		})
+	}
+}
+
+// putsTo counts the runtime PUTs of backend/server in reqs.
+func putsTo(reqs []dpapitest.Request, backend, server string) int {
+	n := 0
+	for _, r := range reqs {
+		if r.Method == http.MethodPut && r.Path == "/runtime/servers/"+server && r.Query.Get("backend") == backend {
+			n++
+		}
+	}
+	return n
+}
+
+// TestTwinsFailedRepairActivationHoldsBackItsBackendOnly: in a switchover
+// of 3 clusters, outside parties hold admin states against it (the PUTs
+// answer what they hold): two replica services' outgoing twins stay ready,
+// and one of them an incoming twin in maint, so that the apply reads them
+// back and repairs them (verifyFlips). The repair activation fails (500):
+// it holds back its own backend's repair deactivation (never zero active
+// servers) and nothing else: the other backend's repair deactivation is
+// sent; the apply fails naming the PUT and what it held back; the next
+// apply, the holds gone, completes it.
+func TestTwinsFailedRepairActivationHoldsBackItsBackendOnly(t *testing.T) {
+	for _, v := range []int{2, 3} {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
+			// The switchover's own activation goes; its repair fails.
+			f := &putFailer{backend: "pg-f001-replica", server: "pg-f001-1", body: `"admin_state":"ready"`, pass: 1}
+			h := failerHarness(t, v, f)
+			base := writerTwinned(t, 3, 1)
+			h.apply(t, "create", base)
+			h.apply(t, "settle", base)
+			h.srv.HoldAdminState("pg-f001-replica", "pg-f001-1", "maint")
+			h.srv.HoldAdminState("pg-f001-replica", "pg-f001-2", "ready")
+			h.srv.HoldAdminState("pg-f002-replica", "pg-f002-2", "ready")
+			f.set(true)
+			h.srv.ResetRequests()
+			sw := writerTwinned(t, 3, 2)
+			_, err := h.tg.Apply(h.ctx, sw)
+			if f.count() == 0 {
+				t.Fatal("the failing repair PUT was never sent")
+			}
+			if err == nil {
+				t.Fatal("the switchover applied without error; pg-f001-replica/pg-f001-1's repair PUT failed")
+			}
+			for _, want := range []string{"pg-f001-replica/pg-f001-1", "held back", "pg-f001-replica/pg-f001-2"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not name %s", err, want)
+				}
+			}
+			reqs := h.srv.Writes()
+			if n := putsTo(reqs, "pg-f001-replica", "pg-f001-2"); n != 1 {
+				t.Errorf("%d PUTs of pg-f001-replica/pg-f001-2, want 1 (its repair held back by its backend's failed repair activation)", n)
+			}
+			if n := putsTo(reqs, "pg-f002-replica", "pg-f002-2"); n != 2 {
+				t.Errorf("%d PUTs of pg-f002-replica/pg-f002-2, want 2 (its repair held back by another backend's failure)", n)
+			}
+
+			f.set(false)
+			h.srv.HoldAdminState("pg-f001-replica", "pg-f001-1", "")
+			h.srv.HoldAdminState("pg-f001-replica", "pg-f001-2", "")
+			h.srv.HoldAdminState("pg-f002-replica", "pg-f002-2", "")
+			h.apply(t, "retry", sw)
+			if got, want := readyTwins(t, h, sw), wantReady(sw); !sameSet(got["pg-f001-replica"], want["pg-f001-replica"]) ||
+				!sameSet(got["pg-f002-replica"], want["pg-f002-replica"]) {
+				t.Errorf("after the retry ready %v and %v, want %v and %v", got["pg-f001-replica"], got["pg-f002-replica"],
+					want["pg-f001-replica"], want["pg-f002-replica"])
+			}
+			if res := h.apply(t, "idle", sw); len(res.Changes) != 0 {
 				t.Errorf("idle after the retry: %+v", res.Changes)
 			}
 		})

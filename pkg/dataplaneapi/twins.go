@@ -590,34 +590,18 @@ func (b *answerBook) note(backend, server, admin string) {
 	b.m[backend][server] = admin
 }
 
-// putStates PUTs the admin state of every change in batch, flipParallel in
-// flight, and records in answered (when set) what the API answered. then,
-// when set, runs right after each change's PUT succeeded, with its answer.
-// A force_up or force_down change in batch is forced so (forceHealth, for
+// putWave PUTs the admin state of every change in batch (one wave of
+// applyFlips, or verifyFlips' repairs), flipParallel in flight, and
+// records in answered (when set) what the API answered. then, when set,
+// runs right after each change's PUT succeeded, with its answer. A
+// force_up or force_down change in batch is forced so (forceHealth, for
 // process pid); then runs after a force_up (with no answer: it brings UP
-// the twins that track its server, see applyFlips), not after a force_down.
-// With guards set, the write guards of batch are checked (putGuard).
-func (t *Target) putStates(ctx context.Context, batch []target.Change, answered *answerBook, then func(target.Change, *models.RuntimeServer) error, pid int64,
-	guards *guardBook) error {
-	if len(batch) == 0 {
-		return nil
-	}
-	if err := target.CheckWrite(ctx); err != nil {
-		return err
-	}
-	err := t.runtimeMany(ctx, batch, func(c target.Change) error {
-		return t.putOneState(ctx, c, answered, then, pid, guards)
-	})
-	if err != nil {
-		return fmt.Errorf("set admin state: %w", err)
-	}
-	return nil
-}
-
-// putWave is putStates for one wave of applyFlips: a change's failure
-// (its PUT, or what then does after it) is noted in fails, and the changes
-// it holds back are not sent; the other changes go. It fails only when the
-// write check does (nothing is sent then).
+// the twins that track its server, see applyFlips), not after a
+// force_down. With guards set, the write guards of batch are checked
+// (putGuard). A change's failure (its PUT, or what then does after it) is
+// noted in fails, and the changes it holds back are not sent; the other
+// changes go. It fails only when the write check does (nothing is sent
+// then).
 func (t *Target) putWave(ctx context.Context, batch []target.Change, answered *answerBook, then func(target.Change, *models.RuntimeServer) error, pid int64,
 	guards *guardBook, fails *flipFails) error {
 	if len(batch) == 0 {
@@ -847,7 +831,7 @@ func (f *flipFails) err() error {
 	return fmt.Errorf("%s", msg)
 }
 
-// putOneState is one change of putStates.
+// putOneState is one change of putWave.
 func (t *Target) putOneState(ctx context.Context, c target.Change, answered *answerBook, then func(target.Change, *models.RuntimeServer) error, pid int64,
 	guards *guardBook) error {
 	guard := guards != nil && guards.isGuard(c)
@@ -936,7 +920,9 @@ func eachParallel[T any](items []T, n int, do func(T) error) []string {
 // what is read is what the next applies start from, see adminCache) and
 // repairs what differs from desired once; a
 // mismatch left after that is an error (status and metrics report it; the
-// next resync reads those backends again and tries again).
+// next resync reads those backends again and tries again). The repair
+// activations go before the deactivations; one that fails holds back its
+// own backend's deactivations only (flipFails), and the error names both.
 func (t *Target) verifyFlips(ctx context.Context, desired []services.Service, flips []target.Change) error {
 	touchedB := touched(flips)
 	var names []string
@@ -992,11 +978,24 @@ func (t *Target) verifyFlips(ctx context.Context, desired []services.Service, fl
 				downs = append(downs, c)
 			}
 		}
+		// Incoming before outgoing, per backend (flipFails): a repair
+		// activation that fails holds back its backend's repair
+		// deactivations only; the other backends' go.
+		fails := &flipFails{}
 		for _, b := range [][]target.Change{ups, downs} {
-			if err := t.putStates(ctx, b, nil, nil, 0, nil); err != nil {
+			if err := t.putWave(ctx, b, nil, nil, 0, nil, fails); err != nil {
 				t.adminForget(names)
+				if ferr := fails.err(); ferr != nil {
+					err = fmt.Errorf("%w; %w", err, ferr)
+				}
 				return err
 			}
+		}
+		if err := fails.err(); err != nil {
+			// (What runs in the backends repaired is unknown: the next
+			// apply reads them again.)
+			t.adminForget(names)
+			return err
 		}
 	}
 }
