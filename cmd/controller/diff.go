@@ -12,7 +12,6 @@ import (
 
 	"github.com/pgsvc/pgsvc/pkg/app"
 	"github.com/pgsvc/pgsvc/pkg/config"
-	"github.com/pgsvc/pgsvc/pkg/controller"
 	"github.com/pgsvc/pgsvc/pkg/patroni"
 	"github.com/pgsvc/pgsvc/pkg/plan"
 	"github.com/pgsvc/pgsvc/pkg/services"
@@ -103,17 +102,23 @@ func desiredNow(ctx context.Context, cfg *config.Config, inv *topology.Inventory
 		return nil, fmt.Errorf("etcd: %w", err)
 	}
 	defer cli.Close()
-	dcs := map[string]*patroni.ClusterState{}
-	for _, ns := range controller.Namespaces(inv) {
+	return desiredFrom(inv, func(ns string) (map[string]*patroni.ClusterState, error) {
 		states, _, err := patroni.List(ctx, cli, ns)
 		if err != nil {
 			return nil, fmt.Errorf("etcd: %w", err)
 		}
-		for name, st := range states {
-			dcs[name] = st
-		}
+		return states, nil
+	}, cfg.IncludeUnknown)
+}
+
+// desiredFrom reads each namespace of inv once with list (decoded states
+// keyed as patroni.Decode keys them) and computes the plan's services.
+func desiredFrom(inv *topology.Inventory, list func(ns string) (map[string]*patroni.ClusterState, error), includeUnknown bool) ([]services.Service, error) {
+	dcs, err := statesByCluster(inv, list)
+	if err != nil {
+		return nil, err
 	}
-	p, err := plan.Compute(inv, dcs, plan.Options{IncludeUnknown: cfg.IncludeUnknown})
+	p, err := plan.Compute(inv, dcs, plan.Options{IncludeUnknown: includeUnknown})
 	if err != nil {
 		return nil, err
 	}

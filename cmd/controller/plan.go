@@ -64,19 +64,35 @@ func (in *planInput) compute() (*plan.Plan, *topology.Inventory, error) {
 // decodePerNamespace decodes the snapshot once per distinct pg_namespace and
 // keeps, for every cluster, the state of its own scope in its own namespace.
 func decodePerNamespace(inv *topology.Inventory, kvs []patroni.KV) map[string]*patroni.ClusterState {
+	dcs, _ := statesByCluster(inv, func(ns string) (map[string]*patroni.ClusterState, error) {
+		return patroni.Decode(ns, kvs), nil
+	})
+	return dcs
+}
+
+// statesByCluster reads each distinct pg_namespace of inv once with list
+// (its states keyed as patroni.Decode keys them) and returns, keyed by
+// cluster name as plan.Compute looks them up, the state of every cluster's
+// own scope in its own namespace: a Citus group's key is
+// "<pg_shard>/<pg_group>" (Cluster.DCSKey), not its pg_cluster, and one
+// scope in two namespaces is two clusters.
+func statesByCluster(inv *topology.Inventory, list func(ns string) (map[string]*patroni.ClusterState, error)) (map[string]*patroni.ClusterState, error) {
 	byNS := map[string]map[string]*patroni.ClusterState{}
 	dcs := make(map[string]*patroni.ClusterState, len(inv.Clusters))
 	for _, c := range inv.Clusters {
 		decoded, ok := byNS[c.Namespace]
 		if !ok {
-			decoded = patroni.Decode(c.Namespace, kvs)
+			var err error
+			if decoded, err = list(c.Namespace); err != nil {
+				return nil, err
+			}
 			byNS[c.Namespace] = decoded
 		}
 		if st := decoded[c.DCSKey]; st != nil {
 			dcs[c.Name] = st
 		}
 	}
-	return dcs
+	return dcs, nil
 }
 
 func runPlan(args []string, stdout, stderr io.Writer) int {

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/pgsvc/pgsvc/pkg/patroni"
+	"github.com/pgsvc/pgsvc/pkg/services"
 	"github.com/pgsvc/pgsvc/pkg/target"
 	"github.com/pgsvc/pgsvc/pkg/topology"
 )
@@ -164,4 +165,61 @@ func countEvents(h []Event, kind string) int {
 		}
 	}
 	return n
+}
+
+// TestTwinNameCollisionIsolated: with unknown members included and the twin
+// layout, a member Patroni reports under the name of another member's
+// backup twin (pg-live-1.backup) must not fail the target's whole layout:
+// that member is not served (a warning names it), pg-live is served without
+// it, and pg-test's switchover in the same apply is applied.
+func TestTwinNameCollisionIsolated(t *testing.T) {
+	inv, err := topology.Parse("two.yml", []byte(twoClusters))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ft := &fakeTarget{}
+	c := New(inv, []target.Target{target.WithTwins(ft)}, Options{IncludeUnknown: true})
+	snap := func(rev int64, testLeader string, live *patroni.ClusterState) patroni.Snapshot {
+		s := state(rev, testLeader, 100, "pg-test-1", "pg-test-2", "pg-test-3")
+		s.Clusters["pg-live"] = live
+		return s
+	}
+	c.Observe(snap(10, "pg-test-1", liveState("pg-live-1", "pg-live-1", "pg-live-2")))
+	step(c, false)
+	disabled := func(name string) string {
+		return serversWhere(ft.last(), name, func(sv services.Server) bool { return sv.Disabled })
+	}
+	if got := disabled("pg-test-replica"); got != "pg-test-1" {
+		t.Fatalf("pg-test-replica disabled twins = %q at start, want pg-test-1 (the primary is backup)", got)
+	}
+	n := ft.count()
+
+	// pg-test switches over; Patroni reports a member of pg-live named like
+	// pg-live-1's backup twin.
+	live := liveState("pg-live-1", "pg-live-1", "pg-live-2")
+	live.Members["pg-live-1.backup"] = &patroni.Member{Name: "pg-live-1.backup", Host: "127.0.0.29", Port: 5432, APIPort: 8008,
+		Role: patroni.RoleReplica, RawRole: patroni.RoleReplica, State: "running", Timeline: 1}
+	c.Observe(snap(11, "pg-test-2", live))
+	step(c, false)
+	if ft.count() == n {
+		t.Fatalf("nothing applied: %+v", c.Status().Targets)
+	}
+	if got := disabled("pg-test-replica"); got != "pg-test-2" {
+		t.Errorf("pg-test's switchover not applied: replica disabled twins %q, want pg-test-2 (the new primary)", got)
+	}
+	if got := serversWhere(ft.last(), "pg-live-replica", func(sv services.Server) bool { return sv.Address == "127.0.0.29" }); got != "" {
+		t.Errorf("the colliding member is served: %q", got)
+	}
+	if got := serverNames(ft.last(), "pg-live-primary"); got != "pg-live-1,pg-live-2" {
+		t.Errorf("pg-live-primary servers = %q, want pg-live's two members", got)
+	}
+	var warned bool
+	for _, cl := range c.Status().Clusters {
+		if cl.Name == "pg-live" {
+			warned = strings.Contains(strings.Join(cl.Warnings, "\n"), "pg-live-1.backup")
+		}
+	}
+	if !warned {
+		t.Errorf("no pg-live warning names pg-live-1.backup")
+	}
 }

@@ -46,6 +46,40 @@ func TestLoadInventoryRejectsWhatRunCannotApply(t *testing.T) {
 	}
 }
 
+// TestLoadInventorySelectorCompilerPanic: go-jmespath's compiler panics on an
+// identifier followed by U+0080; loading such an inventory (at start or on a
+// hot reload) must return an error naming the file and the field, not panic.
+func TestLoadInventorySelectorCompilerPanic(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ name, service, field string }{
+		{"selector", `{ name: x, port: 5440, selector: "[? pg_offline_query\x80 ]" }`, "pg_services[0].selector"},
+		{"backup", `{ name: x, port: 5440, selector: "[]", backup: "A\u0080 0" }`, "pg_services[0].backup"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, tc.name+".yml")
+			inv := strings.ReplaceAll(testInventory, "vars: { pg_cluster: pg-duo }",
+				"vars: { pg_cluster: pg-duo, pg_services: ["+tc.service+"] }")
+			if err := os.WriteFile(path, []byte(inv), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				if r := recover(); r != nil {
+					t.Fatalf("LoadInventory panicked: %v", r)
+				}
+			}()
+			got, err := LoadInventory(path, topology.ParseOptions{})
+			if got != nil || err == nil {
+				t.Fatalf("LoadInventory = %v, %v: want an error", got, err)
+			}
+			for _, want := range []string{path, tc.field, "does not compile"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("err = %v, want it to contain %q", err, want)
+				}
+			}
+		})
+	}
+}
+
 // TestGhostLeaderIgnored (issue 12 row 7): a leader key naming no known
 // member leaves the last known leader primary, with a warning.
 func TestGhostLeaderIgnored(t *testing.T) {

@@ -176,6 +176,8 @@ func warnings(v *topology.View, st *patroni.ClusterState, haveDCS, includeUnknow
 	}
 	for _, m := range v.Members {
 		switch {
+		case m.TwinClash != "":
+			w = append(w, fmt.Sprintf("member %s (%s) is in Patroni but not in the inventory, and its name is the backup twin name of member %s: not served", m.Name, m.Address, m.TwinClash))
 		case !m.Known && includeUnknown:
 			w = append(w, fmt.Sprintf("member %s (%s) is in Patroni but not in the inventory: served because unknown members are included", m.Name, m.Address))
 		case !m.Known:

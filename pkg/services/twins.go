@@ -3,6 +3,8 @@ package services
 import (
 	"fmt"
 	"unicode"
+
+	"github.com/pgsvc/pgsvc/pkg/topology"
 )
 
 // LayoutTwins is Service.Layout for the twin layout (see Twins).
@@ -12,7 +14,9 @@ const LayoutTwins = "twins"
 // a normal server, "pg-test-1.backup" the same member as a `backup` server.
 // Both are valid HAProxy server names and read naturally in `show stat`,
 // `controller status` and the Data Plane API.
-const BackupTwinSuffix = ".backup"
+// Merge leaves unserved an unknown member named like another member's
+// backup twin (topology.MemberView.TwinClash).
+const BackupTwinSuffix = topology.BackupTwinSuffix
 
 // selectsAll reports whether a selector picks every member (Pigsty's `[]`).
 func selectsAll(sel string) bool {

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/pgsvc/pgsvc/pkg/haproxyname"
+	"github.com/pgsvc/pgsvc/pkg/topology"
 )
 
 // ErrSelectorShape matches (errors.Is) a selector that returned something
@@ -69,6 +70,9 @@ func ValidateService(s *Service) error {
 	}
 	if s.Maxconn < 0 {
 		return bad("maxconn %d is negative", s.Maxconn)
+	}
+	if s.Maxconn > topology.MaxMaxconn {
+		return bad("maxconn %d is above %d (HAProxy reads it into a C int)", s.Maxconn, topology.MaxMaxconn)
 	}
 	if err := serverOptions(s.DefaultServer); err != nil {
 		return bad("%v", err)

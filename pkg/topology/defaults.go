@@ -18,6 +18,11 @@ const (
 	defaultServerOptions = "inter 3s fastinter 1s downinter 5s rise 3 fall 3 on-marked-down shutdown-sessions slowstart 30s maxconn 3000 maxqueue 128 weight 100"
 )
 
+// MaxMaxconn is the largest service maxconn accepted: HAProxy reads a
+// frontend's maxconn into a C int (it documents no lower cap), so a larger
+// value would wrap or be refused by HAProxy when the configuration loads.
+const MaxMaxconn = 1<<31 - 1
+
 // DefaultServerOptions is the default-server line Pigsty uses when a service
 // sets no options.
 const DefaultServerOptions = defaultServerOptions

@@ -460,8 +460,9 @@ func (p *parser) member(mv layer, w where, cluster string, hostLine int) *Member
 }
 
 // checkNodePorts rejects a service port that equals a member's own
-// PostgreSQL, pgbouncer or Patroni port: without pg_service_provider every
-// member's HAProxy binds every service port on that member.
+// PostgreSQL, pgbouncer or Patroni port: without pg_service_provider (or
+// with one that names no group, see delegated) every member's HAProxy binds
+// every service port on that member.
 func (p *parser) checkNodePorts(c *Cluster, w where) {
 	for _, m := range c.Members {
 		for _, s := range c.Services {
@@ -478,13 +479,30 @@ func (p *parser) checkNodePorts(c *Cluster, w where) {
 	}
 }
 
+// delegated reports whether c's services go to its pg_service_provider
+// group rather than to its members' own HAProxies. As Pigsty's pgsql role
+// (service_local.yml when pg_service_provider is empty or not in groups) and
+// placement.Place do, a provider that names no inventory group is local.
+func (p *parser) delegated(c *Cluster) bool {
+	return c.ServiceProvider != "" && p.isGroup(c.ServiceProvider)
+}
+
+// isGroup reports whether name is an Ansible group of the inventory (as
+// Ansible's groups has them: all, ungrouped and every group under children,
+// empty or not).
+func (p *parser) isGroup(name string) bool {
+	return name == "all" || name == "ungrouped" || p.groupsByName[name] != nil
+}
+
 // checkProviders enforces that clusters delegating to the same
 // pg_service_provider group use distinct service ports: they share HAProxies.
+// A provider that is not a group is local (see delegated): its clusters'
+// ports are checked per member (checkNodePorts), not here.
 func (p *parser) checkProviders() {
 	type owner struct{ cluster, service string }
 	byProvider := map[string]map[int]owner{}
 	for _, c := range p.inv.Clusters {
-		if c.ServiceProvider == "" {
+		if !p.delegated(c) {
 			continue
 		}
 		ports := byProvider[c.ServiceProvider]

@@ -40,6 +40,12 @@ func TestParseRejects(t *testing.T) {
 		{"provider-port-clash.yml", `provider-port-clash.yml:16: cluster pg-b: pg_default_services[0].port: service "primary": port 10013 already used by service "primary" of cluster pg-a on provider group proxy`},
 		{"bad-selector.yml", `bad-selector.yml:9: cluster pg-test: pg_services[0].selector: service "standby": selector "[? pg_role ==" does not compile: SyntaxError: Incomplete expression`},
 		{"bad-backup.yml", `bad-backup.yml:9: cluster pg-test: pg_services[0].backup: service "standby": backup selector "[? ]" does not compile: SyntaxError: Invalid token: tRbracket`},
+		// go-jmespath's compiler panics on an identifier followed by U+0080:
+		// reported as a compile error, never a crash.
+		{"panic-selector.yml", `panic-selector.yml:9: cluster pg-test: pg_services[0].selector: service "standby": selector "[? pg_offline_query\u0080 ]" does not compile: invalid expression (the JMESPath compiler failed: runtime error: index out of range [2] with length 2)`},
+		{"panic-backup.yml", `panic-backup.yml:9: cluster pg-test: pg_services[0].backup: service "standby": backup selector "A\u0080 0" does not compile: invalid expression (the JMESPath compiler failed: runtime error: index out of range [2] with length 2)`},
+		// HAProxy reads maxconn into a C int.
+		{"bad-maxconn.yml", `bad-maxconn.yml:9: cluster pg-test: pg_services[0].maxconn: service "standby": maxconn must be an integer between 1 and 2147483647, got 2147483648`},
 		{"missing-service-name.yml", `missing-service-name.yml:9: cluster pg-test: pg_services[0].name: missing (every service needs a name)`},
 		{"missing-service-port.yml", `missing-service-port.yml:9: cluster pg-test: pg_services[0].port: service "standby": missing port`},
 		{"missing-selector.yml", `missing-selector.yml:9: cluster pg-test: pg_services[0].selector: service "standby": missing selector (use "[]" for every member)`},

@@ -446,7 +446,7 @@ func (p *parser) cluster(name string, hosts []pgHost) {
 		}
 		c.Members = append(c.Members, m)
 	}
-	if c.ServiceProvider == "" {
+	if !p.delegated(c) {
 		p.checkNodePorts(c, w)
 	}
 	c.Vars = clusterVars(hosts)

@@ -202,3 +202,45 @@ func TestInventoryGroups(t *testing.T) {
 		t.Error("unknown group has hosts")
 	}
 }
+
+// TestProviderNotAGroupIsLocal: Pigsty runs service_local.yml when
+// pg_service_provider is not in groups (each member's own HAProxy carries
+// its cluster's services), and placement.Place does the same. Clusters
+// naming such a provider do not share HAProxies: the same ports are fine,
+// and their members' own ports are checked as for local clusters.
+func TestProviderNotAGroupIsLocal(t *testing.T) {
+	src := `all:
+  children:
+    pg-a:
+      hosts: { 10.10.10.11: { pg_seq: 1, pg_role: primary } }
+      vars: { pg_cluster: pg-a }
+    pg-b:
+      hosts: { 10.10.10.12: { pg_seq: 1, pg_role: primary } }
+      vars: { pg_cluster: pg-b }
+  vars:
+    pg_service_provider: proxy
+`
+	inv, err := Parse("inv.yml", []byte(src))
+	if err != nil {
+		t.Fatalf("provider proxy names no group: want both clusters local (distinct HAProxies), got %v", err)
+	}
+	if len(inv.Clusters) != 2 {
+		t.Fatalf("%d clusters, want 2", len(inv.Clusters))
+	}
+
+	// A member's own port under a service port: rejected as for local.
+	clash := strings.Replace(src, "vars: { pg_cluster: pg-b }",
+		`vars: { pg_cluster: pg-b, pg_services: [ { name: bouncer, port: 6432, selector: "[]" } ] }`, 1)
+	_, err = Parse("inv.yml", []byte(clash))
+	want := `inv.yml:8: cluster pg-b, host 10.10.10.12: pg_services[0].port: service "bouncer": port 6432 collides with pgbouncer_port on the member (every member's HAProxy binds the service ports)`
+	if err == nil || err.Error() != want {
+		t.Errorf("service on the member's pgbouncer port:\n got %v\nwant %s", err, want)
+	}
+
+	// An existing group is a provider: its clusters share its HAProxies.
+	shared := strings.Replace(src, "  vars:\n    pg_service_provider", "    proxy: { hosts: { 10.10.10.20: {} } }\n  vars:\n    pg_service_provider", 1)
+	_, err = Parse("inv.yml", []byte(shared))
+	if err == nil || !strings.Contains(err.Error(), "on provider group proxy") {
+		t.Errorf("provider group proxy exists: want the shared-port error, got %v", err)
+	}
+}

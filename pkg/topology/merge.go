@@ -142,7 +142,36 @@ func merge(c *Cluster, st *patroni.ClusterState, opts MergeOptions) *View {
 		}
 		v.Members = append(v.Members, unknownMember(v, st, name, live, opts))
 	}
+	refuseTwinNames(v)
 	return v
+}
+
+// BackupTwinSuffix names a member's backup twin in the twin layout:
+// "pg-test-1" is the member as a normal server, "pg-test-1.backup" the same
+// member as a backup server (see services.Twins).
+const BackupTwinSuffix = ".backup"
+
+// refuseTwinNames leaves unserved an unknown member whose name is another
+// member's backup twin name (pg-test-1.backup beside pg-test-1): served, the
+// two would share one HAProxy server name in the twin layout, and a
+// target's layout of every cluster would fail. Only that member of that
+// cluster is refused (TwinClash names it; plan warns). Inventory members are
+// named <pg_cluster>-<pg_seq> and never end in the suffix.
+func refuseTwinNames(v *View) {
+	names := make(map[string]bool, len(v.Members))
+	for _, m := range v.Members {
+		names[m.Name] = true
+	}
+	for _, m := range v.Members {
+		if m.Known || !m.Served {
+			continue
+		}
+		if base, ok := strings.CutSuffix(m.Name, BackupTwinSuffix); ok && names[base] {
+			m.Served = false
+			m.TwinClash = base
+			m.RoleReason += "; not served: its name is the backup twin name of member " + base
+		}
+	}
 }
 
 // mergeRole applies the live-role merge rule to one inventory member.

@@ -545,3 +545,28 @@ func TestRoleReasonsShared(t *testing.T) {
 		t.Fatalf("role reasons %q and %q are two copies", ra, rb)
 	}
 }
+
+// TestMergeRefusesTwinNames: an unknown member named like another member's
+// backup twin is not served (its cluster's twin layout would hold two
+// servers of one name); one whose base name is no member is.
+func TestMergeRefusesTwinNames(t *testing.T) {
+	inv := mustParse(t, mergeInventory)
+	st := state("pg-test-1",
+		live("pg-test-1", "127.0.0.11", "master"), live("pg-test-2", "127.0.0.12", "replica"),
+		live("pg-test-1"+BackupTwinSuffix, "127.0.0.21", "replica"),
+		live("pg-x"+BackupTwinSuffix, "127.0.0.22", "replica"))
+	v := Merge(inv.Cluster("pg-test"), st, MergeOptions{IncludeUnknown: true})
+	got := map[string]*MemberView{}
+	for _, m := range v.Members {
+		got[m.Name] = m
+	}
+	if m := got["pg-test-1.backup"]; m == nil || m.Served || m.TwinClash != "pg-test-1" || !strings.Contains(m.RoleReason, "backup twin name of member pg-test-1") {
+		t.Errorf("pg-test-1.backup: %+v, want not served, TwinClash pg-test-1", m)
+	}
+	if m := got["pg-x.backup"]; m == nil || !m.Served || m.TwinClash != "" {
+		t.Errorf("pg-x.backup: %+v, want served (no member pg-x)", m)
+	}
+	if m := got["pg-test-1"]; m == nil || !m.Served {
+		t.Errorf("pg-test-1: %+v, want served", m)
+	}
+}

@@ -2,6 +2,7 @@ package topology
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 
@@ -31,7 +32,7 @@ func CompileSelector(expr string) (*jmespath.JMESPath, error) {
 	if ok {
 		return jp, nil
 	}
-	jp, err := jmespath.Compile(q)
+	jp, err := compile(q)
 	if err != nil {
 		return nil, err
 	}
@@ -42,6 +43,20 @@ func CompileSelector(expr string) (*jmespath.JMESPath, error) {
 	compiled.m[q] = jp
 	compiled.mu.Unlock()
 	return jp, nil
+}
+
+// compile is jmespath.Compile with its panics turned into errors: go-jmespath
+// v0.4.0's lexer indexes past the end of its input on some non-ASCII text
+// (an identifier character followed by U+0080, e.g. "A\u0080 0"). A selector
+// comes from an inventory an operator edits, and a bad one must be reported
+// like any other compile error, not take the process down.
+func compile(q string) (jp *jmespath.JMESPath, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			jp, err = nil, fmt.Errorf("invalid expression (the JMESPath compiler failed: %v)", r)
+		}
+	}()
+	return jmespath.Compile(q)
 }
 
 // maxCompiled bounds the shared compiled selectors.

@@ -65,3 +65,43 @@ func TestQuoteLegacyLiterals(t *testing.T) {
 		})
 	}
 }
+
+// TestCompileSelectorCompilerPanic: go-jmespath v0.4.0's lexer panics (index
+// out of range) on an identifier character followed by U+0080. Compiling such
+// a selector must return an error, not panic.
+func TestCompileSelectorCompilerPanic(t *testing.T) {
+	for _, expr := range []string{"A\u0080 0", "[? pg_offline_query\u0080 ]", "[? pg_role\u0080x == `primary` ]"} {
+		t.Run(expr, func(t *testing.T) {
+			defer func() {
+				if r := recover(); r != nil {
+					t.Fatalf("CompileSelector(%q) panicked: %v", expr, r)
+				}
+			}()
+			jp, err := CompileSelector(expr)
+			if err == nil || jp != nil {
+				t.Fatalf("CompileSelector(%q) = %v, %v: want an error", expr, jp, err)
+			}
+		})
+	}
+}
+
+// FuzzCompileSelector checks that no selector text makes CompileSelector
+// panic, and that it returns exactly one of an expression and an error.
+func FuzzCompileSelector(f *testing.F) {
+	for _, s := range []string{
+		"[]",
+		"[? pg_role == `primary` || pg_role == `offline` ]",
+		"[? pg_role == `offline` || pg_offline_query ]",
+		"[? pg_role == 'a`b']",
+		"A\u0080 0", // found by fuzzing: the go-jmespath compiler panicked
+		"[? pg_offline_query\u0080 ]",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, expr string) {
+		jp, err := CompileSelector(expr)
+		if (jp == nil) == (err == nil) {
+			t.Fatalf("CompileSelector(%q) = %v, %v: want exactly one of them", expr, jp, err)
+		}
+	})
+}

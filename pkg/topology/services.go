@@ -196,8 +196,8 @@ func (p *parser) service(raw any, item *yaml.Node, line int, src string, w where
 	}
 	sd.Maxconn = defaultMaxconn
 	if v, set := m["maxconn"]; set && v != nil {
-		if n, isInt := asInt(v); !isInt || n < 1 {
-			bad("maxconn", "%smaxconn must be a positive integer, got %s", what, describe(v))
+		if n, isInt := asInt(v); !isInt || n < 1 || n > MaxMaxconn {
+			bad("maxconn", "%smaxconn must be an integer between 1 and %d, got %s", what, MaxMaxconn, describe(v))
 		} else {
 			sd.Maxconn = n
 		}

@@ -141,8 +141,12 @@ type MemberView struct {
 	// Known is false for a member Patroni reports that the inventory lacks.
 	Known bool
 	// Served is false when the member must not appear in any service
-	// (unknown members, unless the include-unknown option is set).
+	// (unknown members, unless the include-unknown option is set, or one
+	// named like another member's backup twin: see TwinClash).
 	Served bool
+	// TwinClash, for an unknown member left unserved because its name is
+	// the backup twin name of another member, names that member.
+	TwinClash string
 	// Live is Patroni's view of the member (nil when Patroni does not report it).
 	Live *patroni.Member
 	// Inventory member (nil for unknown members).
