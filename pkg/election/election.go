@@ -304,6 +304,15 @@ func (e *Elector) term(ctx context.Context) (started bool, err error) {
 	}
 	log = log.With(zap.String("key", key))
 	e.setHolding(true)
+	// Deferred last, so it runs first: the term is over the moment term
+	// returns (key deleted, lease lost, deadline given up), and another
+	// candidate may already have won. IsLeader must turn false before the
+	// slow cleanup below (waiting for the goroutines, revoking the lease,
+	// up to a second with a slow etcd), not after it.
+	defer func() {
+		e.setHolding(false)
+		e.notify()
+	}()
 	next := e.notify()
 	if !e.IsLeader() {
 		log.Warn("won the election with a lease past its fencing deadline; waiting for a keepalive")
