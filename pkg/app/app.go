@@ -100,7 +100,7 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<
 		elector = election.New(cli, election.Options{Key: cfg.Election.Key, Identity: cfg.Election.Identity, TTL: cfg.Election.TTL, Log: log})
 		opts.Gate = elector.IsLeader
 		opts.Term = elector.Term
-		lc := newLeaderCache(elector)
+		lc := newLeaderCache(elector, time.Duration(cfg.Election.TTL)*time.Second)
 		go lc.run(ctx)
 		opts.LeaderInfo = lc.info
 	}

@@ -77,3 +77,33 @@ func TestLeaseRevokedNoTwoLeaders(t *testing.T) {
 		}
 	})
 }
+
+// slowOnce makes every unary KeepAliveOnce take longer than the elector's
+// per-call timeout (interval), as a loaded etcd would; the streaming
+// KeepAlive (used by concurrency.Session) is untouched and keeps the lease.
+type slowOnce struct{ clientv3.Lease }
+
+func (s slowOnce) KeepAliveOnce(ctx context.Context, id clientv3.LeaseID) (*clientv3.LeaseKeepAliveResponse, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestFencedHolderGivesUp: a leader whose own keepalives keep failing is
+// fenced (IsLeader false) at its deadline; a grace later it must give the
+// election up, so that another instance leads, and campaign again.
+func TestFencedHolderGivesUp(t *testing.T) {
+	srv := etcdtest.Start(t)
+	acli := srv.Client(t)
+	acli.Lease = slowOnce{acli.Lease}
+	a := start(t, acli, "a-slow-keepalive")
+	waitFor(t, 10*time.Second, "a to win", func() bool { return a.e.IsLeader() })
+	b := start(t, srv.Client(t), "b-healthy")
+	cli := srv.Client(t)
+	waitFor(t, testTTL*time.Second, "a fenced", func() bool { return !a.e.IsLeader() })
+	// Deadline + grace is about a TTL after a's grant; allow two more.
+	waitFor(t, 3*testTTL*time.Second, "b to lead", func() bool { return b.e.IsLeader() })
+	if a.e.IsLeader() {
+		t.Fatal("a and b both lead")
+	}
+	waitFor(t, 3*testTTL*time.Second, "a to campaign again", func() bool { return candidates(t, cli) == 2 })
+}
