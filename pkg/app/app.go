@@ -179,25 +179,41 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<
 		go watchInventory(wctx, ctl, cfg, namespaces, placed, log)
 	}
 
-	electionDone := make(chan struct{})
+	var elect func(context.Context) error
 	if elector != nil {
-		go func() {
-			defer close(electionDone)
-			_ = elector.Run(wctx)
-		}()
-	} else {
-		close(electionDone)
+		elect = elector.Run
 	}
-	err = ctl.Run(ctx)
+	err = runLeading(ctx, ctl.Run, elect)
 	cancelWatch()
 	for range namespaces {
 		<-done
 	}
-	<-electionDone
 	log.Info("controller stopped")
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
+	return err
+}
+
+// runLeading runs the controller (run) until ctx ends, and the election
+// (elect, nil without election) on a context of its own, ended (the elector
+// resigns) only once run has returned, i.e. once its target workers
+// finished: a write in flight at the stop (past its last lease check) must
+// land while this instance still holds the lease, not after the next
+// leader may have started writing. It returns run's error once both ended.
+func runLeading(ctx context.Context, run, elect func(context.Context) error) error {
+	if elect == nil {
+		return run(ctx)
+	}
+	ectx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = elect(ectx)
+	}()
+	err := run(ctx)
+	cancel()
+	<-done
 	return err
 }
 
