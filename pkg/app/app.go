@@ -123,7 +123,7 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<
 		_ = srv.Shutdown(sctx)
 	}()
 	log.Info("controller starting", zap.String("inventory", inv.File), zap.Int("clusters", len(inv.Clusters)),
-		zap.Strings("etcd", cfg.Etcd.Endpoints), zap.Int("targets", len(targets)), zap.String("status", "http://"+ln.Addr().String()+"/status"),
+		zap.Strings("etcd", redactAll(cfg.Etcd.Endpoints)), zap.Int("targets", len(targets)), zap.String("status", "http://"+ln.Addr().String()+"/status"),
 		zap.Bool("dry_run", cfg.DryRun))
 	if ready != nil {
 		ready <- ln.Addr().String()
@@ -193,6 +193,15 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<
 		return nil
 	}
 	return err
+}
+
+// redactAll is config.Redact of each URL.
+func redactAll(urls []string) []string {
+	out := make([]string, len(urls))
+	for i, u := range urls {
+		out[i] = config.Redact(u)
+	}
+	return out
 }
 
 // runLeading runs the controller (run) until ctx ends, and the election

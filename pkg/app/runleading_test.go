@@ -59,3 +59,10 @@ func TestElectorOutlivesController(t *testing.T) {
 		t.Fatal("runLeading returned before the elector ended")
 	}
 }
+
+func TestRedactAll(t *testing.T) {
+	got := redactAll([]string{"http://root:S3cret@127.0.0.1:1", "http://127.0.0.1:2"})
+	if len(got) != 2 || got[0] != "http://root:xxxxx@127.0.0.1:1" || got[1] != "http://127.0.0.1:2" {
+		t.Fatalf("redactAll = %q", got)
+	}
+}
