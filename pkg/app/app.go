@@ -49,6 +49,16 @@ func NewLogger(cfg config.Log, w io.Writer) *zap.Logger {
 // Serve runs the controller until ctx is done. ready, when set, receives the
 // bound status address once it listens (tests).
 func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<- string) error {
+	return ServeHUP(ctx, cfg, log, ready, nil)
+}
+
+// ServeHUP is Serve with the caller's SIGHUP channel (each signal re-reads
+// the inventory once the controller runs; one that came earlier is kept
+// by the channel's buffer). The run command registers it first thing, so
+// that a SIGHUP right after the start does not kill the process (the
+// default action) before Serve is far enough to handle it. With hup nil,
+// Serve registers SIGHUP itself.
+func ServeHUP(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<- string, hup <-chan os.Signal) error {
 	inv, err := plan.LoadInventory(cfg.Inventory, topology.ParseOptions{PigstyVersion: cfg.PigstyVersion})
 	if err != nil {
 		return err
@@ -162,9 +172,12 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<
 		}
 	}()
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	if hup == nil {
+		own := make(chan os.Signal, 1)
+		signal.Notify(own, syscall.SIGHUP)
+		defer signal.Stop(own)
+		hup = own
+	}
 	go func() {
 		for {
 			select {
