@@ -111,7 +111,18 @@ func ServeHUP(ctx context.Context, cfg *config.Config, log *zap.Logger, ready ch
 		opts.Gate = elector.IsLeader
 		opts.Term = elector.Term
 		lc := newLeaderCache(elector, time.Duration(cfg.Election.TTL)*time.Second)
-		go lc.run(ctx)
+		// Stopped and waited for on every return (an early listen error
+		// included), before the deferred cli.Close.
+		lctx, cancelLC := context.WithCancel(ctx)
+		lcDone := make(chan struct{})
+		go func() {
+			defer close(lcDone)
+			lc.run(lctx)
+		}()
+		defer func() {
+			cancelLC()
+			<-lcDone
+		}()
 		opts.LeaderInfo = lc.info
 	}
 	reg := prometheus.NewRegistry()
