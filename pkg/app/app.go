@@ -79,6 +79,9 @@ func ServeHUP(ctx context.Context, cfg *config.Config, log *zap.Logger, ready ch
 				zap.String("url", config.Redact(t.URL)), zap.Strings("clusters", t.Clusters))
 		}
 	}
+	for _, w := range ElectionDirectWarnings(cfg) {
+		log.Warn("election with a direct target", zap.String("warning", w))
+	}
 	placed := TargetsKey(dp)
 	targets, directs, err := buildTargetsClosing(cfg, dp, log)
 	if err != nil {
@@ -217,6 +220,26 @@ func ServeHUP(ctx context.Context, cfg *config.Config, log *zap.Logger, ready ch
 		return nil
 	}
 	return err
+}
+
+// ElectionDirectWarnings explains, for each direct target of a config with
+// the election on, that only the elected instance writes: the direct driver
+// manages the HAProxy on its own host, so with one instance per node the
+// standbys' HAProxies never follow a failover. Supported only when every
+// instance drives the same HAProxy (same host and files, as
+// TestPausedLeaderDropsStaleApply does); one HAProxy per node needs
+// dataplaneapi targets.
+func ElectionDirectWarnings(cfg *config.Config) []string {
+	if !cfg.Election.Enabled {
+		return nil
+	}
+	var out []string
+	for i, d := range cfg.Direct {
+		out = append(out, fmt.Sprintf("election.enabled with direct[%d] (%s): only the elected instance writes, so this "+
+			"HAProxy follows failovers only while this instance leads, unless every instance drives this same HAProxy; "+
+			"for one HAProxy per node use dataplaneapi targets (all HAProxies from the leader)", i, d.ConfigPath))
+	}
+	return out
 }
 
 // redactAll is config.Redact of each URL.

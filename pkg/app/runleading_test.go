@@ -3,8 +3,11 @@ package app
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/pgsvc/pgsvc/pkg/config"
 )
 
 // TestElectorOutlivesController: at the stop the elector keeps leading (its
@@ -64,5 +67,17 @@ func TestRedactAll(t *testing.T) {
 	got := redactAll([]string{"http://root:S3cret@127.0.0.1:1", "http://127.0.0.1:2"})
 	if len(got) != 2 || got[0] != "http://root:xxxxx@127.0.0.1:1" || got[1] != "http://127.0.0.1:2" {
 		t.Fatalf("redactAll = %q", got)
+	}
+}
+
+func TestElectionDirectWarnings(t *testing.T) {
+	cfg := &config.Config{Direct: []config.Direct{{ConfigPath: "/etc/haproxy/haproxy.cfg"}}}
+	if w := ElectionDirectWarnings(cfg); len(w) != 0 {
+		t.Fatalf("without election: %q", w)
+	}
+	cfg.Election.Enabled = true
+	w := ElectionDirectWarnings(cfg)
+	if len(w) != 1 || !strings.Contains(w[0], "election.enabled with direct[0] (/etc/haproxy/haproxy.cfg)") || !strings.Contains(w[0], "dataplaneapi") {
+		t.Fatalf("warnings %q", w)
 	}
 }
