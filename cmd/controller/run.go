@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -148,6 +149,12 @@ func parseRunAll(args []string, stderr io.Writer) (*config.Config, runFlags, err
 }
 
 func runRun(args []string, stdout, stderr io.Writer) int {
+	// First: SIGHUP's default action kills the process, and systemctl
+	// reload may send one right after the start. Serve handles it (and a
+	// buffered early one) once running.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	cfg, f, err := parseRunAll(args, stderr)
 	pprofAddr := f.pprof
 	if errors.Is(err, flag.ErrHelp) {
@@ -186,7 +193,7 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 		defer closePprof()
 		log.Info("profiling endpoints on", zap.String("url", "http://"+addr+"/debug/pprof/"))
 	}
-	if err := app.Serve(ctx, cfg, log, nil); err != nil {
+	if err := app.ServeHUP(ctx, cfg, log, nil, hup); err != nil {
 		fmt.Fprintf(stderr, "controller: %v\n", err)
 		return 1
 	}

@@ -49,6 +49,16 @@ func NewLogger(cfg config.Log, w io.Writer) *zap.Logger {
 // Serve runs the controller until ctx is done. ready, when set, receives the
 // bound status address once it listens (tests).
 func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<- string) error {
+	return ServeHUP(ctx, cfg, log, ready, nil)
+}
+
+// ServeHUP is Serve with the caller's SIGHUP channel (each signal re-reads
+// the inventory once the controller runs; one that came earlier is kept
+// by the channel's buffer). The run command registers it first thing, so
+// that a SIGHUP right after the start does not kill the process (the
+// default action) before Serve is far enough to handle it. With hup nil,
+// Serve registers SIGHUP itself.
+func ServeHUP(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<- string, hup <-chan os.Signal) error {
 	inv, err := plan.LoadInventory(cfg.Inventory, topology.ParseOptions{PigstyVersion: cfg.PigstyVersion})
 	if err != nil {
 		return err
@@ -68,6 +78,9 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<
 			log.Info("target from the inventory", zap.String("entry", t.Field), zap.String("host", t.Host),
 				zap.String("url", config.Redact(t.URL)), zap.Strings("clusters", t.Clusters))
 		}
+	}
+	for _, w := range ElectionDirectWarnings(cfg) {
+		log.Warn("election with a direct target", zap.String("warning", w))
 	}
 	placed := TargetsKey(dp)
 	targets, directs, err := buildTargetsClosing(cfg, dp, log)
@@ -100,8 +113,19 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<
 		elector = election.New(cli, election.Options{Key: cfg.Election.Key, Identity: cfg.Election.Identity, TTL: cfg.Election.TTL, Log: log})
 		opts.Gate = elector.IsLeader
 		opts.Term = elector.Term
-		lc := newLeaderCache(elector)
-		go lc.run(ctx)
+		lc := newLeaderCache(elector, time.Duration(cfg.Election.TTL)*time.Second)
+		// Stopped and waited for on every return (an early listen error
+		// included), before the deferred cli.Close.
+		lctx, cancelLC := context.WithCancel(ctx)
+		lcDone := make(chan struct{})
+		go func() {
+			defer close(lcDone)
+			lc.run(lctx)
+		}()
+		defer func() {
+			cancelLC()
+			<-lcDone
+		}()
 		opts.LeaderInfo = lc.info
 	}
 	reg := prometheus.NewRegistry()
@@ -123,7 +147,7 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<
 		_ = srv.Shutdown(sctx)
 	}()
 	log.Info("controller starting", zap.String("inventory", inv.File), zap.Int("clusters", len(inv.Clusters)),
-		zap.Strings("etcd", cfg.Etcd.Endpoints), zap.Int("targets", len(targets)), zap.String("status", "http://"+ln.Addr().String()+"/status"),
+		zap.Strings("etcd", redactAll(cfg.Etcd.Endpoints)), zap.Int("targets", len(targets)), zap.String("status", "http://"+ln.Addr().String()+"/status"),
 		zap.Bool("dry_run", cfg.DryRun))
 	if ready != nil {
 		ready <- ln.Addr().String()
@@ -162,9 +186,12 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<
 		}
 	}()
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
+	if hup == nil {
+		own := make(chan os.Signal, 1)
+		signal.Notify(own, syscall.SIGHUP)
+		defer signal.Stop(own)
+		hup = own
+	}
 	go func() {
 		for {
 			select {
@@ -179,25 +206,70 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<
 		go watchInventory(wctx, ctl, cfg, namespaces, placed, log)
 	}
 
-	electionDone := make(chan struct{})
+	var elect func(context.Context) error
 	if elector != nil {
-		go func() {
-			defer close(electionDone)
-			_ = elector.Run(wctx)
-		}()
-	} else {
-		close(electionDone)
+		elect = elector.Run
 	}
-	err = ctl.Run(ctx)
+	err = runLeading(ctx, ctl.Run, elect)
 	cancelWatch()
 	for range namespaces {
 		<-done
 	}
-	<-electionDone
 	log.Info("controller stopped")
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
+	return err
+}
+
+// ElectionDirectWarnings explains, for each direct target of a config with
+// the election on, that only the elected instance writes: the direct driver
+// manages the HAProxy on its own host, so with one instance per node the
+// standbys' HAProxies never follow a failover. Supported only when every
+// instance drives the same HAProxy (same host and files, as
+// TestPausedLeaderDropsStaleApply does); one HAProxy per node needs
+// dataplaneapi targets.
+func ElectionDirectWarnings(cfg *config.Config) []string {
+	if !cfg.Election.Enabled {
+		return nil
+	}
+	var out []string
+	for i, d := range cfg.Direct {
+		out = append(out, fmt.Sprintf("election.enabled with direct[%d] (%s): only the elected instance writes, so this "+
+			"HAProxy follows failovers only while this instance leads, unless every instance drives this same HAProxy; "+
+			"for one HAProxy per node use dataplaneapi targets (all HAProxies from the leader)", i, d.ConfigPath))
+	}
+	return out
+}
+
+// redactAll is config.Redact of each URL.
+func redactAll(urls []string) []string {
+	out := make([]string, len(urls))
+	for i, u := range urls {
+		out[i] = config.Redact(u)
+	}
+	return out
+}
+
+// runLeading runs the controller (run) until ctx ends, and the election
+// (elect, nil without election) on a context of its own, ended (the elector
+// resigns) only once run has returned, i.e. once its target workers
+// finished: a write in flight at the stop (past its last lease check) must
+// land while this instance still holds the lease, not after the next
+// leader may have started writing. It returns run's error once both ended.
+func runLeading(ctx context.Context, run, elect func(context.Context) error) error {
+	if elect == nil {
+		return run(ctx)
+	}
+	ectx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = elect(ectx)
+	}()
+	err := run(ctx)
+	cancel()
+	<-done
 	return err
 }
 

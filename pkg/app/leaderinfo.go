@@ -18,14 +18,27 @@ const LeaderRefresh = 2 * time.Second
 // frozen etcd would otherwise hold every status request for its timeout).
 type leaderCache struct {
 	e *election.Elector
+	// leaderless is how long no leader may be seen before the instance
+	// reports itself not ready (LeaderlessTTLs lease TTLs).
+	leaderless time.Duration
+	now        func() time.Time
 
 	mu     sync.Mutex
 	leader string // "" until the first answer
 	err    string
 	at     time.Time
+	seen   time.Time // a leader was last seen (start: creation)
 }
 
-func newLeaderCache(e *election.Elector) *leaderCache { return &leaderCache{e: e} }
+// LeaderlessTTLs is how many election TTLs an instance may see no leader
+// (nobody holds the election key, or etcd does not answer) before it
+// reports itself not ready: a failover of the election takes about one TTL,
+// so several mean the election is stuck and no instance applies changes.
+const LeaderlessTTLs = 3
+
+func newLeaderCache(e *election.Elector, ttl time.Duration) *leaderCache {
+	return &leaderCache{e: e, leaderless: LeaderlessTTLs * ttl, now: time.Now, seen: time.Now()}
+}
 
 // run re-reads the leader at every change of the election's keys (watch),
 // and every LeaderRefresh in case the watch is stuck, until ctx ends.
@@ -68,18 +81,26 @@ func (l *leaderCache) refresh(ctx context.Context) {
 		l.err = err.Error()
 		return
 	}
-	l.leader, l.err, l.at = leader, "", time.Now()
+	l.leader, l.err, l.at = leader, "", l.now()
+	l.seen = l.at
 }
 
 // info is controller.Options.LeaderInfo: it never blocks on etcd.
 func (l *leaderCache) info() *controller.LeaderStatus {
 	st := &controller.LeaderStatus{Identity: l.e.Identity(), IsLeader: l.e.IsLeader()}
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if st.IsLeader {
+		l.seen = now
 		st.Leader = st.Identity // our own lease is certainly alive
 		return st
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	// The leader read from etcd may be stale by up to a refresh (or be a
+	// holder that cannot lead): "seen" is only the last read that found one.
+	if d := now.Sub(l.seen); d > l.leaderless {
+		st.LeaderlessSeconds = d.Seconds()
+	}
 	switch {
 	case l.err != "" && l.leader != "":
 		st.Leader = l.leader + " (as of " + l.at.UTC().Format(time.RFC3339) + "; now unknown: " + l.err + ")"

@@ -277,7 +277,13 @@ func (c *Config) Validate() error {
 	for i, e := range c.Etcd.Endpoints {
 		u, err := url.Parse(e)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return bad(fmt.Sprintf("etcd.endpoints[%d]", i), "%q is not an http(s)://host:port URL", e)
+			return bad(fmt.Sprintf("etcd.endpoints[%d]", i), "%q is not an http(s)://host:port URL", redactMalformed(e))
+		}
+		if u.User != nil {
+			// The etcd client ignores them silently (and a password
+			// here would be logged and shown in ps).
+			return bad(fmt.Sprintf("etcd.endpoints[%d]", i), "%q: credentials in an etcd endpoint URL are not used; "+
+				"give etcd.username and etcd.password_file (or etcd.password) instead", redact(e))
 		}
 	}
 	if (c.Etcd.CertFile == "") != (c.Etcd.KeyFile == "") {
@@ -362,6 +368,16 @@ func redact(raw string) string {
 		}
 	}
 	return u.String()
+}
+
+// redactMalformed is redact for a string that is not a valid URL of the
+// expected form, where url.Parse may not see credentials (no scheme, a
+// typo in it): anything before the last @ is hidden.
+func redactMalformed(raw string) string {
+	if i := strings.LastIndex(raw, "@"); i >= 0 {
+		return "<redacted>@" + raw[i+1:]
+	}
+	return raw
 }
 
 // Redact returns raw with any password replaced, for logs and status.

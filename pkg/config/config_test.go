@@ -34,6 +34,8 @@ func TestRejected(t *testing.T) {
 		"no-target.yml":                "dataplaneapi: no HAProxy target",
 		"no-inventory.yml":             "inventory: required",
 		"bad-etcd-url.yml":             "etcd.endpoints[0]",
+		"bad-etcd-url-credentials.yml": "etcd.endpoints[0]",
+		"etcd-url-credentials.yml":     "etcd.endpoints[1]: \"http://root:xxxxx@127.0.0.1:2379\": credentials in an etcd endpoint URL are not used; give etcd.username and etcd.password_file",
 		"bad-dpapi-url.yml":            "dataplaneapi[0].url",
 		"bad-dpapi-version.yml":        "dataplaneapi[0].api_version",
 		"bad-dpapi-reload-timeout.yml": "dataplaneapi[0].reload_timeout",

@@ -24,7 +24,7 @@ func TestWriteStatusIsTheEncoding(t *testing.T) {
 	}
 	full := Status{
 		Now: time.Date(2026, 12, 5, 6, 0, 0, 0, time.UTC), NotReady: []string{"pg-a: held <back> & frozen"}, DryRun: true,
-		Leader: &LeaderStatus{Identity: "a", IsLeader: true, Leader: "a"}, Inventory: "/etc/pgsvc/pigsty.yml",
+		Leader: &LeaderStatus{Identity: "a", Leader: "(unknown: not read yet)", LeaderlessSeconds: 31}, Inventory: "/etc/pgsvc/pigsty.yml",
 		DCS: []NamespaceStatus{{Namespace: "/pg", Revision: 7, Connected: true}},
 		Clusters: []ClusterStatus{
 			{Cluster: plan.Cluster{Name: "pg-a", Namespace: "/pg", Leader: "pg-a-1", Live: true}, Revision: 5},

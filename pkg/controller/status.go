@@ -168,6 +168,10 @@ type LeaderStatus struct {
 	Identity string `json:"identity"`
 	IsLeader bool   `json:"is_leader"`
 	Leader   string `json:"leader"`
+	// LeaderlessSeconds, when set, is how long this instance has seen no
+	// leader (none elected, or etcd unanswered), past the limit after which
+	// it is not ready: no instance may be applying changes.
+	LeaderlessSeconds float64 `json:"leaderless_seconds,omitempty"`
 }
 
 // Status returns the current status document.
@@ -182,6 +186,9 @@ func (c *Controller) status(full bool) Status {
 		leader = c.opts.LeaderInfo() // outside c.mu: it may be slow
 	}
 	st := c.statusLocked(full, leader)
+	if leader != nil && leader.LeaderlessSeconds > 0 {
+		st.NotReady = append(st.NotReady, fmt.Sprintf("controller election: no leader seen for %.0fs", leader.LeaderlessSeconds))
+	}
 
 	for _, w := range c.workers {
 		ts := w.snapshot()

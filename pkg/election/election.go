@@ -10,6 +10,12 @@
 // another instance can only win after the lease expires. Past the deadline
 // IsLeader is false even if the client has not noticed anything, so a
 // partitioned leader stops applying before anyone else can start.
+//
+// A holder past its deadline cannot lead, yet its lease may live on (the
+// session's keepalive stream, renewals whose answers come too late) and
+// with it its key, so nobody else could win: a margin after the deadline
+// without a renewal, it ends the term (revoking the lease) and campaigns
+// again.
 package election
 
 import (
@@ -177,6 +183,16 @@ func (e *Elector) Term() (int64, bool) {
 	return e.termNo, e.isLeaderLocked()
 }
 
+// giveUpAt is when a holder past its fencing deadline ends its term: the
+// deadline plus the margin, i.e. about a TTL after the send of the last
+// successful keepalive, when the lease would have expired had the server
+// not received any renewal since.
+func (e *Elector) giveUpAt() time.Time {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.deadline.Add(e.margin)
+}
+
 // extend records a successful grant or keepalive sent at sent.
 func (e *Elector) extend(sent time.Time, ttlSeconds int64) {
 	ttl := time.Duration(ttlSeconds) * time.Second
@@ -304,6 +320,15 @@ func (e *Elector) term(ctx context.Context) (started bool, err error) {
 	}
 	log = log.With(zap.String("key", key))
 	e.setHolding(true)
+	// Deferred last, so it runs first: the term is over the moment term
+	// returns (key deleted, lease lost, deadline given up), and another
+	// candidate may already have won. IsLeader must turn false before the
+	// slow cleanup below (waiting for the goroutines, revoking the lease,
+	// up to a second with a slow etcd), not after it.
+	defer func() {
+		e.setHolding(false)
+		e.notify()
+	}()
 	next := e.notify()
 	if !e.IsLeader() {
 		log.Warn("won the election with a lease past its fencing deadline; waiting for a keepalive")
@@ -312,11 +337,15 @@ func (e *Elector) term(ctx context.Context) (started bool, err error) {
 	wch := e.cli.Watch(termCtx, key, clientv3.WithRev(rev+1))
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	// arm wakes the loop at the fencing deadline while leading, and past
+	// it, at the end of the grace after it: a holder whose keepalives
+	// keep failing gives the election up then (see giveUp).
 	arm := func(next time.Time) {
 		timer.Stop()
-		if !next.IsZero() {
-			timer.Reset(max(next.Sub(e.opts.Now()), 0))
+		if next.IsZero() {
+			next = e.giveUpAt()
 		}
+		timer.Reset(max(next.Sub(e.opts.Now()), 0))
 	}
 	arm(next)
 	for {
@@ -337,7 +366,17 @@ func (e *Elector) term(ctx context.Context) (started bool, err error) {
 		case <-timer.C:
 			// The deadline passed without a keepalive: IsLeader is already
 			// false; tell the subscribers.
-			arm(e.notify())
+			next := e.notify()
+			if next.IsZero() && !e.opts.Now().Before(e.giveUpAt()) {
+				// Still no keepalive a grace later. The lease may live on
+				// (the session's stream, or keepalives whose answers come
+				// too late), and with it our key: nobody else could win
+				// while we cannot lead. End the term (the lease is
+				// revoked) and campaign again.
+				return true, fmt.Errorf("election %s: no keepalive succeeded for %v past the fencing deadline; giving up the election",
+					e.opts.Key, e.margin)
+			}
+			arm(next)
 		case wr, ok := <-wch:
 			if !ok {
 				wch = nil // ctx ended: handled above
