@@ -136,7 +136,7 @@ func (c *Client) runtimePID(ctx context.Context) (int64, error) {
 			if d.Info.Uptime == nil || *d.Info.Uptime < 0 {
 				return 0, fmt.Errorf("runtime info: pid %d without an uptime (a restarted process with the same pid could not be told apart)", *d.Info.Pid)
 			}
-			return c.procs.identify(*d.Info.Pid, *d.Info.Uptime, sent, recv), nil
+			return int64(c.procs.Identify(*d.Info.Pid, *d.Info.Uptime, sent, recv)), nil
 		}
 	}
 	return 0, fmt.Errorf("runtime info: no pid")

@@ -173,7 +173,7 @@ func (d *Direct) worker(ctx context.Context) (procID, error) {
 	if w.Uptime < 0 {
 		return 0, fmt.Errorf("worker %d without Uptime_sec (a restart keeping its pid could not be told apart)", w.PID)
 	}
-	return d.procs.identify(w.PID, w.Uptime, w.Sent, w.Received), nil
+	return d.procs.Identify(int64(w.PID), w.Uptime, w.Sent, w.Received), nil
 }
 
 // readHealth reads the live health (DOWN) of backends into snap (readBase).
