@@ -559,14 +559,10 @@ func (d *Direct) reloadWith(ctx context.Context, cfg []byte, all []services.Serv
 		d.stateMu.Lock()
 		defer d.stateMu.Unlock()
 		// Right before the reload, so the states are as fresh as possible.
-		dump, err := d.rt.ShowServersState(ctx)
-		if err != nil {
-			return fmt.Errorf("dump server state: %w", err)
-		}
 		// Fixed (FixServersState) as it is streamed into the temp file.
-		fix, err := newStateFix(dump, all)
+		fix, err := d.dumpStateFix(ctx, all)
 		if err != nil {
-			return fmt.Errorf("dump server state: %w", err)
+			return err
 		}
 		if err := writeAtomicFunc(d.opts.ServerStateFile, 0o600, fix.writeTo); err != nil {
 			return fmt.Errorf("write server state file: %w", err)

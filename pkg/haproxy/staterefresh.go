@@ -193,15 +193,11 @@ func (d *Direct) refreshStateFile() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), d.opts.ReloadTimeout)
 	defer cancel()
-	dump, err := d.rt.ShowServersState(ctx)
-	if err != nil {
-		return fmt.Errorf("dump server state: %w", err)
-	}
 	// The fixed file is streamed into the temp file (a 1,000-cluster
 	// dump, right after a mass failover: no copy of it is built).
-	fix, err := newStateFix(dump, all)
+	fix, err := d.dumpStateFix(ctx, all)
 	if err != nil {
-		return fmt.Errorf("dump server state: %w", err)
+		return err
 	}
 	if check != nil {
 		if err := check(); err != nil {
@@ -212,4 +208,19 @@ func (d *Direct) refreshStateFile() error {
 		return fmt.Errorf("write server state file: %w", err)
 	}
 	return nil
+}
+
+// dumpStateFix dumps the running servers' states (`show servers state`)
+// and checks them for the state file of all, which its writeTo streams
+// fixed (FixServersState).
+func (d *Direct) dumpStateFix(ctx context.Context, all []services.Service) (*stateFix, error) {
+	dump, err := d.rt.ShowServersState(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("dump server state: %w", err)
+	}
+	fix, err := newStateFix(dump, all)
+	if err != nil {
+		return nil, fmt.Errorf("dump server state: %w", err)
+	}
+	return fix, nil
 }
