@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"reflect"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -305,28 +306,51 @@ func runtimeRoles(cfg *config.Config) bool {
 	return n > 0
 }
 
+// loadInventory reads and validates an inventory file (a variable for the
+// tests).
+var loadInventory = plan.LoadInventory
+
 // reloadInventory re-reads and validates the inventory; a bad file is
 // rejected with its error and the running inventory is kept.
 func reloadInventory(ctl *controller.Controller, cfg *config.Config, namespaces []string, placed string, log *zap.Logger) {
-	inv, err := plan.LoadInventory(cfg.Inventory, topology.ParseOptions{PigstyVersion: cfg.PigstyVersion})
+	if inv := checkReload(cfg, namespaces, placed, log); inv != nil {
+		ctl.SetInventory(inv)
+	}
+}
+
+// checkReload reads and checks the new inventory for reloadInventory: nil
+// (and the reason logged) when it is rejected. A panic while reading or
+// checking it (a bug on hostile input) rejects it as a bad file would be,
+// logged with its stack: it runs on the SIGHUP and watch_inventory
+// goroutines, where it would otherwise kill the controller of every
+// cluster.
+func checkReload(cfg *config.Config, namespaces []string, placed string, log *zap.Logger) (inv *topology.Inventory) {
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error("inventory reload rejected: reading or checking it panicked (a bug); keeping the running inventory",
+				zap.String("file", cfg.Inventory), zap.String("panic", fmt.Sprint(r)), zap.String("stack", string(debug.Stack())))
+			inv = nil
+		}
+	}()
+	inv, err := loadInventory(cfg.Inventory, topology.ParseOptions{PigstyVersion: cfg.PigstyVersion})
 	if err != nil {
 		log.Error("inventory reload rejected; keeping the running inventory", zap.Error(err))
-		return
+		return nil
 	}
 	if got := controller.Namespaces(inv); !reflect.DeepEqual(got, namespaces) {
 		log.Error("inventory reload rejected: the set of pg_namespace values changed; restart the controller for that",
 			zap.Strings("running", namespaces), zap.Strings("new", got))
-		return
+		return nil
 	}
 	if err := CheckTargetClusters(cfg, inv); err != nil {
 		log.Error("inventory reload rejected; keeping the running inventory", zap.Error(err))
-		return
+		return nil
 	}
 	if err := checkPlacementUnchanged(cfg, inv, placed); err != nil {
 		log.Error("inventory reload rejected; keeping the running inventory", zap.Error(err))
-		return
+		return nil
 	}
-	ctl.SetInventory(inv)
+	return inv
 }
 
 // InventoryPoll is how often watch_inventory looks at the file.
