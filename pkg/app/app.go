@@ -258,6 +258,19 @@ func redactAll(urls []string) []string {
 // finished: a write in flight at the stop (past its last lease check) must
 // land while this instance still holds the lease, not after the next
 // leader may have started writing. It returns run's error once both ended.
+//
+// The workers' writes are not cut off at the stop: a request or socket
+// command already sent when ctx ends is waited for until its answer
+// (target.SendContext, used by both drivers for every write), and no
+// further write is sent. The other side carries a write out whether or not
+// its client still waits, so one abandoned at the stop could land after
+// this resignation, when only configuration writes would be refused as
+// stale (they carry the API's version; a runtime `set server` carries
+// nothing). So every write answered has landed before the resignation, and
+// the stop waits for one only as long as it is in flight, bounded by its
+// request timeout (Data Plane API 10s, socket 5s) and the apply's; with
+// none in flight the elector resigns at once. A write that gets no answer
+// within that bound is abandoned, as it would be while leading.
 func runLeading(ctx context.Context, run, elect func(context.Context) error) error {
 	if elect == nil {
 		return run(ctx)
