@@ -60,6 +60,9 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<
 // default action) before Serve is far enough to handle it. With hup nil,
 // Serve registers SIGHUP itself.
 func ServeHUP(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<- string, hup <-chan os.Signal) error {
+	// Taken before the load: watch_inventory reloads an edit made after
+	// it, also one made before the watch starts.
+	loaded := inventorySum(cfg.Inventory)
 	inv, err := plan.LoadInventory(cfg.Inventory, topology.ParseOptions{PigstyVersion: cfg.PigstyVersion})
 	if err != nil {
 		return err
@@ -204,7 +207,7 @@ func ServeHUP(ctx context.Context, cfg *config.Config, log *zap.Logger, ready ch
 		}
 	}()
 	if cfg.WatchInventory {
-		go watchInventory(wctx, ctl, cfg, namespaces, placed, log)
+		go watchInventory(wctx, ctl, cfg, namespaces, placed, loaded, log)
 	}
 
 	var elect func(context.Context) error
@@ -369,18 +372,23 @@ func checkReload(cfg *config.Config, namespaces []string, placed string, log *za
 // InventoryPoll is how often watch_inventory looks at the file.
 const InventoryPoll = 2 * time.Second
 
-// watchInventory reloads the inventory when its content changes, as SIGHUP
-// does (the content is compared, not the mtime, so editors that rewrite a
-// file in place or by rename are both seen).
-func watchInventory(ctx context.Context, ctl *controller.Controller, cfg *config.Config, namespaces []string, placed string, log *zap.Logger) {
-	sum := func() [32]byte {
-		b, err := os.ReadFile(cfg.Inventory)
-		if err != nil {
-			return [32]byte{}
-		}
-		return sha256.Sum256(b)
+// inventorySum is the hash of the inventory file's content (zero when it
+// cannot be read).
+func inventorySum(path string) [32]byte {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return [32]byte{}
 	}
-	last := sum()
+	return sha256.Sum256(b)
+}
+
+// watchInventory reloads the inventory when its content changes from loaded
+// (the inventorySum taken before the running inventory was read), as SIGHUP
+// does (the content is compared, not the mtime, so editors that rewrite a
+// file in place or by rename are both seen). An edit made between that
+// load and this watch's start is reloaded at its first look.
+func watchInventory(ctx context.Context, ctl *controller.Controller, cfg *config.Config, namespaces []string, placed string, loaded [32]byte, log *zap.Logger) {
+	last := loaded
 	t := time.NewTicker(InventoryPoll)
 	defer t.Stop()
 	for {
@@ -388,7 +396,7 @@ func watchInventory(ctx context.Context, ctl *controller.Controller, cfg *config
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if now := sum(); now != last {
+			if now := inventorySum(cfg.Inventory); now != last {
 				last = now
 				log.Info("inventory file changed; reloading", zap.String("file", cfg.Inventory))
 				reloadInventory(ctl, cfg, namespaces, placed, log)

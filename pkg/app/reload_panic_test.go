@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -96,11 +95,12 @@ func TestWatchInventorySurvivesPanic(t *testing.T) {
 	var calls atomic.Int32
 	var fixed atomic.Bool
 	panicLoader(t, &calls, &fixed)
+	loaded := inventorySum(cfg.Inventory)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		watchInventory(ctx, ctl, cfg, namespaces, "", log)
+		watchInventory(ctx, ctl, cfg, namespaces, "", loaded, log)
 	}()
 	defer func() {
 		cancel()
@@ -117,41 +117,58 @@ func TestWatchInventorySurvivesPanic(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	// edit rewrites the file (by rename: never read half written) with new
-	// content every 200ms while cond waits: the loop takes its first sum
-	// when it starts, maybe after an edit made right after the go.
-	edits, lastEdit := 0, time.Time{}
-	edit := func() {
-		if time.Since(lastEdit) < 200*time.Millisecond {
-			return
-		}
-		edits++
-		lastEdit = time.Now()
+	// edit rewrites the file by rename: never read half written.
+	edit := func(text string) {
 		tmp := cfg.Inventory + ".tmp"
-		if err := os.WriteFile(tmp, []byte(fmt.Sprintf("%s# edit %d\n", inventory, edits)), 0o600); err != nil {
+		if err := os.WriteFile(tmp, []byte(text), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.Rename(tmp, cfg.Inventory); err != nil {
 			t.Fatal(err)
 		}
 	}
-	waitFor("the changed file reloaded (and the reload panicked)", func() bool {
-		edit()
-		return calls.Load() >= 1 && panicLogged(logs)
-	})
+	edit(inventory + "# edited\n")
+	waitFor("the changed file reloaded (and the reload panicked)", func() bool { return calls.Load() >= 1 && panicLogged(logs) })
 	if ctl.Inventory() != before {
 		t.Fatal("the running inventory was replaced by a reload that panicked")
 	}
 
 	fixed.Store(true) // the bug is fixed: the next change loads
-	lastEdit = time.Time{}
-	waitFor("the next change applied by the same watch loop", func() bool {
-		edit()
-		return ctl.Inventory() != before
-	})
+	edit(inventory + "# edited again\n")
+	waitFor("the next change applied by the same watch loop", func() bool { return ctl.Inventory() != before })
 	select {
 	case <-done:
 		t.Fatal("the watch loop ended")
 	default:
+	}
+}
+
+// TestWatchInventorySeesEarlyEdit: an edit made after the running inventory
+// was read but before watch_inventory started (Serve connects to etcd and
+// builds its targets in between) is reloaded at the watch's first look,
+// not missed until the next edit.
+func TestWatchInventorySeesEarlyEdit(t *testing.T) {
+	ctl, cfg, namespaces, _, log := reloadRig(t)
+	before := ctl.Inventory()
+	loaded := inventorySum(cfg.Inventory) // as Serve takes it before its load
+	if err := os.WriteFile(cfg.Inventory, []byte(inventory+"# edited before the watch\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		watchInventory(ctx, ctl, cfg, namespaces, "", loaded, log)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	deadline := time.Now().Add(3*InventoryPoll + 5*time.Second)
+	for ctl.Inventory() == before {
+		if time.Now().After(deadline) {
+			t.Fatal("the edit made before the watch started was never reloaded")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
