@@ -34,8 +34,8 @@ type holdingProxy struct {
 	armed   bool
 	held    chan struct{} // closed when the PUT is held
 	release chan struct{}
-	// answered is closed once the held PUT's answer was written back, and
-	// gone says whether its client had given up by then.
+	// answered is closed once the held PUT's answer was written back;
+	// gone says whether its client had given up when it was released.
 	answered chan struct{}
 	gone     bool
 	status   int // the API's answer to it
@@ -85,6 +85,9 @@ func (p *holdingProxy) serve(w http.ResponseWriter, r *http.Request) {
 	if hold {
 		close(p.held)
 		<-p.release
+		p.mu.Lock()
+		p.gone = r.Context().Err() != nil
+		p.mu.Unlock()
 	}
 	u := *p.api
 	u.User = nil
@@ -111,7 +114,6 @@ func (p *holdingProxy) serve(w http.ResponseWriter, r *http.Request) {
 			f.Flush()
 		}
 		p.mu.Lock()
-		p.gone = r.Context().Err() != nil
 		p.status = resp.StatusCode
 		p.mu.Unlock()
 		close(p.answered)
