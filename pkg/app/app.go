@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"reflect"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -59,6 +60,9 @@ func Serve(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<
 // default action) before Serve is far enough to handle it. With hup nil,
 // Serve registers SIGHUP itself.
 func ServeHUP(ctx context.Context, cfg *config.Config, log *zap.Logger, ready chan<- string, hup <-chan os.Signal) error {
+	// Taken before the load: watch_inventory reloads an edit made after
+	// it, also one made before the watch starts.
+	loaded := inventorySum(cfg.Inventory)
 	inv, err := plan.LoadInventory(cfg.Inventory, topology.ParseOptions{PigstyVersion: cfg.PigstyVersion})
 	if err != nil {
 		return err
@@ -203,7 +207,7 @@ func ServeHUP(ctx context.Context, cfg *config.Config, log *zap.Logger, ready ch
 		}
 	}()
 	if cfg.WatchInventory {
-		go watchInventory(wctx, ctl, cfg, namespaces, placed, log)
+		go watchInventory(wctx, ctl, cfg, namespaces, placed, loaded, log)
 	}
 
 	var elect func(context.Context) error
@@ -257,6 +261,19 @@ func redactAll(urls []string) []string {
 // finished: a write in flight at the stop (past its last lease check) must
 // land while this instance still holds the lease, not after the next
 // leader may have started writing. It returns run's error once both ended.
+//
+// The workers' writes are not cut off at the stop: a request or socket
+// command already sent when ctx ends is waited for until its answer
+// (target.SendContext, used by both drivers for every write), and no
+// further write is sent. The other side carries a write out whether or not
+// its client still waits, so one abandoned at the stop could land after
+// this resignation, when only configuration writes would be refused as
+// stale (they carry the API's version; a runtime `set server` carries
+// nothing). So every write answered has landed before the resignation, and
+// the stop waits for one only as long as it is in flight, bounded by its
+// request timeout (Data Plane API 10s, socket 5s) and the apply's; with
+// none in flight the elector resigns at once. A write that gets no answer
+// within that bound is abandoned, as it would be while leading.
 func runLeading(ctx context.Context, run, elect func(context.Context) error) error {
 	if elect == nil {
 		return run(ctx)
@@ -305,45 +322,73 @@ func runtimeRoles(cfg *config.Config) bool {
 	return n > 0
 }
 
+// loadInventory reads and validates an inventory file (a variable for the
+// tests).
+var loadInventory = plan.LoadInventory
+
 // reloadInventory re-reads and validates the inventory; a bad file is
 // rejected with its error and the running inventory is kept.
 func reloadInventory(ctl *controller.Controller, cfg *config.Config, namespaces []string, placed string, log *zap.Logger) {
-	inv, err := plan.LoadInventory(cfg.Inventory, topology.ParseOptions{PigstyVersion: cfg.PigstyVersion})
+	if inv := checkReload(cfg, namespaces, placed, log); inv != nil {
+		ctl.SetInventory(inv)
+	}
+}
+
+// checkReload reads and checks the new inventory for reloadInventory: nil
+// (and the reason logged) when it is rejected. A panic while reading or
+// checking it (a bug on hostile input) rejects it as a bad file would be,
+// logged with its stack: it runs on the SIGHUP and watch_inventory
+// goroutines, where it would otherwise kill the controller of every
+// cluster.
+func checkReload(cfg *config.Config, namespaces []string, placed string, log *zap.Logger) (inv *topology.Inventory) {
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error("inventory reload rejected: reading or checking it panicked (a bug); keeping the running inventory",
+				zap.String("file", cfg.Inventory), zap.String("panic", fmt.Sprint(r)), zap.String("stack", string(debug.Stack())))
+			inv = nil
+		}
+	}()
+	inv, err := loadInventory(cfg.Inventory, topology.ParseOptions{PigstyVersion: cfg.PigstyVersion})
 	if err != nil {
 		log.Error("inventory reload rejected; keeping the running inventory", zap.Error(err))
-		return
+		return nil
 	}
 	if got := controller.Namespaces(inv); !reflect.DeepEqual(got, namespaces) {
 		log.Error("inventory reload rejected: the set of pg_namespace values changed; restart the controller for that",
 			zap.Strings("running", namespaces), zap.Strings("new", got))
-		return
+		return nil
 	}
 	if err := CheckTargetClusters(cfg, inv); err != nil {
 		log.Error("inventory reload rejected; keeping the running inventory", zap.Error(err))
-		return
+		return nil
 	}
 	if err := checkPlacementUnchanged(cfg, inv, placed); err != nil {
 		log.Error("inventory reload rejected; keeping the running inventory", zap.Error(err))
-		return
+		return nil
 	}
-	ctl.SetInventory(inv)
+	return inv
 }
 
 // InventoryPoll is how often watch_inventory looks at the file.
 const InventoryPoll = 2 * time.Second
 
-// watchInventory reloads the inventory when its content changes, as SIGHUP
-// does (the content is compared, not the mtime, so editors that rewrite a
-// file in place or by rename are both seen).
-func watchInventory(ctx context.Context, ctl *controller.Controller, cfg *config.Config, namespaces []string, placed string, log *zap.Logger) {
-	sum := func() [32]byte {
-		b, err := os.ReadFile(cfg.Inventory)
-		if err != nil {
-			return [32]byte{}
-		}
-		return sha256.Sum256(b)
+// inventorySum is the hash of the inventory file's content (zero when it
+// cannot be read).
+func inventorySum(path string) [32]byte {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return [32]byte{}
 	}
-	last := sum()
+	return sha256.Sum256(b)
+}
+
+// watchInventory reloads the inventory when its content changes from loaded
+// (the inventorySum taken before the running inventory was read), as SIGHUP
+// does (the content is compared, not the mtime, so editors that rewrite a
+// file in place or by rename are both seen). An edit made between that
+// load and this watch's start is reloaded at its first look.
+func watchInventory(ctx context.Context, ctl *controller.Controller, cfg *config.Config, namespaces []string, placed string, loaded [32]byte, log *zap.Logger) {
+	last := loaded
 	t := time.NewTicker(InventoryPoll)
 	defer t.Stop()
 	for {
@@ -351,7 +396,7 @@ func watchInventory(ctx context.Context, ctl *controller.Controller, cfg *config
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if now := sum(); now != last {
+			if now := inventorySum(cfg.Inventory); now != last {
 				last = now
 				log.Info("inventory file changed; reloading", zap.String("file", cfg.Inventory))
 				reloadInventory(ctl, cfg, namespaces, placed, log)

@@ -14,6 +14,19 @@ const (
 	MaxHistorySize    = 100000
 )
 
+// MaxDirectMaxconn bounds direct[].maxconn, HAProxy's global maxconn.
+// HAProxy 2.6 parses it with atol and no check (`haproxy -c` passes any
+// value, even a negative one), then at the start needs two file descriptors
+// per connection plus a few per thread (maxsock, a C int) and refuses to
+// start without them: "Cannot raise FD limit" (strict-limits, the default)
+// or "Not enough memory to allocate N entries for fdtab". Linux gives a
+// process at most 2147483584 descriptors (the largest fs.nr_open), so above
+// this bound (that, less 64Ki for the per-thread ones, halved) no HAProxy
+// starts; from 2^30 maxsock overflows and one may start with a wrong fd
+// table (2147483647 does). Hosts usually refuse far lower values (their
+// nr_open, their memory): those depend on the host, this one does not.
+const MaxDirectMaxconn = (2147483584 - 1<<16) / 2
+
 type fieldErr struct{ field, msg string }
 
 // validate checks the controller settings once defaults are applied.

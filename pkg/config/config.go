@@ -92,8 +92,9 @@ type Direct struct {
 	MasterSocket    string `yaml:"master_socket"`
 	ServerStateFile string `yaml:"server_state_file"`
 	HAProxyBin      string `yaml:"haproxy_bin"`
-	Maxconn         int    `yaml:"maxconn"`
-	NoStrictLimits  bool   `yaml:"no_strict_limits"`
+	// Maxconn is HAProxy's global maxconn (8000; at most MaxDirectMaxconn).
+	Maxconn        int  `yaml:"maxconn"`
+	NoStrictLimits bool `yaml:"no_strict_limits"`
 	// Clusters limits this HAProxy to these clusters' services (empty = all).
 	Clusters []string `yaml:"clusters"`
 	// Layout is "pigsty" (default: the servers the selectors choose, a role
@@ -332,6 +333,8 @@ func (c *Config) Validate() error {
 			return bad(f+".server_state_file", "required: without it every reload starts servers UP and misroutes writes")
 		case d.Layout != "" && d.Layout != "pigsty" && d.Layout != "twins":
 			return bad(f+".layout", "%q: want pigsty or twins", d.Layout)
+		case d.Maxconn < 0 || d.Maxconn > MaxDirectMaxconn:
+			return bad(f+".maxconn", "%d is out of range (1-%d; 0 or unset: 8000)", d.Maxconn, MaxDirectMaxconn)
 		}
 	}
 	if err := c.Controller.validate(); err != nil {

@@ -278,7 +278,14 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 	if err != nil {
 		return Meta{}, fmt.Errorf("dataplaneapi %s %s: %w", method, path, err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	// A write once sent is waited for, not abandoned when ctx is canceled
+	// (the controller stopping): see target.SendContext.
+	var cancel context.CancelFunc
+	if method == http.MethodGet {
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+	} else if ctx, cancel, err = target.SendContext(ctx, c.timeout); err != nil {
+		return Meta{}, fmt.Errorf("dataplaneapi %s %s: %w", method, path, err)
+	}
 	defer cancel()
 	u := *c.base
 	prefix, route, rq := BasePath, path, q

@@ -31,11 +31,10 @@ func (r *Runtime) Pipeline(ctx context.Context, cmds []string) ([]string, error)
 	if r.beforePipeline != nil {
 		r.beforePipeline(cmds)
 	}
-	timeout := r.Timeout
-	if timeout <= 0 {
-		timeout = DefaultTimeout
+	ctx, cancel, err := r.commandContext(ctx, cmds...)
+	if err != nil {
+		return nil, fmt.Errorf("haproxy socket %s: %w", r.Socket, err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", r.Socket)

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/pgsvc/pgsvc/pkg/target"
 )
 
 // DefaultTimeout bounds one socket command when Runtime.Timeout is zero.
@@ -55,11 +57,10 @@ func (r *Runtime) exec(ctx context.Context, path, cmd string) (string, error) {
 	if strings.ContainsAny(cmd, "\n\r") {
 		return "", fmt.Errorf("command %q: contains a newline", cmd)
 	}
-	timeout := r.Timeout
-	if timeout <= 0 {
-		timeout = DefaultTimeout
+	ctx, cancel, err := r.commandContext(ctx, cmd)
+	if err != nil {
+		return "", fmt.Errorf("haproxy socket %s: %s: %w", path, firstWord(cmd), err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", path)
@@ -86,6 +87,23 @@ func (r *Runtime) exec(ctx context.Context, path, cmd string) (string, error) {
 		return string(out), fmt.Errorf("haproxy socket %s: %s: %w", path, firstWord(cmd), ctxErr(ctx, err))
 	}
 	return string(out), nil
+}
+
+// commandContext bounds the exchange of cmds on ctx by the timeout. A write
+// (anything but a show command), once sent, is waited for rather than
+// abandoned when ctx is canceled (see target.SendContext).
+func (r *Runtime) commandContext(ctx context.Context, cmds ...string) (context.Context, context.CancelFunc, error) {
+	timeout := r.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	for _, c := range cmds {
+		if !strings.HasPrefix(c, "show ") {
+			return target.SendContext(ctx, timeout)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	return ctx, cancel, nil
 }
 
 func ctxErr(ctx context.Context, err error) error {
