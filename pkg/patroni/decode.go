@@ -448,13 +448,15 @@ func parseIntLoose(v any) (int64, bool) {
 }
 
 // parseBool is Patroni's parse_bool for dynamic config switches
-// (failsafe_mode, pause): booleans, and on/off, true/false, yes/no, 1/0.
+// (failsafe_mode, pause, synchronous_mode): booleans, and on/off,
+// true/false, yes/no, 1/0 in any case. Like Patroni (str(value).lower()) it
+// does not trim: " on" is not on.
 func parseBool(v any) bool {
 	switch x := v.(type) {
 	case bool:
 		return x
 	case string:
-		switch strings.ToLower(strings.TrimSpace(x)) {
+		switch strings.ToLower(x) {
 		case "on", "true", "yes", "1":
 			return true
 		}
@@ -496,11 +498,12 @@ func decodeSync(cs *ClusterState, value []byte) error {
 		}
 		quorum = int(n)
 	}
-	// Patroni treats a sync key without a leader as empty.
+	// Patroni treats a sync key without a leader as empty. It compares the
+	// leader as written (lowercased, not trimmed): " a" is not "a".
 	if strings.TrimSpace(leader) == "" {
 		return nil
 	}
-	cs.SyncLeader = strings.TrimSpace(leader)
+	cs.SyncLeader = leader
 	cs.SyncQuorum = quorum
 	for _, s := range strings.Split(standbys, ",") {
 		if s = strings.TrimSpace(s); s != "" {
@@ -527,6 +530,13 @@ func decodeConfig(cs *ClusterState, value []byte) error {
 	}
 	cs.FailsafeMode = parseBool(raw["failsafe_mode"])
 	cs.Paused = parseBool(raw["pause"])
+	// Patroni 4.x global_config: is_quorum_commit_mode is
+	// str(synchronous_mode).lower() == 'quorum'; is_synchronous_mode is
+	// parse_bool(synchronous_mode) or quorum.
+	if s, ok := raw["synchronous_mode"].(string); ok && strings.ToLower(s) == "quorum" {
+		cs.QuorumCommit = true
+	}
+	cs.SynchronousMode = cs.QuorumCommit || parseBool(raw["synchronous_mode"])
 	return nil
 }
 

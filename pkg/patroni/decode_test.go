@@ -358,8 +358,13 @@ func TestDecodePatroni4(t *testing.T) {
 	if c4.SyncLeader != "a" || !reflect.DeepEqual(c4.SyncStandbys, []string{"b", "c"}) || c4.SyncQuorum != 1 {
 		t.Errorf("sync %q %q quorum %d", c4.SyncLeader, c4.SyncStandbys, c4.SyncQuorum)
 	}
-	if !c4.IsSync("b") || !c4.IsSync("c") || c4.IsSync("a") {
-		t.Error("IsSync wrong")
+	if !c4.SynchronousMode || !c4.QuorumCommit {
+		t.Errorf("synchronous_mode quorum: SynchronousMode %v QuorumCommit %v", c4.SynchronousMode, c4.QuorumCommit)
+	}
+	// Quorum commit: Patroni 4 reports b and c as quorum_standby, never
+	// sync_standby (its /sync check fails on them).
+	if c4.IsSync("b") || c4.IsSync("c") || c4.IsSync("a") {
+		t.Error("IsSync true under synchronous_mode quorum")
 	}
 	if !c4.FailsafeMode || !c4.Paused || c4.StandbyCluster {
 		t.Errorf("flags failsafe=%v paused=%v standby=%v", c4.FailsafeMode, c4.Paused, c4.StandbyCluster)
@@ -568,6 +573,7 @@ func TestDecodeMPPGroups(t *testing.T) {
 		kv("/pg/citus/1/members/w1a", member("primary", 100, ""), 4),
 		kv("/pg/citus/1/members/w1b", member("replica", 90, ""), 5),
 		kv("/pg/citus/1/sync", `{"leader":"w1a","sync_standby":"w1b"}`, 6),
+		kv("/pg/citus/1/config", `{"synchronous_mode":true}`, 6),
 		// A member whose name is digits is not a group.
 		kv("/pg/plain/members/7", member("replica", 1, ""), 7),
 		kv("/pg/plain/leader", "7", 8),

@@ -225,7 +225,8 @@ func TestComputeErrors(t *testing.T) {
 func TestComputeLiveFacts(t *testing.T) {
 	inv := loadInventory(t, testInventory)
 	st := state("pg-test", "pg-test-1", "pg-test-1:primary", "pg-test-2:replica", "pg-test-3:replica")
-	st.SyncStandbys = []string{"pg-test-2"}
+	// A sync key the current leader wrote, synchronous_mode on.
+	st.SynchronousMode, st.SyncLeader, st.SyncStandbys = true, "pg-test-1", []string{"pg-test-2"}
 	st.Members["pg-test-3"].Tags = map[string]any{"noloadbalance": true}
 	st.Members["pg-test-3"].LagBytes = i64(4096)
 	p, err := Compute(inv, map[string]*patroni.ClusterState{"pg-test": st}, Options{})
@@ -250,7 +251,7 @@ func TestComputeLiveFacts(t *testing.T) {
 func TestWriteTextGolden(t *testing.T) {
 	inv := loadInventory(t, testInventory)
 	st := state("pg-test", "pg-test-2", "pg-test-1:replica", "pg-test-2:primary", "pg-test-3:replica")
-	st.SyncStandbys = []string{"pg-test-1"}
+	st.SynchronousMode, st.SyncLeader, st.SyncStandbys = true, "pg-test-2", []string{"pg-test-1"}
 	st.Members["pg-test-3"].LagBytes = i64(1024)
 	p, err := Compute(inv, map[string]*patroni.ClusterState{"pg-test": st}, Options{})
 	if err != nil {
