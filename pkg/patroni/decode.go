@@ -537,6 +537,7 @@ func decodeConfig(cs *ClusterState, value []byte) error {
 		cs.QuorumCommit = true
 	}
 	cs.SynchronousMode = cs.QuorumCommit || parseBool(raw["synchronous_mode"])
+	cs.ConfigRead = true
 	return nil
 }
 

@@ -63,7 +63,11 @@ func TestIsSyncFollowsPatroni(t *testing.T) {
 			map[string]bool{"p2": true}},
 		// api.py sets sync_standby only when synchronous_mode is on.
 		{"synchronous_mode absent", "p1", `{"leader":"p1","sync_standby":"p2"}`, `{"ttl":30}`, nil},
-		{"no config key", "p1", `{"leader":"p1","sync_standby":"p2"}`, "", nil},
+		// Without a (readable) config key Patroni goes on with its last
+		// valid dynamic config; the leader keeps a sync key naming itself
+		// only in synchronous mode: the sync key decides.
+		{"no config key", "p1", `{"leader":"p1","sync_standby":"p2"}`, "", map[string]bool{"p2": true}},
+		{"no config key, stale sync key", "p2", `{"leader":"p1","sync_standby":"p2,p3"}`, "", nil},
 		{"synchronous_mode false", "p1", `{"leader":"p1","sync_standby":"p2"}`, `{"synchronous_mode":false}`, nil},
 		{"synchronous_mode off", "p1", `{"leader":"p1","sync_standby":"p2"}`, `{"synchronous_mode":"off"}`, nil},
 		{"synchronous_mode junk", "p1", `{"leader":"p1","sync_standby":"p2"}`, `{"synchronous_mode":"maybe"}`, nil},
@@ -94,6 +98,21 @@ func TestIsSyncFollowsPatroni(t *testing.T) {
 				}
 			}
 		})
+	}
+	// An unreadable config key is reported, and decides nothing (Patroni
+	// keeps its last valid config): the sync key does.
+	bad := Decode("/pg", []KV{
+		kv("/pg/c/leader", "p1", 1),
+		kv("/pg/c/members/p1", member("master", 100, ""), 2),
+		kv("/pg/c/members/p2", member("replica", 100, ""), 3),
+		kv("/pg/c/sync", `{"leader":"p1","sync_standby":"p2"}`, 5),
+		kv("/pg/c/config", `{"synchronous_mode":`, 6),
+	})["c"]
+	if len(bad.Errors) != 1 || bad.Errors[0].Key != "/pg/c/config" {
+		t.Errorf("errors %v, want one on /pg/c/config", bad.Errors)
+	}
+	if !bad.IsSync("p2") || bad.IsSync("p1") {
+		t.Errorf("unreadable config: IsSync(p2) %v, IsSync(p1) %v; want true, false", bad.IsSync("p2"), bad.IsSync("p1"))
 	}
 	var nilState *ClusterState
 	if nilState.IsSync("p2") {

@@ -90,6 +90,9 @@ type ClusterState struct {
 	FailsafeMode bool `json:"failsafe_mode,omitempty"`
 	// Paused is true when the dynamic config has pause (maintenance mode).
 	Paused bool `json:"paused,omitempty"`
+	// ConfigRead is true when the config key was present and decoded; the
+	// flags above and below come from it (false otherwise).
+	ConfigRead bool `json:"config_read,omitempty"`
 	// SynchronousMode is Patroni's is_synchronous_mode from the dynamic
 	// config: synchronous_mode is true (parse_bool: true/on/yes/1) or
 	// "quorum" (4.x quorum commit). QuorumCommit is true for "quorum".
@@ -129,10 +132,16 @@ func (e KeyError) Error() string { return e.Key + ": " + e.Err }
 //     synchronous_mode. With synchronous_mode "quorum" (4.x) Patroni reports
 //     such members as quorum_standby, never sync_standby, so /sync fails on
 //     them: not sync here either. Patroni 4.x also ignores synchronous_mode
-//     in a standby cluster.
+//     in a standby cluster. When the config key is missing or unreadable,
+//     Patroni keeps using its last valid (or local) dynamic config; the
+//     leader keeps a sync key naming itself only in synchronous mode (it
+//     deletes the key when the mode is turned off), so the sync key alone
+//     decides then.
 func (c *ClusterState) IsSync(name string) bool {
-	if c == nil || name == "" || c.Leader == "" || name == c.Leader ||
-		!c.SynchronousMode || c.QuorumCommit || c.StandbyCluster {
+	if c == nil || name == "" || c.Leader == "" || name == c.Leader {
+		return false
+	}
+	if c.ConfigRead && (!c.SynchronousMode || c.QuorumCommit || c.StandbyCluster) {
 		return false
 	}
 	if c.SyncLeader == "" || strings.ToLower(c.SyncLeader) != strings.ToLower(c.Leader) {
