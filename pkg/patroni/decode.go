@@ -99,10 +99,20 @@ func Decode(namespace string, kvs []KV) map[string]*ClusterState {
 
 		switch {
 		case len(sub) == 1 && sub[0] == keyLeader:
-			name := strings.TrimSpace(string(kv.Value))
-			if name == "" {
+			// Patroni takes the value as written (etcd3.py: a Member named
+			// leader['value'], matched exactly against the member keys):
+			// "a\n" is not member a, whose own Patroni then sees the lock
+			// held by someone else and demotes. Trimmed, a stray value would
+			// make a write primary that Patroni does not.
+			name := string(kv.Value)
+			if strings.TrimSpace(name) == "" {
+				// "" is no lock holder to Patroni (is_unlocked); a blank
+				// name names no member either.
 				fail(errors.New("empty leader name"))
 				continue
+			}
+			if strings.TrimSpace(name) != name {
+				fail(fmt.Errorf("leader name %q has leading or trailing white space: Patroni matches it against member names as written", name))
 			}
 			cs.Leader = name
 			cs.LeaderRevision = kv.ModRevision

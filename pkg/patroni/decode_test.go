@@ -318,7 +318,7 @@ func member(role string, xlog int64, extra string) string {
 
 func TestDecodePatroni4(t *testing.T) {
 	kvs := []KV{
-		kv("/service/c4/leader", "a\n", 10),
+		kv("/service/c4/leader", "a", 10),
 		kv("/service/c4/members/a", `{"conn_url":"postgres://[::1]:6543/postgres","api_url":"https://[::1]/patroni",`+
 			`"state":"running","role":"primary","version":"4.0.4","xlog_location":5000,"timeline":5}`, 11),
 		kv("/service/c4/members/b", member("replica", 4000, `,"replication_state":"streaming","tags":{"nofailover":true,"noloadbalance":"true"}`), 12),
