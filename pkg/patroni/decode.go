@@ -343,8 +343,8 @@ func decodeMember(name string, value []byte) (*Member, error) {
 		m.APIHost, m.APIPort = h, p
 	}
 	m.NoLoadBalance = truthy(mj.Tags["noloadbalance"])
-	m.NoSync = truthy(mj.Tags["nosync"])
-	m.NoFailover = noFailover(mj.Tags)
+	m.NoSync = boolTag(mj.Tags, "nosync", "sync_priority")
+	m.NoFailover = boolTag(mj.Tags, "nofailover", "failover_priority")
 	return m, nil
 }
 
@@ -435,14 +435,15 @@ func truthy(v any) bool {
 	return true
 }
 
-// noFailover follows Patroni's Tags.nofailover: the nofailover tag wins when
-// present (even when false); otherwise failover_priority <= 0 means no
-// failover.
-func noFailover(tags map[string]any) bool {
-	if v, ok := tags["nofailover"]; ok && v != nil {
+// boolTag follows Patroni's Tags._bool_tag (tags.py), behind nofailover
+// (with failover_priority) and, from 4.1, nosync (with sync_priority): the
+// boolean tag wins when present (even when false); otherwise a priority
+// <= 0 means the same as the tag set.
+func boolTag(tags map[string]any, boolName, priorityName string) bool {
+	if v, ok := tags[boolName]; ok && v != nil {
 		return truthy(v)
 	}
-	if p, ok := parseIntLoose(tags["failover_priority"]); ok {
+	if p, ok := parseIntLoose(tags[priorityName]); ok {
 		return p <= 0
 	}
 	return false

@@ -58,7 +58,8 @@ type Member struct {
 	Tags             map[string]any `json:"tags,omitempty"`
 	NoLoadBalance    bool           `json:"noloadbalance"`
 	NoFailover       bool           `json:"nofailover"`
-	// NoSync mirrors the nosync tag (never chosen as a sync standby).
+	// NoSync is Patroni's Tags.nosync: the nosync tag, or (4.1+) without it
+	// a sync_priority <= 0 (never chosen as a sync standby).
 	NoSync         bool `json:"nosync,omitempty"`
 	PendingRestart bool `json:"pending_restart,omitempty"`
 	Pause          bool `json:"pause,omitempty"`
