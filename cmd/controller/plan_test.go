@@ -213,3 +213,38 @@ func TestHelpExitsZero(t *testing.T) {
 		})
 	}
 }
+
+// TestPlanSnapshotWithAnotherClustersBadNames: a snapshot in which another
+// cluster has member and leader names HAProxy could not take still plans
+// pg-test exactly as without them (bad DCS data of one cluster never
+// affects another).
+func TestPlanSnapshotWithAnotherClustersBadNames(t *testing.T) {
+	src := filepath.Join("testdata", "dcs", "dcs-initial.json")
+	raw, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	doc["kvs"] = append(doc["kvs"].([]any),
+		map[string]any{"key": "/pg/pg-other/leader", "value": "x#1"},
+		map[string]any{"key": "/pg/pg-other/members/x 1", "value": `{"conn_url":"postgres://10.9.9.9:5432/postgres"}`})
+	out, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mixed := filepath.Join(t.TempDir(), "mixed.json")
+	if err := os.WriteFile(mixed, out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, got, errOut := runCmd(t, "plan", "--inventory", pgTest, "--dcs", mixed)
+	if code != 0 || errOut != "" {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	_, want, _ := runCmd(t, "plan", "--inventory", pgTest, "--dcs", src)
+	if got != want {
+		t.Errorf("plan of pg-test changed by another cluster's bad keys:\n%s\nwant:\n%s", got, want)
+	}
+}

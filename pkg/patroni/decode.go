@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 	"unique"
 
 	"github.com/pgsvc/pgsvc/pkg/haproxyname"
@@ -99,10 +100,20 @@ func Decode(namespace string, kvs []KV) map[string]*ClusterState {
 
 		switch {
 		case len(sub) == 1 && sub[0] == keyLeader:
-			name := strings.TrimSpace(string(kv.Value))
-			if name == "" {
+			// Patroni takes the value as written (etcd3.py: a Member named
+			// leader['value'], matched exactly against the member keys):
+			// "a\n" is not member a, whose own Patroni then sees the lock
+			// held by someone else and demotes. Trimmed, a stray value would
+			// make a write primary that Patroni does not.
+			name := string(kv.Value)
+			if strings.TrimSpace(name) == "" {
+				// "" is no lock holder to Patroni (is_unlocked); a blank
+				// name names no member either.
 				fail(errors.New("empty leader name"))
 				continue
+			}
+			if strings.TrimSpace(name) != name {
+				fail(fmt.Errorf("leader name %s has leading or trailing white space: Patroni matches it against member names as written", quoteShort(name)))
 			}
 			cs.Leader = name
 			cs.LeaderRevision = kv.ModRevision
@@ -332,8 +343,8 @@ func decodeMember(name string, value []byte) (*Member, error) {
 		m.APIHost, m.APIPort = h, p
 	}
 	m.NoLoadBalance = truthy(mj.Tags["noloadbalance"])
-	m.NoSync = truthy(mj.Tags["nosync"])
-	m.NoFailover = noFailover(mj.Tags)
+	m.NoSync = boolTag(mj.Tags, "nosync", "sync_priority")
+	m.NoFailover = boolTag(mj.Tags, "nofailover", "failover_priority")
 	return m, nil
 }
 
@@ -357,7 +368,17 @@ func NormalizeRole(raw string) string {
 func parseURLHostPort(raw string, defPort int, schemes ...string) (string, int, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return "", 0, fmt.Errorf("invalid URL %q: %w", raw, err)
+		// (url.Error repeats the whole URL, and its cause may quote a
+		// part of it: only the start of the cause is kept.)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		msg := err.Error()
+		if c := cut(msg, 2*maxQuoted); c != msg {
+			msg = c + "..."
+		}
+		return "", 0, fmt.Errorf("invalid URL %s: %s", quoteShort(raw), msg)
 	}
 	ok := false
 	for _, s := range schemes {
@@ -366,25 +387,25 @@ func parseURLHostPort(raw string, defPort int, schemes ...string) (string, int, 
 		}
 	}
 	if !ok {
-		return "", 0, fmt.Errorf("invalid URL %q: scheme %q, want %s", raw, u.Scheme, strings.Join(schemes, " or "))
+		return "", 0, fmt.Errorf("invalid URL %s: scheme %s, want %s", quoteShort(raw), quoteShort(u.Scheme), strings.Join(schemes, " or "))
 	}
 	host := u.Hostname()
 	if host == "" {
-		return "", 0, fmt.Errorf("invalid URL %q: no host", raw)
+		return "", 0, fmt.Errorf("invalid URL %s: no host", quoteShort(raw))
 	}
 	if strings.ContainsAny(host, ",") {
-		return "", 0, fmt.Errorf("invalid URL %q: several hosts", raw)
+		return "", 0, fmt.Errorf("invalid URL %s: several hosts", quoteShort(raw))
 	}
 	port := defPort
 	if ps := u.Port(); ps != "" {
 		p, err := strconv.Atoi(ps)
 		if err != nil || p < 1 || p > 65535 {
-			return "", 0, fmt.Errorf("invalid URL %q: bad port %q", raw, ps)
+			return "", 0, fmt.Errorf("invalid URL %s: bad port %s", quoteShort(raw), quoteShort(ps))
 		}
 		port = p
 	} else if _, _, err := net.SplitHostPort(u.Host); err == nil {
 		// "host:" with an empty port.
-		return "", 0, fmt.Errorf("invalid URL %q: empty port", raw)
+		return "", 0, fmt.Errorf("invalid URL %s: empty port", quoteShort(raw))
 	}
 	return host, port, nil
 }
@@ -414,14 +435,15 @@ func truthy(v any) bool {
 	return true
 }
 
-// noFailover follows Patroni's Tags.nofailover: the nofailover tag wins when
-// present (even when false); otherwise failover_priority <= 0 means no
-// failover.
-func noFailover(tags map[string]any) bool {
-	if v, ok := tags["nofailover"]; ok && v != nil {
+// boolTag follows Patroni's Tags._bool_tag (tags.py), behind nofailover
+// (with failover_priority) and, from 4.1, nosync (with sync_priority): the
+// boolean tag wins when present (even when false); otherwise a priority
+// <= 0 means the same as the tag set.
+func boolTag(tags map[string]any, boolName, priorityName string) bool {
+	if v, ok := tags[boolName]; ok && v != nil {
 		return truthy(v)
 	}
-	if p, ok := parseIntLoose(tags["failover_priority"]); ok {
+	if p, ok := parseIntLoose(tags[priorityName]); ok {
 		return p <= 0
 	}
 	return false
@@ -448,13 +470,15 @@ func parseIntLoose(v any) (int64, bool) {
 }
 
 // parseBool is Patroni's parse_bool for dynamic config switches
-// (failsafe_mode, pause): booleans, and on/off, true/false, yes/no, 1/0.
+// (failsafe_mode, pause, synchronous_mode): booleans, and on/off,
+// true/false, yes/no, 1/0 in any case. Like Patroni (str(value).lower()) it
+// does not trim: " on" is not on.
 func parseBool(v any) bool {
 	switch x := v.(type) {
 	case bool:
 		return x
 	case string:
-		switch strings.ToLower(strings.TrimSpace(x)) {
+		switch strings.ToLower(x) {
 		case "on", "true", "yes", "1":
 			return true
 		}
@@ -492,15 +516,16 @@ func decodeSync(cs *ClusterState, value []byte) error {
 	if q := raw["quorum"]; q != nil {
 		n, ok := parseIntLoose(q)
 		if !ok || n < 0 || n > math.MaxInt32 {
-			return fmt.Errorf("sync: quorum %v is not a non-negative integer", q)
+			return fmt.Errorf("sync: quorum %s is not a non-negative integer", quoteShort(fmt.Sprint(q)))
 		}
 		quorum = int(n)
 	}
-	// Patroni treats a sync key without a leader as empty.
+	// Patroni treats a sync key without a leader as empty. It compares the
+	// leader as written (lowercased, not trimmed): " a" is not "a".
 	if strings.TrimSpace(leader) == "" {
 		return nil
 	}
-	cs.SyncLeader = strings.TrimSpace(leader)
+	cs.SyncLeader = leader
 	cs.SyncQuorum = quorum
 	for _, s := range strings.Split(standbys, ",") {
 		if s = strings.TrimSpace(s); s != "" {
@@ -527,6 +552,14 @@ func decodeConfig(cs *ClusterState, value []byte) error {
 	}
 	cs.FailsafeMode = parseBool(raw["failsafe_mode"])
 	cs.Paused = parseBool(raw["pause"])
+	// Patroni 4.x global_config: is_quorum_commit_mode is
+	// str(synchronous_mode).lower() == 'quorum'; is_synchronous_mode is
+	// parse_bool(synchronous_mode) or quorum.
+	if s, ok := raw["synchronous_mode"].(string); ok && strings.ToLower(s) == "quorum" {
+		cs.QuorumCommit = true
+	}
+	cs.SynchronousMode = cs.QuorumCommit || parseBool(raw["synchronous_mode"])
+	cs.ConfigRead = true
 	return nil
 }
 
@@ -572,7 +605,7 @@ func decodeStatus(value []byte) (*int64, error) {
 func parseLSN(s string) (int64, error) {
 	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("%q is not an integer LSN", s)
+		return 0, fmt.Errorf("%s is not an integer LSN", quoteShort(s))
 	}
 	if n < 0 {
 		return 0, fmt.Errorf("negative LSN %d", n)
@@ -607,4 +640,28 @@ func decodeFailover(value []byte) (*Failover, error) {
 		return nil, nil
 	}
 	return f, nil
+}
+
+// maxQuoted is how much of a value an error quotes: etcd takes values up to
+// 1.5 MiB, and key errors go to plan warnings, the status page and the log.
+const maxQuoted = 64
+
+// quoteShort quotes s for an error message, cut to maxQuoted bytes with its
+// full length said when it is longer.
+func quoteShort(s string) string {
+	if len(s) <= maxQuoted {
+		return strconv.Quote(s)
+	}
+	return strconv.Quote(cut(s, maxQuoted)) + fmt.Sprintf("... (%d bytes)", len(s))
+}
+
+// cut returns at most the first n bytes of s, on a character boundary.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }

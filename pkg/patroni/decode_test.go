@@ -254,11 +254,6 @@ func TestParseSnapshotErrors(t *testing.T) {
 	}{
 		{"not json", `{`, "snap.json: invalid snapshot JSON"},
 		{"no header, no kvs", `{"foo":[]}`, "snap.json: kvs missing (and no header: not an etcdctl -w json answer)"},
-		{"member name not an HAProxy identifier", `{"kvs":[{"key":"/pg/a/members/pg a-1","value":"{}"}]}`,
-			`snap.json: kvs[0].key (/pg/a/members/pg a-1): member name "pg a-1" is not a valid HAProxy identifier (want letters, digits, '-', '_', '.', ':')`},
-		{"leader name not an HAProxy identifier", `{"header":{"revision":3},"kvs":[{"key":"/pg/a/leader","value":"a#1"}]}`,
-			`snap.json: kvs[0].value (key /pg/a/leader): leader name "a#1" is not a valid HAProxy identifier (want letters, digits, '-', '_', '.', ':')`},
-		{"citus member name, base64", `{"kvs":[{"key":"L3BnL2MvMS9tZW1iZXJzL2Ega` + `g==","value":"e30="}]}`, "is not a valid HAProxy identifier"},
 		{"no revision", `{"header":{"cluster_id":1}}`, "snap.json: header.revision missing"},
 		{"etcd_header no revision", `{"etcd_header":{}}`, "snap.json: etcd_header.revision missing"},
 		{"revision not a number", `{"header":{"revision":"x"}}`, "snap.json: invalid snapshot JSON"},
@@ -318,7 +313,7 @@ func member(role string, xlog int64, extra string) string {
 
 func TestDecodePatroni4(t *testing.T) {
 	kvs := []KV{
-		kv("/service/c4/leader", "a\n", 10),
+		kv("/service/c4/leader", "a", 10),
 		kv("/service/c4/members/a", `{"conn_url":"postgres://[::1]:6543/postgres","api_url":"https://[::1]/patroni",`+
 			`"state":"running","role":"primary","version":"4.0.4","xlog_location":5000,"timeline":5}`, 11),
 		kv("/service/c4/members/b", member("replica", 4000, `,"replication_state":"streaming","tags":{"nofailover":true,"noloadbalance":"true"}`), 12),
@@ -358,8 +353,13 @@ func TestDecodePatroni4(t *testing.T) {
 	if c4.SyncLeader != "a" || !reflect.DeepEqual(c4.SyncStandbys, []string{"b", "c"}) || c4.SyncQuorum != 1 {
 		t.Errorf("sync %q %q quorum %d", c4.SyncLeader, c4.SyncStandbys, c4.SyncQuorum)
 	}
-	if !c4.IsSync("b") || !c4.IsSync("c") || c4.IsSync("a") {
-		t.Error("IsSync wrong")
+	if !c4.SynchronousMode || !c4.QuorumCommit {
+		t.Errorf("synchronous_mode quorum: SynchronousMode %v QuorumCommit %v", c4.SynchronousMode, c4.QuorumCommit)
+	}
+	// Quorum commit: Patroni 4 reports b and c as quorum_standby, never
+	// sync_standby (its /sync check fails on them).
+	if c4.IsSync("b") || c4.IsSync("c") || c4.IsSync("a") {
+		t.Error("IsSync true under synchronous_mode quorum")
 	}
 	if !c4.FailsafeMode || !c4.Paused || c4.StandbyCluster {
 		t.Errorf("flags failsafe=%v paused=%v standby=%v", c4.FailsafeMode, c4.Paused, c4.StandbyCluster)
@@ -568,6 +568,7 @@ func TestDecodeMPPGroups(t *testing.T) {
 		kv("/pg/citus/1/members/w1a", member("primary", 100, ""), 4),
 		kv("/pg/citus/1/members/w1b", member("replica", 90, ""), 5),
 		kv("/pg/citus/1/sync", `{"leader":"w1a","sync_standby":"w1b"}`, 6),
+		kv("/pg/citus/1/config", `{"synchronous_mode":true}`, 6),
 		// A member whose name is digits is not a group.
 		kv("/pg/plain/members/7", member("replica", 1, ""), 7),
 		kv("/pg/plain/leader", "7", 8),
@@ -647,4 +648,38 @@ func ptrStr(p *int64) string {
 		return "nil"
 	}
 	return fmt.Sprint(*p)
+}
+
+// TestParseSnapshotBadNamesStayInTheirCluster: member and leader names
+// HAProxy could not take, in one cluster of a snapshot, do not make the
+// whole snapshot unusable: Decode skips them with key errors of that
+// cluster, as it does for a live watch, and the other clusters decode as
+// if they were not there.
+func TestParseSnapshotBadNamesStayInTheirCluster(t *testing.T) {
+	good := `{"key":"/pg/good/leader","value":"g-1"},` +
+		`{"key":"/pg/good/members/g-1","value":"{\"conn_url\":\"postgres://10.0.0.1:5432/postgres\",\"state\":\"running\",\"role\":\"primary\"}"},`
+	data := `{"header":{"revision":9},"kvs":[` + good +
+		`{"key":"/pg/bad/leader","value":"a#1"},` +
+		`{"key":"/pg/bad/members/pg a-1","value":"{\"conn_url\":\"postgres://10.0.0.2:5432/postgres\"}"},` +
+		// /pg/bad/1/members/a  (base64), a Citus group's member "a " (trailing space)
+		`{"key":"L3BnL2JhZC8xL21lbWJlcnMvYSA=","value":"e30="}]}`
+	kvs, rev, err := ParseSnapshot("snap.json", []byte(data))
+	if err != nil || rev != 9 || len(kvs) != 5 {
+		t.Fatalf("ParseSnapshot: %d kvs, revision %d, %v; want 5 kvs at revision 9", len(kvs), rev, err)
+	}
+	got := Decode("/pg", kvs)
+	alone, _, err := ParseSnapshot("good.json", []byte(`{"header":{"revision":9},"kvs":[`+strings.TrimSuffix(good, ",")+`]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := Decode("/pg", alone)["good"]; !reflect.DeepEqual(got["good"], want) {
+		t.Errorf("cluster good decoded as %+v beside the bad one, %+v alone", got["good"], want)
+	}
+	bad := got["bad"]
+	if bad == nil || len(bad.Members) != 0 || len(bad.Errors) != 1 || bad.Errors[0].Key != "/pg/bad/members/pg a-1" {
+		t.Errorf("cluster bad: %+v, want no members and one error on /pg/bad/members/pg a-1", bad)
+	}
+	if g := got["bad/1"]; g == nil || len(g.Members) != 0 || len(g.Errors) != 1 || g.Errors[0].Key != "/pg/bad/1/members/a " {
+		t.Errorf("cluster bad/1: %+v, want no members and one error on /pg/bad/1/members/a ", g)
+	}
 }

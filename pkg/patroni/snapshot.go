@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"regexp"
 	"strings"
 	"unicode/utf8"
 )
@@ -40,9 +39,12 @@ type snapshotKV struct {
 // base64 encoding of one does) is taken as plain text, its value too, which
 // is the form of hand-written fixtures. Both "header" and "etcd_header" are
 // accepted; a snapshot with neither (hand-written) is accepted with revision
-// 0 (unknown) as long as it has kvs. Member and leader names become HAProxy
-// server names: one that is not a valid HAProxy identifier is rejected.
-// Errors name file and field.
+// 0 (unknown) as long as it has kvs. Errors name file and field.
+//
+// The values are not judged here: Decode does that per cluster, as for a
+// live watch (a member name HAProxy could not take is skipped with a key
+// error of its cluster), so one cluster's bad keys do not make a snapshot of
+// every cluster unusable.
 func ParseSnapshot(file string, data []byte) ([]KV, int64, error) {
 	var doc snapshotDoc
 	if err := json.Unmarshal(data, &doc); err != nil {
@@ -105,9 +107,6 @@ func ParseSnapshot(file string, data []byte) ([]KV, int64, error) {
 				kv.Value = v
 			}
 		}
-		if err := checkNames(kv); err != nil {
-			return nil, 0, fmt.Errorf("%s: kvs[%d].%w", file, i, err)
-		}
 		kvs = append(kvs, kv)
 	}
 	return kvs, *h.Revision, nil
@@ -120,27 +119,4 @@ func LoadSnapshot(path string) ([]KV, int64, error) {
 		return nil, 0, fmt.Errorf("read snapshot: %w", err)
 	}
 	return ParseSnapshot(path, data)
-}
-
-// validName is what HAProxy accepts in a server name (and what is safe in
-// an etcd key): letters, digits, '-', '_', '.', ':'.
-var validName = regexp.MustCompile(`^[A-Za-z0-9_.:-]+$`)
-
-// checkNames rejects member keys and leader values whose member name is not
-// a valid HAProxy identifier (the error starts with the field: key or value).
-func checkNames(kv KV) error {
-	parts := strings.Split(kv.Key, "/")
-	n := len(parts)
-	switch {
-	case n >= 3 && parts[n-2] == keyMembers:
-		if !validName.MatchString(parts[n-1]) {
-			return fmt.Errorf("key (%s): member name %q is not a valid HAProxy identifier (want letters, digits, '-', '_', '.', ':')", kv.Key, parts[n-1])
-		}
-	case n >= 2 && parts[n-1] == keyLeader:
-		name := strings.TrimSpace(string(kv.Value))
-		if name != "" && !validName.MatchString(name) {
-			return fmt.Errorf("value (key %s): leader name %q is not a valid HAProxy identifier (want letters, digits, '-', '_', '.', ':')", kv.Key, name)
-		}
-	}
-	return nil
 }

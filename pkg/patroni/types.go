@@ -5,7 +5,10 @@
 // reported as a KeyError naming the key, while the rest of the cluster is kept.
 package patroni
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // KV is one etcd key-value pair as the decoder sees it. It is the common shape
 // of a live etcd range/watch answer and of an `etcdctl get -w json` snapshot.
@@ -55,7 +58,8 @@ type Member struct {
 	Tags             map[string]any `json:"tags,omitempty"`
 	NoLoadBalance    bool           `json:"noloadbalance"`
 	NoFailover       bool           `json:"nofailover"`
-	// NoSync mirrors the nosync tag (never chosen as a sync standby).
+	// NoSync is Patroni's Tags.nosync: the nosync tag, or (4.1+) without it
+	// a sync_priority <= 0 (never chosen as a sync standby).
 	NoSync         bool `json:"nosync,omitempty"`
 	PendingRestart bool `json:"pending_restart,omitempty"`
 	Pause          bool `json:"pause,omitempty"`
@@ -87,6 +91,14 @@ type ClusterState struct {
 	FailsafeMode bool `json:"failsafe_mode,omitempty"`
 	// Paused is true when the dynamic config has pause (maintenance mode).
 	Paused bool `json:"paused,omitempty"`
+	// ConfigRead is true when the config key was present and decoded; the
+	// flags above and below come from it (false otherwise).
+	ConfigRead bool `json:"config_read,omitempty"`
+	// SynchronousMode is Patroni's is_synchronous_mode from the dynamic
+	// config: synchronous_mode is true (parse_bool: true/on/yes/1) or
+	// "quorum" (4.x quorum commit). QuorumCommit is true for "quorum".
+	SynchronousMode bool `json:"synchronous_mode,omitempty"`
+	QuorumCommit    bool `json:"quorum_commit,omitempty"`
 	// Group is the Citus/MPP group number when this state comes from keys
 	// <ns>/<scope>/<group>/...; such a state is keyed "<scope>/<group>" and
 	// its Scope is "<scope>/<group>" too. Nil for ordinary clusters.
@@ -107,10 +119,38 @@ type KeyError struct {
 
 func (e KeyError) Error() string { return e.Key + ": " + e.Err }
 
-// IsSync reports whether member name is listed as a sync standby.
+// IsSync reports whether member name is a synchronous standby as Patroni
+// itself decides it. Both of Patroni's rules must hold:
+//
+//   - ha.py is_sync_standby: a leader key is present, the sync key's leader
+//     matches it, and name is listed in the sync key's sync_standby (both
+//     comparisons case-insensitive, as Patroni >= 3.0.3 does, after
+//     PostgreSQL's synchronous_standby_names). A sync key left by the old
+//     leader after a failover, before the new leader rewrites it, names
+//     nobody; so does a sync key without a leader, or no leader key.
+//   - api.py, which answers HAProxy's /sync and /read-only-sync checks: the
+//     member is a replica (not the leader) and the dynamic config enables
+//     synchronous_mode. With synchronous_mode "quorum" (4.x) Patroni reports
+//     such members as quorum_standby, never sync_standby, so /sync fails on
+//     them: not sync here either. Patroni 4.x also ignores synchronous_mode
+//     in a standby cluster. When the config key is missing or unreadable,
+//     Patroni keeps using its last valid (or local) dynamic config; the
+//     leader keeps a sync key naming itself only in synchronous mode (it
+//     deletes the key when the mode is turned off), so the sync key alone
+//     decides then.
 func (c *ClusterState) IsSync(name string) bool {
+	if c == nil || name == "" || c.Leader == "" || name == c.Leader {
+		return false
+	}
+	if c.ConfigRead && (!c.SynchronousMode || c.QuorumCommit || c.StandbyCluster) {
+		return false
+	}
+	if c.SyncLeader == "" || strings.ToLower(c.SyncLeader) != strings.ToLower(c.Leader) {
+		return false
+	}
+	lname := strings.ToLower(name)
 	for _, s := range c.SyncStandbys {
-		if s == name {
+		if strings.ToLower(s) == lname {
 			return true
 		}
 	}

@@ -225,7 +225,8 @@ func TestComputeErrors(t *testing.T) {
 func TestComputeLiveFacts(t *testing.T) {
 	inv := loadInventory(t, testInventory)
 	st := state("pg-test", "pg-test-1", "pg-test-1:primary", "pg-test-2:replica", "pg-test-3:replica")
-	st.SyncStandbys = []string{"pg-test-2"}
+	// A sync key the current leader wrote, synchronous_mode on.
+	st.SynchronousMode, st.SyncLeader, st.SyncStandbys = true, "pg-test-1", []string{"pg-test-2"}
 	st.Members["pg-test-3"].Tags = map[string]any{"noloadbalance": true}
 	st.Members["pg-test-3"].LagBytes = i64(4096)
 	p, err := Compute(inv, map[string]*patroni.ClusterState{"pg-test": st}, Options{})
@@ -250,7 +251,7 @@ func TestComputeLiveFacts(t *testing.T) {
 func TestWriteTextGolden(t *testing.T) {
 	inv := loadInventory(t, testInventory)
 	st := state("pg-test", "pg-test-2", "pg-test-1:replica", "pg-test-2:primary", "pg-test-3:replica")
-	st.SyncStandbys = []string{"pg-test-1"}
+	st.SynchronousMode, st.SyncLeader, st.SyncStandbys = true, "pg-test-2", []string{"pg-test-1"}
 	st.Members["pg-test-3"].LagBytes = i64(1024)
 	p, err := Compute(inv, map[string]*patroni.ClusterState{"pg-test": st}, Options{})
 	if err != nil {
@@ -340,6 +341,34 @@ func BenchmarkCompute(b *testing.B) {
 		}
 		if len(p.Clusters) != 1000 {
 			b.Fatalf("%d clusters", len(p.Clusters))
+		}
+	}
+}
+
+// TestComputeSyncStandbyStaleKey: after a failover pg-test-1 -> pg-test-2,
+// a sync key still naming the old leader marks nobody as sync standby in
+// the plan (Patroni's is_sync_standby), until pg-test-2 rewrites it.
+func TestComputeSyncStandbyStaleKey(t *testing.T) {
+	inv := loadInventory(t, testInventory)
+	st := state("pg-test", "pg-test-2", "pg-test-1:replica", "pg-test-2:primary", "pg-test-3:replica")
+	st.SynchronousMode, st.SyncLeader, st.SyncStandbys = true, "pg-test-1", []string{"pg-test-2", "pg-test-3"}
+	p, err := Compute(inv, map[string]*patroni.ClusterState{"pg-test": st}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range p.Clusters[0].Members {
+		if m.SyncStandby {
+			t.Errorf("%s marked sync standby by the old leader's sync key", m.Name)
+		}
+	}
+	st.SyncLeader = "pg-test-2"
+	p, err = Compute(inv, map[string]*patroni.ClusterState{"pg-test": st}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range p.Clusters[0].Members {
+		if want := m.Name == "pg-test-3"; m.SyncStandby != want {
+			t.Errorf("%s: SyncStandby %v, want %v (the leader itself is never one)", m.Name, m.SyncStandby, want)
 		}
 	}
 }

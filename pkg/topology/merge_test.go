@@ -389,7 +389,7 @@ func TestMergeSelectorDocument(t *testing.T) {
 	m2.Tags = map[string]any{"noloadbalance": true, "failover_priority": 2}
 	m2.NoLoadBalance = true
 	st := state("pg-test-1", live("pg-test-1", "127.0.0.11", "master"), m2, live("pg-test-9", "127.0.0.19", "replica"))
-	st.SyncStandbys = []string{"pg-test-2"}
+	st.SynchronousMode, st.SyncLeader, st.SyncStandbys = true, "pg-test-1", []string{"pg-test-2"}
 	v := Merge(c, st, MergeOptions{IncludeUnknown: true})
 	doc := func(name string) map[string]any {
 		for _, m := range v.Members {
@@ -568,5 +568,39 @@ func TestMergeRefusesTwinNames(t *testing.T) {
 	}
 	if m := got["pg-test-1"]; m == nil || !m.Served {
 		t.Errorf("pg-test-1: %+v, want served", m)
+	}
+}
+
+// TestMergeSyncAfterFailover: after a failover pg-test-1 -> pg-test-2 the
+// sync key still names the old leader until the new one rewrites it.
+// Patroni then counts nobody as a sync standby; neither does patroni_sync,
+// so a "[? patroni_sync ]" service does not follow a stale key (to the new
+// primary, or to a replica the new primary does not wait for).
+func TestMergeSyncAfterFailover(t *testing.T) {
+	inv := mustParse(t, mergeInventory)
+	c := inv.Cluster("pg-test")
+	expr, err := CompileSelector("[? patroni_sync ]")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := state("pg-test-2", live("pg-test-1", "127.0.0.11", "replica"),
+		live("pg-test-2", "127.0.0.12", "master"), live("pg-test-3", "127.0.0.13", "replica"))
+	st.SynchronousMode = true
+	st.SyncLeader, st.SyncStandbys = "pg-test-1", []string{"pg-test-2", "pg-test-3"}
+	if got := selectNames(t, expr, Merge(c, st, MergeOptions{})); len(got) != 0 {
+		t.Errorf("stale sync key of the old leader: patroni_sync selects %v, want none", got)
+	}
+	// The new leader rewrites the key: pg-test-3 (Patroni compares names
+	// case-insensitively, as PostgreSQL does).
+	st2 := *st
+	st2.SyncLeader, st2.SyncStandbys = "PG-TEST-2", []string{"Pg-Test-3"}
+	if got := selectNames(t, expr, Merge(c, &st2, MergeOptions{})); !reflect.DeepEqual(got, []string{"pg-test-3"}) {
+		t.Errorf("rewritten sync key: patroni_sync selects %v, want [pg-test-3]", got)
+	}
+	// No leader key (the failover still in flight): nobody.
+	st3 := st2
+	st3.Leader = ""
+	if got := selectNames(t, expr, Merge(c, &st3, MergeOptions{LastKnownLeader: "pg-test-2"})); len(got) != 0 {
+		t.Errorf("no leader key: patroni_sync selects %v, want none", got)
 	}
 }
