@@ -48,7 +48,11 @@ func TestIsSyncFollowsPatroni(t *testing.T) {
 		// After a failover p1 -> p2, before p2 rewrites the sync key: the
 		// key still names the old leader, so nobody is sync (p2 is leader).
 		{"stale sync key of the old leader", "p2", `{"leader":"p1","sync_standby":"p2,p3"}`, on, nil},
-		{"no leader key", "", `{"leader":"p1","sync_standby":"p2"}`, on, nil},
+		// No leader key (a switchover's gap): the sync key as it stands, as
+		// Patroni's REST /sync answers; its own leader is never its standby.
+		{"no leader key", "", `{"leader":"p1","sync_standby":"p2"}`, on, map[string]bool{"p2": true}},
+		{"no leader key, the key's leader listed", "", `{"leader":"p1","sync_standby":"P1,p3"}`, on, map[string]bool{"p3": true}},
+		{"no leader key, synchronous_mode off", "", `{"leader":"p1","sync_standby":"p2"}`, `{"synchronous_mode":false}`, nil},
 		{"sync key without leader", "p1", `{"sync_standby":"p2"}`, on, nil},
 		{"sync key with empty leader", "p1", `{"leader":"","sync_standby":"p2"}`, on, nil},
 		{"no sync key", "p1", "", on, nil},

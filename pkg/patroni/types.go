@@ -127,7 +127,13 @@ func (e KeyError) Error() string { return e.Key + ": " + e.Err }
 //     comparisons case-insensitive, as Patroni >= 3.0.3 does, after
 //     PostgreSQL's synchronous_standby_names). A sync key left by the old
 //     leader after a failover, before the new leader rewrites it, names
-//     nobody; so does a sync key without a leader, or no leader key.
+//     nobody; so does a sync key without a leader.
+//     While the leader key is absent (a switchover's gap, a leader key
+//     expired) the sync key is taken as it stands, as Patroni's REST API
+//     does for /sync (cluster.sync.matches, no leader check): the roles are
+//     kept through such a gap (topology.Merge), and nothing is written in it,
+//     so the last sync standbys hold every committed write; a strict rule
+//     would empty a service selecting patroni_sync for every switchover.
 //   - api.py, which answers HAProxy's /sync and /read-only-sync checks: the
 //     member is a replica (not the leader) and the dynamic config enables
 //     synchronous_mode. With synchronous_mode "quorum" (4.x) Patroni reports
@@ -139,13 +145,20 @@ func (e KeyError) Error() string { return e.Key + ": " + e.Err }
 //     deletes the key when the mode is turned off), so the sync key alone
 //     decides then.
 func (c *ClusterState) IsSync(name string) bool {
-	if c == nil || name == "" || c.Leader == "" || name == c.Leader {
+	if c == nil || name == "" || name == c.Leader {
 		return false
 	}
 	if c.ConfigRead && (!c.SynchronousMode || c.QuorumCommit || c.StandbyCluster) {
 		return false
 	}
-	if c.SyncLeader == "" || strings.ToLower(c.SyncLeader) != strings.ToLower(c.Leader) {
+	if c.SyncLeader == "" {
+		return false
+	}
+	if c.Leader == "" {
+		if strings.EqualFold(name, c.SyncLeader) {
+			return false // the leader of the key is not its own standby
+		}
+	} else if strings.ToLower(c.SyncLeader) != strings.ToLower(c.Leader) {
 		return false
 	}
 	lname := strings.ToLower(name)
