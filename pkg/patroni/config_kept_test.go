@@ -60,7 +60,7 @@ func TestDecoderKeepsLastValidConfig(t *testing.T) {
 
 	kept := goodFlags
 	kept.kept = true
-	for i, bad := range []string{`{"failsafe_mode":`, `null`, `[1]`, `"failsafe_mode"`} {
+	for i, bad := range []string{`{"failsafe_mode":`, `null`, `[1]`, `"failsafe_mode"`, `{"failsafe_mode":false} x`} {
 		set(kv(cfgKey, bad, int64(6+i)))
 		cs = d.clusters()["c"]
 		if got := configOf(cs); got != kept {

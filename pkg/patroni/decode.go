@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/url"
@@ -570,6 +571,11 @@ func decodeConfig(cs *ClusterState, value []byte) error {
 	dec.UseNumber()
 	if err := dec.Decode(&raw); err != nil {
 		return fmt.Errorf("config: invalid JSON object: %w", err)
+	}
+	// Patroni's json.loads takes nothing after the value ("Extra data"):
+	// such a config is not valid to it, whose flags would be kept.
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("config: invalid JSON object: trailing data")
 	}
 	if raw == nil {
 		return errors.New("config: not a JSON object")
