@@ -248,3 +248,42 @@ func TestPlanSnapshotWithAnotherClustersBadNames(t *testing.T) {
 		t.Errorf("plan of pg-test changed by another cluster's bad keys:\n%s\nwant:\n%s", got, want)
 	}
 }
+
+// TestPlanBadConfigKey: plan --dcs reads one snapshot, with no earlier
+// config value to keep (the watcher keeps the last valid one): a config
+// key that cannot be decoded is a warning saying its flags read as off.
+func TestPlanBadConfigKey(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("testdata", "dcs", "dcs-initial.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, kv := range doc["kvs"].([]any) {
+		if m := kv.(map[string]any); m["key"] == "/pg/pg-test/config" {
+			m["value"], found = `{"ttl":30,"failsafe_mode":`, true
+		}
+	}
+	if !found {
+		t.Fatal("no config key in the fixture")
+	}
+	out, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(t.TempDir(), "bad-config.json")
+	if err := os.WriteFile(bad, out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, got, errOut := runCmd(t, "plan", "--inventory", pgTest, "--dcs", bad)
+	if code != 0 || errOut != "" {
+		t.Fatalf("exit %d, stderr %q", code, errOut)
+	}
+	want := "DCS key /pg/pg-test/config: config: invalid JSON object: unexpected EOF; no valid config seen: failsafe_mode, pause, synchronous_mode and standby_cluster read as off"
+	if !strings.Contains(got, want) {
+		t.Errorf("plan output lacks %q:\n%s", want, got)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/url"
@@ -65,7 +66,18 @@ func Prefix(ns string) string {
 // KeyError to its cluster's Errors, and a malformed member is left out of
 // Members while the rest of the cluster is kept. The result does not share
 // memory with kvs.
+//
+// Decode reads one moment and knows no earlier one: a config key that cannot
+// be decoded leaves the dynamic config flags off, and its KeyError says so
+// (a Watcher keeps the last valid ones instead, as Patroni does).
 func Decode(namespace string, kvs []KV) map[string]*ClusterState {
+	return decode(namespace, kvs, nil)
+}
+
+// decode is Decode with lastConfig (nil: none), which gives the flags of a
+// scope's last config value that decoded: a scope whose config key is
+// absent or cannot be decoded takes them, with ConfigKept set.
+func decode(namespace string, kvs []KV, lastConfig func(scope string) (configFlags, bool)) map[string]*ClusterState {
 	prefix := Prefix(namespace)
 	sorted := make([]KV, len(kvs))
 	copy(sorted, kvs)
@@ -76,6 +88,7 @@ func Decode(namespace string, kvs []KV) map[string]*ClusterState {
 	type pending struct {
 		status, optimeLeader *int64
 		hasStatus, hasOptime bool
+		hasConfig            bool
 	}
 	extra := map[string]*pending{}
 
@@ -147,8 +160,16 @@ func Decode(namespace string, kvs []KV) map[string]*ClusterState {
 				fail(err)
 			}
 		case len(sub) == 1 && sub[0] == keyConfig:
+			p.hasConfig = true
 			if err := decodeConfig(cs, kv.Value); err != nil {
-				fail(err)
+				// Patroni (ClusterConfig.from_node, get_global_config)
+				// goes on with its last valid dynamic config.
+				if last, ok := lastGood(lastConfig, scope); ok {
+					last.apply(cs)
+					fail(fmt.Errorf("%w; keeping the last valid config (revision %d: %s), as Patroni does", err, last.revision, last))
+				} else {
+					fail(fmt.Errorf("%w; no valid config seen: failsafe_mode, pause, synchronous_mode and standby_cluster read as off", err))
+				}
 			}
 		case len(sub) == 1 && sub[0] == keyStatus:
 			p.hasStatus = true
@@ -181,6 +202,15 @@ func Decode(namespace string, kvs []KV) map[string]*ClusterState {
 
 	for scope, cs := range out {
 		p := extra[scope]
+		if !p.hasConfig {
+			// An absent config key is no error, but Patroni goes on with
+			// its last valid dynamic config then too (get_global_config:
+			// "protect from the case when DCS was wiped out"), and its
+			// leader writes that back at its next cycle.
+			if last, ok := lastGood(lastConfig, scope); ok {
+				last.apply(cs)
+			}
+		}
 		// Patroni prefers status over the legacy optime/leader key.
 		switch {
 		case p.status != nil:
@@ -542,6 +572,11 @@ func decodeConfig(cs *ClusterState, value []byte) error {
 	if err := dec.Decode(&raw); err != nil {
 		return fmt.Errorf("config: invalid JSON object: %w", err)
 	}
+	// Patroni's json.loads takes nothing after the value ("Extra data"):
+	// such a config is not valid to it, whose flags would be kept.
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("config: invalid JSON object: trailing data")
+	}
 	if raw == nil {
 		return errors.New("config: not a JSON object")
 	}
@@ -561,6 +596,47 @@ func decodeConfig(cs *ClusterState, value []byte) error {
 	cs.SynchronousMode = cs.QuorumCommit || parseBool(raw["synchronous_mode"])
 	cs.ConfigRead = true
 	return nil
+}
+
+// configFlags are the dynamic config flags a ClusterState carries, as
+// decoded from the config value of mod revision revision.
+type configFlags struct {
+	revision                                               int64
+	standbyCluster, failsafeMode, paused, syncMode, quorum bool
+}
+
+func flagsOf(cs *ClusterState, revision int64) configFlags {
+	return configFlags{revision: revision, standbyCluster: cs.StandbyCluster, failsafeMode: cs.FailsafeMode,
+		paused: cs.Paused, syncMode: cs.SynchronousMode, quorum: cs.QuorumCommit}
+}
+
+// apply sets cs's flags to f, kept from an earlier config value.
+func (f configFlags) apply(cs *ClusterState) {
+	cs.StandbyCluster, cs.FailsafeMode, cs.Paused = f.standbyCluster, f.failsafeMode, f.paused
+	cs.SynchronousMode, cs.QuorumCommit = f.syncMode, f.quorum
+	cs.ConfigRead, cs.ConfigKept = false, true
+}
+
+func (f configFlags) String() string {
+	onOff := func(b bool) string {
+		if b {
+			return "on"
+		}
+		return "off"
+	}
+	sync := onOff(f.syncMode)
+	if f.quorum {
+		sync = "quorum"
+	}
+	return "failsafe_mode " + onOff(f.failsafeMode) + ", pause " + onOff(f.paused) +
+		", synchronous_mode " + sync + ", standby_cluster " + onOff(f.standbyCluster)
+}
+
+func lastGood(lastConfig func(string) (configFlags, bool), scope string) (configFlags, bool) {
+	if lastConfig == nil {
+		return configFlags{}, false
+	}
+	return lastConfig(scope)
 }
 
 // decodeStatus returns the optime of a status value: {"optime":N,...}, or a

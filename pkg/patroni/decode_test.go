@@ -492,6 +492,9 @@ func TestDecodeMalformed(t *testing.T) {
 		{"sync negative quorum", kv("/pg/c/sync", `{"leader":"a","quorum":-1}`, 5), "quorum", false},
 		{"config bad JSON", kv("/pg/c/config", `{`, 5), "config: invalid JSON", false},
 		{"config null", kv("/pg/c/config", `null`, 5), "config: not a JSON object", false},
+		// Patroni's json.loads rejects what follows the object ("Extra data").
+		{"config trailing data", kv("/pg/c/config", `{"failsafe_mode":false} {"failsafe_mode":true}`, 5), "config: invalid JSON object: trailing data", false},
+		{"config trailing brace", kv("/pg/c/config", `{"failsafe_mode":false}}`, 5), "config: invalid JSON object: trailing data", false},
 		{"status bad JSON", kv("/pg/c/status", `{"optime":`, 5), "status: invalid JSON", false},
 		{"status non-numeric optime", kv("/pg/c/status", `{"optime":"abc"}`, 5), "not an integer LSN", false},
 		{"status optime object", kv("/pg/c/status", `{"optime":{}}`, 5), "want integer", false},

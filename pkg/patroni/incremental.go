@@ -6,8 +6,11 @@ import "bytes"
 // only the clusters whose keys changed. Decode files every key under one
 // scope ("<scope>" or "<scope>/<group>") and decodes each scope from its own
 // keys alone, so decoding one scope's keys gives exactly that scope's entry
-// of Decode over all keys (TestDecoderIsDecode). A ClusterState it returned
-// is never modified afterwards: a changed scope gets a new one, so
+// of Decode over all keys, but for the one thing a decoder remembers: the
+// dynamic config flags of each scope's last config value that decoded,
+// which a scope whose config key is absent or undecodable keeps, as Patroni
+// does (ClusterState.ConfigKept; TestDecoderIsDecode). A ClusterState it
+// returned is never modified afterwards: a changed scope gets a new one, so
 // consumers may compare pointers to see what changed.
 type decoder struct {
 	ns      string
@@ -15,11 +18,15 @@ type decoder struct {
 	byScope map[string]map[string]KV // scope -> key -> kv
 	states  map[string]*ClusterState // scope -> decoded state
 	dirty   map[string]bool          // scopes to decode again
+	// lastConfig: scope -> the flags of its last config value that
+	// decoded. Kept across re-lists; forgotten with the scope's last key
+	// (a cluster removed, or one whose every key expired, starts afresh).
+	lastConfig map[string]configFlags
 }
 
 func newDecoder(ns string) *decoder {
 	return &decoder{ns: ns, prefix: Prefix(ns), byScope: map[string]map[string]KV{},
-		states: map[string]*ClusterState{}, dirty: map[string]bool{}}
+		states: map[string]*ClusterState{}, dirty: map[string]bool{}, lastConfig: map[string]configFlags{}}
 }
 
 // reset replaces every key (a fresh list). A scope whose keys are exactly
@@ -43,6 +50,11 @@ func (d *decoder) reset(cache map[string]KV) {
 			// among that moment's garbage.
 			d.byScope[scope] = old[scope]
 			delete(d.dirty, scope)
+		}
+	}
+	for scope := range d.lastConfig {
+		if d.byScope[scope] == nil {
+			delete(d.lastConfig, scope) // gone from the list
 		}
 	}
 }
@@ -105,10 +117,14 @@ func (d *decoder) clusters() map[string]*ClusterState {
 		for _, kv := range m {
 			kvs = append(kvs, kv)
 		}
-		if st := Decode(d.ns, kvs)[scope]; st != nil {
+		if st := decode(d.ns, kvs, d.lastGood)[scope]; st != nil {
 			d.states[scope] = st
+			if st.ConfigRead {
+				d.lastConfig[scope] = flagsOf(st, m[d.prefix+scope+"/"+keyConfig].ModRevision)
+			}
 		} else {
 			delete(d.states, scope)
+			delete(d.lastConfig, scope)
 		}
 	}
 	clear(d.dirty)
@@ -117,4 +133,10 @@ func (d *decoder) clusters() map[string]*ClusterState {
 		out[k] = v
 	}
 	return out
+}
+
+// lastGood gives the flags of scope's last config value that decoded.
+func (d *decoder) lastGood(scope string) (configFlags, bool) {
+	f, ok := d.lastConfig[scope]
+	return f, ok
 }

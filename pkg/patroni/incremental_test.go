@@ -10,8 +10,9 @@ import (
 
 // TestDecoderIsDecode: after random puts and deletes (ordinary and Citus
 // scopes, undecodable values, keys Decode ignores), the incremental decoder
-// gives exactly Decode over all keys, and a scope none of whose keys changed
-// keeps its ClusterState pointer.
+// gives exactly Decode over all keys, with the same memory of each scope's
+// last config value that decoded (kept while the scope has a key), and a
+// scope none of whose keys changed keeps its ClusterState pointer.
 func TestDecoderIsDecode(t *testing.T) {
 	scopes := []string{"pg-a", "pg-b", "pg-c/0", "pg-c/1", "pg-d"}
 	values := map[string][]string{
@@ -22,11 +23,12 @@ func TestDecoderIsDecode(t *testing.T) {
 		"status":        {`{"optime":120}`, `{"optime":"bad"}`, `110`},
 		"optime/leader": {"100", "x"},
 		"sync":          {`{"leader":"m1","sync_standby":"m2"}`, `[]`},
-		"config":        {`{"pause":true}`, `{}`},
+		"config":        {`{"pause":true}`, `{}`, `{"failsafe_mode":true,"synchronous_mode":"on"}`, `{`, `[1]`},
 		"failover":      {`{"leader":"m1","member":"m2"}`, ``},
 		"initialize":    {"1"},
 		"unknown/x":     {"y"},
 	}
+	kept := 0 // states with flags kept: the memory is exercised
 	var subs []string
 	for k := range values {
 		subs = append(subs, k)
@@ -47,6 +49,7 @@ func TestDecoderIsDecode(t *testing.T) {
 			return "/pg/" + scopes[r.Intn(len(scopes))] + "/" + sub
 		}
 		var prev map[string]*ClusterState
+		lastConfig := map[string]configFlags{} // the decoder's memory, modelled
 		for step := 0; step < 60; step++ {
 			changed := map[string]bool{}
 			for n := 1 + r.Intn(4); n > 0; n-- {
@@ -101,7 +104,20 @@ func TestDecoderIsDecode(t *testing.T) {
 			for _, kv := range all {
 				kvs = append(kvs, kv)
 			}
-			want := Decode("/pg", kvs)
+			want := decode("/pg", kvs, func(sc string) (configFlags, bool) { f, ok := lastConfig[sc]; return f, ok })
+			for sc := range lastConfig {
+				if want[sc] == nil {
+					delete(lastConfig, sc)
+				}
+			}
+			for sc, st := range want {
+				if st.ConfigKept {
+					kept++
+				}
+				if st.ConfigRead {
+					lastConfig[sc] = flagsOf(st, all["/pg/"+sc+"/config"].ModRevision)
+				}
+			}
 			got := dec.clusters()
 			if !reflect.DeepEqual(got, want) {
 				t.Fatalf("seed %d step %d: decoder\n%s\nDecode\n%s", seed, step, dump(got), dump(want))
@@ -113,6 +129,9 @@ func TestDecoderIsDecode(t *testing.T) {
 			}
 			prev = got
 		}
+	}
+	if kept == 0 {
+		t.Error("no state kept its last valid config flags: the test does not exercise them")
 	}
 }
 

@@ -94,6 +94,14 @@ type ClusterState struct {
 	// ConfigRead is true when the config key was present and decoded; the
 	// flags above and below come from it (false otherwise).
 	ConfigRead bool `json:"config_read,omitempty"`
+	// ConfigKept is true when the config key is absent or cannot be
+	// decoded and the flags are those of its last value that decoded, as
+	// the Watcher saw it: Patroni goes on with its last valid dynamic
+	// config then (get_global_config), and its leader writes that back. An
+	// undecodable key is still in Errors, whose text names the revision
+	// kept. (Decode alone, a one-shot read, has no earlier value: the
+	// flags are off there and the key error says so.)
+	ConfigKept bool `json:"config_kept,omitempty"`
 	// SynchronousMode is Patroni's is_synchronous_mode from the dynamic
 	// config: synchronous_mode is true (parse_bool: true/on/yes/1) or
 	// "quorum" (4.x quorum commit). QuorumCommit is true for "quorum".
@@ -140,15 +148,16 @@ func (e KeyError) Error() string { return e.Key + ": " + e.Err }
 //     such members as quorum_standby, never sync_standby, so /sync fails on
 //     them: not sync here either. Patroni 4.x also ignores synchronous_mode
 //     in a standby cluster. When the config key is missing or unreadable,
-//     Patroni keeps using its last valid (or local) dynamic config; the
-//     leader keeps a sync key naming itself only in synchronous mode (it
-//     deletes the key when the mode is turned off), so the sync key alone
-//     decides then.
+//     Patroni keeps using its last valid (or local) dynamic config: so do
+//     the flags kept then (ConfigKept). With none known (Decode alone, or
+//     a config never seen valid), the leader keeps a sync key naming
+//     itself only in synchronous mode (it deletes the key when the mode is
+//     turned off), so the sync key alone decides.
 func (c *ClusterState) IsSync(name string) bool {
 	if c == nil || name == "" || name == c.Leader {
 		return false
 	}
-	if c.ConfigRead && (!c.SynchronousMode || c.QuorumCommit || c.StandbyCluster) {
+	if (c.ConfigRead || c.ConfigKept) && (!c.SynchronousMode || c.QuorumCommit || c.StandbyCluster) {
 		return false
 	}
 	if c.SyncLeader == "" {

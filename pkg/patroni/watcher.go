@@ -63,6 +63,10 @@ var errResync = errors.New("periodic resync")
 //     Snapshot of every cluster: never a delta. Only the clusters whose
 //     keys changed are decoded again; the others keep their ClusterState
 //     (same pointer) from the previous snapshot.
+//   - A cluster whose config key is absent or cannot be decoded keeps the
+//     dynamic config flags of its last value that decoded, as Patroni does
+//     (ClusterState.ConfigKept), across re-lists, until the cluster's last
+//     key is gone.
 //   - A compacted, cancelled or closed watch, or any error, makes it list
 //     again with capped exponential backoff, retried until it works (it never
 //     gives up while ctx lives). It also lists again every ResyncInterval.
