@@ -36,6 +36,9 @@ var pigstyCases = []struct {
 	{"v4-citus.yml", "10.10.10.31", "pg-citus2", "v4-citus-pg-citus2.cfg", topology.V4},
 	{"v4-provider.yml", "10.10.10.31", "pg-a", "v4-provider-pg-a.cfg", topology.V4},
 	{"v4-provider.yml", "10.10.10.41", "pg-b", "v4-provider-pg-b.cfg", topology.V4},
+	// pg_services redefines primary and replica: the later definition
+	// overwrites the earlier's conf.d file.
+	{"v4-override.yml", "10.10.10.11", "pg-test", "v4-override-pg-test.cfg", topology.V4},
 }
 
 // pigstyLines normalises a render for comparison: no derivation notes (##),

@@ -419,7 +419,7 @@ func (p *parser) cluster(name string, hosts []pgHost) {
 			p.errf(nodeLine(e.node), w, "pg_default_service_dest", "unknown destination %s (want postgres, pgbouncer or a port number)", describe(e.val))
 		}
 	}
-	c.Services = p.services(cv, w)
+	c.Services, c.Warnings = p.services(cv, w)
 	for _, sd := range c.Services {
 		sd.FullName = name + "-" + sd.Name
 	}

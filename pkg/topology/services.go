@@ -42,11 +42,20 @@ func destText(v any) (string, bool) {
 }
 
 // services validates pg_default_services + pg_services of a cluster and
-// compiles their selectors.
-func (p *parser) services(cv layer, w where) []*ServiceDef {
+// compiles their selectors. A definition named like an earlier one replaces
+// it, as in Pigsty: service_local.yml (and service_remote.yml) render each
+// item of pg_default_services + pg_services in turn into the file
+// <pg_cluster>-<name>.cfg, so a later item overwrites an earlier item's file.
+// The replacement takes the earlier one's place in the list (the file, and so
+// HAProxy's reading order, is the same), and each replacement is returned as
+// a warning naming both definitions. Ports are checked over the surviving
+// definitions only: two of them on one port is an error (HAProxy could not
+// bind both).
+func (p *parser) services(cv layer, w where) ([]*ServiceDef, []string) {
 	var out []*ServiceDef
-	names := map[string]*ServiceDef{}
-	ports := map[int]*ServiceDef{}
+	var warnings []string
+	var inOrder []*ServiceDef // every valid definition, as listed
+	names := map[string]int{} // name -> index in out
 	for _, key := range []string{"pg_default_services", "pg_services"} {
 		e := cv[key]
 		if e.val == nil {
@@ -74,19 +83,56 @@ func (p *parser) services(cv layer, w where) []*ServiceDef {
 			if sd == nil {
 				continue
 			}
-			if prev, dup := names[sd.Name]; dup {
-				p.errf(sd.Line, w, sd.Source+".name", "duplicate service name %q (also %s)", sd.Name, prev.Source)
+			inOrder = append(inOrder, sd)
+			if at, dup := names[sd.Name]; dup {
+				prev := out[at]
+				warnings = append(warnings, fmt.Sprintf("service %s: %s replaces %s (Pigsty renders both into %s-%s.cfg, the later one last: it wins)",
+					sd.Name, defWhere(sd), defWhere(prev), w.cluster, sd.Name))
+				out[at] = sd
 				continue
 			}
-			if prev, dup := ports[sd.Port]; dup {
-				p.errf(sd.Line, w, sd.Source+".port", "service %q: port %d already used by service %q (%s)", sd.Name, sd.Port, prev.Name, prev.Source)
-				continue
-			}
-			names[sd.Name], ports[sd.Port] = sd, sd
+			names[sd.Name] = len(out)
 			out = append(out, sd)
 		}
 	}
-	return out
+	// Ports over the survivors, in the order they are listed, so that the
+	// error names the later definition of the two.
+	survives := make(map[*ServiceDef]bool, len(out))
+	for _, sd := range out {
+		survives[sd] = true
+	}
+	ports := map[int]*ServiceDef{}
+	bad := map[*ServiceDef]bool{}
+	for _, sd := range inOrder {
+		if !survives[sd] {
+			continue
+		}
+		if prev, dup := ports[sd.Port]; dup {
+			p.errf(sd.Line, w, sd.Source+".port", "service %q: port %d already used by service %q (%s)", sd.Name, sd.Port, prev.Name, prev.Source)
+			bad[sd] = true
+			continue
+		}
+		ports[sd.Port] = sd
+	}
+	if len(bad) > 0 {
+		kept := out[:0:0]
+		for _, sd := range out {
+			if !bad[sd] {
+				kept = append(kept, sd)
+			}
+		}
+		out = kept
+	}
+	return out, warnings
+}
+
+// defWhere names a definition for messages: its source, and its line when
+// it has one (built-in defaults have none).
+func defWhere(sd *ServiceDef) string {
+	if sd.Line > 0 {
+		return fmt.Sprintf("%s (line %d)", sd.Source, sd.Line)
+	}
+	return sd.Source
 }
 
 // fieldLine is the line of key's value inside a service mapping node.
