@@ -39,6 +39,8 @@ var pigstyCases = []struct {
 	// pg_services redefines primary and replica: the later definition
 	// overwrites the earlier's conf.d file.
 	{"v4-override.yml", "10.10.10.11", "pg-test", "v4-override-pg-test.cfg", topology.V4},
+	// Selectors that reorder: servers in the selectors' result order.
+	{"v4-order.yml", "10.10.10.11", "pg-test", "v4-order-pg-test.cfg", topology.V4},
 }
 
 // pigstyLines normalises a render for comparison: no derivation notes (##),

@@ -1,0 +1,59 @@
+package services
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/pgsvc/pgsvc/pkg/topology"
+)
+
+// TestBuildSelectorOrder: servers come in the order the selectors return
+// the members, as Pigsty's template iterates them (json_query's result):
+// the selector's members first, then the members only the backup selector
+// returns, in its order. `balance first` sends every session to the first
+// server with a free slot, and hash balancing maps over the server list,
+// so member order in place of a sort_by or reverse selector's order would
+// move traffic elsewhere than Pigsty does. A member a selector returns
+// twice is one server, where it first appears.
+func TestBuildSelectorOrder(t *testing.T) {
+	members := []mem{
+		known(1, "10.10.10.11", "primary", "primary", false),
+		known(3, "10.10.10.13", "replica", "replica", true),
+		known(2, "10.10.10.12", "replica", "replica", false),
+	}
+	for _, tc := range []struct {
+		selector, backup string
+		want             []string
+	}{
+		// Filters keep the members' order.
+		{"[]", "", []string{"pg-test-1", "pg-test-3", "pg-test-2"}},
+		{"sort_by([], &pg_seq)", "", []string{"pg-test-1", "pg-test-2", "pg-test-3"}},
+		{"reverse(sort_by([], &pg_seq))", "", []string{"pg-test-3", "pg-test-2", "pg-test-1"}},
+		{"reverse([? pg_role == `replica`])", "[? pg_role == `primary`]", []string{"pg-test-2", "pg-test-3", "pg-test-1 backup"}},
+		// A member both select is a backup server in the selector's place.
+		{"reverse(@)", "[? pg_role == `primary`]", []string{"pg-test-2", "pg-test-3", "pg-test-1 backup"}},
+		// Backup-only members in the backup selector's order.
+		{"[? pg_seq == `2`]", "reverse([? pg_seq != `2`])", []string{"pg-test-2", "pg-test-3 backup", "pg-test-1 backup"}},
+		{"[? pg_seq == `2`]", "sort_by(@, &pg_seq)", []string{"pg-test-2 backup", "pg-test-1 backup", "pg-test-3 backup"}},
+		// Returned twice: served once, where it first appears.
+		{"[[1], [0], [1]] | []", "", []string{"pg-test-3", "pg-test-1"}},
+		{"[[2]] | []", "[[0], [1], [0]] | []", []string{"pg-test-2", "pg-test-1 backup", "pg-test-3 backup"}},
+	} {
+		d := def(t, "svc", 5440, "postgres", "/", tc.selector, tc.backup)
+		svcs, err := Build(view("pg-test", "", []*topology.ServiceDef{d}, members...))
+		if err != nil {
+			t.Fatalf("selector %s, backup %s: %v", tc.selector, tc.backup, err)
+		}
+		var got []string
+		for _, sv := range svcs[0].Servers {
+			n := sv.Name
+			if sv.Backup {
+				n += " backup"
+			}
+			got = append(got, n)
+		}
+		if !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("selector %s, backup %s: servers %q, want %q", tc.selector, tc.backup, got, tc.want)
+		}
+	}
+}
