@@ -56,7 +56,7 @@ func TestParseRejects(t *testing.T) {
 		{"bad-dest.yml", `bad-dest.yml:9: cluster pg-test: pg_services[0].dest: service "standby": unknown dest "pgpool" (want default, postgres, pgbouncer or a port number)`},
 		{"bad-default-dest.yml", `bad-default-dest.yml:8: cluster pg-test: pg_default_service_dest: unknown destination "pgpool" (want postgres, pgbouncer or a port number)`},
 		{"bad-balance.yml", `bad-balance.yml:9: cluster pg-test: pg_services[0].balance: service "standby": unknown balance "uri" (want roundrobin, leastconn, static-rr, first, source or random)`},
-		{"bad-ip.yml", `bad-ip.yml:9: cluster pg-test: pg_services[0].ip: service "standby": ip must be * or an IP address, got "10.10.10.300"`},
+		{"bad-ip.yml", `bad-ip.yml:9: cluster pg-test: pg_services[0].ip: service "standby": ip must be * or an IP address without a zone, got "10.10.10.300"`},
 		{"bad-check.yml", `bad-check.yml:9: cluster pg-test: pg_services[0].check: service "standby": check must be a Patroni REST path such as /primary, got "sync"`},
 		{"bad-cluster-name.yml", `bad-cluster-name.yml:6: all.children.pg-test.vars.pg_cluster: invalid cluster name "pg test" (want letters, digits, '-', '_', '.')`},
 		// Two groups with one pg_cluster are one cluster (membership is by

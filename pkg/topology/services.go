@@ -202,8 +202,10 @@ func (p *parser) service(raw any, item *yaml.Node, line int, src string, w where
 	}
 	sd.IP = str("ip", defaultServiceIP)
 	if sd.IP != "*" {
-		if _, err := netip.ParseAddr(sd.IP); err != nil {
-			bad("ip", "%sip must be * or an IP address, got %q", what, sd.IP)
+		// No zone: the renderers refuse one (haproxyname.BindAddress), and
+		// a zone may hold any character.
+		if a, err := netip.ParseAddr(sd.IP); err != nil || a.Zone() != "" {
+			bad("ip", "%sip must be * or an IP address without a zone, got %q", what, sd.IP)
 		}
 	}
 	sd.Selector = p.intern(strings.TrimSpace(str("selector", "")))
