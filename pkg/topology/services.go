@@ -56,6 +56,7 @@ func (p *parser) services(cv layer, w where) ([]*ServiceDef, []string) {
 	var warnings []string
 	var inOrder []*ServiceDef // every valid definition, as listed
 	names := map[string]int{} // name -> index in out
+	quotedDest := map[*ServiceDef]bool{}
 	for _, key := range []string{"pg_default_services", "pg_services"} {
 		e := cv[key]
 		if e.val == nil {
@@ -84,6 +85,11 @@ func (p *parser) services(cv layer, w where) ([]*ServiceDef, []string) {
 				continue
 			}
 			inOrder = append(inOrder, sd)
+			if m, ok := raw.(map[string]any); ok {
+				if d, isStr := m["dest"].(string); isStr && sd.Dest == d && isPortText(d) {
+					quotedDest[sd] = true
+				}
+			}
 			if at, dup := names[sd.Name]; dup {
 				prev := out[at]
 				warnings = append(warnings, fmt.Sprintf("service %s: %s replaces %s (Pigsty renders both into %s-%s.cfg, the later one last: it wins)",
@@ -114,6 +120,11 @@ func (p *parser) services(cv layer, w where) ([]*ServiceDef, []string) {
 		}
 		ports[sd.Port] = sd
 	}
+	for _, sd := range out {
+		if quotedDest[sd] {
+			warnings = append(warnings, quotedPortWarning("service "+sd.Name+": dest", sd.Dest, "this service"))
+		}
+	}
 	if len(bad) > 0 {
 		kept := out[:0:0]
 		for _, sd := range out {
@@ -124,6 +135,20 @@ func (p *parser) services(cv layer, w where) ([]*ServiceDef, []string) {
 		out = kept
 	}
 	return out, warnings
+}
+
+// isPortText reports whether s is a port number written as text.
+func isPortText(s string) bool {
+	n, err := strconv.Atoi(s)
+	return err == nil && n >= 1 && n <= 65535
+}
+
+// quotedPortWarning explains a destination port written as a string: Pigsty's
+// template sends it to port 5432 (its `is number` test fails, and the text
+// is neither postgres nor pgbouncer), pgsvc to the port.
+func quotedPortWarning(what, port, services string) string {
+	return fmt.Sprintf("%s %q is a string: Pigsty's template renders port 5432 for %s (a quoted port fails its `is number` test), pgsvc port %s; write it unquoted so that both agree",
+		what, port, services, port)
 }
 
 // defWhere names a definition for messages: its source, and its line when

@@ -120,3 +120,38 @@ func TestServiceOverridePortClash(t *testing.T) {
 		}
 	}
 }
+
+// TestQuotedDestPortWarns: a destination port written as a string is the
+// port for pgsvc, but Pigsty's template renders 5432 for it (`'6543' is
+// number` is false, and it is neither postgres nor pgbouncer: the else
+// branch). Accepted, with a warning saying so; an unquoted port warns not.
+func TestQuotedDestPortWarns(t *testing.T) {
+	inv, err := Parse("inv.yml", []byte(`all:
+  children:
+    pg-test:
+      hosts:
+        10.10.10.11: { pg_seq: 1, pg_role: primary }
+      vars:
+        pg_cluster: pg-test
+        pg_default_service_dest: '6000'
+        pg_services:
+          - { name: quoted, port: 5440, selector: "[]", dest: '6543' }
+          - { name: plain, port: 5441, selector: "[]", dest: 6544 }
+          - { name: named, port: 5442, selector: "[]", dest: postgres }
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(inv.Clusters[0].Warnings, "\n")
+	for _, want := range []string{
+		"service quoted: dest \"6543\" is a string: Pigsty's template renders port 5432 for this service (a quoted port fails its `is number` test), pgsvc port 6543; write it unquoted so that both agree",
+		"pg_default_service_dest \"6000\" is a string: Pigsty's template renders port 5432 for services with dest default (a quoted port fails its `is number` test), pgsvc port 6000; write it unquoted so that both agree",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("no warning %q; warnings:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "plain") || strings.Contains(got, "named") {
+		t.Errorf("a warning about an unquoted port or a name:\n%s", got)
+	}
+}
