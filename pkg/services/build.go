@@ -247,7 +247,7 @@ func match(expr *jmespath.JMESPath, docs []any, index *docIndex) (hit map[int]bo
 			hit, order, err = nil, nil, fmt.Errorf("evaluation failed: %v", r)
 		}
 	}()
-	res, err := expr.Search(docs)
+	res, err := expr.Search(index.input(docs))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -281,6 +281,18 @@ func match(expr *jmespath.JMESPath, docs []any, index *docIndex) (hit map[int]bo
 type docIndex struct {
 	byPtr  map[uintptr]int
 	byName map[string]int
+	// buf is the list each selector runs over: a copy of the documents,
+	// made again for every selector, because go-jmespath's sort_by sorts
+	// its argument in place (sort_by(@, &pg_weight) reordered the list
+	// the next selectors of the cluster saw, and their servers with it).
+	buf []any
+}
+
+// input returns a fresh copy of docs in x's buffer, valid until the next
+// call: match reads the result before it runs another selector.
+func (x *docIndex) input(docs []any) []any {
+	x.buf = append(x.buf[:0], docs...)
+	return x.buf
 }
 
 func newDocIndex(served []*topology.MemberView) *docIndex {

@@ -57,3 +57,45 @@ func TestBuildSelectorOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestBuildSortInPlace: go-jmespath's sort_by sorts the list it is given in
+// place. Each selector must run over its own copy of the members: a
+// sort_by(@, ...) selector left the list sorted for the selectors run after
+// it (the same service's backup, the cluster's next services), whose
+// servers then came in its order instead of the members'.
+func TestBuildSortInPlace(t *testing.T) {
+	members := []mem{
+		known(1, "10.10.10.11", "primary", "primary", false),
+		known(3, "10.10.10.13", "replica", "replica", true),
+		known(2, "10.10.10.12", "replica", "replica", false),
+	}
+	defs := []*topology.ServiceDef{
+		def(t, "sorted", 5440, "postgres", "/", "sort_by(@, &pg_seq)", "[? pg_role == `replica`]"),
+		def(t, "filtered", 5441, "postgres", "/", "[? pg_seq > `0`]", ""),
+		def(t, "onlybackup", 5442, "postgres", "/", "[? pg_seq == `0`]", "reverse(sort_by(@, &pg_seq))"),
+		def(t, "filtered2", 5443, "postgres", "/", "[? pg_seq > `0`]", "[? pg_seq > `0`]"),
+	}
+	svcs, err := Build(view("pg-test", "", defs, members...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]string{
+		"sorted":     {"pg-test-1", "pg-test-2 backup", "pg-test-3 backup"},
+		"filtered":   {"pg-test-1", "pg-test-3", "pg-test-2"},
+		"onlybackup": {"pg-test-3 backup", "pg-test-2 backup", "pg-test-1 backup"},
+		"filtered2":  {"pg-test-1 backup", "pg-test-3 backup", "pg-test-2 backup"},
+	}
+	for _, s := range svcs {
+		var got []string
+		for _, sv := range s.Servers {
+			n := sv.Name
+			if sv.Backup {
+				n += " backup"
+			}
+			got = append(got, n)
+		}
+		if !reflect.DeepEqual(got, want[s.Service]) {
+			t.Errorf("%s: servers %q, want %q", s.Service, got, want[s.Service])
+		}
+	}
+}
