@@ -57,6 +57,7 @@ func (p *parser) services(cv layer, w where) ([]*ServiceDef, []string) {
 	var inOrder []*ServiceDef // every valid definition, as listed
 	names := map[string]int{} // name -> index in out
 	quotedDest := map[*ServiceDef]bool{}
+	differs := map[*ServiceDef]string{}
 	for _, key := range []string{"pg_default_services", "pg_services"} {
 		e := cv[key]
 		if e.val == nil {
@@ -88,6 +89,9 @@ func (p *parser) services(cv layer, w where) ([]*ServiceDef, []string) {
 			if m, ok := raw.(map[string]any); ok {
 				if d, isStr := m["dest"].(string); isStr && sd.Dest == d && isPortText(d) {
 					quotedDest[sd] = true
+				}
+				if w := pigstyDiffers(sd, m); w != "" {
+					differs[sd] = w
 				}
 			}
 			if at, dup := names[sd.Name]; dup {
@@ -124,6 +128,9 @@ func (p *parser) services(cv layer, w where) ([]*ServiceDef, []string) {
 		if quotedDest[sd] {
 			warnings = append(warnings, quotedPortWarning("service "+sd.Name+": dest", sd.Dest, "this service"))
 		}
+		if w := differs[sd]; w != "" {
+			warnings = append(warnings, w)
+		}
 	}
 	if len(bad) > 0 {
 		kept := out[:0:0]
@@ -135,6 +142,26 @@ func (p *parser) services(cv layer, w where) ([]*ServiceDef, []string) {
 		out = kept
 	}
 	return out, warnings
+}
+
+// pigstyDiffers explains, for a definition (m as written) that pgsvc
+// reads otherwise than Pigsty's template renders it, the difference:
+//   - dest: null is defined for Jinja, neither 'default' nor a number nor a
+//     name: the template's else branch, port 5432 (pgsvc: absent, so
+//     pg_default_service_dest);
+//   - options: "" is defined, so default() keeps it: an empty default-server
+//     line, HAProxy's own defaults (no on-marked-down shutdown-sessions, no
+//     slowstart, no maxconn) (pgsvc: the default line).
+//
+// "" when there is none.
+func pigstyDiffers(sd *ServiceDef, m map[string]any) string {
+	if v, set := m["dest"]; set && v == nil {
+		return fmt.Sprintf("service %s: dest is null: Pigsty's template renders port 5432 for it (a null dest is defined, and neither default nor a port), pgsvc pg_default_service_dest; remove it or give a dest so that both agree", sd.Name)
+	}
+	if o, isStr := m["options"].(string); isStr && strings.TrimSpace(o) == "" {
+		return fmt.Sprintf("service %s: options is empty: Pigsty's template writes an empty default-server line for it (HAProxy's defaults: no on-marked-down shutdown-sessions, no slowstart), pgsvc the default line; remove it or give options so that both agree", sd.Name)
+	}
+	return ""
 }
 
 // isPortText reports whether s is a port number written as text.

@@ -155,3 +155,37 @@ func TestQuotedDestPortWarns(t *testing.T) {
 		t.Errorf("a warning about an unquoted port or a name:\n%s", got)
 	}
 }
+
+// TestPigstyDiffersWarns: a null dest and an empty options are read as
+// absent, while Pigsty's template (default() replaces only what is
+// undefined) renders port 5432 and an empty default-server line for them:
+// accepted, with a warning naming the difference.
+func TestPigstyDiffersWarns(t *testing.T) {
+	inv, err := Parse("inv.yml", []byte(`all:
+  children:
+    pg-test:
+      hosts:
+        10.10.10.11: { pg_seq: 1, pg_role: primary }
+      vars:
+        pg_cluster: pg-test
+        pg_services:
+          - { name: nulldest, port: 5440, selector: "[]", dest: null }
+          - { name: noopts, port: 5441, selector: "[]", options: "" }
+          - { name: fine, port: 5442, selector: "[]", dest: postgres, options: "inter 1s" }
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(inv.Clusters[0].Warnings, "\n")
+	for _, want := range []string{
+		"service nulldest: dest is null: Pigsty's template renders port 5432 for it (a null dest is defined, and neither default nor a port), pgsvc pg_default_service_dest; remove it or give a dest so that both agree",
+		"service noopts: options is empty: Pigsty's template writes an empty default-server line for it (HAProxy's defaults: no on-marked-down shutdown-sessions, no slowstart), pgsvc the default line; remove it or give options so that both agree",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("no warning %q; warnings:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "service fine") {
+		t.Errorf("a warning about a definition Pigsty renders alike:\n%s", got)
+	}
+}
