@@ -233,7 +233,33 @@ func (e *evaluated) build(v *topology.View, served []*topology.MemberView) Servi
 		}
 	}
 	s.Servers = arena[from:len(arena):len(arena)]
+	s.BackupAddrs = e.backupAddrs(s.Servers, served)
 	return s
+}
+
+// backupAddrs is Service.BackupAddrs: nil when the backup servers of svs
+// come in the backup selector's order, else the addresses in that order.
+func (e *evaluated) backupAddrs(svs []Server, served []*topology.MemberView) []string {
+	k := 0
+	inOrder := true
+	for i := range svs {
+		if !svs[i].Backup {
+			continue
+		}
+		if k >= len(e.bakOrder) || served[e.bakOrder[k]].Address != svs[i].Address {
+			inOrder = false
+			break
+		}
+		k++
+	}
+	if inOrder && k == len(e.bakOrder) {
+		return nil
+	}
+	out := make([]string, len(e.bakOrder))
+	for j, i := range e.bakOrder {
+		out[j] = served[i].Address
+	}
+	return out
 }
 
 // match runs expr over the member documents and returns the positions of the

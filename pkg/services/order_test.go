@@ -99,3 +99,35 @@ func TestBuildSortInPlace(t *testing.T) {
 		}
 	}
 }
+
+// TestBuildBackupAddrs: Pigsty's "# service backups" comment lists what the
+// backup selector returned, in its order; the backup servers list the
+// selected ones in the selector's order first. BackupAddrs keeps the
+// comment's order when the two differ, and is nil when they agree (filters
+// keep the members' order: every default service).
+func TestBuildBackupAddrs(t *testing.T) {
+	members := []mem{
+		known(1, "10.10.10.11", "primary", "primary", false),
+		known(3, "10.10.10.13", "replica", "replica", true),
+		known(2, "10.10.10.12", "replica", "replica", false),
+	}
+	for _, tc := range []struct {
+		selector, backup string
+		want             []string
+	}{
+		{"[]", "[? pg_role == `primary` || pg_role == `offline` ]", nil},
+		{"[]", "", nil},
+		{"[? pg_seq == `2`]", "reverse([? pg_seq != `2`])", nil},
+		{"[? pg_seq >= `2`]", "reverse(@)", []string{"10.10.10.12", "10.10.10.13", "10.10.10.11"}},
+		{"sort_by(@, &pg_seq)", "[? pg_role == `replica`]", []string{"10.10.10.13", "10.10.10.12"}},
+	} {
+		d := def(t, "svc", 5440, "postgres", "/", tc.selector, tc.backup)
+		svcs, err := Build(view("pg-test", "", []*topology.ServiceDef{d}, members...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := svcs[0].BackupAddrs; !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("selector %s, backup %s: BackupAddrs %q, want %q", tc.selector, tc.backup, got, tc.want)
+		}
+	}
+}
