@@ -127,7 +127,7 @@ func evaluate(v *topology.View, def *topology.ServiceDef, docs []any, index *doc
 				return fail("selector", fmt.Errorf("compile %q: %w", def.Selector, err))
 			}
 		}
-		if e.selected, e.selOrder, err = match(selExpr, docs, index); err != nil {
+		if e.selected, e.selOrder, err = match(selExpr, index.input(docs, def.Selector), index); err != nil {
 			return fail("selector", fmt.Errorf("%q: %w", def.Selector, err))
 		}
 	}
@@ -138,7 +138,7 @@ func evaluate(v *topology.View, def *topology.ServiceDef, docs []any, index *doc
 				return fail("backup", fmt.Errorf("compile %q: %w", def.Backup, err))
 			}
 		}
-		if e.backup, e.bakOrder, err = match(bExpr, docs, index); err != nil {
+		if e.backup, e.bakOrder, err = match(bExpr, index.input(docs, def.Backup), index); err != nil {
 			return fail("backup", fmt.Errorf("%q: %w", def.Backup, err))
 		}
 	}
@@ -262,9 +262,10 @@ func (e *evaluated) backupAddrs(svs []Server, served []*topology.MemberView) []s
 	return out
 }
 
-// match runs expr over the member documents and returns the positions of the
-// members it selected, as a set and in the order it returned them (each
-// once). The result must be a list of member documents.
+// match runs expr over the member documents (docs, or a copy made by
+// docIndex.input) and returns the positions of the members it selected, as a
+// set and in the order it returned them (each once). The result must be a
+// list of member documents.
 func match(expr *jmespath.JMESPath, docs []any, index *docIndex) (hit map[int]bool, order []int, err error) {
 	defer func() {
 		// go-jmespath panics on a few malformed inputs; a selector must never
@@ -273,7 +274,7 @@ func match(expr *jmespath.JMESPath, docs []any, index *docIndex) (hit map[int]bo
 			hit, order, err = nil, nil, fmt.Errorf("evaluation failed: %v", r)
 		}
 	}()
-	res, err := expr.Search(index.input(docs))
+	res, err := expr.Search(docs)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -314,11 +315,42 @@ type docIndex struct {
 	buf []any
 }
 
-// input returns a fresh copy of docs in x's buffer, valid until the next
-// call: match reads the result before it runs another selector.
-func (x *docIndex) input(docs []any) []any {
-	x.buf = append(x.buf[:0], docs...)
+// input returns what selector sel runs over: a fresh copy of docs in x's
+// buffer, valid until the next call (match reads the result before another
+// selector runs). When sel calls sort_by, the documents are deep copies
+// too: sort_by over a list inside a document (sort_by(pg_databases, &name))
+// would sort the inventory's own list, shared by every member, every
+// plan and whatever reads the inventory meanwhile. The copies are found
+// again by pg_instance (docIndex.find).
+func (x *docIndex) input(docs []any, sel string) []any {
+	if !strings.Contains(sel, "sort_by") {
+		x.buf = append(x.buf[:0], docs...)
+		return x.buf
+	}
+	x.buf = x.buf[:0]
+	for _, d := range docs {
+		x.buf = append(x.buf, deepCopy(d))
+	}
 	return x.buf
+}
+
+// deepCopy copies the maps and lists of a JSON-shaped value.
+func deepCopy(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = deepCopy(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = deepCopy(e)
+		}
+		return out
+	}
+	return v
 }
 
 func newDocIndex(served []*topology.MemberView) *docIndex {

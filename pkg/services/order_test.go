@@ -131,3 +131,31 @@ func TestBuildBackupAddrs(t *testing.T) {
 		}
 	}
 }
+
+// TestBuildSortByKeepsInventory: sort_by over a list inside the member
+// documents sorts that list in place in go-jmespath. The documents share
+// their lists with the inventory (every member, every plan, whatever reads
+// the inventory meanwhile): a selector must leave them as they are.
+func TestBuildSortByKeepsInventory(t *testing.T) {
+	dbs := func() []any {
+		return []any{map[string]any{"name": "b", "k": 2.0}, map[string]any{"name": "a", "k": 1.0}}
+	}
+	shared := dbs()
+	d := def(t, "svc", 5440, "postgres", "/", "[? sort_by(pg_databases, &k)[0].name == 'a']", "sort_by(@, &pg_seq)")
+	v := view("pg-test", "", []*topology.ServiceDef{d},
+		known(1, "10.10.10.11", "primary", "primary", false),
+		known(2, "10.10.10.12", "replica", "replica", false))
+	for _, m := range v.Members {
+		m.Vars["pg_databases"] = shared
+	}
+	svcs, err := Build(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(svcs[0].Servers); n != 2 {
+		t.Errorf("%d servers, want both members (selected, and backup)", n)
+	}
+	if !reflect.DeepEqual(shared, dbs()) {
+		t.Errorf("the inventory's pg_databases is now %v, want it as it was: %v", shared, dbs())
+	}
+}
