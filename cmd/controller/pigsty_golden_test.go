@@ -28,6 +28,8 @@ var pigstyCases = []struct {
 }{
 	{"v3-build.yml", "10.10.10.9", "el9", "v3-build-el9.cfg", topology.V3},
 	{"v3-ssl.yml", "10.10.10.11", "pg-test", "v3-ssl-pg-test.cfg", topology.V3},
+	// YAML 1.1 booleans (pg_offline_query: no is false to Ansible).
+	{"v3-yaml11.yml", "10.10.10.11", "pg-test", "v3-yaml11-pg-test.cfg", topology.V3},
 	{"v4-norm.yml", "10.10.10.11", "pg-test", "v4-norm-pg-test.cfg", topology.V4},
 	{"v4-modes.yml", "10.10.10.21", "pg-fast", "v4-modes-pg-fast.cfg", topology.V4},
 	{"v4-modes.yml", "10.10.10.31", "pg-safe", "v4-modes-pg-safe.cfg", topology.V4},
@@ -36,6 +38,11 @@ var pigstyCases = []struct {
 	{"v4-citus.yml", "10.10.10.31", "pg-citus2", "v4-citus-pg-citus2.cfg", topology.V4},
 	{"v4-provider.yml", "10.10.10.31", "pg-a", "v4-provider-pg-a.cfg", topology.V4},
 	{"v4-provider.yml", "10.10.10.41", "pg-b", "v4-provider-pg-b.cfg", topology.V4},
+	// pg_services redefines primary and replica: the later definition
+	// overwrites the earlier's conf.d file.
+	{"v4-override.yml", "10.10.10.11", "pg-test", "v4-override-pg-test.cfg", topology.V4},
+	// Selectors that reorder: servers in the selectors' result order.
+	{"v4-order.yml", "10.10.10.11", "pg-test", "v4-order-pg-test.cfg", topology.V4},
 }
 
 // pigstyLines normalises a render for comparison: no derivation notes (##),

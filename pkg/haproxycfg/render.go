@@ -112,9 +112,12 @@ func Header(s services.Service, host string) string {
 		if sv.Selected {
 			inst = append(inst, sv.Address)
 		}
-		if sv.Backup {
+		if sv.Backup && s.BackupAddrs == nil {
 			backups = append(backups, sv.Address)
 		}
+	}
+	if s.BackupAddrs != nil {
+		backups = s.BackupAddrs
 	}
 	var b strings.Builder
 	b.WriteString("#---------------------------------------------------------------------\n")

@@ -33,7 +33,11 @@ func appendSection(b []byte, s *services.Service) []byte {
 	b = append(b, '\n')
 	b = append(b, ruleLine...)
 	b = appendAddrs(b, "# service instances ", s.Servers, false)
-	b = appendAddrs(b, "# service backups   ", s.Servers, true)
+	if s.BackupAddrs != nil {
+		b = appendList(b, "# service backups   ", s.BackupAddrs)
+	} else {
+		b = appendAddrs(b, "# service backups   ", s.Servers, true)
+	}
 	// frontend(s)
 	b = append(b, "frontend "...)
 	b = append(b, s.Name...)
@@ -77,6 +81,22 @@ func appendAddrs(b []byte, title string, svs []services.Server, backup bool) []b
 		}
 		first = false
 		b = append(b, svs[i].Address...)
+	}
+	for len(b) > start && b[len(b)-1] == ' ' {
+		b = b[:len(b)-1]
+	}
+	return append(b, '\n')
+}
+
+// appendList is appendAddrs of a list of addresses (Service.BackupAddrs).
+func appendList(b []byte, title string, addrs []string) []byte {
+	start := len(b)
+	b = append(b, title...)
+	for i, a := range addrs {
+		if i > 0 {
+			b = append(b, ", "...)
+		}
+		b = append(b, a...)
 	}
 	for len(b) > start && b[len(b)-1] == ' ' {
 		b = b[:len(b)-1]

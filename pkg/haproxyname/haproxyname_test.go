@@ -86,12 +86,16 @@ func TestPortAndBind(t *testing.T) {
 
 func TestServerOptions(t *testing.T) {
 	for _, ok := range []string{"", "inter 3s fastinter 1s downinter 5s rise 3 fall 3 on-marked-down shutdown-sessions slowstart 30s maxconn 3000 maxqueue 128 weight 100",
-		"inter 100ms check no-backup", "inter 10"} {
+		"inter 100ms check no-backup", "inter 10", "inter 3s\tfastinter 1s"} {
 		if err := ServerOptions(ok); err != nil {
 			t.Errorf("ServerOptions(%q) = %v", ok, err)
 		}
 	}
-	for _, bad := range []string{"inter", "inter 3x", "rise -1", "rise 3 # comment", "bogus 1", "weight 1e3", "on-marked-down a\"b", "inter 3sm"} {
+	for _, bad := range []string{"inter", "inter 3x", "rise -1", "rise 3 # comment", "bogus 1", "weight 1e3", "on-marked-down a\"b", "inter 3sm",
+		// Split by strings.Fields, but one word to HAProxy (Unicode
+		// spaces) or control characters: the line is written as it is.
+		"inter 3s\u00a0fastinter 1s", "inter 3s\u0085fastinter 1s", "inter 3s\vfastinter 1s", "inter 3s\ffastinter 1s",
+		"inter 3s\u2003fastinter 1s", "inter 3s\rfastinter 1s"} {
 		if err := ServerOptions(bad); err == nil {
 			t.Errorf("ServerOptions(%q) accepted", bad)
 		}

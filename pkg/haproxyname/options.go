@@ -43,6 +43,17 @@ func ServerOptionKeywords() []string {
 // ServerOptions checks a default-server line (a service's `options`): known
 // keywords, each with a well-formed value, every word a plain Word.
 func ServerOptions(line string) error {
+	// The line is written as it is: words must be split where HAProxy
+	// splits them. strings.Fields also splits on Unicode spaces (U+00A0,
+	// U+0085...), which HAProxy reads as part of a word ("inter
+	// 3s<U+00A0>fastinter 1s" is inter "3s" and a warning, the fastinter
+	// lost), and on control characters such as \v and \f: only spaces
+	// and tabs between printable ASCII words are accepted.
+	for i := 0; i < len(line); i++ {
+		if c := line[i]; (c < ' ' && c != '\t') || c >= 0x7f {
+			return fmt.Errorf("options: character %q not allowed (words are printable ASCII, separated by spaces or tabs)", c)
+		}
+	}
 	words := strings.Fields(line)
 	for i := 0; i < len(words); i++ {
 		w := words[i]

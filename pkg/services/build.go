@@ -56,10 +56,14 @@ func (e *Error) Unwrap() error { return e.Err }
 // then pg_services, as the cluster lists them) over the served members of v
 // and returns the desired HAProxy services in that order.
 //
-// Servers follow v.Members order: members matched by the selector first (with
-// Backup set when the backup selector matches them too), then members matched
-// only by the backup selector, appended as backup servers — exactly as Pigsty's
-// service template does. The result depends only on v.
+// Servers follow the selectors' result order, as Pigsty's service template
+// iterates them: members the selector returns, in the order it returns them
+// (with Backup set when the backup selector matches them too), then members
+// only the backup selector returns, in its order, as backup servers. A
+// filter (`[? ...]`, `[]`) keeps v.Members order; sort_by, reverse and the
+// like reorder, which `balance first` and hash balancing depend on. A member
+// returned twice is served once, where it first appears. The result depends
+// only on v.
 func Build(v *topology.View) ([]Service, error) {
 	if v == nil || v.Cluster == nil {
 		return nil, fmt.Errorf("build services: no cluster")
@@ -96,7 +100,10 @@ type evaluated struct {
 	dest             string
 	destPort         int
 	selected, backup map[int]bool
-	roleDependent    bool
+	// selOrder and bakOrder are the members the selector and the backup
+	// selector returned, in their order, each once.
+	selOrder, bakOrder []int
+	roleDependent      bool
 }
 
 func evaluate(v *topology.View, def *topology.ServiceDef, docs []any, index *docIndex) (evaluated, error) {
@@ -109,8 +116,8 @@ func evaluate(v *topology.View, def *topology.ServiceDef, docs []any, index *doc
 	if e.dest, e.destPort, err = resolveDest(def.Dest, c.Vars); err != nil {
 		return fail("dest", err)
 	}
-	if hit, ok := everyMember(def.Selector, docs); ok {
-		e.selected = hit
+	if hit, order, ok := everyMember(def.Selector, docs); ok {
+		e.selected, e.selOrder = hit, order
 	} else {
 		selExpr := def.SelectorExpr
 		if selExpr == nil {
@@ -120,7 +127,7 @@ func evaluate(v *topology.View, def *topology.ServiceDef, docs []any, index *doc
 				return fail("selector", fmt.Errorf("compile %q: %w", def.Selector, err))
 			}
 		}
-		if e.selected, err = match(selExpr, docs, index); err != nil {
+		if e.selected, e.selOrder, err = match(selExpr, index.input(docs, def.Selector), index); err != nil {
 			return fail("selector", fmt.Errorf("%q: %w", def.Selector, err))
 		}
 	}
@@ -131,7 +138,7 @@ func evaluate(v *topology.View, def *topology.ServiceDef, docs []any, index *doc
 				return fail("backup", fmt.Errorf("compile %q: %w", def.Backup, err))
 			}
 		}
-		if e.backup, err = match(bExpr, docs, index); err != nil {
+		if e.backup, e.bakOrder, err = match(bExpr, index.input(docs, def.Backup), index); err != nil {
 			return fail("backup", fmt.Errorf("%q: %w", def.Backup, err))
 		}
 	}
@@ -145,22 +152,24 @@ func evaluate(v *topology.View, def *topology.ServiceDef, docs []any, index *doc
 // ok is false for any other selector, or a document that is not an object.
 // Not selectsAll: that one ignores every blank, and JMESPath refuses "[ ]"
 // (a selector Build may be given uncompiled must fail as it did).
-func everyMember(sel string, docs []any) (hit map[int]bool, ok bool) {
+func everyMember(sel string, docs []any) (hit map[int]bool, order []int, ok bool) {
 	switch strings.TrimSpace(sel) {
 	case "[]", "[*]":
 	default:
-		return nil, false
+		return nil, nil, false
 	}
 	for _, d := range docs {
 		if m, isMap := d.(map[string]any); !isMap || m == nil {
-			return nil, false
+			return nil, nil, false
 		}
 	}
 	hit = make(map[int]bool, len(docs))
+	order = make([]int, len(docs))
 	for i := range docs {
 		hit[i] = true
+		order[i] = i
 	}
-	return hit, true
+	return hit, order, true
 }
 
 // build makes the service. Its servers and candidates share one array,
@@ -215,51 +224,81 @@ func (e *evaluated) build(v *topology.View, served []*topology.MemberView) Servi
 		s.Candidates = arena[from:len(arena):len(arena)]
 		from = len(arena)
 	}
-	for i, m := range served {
-		if e.selected[i] {
-			arena = append(arena, server(v, def, m, dest, true, e.backup[i]))
-		}
+	for _, i := range e.selOrder {
+		arena = append(arena, server(v, def, served[i], dest, true, e.backup[i]))
 	}
-	for i, m := range served {
-		if e.backup[i] && !e.selected[i] {
-			arena = append(arena, server(v, def, m, dest, false, true))
+	for _, i := range e.bakOrder {
+		if !e.selected[i] {
+			arena = append(arena, server(v, def, served[i], dest, false, true))
 		}
 	}
 	s.Servers = arena[from:len(arena):len(arena)]
+	s.BackupAddrs = e.backupAddrs(s.Servers, served)
 	return s
 }
 
-// match runs expr over the member documents and returns the positions of the
-// members it selected. The result must be a list of member documents.
-func match(expr *jmespath.JMESPath, docs []any, index *docIndex) (hit map[int]bool, err error) {
+// backupAddrs is Service.BackupAddrs: nil when the backup servers of svs
+// come in the backup selector's order, else the addresses in that order.
+func (e *evaluated) backupAddrs(svs []Server, served []*topology.MemberView) []string {
+	k := 0
+	inOrder := true
+	for i := range svs {
+		if !svs[i].Backup {
+			continue
+		}
+		if k >= len(e.bakOrder) || served[e.bakOrder[k]].Address != svs[i].Address {
+			inOrder = false
+			break
+		}
+		k++
+	}
+	if inOrder && k == len(e.bakOrder) {
+		return nil
+	}
+	out := make([]string, len(e.bakOrder))
+	for j, i := range e.bakOrder {
+		out[j] = served[i].Address
+	}
+	return out
+}
+
+// match runs expr over the member documents (docs, or a copy made by
+// docIndex.input) and returns the positions of the members it selected, as a
+// set and in the order it returned them (each once). The result must be a
+// list of member documents.
+func match(expr *jmespath.JMESPath, docs []any, index *docIndex) (hit map[int]bool, order []int, err error) {
 	defer func() {
 		// go-jmespath panics on a few malformed inputs; a selector must never
 		// take the controller down.
 		if r := recover(); r != nil {
-			hit, err = nil, fmt.Errorf("evaluation failed: %v", r)
+			hit, order, err = nil, nil, fmt.Errorf("evaluation failed: %v", r)
 		}
 	}()
 	res, err := expr.Search(docs)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	list, ok := res.([]any)
 	if !ok {
-		return nil, shapeError{fmt.Errorf("returned %s, want a list of members", kindOf(res))}
+		return nil, nil, shapeError{fmt.Errorf("returned %s, want a list of members", kindOf(res))}
 	}
 	hit = make(map[int]bool, len(list))
+	order = make([]int, 0, len(list))
 	for n, e := range list {
 		doc, ok := e.(map[string]any)
 		if !ok {
-			return nil, shapeError{fmt.Errorf("element %d is %s, want a member (a filter such as [? ...], not a projection)", n, kindOf(e))}
+			return nil, nil, shapeError{fmt.Errorf("element %d is %s, want a member (a filter such as [? ...], not a projection)", n, kindOf(e))}
 		}
 		i, ok := index.find(doc)
 		if !ok {
-			return nil, shapeError{fmt.Errorf("element %d is not a member of the cluster (selectors must return members unchanged)", n)}
+			return nil, nil, shapeError{fmt.Errorf("element %d is not a member of the cluster (selectors must return members unchanged)", n)}
 		}
-		hit[i] = true
+		if !hit[i] {
+			hit[i] = true
+			order = append(order, i)
+		}
 	}
-	return hit, nil
+	return hit, order, nil
 }
 
 // docIndex finds which member a document returned by a selector is.
@@ -269,6 +308,49 @@ func match(expr *jmespath.JMESPath, docs []any, index *docIndex) (hit map[int]bo
 type docIndex struct {
 	byPtr  map[uintptr]int
 	byName map[string]int
+	// buf is the list each selector runs over: a copy of the documents,
+	// made again for every selector, because go-jmespath's sort_by sorts
+	// its argument in place (sort_by(@, &pg_weight) reordered the list
+	// the next selectors of the cluster saw, and their servers with it).
+	buf []any
+}
+
+// input returns what selector sel runs over: a fresh copy of docs in x's
+// buffer, valid until the next call (match reads the result before another
+// selector runs). When sel calls sort_by, the documents are deep copies
+// too: sort_by over a list inside a document (sort_by(pg_databases, &name))
+// would sort the inventory's own list, shared by every member, every
+// plan and whatever reads the inventory meanwhile. The copies are found
+// again by pg_instance (docIndex.find).
+func (x *docIndex) input(docs []any, sel string) []any {
+	if !strings.Contains(sel, "sort_by") {
+		x.buf = append(x.buf[:0], docs...)
+		return x.buf
+	}
+	x.buf = x.buf[:0]
+	for _, d := range docs {
+		x.buf = append(x.buf, deepCopy(d))
+	}
+	return x.buf
+}
+
+// deepCopy copies the maps and lists of a JSON-shaped value.
+func deepCopy(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = deepCopy(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = deepCopy(e)
+		}
+		return out
+	}
+	return v
 }
 
 func newDocIndex(served []*topology.MemberView) *docIndex {

@@ -9,7 +9,21 @@ func Equal(a, b *Service) bool {
 	return a.Cluster == b.Cluster && a.Name == b.Name && a.Service == b.Service && a.IP == b.IP && a.Port == b.Port &&
 		a.Check == b.Check && a.Dest == b.Dest && a.DestPort == b.DestPort && a.Balance == b.Balance &&
 		a.Maxconn == b.Maxconn && a.DefaultServer == b.DefaultServer && a.Layout == b.Layout &&
-		a.RoleDependent == b.RoleDependent && a.BackupIsPrimary == b.BackupIsPrimary && sameServers(a.Servers, b.Servers) && sameServers(a.Candidates, b.Candidates)
+		a.RoleDependent == b.RoleDependent && a.BackupIsPrimary == b.BackupIsPrimary && sameServers(a.Servers, b.Servers) && sameServers(a.Candidates, b.Candidates) &&
+		sameStrings(a.BackupAddrs, b.BackupAddrs)
+}
+
+// sameStrings compares two lists of strings element by element.
+func sameStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // sameServers compares two server lists element by element (Server has

@@ -37,6 +37,13 @@ type Service struct {
 	// Twins then lets the backup twins track the primary service's
 	// servers (TrackSources).
 	BackupIsPrimary bool `json:"-"`
+	// BackupAddrs are the addresses of the members the backup selector
+	// returned, in its order, when that order is not the backup servers'
+	// (Servers lists the selected ones in the selector's order): Pigsty's
+	// "# service backups" comment lists them in the backup selector's
+	// order. nil when the backup servers' order is that order (nearly
+	// always: filters keep the members' order).
+	BackupAddrs []string `json:"-"`
 	// Candidates are every served member as a plain (non-backup) server, in
 	// member order, set by Build: what Twins needs to keep a fixed set of
 	// servers whatever the roles.

@@ -250,6 +250,7 @@ func (p *parser) parse(data []byte) *Inventory {
 		p.yamlErr(err, 0, where{}, "")
 		return nil
 	}
+	yaml11Bools(&doc)
 	if len(doc.Content) == 0 || isNull(resolve(doc.Content[0])) {
 		p.errf(0, where{}, "", "empty inventory (want a mapping with key all)")
 		return nil

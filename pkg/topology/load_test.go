@@ -33,7 +33,9 @@ func TestParseRejects(t *testing.T) {
 		{"bad-patroni-port.yml", `bad-patroni-port.yml:5: cluster pg-test, host 10.10.10.11: patroni_port: must be an integer between 1 and 65535, got "8008"`},
 		{"bad-weight.yml", `bad-weight.yml:6: cluster pg-test, host 10.10.10.12: pg_weight: must be an integer between 0 and 255, got 256`},
 		{"host-cluster-var.yml", `host-cluster-var.yml:9: cluster pg-test, host 10.10.10.12: pg_services: is a cluster setting: every member needs the same value (host 10.10.10.11 has another)`},
-		{"dup-service-name.yml", `dup-service-name.yml:9: cluster pg-test: pg_services[0].name: duplicate service name "primary" (also pg_default_services[0])`},
+		// A later definition of a name replaces the earlier one (as Pigsty's
+		// conf.d file is overwritten), but the survivors' ports must differ.
+		{"dup-service-name-port.yml", `dup-service-name-port.yml:9: cluster pg-test: pg_services[0].port: service "primary": port 5434 already used by service "replica" (pg_default_services[1])`},
 		{"dup-service-port.yml", `dup-service-port.yml:9: cluster pg-test: pg_services[0].port: service "standby": port 5434 already used by service "replica" (pg_default_services[1])`},
 		{"bad-service-port.yml", `bad-service-port.yml:9: cluster pg-test: pg_services[0].port: service "standby": port must be an integer between 1 and 65535, got 65536`},
 		{"service-port-collides.yml", `service-port-collides.yml:9: cluster pg-test, host 10.10.10.11: pg_services[0].port: service "bouncer": port 6432 collides with pgbouncer_port on the member (every member's HAProxy binds the service ports)`},
@@ -54,7 +56,7 @@ func TestParseRejects(t *testing.T) {
 		{"bad-dest.yml", `bad-dest.yml:9: cluster pg-test: pg_services[0].dest: service "standby": unknown dest "pgpool" (want default, postgres, pgbouncer or a port number)`},
 		{"bad-default-dest.yml", `bad-default-dest.yml:8: cluster pg-test: pg_default_service_dest: unknown destination "pgpool" (want postgres, pgbouncer or a port number)`},
 		{"bad-balance.yml", `bad-balance.yml:9: cluster pg-test: pg_services[0].balance: service "standby": unknown balance "uri" (want roundrobin, leastconn, static-rr, first, source or random)`},
-		{"bad-ip.yml", `bad-ip.yml:9: cluster pg-test: pg_services[0].ip: service "standby": ip must be * or an IP address, got "10.10.10.300"`},
+		{"bad-ip.yml", `bad-ip.yml:9: cluster pg-test: pg_services[0].ip: service "standby": ip must be * or an IP address without a zone, got "10.10.10.300"`},
 		{"bad-check.yml", `bad-check.yml:9: cluster pg-test: pg_services[0].check: service "standby": check must be a Patroni REST path such as /primary, got "sync"`},
 		{"bad-cluster-name.yml", `bad-cluster-name.yml:6: all.children.pg-test.vars.pg_cluster: invalid cluster name "pg test" (want letters, digits, '-', '_', '.')`},
 		// Two groups with one pg_cluster are one cluster (membership is by

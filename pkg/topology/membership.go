@@ -419,7 +419,15 @@ func (p *parser) cluster(name string, hosts []pgHost) {
 			p.errf(nodeLine(e.node), w, "pg_default_service_dest", "unknown destination %s (want postgres, pgbouncer or a port number)", describe(e.val))
 		}
 	}
-	c.Services = p.services(cv, w)
+	c.Services, c.Warnings = p.services(cv, w)
+	if d, isStr := cv["pg_default_service_dest"].val.(string); isStr && isPortText(d) {
+		for _, sd := range c.Services {
+			if sd.Dest == defaultDest {
+				c.Warnings = append(c.Warnings, quotedPortWarning("pg_default_service_dest", d, "services with dest default"))
+				break
+			}
+		}
+	}
 	for _, sd := range c.Services {
 		sd.FullName = name + "-" + sd.Name
 	}

@@ -42,11 +42,22 @@ func destText(v any) (string, bool) {
 }
 
 // services validates pg_default_services + pg_services of a cluster and
-// compiles their selectors.
-func (p *parser) services(cv layer, w where) []*ServiceDef {
+// compiles their selectors. A definition named like an earlier one replaces
+// it, as in Pigsty: service_local.yml (and service_remote.yml) render each
+// item of pg_default_services + pg_services in turn into the file
+// <pg_cluster>-<name>.cfg, so a later item overwrites an earlier item's file.
+// The replacement takes the earlier one's place in the list (the file, and so
+// HAProxy's reading order, is the same), and each replacement is returned as
+// a warning naming both definitions. Ports are checked over the surviving
+// definitions only: two of them on one port is an error (HAProxy could not
+// bind both).
+func (p *parser) services(cv layer, w where) ([]*ServiceDef, []string) {
 	var out []*ServiceDef
-	names := map[string]*ServiceDef{}
-	ports := map[int]*ServiceDef{}
+	var warnings []string
+	var inOrder []*ServiceDef // every valid definition, as listed
+	names := map[string]int{} // name -> index in out
+	quotedDest := map[*ServiceDef]bool{}
+	differs := map[*ServiceDef]string{}
 	for _, key := range []string{"pg_default_services", "pg_services"} {
 		e := cv[key]
 		if e.val == nil {
@@ -74,19 +85,106 @@ func (p *parser) services(cv layer, w where) []*ServiceDef {
 			if sd == nil {
 				continue
 			}
-			if prev, dup := names[sd.Name]; dup {
-				p.errf(sd.Line, w, sd.Source+".name", "duplicate service name %q (also %s)", sd.Name, prev.Source)
+			inOrder = append(inOrder, sd)
+			if m, ok := raw.(map[string]any); ok {
+				if d, isStr := m["dest"].(string); isStr && sd.Dest == d && isPortText(d) {
+					quotedDest[sd] = true
+				}
+				if w := pigstyDiffers(sd, m); w != "" {
+					differs[sd] = w
+				}
+			}
+			if at, dup := names[sd.Name]; dup {
+				prev := out[at]
+				warnings = append(warnings, fmt.Sprintf("service %s: %s replaces %s (Pigsty renders both into %s-%s.cfg, the later one last: it wins)",
+					sd.Name, defWhere(sd), defWhere(prev), w.cluster, sd.Name))
+				out[at] = sd
 				continue
 			}
-			if prev, dup := ports[sd.Port]; dup {
-				p.errf(sd.Line, w, sd.Source+".port", "service %q: port %d already used by service %q (%s)", sd.Name, sd.Port, prev.Name, prev.Source)
-				continue
-			}
-			names[sd.Name], ports[sd.Port] = sd, sd
+			names[sd.Name] = len(out)
 			out = append(out, sd)
 		}
 	}
-	return out
+	// Ports over the survivors, in the order they are listed, so that the
+	// error names the later definition of the two.
+	survives := make(map[*ServiceDef]bool, len(out))
+	for _, sd := range out {
+		survives[sd] = true
+	}
+	ports := map[int]*ServiceDef{}
+	bad := map[*ServiceDef]bool{}
+	for _, sd := range inOrder {
+		if !survives[sd] {
+			continue
+		}
+		if prev, dup := ports[sd.Port]; dup {
+			p.errf(sd.Line, w, sd.Source+".port", "service %q: port %d already used by service %q (%s)", sd.Name, sd.Port, prev.Name, prev.Source)
+			bad[sd] = true
+			continue
+		}
+		ports[sd.Port] = sd
+	}
+	for _, sd := range out {
+		if quotedDest[sd] {
+			warnings = append(warnings, quotedPortWarning("service "+sd.Name+": dest", sd.Dest, "this service"))
+		}
+		if w := differs[sd]; w != "" {
+			warnings = append(warnings, w)
+		}
+	}
+	if len(bad) > 0 {
+		kept := out[:0:0]
+		for _, sd := range out {
+			if !bad[sd] {
+				kept = append(kept, sd)
+			}
+		}
+		out = kept
+	}
+	return out, warnings
+}
+
+// pigstyDiffers explains, for a definition (m as written) that pgsvc
+// reads otherwise than Pigsty's template renders it, the difference:
+//   - dest: null is defined for Jinja, neither 'default' nor a number nor a
+//     name: the template's else branch, port 5432 (pgsvc: absent, so
+//     pg_default_service_dest);
+//   - options: "" is defined, so default() keeps it: an empty default-server
+//     line, HAProxy's own defaults (no on-marked-down shutdown-sessions, no
+//     slowstart, no maxconn) (pgsvc: the default line).
+//
+// "" when there is none.
+func pigstyDiffers(sd *ServiceDef, m map[string]any) string {
+	if v, set := m["dest"]; set && v == nil {
+		return fmt.Sprintf("service %s: dest is null: Pigsty's template renders port 5432 for it (a null dest is defined, and neither default nor a port), pgsvc pg_default_service_dest; remove it or give a dest so that both agree", sd.Name)
+	}
+	if o, isStr := m["options"].(string); isStr && strings.TrimSpace(o) == "" {
+		return fmt.Sprintf("service %s: options is empty: Pigsty's template writes an empty default-server line for it (HAProxy's defaults: no on-marked-down shutdown-sessions, no slowstart), pgsvc the default line; remove it or give options so that both agree", sd.Name)
+	}
+	return ""
+}
+
+// isPortText reports whether s is a port number written as text.
+func isPortText(s string) bool {
+	n, err := strconv.Atoi(s)
+	return err == nil && n >= 1 && n <= 65535
+}
+
+// quotedPortWarning explains a destination port written as a string: Pigsty's
+// template sends it to port 5432 (its `is number` test fails, and the text
+// is neither postgres nor pgbouncer), pgsvc to the port.
+func quotedPortWarning(what, port, services string) string {
+	return fmt.Sprintf("%s %q is a string: Pigsty's template renders port 5432 for %s (a quoted port fails its `is number` test), pgsvc port %s; write it unquoted so that both agree",
+		what, port, services, port)
+}
+
+// defWhere names a definition for messages: its source, and its line when
+// it has one (built-in defaults have none).
+func defWhere(sd *ServiceDef) string {
+	if sd.Line > 0 {
+		return fmt.Sprintf("%s (line %d)", sd.Source, sd.Line)
+	}
+	return sd.Source
 }
 
 // fieldLine is the line of key's value inside a service mapping node.
@@ -156,8 +254,10 @@ func (p *parser) service(raw any, item *yaml.Node, line int, src string, w where
 	}
 	sd.IP = str("ip", defaultServiceIP)
 	if sd.IP != "*" {
-		if _, err := netip.ParseAddr(sd.IP); err != nil {
-			bad("ip", "%sip must be * or an IP address, got %q", what, sd.IP)
+		// No zone: the renderers refuse one (haproxyname.BindAddress), and
+		// a zone may hold any character.
+		if a, err := netip.ParseAddr(sd.IP); err != nil || a.Zone() != "" {
+			bad("ip", "%sip must be * or an IP address without a zone, got %q", what, sd.IP)
 		}
 	}
 	sd.Selector = p.intern(strings.TrimSpace(str("selector", "")))

@@ -96,6 +96,26 @@ func TestValidateRejects(t *testing.T) {
         pg_cluster: pg-a
         pg_services: [{ name: x, port: 5440, selector: "[]", check: "/primary#x" }]
 `, `pg_services[0].check: service "x": check "/primary#x": character '#' not allowed`},
+		// strings.Fields splits at U+00A0, HAProxy does not: it read
+		// inter "3s" (a warning) and lost the fastinter.
+		{"options with a no-break space", `all:
+  children:
+    a:
+      hosts: { 10.0.0.1: { pg_seq: 1, pg_role: primary } }
+      vars:
+        pg_cluster: pg-a
+        pg_services: [{ name: x, port: 5440, selector: "[]", options: "inter 3s\u00a0fastinter 1s" }]
+`, `pg_services[0].options: service "x": options: character 'Â' not allowed`},
+		// A zone passes netip.ParseAddr but is refused when the service is
+		// rendered (haproxyname.BindAddress): at load, with file and line.
+		{"zoned bind address", `all:
+  children:
+    a:
+      hosts: { 10.0.0.1: { pg_seq: 1, pg_role: primary } }
+      vars:
+        pg_cluster: pg-a
+        pg_services: [{ name: x, port: 5440, selector: "[]", ip: "fe80::1%eth0" }]
+`, `inv.yml:7: cluster pg-a: pg_services[0].ip: service "x": ip must be * or an IP address without a zone, got "fe80::1%eth0"`},
 	} {
 		_, err := Parse("inv.yml", []byte(tc.inv))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -16,7 +16,9 @@ when Pigsty's pgsql role runs roles/pgsql/tasks/service_local.yml on one member
   * the template roles/pgsql/templates/service.cfg of that tag, rendered with
     Jinja2 as Ansible's template module does (trim_blocks=True), json_query =
     jmespath.search, bool = Ansible's boolean filter, ansible_managed =
-    "Ansible managed", once per service of pg_default_services + pg_services.
+    "Ansible managed", once per service of pg_default_services + pg_services,
+    a later service named like an earlier one replacing its text (its file)
+    in the earlier one's place.
 
 Pigsty's template and defaults are read from a checkout of pgsty/pigsty at the
 tag (not copied here):
@@ -125,7 +127,10 @@ def main():
     env.filters["json_query"] = lambda data, expr: jmespath.search(expr, data)
     env.filters["bool"] = ansible_bool
     tpl = env.from_string(template_text)
-    out = []
+    # service_local.yml renders each service into conf.d/<cluster>-<name>.cfg:
+    # a later service of the same name overwrites the earlier one's file.
+    # A dict keeps the first one's place and the last one's text.
+    out = {}
     for service in me["pg_default_services"] + me["pg_services"]:
         ctx = dict(me)
         ctx.update(
@@ -134,8 +139,8 @@ def main():
             pg_cluster_members_query="[@.*][0][?pg_cluster=='%s']" % cluster,
             ansible_managed="Ansible managed",
         )
-        out.append(tpl.render(ctx))
-    sys.stdout.write("".join(out))
+        out[service["name"]] = tpl.render(ctx)
+    sys.stdout.write("".join(out.values()))
 
 
 if __name__ == "__main__":
