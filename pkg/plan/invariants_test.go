@@ -48,7 +48,8 @@ func randomInventory(t testing.TB, r *rand.Rand) *topology.Inventory {
 
 // randomState is a DCS view of pg-r (nil: none): a leader key on a member, on
 // one the inventory lacks, on nobody; member keys of some members, in any
-// state and role (a lagging primary role included), tags; an unknown member;
+// state and role (a lagging primary role included), tags; unknown members
+// (one named too long for a backup twin);
 // paused or failsafe.
 func randomState(r *rand.Rand, inv *topology.Inventory) *patroni.ClusterState {
 	if r.Intn(6) == 0 {
@@ -60,6 +61,10 @@ func randomState(r *rand.Rand, inv *topology.Inventory) *patroni.ClusterState {
 		names = append(names, m.Name)
 	}
 	names = append(names, "pg-r-9")
+	if r.Intn(4) == 0 {
+		// Valid as a server name, not as its backup twin's.
+		names = append(names, "pg-r-"+strings.Repeat("z", 122))
+	}
 	st := &patroni.ClusterState{Scope: "pg-r", Members: map[string]*patroni.Member{},
 		Paused: r.Intn(5) == 0, FailsafeMode: r.Intn(5) == 0}
 	if r.Intn(4) != 0 {
@@ -67,7 +72,8 @@ func randomState(r *rand.Rand, inv *topology.Inventory) *patroni.ClusterState {
 	}
 	states := []string{"running", "running", "streaming", "stopped", "starting", "crashed", "in archive recovery"}
 	for i, name := range names {
-		if r.Intn(4) == 0 || name == "pg-r-9" && r.Intn(2) == 0 {
+		unknown := name == "pg-r-9" || len(name) > 6 // the inventory lacks it
+		if r.Intn(4) == 0 || unknown && r.Intn(2) == 0 {
 			continue
 		}
 		role := patroni.RoleReplica
@@ -76,8 +82,8 @@ func randomState(r *rand.Rand, inv *topology.Inventory) *patroni.ClusterState {
 		}
 		m := &patroni.Member{Name: name, Host: fmt.Sprintf("10.0.0.%d", i+1), Port: 5432, APIPort: 8008,
 			Role: role, RawRole: role, State: states[r.Intn(len(states))], Tags: map[string]any{}}
-		if name == "pg-r-9" {
-			m.Host = "10.0.0.9"
+		if unknown {
+			m.Host = fmt.Sprintf("10.0.0.%d", 9+len(name)%2)
 		}
 		if r.Intn(4) == 0 {
 			m.NoLoadBalance, m.Tags["noloadbalance"] = true, true
