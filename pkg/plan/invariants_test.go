@@ -198,6 +198,13 @@ func checkTwins(t *testing.T, where string, pc Cluster) {
 					t.Fatalf("%s: %s: twin %s active %v, want %v (Pigsty's: %+v, unconfirmed %v, primary %v)",
 						where, s.Name, sv.Name, !sv.Disabled, want, pig, c.Unconfirmed, prim[c.Name])
 				}
+				// The active twin is Pigsty's server line; an inactive one
+				// carries no health intent.
+				if want && (sv.Address != pig.Address || sv.Port != pig.Port || sv.CheckPort != pig.CheckPort || sv.Weight != pig.Weight ||
+					sv.ForceUp != pig.ForceUp || sv.ForceDown != pig.ForceDown || sv.HoldDown != pig.HoldDown) ||
+					!want && (sv.ForceUp || sv.ForceDown || sv.HoldDown) {
+					t.Fatalf("%s: %s: twin %s (active %v) %+v, Pigsty's %+v", where, s.Name, sv.Name, want, sv, pig)
+				}
 			}
 		}
 		if services.WriteCheck(s.Check) {
