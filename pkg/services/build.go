@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,10 +57,11 @@ func (e *Error) Unwrap() error { return e.Err }
 // then pg_services, as the cluster lists them) over the served members of v
 // and returns the desired HAProxy services in that order.
 //
-// Servers follow v.Members order: members matched by the selector first (with
-// Backup set when the backup selector matches them too), then members matched
-// only by the backup selector, appended as backup servers — exactly as Pigsty's
-// service template does. The result depends only on v.
+// Servers follow the selectors' order (v.Members order for filters): members
+// matched by the selector first (with Backup set when the backup selector
+// matches them too), then members matched only by the backup selector,
+// appended as backup servers — exactly as Pigsty's service template does. A
+// member a selector returns twice is one server. The result depends only on v.
 func Build(v *topology.View) ([]Service, error) {
 	if v == nil || v.Cluster == nil {
 		return nil, fmt.Errorf("build services: no cluster")
@@ -96,7 +98,10 @@ type evaluated struct {
 	dest             string
 	destPort         int
 	selected, backup map[int]bool
-	roleDependent    bool
+	// selOrder and backupOrder are the selectors' orders (match) when
+	// they are not the members'; nil otherwise.
+	selOrder, backupOrder []int
+	roleDependent         bool
 }
 
 func evaluate(v *topology.View, def *topology.ServiceDef, docs []any, index *docIndex) (evaluated, error) {
@@ -120,7 +125,7 @@ func evaluate(v *topology.View, def *topology.ServiceDef, docs []any, index *doc
 				return fail("selector", fmt.Errorf("compile %q: %w", def.Selector, err))
 			}
 		}
-		if e.selected, err = match(selExpr, docs, index); err != nil {
+		if e.selected, e.selOrder, err = match(selExpr, docs, index); err != nil {
 			return fail("selector", fmt.Errorf("%q: %w", def.Selector, err))
 		}
 	}
@@ -131,7 +136,7 @@ func evaluate(v *topology.View, def *topology.ServiceDef, docs []any, index *doc
 				return fail("backup", fmt.Errorf("compile %q: %w", def.Backup, err))
 			}
 		}
-		if e.backup, err = match(bExpr, docs, index); err != nil {
+		if e.backup, e.backupOrder, err = match(bExpr, docs, index); err != nil {
 			return fail("backup", fmt.Errorf("%q: %w", def.Backup, err))
 		}
 	}
@@ -216,51 +221,96 @@ func (e *evaluated) build(v *topology.View, served []*topology.MemberView) Servi
 		s.Candidates = arena[from:len(arena):len(arena)]
 		from = len(arena)
 	}
-	for i, m := range served {
+	// As Pigsty's template: the selector's members in its order, then the
+	// backup selector's other members in its order.
+	for _, i := range inOrder(e.selOrder, len(served)) {
 		if e.selected[i] {
-			arena = append(arena, server(v, def, m, dest, true, e.backup[i]))
+			arena = append(arena, server(v, def, served[i], dest, true, e.backup[i]))
 		}
 	}
-	for i, m := range served {
+	for _, i := range inOrder(e.backupOrder, len(served)) {
 		if e.backup[i] && !e.selected[i] {
-			arena = append(arena, server(v, def, m, dest, false, true))
+			arena = append(arena, server(v, def, served[i], dest, false, true))
 		}
 	}
 	s.Servers = arena[from:len(arena):len(arena)]
 	return s
 }
 
+// inOrder is order, or 0..n-1 when order is nil (a selector that keeps the
+// members' order), from a shared array while n is small.
+func inOrder(order []int, n int) []int {
+	if order != nil {
+		return order
+	}
+	if n <= len(identity) {
+		return identity[:n]
+	}
+	ids := make([]int, n)
+	for i := range ids {
+		ids[i] = i
+	}
+	return ids
+}
+
+// identity is 0, 1, 2, ... (inOrder); never modified.
+var identity = func() (a [64]int) {
+	for i := range a {
+		a[i] = i
+	}
+	return a
+}()
+
 // match runs expr over the member documents and returns the positions of the
-// members it selected. The result must be a list of member documents.
-func match(expr *jmespath.JMESPath, docs []any, index *docIndex) (hit map[int]bool, err error) {
+// members it selected, and their order when it is not the members' (a
+// selector that sorts or reverses them; nil otherwise): Pigsty's template
+// writes the servers in the order the selector returns them. A member
+// returned twice counts once. The result must be a list of member documents.
+func match(expr *jmespath.JMESPath, docs []any, index *docIndex) (hit map[int]bool, order []int, err error) {
 	defer func() {
 		// go-jmespath panics on a few malformed inputs; a selector must never
 		// take the controller down.
 		if r := recover(); r != nil {
-			hit, err = nil, fmt.Errorf("evaluation failed: %v", r)
+			hit, order, err = nil, nil, fmt.Errorf("evaluation failed: %v", r)
 		}
 	}()
 	res, err := expr.Search(docs)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	list, ok := res.([]any)
 	if !ok {
-		return nil, shapeError{fmt.Errorf("returned %s, want a list of members", kindOf(res))}
+		return nil, nil, shapeError{fmt.Errorf("returned %s, want a list of members", kindOf(res))}
 	}
 	hit = make(map[int]bool, len(list))
+	last, sorted := -1, true
 	for n, e := range list {
 		doc, ok := e.(map[string]any)
 		if !ok {
-			return nil, shapeError{fmt.Errorf("element %d is %s, want a member (a filter such as [? ...], not a projection)", n, kindOf(e))}
+			return nil, nil, shapeError{fmt.Errorf("element %d is %s, want a member (a filter such as [? ...], not a projection)", n, kindOf(e))}
 		}
 		i, ok := index.find(doc)
 		if !ok {
-			return nil, shapeError{fmt.Errorf("element %d is not a member of the cluster (selectors must return members unchanged)", n)}
+			return nil, nil, shapeError{fmt.Errorf("element %d is not a member of the cluster (selectors must return members unchanged)", n)}
+		}
+		if hit[i] {
+			continue
 		}
 		hit[i] = true
+		sorted = sorted && i > last
+		last = i
 	}
-	return hit, nil
+	if !sorted {
+		// Rare (filters keep the members' order): found again, in order.
+		order = make([]int, 0, len(hit))
+		for _, e := range list {
+			i, _ := index.find(e.(map[string]any))
+			if !slices.Contains(order, i) {
+				order = append(order, i)
+			}
+		}
+	}
+	return hit, order, nil
 }
 
 // docIndex finds which member a document returned by a selector is.

@@ -110,7 +110,7 @@ func referenceBuildOne(v *topology.View, def *topology.ServiceDef, served []*top
 			return fail("selector", fmt.Errorf("compile %q: %w", def.Selector, err))
 		}
 	}
-	selected, err := match(selExpr, docs, index)
+	selected, _, err := match(selExpr, docs, index)
 	if err != nil {
 		return fail("selector", fmt.Errorf("%q: %w", def.Selector, err))
 	}
@@ -122,7 +122,7 @@ func referenceBuildOne(v *topology.View, def *topology.ServiceDef, served []*top
 				return fail("backup", fmt.Errorf("compile %q: %w", def.Backup, err))
 			}
 		}
-		if backup, err = match(bExpr, docs, index); err != nil {
+		if backup, _, err = match(bExpr, docs, index); err != nil {
 			return fail("backup", fmt.Errorf("%q: %w", def.Backup, err))
 		}
 	}

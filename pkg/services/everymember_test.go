@@ -34,9 +34,9 @@ func TestEveryMemberIsJMESPath(t *testing.T) {
 				docs[i] = d
 				served[i] = &topology.MemberView{Name: "m" + string(rune('0'+i)), Vars: d}
 			}
-			want, err := match(expr, docs, newDocIndex(served))
-			if err != nil {
-				t.Fatalf("%q over %d members: %v", sel, len(l), err)
+			want, order, err := match(expr, docs, newDocIndex(served))
+			if err != nil || order != nil {
+				t.Fatalf("%q over %d members: %v (order %v, want the members')", sel, len(l), err, order)
 			}
 			got, ok := everyMember(sel, docs)
 			if !ok || !reflect.DeepEqual(got, want) {
