@@ -220,3 +220,70 @@ func checkTwins(t *testing.T, where string, pc Cluster) {
 		}
 	}
 }
+
+// TestTwinsSwitchoverFlipsOnlyItsMembers: a switchover (the leader key moves
+// from one running member to another, nothing else changes) flips twins of
+// those two members only, in every service: the sessions of every other
+// member survive it (no drain, no maint), and the read services' twins
+// leave in drain.
+func TestTwinsSwitchoverFlipsOnlyItsMembers(t *testing.T) {
+	r := rand.New(rand.NewSource(5))
+	for round := 0; round < 500; round++ {
+		inv := randomInventory(t, r)
+		c := inv.Clusters[0]
+		if len(c.Members) < 2 {
+			continue
+		}
+		from, to := c.Members[r.Intn(len(c.Members))].Name, ""
+		for to == "" || to == from {
+			to = c.Members[r.Intn(len(c.Members))].Name
+		}
+		mk := func(leader string) *patroni.ClusterState {
+			st := &patroni.ClusterState{Scope: "pg-r", Leader: leader, Members: map[string]*patroni.Member{}}
+			for i, m := range c.Members {
+				role := patroni.RoleReplica
+				if m.Name == leader {
+					role = patroni.RolePrimary
+				}
+				lag := int64(i * 600)
+				st.Members[m.Name] = &patroni.Member{Name: m.Name, Host: m.Host, Port: 5432, APIPort: 8008, Role: role, RawRole: role,
+					State: "running", LagBytes: &lag, Tags: map[string]any{}}
+			}
+			return st
+		}
+		lay := func(leader string) []services.Service {
+			pc, err := ComputeCluster(inv.File, c, mk(leader), true, ClusterOptions{LastKnownLeader: from})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tw, err := services.Twins(pc.Services)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return tw
+		}
+		before, after := lay(from), lay(to)
+		for i := range after {
+			b, a := before[i], after[i]
+			if a.Layout != services.LayoutTwins {
+				continue
+			}
+			for j := range a.Servers {
+				sb, sa := b.Servers[j], a.Servers[j]
+				if sb.Name != sa.Name {
+					t.Fatalf("round %d: %s: server %d is %s, then %s", round, a.Name, j, sb.Name, sa.Name)
+				}
+				if sb.Disabled == sa.Disabled {
+					continue
+				}
+				if sa.Member != from && sa.Member != to {
+					t.Fatalf("round %d: switchover %s -> %s flips %s/%s (active %v -> %v): its member's role did not change",
+						round, from, to, a.Name, sa.Name, !sb.Disabled, !sa.Disabled)
+				}
+				if sa.Disabled && !services.WriteCheck(a.Check) && services.InactiveState(a) != "drain" {
+					t.Fatalf("round %d: %s/%s leaves in %s, want drain (a read service)", round, a.Name, sa.Name, services.InactiveState(a))
+				}
+			}
+		}
+	}
+}
