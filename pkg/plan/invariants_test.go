@@ -225,7 +225,8 @@ func checkTwins(t *testing.T, where string, pc Cluster) {
 // from one running member to another, nothing else changes) flips twins of
 // those two members only, in every service: the sessions of every other
 // member survive it (no drain, no maint), and the read services' twins
-// leave in drain.
+// leave in drain. Its leaderless gap (the last known leader kept) flips
+// nothing.
 func TestTwinsSwitchoverFlipsOnlyItsMembers(t *testing.T) {
 	r := rand.New(rand.NewSource(5))
 	for round := 0; round < 500; round++ {
@@ -262,7 +263,16 @@ func TestTwinsSwitchoverFlipsOnlyItsMembers(t *testing.T) {
 			}
 			return tw
 		}
-		before, after := lay(from), lay(to)
+		before, gap, after := lay(from), lay(""), lay(to)
+		// The switchover's gap (no leader key, the last known leader kept)
+		// flips nothing.
+		for i := range gap {
+			for j := range gap[i].Servers {
+				if g, b := gap[i].Servers[j], before[i].Servers[j]; g.Disabled != b.Disabled {
+					t.Fatalf("round %d: the leaderless gap flips %s/%s (active %v -> %v)", round, gap[i].Name, g.Name, !b.Disabled, !g.Disabled)
+				}
+			}
+		}
 		for i := range after {
 			b, a := before[i], after[i]
 			if a.Layout != services.LayoutTwins {
