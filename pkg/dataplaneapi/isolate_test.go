@@ -160,6 +160,7 @@ func writerTwinnedWith(t *testing.T, n int, primary int, mod func(name string, s
 		w.Name, w.Service, w.Port = name+"-writer", "writer", 5439
 		w.RoleDependent = true
 		w.Candidates = append([]services.Server(nil), svcs[0].Servers...)
+		w.Candidates[primary-1].Primary = true // as Build marks candidates
 		w.Servers = []services.Server{svcs[0].Servers[primary-1]}
 		for i := range svcs {
 			if svcs[i].Service != "replica" && svcs[i].Service != "offline" {

@@ -23,6 +23,14 @@ import (
 // pair, exactly one active per member Pigsty's layout has.
 func twinned(t testing.TB, svcs []services.Service) []services.Service {
 	t.Helper()
+	primary := map[string]bool{} // the replica service's backup
+	for _, s := range svcs {
+		for _, sv := range s.Servers {
+			if s.Service == "replica" && sv.Backup {
+				primary[sv.Name] = true
+			}
+		}
+	}
 	for i := range svcs {
 		if svcs[i].Service != "replica" && svcs[i].Service != "offline" {
 			continue
@@ -30,6 +38,7 @@ func twinned(t testing.TB, svcs []services.Service) []services.Service {
 		svcs[i].RoleDependent = true
 		for _, sv := range svcs[0].Servers { // primary: every member
 			sv.Port = svcs[i].DestPort
+			sv.Primary = primary[sv.Name] // as Build marks candidates
 			svcs[i].Candidates = append(svcs[i].Candidates, sv)
 		}
 	}

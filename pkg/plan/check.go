@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/pgsvc/pgsvc/pkg/haproxyname"
 	"github.com/pgsvc/pgsvc/pkg/patroni"
 	"github.com/pgsvc/pgsvc/pkg/services"
 	"github.com/pgsvc/pgsvc/pkg/topology"
@@ -76,33 +77,72 @@ func ignoreGhostLeader(c *topology.Cluster, st *patroni.ClusterState) (*patroni.
 // dropInvalidServers removes servers HAProxy must never be given (see
 // services.ValidateServer) and returns why, one message each. The DCS decoder
 // already skips bad member keys; this is the last line before targets.
+//
+// The candidates the twin layout is made of (Service.Candidates) lose the
+// same servers. A member whose backup twin name would be no HAProxy
+// identifier (a member key of more than 120 characters: the decoder lets
+// it in as a server name) is served in no service whose members depend on
+// roles (the twinned ones), in either layout, with one warning: a twins
+// target validates its whole desired (services.Validate) and would refuse
+// it for that one server, every cluster's.
 func dropInvalidServers(svcs []services.Service) ([]services.Service, []string) {
 	var warn []string
+	var noTwin map[string]bool // members warned about
 	for i := range svcs {
 		s := &svcs[i]
-		// The copy is made only from the first invalid server on: nearly
-		// every list is valid, and a copy of each was ~6 MB of garbage per
-		// plan of 1,000 clusters (the resync's every 30 s).
-		var kept []services.Server
-		dropped := false
-		for j := range s.Servers {
-			if err := services.ValidateServer(&s.Servers[j]); err != nil {
+		s.Servers = keepServers(s.Servers, func(sv *services.Server) bool {
+			if err := services.ValidateServer(sv); err != nil {
 				warn = append(warn, fmt.Sprintf("service %s: %v: server skipped", s.Name, err))
-				if !dropped {
-					kept = append(make([]services.Server, 0, len(s.Servers)-1), s.Servers[:j]...)
-					dropped = true
+				return false
+			}
+			if !s.RoleDependent {
+				return true
+			}
+			err := twinName(sv.Name)
+			if err != nil && !noTwin[sv.Name] {
+				if noTwin == nil {
+					noTwin = map[string]bool{}
 				}
-				continue
+				noTwin[sv.Name] = true
+				warn = append(warn, fmt.Sprintf("member %s: its backup twin name: %v: not served in the services whose members depend on roles", sv.Name, err))
 			}
-			if dropped {
-				kept = append(kept, s.Servers[j])
-			}
-		}
-		if dropped {
-			s.Servers = kept
-		}
+			return err == nil
+		})
+		s.Candidates = keepServers(s.Candidates, func(sv *services.Server) bool {
+			return services.ValidateServer(sv) == nil && twinName(sv.Name) == nil
+		})
 	}
 	return svcs, warn
+}
+
+// twinName checks the name of member's backup twin (services.Twins).
+func twinName(member string) error {
+	return haproxyname.Identifier(member + services.BackupTwinSuffix)
+}
+
+// keepServers returns the servers of list keep keeps, list itself when it
+// keeps them all. The copy is made only from the first server dropped on:
+// nearly every list is valid, and a copy of each was ~6 MB of garbage per
+// plan of 1,000 clusters (the resync's every 30 s).
+func keepServers(list []services.Server, keep func(*services.Server) bool) []services.Server {
+	var kept []services.Server
+	dropped := false
+	for j := range list {
+		if !keep(&list[j]) {
+			if !dropped {
+				kept = append(make([]services.Server, 0, len(list)-1), list[:j]...)
+				dropped = true
+			}
+			continue
+		}
+		if dropped {
+			kept = append(kept, list[j])
+		}
+	}
+	if dropped {
+		return kept
+	}
+	return list
 }
 
 func quoteShort(s string) string {

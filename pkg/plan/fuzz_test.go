@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/pgsvc/pgsvc/pkg/haproxycfg"
@@ -25,7 +26,9 @@ func noDNS(f *testing.F) {
 }
 
 // mustBeSafe fails unless every service passes the check renderers and
-// drivers apply (services.Validate) and renders.
+// drivers apply (services.Validate) and renders, in Pigsty's layout and in
+// the twin layout (a twins target validates its whole desired: one bad
+// twin stops every cluster's apply).
 func mustBeSafe(t *testing.T, p *Plan) {
 	t.Helper()
 	var all []services.Service
@@ -38,6 +41,15 @@ func mustBeSafe(t *testing.T, p *Plan) {
 		}
 	}
 	_ = haproxycfg.Render(all, haproxycfg.Options{})
+	tw, err := services.Twins(all)
+	if err != nil {
+		t.Fatalf("the plan cannot be laid out as twins: %v", err)
+	}
+	for i := range tw {
+		if err := services.ValidateService(&tw[i]); err != nil {
+			t.Fatalf("the twin layout of the plan does not validate: %v", err)
+		}
+	}
 }
 
 // FuzzLoadInventory: any inventory is either rejected, or every service it
@@ -84,6 +96,7 @@ func FuzzPlanDCS(f *testing.F) {
 	f.Add("pwn 127.4.0.99:5432 #", member("127.4.0.99"), "pwn 127.4.0.99:5432 #")
 	f.Add("pg-test-2", member("a b"), "ghost-9")
 	f.Add("pg-test-1", []byte(`postgres://127.0.0.11:5432/postgres?application_name=http://127.0.0.11:8008/`), "")
+	f.Add("pg-test-"+strings.Repeat("y", 119), member("127.0.0.19"), "pg-test-1") // valid server name, too long for its twin's
 	inv, err := topology.Parse("inv.yml", []byte(testInventory))
 	if err != nil {
 		f.Fatal(err)

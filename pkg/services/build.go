@@ -219,6 +219,7 @@ func (e *evaluated) build(v *topology.View, served []*topology.MemberView) Servi
 		for _, m := range served {
 			cand := server(v, def, m, dest, true, false)
 			cand.Unconfirmed = v.Live && (m.Live == nil || !aliveState(m.Live.State))
+			cand.Primary = m.Role == "primary"
 			arena = append(arena, cand)
 		}
 		s.Candidates = arena[from:len(arena):len(arena)]

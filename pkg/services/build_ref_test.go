@@ -163,6 +163,7 @@ func referenceBuildOne(v *topology.View, def *topology.ServiceDef, served []*top
 		}
 		cand := server(v, def, m, dest, true, false)
 		cand.Unconfirmed = v.Live && (m.Live == nil || !aliveState(m.Live.State))
+		cand.Primary = m.Role == "primary"
 		s.Candidates = append(s.Candidates, cand)
 	}
 	for i, m := range served {

@@ -67,7 +67,10 @@ func InactiveState(s Service) string {
 // Pigsty's layout has the member (as normal or backup server); both are
 // Disabled when the selectors leave it out, or when the DCS has live data for
 // the cluster but does not report the member running (its twins are never
-// activated before the DCS says it is alive in that role). A laid-out
+// activated before the DCS says it is alive in that role), or, in a write
+// service (WriteCheck), when the member is not the merged primary
+// (Server.Primary: HAProxy's check passes on the primary only, so Pigsty's
+// layout never routes there, while a twin's activation is UP at once). A laid-out
 // service has no Candidates (its twins are), so Twins leaves it as it is.
 // Services whose membership does not depend on roles (primary, default:
 // `[]` without backup) are returned unchanged. Pure; in is not modified.
@@ -117,6 +120,7 @@ func twinsOf(s Service) (Service, error) {
 	t.Candidates = nil
 	t.Servers = make([]Server, 0, 2*len(s.Candidates))
 	inactive := InactiveState(s)
+	write := WriteCheck(s.Check)
 	for i, c := range s.Candidates {
 		bname := c.Name + BackupTwinSuffix
 		if hasServer(s.Candidates, bname) {
@@ -140,8 +144,13 @@ func twinsOf(s Service) (Service, error) {
 				tw.Name = bname
 			}
 			switch {
-			case in && p.Backup == backup && !c.Unconfirmed:
+			case in && p.Backup == backup && !c.Unconfirmed && (c.Primary || !write):
 				tw.Weight, tw.ForceUp, tw.ForceDown, tw.HoldDown, tw.Reason, tw.Selected = p.Weight, p.ForceUp, p.ForceDown, p.HoldDown, internConcat("active twin: ", p.Reason), p.Selected
+			case in && p.Backup == backup && !c.Unconfirmed:
+				// A write service routes to the primary only (its check
+				// passes nowhere else), and `ready` is UP before any check.
+				tw.Disabled, tw.ForceUp, tw.ForceDown, tw.HoldDown = true, false, false, false
+				tw.Reason = internConcat("inactive twin (", inactive, "): not the primary, and the check passes on the primary only; Pigsty's layout: ", p.Reason)
 			case in && p.Backup == backup:
 				tw.Disabled, tw.ForceUp, tw.ForceDown, tw.HoldDown = true, false, false, false
 				// Not the member's name: the twin names it (Member), and a

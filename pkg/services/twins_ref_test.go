@@ -9,7 +9,8 @@ import (
 
 // TestTwinsSameAsReference compares Twins with the map-based version it
 // replaced on random services: members normal, backup, absent, unconfirmed,
-// listed twice, servers that are no candidates.
+// primary or not (write services activate the primary only), listed twice,
+// servers that are no candidates.
 func TestTwinsSameAsReference(t *testing.T) {
 	r := rand.New(rand.NewSource(7))
 	for i := 0; i < 3000; i++ {
@@ -37,7 +38,7 @@ func randomService(r *rand.Rand, i int) Service {
 		if r.Intn(12) == 0 {
 			name = "c-1" + BackupTwinSuffix
 		}
-		c := Server{Name: name, Address: "10.0.0.1", Port: 6432, Weight: 100, Reason: "r" + name, Unconfirmed: r.Intn(4) == 0}
+		c := Server{Name: name, Address: "10.0.0.1", Port: 6432, Weight: 100, Reason: "r" + name, Unconfirmed: r.Intn(4) == 0, Primary: r.Intn(3) == 0}
 		s.Candidates = append(s.Candidates, c)
 		if r.Intn(3) > 0 {
 			sv := c
@@ -87,8 +88,11 @@ func referenceTwins(in []Service) ([]Service, error) {
 					tw.Name = bname
 				}
 				switch {
-				case in && p.Backup == backup && !c.Unconfirmed:
+				case in && p.Backup == backup && !c.Unconfirmed && (c.Primary || !WriteCheck(s.Check)):
 					tw.Weight, tw.ForceUp, tw.ForceDown, tw.HoldDown, tw.Reason, tw.Selected = p.Weight, p.ForceUp, p.ForceDown, p.HoldDown, "active twin: "+p.Reason, p.Selected
+				case in && p.Backup == backup && !c.Unconfirmed:
+					tw.Disabled, tw.ForceUp, tw.ForceDown, tw.HoldDown = true, false, false, false
+					tw.Reason = fmt.Sprintf("inactive twin (%s): not the primary, and the check passes on the primary only; Pigsty's layout: %s", inactive, p.Reason)
 				case in && p.Backup == backup:
 					tw.Disabled, tw.ForceUp, tw.ForceDown, tw.HoldDown = true, false, false, false
 					tw.Reason = fmt.Sprintf("inactive twin (%s): the DCS does not report the member running; Pigsty's layout: %s", inactive, p.Reason)

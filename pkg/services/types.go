@@ -117,6 +117,16 @@ type Server struct {
 	// answers nothing), so HAProxy's own checks have such a twin DOWN and
 	// its deactivation moves no traffic.
 	Unconfirmed bool `json:"-"`
+	// Primary is set on Build's candidates of the member whose merged role
+	// is primary (the leader key's holder; the last known leader while the
+	// key is absent; the inventory primary without live data). In a write
+	// service (WriteCheck) Twins activates no twin of any other member:
+	// HAProxy's check passes on the primary only, so Pigsty's layout never
+	// routes there, while an activation (`ready`) is UP at once, before any
+	// check (a replica whose PostgreSQL comes back in a service with every
+	// member and the primary as backup would take writes until its checks
+	// fail).
+	Primary bool `json:"-"`
 	// Down is set by targets on servers they read back: the live health
 	// check has the server DOWN (not in maintenance). Never set in desired.
 	Down bool `json:"-"`

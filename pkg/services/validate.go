@@ -122,7 +122,8 @@ func serverOptions(line string) error {
 }
 
 // ValidateServer checks one server line: an identifier, an address, a port,
-// a health-check port and a weight HAProxy accepts (0-256).
+// a health-check port, a CA file of one word and a weight HAProxy accepts
+// (0-256).
 func ValidateServer(sv *Server) error {
 	if err := haproxyname.Identifier(sv.Name); err != nil {
 		return fmt.Errorf("server %v", err)
@@ -136,6 +137,12 @@ func ValidateServer(sv *Server) error {
 	if sv.CheckPort != 0 {
 		if err := haproxyname.Port(sv.CheckPort); err != nil {
 			return fmt.Errorf("server %s: check %v", sv.Name, err)
+		}
+	}
+	if sv.CAFile != "" {
+		// Written as `ca-file <path>` on the server line.
+		if err := haproxyname.Word(sv.CAFile); err != nil {
+			return fmt.Errorf("server %s: ca-file %v", sv.Name, err)
 		}
 	}
 	if sv.Track != "" {

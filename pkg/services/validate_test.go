@@ -29,3 +29,20 @@ func TestValidateServiceMaxconn(t *testing.T) {
 		}
 	}
 }
+
+// TestValidateServerCAFile: the CA file is written into the server line
+// (`check-ssl ca-file <path>`): a blank or a '#' there would end the word
+// and start another keyword or a comment, so it is refused like every other
+// word of the line.
+func TestValidateServerCAFile(t *testing.T) {
+	sv := Server{Name: "pg-1", Address: "10.0.0.1", Port: 5432, CheckPort: 8008, Weight: 100, CheckSSL: true, CAFile: "/pg/cert/ca.crt"}
+	if err := ValidateServer(&sv); err != nil {
+		t.Fatalf("Pigsty's CA file refused: %v", err)
+	}
+	for _, bad := range []string{"/pg/cert/ca.crt verify none", "/pg/ca#x", "/pg/ca\nserver x 1.2.3.4:1"} {
+		sv.CAFile = bad
+		if err := ValidateServer(&sv); err == nil {
+			t.Errorf("ca-file %q accepted", bad)
+		}
+	}
+}
