@@ -402,6 +402,25 @@ func (s *syncSampler) report(t *testing.T, start time.Time, newLeader string, me
 		empties = append(empties, fmt.Sprintf("%s..%s (still at the end)", rel(emptyFrom), rel(last)))
 		emptyTotal += last.Sub(emptyFrom)
 	}
+	// When the leader key named the new leader, and when its server left
+	// the sync backend's ready servers after that.
+	var keyMoved, left time.Time
+	for _, smp := range s.samples {
+		if smp.Err != "" {
+			continue
+		}
+		if keyMoved.IsZero() && smp.Leader == newLeader {
+			keyMoved = smp.At
+		}
+		if !keyMoved.IsZero() && !slices.Contains(smp.Ready, newLeader) {
+			left = smp.At
+			break
+		}
+	}
+	if !keyMoved.IsZero() && !left.IsZero() {
+		t.Logf("the new leader %s left the sync backend's ready servers %s after the leader key named it (sampled every 25 ms)",
+			newLeader, dur(left.Sub(keyMoved)))
+	}
 	t.Logf("%d servers-state samples (%d failed reads) over %s", len(s.samples), errs, dur(s.samples[len(s.samples)-1].At.Sub(s.samples[0].At)))
 	if len(empties) == 0 {
 		t.Logf("the sync backend always had a server in the admin state ready")
