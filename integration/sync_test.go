@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pgsvc/pgsvc/integration/harness"
+	"github.com/pgsvc/pgsvc/pkg/controller"
 	"github.com/pgsvc/pgsvc/pkg/haproxy"
 )
 
@@ -33,12 +34,27 @@ const syncBackend = "pg-test-sync"
 //     "Sync Standby"), fresh connections through the service land only on
 //     that member;
 //  2. after `patronictl switchover` to the sync standby the service
-//     converges on the sync standby the new leader names, and no connection
-//     through it ever reaches a primary. While it runs, HAProxy's runtime
-//     server state of the sync backend is sampled: how long it had no
-//     server in the admin state ready (Patroni names nobody sync between
-//     the new leader's promotion and its choice of a new sync standby) is
-//     logged, as are the sync and leader keys' moves.
+//     converges on the sync standby the new leader names. Through it:
+//     - twins layout: no connection ever reaches a primary (the apply that
+//     drains the new leader's server is made at runtime, before it is
+//     read-write);
+//     - pigsty layout: the apply that takes the new leader out of the sync
+//     backend is a reload, made after the controller's role hold (see
+//     holdRoles in pkg/controller/transition.go), and HAProxy's /sync check
+//     (inter 3s) does not take the promoted member out first: connections
+//     may reach the new primary between the leader key's move and the end
+//     of that apply (reads, on the member that holds every committed
+//     write; the pigsty layout's replica service has the same window), and
+//     none after it. How many did, and the window's length, are logged.
+//     The end of that apply is the controller's history event (recorded
+//     when the reload returned: the new worker serves the new config); the
+//     sampler's first look at HAProxy's runtime state after it must not
+//     show the new leader among the sync backend's ready servers.
+//     While it runs, HAProxy's runtime server state of the sync backend is
+//     sampled: how long it had no server in the admin state ready (Patroni
+//     names nobody sync between the new leader's promotion and its choice
+//     of a new sync standby) is logged, as are the sync and leader keys'
+//     moves.
 func TestSyncStandbyService(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -136,9 +152,7 @@ func syncSwitchover(t *testing.T, ctx context.Context, env *harness.Env, inv, la
 	if !tl.syncNamed.IsZero() && served.Before(tl.syncNamed) {
 		t.Errorf("served right before the sync key named %s", next)
 	}
-	if tl.toPrimary > 0 {
-		t.Errorf("%d connections through the sync service reached a primary during the switchover", tl.toPrimary)
-	}
+	checkPrimaries(t, r, layout, cand, start, tl, smp)
 	if tl.probesOK == 0 {
 		t.Errorf("no connection through the sync service succeeded during the switchover: the prober did not run")
 	}
@@ -238,6 +252,111 @@ func readyServers(adm map[string]string) []string {
 	return out
 }
 
+// takenOut finds the controller's first apply after since that took
+// member's server out of the sync backend: removed it (a reload, pigsty
+// layout) or set it to drain or maint, or forced it down (at runtime).
+// Event.At is when the apply returned: for a reload, once HAProxy's new
+// worker served the new config.
+func takenOut(st controller.Status, member string, since time.Time) (controller.Event, bool) {
+	for _, e := range st.History {
+		if e.Kind != "applied" || e.At.Before(since) {
+			continue
+		}
+		for _, ch := range e.Changes {
+			if ch.Backend != syncBackend || ch.Server != member {
+				continue
+			}
+			switch {
+			case ch.Kind == "remove_server",
+				ch.Kind == "set_state" && (strings.HasSuffix(ch.Detail, "-> drain") || strings.HasSuffix(ch.Detail, "-> maint")),
+				ch.Kind == "force_down":
+				return e, true
+			}
+		}
+	}
+	return controller.Event{}, false
+}
+
+// checkPrimaries checks the probes that reached a primary during the
+// switchover to newLeader (see TestSyncStandbyService, step 2): none in
+// the twins layout; in the pigsty layout only ones that ended after the
+// leader key moved and started before the apply that took newLeader out
+// of the sync backend ended. It logs that apply, the sampler's first look
+// at HAProxy without newLeader ready, and the window.
+func checkPrimaries(t *testing.T, r *scenarioRig, layout, newLeader string, start time.Time, tl syncTimeline, smp *syncSampler) {
+	t.Helper()
+	rel := func(at time.Time) string { return "+" + dur(at.Sub(start)) }
+	st, err := r.status()
+	if err != nil {
+		t.Errorf("controller status: %v", err)
+		return
+	}
+	ev, found := takenOut(st, newLeader, start)
+	if !found {
+		t.Errorf("%s: no apply in the controller's history took %s out of %s after the switchover started", layout, newLeader, syncBackend)
+	} else {
+		// The first look at HAProxy begun after the apply ended.
+		smp.mu.Lock()
+		var after *syncSample
+		for i := range smp.samples {
+			if x := &smp.samples[i]; x.Err == "" && x.At.After(ev.At) {
+				after = x
+				break
+			}
+		}
+		smp.mu.Unlock()
+		what := "none"
+		switch {
+		case after == nil:
+			t.Errorf("no servers-state sample after the apply that took %s out of %s", newLeader, syncBackend)
+		case slices.Contains(after.Ready, newLeader):
+			t.Errorf("the first servers-state sample after the apply that took %s out of %s (%s) still has it ready: %v",
+				newLeader, syncBackend, rel(after.At), after.Ready)
+		default:
+			what = fmt.Sprintf("%s: ready %v", rel(after.At), after.Ready)
+		}
+		t.Logf("%s: the apply that took %s out of %s ended %s (reloaded %v, took %s, decision %d); first servers-state sample after it %s",
+			layout, newLeader, syncBackend, rel(ev.At), ev.Reloaded, dur(ev.Duration), ev.Decision, what)
+	}
+	n := len(tl.toPrimary)
+	if layout == "twins" || !found || tl.keySeen.At.IsZero() {
+		if n > 0 {
+			t.Errorf("%s: %d connections through the sync service reached a primary during the switchover", layout, n)
+		} else {
+			t.Logf("%s: no connection through the sync service reached a primary", layout)
+		}
+		if tl.keySeen.At.IsZero() {
+			t.Errorf("the sampler never saw the leader key name %s", newLeader)
+		}
+		return
+	}
+	// pigsty: only between the leader key's move and the apply's end.
+	within := "all within"
+	for _, p := range tl.toPrimary {
+		if !p.At.Before(ev.At) || !tl.keyBefore.At.IsZero() && !p.Done.After(tl.keyBefore.At) {
+			within = "NOT all within"
+		}
+		if !p.At.Before(ev.At) {
+			t.Errorf("a connection through the sync service opened %s, after the apply that took %s out of %s ended (%s), reached a primary (%s)",
+				rel(p.At), newLeader, syncBackend, rel(ev.At), r.memberOf(p.A.Addr))
+		}
+		if !tl.keyBefore.At.IsZero() && !p.Done.After(tl.keyBefore.At) {
+			t.Errorf("a connection through the sync service answered %s by a primary (%s), before the leader key moved (after %s)",
+				rel(p.Done), r.memberOf(p.A.Addr), rel(tl.keyBefore.At))
+		}
+	}
+	window := ev.At.Sub(tl.keySeen.At)
+	if n == 0 {
+		t.Logf("%s: no connection through the sync service reached a primary; window from the leader key naming %s (sampled %s) to the end of the apply taking it out of %s (%s): %s",
+			layout, newLeader, rel(tl.keySeen.At), syncBackend, rel(ev.At), dur(window))
+		return
+	}
+	t.Logf("%s: %d connections through the sync service reached the new primary %s, opened %s..%s; %s the window from the leader key naming it "+
+		"(sampled %s; it moved after %s) to the end of the apply taking it out of %s (%s): %s long (%s from the first to the last of them)",
+		layout, n, newLeader, rel(tl.toPrimary[0].At), rel(tl.toPrimary[n-1].At), within, rel(tl.keySeen.At), rel(tl.keyBefore.At),
+		syncBackend, rel(ev.At), dur(window), dur(tl.toPrimary[n-1].Done.Sub(tl.toPrimary[0].At)))
+}
+
 // ------------------------------------------------------------------ sampler
 
 // syncSample is one look at the sync backend's runtime state and at the
@@ -248,12 +367,15 @@ type syncSample struct {
 	Up     []string // of those, the ones HAProxy runs (op state 2, or 1: UP in slowstart)
 	Leader string
 	Sync   harness.SyncState
-	Err    string
+	Err    string // reading the servers state
+	// LeaderErr: reading the leader key failed (Leader says nothing).
+	LeaderErr bool
 }
 
 // syncProbe is one fresh connection through the sync service.
 type syncProbe struct {
-	At   time.Time
+	At   time.Time // before the connection was opened
+	Done time.Time // after the answer came (or the attempt failed)
 	A    answer
 	Err  string
 	Lead string // the leader key right after the answer
@@ -295,7 +417,9 @@ func startSyncSampler(ctx context.Context, env *harness.Env, hp *haproxyRig, add
 				sort.Strings(smp.Ready)
 				sort.Strings(smp.Up)
 			}
-			smp.Leader, _ = env.Leader(ctx, "pg-test")
+			var lerr error
+			smp.Leader, lerr = env.Leader(ctx, "pg-test")
+			smp.LeaderErr = lerr != nil
 			smp.Sync, _ = env.Sync(ctx, "pg-test")
 			if ctx.Err() != nil {
 				return
@@ -315,6 +439,7 @@ func startSyncSampler(ctx context.Context, env *harness.Env, hp *haproxyRig, add
 		for ctx.Err() == nil {
 			p := syncProbe{At: time.Now()}
 			a, err := probe(ctx, svcAddr(testIP, portSync))
+			p.Done = time.Now()
 			if ctx.Err() != nil {
 				return
 			}
@@ -357,8 +482,13 @@ func (s *syncSampler) stop() {
 // syncTimeline is what report found.
 type syncTimeline struct {
 	syncNamed time.Time // first sample whose sync key names a standby written by the new leader
-	toPrimary int       // probes answered by a server not in recovery
-	probesOK  int
+	// keySeen is the first sample whose leader key names the new leader;
+	// keyBefore the one before it: the key moved after keyBefore.At (that
+	// sample's read still saw the old value) and by the end of keySeen's
+	// read.
+	keySeen, keyBefore syncSample
+	toPrimary          []syncProbe // probes answered by a server not in recovery
+	probesOK           int
 }
 
 // report logs the samples' changes (keys, ready and up servers) relative to
@@ -405,13 +535,16 @@ func (s *syncSampler) report(t *testing.T, start time.Time, newLeader string, me
 	// When the leader key named the new leader, and when its server left
 	// the sync backend's ready servers after that.
 	var keyMoved, left time.Time
+	var before syncSample
 	for _, smp := range s.samples {
-		if smp.Err != "" {
+		if smp.Err != "" || smp.LeaderErr {
 			continue
 		}
 		if keyMoved.IsZero() && smp.Leader == newLeader {
 			keyMoved = smp.At
+			tl.keySeen, tl.keyBefore = smp, before
 		}
+		before = smp
 		if !keyMoved.IsZero() && !slices.Contains(smp.Ready, newLeader) {
 			left = smp.At
 			break
@@ -444,8 +577,8 @@ func (s *syncSampler) report(t *testing.T, start time.Time, newLeader string, me
 			tl.probesOK++
 			o = fmt.Sprintf("%s in recovery %v", memberOf(p.A.Addr), p.A.InRecovery)
 			if !p.A.InRecovery {
-				tl.toPrimary++
-				t.Logf("probe %s answered by a primary: %s (leader key %q)", rel(p.At), memberOf(p.A.Addr), p.Lead)
+				tl.toPrimary = append(tl.toPrimary, p)
+				t.Logf("probe %s..%s answered by a primary: %s (leader key %q)", rel(p.At), rel(p.Done), memberOf(p.A.Addr), p.Lead)
 			}
 		}
 		if o != prev {
