@@ -40,6 +40,57 @@ func (e *Env) Leader(ctx context.Context, cluster string) (string, error) {
 	return string(resp.Kvs[0].Value), nil
 }
 
+// SyncKey is the etcd key where Patroni's leader names its synchronous
+// standbys (synchronous_mode).
+func SyncKey(cluster string) string { return DefaultNamespace + cluster + "/sync" }
+
+// SyncState is the cluster's sync key as Patroni 3.0 writes it:
+// {"leader": "...", "sync_standby": "a,b" or null}.
+type SyncState struct {
+	// Present is false when the key does not exist.
+	Present bool
+	// Leader is the member that wrote it, Standbys the names it lists.
+	Leader   string
+	Standbys []string
+	// Raw is the key's value as stored.
+	Raw string
+}
+
+// Sync reads the cluster's sync key from etcd.
+func (e *Env) Sync(ctx context.Context, cluster string) (SyncState, error) {
+	var st SyncState
+	cli, err := e.client()
+	if err != nil {
+		return st, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := cli.Get(ctx, SyncKey(cluster))
+	if err != nil {
+		return st, fmt.Errorf("get %s: %w", SyncKey(cluster), err)
+	}
+	if len(resp.Kvs) == 0 {
+		return st, nil
+	}
+	st.Present, st.Raw = true, string(resp.Kvs[0].Value)
+	var v struct {
+		Leader      string  `json:"leader"`
+		SyncStandby *string `json:"sync_standby"`
+	}
+	if err := json.Unmarshal(resp.Kvs[0].Value, &v); err != nil {
+		return st, fmt.Errorf("%s: %q: %w", SyncKey(cluster), st.Raw, err)
+	}
+	st.Leader = v.Leader
+	if v.SyncStandby != nil {
+		for _, s := range strings.Split(*v.SyncStandby, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				st.Standbys = append(st.Standbys, s)
+			}
+		}
+	}
+	return st, nil
+}
+
 // WaitLeader waits until the cluster has a leader other than notName ("" =
 // any leader) and returns it. ctx carries the deadline.
 func (e *Env) WaitLeader(ctx context.Context, cluster, notName string) (string, error) {

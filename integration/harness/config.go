@@ -72,6 +72,13 @@ type ClusterSpec struct {
 	// cluster's "VIP"); "" keeps Pigsty's "*". On one loopback host two
 	// clusters cannot both bind *:5433, so each gets its own address.
 	ServiceIP string
+	// SynchronousMode puts synchronous_mode: true in the bootstrap DCS
+	// config: Patroni then names a sync standby in the cluster's sync key.
+	SynchronousMode bool
+	// Services are the cluster's pg_services in the inventory, each a YAML
+	// flow mapping written verbatim, e.g.
+	// `{ name: sync, port: 5440, selector: "[? patroni_sync ]", check: /sync }`.
+	Services []string
 }
 
 // MemberSpec is one Patroni member. Name is <cluster>-<seq> by Pigsty's

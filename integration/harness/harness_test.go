@@ -210,3 +210,40 @@ func TestDemoInventoryInSync(t *testing.T) {
 		t.Errorf("config/demo.yml differs from the harness inventory; regenerate it from integration/harness/testdata/inventory.yml.golden")
 	}
 }
+
+// TestSyncOptions: SynchronousMode reaches the bootstrap DCS config (and
+// only when set), and Services become the cluster's pg_services.
+func TestSyncOptions(t *testing.T) {
+	cl := TestCluster()
+	cl.SynchronousMode = true
+	cl.Services = []string{"{ name: sync, port: 5440, ip: \"127.0.0.10\", dest: postgres, check: /sync, selector: \"[? patroni_sync ]\" }"}
+	cfg, err := Config{BaseDir: "/base", Clusters: []ClusterSpec{cl}}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := patroniConfig(cfg, cfg.Clusters[0], cfg.Clusters[0].Members[0], "/x.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "synchronous_mode: true") {
+		t.Errorf("bootstrap dcs lacks synchronous_mode:\n%s", b)
+	}
+	b, err = patroniConfig(cfg, TestCluster(), cfg.Clusters[0].Members[0], "/x.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "synchronous_mode") {
+		t.Errorf("synchronous_mode set without the option:\n%s", b)
+	}
+	inv, err := topology.Parse("inventory.yml", []byte(InventoryYAML(cfg.Clusters)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svcs := inv.Clusters[0].Services
+	if len(svcs) != 5 {
+		t.Fatalf("%d services, want the 4 defaults and sync", len(svcs))
+	}
+	if s := svcs[4]; s.Name != "sync" || s.Port != 5440 || s.IP != "127.0.0.10" || s.Selector != "[? patroni_sync ]" {
+		t.Errorf("pg_services entry read as %+v", *s)
+	}
+}

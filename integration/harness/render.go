@@ -115,6 +115,9 @@ func patroniConfig(cfg Config, cl ClusterSpec, m MemberSpec, postBootstrap strin
 			},
 		},
 	}
+	if cl.SynchronousMode {
+		doc["bootstrap"].(map[string]any)["dcs"].(map[string]any)["synchronous_mode"] = true
+	}
 	b, err := yaml.Marshal(doc)
 	if err != nil {
 		return nil, fmt.Errorf("render patroni config of %s: %w", m.Name, err)

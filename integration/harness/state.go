@@ -136,6 +136,12 @@ func InventoryYAML(clusters []ClusterSpec) string {
 					d.name, d.port, cl.ServiceIP, d.dest, d.check, d.selector, d.backup)
 			}
 		}
+		if len(cl.Services) > 0 {
+			b.WriteString("        pg_services:\n")
+			for _, s := range cl.Services {
+				fmt.Fprintf(&b, "          - %s\n", s)
+			}
+		}
 	}
 	fmt.Fprintf(&b, "  vars:\n    pg_namespace: %s\n    pg_default_service_dest: pgbouncer\n", strings.TrimSuffix(DefaultNamespace, "/"))
 	return b.String()
