@@ -115,8 +115,14 @@ func dropInvalidServers(svcs []services.Service) ([]services.Service, []string) 
 	return svcs, warn
 }
 
-// twinName checks the name of member's backup twin (services.Twins).
+// twinName checks the name of member's backup twin (services.Twins). The
+// suffix is made of identifier characters, so a valid member name needs
+// only the length checked: no name is built for the common case (a string
+// per server per plan).
 func twinName(member string) error {
+	if len(member)+len(services.BackupTwinSuffix) <= haproxyname.MaxIdentifier && haproxyname.Identifier(member) == nil {
+		return nil
+	}
 	return haproxyname.Identifier(member + services.BackupTwinSuffix)
 }
 

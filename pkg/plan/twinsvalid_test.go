@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pgsvc/pgsvc/pkg/haproxyname"
 	"github.com/pgsvc/pgsvc/pkg/services"
 )
 
@@ -76,4 +77,17 @@ func hasServer(list []services.Server, name string) bool {
 		}
 	}
 	return false
+}
+
+// TestTwinNameSameAsBuilt: twinName's fast path (a valid member name short
+// enough) answers as the check of the built twin name does.
+func TestTwinNameSameAsBuilt(t *testing.T) {
+	long := strings.Repeat("m", haproxyname.MaxIdentifier)
+	for _, name := range []string{"pg-test-1", "", "a b", "é", long, long[:haproxyname.MaxIdentifier-len(services.BackupTwinSuffix)],
+		long[:haproxyname.MaxIdentifier-len(services.BackupTwinSuffix)+1]} {
+		got, want := twinName(name), haproxyname.Identifier(name+services.BackupTwinSuffix)
+		if (got == nil) != (want == nil) {
+			t.Errorf("twinName(%q) = %v, the built name's check %v", name, got, want)
+		}
+	}
 }

@@ -80,11 +80,15 @@ func Build(v *topology.View) ([]Service, error) {
 	}
 	index := newDocIndex(served)
 	out := make([]Service, 0, len(c.Services))
+	// The selectors' orders, cut from one array: each selector returns
+	// each member once at most, so it never grows (a slice cut before a
+	// growth would stay valid anyway).
+	ords := make([]int, 0, 2*len(served)*len(c.Services))
 	for _, def := range c.Services {
 		if def == nil {
 			continue
 		}
-		e, err := evaluate(v, def, docs, index)
+		e, err := evaluate(v, def, docs, index, &ords)
 		if err != nil {
 			return nil, err
 		}
@@ -106,7 +110,7 @@ type evaluated struct {
 	roleDependent      bool
 }
 
-func evaluate(v *topology.View, def *topology.ServiceDef, docs []any, index *docIndex) (evaluated, error) {
+func evaluate(v *topology.View, def *topology.ServiceDef, docs []any, index *docIndex, ords *[]int) (evaluated, error) {
 	c := v.Cluster
 	fail := func(field string, err error) (evaluated, error) {
 		return evaluated{}, &Error{Cluster: c.Name, Service: def.Name, Field: field, Source: def.Source, Line: def.Line, Err: err}
@@ -116,7 +120,7 @@ func evaluate(v *topology.View, def *topology.ServiceDef, docs []any, index *doc
 	if e.dest, e.destPort, err = resolveDest(def.Dest, c.Vars); err != nil {
 		return fail("dest", err)
 	}
-	if hit, order, ok := everyMember(def.Selector, docs); ok {
+	if hit, order, ok := everyMember(def.Selector, docs, ords); ok {
 		e.selected, e.selOrder = hit, order
 	} else {
 		selExpr := def.SelectorExpr
@@ -127,7 +131,7 @@ func evaluate(v *topology.View, def *topology.ServiceDef, docs []any, index *doc
 				return fail("selector", fmt.Errorf("compile %q: %w", def.Selector, err))
 			}
 		}
-		if e.selected, e.selOrder, err = match(selExpr, index.input(docs, def.Selector), index); err != nil {
+		if e.selected, e.selOrder, err = match(selExpr, index.input(docs, def.Selector), index, ords); err != nil {
 			return fail("selector", fmt.Errorf("%q: %w", def.Selector, err))
 		}
 	}
@@ -138,7 +142,7 @@ func evaluate(v *topology.View, def *topology.ServiceDef, docs []any, index *doc
 				return fail("backup", fmt.Errorf("compile %q: %w", def.Backup, err))
 			}
 		}
-		if e.backup, e.bakOrder, err = match(bExpr, index.input(docs, def.Backup), index); err != nil {
+		if e.backup, e.bakOrder, err = match(bExpr, index.input(docs, def.Backup), index, ords); err != nil {
 			return fail("backup", fmt.Errorf("%q: %w", def.Backup, err))
 		}
 	}
@@ -152,7 +156,7 @@ func evaluate(v *topology.View, def *topology.ServiceDef, docs []any, index *doc
 // ok is false for any other selector, or a document that is not an object.
 // Not selectsAll: that one ignores every blank, and JMESPath refuses "[ ]"
 // (a selector Build may be given uncompiled must fail as it did).
-func everyMember(sel string, docs []any) (hit map[int]bool, order []int, ok bool) {
+func everyMember(sel string, docs []any, ords *[]int) (hit map[int]bool, order []int, ok bool) {
 	switch strings.TrimSpace(sel) {
 	case "[]", "[*]":
 	default:
@@ -164,12 +168,12 @@ func everyMember(sel string, docs []any) (hit map[int]bool, order []int, ok bool
 		}
 	}
 	hit = make(map[int]bool, len(docs))
-	order = make([]int, len(docs))
+	from := len(*ords)
 	for i := range docs {
 		hit[i] = true
-		order[i] = i
+		*ords = append(*ords, i)
 	}
-	return hit, order, true
+	return hit, (*ords)[from:len(*ords):len(*ords)], true
 }
 
 // build makes the service. Its servers and candidates share one array,
@@ -267,7 +271,7 @@ func (e *evaluated) backupAddrs(svs []Server, served []*topology.MemberView) []s
 // docIndex.input) and returns the positions of the members it selected, as a
 // set and in the order it returned them (each once). The result must be a
 // list of member documents.
-func match(expr *jmespath.JMESPath, docs []any, index *docIndex) (hit map[int]bool, order []int, err error) {
+func match(expr *jmespath.JMESPath, docs []any, index *docIndex, ords *[]int) (hit map[int]bool, order []int, err error) {
 	defer func() {
 		// go-jmespath panics on a few malformed inputs; a selector must never
 		// take the controller down.
@@ -284,7 +288,7 @@ func match(expr *jmespath.JMESPath, docs []any, index *docIndex) (hit map[int]bo
 		return nil, nil, shapeError{fmt.Errorf("returned %s, want a list of members", kindOf(res))}
 	}
 	hit = make(map[int]bool, len(list))
-	order = make([]int, 0, len(list))
+	from := len(*ords)
 	for n, e := range list {
 		doc, ok := e.(map[string]any)
 		if !ok {
@@ -296,10 +300,10 @@ func match(expr *jmespath.JMESPath, docs []any, index *docIndex) (hit map[int]bo
 		}
 		if !hit[i] {
 			hit[i] = true
-			order = append(order, i)
+			*ords = append(*ords, i)
 		}
 	}
-	return hit, order, nil
+	return hit, (*ords)[from:len(*ords):len(*ords)], nil
 }
 
 // docIndex finds which member a document returned by a selector is.

@@ -110,7 +110,7 @@ func referenceBuildOne(v *topology.View, def *topology.ServiceDef, served []*top
 			return fail("selector", fmt.Errorf("compile %q: %w", def.Selector, err))
 		}
 	}
-	selected, _, err := match(selExpr, docs, index)
+	selected, _, err := match(selExpr, docs, index, new([]int))
 	if err != nil {
 		return fail("selector", fmt.Errorf("%q: %w", def.Selector, err))
 	}
@@ -122,7 +122,7 @@ func referenceBuildOne(v *topology.View, def *topology.ServiceDef, served []*top
 				return fail("backup", fmt.Errorf("compile %q: %w", def.Backup, err))
 			}
 		}
-		if backup, _, err = match(bExpr, docs, index); err != nil {
+		if backup, _, err = match(bExpr, docs, index, new([]int)); err != nil {
 			return fail("backup", fmt.Errorf("%q: %w", def.Backup, err))
 		}
 	}

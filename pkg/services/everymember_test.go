@@ -34,11 +34,11 @@ func TestEveryMemberIsJMESPath(t *testing.T) {
 				docs[i] = d
 				served[i] = &topology.MemberView{Name: "m" + string(rune('0'+i)), Vars: d}
 			}
-			want, wantOrder, err := match(expr, docs, newDocIndex(served))
+			want, wantOrder, err := match(expr, docs, newDocIndex(served), new([]int))
 			if err != nil {
 				t.Fatalf("%q over %d members: %v", sel, len(l), err)
 			}
-			got, order, ok := everyMember(sel, docs)
+			got, order, ok := everyMember(sel, docs, new([]int))
 			if !ok || !reflect.DeepEqual(got, want) || len(order) != len(wantOrder) || len(order) > 0 && !reflect.DeepEqual(order, wantOrder) {
 				t.Errorf("%q over %d members: everyMember = %v %v, %v; JMESPath %v %v", sel, len(l), got, order, ok, want, wantOrder)
 			}
@@ -46,14 +46,14 @@ func TestEveryMemberIsJMESPath(t *testing.T) {
 	}
 	one := []any{doc("primary")}
 	for _, sel := range []string{"[? pg_role == `primary`]", "[0]", "[ ]", ""} {
-		if _, _, ok := everyMember(sel, one); ok {
+		if _, _, ok := everyMember(sel, one, new([]int)); ok {
 			t.Errorf("everyMember(%q) took every member; want it left to JMESPath", sel)
 		}
 	}
-	if _, _, ok := everyMember("[]", []any{doc("primary"), map[string]any(nil)}); ok {
+	if _, _, ok := everyMember("[]", []any{doc("primary"), map[string]any(nil)}, new([]int)); ok {
 		t.Errorf("a nil document: want it left to JMESPath")
 	}
-	if _, _, ok := everyMember("[]", []any{"not a member"}); ok {
+	if _, _, ok := everyMember("[]", []any{"not a member"}, new([]int)); ok {
 		t.Errorf("a string document: want it left to JMESPath")
 	}
 }
