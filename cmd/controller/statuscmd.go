@@ -48,14 +48,19 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "controller: %v\n", err)
 		return 1
 	}
-	if *format == "json" {
-		_, _ = stdout.Write(body)
-		return 0
-	}
 	var st controller.Status
 	if err := json.Unmarshal(body, &st); err != nil {
 		fmt.Fprintf(stderr, "controller: %s/status: not a status document: %v\n", *url, err)
 		return 1
+	}
+	if *format == "json" {
+		// The document as served; the exit code says whether the
+		// controller is ready, as for text (a script checks either).
+		_, _ = stdout.Write(body)
+		if !st.Ready {
+			return 3
+		}
+		return 0
 	}
 	if err := writeStatusText(stdout, &st); err != nil {
 		fmt.Fprintf(stderr, "controller: %v\n", err)
