@@ -190,8 +190,19 @@ func (c *Controller) status(full bool) Status {
 		st.NotReady = append(st.NotReady, fmt.Sprintf("controller election: no leader seen for %.0fs", leader.LeaderlessSeconds))
 	}
 
+	leads := c.opts.leads()
 	for _, w := range c.workers {
 		ts := w.snapshot()
+		switch {
+		case !leads && ts.State != "standby":
+			// This instance stopped leading and no job told the worker
+			// yet: another instance drives the target now.
+			ts.State, ts.InSync = "standby", false
+		case leads && ts.State == "standby":
+			// Leading again: nothing is re-checked until the worker's
+			// next apply (the election's change triggers a reconcile).
+			ts.State = "pending"
+		}
 		if !ts.InSync && ts.State != "standby" && !(c.opts.DryRun && ts.LastError == "") {
 			st.NotReady = append(st.NotReady, ts.Name+": "+ts.State)
 		}

@@ -91,8 +91,12 @@ type worker struct {
 	mu      sync.Mutex
 	pending *job
 	applied []services.Service // last desired applied successfully
-	status  TargetStatus
-	held    map[string]*HeldCluster // clusters this HAProxy refused, by name
+	// appliedTerm is the election term applied was written in: a job of
+	// another term never finds it unchanged (another instance may have
+	// driven the target in between).
+	appliedTerm int64
+	status      TargetStatus
+	held        map[string]*HeldCluster // clusters this HAProxy refused, by name
 	// reloadedAt is when the last apply that reloaded HAProxy ended.
 	reloadedAt time.Time
 	// deferUntil is when the changes the last apply deferred on purpose
@@ -279,12 +283,16 @@ func (w *worker) handle(ctx context.Context, j *job) bool {
 	j.services()
 	w.mu.Lock()
 	applied := w.applied // (never modified once handed on: compared outside w.mu)
+	appliedTerm := w.appliedTerm
 	w.mu.Unlock()
-	unchanged := applied != nil && sameDesired(applied, j.desired)
-	if unchanged && !j.force && !(j.reassert && hasForceDown(j.desired)) {
+	// Leadership first: a job that changes nothing here must not keep an
+	// instance that no longer leads reporting its targets in sync.
+	leads := w.opts.termOK(j.term)
+	unchanged := applied != nil && appliedTerm == j.term && sameDesired(applied, j.desired)
+	if leads && unchanged && !j.force && !(j.reassert && hasForceDown(j.desired)) {
 		return true
 	}
-	if !w.opts.termOK(j.term) {
+	if !leads {
 		w.mu.Lock()
 		w.status.State = "standby"
 		w.status.InSync = false
@@ -356,7 +364,7 @@ func (w *worker) handle(ctx context.Context, j *job) bool {
 	if w.status.Failures > 0 {
 		w.log.Info("apply recovered", zap.Int("after_failures", w.status.Failures))
 	}
-	w.applied = j.desired
+	w.applied, w.appliedTerm = j.desired, j.term
 	if res.Reloaded {
 		w.reloadedAt = w.opts.Now()
 	}

@@ -1,0 +1,87 @@
+package controller
+
+import (
+	"sync"
+	"testing"
+
+	"github.com/pgsvc/pgsvc/pkg/target"
+)
+
+// TestLostLeadershipStatus: an instance that stops leading reports its
+// targets standby at once (not in_sync: another instance drives them now),
+// stays ready (a standby able to lead), and once it leads again in a new
+// term re-applies what it had applied before (the other leader may have
+// changed the HAProxy meanwhile) instead of calling the target in sync
+// because its own desired state did not change.
+func TestLostLeadershipStatus(t *testing.T) {
+	var mu sync.Mutex
+	term, leading := int64(1), true
+	set := func(tm int64, l bool) {
+		mu.Lock()
+		term, leading = tm, l
+		mu.Unlock()
+	}
+	ft := &fakeTarget{}
+	c := New(loadInventory(t), []target.Target{ft}, Options{Term: func() (int64, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		return term, leading
+	}})
+	all := []string{"pg-test-1", "pg-test-2", "pg-test-3"}
+	c.Observe(state(10, "pg-test-1", 100, all...))
+	step(c, true)
+	if st := c.Status(); !st.Ready || st.Targets[0].State != "in_sync" || ft.count() != 1 {
+		t.Fatalf("leader: ready %v %q %+v, %d applies", st.Ready, st.NotReady, st.Targets[0], ft.count())
+	}
+
+	set(1, false) // the lease is lost; no job has come yet
+	st := c.Status()
+	if ts := st.Targets[0]; ts.State != "standby" || ts.InSync {
+		t.Fatalf("no longer leading, before any job: %+v", ts)
+	}
+	if !st.Ready {
+		t.Fatalf("a standby with a fresh view is not ready: %q", st.NotReady)
+	}
+	// A DCS event that changes nothing here.
+	c.Observe(state(11, "pg-test-1", 200, all...))
+	step(c, false)
+	if ts := c.Status().Targets[0]; ts.State != "standby" || ts.InSync || ft.count() != 1 {
+		t.Fatalf("no longer leading, after a job: %+v, %d applies", ts, ft.count())
+	}
+
+	set(2, true) // elected again, in a new term
+	if st := c.Status(); st.Ready || st.Targets[0].InSync {
+		t.Fatalf("leading again, nothing re-checked yet: ready %v %+v", st.Ready, st.Targets[0])
+	}
+	step(c, false) // the reconcile the election's OnChange triggers
+	if st := c.Status(); ft.count() != 2 || !st.Ready || st.Targets[0].State != "in_sync" {
+		t.Fatalf("leading again: %d applies (want the state re-applied), ready %v %+v", ft.count(), st.Ready, st.Targets[0])
+	}
+}
+
+// TestNewTermReapplies: a worker that never saw its instance stop leading
+// (no job came while it did not) still re-applies when a job of a new term
+// comes: the state it applied was written in an earlier term.
+func TestNewTermReapplies(t *testing.T) {
+	var mu sync.Mutex
+	term := int64(1)
+	ft := &fakeTarget{}
+	c := New(loadInventory(t), []target.Target{ft}, Options{Term: func() (int64, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		return term, true
+	}})
+	c.Observe(state(10, "pg-test-1", 100, "pg-test-1", "pg-test-2", "pg-test-3"))
+	step(c, true)
+	step(c, false)
+	if ft.count() != 1 {
+		t.Fatalf("same term, same state: %d applies, want 1", ft.count())
+	}
+	mu.Lock()
+	term = 3
+	mu.Unlock()
+	step(c, false)
+	if ts := c.Status().Targets[0]; ft.count() != 2 || ts.State != "in_sync" {
+		t.Fatalf("new term: %d applies, want 2; %+v", ft.count(), ts)
+	}
+}
