@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"strings"
 	"sync"
 	"testing"
 
@@ -84,4 +85,26 @@ func TestNewTermReapplies(t *testing.T) {
 	if ts := c.Status().Targets[0]; ft.count() != 2 || ts.State != "in_sync" {
 		t.Fatalf("new term: %d applies, want 2; %+v", ft.count(), ts)
 	}
+}
+
+// TestTransitionInFlightStatus: while a switchover is followed, status
+// counts it and names it on its cluster (cause, since when, from whom); it
+// was visible only once ended, as a history event.
+func TestTransitionInFlightStatus(t *testing.T) {
+	all := []string{"pg-test-1", "pg-test-2", "pg-test-3"}
+	a := apis{"pg-test-1": newFakeAPI(t, 200, "master"), "pg-test-2": newFakeAPI(t, 503, "replica"),
+		"pg-test-3": newFakeAPI(t, 503, "replica")}
+	ft := &fakeTarget{}
+	c := runTransitionController(t, ft, nopMetrics{})
+	c.Observe(a.with(state(10, "pg-test-1", 1, all...), ""))
+	eventually(t, "first apply", func() bool { return ft.count() == 1 })
+	if st := c.Status(); st.TransitionsInFlight != 0 || st.Clusters[0].Transition != "" {
+		t.Fatalf("steady state: %d in flight, %q", st.TransitionsInFlight, st.Clusters[0].Transition)
+	}
+	c.Observe(a.with(requested(state(11, "pg-test-1", 1, all...), "pg-test-1", "pg-test-2"), ""))
+	eventually(t, "the switchover in status", func() bool {
+		st := c.Status()
+		return st.TransitionsInFlight == 1 && strings.HasPrefix(st.Clusters[0].Transition, "switchover requested since ") &&
+			strings.HasSuffix(st.Clusters[0].Transition, ": from pg-test-1 to (no new leader yet)")
+	})
 }

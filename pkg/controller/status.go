@@ -147,20 +147,27 @@ type ClusterStatus struct {
 	// PlanError says why this cluster's plan failed (its last good
 	// services are kept; the other clusters go on).
 	PlanError string `json:"plan_error,omitempty"`
+	// Transition, while a switchover or failover of the cluster is
+	// followed, says which (cause, since when, from and to which member);
+	// its timeline is a transition event in the history once it ends.
+	Transition string `json:"transition,omitempty"`
 }
 
 // Status is the document GET /status serves.
 type Status struct {
-	Now       time.Time         `json:"now"`
-	Ready     bool              `json:"ready"`
-	NotReady  []string          `json:"not_ready,omitempty"`
-	DryRun    bool              `json:"dry_run,omitempty"`
-	Leader    *LeaderStatus     `json:"controller_leader,omitempty"`
-	Inventory string            `json:"inventory"`
-	DCS       []NamespaceStatus `json:"dcs"`
-	Clusters  []ClusterStatus   `json:"clusters"`
-	Targets   []TargetStatus    `json:"targets"`
-	History   []Event           `json:"history"`
+	Now      time.Time     `json:"now"`
+	Ready    bool          `json:"ready"`
+	NotReady []string      `json:"not_ready,omitempty"`
+	DryRun   bool          `json:"dry_run,omitempty"`
+	Leader   *LeaderStatus `json:"controller_leader,omitempty"`
+	// TransitionsInFlight is how many clusters' switchovers or failovers
+	// are being followed now (each cluster's transition says which).
+	TransitionsInFlight int               `json:"transitions_in_flight"`
+	Inventory           string            `json:"inventory"`
+	DCS                 []NamespaceStatus `json:"dcs"`
+	Clusters            []ClusterStatus   `json:"clusters"`
+	Targets             []TargetStatus    `json:"targets"`
+	History             []Event           `json:"history"`
 }
 
 // LeaderStatus says which controller instance applies changes (HA).
@@ -249,6 +256,7 @@ func (c *Controller) statusLocked(full bool, leader *LeaderStatus) (st Status) {
 		}
 		st.DCS = append(st.DCS, n)
 	}
+	st.TransitionsInFlight = len(c.tx.active)
 	if c.plan != nil {
 		if full && len(c.plan.Clusters) > 0 {
 			st.Clusters = make([]ClusterStatus, 0, len(c.plan.Clusters))
@@ -264,6 +272,9 @@ func (c *Controller) statusLocked(full bool, leader *LeaderStatus) (st Status) {
 				continue
 			}
 			cs := ClusterStatus{Cluster: cl, Frozen: c.frozen[cl.Name], PlanError: c.planErrs[cl.Name]}
+			if t := c.tx.active[cl.Name]; t != nil {
+				cs.Transition = t.brief()
+			}
 			if s, ok := c.snaps[cl.Namespace]; ok {
 				if cst := s.Clusters[cl.DCSKey]; cst != nil {
 					cs.Revision = cst.Revision
@@ -337,4 +348,20 @@ func (c *Controller) StatusOf(names []string) (Status, error) {
 	}
 	st.History = history
 	return st, nil
+}
+
+// brief is a transition in flight as status shows it.
+func (t *transition) brief() string {
+	to := t.to
+	if to == "" {
+		to = "(no new leader yet)"
+	}
+	return fmt.Sprintf("%s since %s: from %s to %s", t.cause, t.start.UTC().Format(time.RFC3339Nano), dash(t.from), to)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
