@@ -192,7 +192,7 @@ func sampleStatus() controller.Status {
 		Ready: false,
 		DCS: []controller.NamespaceStatus{
 			{Namespace: "/service/", AgeSeconds: 1.5, Connected: true, Restarts: 2, Resyncs: 3},
-			{Namespace: "/other/", AgeSeconds: 42, Connected: false, Restarts: 7, Resyncs: 1},
+			{Namespace: "/other/", AgeSeconds: 42, Connected: false, Restarts: 7, Resyncs: 1, Stale: "stale: etcd unreachable"},
 		},
 		Clusters: []controller.ClusterStatus{
 			{Cluster: plan.Cluster{Name: "pg-test"}},
@@ -200,8 +200,9 @@ func sampleStatus() controller.Status {
 		},
 		Targets: []controller.TargetStatus{
 			{Name: "dpapi-a", InSync: true},
-			{Name: "dpapi-b", InSync: false, Failures: 4},
+			{Name: "dpapi-b", InSync: false, Failures: 4, HeldBack: []controller.HeldCluster{{Cluster: "pg-x"}, {Cluster: "pg-y"}}},
 		},
+		TransitionsInFlight: 3,
 	}
 }
 
@@ -240,6 +241,24 @@ pgsvc_watch_restarts_total{namespace="/service/"} 2
 `,
 		},
 		{
+			name:   "stale, held back, transitions in flight",
+			status: sampleStatus,
+			names:  []string{"pgsvc_dcs_stale", "pgsvc_target_held_back_clusters", "pgsvc_transitions_in_flight"},
+			want: `
+# HELP pgsvc_dcs_stale 1 when the DCS view of the namespace is stale (etcd unreachable or silent past stale_after, or never listed): its clusters keep their last good state and nothing new is applied from it.
+# TYPE pgsvc_dcs_stale gauge
+pgsvc_dcs_stale{namespace="/other/"} 1
+pgsvc_dcs_stale{namespace="/service/"} 0
+# HELP pgsvc_target_held_back_clusters Clusters the target's HAProxy refused, held back with their last good state while the others are applied.
+# TYPE pgsvc_target_held_back_clusters gauge
+pgsvc_target_held_back_clusters{target="dpapi-a"} 0
+pgsvc_target_held_back_clusters{target="dpapi-b"} 2
+# HELP pgsvc_transitions_in_flight Switchovers and failovers being followed now (one per cluster).
+# TYPE pgsvc_transitions_in_flight gauge
+pgsvc_transitions_in_flight 3
+`,
+		},
+		{
 			name:   "targets clusters ready",
 			status: sampleStatus,
 			names:  []string{"pgsvc_target_in_sync", "pgsvc_target_consecutive_failures", "pgsvc_cluster_frozen", "pgsvc_ready"},
@@ -255,7 +274,7 @@ pgsvc_ready 0
 # TYPE pgsvc_target_consecutive_failures gauge
 pgsvc_target_consecutive_failures{target="dpapi-a"} 0
 pgsvc_target_consecutive_failures{target="dpapi-b"} 4
-# HELP pgsvc_target_in_sync 1 when the target serves the current plan.
+# HELP pgsvc_target_in_sync 1 when the running HAProxy of the target serves the current plan; 0 while applying, deferring, partial, failing, and on a standby instance (pgsvc_controller_leader 0).
 # TYPE pgsvc_target_in_sync gauge
 pgsvc_target_in_sync{target="dpapi-a"} 1
 pgsvc_target_in_sync{target="dpapi-b"} 0
@@ -329,12 +348,12 @@ func TestLint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(mfs) != 16 {
+	if len(mfs) != 19 {
 		var names []string
 		for _, mf := range mfs {
 			names = append(names, mf.GetName())
 		}
-		t.Errorf("gathered %d families, want 16: %v", len(mfs), names)
+		t.Errorf("gathered %d families, want 19: %v", len(mfs), names)
 	}
 	for _, c := range []prometheus.Collector{m.snapshots, m.reconciles, m.changes, m.reloads, m.applyErrors,
 		m.convergence, &statusCollector{status: sampleStatus}} {
