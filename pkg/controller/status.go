@@ -79,9 +79,11 @@ func (c *Controller) recordApply(name string, j job, res target.Result, err erro
 			Target: name, Error: err.Error(), Duration: dur})
 		return
 	}
-	if len(res.Changes) == 0 {
+	if len(res.Changes) == 0 && !res.Reloaded {
 		return
 	}
+	// (A reload without changes is a repair: the file was right, the
+	// running HAProxy did not serve it; it is recorded as any apply.)
 	c.noteApplied(res, c.opts.Now())
 	conv := c.opts.Now().Sub(j.eventAt)
 	c.opts.Metrics.Applied(name, res.Changes, res.Reloaded, conv)
