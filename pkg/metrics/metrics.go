@@ -222,6 +222,8 @@ var (
 		"1 when the cluster's services are frozen (held as they were).", []string{"cluster"}, nil)
 	descPlanFailed = prometheus.NewDesc("pgsvc_cluster_plan_failed",
 		"1 when the cluster's plan fails (its last good services are kept; the other clusters go on).", []string{"cluster"}, nil)
+	descWarnings = prometheus.NewDesc("pgsvc_cluster_warnings",
+		"Warnings of the cluster's plan (bad DCS keys skipped, a leader key naming no member, unknown members...; listed in /status).", []string{"cluster"}, nil)
 	descLeader = prometheus.NewDesc("pgsvc_controller_leader",
 		"1 when this controller instance applies changes (elected leader, or no election).", nil, nil)
 	descReady = prometheus.NewDesc("pgsvc_ready",
@@ -230,7 +232,7 @@ var (
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descViewAge, descConnected, descStale, descRestarts, descResyncs,
-		descInSync, descFailures, descHeldBack, descFrozen, descPlanFailed, descLeader, descReady, descInFlight} {
+		descInSync, descFailures, descHeldBack, descFrozen, descPlanFailed, descWarnings, descLeader, descReady, descInFlight} {
 		ch <- d
 	}
 }
@@ -254,6 +256,7 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, cl := range st.Clusters {
 		ch <- prometheus.MustNewConstMetric(descFrozen, prometheus.GaugeValue, b2f(cl.Frozen != ""), cl.Name)
 		ch <- prometheus.MustNewConstMetric(descPlanFailed, prometheus.GaugeValue, b2f(cl.PlanError != ""), cl.Name)
+		ch <- prometheus.MustNewConstMetric(descWarnings, prometheus.GaugeValue, float64(len(cl.Warnings)), cl.Name)
 	}
 	ch <- prometheus.MustNewConstMetric(descLeader, prometheus.GaugeValue, b2f(st.Leader == nil || st.Leader.IsLeader))
 	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, b2f(st.Ready))

@@ -196,7 +196,7 @@ func sampleStatus() controller.Status {
 		},
 		Clusters: []controller.ClusterStatus{
 			{Cluster: plan.Cluster{Name: "pg-test"}},
-			{Cluster: plan.Cluster{Name: "pg-meta"}, Frozen: "dcs view stale"},
+			{Cluster: plan.Cluster{Name: "pg-meta", Warnings: []string{"leader key names pg-meta-9, no member", "member key pg-meta-x: bad JSON"}}, Frozen: "dcs view stale"},
 		},
 		Targets: []controller.TargetStatus{
 			{Name: "dpapi-a", InSync: true},
@@ -243,8 +243,12 @@ pgsvc_watch_restarts_total{namespace="/service/"} 2
 		{
 			name:   "stale, held back, transitions in flight",
 			status: sampleStatus,
-			names:  []string{"pgsvc_dcs_stale", "pgsvc_target_held_back_clusters", "pgsvc_transitions_in_flight"},
+			names:  []string{"pgsvc_dcs_stale", "pgsvc_target_held_back_clusters", "pgsvc_transitions_in_flight", "pgsvc_cluster_warnings"},
 			want: `
+# HELP pgsvc_cluster_warnings Warnings of the cluster's plan (bad DCS keys skipped, a leader key naming no member, unknown members...; listed in /status).
+# TYPE pgsvc_cluster_warnings gauge
+pgsvc_cluster_warnings{cluster="pg-meta"} 2
+pgsvc_cluster_warnings{cluster="pg-test"} 0
 # HELP pgsvc_dcs_stale 1 when the DCS view of the namespace is stale (etcd unreachable or silent past stale_after, or never listed): its clusters keep their last good state and nothing new is applied from it.
 # TYPE pgsvc_dcs_stale gauge
 pgsvc_dcs_stale{namespace="/other/"} 1
@@ -348,12 +352,12 @@ func TestLint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(mfs) != 19 {
+	if len(mfs) != 20 {
 		var names []string
 		for _, mf := range mfs {
 			names = append(names, mf.GetName())
 		}
-		t.Errorf("gathered %d families, want 19: %v", len(mfs), names)
+		t.Errorf("gathered %d families, want 20: %v", len(mfs), names)
 	}
 	for _, c := range []prometheus.Collector{m.snapshots, m.reconciles, m.changes, m.reloads, m.applyErrors,
 		m.convergence, &statusCollector{status: sampleStatus}} {
