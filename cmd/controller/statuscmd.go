@@ -122,9 +122,9 @@ func writeStatusText(w io.Writer, st *controller.Status) error {
 	if st.TransitionsInFlight > 0 {
 		fmt.Fprintf(tw, "transitions\t%d switchover(s)/failover(s) in flight\n", st.TransitionsInFlight)
 	}
-	fmt.Fprintln(tw, "\nDCS\tREVISION\tAGE\tCONNECTED\tWATCH RESTARTS\tSTALE")
+	fmt.Fprintln(tw, "\nDCS\tREVISION\tAGE\tCONNECTED\tWATCH RESTARTS\tSTALE\tLAST ERROR")
 	for _, n := range st.DCS {
-		fmt.Fprintf(tw, "%s\t%d\t%.1fs\t%t\t%d\t%s\n", n.Namespace, n.Revision, n.AgeSeconds, n.Connected, n.Restarts, dash(n.Stale))
+		fmt.Fprintf(tw, "%s\t%d\t%.1fs\t%t\t%d\t%s\t%s\n", n.Namespace, n.Revision, n.AgeSeconds, n.Connected, n.Restarts, dash(n.Stale), dash(n.LastError))
 	}
 	for _, cl := range st.Clusters {
 		leader := cl.Leader

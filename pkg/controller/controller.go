@@ -627,17 +627,25 @@ func (c *Controller) staleReason(ns string, now time.Time) string {
 	if _, ok := c.snaps[ns]; !ok {
 		return "stale: no DCS snapshot of " + ns + " yet"
 	}
+	// The reason is the same for the whole outage (it is also the frozen
+	// reason of the namespace's clusters, logged when it changes): since
+	// when, not for how long; the watch's last error is beside it in
+	// status (last_error, not_ready).
 	if h := c.health[ns]; h != nil {
 		st := h()
 		if !st.Connected {
 			msg := "stale: etcd unreachable"
-			if st.LastError != "" {
-				msg += " (" + st.LastError + ")"
+			since := st.LastContact
+			if since.IsZero() {
+				since = c.snaps[ns].At
+			}
+			if !since.IsZero() {
+				msg += " since " + since.UTC().Format(time.RFC3339)
 			}
 			return msg
 		}
 		if !st.LastContact.IsZero() && now.Sub(st.LastContact) > c.opts.StaleAfter {
-			return fmt.Sprintf("stale: no contact with etcd for %s", now.Sub(st.LastContact).Round(time.Millisecond))
+			return fmt.Sprintf("stale: no contact with etcd since %s (stale after %s)", st.LastContact.UTC().Format(time.RFC3339), c.opts.StaleAfter)
 		}
 	}
 	return ""

@@ -254,7 +254,11 @@ func (c *Controller) statusLocked(full bool, leader *LeaderStatus) (st Status) {
 			}
 		}
 		if n.Stale != "" {
-			st.NotReady = append(st.NotReady, ns+": "+n.Stale)
+			r := ns + ": " + n.Stale
+			if n.LastError != "" {
+				r += " (" + n.LastError + ")"
+			}
+			st.NotReady = append(st.NotReady, r)
 		}
 		st.DCS = append(st.DCS, n)
 	}
