@@ -31,7 +31,7 @@ func (nopMetrics) ApplyFailed(string, error)                            {}
 // Event is one decision of the controller, kept in the status history.
 type Event struct {
 	At       time.Time         `json:"at"`
-	Kind     string            `json:"kind"` // plan_changed, applied, apply_failed, plan_error, transition
+	Kind     string            `json:"kind"` // plan_changed, applied, apply_failed, held_back, plan_error, transition
 	Decision int64             `json:"decision,omitempty"`
 	Revision int64             `json:"dcs_revision,omitempty"`
 	Target   string            `json:"target,omitempty"`
