@@ -709,16 +709,7 @@ func (c *Controller) reconcile(force, reassert bool) {
 		c.log.Info("desired services changed", append([]zap.Field{zap.Int64("decision", decision), zap.Int64("dcs_revision", revision),
 			zap.Int("changes", len(changes)), zap.Duration("took", ev.Duration)}, changeFields("detail", changes)...)...)
 	}
-	for cl, r := range frozen {
-		if prevFrozen[cl] != r {
-			c.log.Warn("cluster frozen", zap.String("cluster", cl), zap.String("reason", r))
-		}
-	}
-	for cl := range prevFrozen {
-		if frozen[cl] == "" {
-			c.log.Info("cluster no longer frozen", zap.String("cluster", cl))
-		}
-	}
+	c.logFrozen(frozen, prevFrozen)
 	if eventAt.IsZero() {
 		eventAt = start
 	}
@@ -1262,4 +1253,46 @@ func (c *Controller) anyPending() bool {
 		}
 	}
 	return false
+}
+
+// logFrozen logs the clusters newly frozen, one line per reason, and the
+// clusters no longer frozen, one line: a stale namespace freezes every
+// cluster in it, and a line per cluster was 1,000 warnings at once when
+// etcd went away (1,000 more when it came back). A line names the first
+// logChangesMax clusters and counts them all.
+func (c *Controller) logFrozen(frozen, prevFrozen map[string]string) {
+	byReason := map[string][]string{}
+	for cl, r := range frozen {
+		if prevFrozen[cl] != r {
+			byReason[r] = append(byReason[r], cl)
+		}
+	}
+	reasons := make([]string, 0, len(byReason))
+	for r := range byReason {
+		reasons = append(reasons, r)
+	}
+	sort.Strings(reasons)
+	for _, r := range reasons {
+		c.log.Warn("clusters frozen", append([]zap.Field{zap.String("reason", r)}, clusterFields(byReason[r])...)...)
+	}
+	var thawed []string
+	for cl := range prevFrozen {
+		if frozen[cl] == "" {
+			thawed = append(thawed, cl)
+		}
+	}
+	if len(thawed) > 0 {
+		c.log.Info("clusters no longer frozen", clusterFields(thawed)...)
+	}
+}
+
+// clusterFields are the log fields of a list of clusters (sorted here):
+// the first logChangesMax, and how many in all.
+func clusterFields(names []string) []zap.Field {
+	sort.Strings(names)
+	listed := names
+	if len(listed) > logChangesMax {
+		listed = listed[:logChangesMax]
+	}
+	return []zap.Field{zap.Strings("clusters", listed), zap.Int("clusters_total", len(names))}
 }
