@@ -4,7 +4,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/pgsvc/pgsvc/pkg/patroni"
+	"github.com/pgsvc/pgsvc/pkg/services"
 	"github.com/pgsvc/pgsvc/pkg/target"
 )
 
@@ -107,4 +110,55 @@ func TestTransitionInFlightStatus(t *testing.T) {
 		return st.TransitionsInFlight == 1 && strings.HasPrefix(st.Clusters[0].Transition, "switchover requested since ") &&
 			strings.HasSuffix(st.Clusters[0].Transition, ": from pg-test-1 to (no new leader yet)")
 	})
+}
+
+// TestStandbyHoldsNothingBack: a leader that held a cluster back on an
+// HAProxy and then stopped leading no longer reports it held back (not
+// ready for it, pgsvc_target_held_back_clusters > 0): it holds nothing, the
+// elected instance drives that HAProxy. Leading again, it re-applies.
+func TestStandbyHoldsNothingBack(t *testing.T) {
+	var mu sync.Mutex
+	term, leading := int64(1), true
+	set := func(tm int64, l bool) {
+		mu.Lock()
+		term, leading = tm, l
+		mu.Unlock()
+	}
+	topo := manyClusters(t, 4)
+	rt := &refusingTarget{bad: map[string]bool{"pg-c2": true}, has: map[string]services.Service{}}
+	c := New(topo, []target.Target{rt}, Options{Term: func() (int64, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		return term, leading
+	}})
+	c.Observe(patroni.Snapshot{Namespace: "/pg", Revision: 1, At: time.Now(), Clusters: map[string]*patroni.ClusterState{}})
+	step(c, false)
+	if st := c.Status(); len(st.Targets[0].HeldBack) != 1 || st.Ready {
+		t.Fatalf("leader: held %+v, ready %v", st.Targets[0].HeldBack, st.Ready)
+	}
+
+	set(1, false)
+	check := func(when string) {
+		t.Helper()
+		st := c.Status()
+		if ts := st.Targets[0]; ts.State != "standby" || len(ts.HeldBack) != 0 {
+			t.Fatalf("standby, %s: %+v", when, ts)
+		}
+		if !st.Ready {
+			t.Fatalf("standby, %s: not ready %q", when, st.NotReady)
+		}
+	}
+	check("before any job")
+	step(c, true)
+	check("after a job")
+	if d := c.workers[0].heldRetryIn(); d != 0 {
+		t.Errorf("a standby keeps retrying a held cluster in %s", d)
+	}
+
+	set(2, true)
+	rt.setBad("pg-c2", false)
+	step(c, false)
+	if st := c.Status(); !st.Ready || st.Targets[0].State != "in_sync" {
+		t.Fatalf("leading again: ready %v %q %+v", st.Ready, st.NotReady, st.Targets[0])
+	}
 }

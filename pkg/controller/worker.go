@@ -294,9 +294,7 @@ func (w *worker) handle(ctx context.Context, j *job) bool {
 	}
 	if !leads {
 		w.mu.Lock()
-		w.status.State = "standby"
-		w.status.InSync = false
-		w.applied = nil // re-check everything once we lead
+		w.standbyLocked()
 		w.mu.Unlock()
 		return true
 	}
@@ -338,9 +336,7 @@ func (w *worker) handle(ctx context.Context, j *job) bool {
 		// nothing more was written; the work is someone else's now.
 		w.log.Warn("apply dropped: this instance no longer leads in the term it planned under", zap.Int64("decision", j.decision))
 		w.mu.Lock()
-		w.status.State = "standby"
-		w.status.InSync = false
-		w.applied = nil
+		w.standbyLocked()
 		w.mu.Unlock()
 		return true
 	}
@@ -405,6 +401,19 @@ func (w *worker) handle(ctx context.Context, j *job) bool {
 		}
 	}
 	return true
+}
+
+// standbyLocked puts the worker in standby: another instance drives the
+// target. Nothing is held back or deferred here any more (the elected
+// instance decides that), and everything is re-checked once this one
+// leads again. Call with w.mu held.
+func (w *worker) standbyLocked() {
+	w.status.State = "standby"
+	w.status.InSync = false
+	w.applied = nil
+	w.held = nil
+	w.status.HeldBack = nil
+	w.status.Deferred, w.status.DeferredUntil, w.deferUntil = 0, time.Time{}, time.Time{}
 }
 
 // waitBurst waits, at most burstMaxWait, while the DCS events of the burst
