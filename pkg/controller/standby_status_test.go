@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -160,5 +161,35 @@ func TestStandbyHoldsNothingBack(t *testing.T) {
 	step(c, false)
 	if st := c.Status(); !st.Ready || st.Targets[0].State != "in_sync" {
 		t.Fatalf("leading again: ready %v %q %+v", st.Ready, st.NotReady, st.Targets[0])
+	}
+}
+
+// TestStandbyNotFailing: a leader whose target kept failing and that then
+// stopped leading does not report consecutive failures as a standby (an
+// alert on pgsvc_target_consecutive_failures fired on it for good): it
+// applies nothing. The last error stays, as the last one seen.
+func TestStandbyNotFailing(t *testing.T) {
+	var mu sync.Mutex
+	leading := true
+	ft := &fakeTarget{err: errors.New("connection refused")}
+	c := New(loadInventory(t), []target.Target{ft}, Options{Term: func() (int64, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		return 1, leading
+	}})
+	c.Observe(state(10, "pg-test-1", 100, "pg-test-1", "pg-test-2", "pg-test-3"))
+	step(c, true)
+	step(c, true)
+	if ts := c.Status().Targets[0]; ts.State != "failing" || ts.Failures != 2 {
+		t.Fatalf("leader: %+v", ts)
+	}
+	mu.Lock()
+	leading = false
+	mu.Unlock()
+	for _, when := range []string{"before any job", "after a job"} {
+		if ts := c.Status().Targets[0]; ts.State != "standby" || ts.Failures != 0 || ts.LastError != "connection refused" {
+			t.Fatalf("standby, %s: %+v", when, ts)
+		}
+		step(c, true)
 	}
 }

@@ -207,7 +207,7 @@ func (c *Controller) status(full bool) Status {
 			// This instance stopped leading and no job told the worker
 			// yet: another instance drives the target now.
 			ts.State, ts.InSync = "standby", false
-			ts.HeldBack, ts.Deferred, ts.DeferredUntil = nil, 0, time.Time{}
+			ts.HeldBack, ts.Deferred, ts.DeferredUntil, ts.Failures = nil, 0, time.Time{}, 0
 		case leads && ts.State == "standby":
 			// Leading again: nothing is re-checked until the worker's
 			// next apply (the election's change triggers a reconcile).

@@ -410,6 +410,7 @@ func (w *worker) handle(ctx context.Context, j *job) bool {
 func (w *worker) standbyLocked() {
 	w.status.State = "standby"
 	w.status.InSync = false
+	w.status.Failures = 0 // (LastError stays: the last one seen)
 	w.applied = nil
 	w.held = nil
 	w.status.HeldBack = nil
