@@ -227,7 +227,7 @@ var (
 	descLeader = prometheus.NewDesc("pgsvc_controller_leader",
 		"1 when this controller instance applies changes (elected leader, or no election).", nil, nil)
 	descReady = prometheus.NewDesc("pgsvc_ready",
-		"1 when the controller is ready (fresh views, a plan, targets in sync).", nil, nil)
+		"1 when the controller is ready, as /readyz: fresh views, a plan, and targets in sync (a standby: a leader seen).", nil, nil)
 )
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {

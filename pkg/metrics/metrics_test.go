@@ -271,7 +271,7 @@ pgsvc_transitions_in_flight 3
 # TYPE pgsvc_cluster_frozen gauge
 pgsvc_cluster_frozen{cluster="pg-meta"} 1
 pgsvc_cluster_frozen{cluster="pg-test"} 0
-# HELP pgsvc_ready 1 when the controller is ready (fresh views, a plan, targets in sync).
+# HELP pgsvc_ready 1 when the controller is ready, as /readyz: fresh views, a plan, and targets in sync (a standby: a leader seen).
 # TYPE pgsvc_ready gauge
 pgsvc_ready 0
 # HELP pgsvc_target_consecutive_failures Consecutive failed applies of the target.
@@ -289,7 +289,7 @@ pgsvc_target_in_sync{target="dpapi-b"} 0
 			status: func() controller.Status { return controller.Status{Ready: true} },
 			names:  []string{"pgsvc_controller_leader", "pgsvc_ready"},
 			want: head + `pgsvc_controller_leader 1
-# HELP pgsvc_ready 1 when the controller is ready (fresh views, a plan, targets in sync).
+# HELP pgsvc_ready 1 when the controller is ready, as /readyz: fresh views, a plan, and targets in sync (a standby: a leader seen).
 # TYPE pgsvc_ready gauge
 pgsvc_ready 1
 `,
@@ -328,7 +328,7 @@ func TestStatusReadAtScrape(t *testing.T) {
 	ready := false
 	New(reg, func() controller.Status { return controller.Status{Ready: ready} })
 	want := func(v int) string {
-		return fmt.Sprintf("# HELP pgsvc_ready 1 when the controller is ready (fresh views, a plan, targets in sync).\n# TYPE pgsvc_ready gauge\npgsvc_ready %d\n", v)
+		return fmt.Sprintf("# HELP pgsvc_ready 1 when the controller is ready, as /readyz: fresh views, a plan, and targets in sync (a standby: a leader seen).\n# TYPE pgsvc_ready gauge\npgsvc_ready %d\n", v)
 	}
 	if err := gatherAndCompare(reg, want(0), "pgsvc_ready"); err != nil {
 		t.Fatal(err)
