@@ -41,10 +41,17 @@ func runDiff(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "controller: %v\n", err)
 		return 1
 	}
-	desired, err := desiredNow(ctx, cfg, inv)
+	desired, warnings, err := desiredNow(ctx, cfg, inv)
 	if err != nil {
 		fmt.Fprintf(stderr, "controller: %v\n", err)
 		return 1
+	}
+	// What the plan warns about (a cluster without a leader key planned
+	// from its inventory roles, bad DCS keys skipped): a drift it causes
+	// may be one the running controller, which remembers the last known
+	// leader, would not make.
+	for _, w := range warnings {
+		fmt.Fprintf(stderr, "controller: warning: %s\n", w)
 	}
 	targets, err := app.BuildTargets(cfg, inv, log)
 	if err != nil {
@@ -86,20 +93,21 @@ func runDiff(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// desiredNow lists every namespace once and computes the plan's services.
-// Clusters without a leader key keep their inventory roles here (a one-shot
-// diff has no last known leader) and are reported.
-func desiredNow(ctx context.Context, cfg *config.Config, inv *topology.Inventory) ([]services.Service, error) {
+// desiredNow lists every namespace once and computes the plan's services
+// and warnings ("cluster: warning"). Clusters without a leader key keep
+// their inventory roles here (a one-shot diff has no last known leader)
+// and are reported in the warnings.
+func desiredNow(ctx context.Context, cfg *config.Config, inv *topology.Inventory) ([]services.Service, []string, error) {
 	password, err := cfg.Etcd.EtcdPassword()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cli, err := patroni.NewClient(patroni.ClientConfig{
 		Endpoints: cfg.Etcd.Endpoints, CACert: cfg.Etcd.CAFile, Cert: cfg.Etcd.CertFile, Key: cfg.Etcd.KeyFile,
 		Username: cfg.Etcd.Username, Password: password, DialTimeout: cfg.Etcd.DialTimeout.Duration,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("etcd: %w", err)
+		return nil, nil, fmt.Errorf("etcd: %w", err)
 	}
 	defer cli.Close()
 	return desiredFrom(inv, func(ns string) (map[string]*patroni.ClusterState, error) {
@@ -112,19 +120,24 @@ func desiredNow(ctx context.Context, cfg *config.Config, inv *topology.Inventory
 }
 
 // desiredFrom reads each namespace of inv once with list (decoded states
-// keyed as patroni.Decode keys them) and computes the plan's services.
-func desiredFrom(inv *topology.Inventory, list func(ns string) (map[string]*patroni.ClusterState, error), includeUnknown bool) ([]services.Service, error) {
+// keyed as patroni.Decode keys them) and computes the plan's services and
+// warnings ("cluster: warning").
+func desiredFrom(inv *topology.Inventory, list func(ns string) (map[string]*patroni.ClusterState, error), includeUnknown bool) ([]services.Service, []string, error) {
 	dcs, err := statesByCluster(inv, list)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	p, err := plan.Compute(inv, dcs, plan.Options{IncludeUnknown: includeUnknown})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var out []services.Service
+	var warnings []string
 	for _, cl := range p.Clusters {
 		out = append(out, cl.Services...)
+		for _, w := range cl.Warnings {
+			warnings = append(warnings, cl.Name+": "+w)
+		}
 	}
-	return out, nil
+	return out, warnings, nil
 }

@@ -52,7 +52,7 @@ func TestDiffDesiredCitusFollowsLiveState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	desired, err := desiredFrom(inv, listFrom(kvs), false)
+	desired, _, err := desiredFrom(inv, listFrom(kvs), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,11 +100,54 @@ func TestDiffDesiredNamespacesDoNotMix(t *testing.T) {
 		{Key: "/zz/pg-b/leader", Value: []byte("pg-b-1"), ModRevision: 6},
 		{Key: "/zz/pg-b/members/pg-b-1", Value: member("10.10.10.21", "primary"), ModRevision: 6},
 	}
-	desired, err := desiredFrom(inv, listFrom(kvs), false)
+	desired, _, err := desiredFrom(inv, listFrom(kvs), false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got, want := serversOf(t, desired, "pg-a-replica"), "pg-a-1 pg-a-2(backup)"; got != want {
 		t.Errorf("pg-a-replica = %q, want %q (pg-a's own namespace /pg: pg-a-2 leads)", got, want)
+	}
+}
+
+// TestDiffDesiredWarns: a cluster without a leader key is planned from its
+// inventory roles in a one-shot diff, and the diff says so (it did not: the
+// drift it shows may be one the running controller would not make).
+func TestDiffDesiredWarns(t *testing.T) {
+	inv, err := topology.Parse("inv.yml", []byte(`all:
+  children:
+    pg-a:
+      hosts:
+        10.10.10.11: { pg_seq: 1, pg_role: primary }
+        10.10.10.12: { pg_seq: 2, pg_role: replica }
+      vars: { pg_cluster: pg-a }
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	member := func(host, role string) []byte {
+		return []byte(`{"conn_url":"postgres://` + host + `:5432/postgres","api_url":"http://` + host + `:8008/patroni","state":"running","role":"` + role + `","timeline":2}`)
+	}
+	kvs := []patroni.KV{
+		{Key: "/pg/pg-a/members/pg-a-1", Value: member("10.10.10.11", "primary"), ModRevision: 5},
+		{Key: "/pg/pg-a/members/pg-a-2", Value: member("10.10.10.12", "replica"), ModRevision: 5},
+		{Key: "/pg/pg-a/members/pg-a-3", Value: []byte("{not json"), ModRevision: 5},
+	}
+	_, warnings, err := desiredFrom(inv, listFrom(kvs), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warnings) == 0 {
+		t.Fatal("no warning for a cluster without a leader key and with a bad member key")
+	}
+	for _, w := range warnings {
+		if !strings.HasPrefix(w, "pg-a: ") {
+			t.Errorf("warning %q does not name its cluster", w)
+		}
+	}
+	joined := strings.Join(warnings, "\n")
+	for _, want := range []string{"no leader key", "DCS key /pg/pg-a/members/pg-a-3"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("warnings %q lack %q", warnings, want)
+		}
 	}
 }

@@ -48,14 +48,19 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "controller: %v\n", err)
 		return 1
 	}
-	if *format == "json" {
-		_, _ = stdout.Write(body)
-		return 0
-	}
 	var st controller.Status
 	if err := json.Unmarshal(body, &st); err != nil {
 		fmt.Fprintf(stderr, "controller: %s/status: not a status document: %v\n", *url, err)
 		return 1
+	}
+	if *format == "json" {
+		// The document as served; the exit code says whether the
+		// controller is ready, as for text (a script checks either).
+		_, _ = stdout.Write(body)
+		if !st.Ready {
+			return 3
+		}
+		return 0
 	}
 	if err := writeStatusText(stdout, &st); err != nil {
 		fmt.Fprintf(stderr, "controller: %v\n", err)
@@ -114,9 +119,12 @@ func writeStatusText(w io.Writer, st *controller.Status) error {
 	if st.DryRun {
 		fmt.Fprintln(tw, "mode\tDRY RUN: nothing is changed")
 	}
-	fmt.Fprintln(tw, "\nDCS\tREVISION\tAGE\tCONNECTED\tWATCH RESTARTS\tSTALE")
+	if st.TransitionsInFlight > 0 {
+		fmt.Fprintf(tw, "transitions\t%d switchover(s)/failover(s) in flight\n", st.TransitionsInFlight)
+	}
+	fmt.Fprintln(tw, "\nDCS\tREVISION\tAGE\tCONNECTED\tWATCH RESTARTS\tSTALE\tLAST ERROR")
 	for _, n := range st.DCS {
-		fmt.Fprintf(tw, "%s\t%d\t%.1fs\t%t\t%d\t%s\n", n.Namespace, n.Revision, n.AgeSeconds, n.Connected, n.Restarts, dash(n.Stale))
+		fmt.Fprintf(tw, "%s\t%d\t%.1fs\t%t\t%d\t%s\t%s\n", n.Namespace, n.Revision, n.AgeSeconds, n.Connected, n.Restarts, dash(n.Stale), dash(n.LastError))
 	}
 	for _, cl := range st.Clusters {
 		leader := cl.Leader
@@ -127,7 +135,13 @@ func writeStatusText(w io.Writer, st *controller.Status) error {
 		if cl.Frozen != "" {
 			fmt.Fprintf(tw, "\tFROZEN: %s", cl.Frozen)
 		}
+		if cl.PlanError != "" {
+			fmt.Fprintf(tw, "\tPLAN FAILED (last good services kept): %s", cl.PlanError)
+		}
 		fmt.Fprintln(tw)
+		if cl.Transition != "" {
+			fmt.Fprintf(tw, "  > in transition: %s\n", cl.Transition)
+		}
 		for _, wmsg := range cl.Warnings {
 			fmt.Fprintf(tw, "  ! %s\n", wmsg)
 		}
@@ -164,6 +178,13 @@ func writeStatusText(w io.Writer, st *controller.Status) error {
 			dash(strings.TrimSpace(t.ReloadID+" "+t.ReloadResult)), preserved(t.StatePreserved), dash(t.LastError))
 		if t.StateWarning != "" {
 			fmt.Fprintf(tw, "  ! %s\n", t.StateWarning)
+		}
+		for _, h := range t.HeldBack {
+			fmt.Fprintf(tw, "  ! held back since %s (%d failures, next try %s): cluster %s (%s): %s\n",
+				h.Since.UTC().Format(time.RFC3339), h.Failures, h.NextTry.UTC().Format(time.RFC3339), h.Cluster, strings.Join(h.Services, ", "), h.Error)
+		}
+		if t.Deferred > 0 {
+			fmt.Fprintf(tw, "  > %d change(s) deferred until %s\n", t.Deferred, t.DeferredUntil.UTC().Format(time.RFC3339Nano))
 		}
 	}
 	if n := len(st.History); n > 0 {

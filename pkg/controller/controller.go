@@ -627,17 +627,25 @@ func (c *Controller) staleReason(ns string, now time.Time) string {
 	if _, ok := c.snaps[ns]; !ok {
 		return "stale: no DCS snapshot of " + ns + " yet"
 	}
+	// The reason is the same for the whole outage (it is also the frozen
+	// reason of the namespace's clusters, logged when it changes): since
+	// when, not for how long; the watch's last error is beside it in
+	// status (last_error, not_ready).
 	if h := c.health[ns]; h != nil {
 		st := h()
 		if !st.Connected {
 			msg := "stale: etcd unreachable"
-			if st.LastError != "" {
-				msg += " (" + st.LastError + ")"
+			since := st.LastContact
+			if since.IsZero() {
+				since = c.snaps[ns].At
+			}
+			if !since.IsZero() {
+				msg += " since " + since.UTC().Format(time.RFC3339)
 			}
 			return msg
 		}
 		if !st.LastContact.IsZero() && now.Sub(st.LastContact) > c.opts.StaleAfter {
-			return fmt.Sprintf("stale: no contact with etcd for %s", now.Sub(st.LastContact).Round(time.Millisecond))
+			return fmt.Sprintf("stale: no contact with etcd since %s (stale after %s)", st.LastContact.UTC().Format(time.RFC3339), c.opts.StaleAfter)
 		}
 	}
 	return ""
@@ -701,16 +709,7 @@ func (c *Controller) reconcile(force, reassert bool) {
 		c.log.Info("desired services changed", append([]zap.Field{zap.Int64("decision", decision), zap.Int64("dcs_revision", revision),
 			zap.Int("changes", len(changes)), zap.Duration("took", ev.Duration)}, changeFields("detail", changes)...)...)
 	}
-	for cl, r := range frozen {
-		if prevFrozen[cl] != r {
-			c.log.Warn("cluster frozen", zap.String("cluster", cl), zap.String("reason", r))
-		}
-	}
-	for cl := range prevFrozen {
-		if frozen[cl] == "" {
-			c.log.Info("cluster no longer frozen", zap.String("cluster", cl))
-		}
-	}
+	c.logFrozen(frozen, prevFrozen)
 	if eventAt.IsZero() {
 		eventAt = start
 	}
@@ -1254,4 +1253,46 @@ func (c *Controller) anyPending() bool {
 		}
 	}
 	return false
+}
+
+// logFrozen logs the clusters newly frozen, one line per reason, and the
+// clusters no longer frozen, one line: a stale namespace freezes every
+// cluster in it, and a line per cluster was 1,000 warnings at once when
+// etcd went away (1,000 more when it came back). A line names the first
+// logChangesMax clusters and counts them all.
+func (c *Controller) logFrozen(frozen, prevFrozen map[string]string) {
+	byReason := map[string][]string{}
+	for cl, r := range frozen {
+		if prevFrozen[cl] != r {
+			byReason[r] = append(byReason[r], cl)
+		}
+	}
+	reasons := make([]string, 0, len(byReason))
+	for r := range byReason {
+		reasons = append(reasons, r)
+	}
+	sort.Strings(reasons)
+	for _, r := range reasons {
+		c.log.Warn("clusters frozen", append([]zap.Field{zap.String("reason", r)}, clusterFields(byReason[r])...)...)
+	}
+	var thawed []string
+	for cl := range prevFrozen {
+		if frozen[cl] == "" {
+			thawed = append(thawed, cl)
+		}
+	}
+	if len(thawed) > 0 {
+		c.log.Info("clusters no longer frozen", clusterFields(thawed)...)
+	}
+}
+
+// clusterFields are the log fields of a list of clusters (sorted here):
+// the first logChangesMax, and how many in all.
+func clusterFields(names []string) []zap.Field {
+	sort.Strings(names)
+	listed := names
+	if len(listed) > logChangesMax {
+		listed = listed[:logChangesMax]
+	}
+	return []zap.Field{zap.Strings("clusters", listed), zap.Int("clusters_total", len(names))}
 }

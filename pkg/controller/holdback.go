@@ -38,6 +38,16 @@ func (o *Options) termOK(term int64) bool {
 	return o.Gate == nil || o.Gate()
 }
 
+// leads reports whether this instance applies changes now (elected, or
+// no election).
+func (o *Options) leads() bool {
+	if o.Term != nil {
+		_, ok := o.Term()
+		return ok
+	}
+	return o.Gate == nil || o.Gate()
+}
+
 // currentTerm is the term a reconcile plans under (0 without election).
 func (o *Options) currentTerm() int64 {
 	if o.Term == nil {

@@ -96,6 +96,7 @@ func writeStatus(w io.Writer, st Status) error {
 		{"not_ready", st.NotReady, len(st.NotReady) == 0},
 		{"dry_run", st.DryRun, !st.DryRun},
 		{"controller_leader", st.Leader, st.Leader == nil},
+		{"transitions_in_flight", st.TransitionsInFlight, false},
 		{"inventory", st.Inventory, false},
 		{"dcs", st.DCS, false},
 		{"clusters", nil, false}, // streamed

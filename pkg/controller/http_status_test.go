@@ -19,15 +19,15 @@ import (
 // time, and the document is byte for byte what encoding the whole Status
 // (indented by two spaces) gives, with every field set or left out.
 func TestWriteStatusIsTheEncoding(t *testing.T) {
-	if n := reflect.TypeOf(Status{}).NumField(); n != 10 {
-		t.Fatalf("Status has %d fields: writeStatus writes 10, list the new one there", n)
+	if n := reflect.TypeOf(Status{}).NumField(); n != 11 {
+		t.Fatalf("Status has %d fields: writeStatus writes 11, list the new one there", n)
 	}
 	full := Status{
 		Now: time.Date(2026, 12, 5, 6, 0, 0, 0, time.UTC), NotReady: []string{"pg-a: held <back> & frozen"}, DryRun: true,
-		Leader: &LeaderStatus{Identity: "a", Leader: "(unknown: not read yet)", LeaderlessSeconds: 31}, Inventory: "/etc/pgsvc/pigsty.yml",
+		Leader: &LeaderStatus{Identity: "a", Leader: "(unknown: not read yet)", LeaderlessSeconds: 31}, TransitionsInFlight: 1, Inventory: "/etc/pgsvc/pigsty.yml",
 		DCS: []NamespaceStatus{{Namespace: "/pg", Revision: 7, Connected: true}},
 		Clusters: []ClusterStatus{
-			{Cluster: plan.Cluster{Name: "pg-a", Namespace: "/pg", Leader: "pg-a-1", Live: true}, Revision: 5},
+			{Cluster: plan.Cluster{Name: "pg-a", Namespace: "/pg", Leader: "pg-a-1", Live: true}, Revision: 5, Transition: "leader key expired since 2026-12-05T05:59:58Z: from pg-a-2 to pg-a-1"},
 			{Cluster: plan.Cluster{Name: "pg-b", Namespace: "/pg"}, Frozen: "vanished", PlanError: "bad selector"},
 		},
 		Targets: []TargetStatus{{Name: "direct:/etc/haproxy/haproxy.cfg", State: "in_sync", InSync: true}},

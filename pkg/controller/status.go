@@ -31,7 +31,7 @@ func (nopMetrics) ApplyFailed(string, error)                            {}
 // Event is one decision of the controller, kept in the status history.
 type Event struct {
 	At       time.Time         `json:"at"`
-	Kind     string            `json:"kind"` // plan_changed, applied, apply_failed, plan_error, transition
+	Kind     string            `json:"kind"` // plan_changed, applied, apply_failed, held_back, plan_error, transition
 	Decision int64             `json:"decision,omitempty"`
 	Revision int64             `json:"dcs_revision,omitempty"`
 	Target   string            `json:"target,omitempty"`
@@ -79,9 +79,11 @@ func (c *Controller) recordApply(name string, j job, res target.Result, err erro
 			Target: name, Error: err.Error(), Duration: dur})
 		return
 	}
-	if len(res.Changes) == 0 {
+	if len(res.Changes) == 0 && !res.Reloaded {
 		return
 	}
+	// (A reload without changes is a repair: the file was right, the
+	// running HAProxy did not serve it; it is recorded as any apply.)
 	c.noteApplied(res, c.opts.Now())
 	conv := c.opts.Now().Sub(j.eventAt)
 	c.opts.Metrics.Applied(name, res.Changes, res.Reloaded, conv)
@@ -147,20 +149,27 @@ type ClusterStatus struct {
 	// PlanError says why this cluster's plan failed (its last good
 	// services are kept; the other clusters go on).
 	PlanError string `json:"plan_error,omitempty"`
+	// Transition, while a switchover or failover of the cluster is
+	// followed, says which (cause, since when, from and to which member);
+	// its timeline is a transition event in the history once it ends.
+	Transition string `json:"transition,omitempty"`
 }
 
 // Status is the document GET /status serves.
 type Status struct {
-	Now       time.Time         `json:"now"`
-	Ready     bool              `json:"ready"`
-	NotReady  []string          `json:"not_ready,omitempty"`
-	DryRun    bool              `json:"dry_run,omitempty"`
-	Leader    *LeaderStatus     `json:"controller_leader,omitempty"`
-	Inventory string            `json:"inventory"`
-	DCS       []NamespaceStatus `json:"dcs"`
-	Clusters  []ClusterStatus   `json:"clusters"`
-	Targets   []TargetStatus    `json:"targets"`
-	History   []Event           `json:"history"`
+	Now      time.Time     `json:"now"`
+	Ready    bool          `json:"ready"`
+	NotReady []string      `json:"not_ready,omitempty"`
+	DryRun   bool          `json:"dry_run,omitempty"`
+	Leader   *LeaderStatus `json:"controller_leader,omitempty"`
+	// TransitionsInFlight is how many clusters' switchovers or failovers
+	// are being followed now (each cluster's transition says which).
+	TransitionsInFlight int               `json:"transitions_in_flight"`
+	Inventory           string            `json:"inventory"`
+	DCS                 []NamespaceStatus `json:"dcs"`
+	Clusters            []ClusterStatus   `json:"clusters"`
+	Targets             []TargetStatus    `json:"targets"`
+	History             []Event           `json:"history"`
 }
 
 // LeaderStatus says which controller instance applies changes (HA).
@@ -190,8 +199,20 @@ func (c *Controller) status(full bool) Status {
 		st.NotReady = append(st.NotReady, fmt.Sprintf("controller election: no leader seen for %.0fs", leader.LeaderlessSeconds))
 	}
 
+	leads := c.opts.leads()
 	for _, w := range c.workers {
 		ts := w.snapshot()
+		switch {
+		case !leads && ts.State != "standby":
+			// This instance stopped leading and no job told the worker
+			// yet: another instance drives the target now.
+			ts.State, ts.InSync = "standby", false
+			ts.HeldBack, ts.Deferred, ts.DeferredUntil, ts.Failures = nil, 0, time.Time{}, 0
+		case leads && ts.State == "standby":
+			// Leading again: nothing is re-checked until the worker's
+			// next apply (the election's change triggers a reconcile).
+			ts.State = "pending"
+		}
 		if !ts.InSync && ts.State != "standby" && !(c.opts.DryRun && ts.LastError == "") {
 			st.NotReady = append(st.NotReady, ts.Name+": "+ts.State)
 		}
@@ -234,10 +255,15 @@ func (c *Controller) statusLocked(full bool, leader *LeaderStatus) (st Status) {
 			}
 		}
 		if n.Stale != "" {
-			st.NotReady = append(st.NotReady, ns+": "+n.Stale)
+			r := ns + ": " + n.Stale
+			if n.LastError != "" {
+				r += " (" + n.LastError + ")"
+			}
+			st.NotReady = append(st.NotReady, r)
 		}
 		st.DCS = append(st.DCS, n)
 	}
+	st.TransitionsInFlight = len(c.tx.active)
 	if c.plan != nil {
 		if full && len(c.plan.Clusters) > 0 {
 			st.Clusters = make([]ClusterStatus, 0, len(c.plan.Clusters))
@@ -253,6 +279,9 @@ func (c *Controller) statusLocked(full bool, leader *LeaderStatus) (st Status) {
 				continue
 			}
 			cs := ClusterStatus{Cluster: cl, Frozen: c.frozen[cl.Name], PlanError: c.planErrs[cl.Name]}
+			if t := c.tx.active[cl.Name]; t != nil {
+				cs.Transition = t.brief()
+			}
 			if s, ok := c.snaps[cl.Namespace]; ok {
 				if cst := s.Clusters[cl.DCSKey]; cst != nil {
 					cs.Revision = cst.Revision
@@ -326,4 +355,20 @@ func (c *Controller) StatusOf(names []string) (Status, error) {
 	}
 	st.History = history
 	return st, nil
+}
+
+// brief is a transition in flight as status shows it.
+func (t *transition) brief() string {
+	to := t.to
+	if to == "" {
+		to = "(no new leader yet)"
+	}
+	return fmt.Sprintf("%s since %s: from %s to %s", t.cause, t.start.UTC().Format(time.RFC3339Nano), dash(t.from), to)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

@@ -91,8 +91,12 @@ type worker struct {
 	mu      sync.Mutex
 	pending *job
 	applied []services.Service // last desired applied successfully
-	status  TargetStatus
-	held    map[string]*HeldCluster // clusters this HAProxy refused, by name
+	// appliedTerm is the election term applied was written in: a job of
+	// another term never finds it unchanged (another instance may have
+	// driven the target in between).
+	appliedTerm int64
+	status      TargetStatus
+	held        map[string]*HeldCluster // clusters this HAProxy refused, by name
 	// reloadedAt is when the last apply that reloaded HAProxy ended.
 	reloadedAt time.Time
 	// deferUntil is when the changes the last apply deferred on purpose
@@ -279,16 +283,18 @@ func (w *worker) handle(ctx context.Context, j *job) bool {
 	j.services()
 	w.mu.Lock()
 	applied := w.applied // (never modified once handed on: compared outside w.mu)
+	appliedTerm := w.appliedTerm
 	w.mu.Unlock()
-	unchanged := applied != nil && sameDesired(applied, j.desired)
-	if unchanged && !j.force && !(j.reassert && hasForceDown(j.desired)) {
+	// Leadership first: a job that changes nothing here must not keep an
+	// instance that no longer leads reporting its targets in sync.
+	leads := w.opts.termOK(j.term)
+	unchanged := applied != nil && appliedTerm == j.term && sameDesired(applied, j.desired)
+	if leads && unchanged && !j.force && !(j.reassert && hasForceDown(j.desired)) {
 		return true
 	}
-	if !w.opts.termOK(j.term) {
+	if !leads {
 		w.mu.Lock()
-		w.status.State = "standby"
-		w.status.InSync = false
-		w.applied = nil // re-check everything once we lead
+		w.standbyLocked()
 		w.mu.Unlock()
 		return true
 	}
@@ -330,9 +336,7 @@ func (w *worker) handle(ctx context.Context, j *job) bool {
 		// nothing more was written; the work is someone else's now.
 		w.log.Warn("apply dropped: this instance no longer leads in the term it planned under", zap.Int64("decision", j.decision))
 		w.mu.Lock()
-		w.status.State = "standby"
-		w.status.InSync = false
-		w.applied = nil
+		w.standbyLocked()
 		w.mu.Unlock()
 		return true
 	}
@@ -356,7 +360,7 @@ func (w *worker) handle(ctx context.Context, j *job) bool {
 	if w.status.Failures > 0 {
 		w.log.Info("apply recovered", zap.Int("after_failures", w.status.Failures))
 	}
-	w.applied = j.desired
+	w.applied, w.appliedTerm = j.desired, j.term
 	if res.Reloaded {
 		w.reloadedAt = w.opts.Now()
 	}
@@ -397,6 +401,20 @@ func (w *worker) handle(ctx context.Context, j *job) bool {
 		}
 	}
 	return true
+}
+
+// standbyLocked puts the worker in standby: another instance drives the
+// target. Nothing is held back or deferred here any more (the elected
+// instance decides that), and everything is re-checked once this one
+// leads again. Call with w.mu held.
+func (w *worker) standbyLocked() {
+	w.status.State = "standby"
+	w.status.InSync = false
+	w.status.Failures = 0 // (LastError stays: the last one seen)
+	w.applied = nil
+	w.held = nil
+	w.status.HeldBack = nil
+	w.status.Deferred, w.status.DeferredUntil, w.deferUntil = 0, time.Time{}, time.Time{}
 }
 
 // waitBurst waits, at most burstMaxWait, while the DCS events of the burst

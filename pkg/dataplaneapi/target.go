@@ -319,7 +319,46 @@ func (t *Target) Diff(ctx context.Context, desired []services.Service) ([]target
 	if err != nil {
 		return nil, err
 	}
-	return t.holdChanges(target.Diff(st.current, desired), desired, st.found), nil
+	changes := t.holdChanges(target.Diff(st.current, desired), desired, st.found)
+	if len(changes) > 0 {
+		return changes, nil
+	}
+	// The file is right: whether the running HAProxy serves it is the
+	// rest of the question (a reload that failed or was lost leaves the
+	// file right and HAProxy on the old one). Known after an apply of
+	// this process confirmed it; a one-shot diff or a dry run reads it.
+	t.mu.Lock()
+	confirmed := t.running.confirmed
+	t.mu.Unlock()
+	if confirmed {
+		return changes, nil
+	}
+	return t.runningChanges(ctx, desired)
+}
+
+// runningChanges is what Apply would do about the running HAProxy when the
+// file is right: reload it when it does not serve desired
+// (KindReloadRunning), resync the trackers out of step with the servers
+// they track. An API without native stats has nothing to read (none).
+func (t *Target) runningChanges(ctx context.Context, desired []services.Service) ([]target.Change, error) {
+	stats, err := t.c.runningStats(ctx)
+	if s := statusOf(err); s == 404 || s == 501 { // no native stats (a test double)
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("diff %s: read the running HAProxy: %w", t.Name(), err)
+	}
+	if diff := runningMismatch(stats, desired); diff != "" {
+		return []target.Change{{Kind: target.KindReloadRunning,
+			Detail: "the running HAProxy does not serve its configuration (a reload failed or was lost): " + diff}}, nil
+	}
+	var changes []target.Change
+	for _, bs := range trackersOutOfStep(stats, desired) {
+		b, s, _ := strings.Cut(bs, "/")
+		changes = append(changes, target.Change{Kind: target.KindResyncTracker, Backend: b, Server: s, Runtime: true,
+			Detail: "out of step with the server it tracks"})
+	}
+	return changes, nil
 }
 
 // validate checks desired. prev is a list that passed it before (nil:

@@ -208,23 +208,31 @@ var (
 		"Restarts of the etcd watch of the namespace.", []string{"namespace"}, nil)
 	descResyncs = prometheus.NewDesc("pgsvc_dcs_resyncs_total",
 		"Full re-lists of the namespace's DCS keys.", []string{"namespace"}, nil)
+	descStale = prometheus.NewDesc("pgsvc_dcs_stale",
+		"1 when the DCS view of the namespace is stale (etcd unreachable or silent past stale_after, or never listed): its clusters keep their last good state and nothing new is applied from it.", []string{"namespace"}, nil)
 	descInSync = prometheus.NewDesc("pgsvc_target_in_sync",
-		"1 when the target serves the current plan.", []string{"target"}, nil)
+		"1 when the running HAProxy of the target serves the current plan; 0 while applying, deferring, partial, failing, and on a standby instance (pgsvc_controller_leader 0).", []string{"target"}, nil)
+	descHeldBack = prometheus.NewDesc("pgsvc_target_held_back_clusters",
+		"Clusters the target's HAProxy refused, held back with their last good state while the others are applied.", []string{"target"}, nil)
+	descInFlight = prometheus.NewDesc("pgsvc_transitions_in_flight",
+		"Switchovers and failovers being followed now (one per cluster).", nil, nil)
 	descFailures = prometheus.NewDesc("pgsvc_target_consecutive_failures",
 		"Consecutive failed applies of the target.", []string{"target"}, nil)
 	descFrozen = prometheus.NewDesc("pgsvc_cluster_frozen",
 		"1 when the cluster's services are frozen (held as they were).", []string{"cluster"}, nil)
 	descPlanFailed = prometheus.NewDesc("pgsvc_cluster_plan_failed",
 		"1 when the cluster's plan fails (its last good services are kept; the other clusters go on).", []string{"cluster"}, nil)
+	descWarnings = prometheus.NewDesc("pgsvc_cluster_warnings",
+		"Warnings of the cluster's plan (bad DCS keys skipped, a leader key naming no member, unknown members...; listed in /status).", []string{"cluster"}, nil)
 	descLeader = prometheus.NewDesc("pgsvc_controller_leader",
 		"1 when this controller instance applies changes (elected leader, or no election).", nil, nil)
 	descReady = prometheus.NewDesc("pgsvc_ready",
-		"1 when the controller is ready (fresh views, a plan, targets in sync).", nil, nil)
+		"1 when the controller is ready, as /readyz: fresh views, a plan, and targets in sync (a standby: a leader seen).", nil, nil)
 )
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descViewAge, descConnected, descRestarts, descResyncs,
-		descInSync, descFailures, descFrozen, descPlanFailed, descLeader, descReady} {
+	for _, d := range []*prometheus.Desc{descViewAge, descConnected, descStale, descRestarts, descResyncs,
+		descInSync, descFailures, descHeldBack, descFrozen, descPlanFailed, descWarnings, descLeader, descReady, descInFlight} {
 		ch <- d
 	}
 }
@@ -236,19 +244,23 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, ns := range st.DCS {
 		ch <- prometheus.MustNewConstMetric(descViewAge, prometheus.GaugeValue, ns.AgeSeconds, ns.Namespace)
 		ch <- prometheus.MustNewConstMetric(descConnected, prometheus.GaugeValue, b2f(ns.Connected), ns.Namespace)
+		ch <- prometheus.MustNewConstMetric(descStale, prometheus.GaugeValue, b2f(ns.Stale != ""), ns.Namespace)
 		ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(ns.Restarts), ns.Namespace)
 		ch <- prometheus.MustNewConstMetric(descResyncs, prometheus.CounterValue, float64(ns.Resyncs), ns.Namespace)
 	}
 	for _, t := range st.Targets {
 		ch <- prometheus.MustNewConstMetric(descInSync, prometheus.GaugeValue, b2f(t.InSync), t.Name)
 		ch <- prometheus.MustNewConstMetric(descFailures, prometheus.GaugeValue, float64(t.Failures), t.Name)
+		ch <- prometheus.MustNewConstMetric(descHeldBack, prometheus.GaugeValue, float64(len(t.HeldBack)), t.Name)
 	}
 	for _, cl := range st.Clusters {
 		ch <- prometheus.MustNewConstMetric(descFrozen, prometheus.GaugeValue, b2f(cl.Frozen != ""), cl.Name)
 		ch <- prometheus.MustNewConstMetric(descPlanFailed, prometheus.GaugeValue, b2f(cl.PlanError != ""), cl.Name)
+		ch <- prometheus.MustNewConstMetric(descWarnings, prometheus.GaugeValue, float64(len(cl.Warnings)), cl.Name)
 	}
 	ch <- prometheus.MustNewConstMetric(descLeader, prometheus.GaugeValue, b2f(st.Leader == nil || st.Leader.IsLeader))
 	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, b2f(st.Ready))
+	ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(st.TransitionsInFlight))
 }
 
 func b2f(b bool) float64 {

@@ -192,16 +192,17 @@ func sampleStatus() controller.Status {
 		Ready: false,
 		DCS: []controller.NamespaceStatus{
 			{Namespace: "/service/", AgeSeconds: 1.5, Connected: true, Restarts: 2, Resyncs: 3},
-			{Namespace: "/other/", AgeSeconds: 42, Connected: false, Restarts: 7, Resyncs: 1},
+			{Namespace: "/other/", AgeSeconds: 42, Connected: false, Restarts: 7, Resyncs: 1, Stale: "stale: etcd unreachable"},
 		},
 		Clusters: []controller.ClusterStatus{
 			{Cluster: plan.Cluster{Name: "pg-test"}},
-			{Cluster: plan.Cluster{Name: "pg-meta"}, Frozen: "dcs view stale"},
+			{Cluster: plan.Cluster{Name: "pg-meta", Warnings: []string{"leader key names pg-meta-9, no member", "member key pg-meta-x: bad JSON"}}, Frozen: "dcs view stale"},
 		},
 		Targets: []controller.TargetStatus{
 			{Name: "dpapi-a", InSync: true},
-			{Name: "dpapi-b", InSync: false, Failures: 4},
+			{Name: "dpapi-b", InSync: false, Failures: 4, HeldBack: []controller.HeldCluster{{Cluster: "pg-x"}, {Cluster: "pg-y"}}},
 		},
+		TransitionsInFlight: 3,
 	}
 }
 
@@ -240,6 +241,28 @@ pgsvc_watch_restarts_total{namespace="/service/"} 2
 `,
 		},
 		{
+			name:   "stale, held back, transitions in flight",
+			status: sampleStatus,
+			names:  []string{"pgsvc_dcs_stale", "pgsvc_target_held_back_clusters", "pgsvc_transitions_in_flight", "pgsvc_cluster_warnings"},
+			want: `
+# HELP pgsvc_cluster_warnings Warnings of the cluster's plan (bad DCS keys skipped, a leader key naming no member, unknown members...; listed in /status).
+# TYPE pgsvc_cluster_warnings gauge
+pgsvc_cluster_warnings{cluster="pg-meta"} 2
+pgsvc_cluster_warnings{cluster="pg-test"} 0
+# HELP pgsvc_dcs_stale 1 when the DCS view of the namespace is stale (etcd unreachable or silent past stale_after, or never listed): its clusters keep their last good state and nothing new is applied from it.
+# TYPE pgsvc_dcs_stale gauge
+pgsvc_dcs_stale{namespace="/other/"} 1
+pgsvc_dcs_stale{namespace="/service/"} 0
+# HELP pgsvc_target_held_back_clusters Clusters the target's HAProxy refused, held back with their last good state while the others are applied.
+# TYPE pgsvc_target_held_back_clusters gauge
+pgsvc_target_held_back_clusters{target="dpapi-a"} 0
+pgsvc_target_held_back_clusters{target="dpapi-b"} 2
+# HELP pgsvc_transitions_in_flight Switchovers and failovers being followed now (one per cluster).
+# TYPE pgsvc_transitions_in_flight gauge
+pgsvc_transitions_in_flight 3
+`,
+		},
+		{
 			name:   "targets clusters ready",
 			status: sampleStatus,
 			names:  []string{"pgsvc_target_in_sync", "pgsvc_target_consecutive_failures", "pgsvc_cluster_frozen", "pgsvc_ready"},
@@ -248,14 +271,14 @@ pgsvc_watch_restarts_total{namespace="/service/"} 2
 # TYPE pgsvc_cluster_frozen gauge
 pgsvc_cluster_frozen{cluster="pg-meta"} 1
 pgsvc_cluster_frozen{cluster="pg-test"} 0
-# HELP pgsvc_ready 1 when the controller is ready (fresh views, a plan, targets in sync).
+# HELP pgsvc_ready 1 when the controller is ready, as /readyz: fresh views, a plan, and targets in sync (a standby: a leader seen).
 # TYPE pgsvc_ready gauge
 pgsvc_ready 0
 # HELP pgsvc_target_consecutive_failures Consecutive failed applies of the target.
 # TYPE pgsvc_target_consecutive_failures gauge
 pgsvc_target_consecutive_failures{target="dpapi-a"} 0
 pgsvc_target_consecutive_failures{target="dpapi-b"} 4
-# HELP pgsvc_target_in_sync 1 when the target serves the current plan.
+# HELP pgsvc_target_in_sync 1 when the running HAProxy of the target serves the current plan; 0 while applying, deferring, partial, failing, and on a standby instance (pgsvc_controller_leader 0).
 # TYPE pgsvc_target_in_sync gauge
 pgsvc_target_in_sync{target="dpapi-a"} 1
 pgsvc_target_in_sync{target="dpapi-b"} 0
@@ -266,7 +289,7 @@ pgsvc_target_in_sync{target="dpapi-b"} 0
 			status: func() controller.Status { return controller.Status{Ready: true} },
 			names:  []string{"pgsvc_controller_leader", "pgsvc_ready"},
 			want: head + `pgsvc_controller_leader 1
-# HELP pgsvc_ready 1 when the controller is ready (fresh views, a plan, targets in sync).
+# HELP pgsvc_ready 1 when the controller is ready, as /readyz: fresh views, a plan, and targets in sync (a standby: a leader seen).
 # TYPE pgsvc_ready gauge
 pgsvc_ready 1
 `,
@@ -305,7 +328,7 @@ func TestStatusReadAtScrape(t *testing.T) {
 	ready := false
 	New(reg, func() controller.Status { return controller.Status{Ready: ready} })
 	want := func(v int) string {
-		return fmt.Sprintf("# HELP pgsvc_ready 1 when the controller is ready (fresh views, a plan, targets in sync).\n# TYPE pgsvc_ready gauge\npgsvc_ready %d\n", v)
+		return fmt.Sprintf("# HELP pgsvc_ready 1 when the controller is ready, as /readyz: fresh views, a plan, and targets in sync (a standby: a leader seen).\n# TYPE pgsvc_ready gauge\npgsvc_ready %d\n", v)
 	}
 	if err := gatherAndCompare(reg, want(0), "pgsvc_ready"); err != nil {
 		t.Fatal(err)
@@ -329,12 +352,12 @@ func TestLint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(mfs) != 16 {
+	if len(mfs) != 20 {
 		var names []string
 		for _, mf := range mfs {
 			names = append(names, mf.GetName())
 		}
-		t.Errorf("gathered %d families, want 16: %v", len(mfs), names)
+		t.Errorf("gathered %d families, want 20: %v", len(mfs), names)
 	}
 	for _, c := range []prometheus.Collector{m.snapshots, m.reconciles, m.changes, m.reloads, m.applyErrors,
 		m.convergence, &statusCollector{status: sampleStatus}} {

@@ -62,6 +62,10 @@ const (
 	// puts it in the state of the server it tracks (after the reload that
 	// made it a tracker, or found out of step with that server)
 	KindResyncTracker = "resync_tracker"
+	// the running HAProxy does not serve its configuration file (a reload
+	// failed or was lost): the file is right, a reload is due (a diff's
+	// finding; Backend and Server empty, Detail what differs)
+	KindReloadRunning = "reload_running"
 )
 
 // Change is one difference between an HAProxy and the desired services.
