@@ -527,6 +527,11 @@ func decodeSync(cs *ClusterState, value []byte) error {
 	if err := dec.Decode(&raw); err != nil {
 		return fmt.Errorf("sync: invalid JSON object: %w", err)
 	}
+	// Patroni's json.loads takes nothing after the value ("Extra data"): to
+	// it such a sync key names nobody (SyncState.from_node: empty).
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("sync: invalid JSON object: trailing data")
+	}
 	if raw == nil {
 		return errors.New("sync: not a JSON object")
 	}

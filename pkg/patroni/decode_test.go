@@ -490,6 +490,9 @@ func TestDecodeMalformed(t *testing.T) {
 		{"sync leader number", kv("/pg/c/sync", `{"leader":1}`, 5), "leader is", false},
 		{"sync bad quorum", kv("/pg/c/sync", `{"leader":"a","quorum":"x"}`, 5), "quorum", false},
 		{"sync negative quorum", kv("/pg/c/sync", `{"leader":"a","quorum":-1}`, 5), "quorum", false},
+		// Patroni's json.loads rejects what follows the object: such a sync
+		// key names nobody there.
+		{"sync trailing data", kv("/pg/c/sync", `{"leader":"a","sync_standby":"b"} x`, 5), "sync: invalid JSON object: trailing data", false},
 		{"config bad JSON", kv("/pg/c/config", `{`, 5), "config: invalid JSON", false},
 		{"config null", kv("/pg/c/config", `null`, 5), "config: not a JSON object", false},
 		// Patroni's json.loads rejects what follows the object ("Extra data").
