@@ -212,6 +212,8 @@ var (
 		"1 when the DCS view of the namespace is stale (etcd unreachable or silent past stale_after, or never listed): its clusters keep their last good state and nothing new is applied from it.", []string{"namespace"}, nil)
 	descInSync = prometheus.NewDesc("pgsvc_target_in_sync",
 		"1 when the running HAProxy of the target serves the current plan; 0 while applying, deferring, partial, failing, and on a standby instance (pgsvc_controller_leader 0).", []string{"target"}, nil)
+	descState = prometheus.NewDesc("pgsvc_target_state",
+		"1 for the target's state now, 0 for the others (in_sync, pending, applying, deferring, partial, failing, standby, dry_run; as controller status says): an alert on failing or partial needs no join with pgsvc_controller_leader.", []string{"target", "state"}, nil)
 	descHeldBack = prometheus.NewDesc("pgsvc_target_held_back_clusters",
 		"Clusters the target's HAProxy refused, held back with their last good state while the others are applied.", []string{"target"}, nil)
 	descInFlight = prometheus.NewDesc("pgsvc_transitions_in_flight",
@@ -232,7 +234,7 @@ var (
 
 func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descViewAge, descConnected, descStale, descRestarts, descResyncs,
-		descInSync, descFailures, descHeldBack, descFrozen, descPlanFailed, descWarnings, descLeader, descReady, descInFlight} {
+		descInSync, descState, descFailures, descHeldBack, descFrozen, descPlanFailed, descWarnings, descLeader, descReady, descInFlight} {
 		ch <- d
 	}
 }
@@ -250,6 +252,15 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, t := range st.Targets {
 		ch <- prometheus.MustNewConstMetric(descInSync, prometheus.GaugeValue, b2f(t.InSync), t.Name)
+		known := false
+		for _, s := range targetStates {
+			known = known || s == t.State
+			ch <- prometheus.MustNewConstMetric(descState, prometheus.GaugeValue, b2f(s == t.State), t.Name, s)
+		}
+		if !known && t.State != "" {
+			// A state this list misses still shows (one series, not lost).
+			ch <- prometheus.MustNewConstMetric(descState, prometheus.GaugeValue, 1, t.Name, t.State)
+		}
 		ch <- prometheus.MustNewConstMetric(descFailures, prometheus.GaugeValue, float64(t.Failures), t.Name)
 		ch <- prometheus.MustNewConstMetric(descHeldBack, prometheus.GaugeValue, float64(len(t.HeldBack)), t.Name)
 	}
@@ -262,6 +273,10 @@ func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, b2f(st.Ready))
 	ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(st.TransitionsInFlight))
 }
+
+// targetStates are the states of controller.TargetStatus.State, each a
+// series of pgsvc_target_state (a fixed set: 8 series per target).
+var targetStates = []string{"in_sync", "pending", "applying", "deferring", "partial", "failing", "standby", "dry_run"}
 
 func b2f(b bool) float64 {
 	if b {

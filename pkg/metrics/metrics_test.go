@@ -5,6 +5,10 @@ import (
 	"fmt"
 	"io"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -199,8 +203,8 @@ func sampleStatus() controller.Status {
 			{Cluster: plan.Cluster{Name: "pg-meta", Warnings: []string{"leader key names pg-meta-9, no member", "member key pg-meta-x: bad JSON"}}, Frozen: "dcs view stale"},
 		},
 		Targets: []controller.TargetStatus{
-			{Name: "dpapi-a", InSync: true},
-			{Name: "dpapi-b", InSync: false, Failures: 4, HeldBack: []controller.HeldCluster{{Cluster: "pg-x"}, {Cluster: "pg-y"}}},
+			{Name: "dpapi-a", InSync: true, State: "in_sync"},
+			{Name: "dpapi-b", InSync: false, State: "partial", Failures: 4, HeldBack: []controller.HeldCluster{{Cluster: "pg-x"}, {Cluster: "pg-y"}}},
 		},
 		TransitionsInFlight: 3,
 	}
@@ -285,6 +289,31 @@ pgsvc_target_in_sync{target="dpapi-b"} 0
 `,
 		},
 		{
+			name:   "target states",
+			status: sampleStatus,
+			names:  []string{"pgsvc_target_state"},
+			want: `
+# HELP pgsvc_target_state 1 for the target's state now, 0 for the others (in_sync, pending, applying, deferring, partial, failing, standby, dry_run; as controller status says): an alert on failing or partial needs no join with pgsvc_controller_leader.
+# TYPE pgsvc_target_state gauge
+pgsvc_target_state{state="applying",target="dpapi-a"} 0
+pgsvc_target_state{state="applying",target="dpapi-b"} 0
+pgsvc_target_state{state="deferring",target="dpapi-a"} 0
+pgsvc_target_state{state="deferring",target="dpapi-b"} 0
+pgsvc_target_state{state="dry_run",target="dpapi-a"} 0
+pgsvc_target_state{state="dry_run",target="dpapi-b"} 0
+pgsvc_target_state{state="failing",target="dpapi-a"} 0
+pgsvc_target_state{state="failing",target="dpapi-b"} 0
+pgsvc_target_state{state="in_sync",target="dpapi-a"} 1
+pgsvc_target_state{state="in_sync",target="dpapi-b"} 0
+pgsvc_target_state{state="partial",target="dpapi-a"} 0
+pgsvc_target_state{state="partial",target="dpapi-b"} 1
+pgsvc_target_state{state="pending",target="dpapi-a"} 0
+pgsvc_target_state{state="pending",target="dpapi-b"} 0
+pgsvc_target_state{state="standby",target="dpapi-a"} 0
+pgsvc_target_state{state="standby",target="dpapi-b"} 0
+`,
+		},
+		{
 			name:   "no election applies",
 			status: func() controller.Status { return controller.Status{Ready: true} },
 			names:  []string{"pgsvc_controller_leader", "pgsvc_ready"},
@@ -352,12 +381,12 @@ func TestLint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(mfs) != 20 {
+	if len(mfs) != 21 {
 		var names []string
 		for _, mf := range mfs {
 			names = append(names, mf.GetName())
 		}
-		t.Errorf("gathered %d families, want 20: %v", len(mfs), names)
+		t.Errorf("gathered %d families, want 21: %v", len(mfs), names)
 	}
 	for _, c := range []prometheus.Collector{m.snapshots, m.reconciles, m.changes, m.reloads, m.applyErrors,
 		m.convergence, &statusCollector{status: sampleStatus}} {
@@ -401,5 +430,37 @@ func TestHandler(t *testing.T) {
 				t.Errorf("default gatherer unexpectedly serves the wrapped registry's metrics")
 			}
 		})
+	}
+}
+
+// TestTargetStatesCoverController: every state the controller gives a
+// target (a literal assigned to a TargetStatus's State in pkg/controller)
+// has its pgsvc_target_state series, so an alert on it finds a 1.
+func TestTargetStatesCoverController(t *testing.T) {
+	files, err := filepath.Glob("../controller/*.go")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("controller sources: %v (%d files)", err, len(files))
+	}
+	re := regexp.MustCompile(`State(?: = |: )"([a-z_]+)"`)
+	seen := map[string]bool{}
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range re.FindAllStringSubmatch(string(b), -1) {
+			seen[m[1]] = true
+		}
+	}
+	if len(seen) < 5 {
+		t.Fatalf("found only %v in the controller's sources: the pattern no longer matches", seen)
+	}
+	for s := range seen {
+		if !slices.Contains(targetStates, s) {
+			t.Errorf("the controller sets a target's state %q, which pgsvc_target_state does not list", s)
+		}
 	}
 }
