@@ -14,7 +14,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Length limits. HAProxy has no hard limit on section or server names, but
@@ -161,9 +163,29 @@ func isDigitsAndDots(s string) bool {
 }
 
 // quote keeps hostile input readable and on one line in messages.
-func quote(s string) string {
-	if len(s) > 80 {
-		s = s[:80] + "..."
+func quote(s string) string { return QuoteShort(s) }
+
+// MaxQuoted is how much of a value QuoteShort quotes: etcd takes values up
+// to 1.5 MiB, inventories any length, and messages go to plan warnings, the
+// status page and the log.
+const MaxQuoted = 64
+
+// QuoteShort quotes s for a message, on one line, cut to MaxQuoted bytes
+// with its full length said when it is longer.
+func QuoteShort(s string) string {
+	if len(s) <= MaxQuoted {
+		return strconv.Quote(s)
 	}
-	return fmt.Sprintf("%q", s)
+	return strconv.Quote(Cut(s, MaxQuoted)) + fmt.Sprintf("... (%d bytes)", len(s))
+}
+
+// Cut returns at most the first n bytes of s, on a character boundary.
+func Cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }

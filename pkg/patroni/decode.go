@@ -12,7 +12,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 	"unique"
 
 	"github.com/pgsvc/pgsvc/pkg/haproxyname"
@@ -126,7 +125,7 @@ func decode(namespace string, kvs []KV, lastConfig func(scope string) (configFla
 				continue
 			}
 			if strings.TrimSpace(name) != name {
-				fail(fmt.Errorf("leader name %s has leading or trailing white space: Patroni matches it against member names as written", quoteShort(name)))
+				fail(fmt.Errorf("leader name %s has leading or trailing white space: Patroni matches it against member names as written", haproxyname.QuoteShort(name)))
 			}
 			cs.Leader = name
 			cs.LeaderRevision = kv.ModRevision
@@ -405,10 +404,10 @@ func parseURLHostPort(raw string, defPort int, schemes ...string) (string, int, 
 			err = ue.Err
 		}
 		msg := err.Error()
-		if c := cut(msg, 2*maxQuoted); c != msg {
+		if c := haproxyname.Cut(msg, 2*haproxyname.MaxQuoted); c != msg {
 			msg = c + "..."
 		}
-		return "", 0, fmt.Errorf("invalid URL %s: %s", quoteShort(raw), msg)
+		return "", 0, fmt.Errorf("invalid URL %s: %s", haproxyname.QuoteShort(raw), msg)
 	}
 	ok := false
 	for _, s := range schemes {
@@ -417,25 +416,25 @@ func parseURLHostPort(raw string, defPort int, schemes ...string) (string, int, 
 		}
 	}
 	if !ok {
-		return "", 0, fmt.Errorf("invalid URL %s: scheme %s, want %s", quoteShort(raw), quoteShort(u.Scheme), strings.Join(schemes, " or "))
+		return "", 0, fmt.Errorf("invalid URL %s: scheme %s, want %s", haproxyname.QuoteShort(raw), haproxyname.QuoteShort(u.Scheme), strings.Join(schemes, " or "))
 	}
 	host := u.Hostname()
 	if host == "" {
-		return "", 0, fmt.Errorf("invalid URL %s: no host", quoteShort(raw))
+		return "", 0, fmt.Errorf("invalid URL %s: no host", haproxyname.QuoteShort(raw))
 	}
 	if strings.ContainsAny(host, ",") {
-		return "", 0, fmt.Errorf("invalid URL %s: several hosts", quoteShort(raw))
+		return "", 0, fmt.Errorf("invalid URL %s: several hosts", haproxyname.QuoteShort(raw))
 	}
 	port := defPort
 	if ps := u.Port(); ps != "" {
 		p, err := strconv.Atoi(ps)
 		if err != nil || p < 1 || p > 65535 {
-			return "", 0, fmt.Errorf("invalid URL %s: bad port %s", quoteShort(raw), quoteShort(ps))
+			return "", 0, fmt.Errorf("invalid URL %s: bad port %s", haproxyname.QuoteShort(raw), haproxyname.QuoteShort(ps))
 		}
 		port = p
 	} else if _, _, err := net.SplitHostPort(u.Host); err == nil {
 		// "host:" with an empty port.
-		return "", 0, fmt.Errorf("invalid URL %s: empty port", quoteShort(raw))
+		return "", 0, fmt.Errorf("invalid URL %s: empty port", haproxyname.QuoteShort(raw))
 	}
 	return host, port, nil
 }
@@ -551,7 +550,7 @@ func decodeSync(cs *ClusterState, value []byte) error {
 	if q := raw["quorum"]; q != nil {
 		n, ok := parseIntLoose(q)
 		if !ok || n < 0 || n > math.MaxInt32 {
-			return fmt.Errorf("sync: quorum %s is not a non-negative integer", quoteShort(fmt.Sprint(q)))
+			return fmt.Errorf("sync: quorum %s is not a non-negative integer", haproxyname.QuoteShort(fmt.Sprint(q)))
 		}
 		quorum = int(n)
 	}
@@ -686,7 +685,7 @@ func decodeStatus(value []byte) (*int64, error) {
 func parseLSN(s string) (int64, error) {
 	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("%s is not an integer LSN", quoteShort(s))
+		return 0, fmt.Errorf("%s is not an integer LSN", haproxyname.QuoteShort(s))
 	}
 	if n < 0 {
 		return 0, fmt.Errorf("negative LSN %d", n)
@@ -721,28 +720,4 @@ func decodeFailover(value []byte) (*Failover, error) {
 		return nil, nil
 	}
 	return f, nil
-}
-
-// maxQuoted is how much of a value an error quotes: etcd takes values up to
-// 1.5 MiB, and key errors go to plan warnings, the status page and the log.
-const maxQuoted = 64
-
-// quoteShort quotes s for an error message, cut to maxQuoted bytes with its
-// full length said when it is longer.
-func quoteShort(s string) string {
-	if len(s) <= maxQuoted {
-		return strconv.Quote(s)
-	}
-	return strconv.Quote(cut(s, maxQuoted)) + fmt.Sprintf("... (%d bytes)", len(s))
-}
-
-// cut returns at most the first n bytes of s, on a character boundary.
-func cut(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
 }

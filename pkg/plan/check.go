@@ -69,7 +69,7 @@ func ignoreGhostLeader(c *topology.Cluster, st *patroni.ClusterState) (*patroni.
 	cp := *st
 	cp.Leader = ""
 	cp.LeaderRevision = 0
-	msg := fmt.Sprintf("leader key names %q, which is no known member: ignored, roles kept with the last known leader", quoteShort(st.Leader))
+	msg := fmt.Sprintf("leader key names %s, which is no known member: ignored, roles kept with the last known leader", haproxyname.QuoteShort(st.Leader))
 	cp.Errors = append(append([]patroni.KeyError(nil), st.Errors...), patroni.KeyError{Key: c.Namespace + "/" + c.Name + "/leader", Err: msg})
 	return &cp, msg
 }
@@ -149,11 +149,4 @@ func keepServers(list []services.Server, keep func(*services.Server) bool) []ser
 		return kept
 	}
 	return list
-}
-
-func quoteShort(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "..."
-	}
-	return s
 }

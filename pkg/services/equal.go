@@ -1,5 +1,7 @@
 package services
 
+import "slices"
+
 // Equal reports whether a and b are the same service: every field, their
 // servers and their candidates in order. Pure functions of one service
 // (Twins of it, its validation) give the same result for both, so callers
@@ -10,20 +12,7 @@ func Equal(a, b *Service) bool {
 		a.Check == b.Check && a.Dest == b.Dest && a.DestPort == b.DestPort && a.Balance == b.Balance &&
 		a.Maxconn == b.Maxconn && a.DefaultServer == b.DefaultServer && a.Layout == b.Layout &&
 		a.RoleDependent == b.RoleDependent && a.BackupIsPrimary == b.BackupIsPrimary && sameServers(a.Servers, b.Servers) && sameServers(a.Candidates, b.Candidates) &&
-		sameStrings(a.BackupAddrs, b.BackupAddrs)
-}
-
-// sameStrings compares two lists of strings element by element.
-func sameStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
+		slices.Equal(a.BackupAddrs, b.BackupAddrs)
 }
 
 // sameServers compares two server lists element by element (Server has
