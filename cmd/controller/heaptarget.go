@@ -10,14 +10,18 @@ import (
 	"go.uber.org/zap"
 )
 
-// -heap-target is off by default. At 1,000 clusters the live heap is ~40
-// MB idle and ~45-58 MB at a mass failover's collections; with the
-// collector's default (GOGC=100: collect when the heap has doubled) the
-// heap reached ~110 MB and the RSS ~150-160 MB. -heap-target 64MiB held
-// the heap under ~70 MB and the RSS at 120-128 MB, but the collections it
-// adds cost a mass failover through the direct driver ~1 s of CPU and
-// ~0.45 s of its time (RESULTS.md, "A heap target"): a choice for an
-// operator whose memory limit is tight, not a default.
+// defaultHeapTarget is -heap-target's default. With Go's own default
+// (GOGC=100: collect when the heap has doubled) a 1,000-cluster fleet's
+// mass failover took the heap to twice its live size (~110 MB) and the
+// RSS to 136-143 MB. A target of 48 MiB leaves the collector at GOGC=100
+// while the live heap is under ~24 MB (a fleet of a few hundred
+// clusters) and lowers it towards 25 above: the same storm then peaked at
+// 103-106 MB for about the same time and CPU (RESULTS.md, "A heap target
+// by default"). Stop 33 measured ~1 s more CPU for it and kept it off;
+// the storm has allocated about half as much since. A fleet far larger
+// collects about four times as often as by default: -heap-target 0
+// restores Go's own pacing (GOGC).
+const defaultHeapTarget = "48MiB"
 
 // gcFloor is the lowest GOGC the heap target sets: the collector then runs
 // at most about four times as often as by default (GOGC=100), so a live

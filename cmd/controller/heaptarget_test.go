@@ -141,3 +141,28 @@ func TestHeapTunerOff(t *testing.T) {
 		t.Error("a tuner with GOGC=off")
 	}
 }
+
+// TestHeapTargetDefault: `controller run` aims at defaultHeapTarget unless
+// told otherwise; -heap-target 0 leaves Go's own pacing.
+func TestHeapTargetDefault(t *testing.T) {
+	base := []string{"-inventory", "x.yml", "-etcd", "http://127.0.0.1:2379", "-haproxy-config", "/tmp/h.cfg",
+		"-stats-socket", "/tmp/s", "-master-socket", "/tmp/m", "-server-state-file", "/tmp/st"}
+	_, f, err := parseRunAll(base, &strings.Builder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.heapTarget != defaultHeapTarget {
+		t.Errorf("default -heap-target %q, want %q", f.heapTarget, defaultHeapTarget)
+	}
+	n, err := parseMemoryLimit(defaultHeapTarget)
+	if err != nil || n != 48<<20 {
+		t.Errorf("defaultHeapTarget %q: %d bytes, error %v", defaultHeapTarget, n, err)
+	}
+	_, f, err = parseRunAll(append(base, "-heap-target", "0"), &strings.Builder{})
+	if err != nil || f.heapTarget != "0" {
+		t.Fatalf("-heap-target 0: %q, error %v", f.heapTarget, err)
+	}
+	if h, err := startHeapTarget(context.Background(), f.heapTarget, zap.NewNop()); h != nil || err != nil {
+		t.Errorf("-heap-target 0: tuner %v, error %v; want none", h != nil, err)
+	}
+}

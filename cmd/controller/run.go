@@ -39,8 +39,8 @@ type runFlags struct {
 	// memoryLimit is the Go runtime's soft memory limit ("" = GOMEMLIMIT,
 	// else none; see setMemoryLimit).
 	memoryLimit string
-	// heapTarget is the heap size the collector aims at ("" or "0":
-	// none; see heapTuner).
+	// heapTarget is the heap size the collector aims at
+	// (defaultHeapTarget unless given; "" or "0": none; see heapTuner).
 	heapTarget string
 	// keepFreed keeps the memory a burst freed instead of returning it to
 	// the OS when the controller is quiet again (releaser).
@@ -87,7 +87,7 @@ func parseRunAll(args []string, stderr io.Writer) (*config.Config, runFlags, err
 	fs.StringVar(&f.pprof, "pprof", "", "serve Go's profiling endpoints (/debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060 (off)")
 	fs.BoolVar(&f.keepFreed, "keep-freed-memory", false, "do not return freed memory and garbage (a mass failover's, the idle resyncs') to the OS while the controller is quiet")
 	fs.StringVar(&f.memoryLimit, "memory-limit", "", "soft limit of the Go runtime's memory, e.g. 96MiB; 0 for none (default: GOMEMLIMIT if set, else none)")
-	fs.StringVar(&f.heapTarget, "heap-target", "", "the heap size the Go collector aims at, e.g. 64MiB: it collects more often (down to GOGC=25) as the live heap nears it, costing CPU; 0 or unset: Go's default (GOGC)")
+	fs.StringVar(&f.heapTarget, "heap-target", defaultHeapTarget, "the heap size the Go collector aims at: it collects more often (down to GOGC=25) as the live heap nears it, costing CPU for memory; 0: Go's own pacing (GOGC)")
 	if err := fs.Parse(args); err != nil {
 		return nil, f, err
 	}
@@ -177,7 +177,7 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 	} else if limit > 0 {
 		log.Info("soft memory limit", zap.Int64("bytes", limit), zap.String("from", from))
 	}
-	if _, err := startHeapTarget(ctx, f.heapTarget, log); err != nil { // none by default (heaptarget.go)
+	if _, err := startHeapTarget(ctx, f.heapTarget, log); err != nil { // defaultHeapTarget unless given (heaptarget.go)
 		fmt.Fprintf(stderr, "controller: %v\n", err)
 		return 2
 	}
