@@ -280,7 +280,7 @@ func (t *Target) getRuntimeMany(ctx context.Context, backends []string) (map[str
 	for b, servers := range rs {
 		st := make(map[string]string, len(servers))
 		for _, r := range servers {
-			st[r.Name] = r.AdminState
+			st[r.Name] = adminWord(r.AdminState)
 		}
 		out[b] = st
 	}
@@ -400,7 +400,7 @@ func (t *Target) adminMerge(got map[string]map[string]string) {
 			continue
 		}
 		for s, adm := range st {
-			c[s] = adm
+			c[s] = adminWord(adm)
 		}
 	}
 }

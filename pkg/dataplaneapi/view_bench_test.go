@@ -112,6 +112,44 @@ func BenchmarkReadViewRetained1000(b *testing.B) {
 	}
 }
 
+// BenchmarkAdminNoCutRetained1000 reports the heap a Target keeps between
+// applies for the twin layout's admin states of 1,000 clusters, as the
+// read-back after the reload that created them left them (waitRuntime),
+// and for warnNoCut's memory (live-B: what dropping both frees).
+func BenchmarkAdminNoCutRetained1000(b *testing.B) {
+	const n = 1000
+	a := viewFleet(b, n, func(int) int { return 1 })
+	var ms runtime.MemStats
+	for b.Loop() {
+		b.StopTimer()
+		srv := dpapitest.NewServer(b, dpapitest.WithAPIVersion(3))
+		c, err := New(srv.URL(), Options{Timeout: time.Minute})
+		if err != nil {
+			b.Fatal(err)
+		}
+		tg := NewTarget(c, zap.NewNop(), TargetOptions{ReloadPollInterval: 2 * time.Millisecond, ReloadTimeout: time.Minute,
+			Backoff: time.Millisecond, AdminReadEvery: time.Hour, FullReadEvery: 24 * time.Hour})
+		if _, err := tg.Apply(context.Background(), a); err != nil {
+			b.Fatal(err)
+		}
+		if len(tg.admin.states) == 0 {
+			b.Fatalf("%d backends' admin states kept", len(tg.admin.states))
+		}
+		liveGC()
+		runtime.ReadMemStats(&ms)
+		before := ms.HeapAlloc
+		tg.admin.mu.Lock()
+		tg.admin.states, tg.noCut = nil, nil
+		tg.admin.mu.Unlock()
+		liveGC()
+		runtime.ReadMemStats(&ms)
+		b.ReportMetric(float64(int64(before)-int64(ms.HeapAlloc)), "live-B")
+		runtime.KeepAlive(tg)
+		runtime.KeepAlive(srv)
+		b.StartTimer()
+	}
+}
+
 // liveGC collects until only what is live is left: a second cycle frees
 // what sync.Pools held over the first (their victim caches).
 func liveGC() {
