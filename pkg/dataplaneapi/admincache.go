@@ -13,7 +13,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/pgsvc/pgsvc/pkg/services"
-	"github.com/pgsvc/pgsvc/pkg/target"
 )
 
 // readParallel is how many runtime GETs are in flight at once when the
@@ -150,13 +149,13 @@ func (c *Client) runtimePID(ctx context.Context) (int64, error) {
 // started by the caller (read) together with the version's.
 // now is opts.Now() in unix nanoseconds, as the caller decided with it
 // (see cleanServices).
-func (t *Target) readAdmins(ctx context.Context, desired []services.Service, cur map[string]*target.Backend, pidGET <-chan pidAnswer, now int64) (int64, error) {
+func (t *Target) readAdmins(ctx context.Context, desired []services.Service, cur curView, pidGET <-chan pidAnswer, now int64) (int64, error) {
 	var names []string
 	twins := false
 	for _, d := range desired {
 		if d.Layout == services.LayoutTwins {
 			twins = true
-			if cur[d.Name] != nil {
+			if cur.has(d.Name) {
 				names = append(names, d.Name)
 			}
 		}
@@ -236,16 +235,16 @@ func (t *Target) readAdmins(ctx context.Context, desired []services.Service, cur
 	for _, n := range names {
 		st := a.states[n]
 		b := cur[n]
-		for name, s := range b.Servers {
-			adm, ok := st[name]
+		for i := range b.srv {
+			s := &b.srv[i]
+			adm, ok := st[s.rec.name]
 			if !ok {
 				// HAProxy 2.6's master-CLI reload is asynchronous: the file
 				// has the server, the running worker not yet.
 				delete(a.states, n)
-				return 0, fmt.Errorf("read runtime servers of %s: the running HAProxy has no server %s yet (a reload in progress?)", n, name)
+				return 0, fmt.Errorf("read runtime servers of %s: the running HAProxy has no server %s yet (a reload in progress?)", n, s.rec.name)
 			}
-			s.Admin = adm
-			b.Servers[name] = s
+			s.admin = adm
 		}
 	}
 	if perr != nil {
@@ -255,12 +254,12 @@ func (t *Target) readAdmins(ctx context.Context, desired []services.Service, cur
 }
 
 // covers reports whether cached states hold every server of b.
-func covers(st map[string]string, b *target.Backend) bool {
+func covers(st map[string]string, b curBack) bool {
 	if st == nil {
 		return false
 	}
-	for name := range b.Servers {
-		if _, ok := st[name]; !ok {
+	for i := range b.srv {
+		if _, ok := st[b.srv[i].rec.name]; !ok {
 			return false
 		}
 	}
@@ -281,7 +280,7 @@ func (t *Target) getRuntimeMany(ctx context.Context, backends []string) (map[str
 	for b, servers := range rs {
 		st := make(map[string]string, len(servers))
 		for _, r := range servers {
-			st[r.Name] = r.AdminState
+			st[r.Name] = adminWord(r.AdminState)
 		}
 		out[b] = st
 	}
@@ -401,7 +400,7 @@ func (t *Target) adminMerge(got map[string]map[string]string) {
 			continue
 		}
 		for s, adm := range st {
-			c[s] = adm
+			c[s] = adminWord(adm)
 		}
 	}
 }

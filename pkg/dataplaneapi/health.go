@@ -69,8 +69,7 @@ func (t *Target) planHealth(sn *snapshot, desired []services.Service, st *state,
 	var later []string
 	laterFences := map[string]bool{}
 	for _, d := range desired {
-		cur := st.current[d.Name]
-		if !target.WantsHealth(d) || cur == nil {
+		if !target.WantsHealth(d) || !st.current.has(d.Name) {
 			continue
 		}
 		bound := riseBound(sn, d)
@@ -82,7 +81,7 @@ func (t *Target) planHealth(sn *snapshot, desired []services.Service, st *state,
 		var reread []string
 		upLeader, unknown := false, 0
 		for _, sv := range d.Servers {
-			c, ok := cur.Servers[sv.Name]
+			c, ok := st.current.server(d.Name, sv.Name)
 			if !ok || sv.Disabled || !sv.ForceUp && !sv.ForceDown {
 				continue
 			}
@@ -125,13 +124,13 @@ func (t *Target) planHealth(sn *snapshot, desired []services.Service, st *state,
 			if !ok {
 				continue
 			}
-			c := cur.Servers[sv.Name]
+			c, _ := st.current.server(d.Name, sv.Name)
 			switch h {
 			case healthUnknown:
 				// What the read does not tell is forced blind.
 				if blind && (!read || sv.HoldDown) {
 					t.markBlind(st, d.Name, sv, &c)
-					cur.Servers[sv.Name] = c
+					st.current.set(d.Name, sv.Name, c)
 				}
 				continue
 			case healthHeld:
@@ -141,7 +140,7 @@ func (t *Target) planHealth(sn *snapshot, desired []services.Service, st *state,
 			case healthUp:
 				c.Down = false
 			}
-			cur.Servers[sv.Name] = c
+			st.current.set(d.Name, sv.Name, c)
 			decided[d.Name+"/"+sv.Name] = h
 		}
 		if read && upLeader && unknown == len(reread) && d.Layout != services.LayoutTwins {
@@ -158,9 +157,9 @@ func (t *Target) planHealth(sn *snapshot, desired []services.Service, st *state,
 			// cannot pass while another member holds the leader key: a
 			// read UP is an operator's `set server … health up`.)
 			for _, name := range reread {
-				c := cur.Servers[name]
+				c, _ := st.current.server(d.Name, name)
 				c.Down = true // until read: Diff leaves it to fencesLater
-				cur.Servers[name] = c
+				st.current.set(d.Name, name, c)
 				delete(fences, d.Name+"/"+name)
 				laterFences[d.Name+"/"+name] = true
 			}
@@ -189,7 +188,7 @@ func (t *Target) planHealth(sn *snapshot, desired []services.Service, st *state,
 		// (A backend in later has a new primary to force UP, its one
 		// Writable server, which toCheck leaves to the force-up's PUT: it
 		// is never read here too.)
-		if st.current[b] != nil && !slices.Contains(backends, b) {
+		if st.current.has(b) && !slices.Contains(backends, b) {
 			backends = append(backends, b)
 		}
 	}
@@ -211,20 +210,19 @@ func (h *healthRead) fencesLater(ctx context.Context, desired []services.Service
 	}
 	sub := map[string]*target.Backend{}
 	for b, servers := range rs {
-		cur := st.current[b]
 		for _, r := range servers {
 			k := b + "/" + r.Name
 			if !h.laterFences[k] {
 				continue
 			}
-			c := cur.Servers[r.Name]
+			c, _ := st.current.server(b, r.Name)
 			c.Down = r.OperationalState == "down" && r.AdminState != "maint"
-			cur.Servers[r.Name] = c
+			st.current.set(b, r.Name, c)
 			if c.Down {
 				t.forced.readDown(k, sent[b], st.pid)
 			}
 		}
-		sub[b] = cur
+		sub[b] = st.current.backend(b)
 	}
 	var want []services.Service
 	for _, d := range desired {
@@ -260,9 +258,8 @@ func (h *healthRead) run(ctx context.Context) error {
 		return fmt.Errorf("read the health of the backends forcing a server up or down: %s", strings.Join(errs, "; "))
 	}
 	for b, servers := range rs {
-		cur := st.current[b]
 		for _, r := range servers {
-			c, ok := cur.Servers[r.Name]
+			c, ok := st.current.server(b, r.Name)
 			if !ok {
 				continue
 			}
@@ -289,7 +286,7 @@ func (h *healthRead) run(ctx context.Context) error {
 				c.HoldDown = false
 			}
 			c.Down = down
-			cur.Servers[r.Name] = c
+			st.current.set(b, r.Name, c)
 			if down && apply && st.pid != 0 && fences[b+"/"+r.Name] {
 				// A fence read DOWN (most often a dead old primary its
 				// checks have DOWN) counts as a forced DOWN answered

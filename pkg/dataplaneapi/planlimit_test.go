@@ -10,7 +10,6 @@ import (
 
 	"github.com/pgsvc/pgsvc/pkg/dataplaneapi/dpapitest"
 	"github.com/pgsvc/pgsvc/pkg/services"
-	"github.com/pgsvc/pgsvc/pkg/target"
 )
 
 // limitFleet is k clusters of a primary and a replica service over three
@@ -53,7 +52,7 @@ func TestPlanOpsLimit(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		changes := target.Diff(st.current, desired)
+		changes := st.current.diff(desired)
 		all, over, err := planOps(st, desired, changes, 0)
 		if err != nil || over {
 			t.Fatalf("%s: planning every call: over %v, %v", what, over, err)
