@@ -65,9 +65,10 @@ func (d *decoder) reset(cache map[string]KV) {
 // entry is what the decoder keeps of one key: not its value once decoded
 // (a 1,000-cluster namespace's values are a megabyte), but what decoding
 // it gave (see assemble), its mod revision, and a hash of the value and
-// the rest of its metadata for a re-list to compare.
+// the rest of its metadata for a re-list to compare. (Its key is the
+// map's: a new value of the key updates the entry in place, the key's copy
+// kept already stays.)
 type entry struct {
-	key string
 	rev int64 // mod revision
 	sum uint64
 	dec any // rawValue until decoded
@@ -116,11 +117,11 @@ func (d *decoder) put(kv KV) {
 		m = map[string]*entry{}
 		d.byScope[scope] = m
 	}
-	e := entry{key: kv.Key, rev: kv.ModRevision, sum: kvSum(kv), dec: rawValue(kv.Value)}
+	e := entry{rev: kv.ModRevision, sum: kvSum(kv), dec: rawValue(kv.Value)}
 	if old := m[kv.Key]; old != nil {
-		// In place: the key's copy kept already (a new value, the same
-		// key), and no assignment to a full small map, which would grow it.
-		e.key = old.key
+		// In place: the key's copy kept already stays (a new value, the
+		// same key), and no assignment to a full small map, which would
+		// grow it.
 		*old = e
 	} else {
 		m[kv.Key] = &e
@@ -150,8 +151,8 @@ func (d *decoder) clusters() map[string]*ClusterState {
 	for scope := range d.dirty {
 		m := d.byScope[scope]
 		items := make([]item, 0, len(m))
-		for _, e := range m {
-			items = append(items, item{key: e.key, rev: e.rev, dec: e.dec})
+		for k, e := range m {
+			items = append(items, item{key: k, rev: e.rev, dec: e.dec})
 		}
 		st := assemble(d.prefix, items, d.lastGood)[scope]
 		// What the values decoded to replaces them (the keys unchanged
@@ -161,8 +162,8 @@ func (d *decoder) clusters() map[string]*ClusterState {
 		}
 		if st != nil {
 			d.states[scope] = st
-			if st.ConfigRead {
-				d.lastConfig[scope] = flagsOf(st, m[d.prefix+scope+"/"+keyConfig].rev)
+			if e := m[d.prefix+scope+"/"+keyConfig]; st.ConfigRead && e != nil {
+				d.lastConfig[scope] = flagsOf(st, e.rev)
 			}
 		} else {
 			delete(d.states, scope)

@@ -6,6 +6,7 @@ import (
 	"math/rand"
 	"reflect"
 	"testing"
+	"unsafe"
 )
 
 // refValues are values of every kind of key, good, odd and bad.
@@ -164,4 +165,22 @@ func ExampleDecode_keyErrors() {
 	// Output:
 	// /pg/c/config config: invalid JSON object: unexpected EOF; no valid config seen: failsafe_mode, pause, synchronous_mode and standby_cluster read as off
 	// /pg/c/leader leader name "m1\n" has leading or trailing white space: Patroni matches it against member names as written
+}
+
+// TestDecoderPutKeepsKeyCopy: a new value of a known key updates its entry
+// in place: the key's first copy stays (a watch event's copy is garbage).
+func TestDecoderPutKeepsKeyCopy(t *testing.T) {
+	dec := newDecoder("/pg")
+	first := string([]byte("/pg/c/leader"))
+	dec.put(KV{Key: first, Value: []byte("m1"), ModRevision: 1})
+	dec.clusters()
+	dec.put(KV{Key: string([]byte("/pg/c/leader")), Value: []byte("m2"), ModRevision: 2})
+	if st := dec.clusters()["c"]; st.Leader != "m2" || st.LeaderRevision != 2 {
+		t.Fatalf("leader %q revision %d, want m2 at 2", st.Leader, st.LeaderRevision)
+	}
+	for k := range dec.byScope["c"] {
+		if unsafe.StringData(k) != unsafe.StringData(first) {
+			t.Errorf("key %s: a new copy kept", k)
+		}
+	}
 }
