@@ -77,11 +77,147 @@ func Decode(namespace string, kvs []KV) map[string]*ClusterState {
 // scope's last config value that decoded: a scope whose config key is
 // absent or cannot be decoded takes them, with ConfigKept set.
 func decode(namespace string, kvs []KV, lastConfig func(scope string) (configFlags, bool)) map[string]*ClusterState {
-	prefix := Prefix(namespace)
-	sorted := make([]KV, len(kvs))
-	copy(sorted, kvs)
+	items := make([]item, len(kvs))
+	for i, kv := range kvs {
+		items[i] = item{key: kv.Key, rev: kv.ModRevision, dec: rawValue(kv.Value)}
+	}
+	return assemble(Prefix(namespace), items, lastConfig)
+}
+
+// item is one key as assemble reads it: its name, its mod revision, and its
+// value, either raw (a rawValue) or as decodeValue decoded it already.
+type item struct {
+	key string
+	rev int64
+	dec any
+}
+
+// rawValue is a value not decoded yet.
+type rawValue []byte
+
+// withErrs is decodeValue's result for a key with key errors: the value
+// decoded (nil: none) and the errors, in the order found.
+type withErrs struct {
+	val  any
+	errs []string
+}
+
+func result(val any, errs []string) any {
+	if len(errs) == 0 {
+		return val
+	}
+	return &withErrs{val: val, errs: errs}
+}
+
+func unwrap(dec any) (any, []string) {
+	if w, ok := dec.(*withErrs); ok {
+		return w.val, w.errs
+	}
+	return dec, nil
+}
+
+// syncValue is a sync key that names a leader.
+type syncValue struct {
+	leader   string
+	standbys []string
+	quorum   int
+}
+
+// decodeValue decodes the value of one key (its path under the scope sub,
+// its mod revision rev): what the key brings to its scope's state whatever
+// the scope's other keys, and the key errors it causes (but for a config
+// that cannot be decoded, whose error names the flags kept: see assemble).
+// What it returns is never modified afterwards: assemble copies what a
+// state may change.
+func decodeValue(sub []string, value []byte, rev int64) any {
+	switch {
+	case len(sub) == 1 && sub[0] == keyLeader:
+		// Patroni takes the value as written (etcd3.py: a Member named
+		// leader['value'], matched exactly against the member keys):
+		// "a\n" is not member a, whose own Patroni then sees the lock
+		// held by someone else and demotes. Trimmed, a stray value would
+		// make a write primary that Patroni does not.
+		name := string(value)
+		if strings.TrimSpace(name) == "" {
+			// "" is no lock holder to Patroni (is_unlocked); a blank
+			// name names no member either.
+			return result(nil, []string{"empty leader name"})
+		}
+		if strings.TrimSpace(name) != name {
+			return result(name, []string{fmt.Sprintf("leader name %s has leading or trailing white space: Patroni matches it against member names as written", haproxyname.QuoteShort(name))})
+		}
+		return name
+	case len(sub) == 2 && sub[0] == keyMembers:
+		if sub[1] == "" {
+			return result(nil, []string{"empty member name"})
+		}
+		if err := haproxyname.Identifier(sub[1]); err != nil {
+			// The name becomes an HAProxy server name: never let it in.
+			return result(nil, []string{fmt.Errorf("member skipped: %w", err).Error()})
+		}
+		m, err := decodeMember(sub[1], value)
+		if err != nil {
+			return result(nil, []string{err.Error()})
+		}
+		var errs []string
+		m.ModRevision = rev
+		if m.Timeline < 0 {
+			errs = append(errs, fmt.Sprintf("member %q: negative timeline %d ignored", m.Name, m.Timeline))
+			m.Timeline = 0
+		}
+		if m.XLogLocation != nil && *m.XLogLocation < 0 {
+			errs = append(errs, fmt.Sprintf("member %q: negative xlog_location %d ignored", m.Name, *m.XLogLocation))
+			m.XLogLocation = nil
+		}
+		return result(m, errs)
+	case len(sub) == 1 && sub[0] == keySync:
+		var cs ClusterState
+		if err := decodeSync(&cs, value); err != nil {
+			return result(nil, []string{err.Error()})
+		}
+		if cs.SyncLeader == "" {
+			return nil // no leader: the key names nobody
+		}
+		return &syncValue{leader: cs.SyncLeader, standbys: cs.SyncStandbys, quorum: cs.SyncQuorum}
+	case len(sub) == 1 && sub[0] == keyConfig:
+		c, err := decodeConfig(value)
+		if err != nil {
+			return &configValue{err: err.Error()}
+		}
+		return c
+	case len(sub) == 1 && sub[0] == keyStatus:
+		opt, err := decodeStatus(value)
+		if err != nil {
+			return result(nil, []string{err.Error()})
+		}
+		return opt // nil: no optime
+	case len(sub) == 2 && sub[0] == keyOptime && sub[1] == keyOptimeLeader:
+		n, err := parseLSN(strings.TrimSpace(string(value)))
+		if err != nil {
+			return result(nil, []string{fmt.Errorf("optime: %w", err).Error()})
+		}
+		return &n
+	case len(sub) == 1 && sub[0] == keyFailover:
+		f, err := decodeFailover(value)
+		if err != nil {
+			return result(nil, []string{err.Error()})
+		}
+		return f // nil: none requested
+	}
+	// Known keys the controller does not need (history, initialize,
+	// failsafe) and unknown ones: only their revision counts.
+	return nil
+}
+
+// assemble decodes the keys of items (prefix is the namespace's) into
+// per-scope state: Decode's answer. An item whose value is raw is decoded
+// (decodeValue) and its dec set to the result, which assemble may use again
+// for the same key and value; a member key's result is then the member of
+// the state returned (a later assemble copies it, as a state is never
+// modified once returned).
+func assemble(prefix string, items []item, lastConfig func(scope string) (configFlags, bool)) map[string]*ClusterState {
 	// Sorting makes Errors deterministic whatever order the caller's cache has.
-	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].Key < sorted[j].Key })
+	sort.SliceStable(items, func(i, j int) bool { return items[i].key < items[j].key })
 
 	out := map[string]*ClusterState{}
 	type pending struct {
@@ -91,8 +227,9 @@ func decode(namespace string, kvs []KV, lastConfig func(scope string) (configFla
 	}
 	extra := map[string]*pending{}
 
-	for _, kv := range sorted {
-		scope, sub, group, ok := splitKey(prefix, kv.Key)
+	for i := range items {
+		it := &items[i]
+		scope, sub, group, ok := splitKey(prefix, it.key)
 		if !ok {
 			continue
 		}
@@ -102,100 +239,84 @@ func decode(namespace string, kvs []KV, lastConfig func(scope string) (configFla
 			out[scope] = cs
 			extra[scope] = &pending{}
 		}
-		if kv.ModRevision > cs.Revision {
-			cs.Revision = kv.ModRevision
+		if it.rev > cs.Revision {
+			cs.Revision = it.rev
 		}
 		p := extra[scope]
-		fail := func(err error) {
-			cs.Errors = append(cs.Errors, KeyError{Key: kv.Key, Err: err.Error()})
+		raw, fresh := it.dec.(rawValue)
+		if fresh {
+			it.dec = decodeValue(sub, raw, it.rev)
+		}
+		val, errs := unwrap(it.dec)
+		for _, e := range errs {
+			cs.Errors = append(cs.Errors, KeyError{Key: it.key, Err: e})
 		}
 
 		switch {
 		case len(sub) == 1 && sub[0] == keyLeader:
-			// Patroni takes the value as written (etcd3.py: a Member named
-			// leader['value'], matched exactly against the member keys):
-			// "a\n" is not member a, whose own Patroni then sees the lock
-			// held by someone else and demotes. Trimmed, a stray value would
-			// make a write primary that Patroni does not.
-			name := string(kv.Value)
-			if strings.TrimSpace(name) == "" {
-				// "" is no lock holder to Patroni (is_unlocked); a blank
-				// name names no member either.
-				fail(errors.New("empty leader name"))
-				continue
+			if name, ok := val.(string); ok {
+				cs.Leader = name
+				cs.LeaderRevision = it.rev
 			}
-			if strings.TrimSpace(name) != name {
-				fail(fmt.Errorf("leader name %s has leading or trailing white space: Patroni matches it against member names as written", haproxyname.QuoteShort(name)))
-			}
-			cs.Leader = name
-			cs.LeaderRevision = kv.ModRevision
 		case len(sub) == 2 && sub[0] == keyMembers:
-			if sub[1] == "" {
-				fail(errors.New("empty member name"))
+			m, _ := val.(*Member)
+			if m == nil {
 				continue
 			}
-			if err := haproxyname.Identifier(sub[1]); err != nil {
-				// The name becomes an HAProxy server name: never let it in.
-				fail(fmt.Errorf("member skipped: %w", err))
-				continue
-			}
-			m, err := decodeMember(sub[1], kv.Value)
-			if err != nil {
-				fail(err)
-				continue
-			}
-			m.ModRevision = kv.ModRevision
-			if m.Timeline < 0 {
-				fail(fmt.Errorf("member %q: negative timeline %d ignored", m.Name, m.Timeline))
-				m.Timeline = 0
-			}
-			if m.XLogLocation != nil && *m.XLogLocation < 0 {
-				fail(fmt.Errorf("member %q: negative xlog_location %d ignored", m.Name, *m.XLogLocation))
-				m.XLogLocation = nil
+			if !fresh {
+				// A member of a state returned earlier: a copy, its lag
+				// worked out below again.
+				c := *m
+				c.LagBytes = nil
+				m = &c
+				it.dec = result(m, errs)
 			}
 			cs.Members[m.Name] = m
 		case len(sub) == 1 && sub[0] == keySync:
-			if err := decodeSync(cs, kv.Value); err != nil {
-				fail(err)
+			if s, _ := val.(*syncValue); s != nil {
+				cs.SyncLeader = s.leader
+				cs.SyncQuorum = s.quorum
+				cs.SyncStandbys = append(cs.SyncStandbys, s.standbys...)
 			}
 		case len(sub) == 1 && sub[0] == keyConfig:
 			p.hasConfig = true
-			if err := decodeConfig(cs, kv.Value); err != nil {
-				// Patroni (ClusterConfig.from_node, get_global_config)
-				// goes on with its last valid dynamic config.
-				if last, ok := lastGood(lastConfig, scope); ok {
-					last.apply(cs)
-					fail(fmt.Errorf("%w; keeping the last valid config (revision %d: %s), as Patroni does", err, last.revision, last))
-				} else {
-					fail(fmt.Errorf("%w; no valid config seen: failsafe_mode, pause, synchronous_mode and standby_cluster read as off", err))
-				}
+			c, _ := val.(*configValue)
+			if c == nil {
+				continue
 			}
+			if c.err == "" {
+				c.apply(cs)
+				continue
+			}
+			// Patroni (ClusterConfig.from_node, get_global_config)
+			// goes on with its last valid dynamic config.
+			var msg string
+			if last, ok := lastGood(lastConfig, scope); ok {
+				last.apply(cs)
+				msg = fmt.Sprintf("%s; keeping the last valid config (revision %d: %s), as Patroni does", c.err, last.revision, last)
+			} else {
+				msg = c.err + "; no valid config seen: failsafe_mode, pause, synchronous_mode and standby_cluster read as off"
+			}
+			cs.Errors = append(cs.Errors, KeyError{Key: it.key, Err: msg})
 		case len(sub) == 1 && sub[0] == keyStatus:
 			p.hasStatus = true
-			opt, err := decodeStatus(kv.Value)
-			if err != nil {
-				fail(err)
-				continue
+			if len(errs) == 0 {
+				p.status = copyInt(val.(*int64))
 			}
-			p.status = opt
 		case len(sub) == 2 && sub[0] == keyOptime && sub[1] == keyOptimeLeader:
 			p.hasOptime = true
-			n, err := parseLSN(strings.TrimSpace(string(kv.Value)))
-			if err != nil {
-				fail(fmt.Errorf("optime: %w", err))
-				continue
+			if len(errs) == 0 {
+				p.optimeLeader = copyInt(val.(*int64))
 			}
-			p.optimeLeader = &n
 		case len(sub) == 1 && sub[0] == keyFailover:
-			f, err := decodeFailover(kv.Value)
-			if err != nil {
-				fail(err)
-				continue
+			if len(errs) == 0 {
+				f, _ := val.(*Failover)
+				if f != nil {
+					c := *f
+					f = &c
+				}
+				cs.Failover = f
 			}
-			cs.Failover = f
-		case len(sub) == 1 && (sub[0] == keyHistory ||
-			sub[0] == keyInitialize || sub[0] == keyFailsafe):
-			// Known keys the controller does not need; only their revision counts.
 		}
 	}
 
@@ -239,6 +360,15 @@ func decode(namespace string, kvs []KV, lastConfig func(scope string) (configFla
 		}
 	}
 	return out
+}
+
+// copyInt returns a new copy of *p (nil for nil): what a state holds is its own.
+func copyInt(p *int64) *int64 {
+	if p == nil {
+		return nil
+	}
+	v := *p
+	return &v
 }
 
 // splitKey splits a key under prefix into the scope Decode files it under
@@ -370,6 +500,11 @@ func decodeMember(name string, value []byte) (*Member, error) {
 			return nil, fmt.Errorf("member %q: api_url: %w", name, err)
 		}
 		m.APIHost, m.APIPort = h, p
+		if m.Host == h {
+			// One text for both (Host alone would keep the whole
+			// conn_url alive, APIHost is part of APIURL, kept anyway).
+			m.Host = h
+		}
 	}
 	m.NoLoadBalance = truthy(mj.Tags["noloadbalance"])
 	m.NoSync = boolTag(mj.Tags, "nosync", "sync_priority")
@@ -569,37 +704,62 @@ func decodeSync(cs *ClusterState, value []byte) error {
 	return nil
 }
 
-func decodeConfig(cs *ClusterState, value []byte) error {
+// configValue is a config key's value: the dynamic config flags it sets,
+// or why it cannot be decoded (err).
+type configValue struct {
+	err string
+	// standbySet: standby_cluster is a dict (standby tells whether it
+	// names a host, port or restore_command); syncMode is
+	// parse_bool(synchronous_mode).
+	standbySet, standby, failsafe, paused, quorum, syncMode bool
+}
+
+func decodeConfig(value []byte) (*configValue, error) {
 	var raw map[string]any
 	dec := json.NewDecoder(bytes.NewReader(value))
 	dec.UseNumber()
 	if err := dec.Decode(&raw); err != nil {
-		return fmt.Errorf("config: invalid JSON object: %w", err)
+		return nil, fmt.Errorf("config: invalid JSON object: %w", err)
 	}
 	// Patroni's json.loads takes nothing after the value ("Extra data"):
 	// such a config is not valid to it, whose flags would be kept.
 	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("config: invalid JSON object: trailing data")
+		return nil, errors.New("config: invalid JSON object: trailing data")
 	}
 	if raw == nil {
-		return errors.New("config: not a JSON object")
+		return nil, errors.New("config: not a JSON object")
 	}
+	c := &configValue{}
 	// Patroni's is_standby_cluster: standby_cluster is a dict with a host,
 	// port or restore_command.
 	if sc, ok := raw["standby_cluster"].(map[string]any); ok {
-		cs.StandbyCluster = truthy(sc["host"]) || truthy(sc["port"]) || truthy(sc["restore_command"])
+		c.standbySet = true
+		c.standby = truthy(sc["host"]) || truthy(sc["port"]) || truthy(sc["restore_command"])
 	}
-	cs.FailsafeMode = parseBool(raw["failsafe_mode"])
-	cs.Paused = parseBool(raw["pause"])
+	c.failsafe = parseBool(raw["failsafe_mode"])
+	c.paused = parseBool(raw["pause"])
 	// Patroni 4.x global_config: is_quorum_commit_mode is
 	// str(synchronous_mode).lower() == 'quorum'; is_synchronous_mode is
 	// parse_bool(synchronous_mode) or quorum.
 	if s, ok := raw["synchronous_mode"].(string); ok && strings.ToLower(s) == "quorum" {
+		c.quorum = true
+	}
+	c.syncMode = parseBool(raw["synchronous_mode"])
+	return c, nil
+}
+
+// apply sets cs's flags from a config value that decoded.
+func (c *configValue) apply(cs *ClusterState) {
+	if c.standbySet {
+		cs.StandbyCluster = c.standby
+	}
+	cs.FailsafeMode = c.failsafe
+	cs.Paused = c.paused
+	if c.quorum {
 		cs.QuorumCommit = true
 	}
-	cs.SynchronousMode = cs.QuorumCommit || parseBool(raw["synchronous_mode"])
+	cs.SynchronousMode = cs.QuorumCommit || c.syncMode
 	cs.ConfigRead = true
-	return nil
 }
 
 // configFlags are the dynamic config flags a ClusterState carries, as

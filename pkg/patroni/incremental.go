@@ -1,6 +1,9 @@
 package patroni
 
-import "bytes"
+import (
+	"encoding/binary"
+	"hash/maphash"
+)
 
 // decoder keeps the decoded state of one namespace's keys and decodes again
 // only the clusters whose keys changed. Decode files every key under one
@@ -15,9 +18,9 @@ import "bytes"
 type decoder struct {
 	ns      string
 	prefix  string
-	byScope map[string]map[string]KV // scope -> key -> kv
-	states  map[string]*ClusterState // scope -> decoded state
-	dirty   map[string]bool          // scopes to decode again
+	byScope map[string]map[string]*entry // scope -> key -> what is kept of it
+	states  map[string]*ClusterState     // scope -> decoded state
+	dirty   map[string]bool              // scopes to decode again
 	// lastConfig: scope -> the flags of its last config value that
 	// decoded. Kept across re-lists; forgotten with the scope's last key
 	// (a cluster removed, or one whose every key expired, starts afresh).
@@ -25,7 +28,7 @@ type decoder struct {
 }
 
 func newDecoder(ns string) *decoder {
-	return &decoder{ns: ns, prefix: Prefix(ns), byScope: map[string]map[string]KV{},
+	return &decoder{ns: ns, prefix: Prefix(ns), byScope: map[string]map[string]*entry{},
 		states: map[string]*ClusterState{}, dirty: map[string]bool{}, lastConfig: map[string]configFlags{}}
 }
 
@@ -35,7 +38,7 @@ func newDecoder(ns string) *decoder {
 func (d *decoder) reset(cache map[string]KV) {
 	// A scope still dirty has a state older than its keys: never kept.
 	old, oldStates, oldDirty := d.byScope, d.states, d.dirty
-	d.byScope = map[string]map[string]KV{}
+	d.byScope = map[string]map[string]*entry{}
 	d.states = map[string]*ClusterState{}
 	d.dirty = map[string]bool{}
 	for _, kv := range cache {
@@ -59,16 +62,45 @@ func (d *decoder) reset(cache map[string]KV) {
 	}
 }
 
+// entry is what the decoder keeps of one key: not its value once decoded
+// (a 1,000-cluster namespace's values are a megabyte), but what decoding
+// it gave (see assemble), its mod revision, and a hash of the value and
+// the rest of its metadata for a re-list to compare. (Its key is the
+// map's: a new value of the key updates the entry in place, the key's copy
+// kept already stays.)
+type entry struct {
+	rev int64 // mod revision
+	sum uint64
+	dec any // rawValue until decoded
+}
+
+// sumSeed seeds the hashes of the values: one per process, as the hashes
+// are compared within the process only.
+var sumSeed = maphash.MakeSeed()
+
+// kvSum hashes what sameKVs compares of kv but its key and mod revision.
+func kvSum(kv KV) uint64 {
+	var h maphash.Hash
+	h.SetSeed(sumSeed)
+	var meta [24]byte
+	binary.LittleEndian.PutUint64(meta[0:], uint64(kv.CreateRevision))
+	binary.LittleEndian.PutUint64(meta[8:], uint64(kv.Version))
+	binary.LittleEndian.PutUint64(meta[16:], uint64(kv.Lease))
+	h.Write(meta[:])
+	h.Write(kv.Value)
+	return h.Sum64()
+}
+
 // sameKVs reports whether a and b hold the same keys with the same values
-// and metadata.
-func sameKVs(a, b map[string]KV) bool {
+// and metadata (the values and the metadata other than the mod revision
+// by their hashes).
+func sameKVs(a, b map[string]*entry) bool {
 	if len(a) != len(b) {
 		return false
 	}
 	for k, x := range a {
 		y, ok := b[k]
-		if !ok || x.Key != y.Key || !bytes.Equal(x.Value, y.Value) || x.CreateRevision != y.CreateRevision ||
-			x.ModRevision != y.ModRevision || x.Version != y.Version || x.Lease != y.Lease {
+		if !ok || x.rev != y.rev || x.sum != y.sum {
 			return false
 		}
 	}
@@ -82,13 +114,18 @@ func (d *decoder) put(kv KV) {
 	}
 	m := d.byScope[scope]
 	if m == nil {
-		m = map[string]KV{}
+		m = map[string]*entry{}
 		d.byScope[scope] = m
 	}
-	if old, ok := m[kv.Key]; ok {
-		kv.Key = old.Key // the copy kept already (a new value, the same key)
+	e := entry{rev: kv.ModRevision, sum: kvSum(kv), dec: rawValue(kv.Value)}
+	if old := m[kv.Key]; old != nil {
+		// In place: the key's copy kept already stays (a new value, the
+		// same key), and no assignment to a full small map, which would
+		// grow it.
+		*old = e
+	} else {
+		m[kv.Key] = &e
 	}
-	m[kv.Key] = kv
 	d.dirty[scope] = true
 }
 
@@ -113,14 +150,20 @@ func (d *decoder) del(key string) {
 func (d *decoder) clusters() map[string]*ClusterState {
 	for scope := range d.dirty {
 		m := d.byScope[scope]
-		kvs := make([]KV, 0, len(m))
-		for _, kv := range m {
-			kvs = append(kvs, kv)
+		items := make([]item, 0, len(m))
+		for k, e := range m {
+			items = append(items, item{key: k, rev: e.rev, dec: e.dec})
 		}
-		if st := decode(d.ns, kvs, d.lastGood)[scope]; st != nil {
+		st := assemble(d.prefix, items, d.lastGood)[scope]
+		// What the values decoded to replaces them (the keys unchanged
+		// since decode from it again).
+		for _, it := range items {
+			m[it.key].dec = it.dec
+		}
+		if st != nil {
 			d.states[scope] = st
-			if st.ConfigRead {
-				d.lastConfig[scope] = flagsOf(st, m[d.prefix+scope+"/"+keyConfig].ModRevision)
+			if e := m[d.prefix+scope+"/"+keyConfig]; st.ConfigRead && e != nil {
+				d.lastConfig[scope] = flagsOf(st, e.rev)
 			}
 		} else {
 			delete(d.states, scope)
