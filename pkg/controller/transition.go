@@ -128,7 +128,7 @@ func (t *transition) toLeads() bool { return t.to != "" && t.mid(t.to) == nil }
 type memberProbe struct {
 	url     string
 	started bool
-	cancel  context.CancelFunc // ends this member's probes (pruneProbes)
+	chain   *probeChain // its probes while started (pruneProbes ends them)
 	// on: the member is the new primary, on (advance sets it): its answers
 	// can only tell that its /primary failed since, which HAProxy's checks
 	// see too, and it is forced UP once per promotion whatever they say; so
@@ -741,7 +741,7 @@ func (c *Controller) pruneProbes(t *transition, st *patroni.ClusterState) {
 		need := t.needsProbe(name, st)
 		switch {
 		case !need && p.started:
-			p.cancel()
+			p.chain.cancel()
 			p.started = false
 			c.tx.boxMu.Lock()
 			p.box = probeBox{gen: p.box.gen + 1}
@@ -857,20 +857,22 @@ func (c *Controller) probeAll(t *transition, st *patroni.ClusterState) {
 	for name, p := range t.probes {
 		if !p.started && t.needsProbe(name, st) {
 			p.started = true
-			var ctx context.Context
-			ctx, p.cancel = context.WithCancel(t.ctx)
-			c.spawnProbe(ctx, p)
+			p.chain = c.spawnProbe(t.ctx, p)
 		}
 	}
 }
 
-// spawnProbe probes p's member every ProbeInterval until ctx ends. Call
-// with c.mu held.
+// spawnProbe probes p's member every ProbeInterval until ctx (its
+// transition's) ends or the chain it returns is cancelled. Call with c.mu
+// held.
 //
 // Each turn is a timer's callback (probeChain): no goroutine waits between
 // probes. A goroutine per probed member, parked between its probes, held
-// ~5.5 MB of stacks through a 1,000-cluster mass failover.
-func (c *Controller) spawnProbe(ctx context.Context, p *memberProbe) {
+// ~5.5 MB of stacks through a 1,000-cluster mass failover. The members of
+// a transition share its context: one of their own each (a cancelCtx, its
+// done channel and its map of children, for the one AfterFunc) was ~0.8 MB
+// of a 1,000-cluster mass failover's peak (BenchmarkMassFailoverStormLive1000).
+func (c *Controller) spawnProbe(ctx context.Context, p *memberProbe) *probeChain {
 	url := p.url
 	c.tx.boxMu.Lock()
 	gen := p.box.gen
@@ -886,18 +888,26 @@ func (c *Controller) spawnProbe(ctx context.Context, p *memberProbe) {
 	r.mu.Lock()
 	r.timer = time.AfterFunc(0, r.turn)
 	r.mu.Unlock()
-	context.AfterFunc(ctx, r.stop)
+	r.unwatch = context.AfterFunc(ctx, r.stop)
+	return r
 }
 
 // probeChain is one member's probes: a timer whose callback (turn) starts
 // a probe when slots allow and sets the timer again, until the probes'
-// context ends.
+// context ends or the chain is cancelled (cancel), as if it had a context
+// of its own under the transition's (it had: see spawnProbe).
 type probeChain struct {
-	c   *Controller
+	c *Controller
+	// ctx is the transition's: the chain ends with it.
 	ctx context.Context
-	p   *memberProbe
-	url string
-	gen int
+	// cancelled: the chain was cancelled (pruneProbes), as its own
+	// context's cancel did.
+	cancelled atomic.Bool
+	// unwatch undoes the AfterFunc that stops the chain when ctx ends.
+	unwatch func() bool
+	p       *memberProbe
+	url     string
+	gen     int
 	// slots bounds this member's probes in flight: a probe starts every
 	// interval even while earlier ones wait for a slow answer (Patroni's
 	// REST API runs a query per /primary and may take longer than the
@@ -912,6 +922,64 @@ type probeChain struct {
 	mu      sync.Mutex
 	timer   *time.Timer
 	stopped bool
+	// req is the context of the chain's probes in flight (reqN of them;
+	// nil when none): a child of ctx that cancel cancels, so a probe in
+	// flight ends with the chain as it did under the chain's own context.
+	// Made when a probe starts with none in flight, dropped (cancelled)
+	// when the last one ends: the chain holds none between its probes.
+	req       context.Context
+	reqCancel context.CancelFunc
+	reqN      int
+}
+
+// live reports whether the chain still runs: not cancelled, and its
+// transition's context not done (its own context's Err() == nil, as it
+// was).
+func (r *probeChain) live() bool {
+	return !r.cancelled.Load() && r.ctx.Err() == nil
+}
+
+// cancel ends the chain (pruneProbes): its probes in flight are
+// cancelled, its waiting timer stopped. Safe from any goroutine, more than
+// once.
+func (r *probeChain) cancel() {
+	r.mu.Lock()
+	r.cancelled.Store(true)
+	rc := r.reqCancel
+	r.mu.Unlock()
+	if rc != nil {
+		rc()
+	}
+	if r.unwatch != nil {
+		r.unwatch()
+	}
+	r.stop()
+}
+
+// reqCtx returns the context for a probe starting now (see req); the
+// probe gives it back with doneReq.
+func (r *probeChain) reqCtx() context.Context {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.req == nil {
+		r.req, r.reqCancel = context.WithCancel(r.ctx)
+		if r.cancelled.Load() {
+			r.reqCancel() // (cancelled before: as a cancelled context's child)
+		}
+	}
+	r.reqN++
+	return r.req
+}
+
+// doneReq gives back a probe's context (reqCtx).
+func (r *probeChain) doneReq() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.reqN--
+	if r.reqN == 0 {
+		r.reqCancel()
+		r.req, r.reqCancel = nil, nil
+	}
 }
 
 // turn is one interval of the chain: a probe if a slot of this member's
@@ -921,7 +989,7 @@ type probeChain struct {
 func (r *probeChain) turn() {
 	c := r.c
 	probing := false
-	if r.ctx.Err() == nil && acquire(r.slots) {
+	if r.live() && acquire(r.slots) {
 		if acquire(c.tx.slots) {
 			probing = true
 			r.pending.Add(1)
@@ -939,7 +1007,7 @@ func (r *probeChain) turn() {
 		n = max(n, onEvery)
 	}
 	r.mu.Lock()
-	if r.stopped || r.ctx.Err() != nil {
+	if r.stopped || !r.live() {
 		// The context ended: stop found no timer to stop (this turn was
 		// running), so the chain ends here.
 		r.stopped = true
@@ -959,13 +1027,15 @@ func (r *probeChain) probe() {
 	c := r.c
 	defer r.done()
 	defer func() { <-c.tx.slots; <-r.slots }()
-	res := c.tx.prober.Probe(r.ctx, r.url)
+	ctx := r.reqCtx()
+	defer r.doneReq()
+	res := c.tx.prober.Probe(ctx, r.url)
 	if res.Answered() {
 		r.fails.Store(0)
 	} else {
 		r.fails.Add(1)
 	}
-	if r.ctx.Err() == nil {
+	if ctx.Err() == nil {
 		c.probeAnswered(r.p, r.gen, res)
 	}
 }
