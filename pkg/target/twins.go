@@ -117,12 +117,12 @@ func (t *twins) layout(desired []services.Service) ([]services.Service, error) {
 	srcs := services.TrackSources(desired)
 	for i := range desired {
 		s := &desired[i]
-		k := -1 // the index of s in prevIn, -1 if it changed
+		// prev: the index in prevIn of s's name (its last layout is
+		// prevOut's), -1 for none; k: prev if s did not change, else -1.
+		prev, k := -1, -1
 		switch {
 		case i < len(t.prevIn) && t.prevIn[i].Name == s.Name:
-			if services.Equal(&t.prevIn[i], s) {
-				k = i
-			}
+			prev = i
 		case len(t.prevIn) > 0:
 			if byName == nil {
 				byName = make(map[string]int, len(t.prevIn))
@@ -130,9 +130,12 @@ func (t *twins) layout(desired []services.Service) ([]services.Service, error) {
 					byName[t.prevIn[j].Name] = j
 				}
 			}
-			if j, ok := byName[s.Name]; ok && services.Equal(&t.prevIn[j], s) {
-				k = j
+			if j, ok := byName[s.Name]; ok {
+				prev = j
 			}
+		}
+		if prev >= 0 && services.Equal(&t.prevIn[prev], s) {
+			k = prev
 		}
 		if k >= 0 && !sameSource(t.prevSrc[k], srcs[i]) {
 			k = -1
@@ -142,8 +145,14 @@ func (t *twins) layout(desired []services.Service) ([]services.Service, error) {
 			tw = t.prevOut[k]
 			pending[i] = t.pending[k]
 		} else {
+			// (The strings its last layout has the same are shared with it:
+			// a driver still holds that layout while it applies this one.)
+			var last *services.Service
+			if prev >= 0 {
+				last = &t.prevOut[prev]
+			}
 			var err error
-			if tw, err = services.LayOut(desired[i], srcs[i]); err != nil {
+			if tw, err = services.LayOutAfter(desired[i], srcs[i], last); err != nil {
 				return nil, err
 			}
 			pending[i] = true
