@@ -883,7 +883,7 @@ func (c *Controller) spawnProbe(ctx context.Context, p *memberProbe) *probeChain
 	}
 	c.tx.wg.Add(1)
 	c.tx.running.Add(1)
-	r := &probeChain{c: c, ctx: ctx, p: p, url: url, gen: gen, slots: make(chan struct{}, patroni.MaxInFlight())}
+	r := &probeChain{c: c, ctx: ctx, p: p, url: url, gen: gen}
 	r.pending.Store(1)
 	r.mu.Lock()
 	r.timer = time.AfterFunc(0, r.turn)
@@ -900,28 +900,30 @@ type probeChain struct {
 	c *Controller
 	// ctx is the transition's: the chain ends with it.
 	ctx context.Context
-	// cancelled: the chain was cancelled (pruneProbes), as its own
-	// context's cancel did.
-	cancelled atomic.Bool
 	// unwatch undoes the AfterFunc that stops the chain when ctx ends.
 	unwatch func() bool
 	p       *memberProbe
 	url     string
 	gen     int
-	// slots bounds this member's probes in flight: a probe starts every
-	// interval even while earlier ones wait for a slow answer (Patroni's
-	// REST API runs a query per /primary and may take longer than the
-	// interval).
-	slots chan struct{}
+	// slots counts this member's probes in flight, at most
+	// patroni.MaxInFlight() (takeSlot): a probe starts every interval
+	// even while earlier ones wait for a slow answer (Patroni's REST API
+	// runs a query per /primary and may take longer than the interval).
+	// A counter, not a channel of that capacity (96 bytes a member).
+	slots atomic.Int32
 	// fails counts the answers missed in a row.
 	fails atomic.Int32
 	// pending counts the chain itself (until it stops) and its probes in
 	// flight; the last to end tells c.tx.wg.
 	pending atomic.Int32
+	// cancelled: the chain was cancelled (pruneProbes), as its own
+	// context's cancel did.
+	cancelled atomic.Bool
 
 	mu      sync.Mutex
-	timer   *time.Timer
 	stopped bool
+	reqN    int32
+	timer   *time.Timer
 	// req is the context of the chain's probes in flight (reqN of them;
 	// nil when none): a child of ctx that cancel cancels, so a probe in
 	// flight ends with the chain as it did under the chain's own context.
@@ -929,7 +931,20 @@ type probeChain struct {
 	// when the last one ends: the chain holds none between its probes.
 	req       context.Context
 	reqCancel context.CancelFunc
-	reqN      int
+}
+
+// takeSlot takes one of the member's slots (probeChain.slots) if one is
+// free.
+func (r *probeChain) takeSlot() bool {
+	for {
+		n := r.slots.Load()
+		if n >= int32(patroni.MaxInFlight()) {
+			return false
+		}
+		if r.slots.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
 }
 
 // live reports whether the chain still runs: not cancelled, and its
@@ -989,12 +1004,12 @@ func (r *probeChain) doneReq() {
 func (r *probeChain) turn() {
 	c := r.c
 	probing := false
-	if r.live() && acquire(r.slots) {
+	if r.live() && r.takeSlot() {
 		if acquire(c.tx.slots) {
 			probing = true
 			r.pending.Add(1)
 		} else {
-			<-r.slots
+			r.slots.Add(-1)
 		}
 	}
 	// A member whose REST API stopped answering is probed less and less
@@ -1026,7 +1041,7 @@ func (r *probeChain) turn() {
 func (r *probeChain) probe() {
 	c := r.c
 	defer r.done()
-	defer func() { <-c.tx.slots; <-r.slots }()
+	defer func() { <-c.tx.slots; r.slots.Add(-1) }()
 	ctx := r.reqCtx()
 	defer r.doneReq()
 	res := c.tx.prober.Probe(ctx, r.url)
