@@ -88,7 +88,10 @@ type transition struct {
 	// the clock are news (trackTransitions).
 	frozen bool
 
-	probes  map[string]*memberProbe
+	// probes: at most one per member (memberProbe.name; probe, addProbe).
+	// A slice, not a map: a transition probes two or three members, and a
+	// map of them was ~0.2 MB of a 1,000-cluster mass failover's peak.
+	probes  []*memberProbe
 	probing bool // probe goroutines run (until the deadline or the end)
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -126,6 +129,7 @@ func (t *transition) toLeads() bool { return t.to != "" && t.mid(t.to) == nil }
 // time in a mass failover: probes waiting on it kept their slots, and new
 // ones could not start). advance reads a copy (answers).
 type memberProbe struct {
+	name    string // the member's
 	url     string
 	started bool
 	chain   *probeChain // its probes while started (pruneProbes ends them)
@@ -150,12 +154,35 @@ type probeBox struct {
 	gen      int
 }
 
+// probe is member's probing in t, nil for none.
+func (t *transition) probe(member string) *memberProbe {
+	for _, p := range t.probes {
+		if p.name == member {
+			return p
+		}
+	}
+	return nil
+}
+
+// addProbe sets member's probing in t (replacing one it had) to a new one
+// of url, not started.
+func (t *transition) addProbe(member, url string) {
+	p := &memberProbe{name: member, url: url}
+	for i := range t.probes {
+		if t.probes[i].name == member {
+			t.probes[i] = p
+			return
+		}
+	}
+	t.probes = append(t.probes, p)
+}
+
 // answers is a copy of what member's probes in t have said so far (false
 // when it has none). A value, not a pointer: advance runs for every
 // cluster in transition at every reconcile (~100,000 copies in a
 // 1,000-cluster mass failover, 8 MB of garbage as pointers).
 func (c *Controller) answers(t *transition, member string) (probeBox, bool) {
-	p := t.probes[member]
+	p := t.probe(member)
 	if p == nil {
 		return probeBox{}, false
 	}
@@ -376,7 +403,7 @@ func (c *Controller) startTransition(cl string, st *patroni.ClusterState, now ti
 		!(fo != nil && (fo.Leader == "" || fo.Leader == st.Leader) && fo.Member != st.Leader) {
 		return // the common case, decided without allocating (the default below)
 	}
-	t := &transition{cluster: cl, start: now, deadline: now.Add(c.opts.PromoteWindow), probes: map[string]*memberProbe{}}
+	t := &transition{cluster: cl, start: now, deadline: now.Add(c.opts.PromoteWindow)}
 	var candidates []string
 	switch {
 	case switchoverStarts(st, now):
@@ -412,9 +439,10 @@ func (c *Controller) startTransition(cl string, st *patroni.ClusterState, now ti
 		}
 		sort.Strings(candidates)
 	}
+	t.probes = make([]*memberProbe, 0, 1+len(candidates))
 	for _, name := range append([]string{t.from}, candidates...) {
 		if u := c.tx.apiURLs[cl][name]; u != "" {
-			t.probes[name] = &memberProbe{url: u}
+			t.addProbe(name, u)
 		}
 	}
 	c.tx.active[cl] = t
@@ -449,9 +477,9 @@ func (c *Controller) advance(t *transition, st *patroni.ClusterState, now time.T
 		case leader != "" && leader != t.from:
 			if t.to != leader {
 				t.to, t.leaderAt, t.onAt, t.onWhy, t.lost, t.forcedAt = leader, now, time.Time{}, "", false, time.Time{}
-				if t.probes[leader] == nil {
+				if t.probe(leader) == nil {
 					if u := c.tx.apiURLs[cl][leader]; u != "" {
-						t.probes[leader] = &memberProbe{url: u}
+						t.addProbe(leader, u)
 						if t.probing {
 							c.probeAll(t, st)
 						}
@@ -606,7 +634,7 @@ func (c *Controller) advance(t *transition, st *patroni.ClusterState, now time.T
 	default:
 		delete(c.promoted, cl)
 	}
-	if p := t.probes[t.to]; t.toLeads() && p != nil {
+	if p := t.probe(t.to); t.toLeads() && p != nil {
 		p.on.Store(!t.onAt.IsZero())
 	}
 	c.pruneProbes(t, st)
@@ -636,7 +664,7 @@ func (c *Controller) noteLeader(t *transition, leader string, now time.Time) {
 		if !slices.Contains(t.alsoFenced, t.to) {
 			t.alsoFenced = append(t.alsoFenced, t.to)
 		}
-		if p := t.probes[t.to]; p != nil {
+		if p := t.probe(t.to); p != nil {
 			p.on.Store(false) // probed every interval again: its answers decide its fence
 		}
 		c.log.Warn("transition: the leader key moved on again: the member that held it is fenced from write services until Patroni reports it off",
@@ -737,8 +765,8 @@ func (c *Controller) pruneProbes(t *transition, st *patroni.ClusterState) {
 		return
 	}
 	restart := false
-	for name, p := range t.probes {
-		need := t.needsProbe(name, st)
+	for _, p := range t.probes {
+		need := t.needsProbe(p.name, st)
 		switch {
 		case !need && p.started:
 			p.chain.cancel()
@@ -854,8 +882,8 @@ func (c *Controller) probeAll(t *transition, st *patroni.ClusterState) {
 	if !t.probing {
 		return
 	}
-	for name, p := range t.probes {
-		if !p.started && t.needsProbe(name, st) {
+	for _, p := range t.probes {
+		if !p.started && t.needsProbe(p.name, st) {
 			p.started = true
 			p.chain = c.spawnProbe(t.ctx, p)
 		}
