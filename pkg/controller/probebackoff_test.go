@@ -129,8 +129,8 @@ func probing(c *Controller, cluster string) map[string]bool {
 	defer c.mu.Unlock()
 	out := map[string]bool{}
 	if t := c.tx.active[cluster]; t != nil {
-		for name, p := range t.probes {
-			out[name] = p.started
+		for _, p := range t.probes {
+			out[p.name] = p.started
 		}
 	}
 	return out

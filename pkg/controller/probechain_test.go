@@ -32,19 +32,27 @@ func (p *instantProber) Probe(ctx context.Context, _ string) patroni.ProbeResult
 	return patroni.ProbeResult{Sent: now, At: now, Code: 503}
 }
 
-// startChains spawns n members' probes under ctx, as probeAll does.
+// startChains spawns n members' probes under ctx, as probeAll does: each
+// under a transition's context (one member per transition here), a child
+// of ctx (Run's).
 func startChains(c *Controller, ctx context.Context, n int) []*memberProbe {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []*memberProbe
+	var cancels []context.CancelFunc
 	for i := 0; i < n; i++ {
 		p := &memberProbe{url: fmt.Sprintf("http://127.0.%d.%d:8008/patroni", i/250, i%250)}
 		p.started = true
-		var pctx context.Context
-		pctx, p.cancel = context.WithCancel(ctx)
-		c.spawnProbe(pctx, p)
+		tctx, cancel := context.WithCancel(ctx)
+		cancels = append(cancels, cancel)
+		p.chain = c.spawnProbe(tctx, p)
 		out = append(out, p)
 	}
+	context.AfterFunc(ctx, func() {
+		for _, cancel := range cancels {
+			cancel()
+		}
+	})
 	return out
 }
 
@@ -103,7 +111,7 @@ func TestProbeChainsEndAnyTime(t *testing.T) {
 		for _, p := range startChains(c, ctx, n) {
 			go func() {
 				time.Sleep(rand.N(6 * time.Millisecond))
-				p.cancel()
+				p.chain.cancel()
 			}()
 		}
 		time.Sleep(rand.N(5 * time.Millisecond))
@@ -112,5 +120,68 @@ func TestProbeChainsEndAnyTime(t *testing.T) {
 		if len(c.tx.slots) != 0 {
 			t.Fatalf("round %d: %d of the controller's probe slots still taken", round, len(c.tx.slots))
 		}
+	}
+}
+
+// inFlightProber holds every probe until its context ends, and reports
+// on ended the URL of each probe that did.
+type inFlightProber struct {
+	started chan string
+	ended   chan string
+}
+
+func (p *inFlightProber) Probe(ctx context.Context, url string) patroni.ProbeResult {
+	p.started <- url
+	<-ctx.Done()
+	p.ended <- url
+	return patroni.ProbeResult{Err: ctx.Err().Error()}
+}
+
+// TestProbeChainCancelEndsItsProbeInFlight: the members of a transition
+// share its context, yet cancelling one member's chain (pruneProbes) ends
+// its probe in flight at once, as its own context did, and leaves the
+// others' running until the transition's context ends.
+func TestProbeChainCancelEndsItsProbeInFlight(t *testing.T) {
+	pr := &inFlightProber{started: make(chan string, 4), ended: make(chan string, 4)}
+	c := New(loadInventory(t), []target.Target{&fakeTarget{}}, Options{ProbeInterval: time.Hour, Prober: pr})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	chains := startChains(c, ctx, 2)
+	for range 2 {
+		select {
+		case <-pr.started:
+		case <-time.After(10 * time.Second):
+			t.Fatal("probes did not start")
+		}
+	}
+	chains[0].chain.cancel()
+	select {
+	case u := <-pr.ended:
+		if u != chains[0].url {
+			t.Fatalf("probe of %s ended, want %s's", u, chains[0].url)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the cancelled chain's probe in flight did not end")
+	}
+	select {
+	case u := <-pr.ended:
+		t.Fatalf("probe of %s ended with another member's chain", u)
+	case <-time.After(50 * time.Millisecond):
+	}
+	if !chains[1].chain.live() || chains[0].chain.live() {
+		t.Fatalf("live: %v %v, want false true", chains[0].chain.live(), chains[1].chain.live())
+	}
+	cancel()
+	select {
+	case u := <-pr.ended:
+		if u != chains[1].url {
+			t.Fatalf("probe of %s ended, want %s's", u, chains[1].url)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the transition's end did not end the probe in flight")
+	}
+	waitChains(t, c)
+	if len(c.tx.slots) != 0 {
+		t.Fatalf("%d of the controller's probe slots still taken", len(c.tx.slots))
 	}
 }

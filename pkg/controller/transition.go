@@ -88,7 +88,10 @@ type transition struct {
 	// the clock are news (trackTransitions).
 	frozen bool
 
-	probes  map[string]*memberProbe
+	// probes: at most one per member (memberProbe.name; probe, addProbe).
+	// A slice, not a map: a transition probes two or three members, and a
+	// map of them was ~0.2 MB of a 1,000-cluster mass failover's peak.
+	probes  []*memberProbe
 	probing bool // probe goroutines run (until the deadline or the end)
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -126,9 +129,10 @@ func (t *transition) toLeads() bool { return t.to != "" && t.mid(t.to) == nil }
 // time in a mass failover: probes waiting on it kept their slots, and new
 // ones could not start). advance reads a copy (answers).
 type memberProbe struct {
+	name    string // the member's
 	url     string
 	started bool
-	cancel  context.CancelFunc // ends this member's probes (pruneProbes)
+	chain   *probeChain // its probes while started (pruneProbes ends them)
 	// on: the member is the new primary, on (advance sets it): its answers
 	// can only tell that its /primary failed since, which HAProxy's checks
 	// see too, and it is forced UP once per promotion whatever they say; so
@@ -150,12 +154,35 @@ type probeBox struct {
 	gen      int
 }
 
+// probe is member's probing in t, nil for none.
+func (t *transition) probe(member string) *memberProbe {
+	for _, p := range t.probes {
+		if p.name == member {
+			return p
+		}
+	}
+	return nil
+}
+
+// addProbe sets member's probing in t (replacing one it had) to a new one
+// of url, not started.
+func (t *transition) addProbe(member, url string) {
+	p := &memberProbe{name: member, url: url}
+	for i := range t.probes {
+		if t.probes[i].name == member {
+			t.probes[i] = p
+			return
+		}
+	}
+	t.probes = append(t.probes, p)
+}
+
 // answers is a copy of what member's probes in t have said so far (false
 // when it has none). A value, not a pointer: advance runs for every
 // cluster in transition at every reconcile (~100,000 copies in a
 // 1,000-cluster mass failover, 8 MB of garbage as pointers).
 func (c *Controller) answers(t *transition, member string) (probeBox, bool) {
-	p := t.probes[member]
+	p := t.probe(member)
 	if p == nil {
 		return probeBox{}, false
 	}
@@ -376,7 +403,7 @@ func (c *Controller) startTransition(cl string, st *patroni.ClusterState, now ti
 		!(fo != nil && (fo.Leader == "" || fo.Leader == st.Leader) && fo.Member != st.Leader) {
 		return // the common case, decided without allocating (the default below)
 	}
-	t := &transition{cluster: cl, start: now, deadline: now.Add(c.opts.PromoteWindow), probes: map[string]*memberProbe{}}
+	t := &transition{cluster: cl, start: now, deadline: now.Add(c.opts.PromoteWindow)}
 	var candidates []string
 	switch {
 	case switchoverStarts(st, now):
@@ -412,9 +439,10 @@ func (c *Controller) startTransition(cl string, st *patroni.ClusterState, now ti
 		}
 		sort.Strings(candidates)
 	}
+	t.probes = make([]*memberProbe, 0, 1+len(candidates))
 	for _, name := range append([]string{t.from}, candidates...) {
 		if u := c.tx.apiURLs[cl][name]; u != "" {
-			t.probes[name] = &memberProbe{url: u}
+			t.addProbe(name, u)
 		}
 	}
 	c.tx.active[cl] = t
@@ -449,9 +477,9 @@ func (c *Controller) advance(t *transition, st *patroni.ClusterState, now time.T
 		case leader != "" && leader != t.from:
 			if t.to != leader {
 				t.to, t.leaderAt, t.onAt, t.onWhy, t.lost, t.forcedAt = leader, now, time.Time{}, "", false, time.Time{}
-				if t.probes[leader] == nil {
+				if t.probe(leader) == nil {
 					if u := c.tx.apiURLs[cl][leader]; u != "" {
-						t.probes[leader] = &memberProbe{url: u}
+						t.addProbe(leader, u)
 						if t.probing {
 							c.probeAll(t, st)
 						}
@@ -606,7 +634,7 @@ func (c *Controller) advance(t *transition, st *patroni.ClusterState, now time.T
 	default:
 		delete(c.promoted, cl)
 	}
-	if p := t.probes[t.to]; t.toLeads() && p != nil {
+	if p := t.probe(t.to); t.toLeads() && p != nil {
 		p.on.Store(!t.onAt.IsZero())
 	}
 	c.pruneProbes(t, st)
@@ -636,7 +664,7 @@ func (c *Controller) noteLeader(t *transition, leader string, now time.Time) {
 		if !slices.Contains(t.alsoFenced, t.to) {
 			t.alsoFenced = append(t.alsoFenced, t.to)
 		}
-		if p := t.probes[t.to]; p != nil {
+		if p := t.probe(t.to); p != nil {
 			p.on.Store(false) // probed every interval again: its answers decide its fence
 		}
 		c.log.Warn("transition: the leader key moved on again: the member that held it is fenced from write services until Patroni reports it off",
@@ -737,11 +765,11 @@ func (c *Controller) pruneProbes(t *transition, st *patroni.ClusterState) {
 		return
 	}
 	restart := false
-	for name, p := range t.probes {
-		need := t.needsProbe(name, st)
+	for _, p := range t.probes {
+		need := t.needsProbe(p.name, st)
 		switch {
 		case !need && p.started:
-			p.cancel()
+			p.chain.cancel()
 			p.started = false
 			c.tx.boxMu.Lock()
 			p.box = probeBox{gen: p.box.gen + 1}
@@ -854,23 +882,25 @@ func (c *Controller) probeAll(t *transition, st *patroni.ClusterState) {
 	if !t.probing {
 		return
 	}
-	for name, p := range t.probes {
-		if !p.started && t.needsProbe(name, st) {
+	for _, p := range t.probes {
+		if !p.started && t.needsProbe(p.name, st) {
 			p.started = true
-			var ctx context.Context
-			ctx, p.cancel = context.WithCancel(t.ctx)
-			c.spawnProbe(ctx, p)
+			p.chain = c.spawnProbe(t.ctx, p)
 		}
 	}
 }
 
-// spawnProbe probes p's member every ProbeInterval until ctx ends. Call
-// with c.mu held.
+// spawnProbe probes p's member every ProbeInterval until ctx (its
+// transition's) ends or the chain it returns is cancelled. Call with c.mu
+// held.
 //
 // Each turn is a timer's callback (probeChain): no goroutine waits between
 // probes. A goroutine per probed member, parked between its probes, held
-// ~5.5 MB of stacks through a 1,000-cluster mass failover.
-func (c *Controller) spawnProbe(ctx context.Context, p *memberProbe) {
+// ~5.5 MB of stacks through a 1,000-cluster mass failover. The members of
+// a transition share its context: one of their own each (a cancelCtx, its
+// done channel and its map of children, for the one AfterFunc) was ~0.8 MB
+// of a 1,000-cluster mass failover's peak (BenchmarkMassFailoverStormLive1000).
+func (c *Controller) spawnProbe(ctx context.Context, p *memberProbe) *probeChain {
 	url := p.url
 	c.tx.boxMu.Lock()
 	gen := p.box.gen
@@ -881,37 +911,118 @@ func (c *Controller) spawnProbe(ctx context.Context, p *memberProbe) {
 	}
 	c.tx.wg.Add(1)
 	c.tx.running.Add(1)
-	r := &probeChain{c: c, ctx: ctx, p: p, url: url, gen: gen, slots: make(chan struct{}, patroni.MaxInFlight())}
+	r := &probeChain{c: c, ctx: ctx, p: p, url: url, gen: gen}
 	r.pending.Store(1)
 	r.mu.Lock()
 	r.timer = time.AfterFunc(0, r.turn)
 	r.mu.Unlock()
-	context.AfterFunc(ctx, r.stop)
+	r.unwatch = context.AfterFunc(ctx, r.stop)
+	return r
 }
 
 // probeChain is one member's probes: a timer whose callback (turn) starts
 // a probe when slots allow and sets the timer again, until the probes'
-// context ends.
+// context ends or the chain is cancelled (cancel), as if it had a context
+// of its own under the transition's (it had: see spawnProbe).
 type probeChain struct {
-	c   *Controller
+	c *Controller
+	// ctx is the transition's: the chain ends with it.
 	ctx context.Context
-	p   *memberProbe
-	url string
-	gen int
-	// slots bounds this member's probes in flight: a probe starts every
-	// interval even while earlier ones wait for a slow answer (Patroni's
-	// REST API runs a query per /primary and may take longer than the
-	// interval).
-	slots chan struct{}
+	// unwatch undoes the AfterFunc that stops the chain when ctx ends.
+	unwatch func() bool
+	p       *memberProbe
+	url     string
+	gen     int
+	// slots counts this member's probes in flight, at most
+	// patroni.MaxInFlight() (takeSlot): a probe starts every interval
+	// even while earlier ones wait for a slow answer (Patroni's REST API
+	// runs a query per /primary and may take longer than the interval).
+	// A counter, not a channel of that capacity (96 bytes a member).
+	slots atomic.Int32
 	// fails counts the answers missed in a row.
 	fails atomic.Int32
 	// pending counts the chain itself (until it stops) and its probes in
 	// flight; the last to end tells c.tx.wg.
 	pending atomic.Int32
+	// cancelled: the chain was cancelled (pruneProbes), as its own
+	// context's cancel did.
+	cancelled atomic.Bool
 
 	mu      sync.Mutex
-	timer   *time.Timer
 	stopped bool
+	reqN    int32
+	timer   *time.Timer
+	// req is the context of the chain's probes in flight (reqN of them;
+	// nil when none): a child of ctx that cancel cancels, so a probe in
+	// flight ends with the chain as it did under the chain's own context.
+	// Made when a probe starts with none in flight, dropped (cancelled)
+	// when the last one ends: the chain holds none between its probes.
+	req       context.Context
+	reqCancel context.CancelFunc
+}
+
+// takeSlot takes one of the member's slots (probeChain.slots) if one is
+// free.
+func (r *probeChain) takeSlot() bool {
+	for {
+		n := r.slots.Load()
+		if n >= int32(patroni.MaxInFlight()) {
+			return false
+		}
+		if r.slots.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// live reports whether the chain still runs: not cancelled, and its
+// transition's context not done (its own context's Err() == nil, as it
+// was).
+func (r *probeChain) live() bool {
+	return !r.cancelled.Load() && r.ctx.Err() == nil
+}
+
+// cancel ends the chain (pruneProbes): its probes in flight are
+// cancelled, its waiting timer stopped. Safe from any goroutine, more than
+// once.
+func (r *probeChain) cancel() {
+	r.mu.Lock()
+	r.cancelled.Store(true)
+	rc := r.reqCancel
+	r.mu.Unlock()
+	if rc != nil {
+		rc()
+	}
+	if r.unwatch != nil {
+		r.unwatch()
+	}
+	r.stop()
+}
+
+// reqCtx returns the context for a probe starting now (see req); the
+// probe gives it back with doneReq.
+func (r *probeChain) reqCtx() context.Context {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.req == nil {
+		r.req, r.reqCancel = context.WithCancel(r.ctx)
+		if r.cancelled.Load() {
+			r.reqCancel() // (cancelled before: as a cancelled context's child)
+		}
+	}
+	r.reqN++
+	return r.req
+}
+
+// doneReq gives back a probe's context (reqCtx).
+func (r *probeChain) doneReq() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.reqN--
+	if r.reqN == 0 {
+		r.reqCancel()
+		r.req, r.reqCancel = nil, nil
+	}
 }
 
 // turn is one interval of the chain: a probe if a slot of this member's
@@ -921,12 +1032,12 @@ type probeChain struct {
 func (r *probeChain) turn() {
 	c := r.c
 	probing := false
-	if r.ctx.Err() == nil && acquire(r.slots) {
+	if r.live() && r.takeSlot() {
 		if acquire(c.tx.slots) {
 			probing = true
 			r.pending.Add(1)
 		} else {
-			<-r.slots
+			r.slots.Add(-1)
 		}
 	}
 	// A member whose REST API stopped answering is probed less and less
@@ -939,7 +1050,7 @@ func (r *probeChain) turn() {
 		n = max(n, onEvery)
 	}
 	r.mu.Lock()
-	if r.stopped || r.ctx.Err() != nil {
+	if r.stopped || !r.live() {
 		// The context ended: stop found no timer to stop (this turn was
 		// running), so the chain ends here.
 		r.stopped = true
@@ -958,14 +1069,16 @@ func (r *probeChain) turn() {
 func (r *probeChain) probe() {
 	c := r.c
 	defer r.done()
-	defer func() { <-c.tx.slots; <-r.slots }()
-	res := c.tx.prober.Probe(r.ctx, r.url)
+	defer func() { <-c.tx.slots; r.slots.Add(-1) }()
+	ctx := r.reqCtx()
+	defer r.doneReq()
+	res := c.tx.prober.Probe(ctx, r.url)
 	if res.Answered() {
 		r.fails.Store(0)
 	} else {
 		r.fails.Add(1)
 	}
-	if r.ctx.Err() == nil {
+	if ctx.Err() == nil {
 		c.probeAnswered(r.p, r.gen, res)
 	}
 }

@@ -54,14 +54,31 @@ func ShutsSessionsDown(options string) bool {
 // backend src (see CanTrack): no check of its own, and no health intent (a
 // force-up, a fence or a hold of src's server reaches it with src's). The
 // result's servers are new; s is not modified.
-func Track(s Service, src string) Service {
+func Track(s Service, src string) Service { return track(s, src, nil) }
+
+// trackedPrefix and trackedSuffix frame a tracking server's reason
+// (Track): trackedPrefix + Track + trackedSuffix + its own reason.
+const (
+	trackedPrefix = "tracks "
+	trackedSuffix = " (same members and check): "
+)
+
+// track is Track(s, src) taking from prev (see LayOutAfter) a server's
+// reason when it comes out the same, and its Track with it. A new reason
+// holds Track: Track is that part of it (one string per server, not two).
+func track(s Service, src string, prev *Service) Service {
 	t := s
 	t.Servers = make([]Server, len(s.Servers))
 	for i, sv := range s.Servers {
-		sv.Track = src + "/" + sv.Name
+		if p := prevServer(prev, i, sv.Name); p != nil && isConcat(p.Track, src, "/", sv.Name) &&
+			strings.HasPrefix(p.Reason, trackedPrefix) && isConcat(p.Reason[len(trackedPrefix):], p.Track, trackedSuffix, sv.Reason) {
+			sv.Track, sv.Reason = p.Track, p.Reason
+		} else {
+			sv.Reason = trackedPrefix + src + "/" + sv.Name + trackedSuffix + sv.Reason
+			sv.Track = sv.Reason[len(trackedPrefix) : len(trackedPrefix)+len(src)+1+len(sv.Name)]
+		}
 		sv.CheckPort, sv.CheckSSL, sv.CAFile = 0, false, ""
 		sv.ForceUp, sv.ForceDown, sv.HoldDown, sv.Writable = false, false, false, false
-		sv.Reason = "tracks " + sv.Track + " (same members and check): " + sv.Reason
 		t.Servers[i] = sv
 	}
 	return t

@@ -2,6 +2,7 @@ package services
 
 import (
 	"fmt"
+	"strings"
 	"unicode"
 
 	"github.com/pgsvc/pgsvc/pkg/topology"
@@ -94,23 +95,72 @@ func Twins(in []Service) ([]Service, error) {
 // LayOut is Twins of one service s, given the service it tracks (src, from
 // TrackSources; nil for none).
 func LayOut(s Service, src *Service) (Service, error) {
+	return LayOutAfter(s, src, nil)
+}
+
+// LayOutAfter is LayOut(s, src) that takes from prev, the layout of an
+// earlier version of s (nil for none; never modified), the strings of
+// its servers that come out the same (a backup twin's name, a tracked
+// server's "backend/server", a tracking server's reason) instead of
+// making new ones. The result is LayOut's, string for string
+// (TestLayOutAfterIsLayOut); only the memory differs: while a target's
+// driver holds the layout it applied last, a mass failover's new layout
+// shares those strings with it instead of doubling them.
+func LayOutAfter(s Service, src, prev *Service) (Service, error) {
 	switch {
 	case s.RoleDependent && len(s.Candidates) > 0:
-		t, err := twinsOf(s)
+		t, err := twinsOf(s, prev)
 		if err != nil || src == nil || !CanTrackBackups(&s, src) {
 			return t, err
 		}
-		return trackBackups(t, src.Name), nil
+		return trackBackups(t, src.Name, prev), nil
 	case src != nil:
-		return Track(s, src.Name), nil
+		return track(s, src.Name, prev), nil
 	}
 	return s, nil
+}
+
+// prevServer is the server named name in prev (nil for none), looked for
+// from index i first (layouts of one service mostly keep their order).
+func prevServer(prev *Service, i int, name string) *Server {
+	if prev == nil {
+		return nil
+	}
+	if i < len(prev.Servers) && prev.Servers[i].Name == name {
+		return &prev.Servers[i]
+	}
+	for j := range prev.Servers {
+		if prev.Servers[j].Name == name {
+			return &prev.Servers[j]
+		}
+	}
+	return nil
+}
+
+// isConcat reports whether s is a+b+c, without concatenating.
+func isConcat(s, a, b, c string) bool {
+	return len(s) == len(a)+len(b)+len(c) && strings.HasPrefix(s, a) && strings.HasSuffix(s, c) &&
+		s[len(a):len(a)+len(b)] == b
+}
+
+// twinName is member's backup twin's name (member + BackupTwinSuffix):
+// prev's string when prev has that twin, from index i on.
+func twinName(member string, prev *Service, i int) string {
+	if prev != nil {
+		for j := range prev.Servers {
+			k := (i + j) % len(prev.Servers)
+			if n := prev.Servers[k].Name; isConcat(n, member, BackupTwinSuffix, "") {
+				return n
+			}
+		}
+	}
+	return member + BackupTwinSuffix
 }
 
 // twinsOf is Twins of one role-dependent service. A service has a handful
 // of members: scans, not maps (every apply of a twins target lays out the
 // whole fleet).
-func twinsOf(s Service) (Service, error) {
+func twinsOf(s Service, prev *Service) (Service, error) {
 	t := s
 	t.Layout = LayoutTwins
 	// The twins are the candidates now: a layout keeps none of the plan's
@@ -122,7 +172,7 @@ func twinsOf(s Service) (Service, error) {
 	inactive := InactiveState(s)
 	write := WriteCheck(s.Check)
 	for i, c := range s.Candidates {
-		bname := c.Name + BackupTwinSuffix
+		bname := twinName(c.Name, prev, 2*i+1)
 		if hasServer(s.Candidates, bname) {
 			return Service{}, fmt.Errorf("service %s: member %s and the backup twin of member %s have the same name", s.Name, bname, c.Name)
 		}
@@ -180,13 +230,19 @@ func twinsOf(s Service) (Service, error) {
 // server of their member in backend src (CanTrackBackups): no check of
 // their own, never Disabled (src's server says whether the member is the
 // primary), no health intent. t's servers are its own (twinsOf made them).
-func trackBackups(t Service, src string) Service {
+// A server of prev (see LayOutAfter) of the same name tracking the same
+// server gives its Track string.
+func trackBackups(t Service, src string, prev *Service) Service {
 	for i := range t.Servers {
 		sv := &t.Servers[i]
 		if !sv.Backup || sv.Member == "" {
 			continue
 		}
-		sv.Track = src + "/" + sv.Member
+		if p := prevServer(prev, i, sv.Name); p != nil && isConcat(p.Track, src, "/", sv.Member) {
+			sv.Track = p.Track
+		} else {
+			sv.Track = src + "/" + sv.Member
+		}
 		sv.CheckPort, sv.CheckSSL, sv.CAFile = 0, false, ""
 		sv.Disabled, sv.ForceUp, sv.ForceDown, sv.HoldDown, sv.Writable, sv.Unconfirmed = false, false, false, false, false, false
 		sv.Selected = false

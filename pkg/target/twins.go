@@ -83,8 +83,10 @@ const KindRepairState = "repair_state"
 
 type twins struct {
 	Target
-	// applied: backend/server -> Disabled as the last successful apply left it.
-	applied map[twinKey]bool
+	// applied: backend -> its servers' Disabled as the last successful
+	// apply left them (lastApplied, setApplied), every server ever
+	// written kept, as a map by backend and server would.
+	applied map[string][]twinState
 	// prevIn and prevOut are the last layout's input (the caller's desired,
 	// never modified: Target's contract) and result: a service Equal to
 	// one of prevIn, whose tracked service (prevSrc, nil for none) is
@@ -100,9 +102,45 @@ type twins struct {
 	settledAll bool
 }
 
-// twinKey names a server without concatenating (24,000 keys per apply at
-// 1,000 clusters).
-type twinKey struct{ backend, server string }
+// twinState is one server's Disabled as applied (twins.applied). A
+// backend's list, not a map by backend and server: a twin service has a
+// handful of servers, and an entry per server (a 32-byte key) was ~0.77
+// MB at 1,000 clusters, the lists ~0.4 MB less.
+type twinState struct {
+	server   string
+	disabled bool
+}
+
+// lastApplied is server's Disabled in backend as the last successful apply
+// left it (ok false: none written).
+func (t *twins) lastApplied(backend, server string) (disabled, ok bool) {
+	for _, st := range t.applied[backend] {
+		if st.server == server {
+			return st.disabled, true
+		}
+	}
+	return false, false
+}
+
+// setApplied writes the Disabled of servers (backend's) into applied, one
+// after the other, as a map by backend and server would.
+func (t *twins) setApplied(backend string, servers []services.Server) {
+	list, had := t.applied[backend]
+	if !had {
+		list = make([]twinState, 0, len(servers))
+	}
+	for _, sv := range servers {
+		i := 0
+		for i < len(list) && list[i].server != sv.Name {
+			i++
+		}
+		if i == len(list) {
+			list = append(list, twinState{server: sv.Name})
+		}
+		list[i].disabled = sv.Disabled
+	}
+	t.applied[backend] = list
+}
 
 // layout is services.Twins(desired), laying out again only the services
 // that changed since the last call: an apply among 1,000 clusters where one
@@ -117,12 +155,12 @@ func (t *twins) layout(desired []services.Service) ([]services.Service, error) {
 	srcs := services.TrackSources(desired)
 	for i := range desired {
 		s := &desired[i]
-		k := -1 // the index of s in prevIn, -1 if it changed
+		// prev: the index in prevIn of s's name (its last layout is
+		// prevOut's), -1 for none; k: prev if s did not change, else -1.
+		prev, k := -1, -1
 		switch {
 		case i < len(t.prevIn) && t.prevIn[i].Name == s.Name:
-			if services.Equal(&t.prevIn[i], s) {
-				k = i
-			}
+			prev = i
 		case len(t.prevIn) > 0:
 			if byName == nil {
 				byName = make(map[string]int, len(t.prevIn))
@@ -130,9 +168,12 @@ func (t *twins) layout(desired []services.Service) ([]services.Service, error) {
 					byName[t.prevIn[j].Name] = j
 				}
 			}
-			if j, ok := byName[s.Name]; ok && services.Equal(&t.prevIn[j], s) {
-				k = j
+			if j, ok := byName[s.Name]; ok {
+				prev = j
 			}
+		}
+		if prev >= 0 && services.Equal(&t.prevIn[prev], s) {
+			k = prev
 		}
 		if k >= 0 && !sameSource(t.prevSrc[k], srcs[i]) {
 			k = -1
@@ -142,8 +183,14 @@ func (t *twins) layout(desired []services.Service) ([]services.Service, error) {
 			tw = t.prevOut[k]
 			pending[i] = t.pending[k]
 		} else {
+			// (The strings its last layout has the same are shared with it:
+			// a driver still holds that layout while it applies this one.)
+			var last *services.Service
+			if prev >= 0 {
+				last = &t.prevOut[prev]
+			}
 			var err error
-			if tw, err = services.LayOut(desired[i], srcs[i]); err != nil {
+			if tw, err = services.LayOutAfter(desired[i], srcs[i], last); err != nil {
 				return nil, err
 			}
 			pending[i] = true
@@ -219,7 +266,7 @@ func (t *twins) Apply(ctx context.Context, desired []services.Service) (Result, 
 			if sv.Name != c.Server {
 				continue
 			}
-			if last, ok := t.applied[twinKey{c.Backend, c.Server}]; ok && last == sv.Disabled {
+			if last, ok := t.lastApplied(c.Backend, c.Server); ok && last == sv.Disabled {
 				res.Changes[i].Kind = KindRepairState
 				res.Changes[i].Detail += " (repaired: the running HAProxy differed from the last apply)"
 			}
@@ -228,7 +275,7 @@ func (t *twins) Apply(ctx context.Context, desired []services.Service) (Result, 
 	}
 	if err == nil {
 		if t.applied == nil {
-			t.applied = map[twinKey]bool{}
+			t.applied = map[string][]twinState{}
 		}
 		// A service not pending has the layout the last successful apply
 		// gave it: its servers are in applied already. (With a name twice
@@ -238,9 +285,7 @@ func (t *twins) Apply(ctx context.Context, desired []services.Service) (Result, 
 			if s.Layout != services.LayoutTwins || t.settledAll && !t.pending[i] {
 				continue
 			}
-			for _, sv := range s.Servers {
-				t.applied[twinKey{s.Name, sv.Name}] = sv.Disabled
-			}
+			t.setApplied(s.Name, s.Servers)
 		}
 		t.settledAll = true
 		clear(t.pending)

@@ -201,6 +201,28 @@ func (f failingTarget) Apply(_ context.Context, desired []services.Service) (Res
 	return Result{}, nil
 }
 
+// twinKey is a server of a backend, as twins.applied was keyed.
+type twinKey struct{ backend, server string }
+
+// appliedMap is t.applied as the map by backend and server it was (checking
+// that no backend lists a server twice, which that map could not have).
+func (t *twins) appliedMap() map[twinKey]bool {
+	out := map[twinKey]bool{}
+	for b, list := range t.applied {
+		for _, st := range list {
+			k := twinKey{b, st.server}
+			if _, dup := out[k]; dup {
+				out[twinKey{b, st.server + " (listed twice)"}] = true
+			}
+			out[k] = st.disabled
+			if d, ok := t.lastApplied(b, st.server); !ok || d != st.disabled {
+				out[twinKey{b, st.server + " (lastApplied differs)"}] = true
+			}
+		}
+	}
+	return out
+}
+
 // The admin states a twins target remembers as applied (what tells a
 // repair from a role change) are those of every server of the last
 // successful apply's layout, as when every server was written per apply:
@@ -235,14 +257,14 @@ func TestTwinsAppliedIsLastSuccess(t *testing.T) {
 					}
 				}
 			}
-			if len(want) > 0 && !reflect.DeepEqual(tw.applied, want) {
+			if got := tw.appliedMap(); len(want) > 0 && !reflect.DeepEqual(got, want) {
 				var diff []string
 				for k, v := range want {
-					if g, ok := tw.applied[k]; !ok || g != v {
+					if g, ok := got[k]; !ok || g != v {
 						diff = append(diff, fmt.Sprintf("%v: %v (have %v %v)", k, v, g, ok))
 					}
 				}
-				for k := range tw.applied {
+				for k := range got {
 					if _, ok := want[k]; !ok {
 						diff = append(diff, fmt.Sprintf("%v extra", k))
 					}
@@ -250,5 +272,50 @@ func TestTwinsAppliedIsLastSuccess(t *testing.T) {
 				t.Fatalf("run %d step %d: applied differs from the last successful layout: %v", run, step, diff)
 			}
 		}
+	}
+}
+
+// TestTwinsAppliedKeepsEveryServer: a server that leaves a twin service
+// keeps the state the last apply that had it left (as a map by backend and
+// server kept it), and the others take the new apply's, in a backend's
+// list as they would in that map.
+func TestTwinsAppliedKeepsEveryServer(t *testing.T) {
+	ctx := context.Background()
+	svc := func(members ...string) services.Service {
+		s := services.Service{Cluster: "c", Name: "c-replica", Service: "replica", IP: "*", Port: 5434, Check: "/read-only",
+			Balance: "roundrobin", Maxconn: 5000, RoleDependent: true}
+		for i, m := range members {
+			sv := services.Server{Name: m, Address: fmt.Sprintf("10.0.0.%d", i+1), Port: 6432, CheckPort: 8008, Weight: 100, Selected: true}
+			s.Candidates = append(s.Candidates, sv)
+			if i > 0 {
+				s.Servers = append(s.Servers, sv) // the first is out of the service
+			}
+		}
+		return s
+	}
+	tw := &twins{Target: failingTarget{fail: func() bool { return false }}}
+	for _, d := range [][]services.Service{{svc("a", "b", "c")}, {svc("b", "c")}, {svc("c", "a")}} {
+		if _, err := tw.Apply(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := map[twinKey]bool{}
+	for _, d := range []services.Service{svc("a", "b", "c"), svc("b", "c"), svc("c", "a")} {
+		laid, err := services.Twins([]services.Service{d})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, sv := range laid[0].Servers {
+			want[twinKey{laid[0].Name, sv.Name}] = sv.Disabled
+		}
+	}
+	if got := tw.appliedMap(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("applied:\n got %v\nwant %v", got, want)
+	}
+	if d, ok := tw.lastApplied("c-replica", "b"); !ok || !d {
+		t.Errorf("b (out of the service, disabled, when it left): %v %v", d, ok)
+	}
+	if d, ok := tw.lastApplied("c-replica", "a"); !ok || d {
+		t.Errorf("a (back in the service at the last apply): %v %v", d, ok)
 	}
 }
