@@ -542,3 +542,52 @@ func TestForceUpNewPrimary(t *testing.T) {
 		})
 	}
 }
+
+// TestFailedApplyThenEarlierStateApplied: an apply that fails may have
+// changed part of the target (the API driver's runtime flips go on past a
+// failed one), so a job equal to the state applied before it is applied
+// again, not skipped as unchanged: a switchover undone while its apply
+// failed would otherwise leave the undone flips in HAProxy until a resync.
+func TestFailedApplyThenEarlierStateApplied(t *testing.T) {
+	ft := &fakeTarget{}
+	c := New(loadInventory(t), []target.Target{ft}, Options{})
+	all := []string{"pg-test-1", "pg-test-2", "pg-test-3"}
+	c.Observe(state(10, "pg-test-1", 100, all...))
+	c.ReconcileOnce(false)
+	w := c.workers[0]
+	jA := w.pending
+	w.pending = nil
+	if !w.handle(context.Background(), jA) {
+		t.Fatal("first apply failed")
+	}
+	c.Observe(state(20, "pg-test-3", 200, all...))
+	c.ReconcileOnce(false)
+	jB := w.pending
+	w.pending = nil
+	if jB == nil || sameDesired(jA.desired, jB.desired) {
+		t.Fatal("the switchover made no new job")
+	}
+	ft.mu.Lock()
+	ft.err = errors.New("500 after some runtime PUTs")
+	ft.mu.Unlock()
+	if w.handle(context.Background(), jB) {
+		t.Fatal("a failed apply must ask for a retry")
+	}
+	ft.mu.Lock()
+	ft.err = nil
+	ft.mu.Unlock()
+	before := ft.count()
+	if !w.handle(context.Background(), jA) {
+		t.Fatal("apply of the earlier state failed")
+	}
+	if ft.count() != before+1 || !sameDesired(ft.last(), jA.desired) {
+		t.Fatalf("the earlier state after a failed apply: %d applies (want %d), skipped as unchanged", ft.count()-before, 1)
+	}
+	if st := c.Status().Targets[0]; st.State != "in_sync" {
+		t.Errorf("state %q after the re-apply", st.State)
+	}
+	// Applied again, the same job is unchanged: skipped.
+	if !w.handle(context.Background(), jA) || ft.count() != before+1 {
+		t.Errorf("an unchanged job after a success applied again: %d applies", ft.count()-before)
+	}
+}

@@ -90,7 +90,7 @@ type worker struct {
 	// the controller (record, heldEvent take c.mu): see Controller.mu.
 	mu      sync.Mutex
 	pending *job
-	applied []services.Service // last desired applied successfully
+	applied []services.Service // last desired applied successfully, nil from the start of an apply until it succeeds
 	// appliedTerm is the election term applied was written in: a job of
 	// another term never finds it unchanged (another instance may have
 	// driven the target in between).
@@ -328,6 +328,13 @@ func (w *worker) handle(ctx context.Context, j *job) bool {
 		w.status.InSync = false
 	}
 	w.status.LastAttempt = start
+	// What was applied last counts no more: an apply that fails may have
+	// changed part of the target (runtime flips are not transactional),
+	// so the next job is applied even if it equals the state before it
+	// (a switchover undone while the apply failed). Dropped before the
+	// apply, the last desired state (and its plans' servers: ~3 MB at
+	// 1,000 clusters) is not kept through it.
+	w.applied = nil
 	w.mu.Unlock()
 	res, err := w.applyIsolated(actx, j)
 	dur := w.opts.Now().Sub(start)
