@@ -349,8 +349,14 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 	_, discard := out.(discardText)
 	discard = discard || out == nil && method != http.MethodGet
 	rt, text := out.(*rawText)
+	sd, stream := out.(streamed)
+	stream = stream && resp.StatusCode < 300
 	var data []byte
-	if text && resp.StatusCode < 300 {
+	if stream {
+		if err := sd.decodeStream(io.LimitReader(resp.Body, maxAnswer)); err != nil {
+			return Meta{Status: resp.StatusCode}, fmt.Errorf("dataplaneapi %s %s: decode answer: %w", method, path, err)
+		}
+	} else if text && resp.StatusCode < 300 {
 		// A whole file (~5 MB at 1,000 clusters) read straight into the
 		// string handed back, not into bytes copied after.
 		var s string
@@ -386,7 +392,7 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 		ae.Message = c.redactSecret(ae.Message)
 		return m, ae
 	}
-	if text || discard {
+	if text || discard || stream {
 		return m, nil
 	}
 	if v == 3 && method == http.MethodGet {
@@ -401,6 +407,10 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 }
 
 type rawBody string
+
+// streamed is an answer do decodes as it reads it (a large one: no copy
+// of its bytes), when the status is a success.
+type streamed interface{ decodeStream(io.Reader) error }
 
 // maxAnswer bounds an answer's body.
 const maxAnswer = 256 << 20
