@@ -10,17 +10,17 @@ import (
 	"go.uber.org/zap"
 )
 
-// defaultHeapTarget is -heap-target's default. With Go's own default
+// defaultHeapTarget is -heap-target's default. With Go's own pacing
 // (GOGC=100: collect when the heap has doubled) a 1,000-cluster fleet's
-// mass failover took the heap to twice its live size (~110 MB) and the
-// RSS to 136-143 MB. A target of 48 MiB leaves the collector at GOGC=100
-// while the live heap is under ~24 MB (a fleet of a few hundred
-// clusters) and lowers it towards 25 above: the same storm then peaked at
-// 103-106 MB for about the same time and CPU (RESULTS.md, "A heap target
-// by default"). Stop 33 measured ~1 s more CPU for it and kept it off;
-// the storm has allocated about half as much since. A fleet far larger
-// collects about four times as often as by default: -heap-target 0
-// restores Go's own pacing (GOGC).
+// mass failover took the heap to twice its live size and the RSS to
+// 128-144 MB. A target of 48 MiB leaves the collector at GOGC=100 while
+// the live heap is under ~24 MB (a fleet of a few hundred clusters) and
+// lowers it towards 25 above: the same storm then peaked at 92-99 MB, for
+// 0.5-1 s more of the controller's CPU in it (on two CPUs shared with the
+// Data Plane API, a v2 mass failover took ~0.5-0.8 s longer; v3 and the
+// direct driver stayed within their spread): RESULTS.md, "A heap target
+// by default". A fleet far larger collects about four times as often as
+// by default. -heap-target 0 restores Go's own pacing (GOGC).
 const defaultHeapTarget = "48MiB"
 
 // gcFloor is the lowest GOGC the heap target sets: the collector then runs
