@@ -51,8 +51,8 @@ func TestWarnNoCutAsBefore(t *testing.T) {
 		"on-marked-down on-marked-down shutdown-sessions", "on-marked-up shutdown-sessions"}
 	checks := []string{"/primary", "/replica", "/read-only", "", "/read-write?lag=1"}
 	for _, l := range lines {
-		if got, want := hasShutdownSessions(l), oldHasShutdownSessions(l); got != want {
-			t.Errorf("hasShutdownSessions(%q) = %v, was %v", l, got, want)
+		if got, want := services.ShutsSessionsDown(l), oldHasShutdownSessions(l); got != want {
+			t.Errorf("ShutsSessionsDown(%q) = %v, was %v", l, got, want)
 		}
 	}
 	rng := rand.New(rand.NewPCG(7, 9))
@@ -78,7 +78,7 @@ func TestWarnNoCutAsBefore(t *testing.T) {
 			t.Fatalf("apply %d: warned about %v, before %v", apply, got, want)
 		}
 		for name, pair := range tg.noCut {
-			if services.WriteCheck(pair[1]) && !hasShutdownSessions(pair[0]) && old[name] == pair {
+			if services.WriteCheck(pair[1]) && !services.ShutsSessionsDown(pair[0]) && old[name] == pair {
 				continue
 			}
 			t.Fatalf("apply %d: %s remembered as %q (before: %q)", apply, name, pair, old[name])

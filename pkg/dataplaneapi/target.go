@@ -875,7 +875,7 @@ func splitWeights(changes []target.Change) (weights, rest []target.Change) {
 // clusters, kept between applies.
 func (t *Target) warnNoCut(desired []services.Service) {
 	for _, d := range desired {
-		if !services.WriteCheck(d.Check) || hasShutdownSessions(d.DefaultServer) {
+		if !services.WriteCheck(d.Check) || services.ShutsSessionsDown(d.DefaultServer) {
 			delete(t.noCut, d.Name)
 			continue
 		}
@@ -890,20 +890,6 @@ func (t *Target) warnNoCut(desired []services.Service) {
 		t.log.Warn("write service without on-marked-down shutdown-sessions: through the Data Plane API the write fence forces the old primary DOWN but cannot cut its established sessions",
 			zap.String("service", d.Name), zap.String("default_server", d.DefaultServer))
 	}
-}
-
-// hasShutdownSessions reports whether a default-server line has
-// `on-marked-down shutdown-sessions`.
-// (Without allocating: it runs for every write service at every apply.)
-func hasShutdownSessions(line string) bool {
-	prev := ""
-	for f := range strings.FieldsSeq(line) {
-		if prev == "on-marked-down" && f == "shutdown-sessions" {
-			return true
-		}
-		prev = f
-	}
-	return false
 }
 
 // forceDown fences old primaries from write services through the runtime

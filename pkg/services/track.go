@@ -40,12 +40,15 @@ func CanTrack(s, src *Service) bool {
 
 // ShutsSessionsDown reports whether a default-server line has
 // `on-marked-down shutdown-sessions`.
+// (Without allocating: the Data Plane API driver asks it for every write
+// service at every apply.)
 func ShutsSessionsDown(options string) bool {
-	f := strings.Fields(options)
-	for i := 0; i+1 < len(f); i++ {
-		if f[i] == "on-marked-down" && f[i+1] == "shutdown-sessions" {
+	prev := ""
+	for f := range strings.FieldsSeq(options) {
+		if prev == "on-marked-down" && f == "shutdown-sessions" {
 			return true
 		}
+		prev = f
 	}
 	return false
 }
