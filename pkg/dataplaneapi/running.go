@@ -1,7 +1,6 @@
 package dataplaneapi
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -462,9 +461,8 @@ type nativeStat struct {
 }
 
 // nativeDocs is the answer of GET /stats/native: v2 answers a list of
-// per-process documents, v3 one. It decodes either straight from the
-// answer's bytes: at 1,000 clusters the answer is 14 MB, and a copy of it
-// as a json.RawMessage to try each shape was 14 MB more per read.
+// per-process documents, v3 one. do decodes it as it is read
+// (decodeStream): at 1,000 clusters the answer is ~14 MB.
 type nativeDocs []nativeDoc
 
 type nativeDoc struct {
@@ -472,24 +470,12 @@ type nativeDoc struct {
 	Stats []nativeStat `json:"stats"`
 }
 
-func (d *nativeDocs) UnmarshalJSON(b []byte) error {
-	if t := bytes.TrimSpace(b); len(t) > 0 && t[0] == '{' {
-		var one nativeDoc
-		if err := json.Unmarshal(t, &one); err != nil {
-			return err
-		}
-		*d = nativeDocs{one}
-		return nil
-	}
-	return json.Unmarshal(b, (*[]nativeDoc)(d))
-}
-
 // decodeStream decodes an answer of GET /stats/native as it is read,
 // one row at a time: at 1,000 clusters the answer is ~14 MB, sent chunked,
 // so reading it whole took ~20 MB of buffers (io.ReadAll's growth) for
 // the read after every reload, the controller's greatest memory of a
-// fleet's first apply. The rows are those json.Unmarshal gives
-// (UnmarshalJSON): keys matched as encoding/json matches them, a later
+// fleet's first apply. The rows are those json.Unmarshal gives (see
+// the tests' unmarshalNative): keys matched as encoding/json matches them, a later
 // key winning, unknown keys skipped.
 func (d *nativeDocs) decodeStream(r io.Reader) error {
 	dec := json.NewDecoder(r)

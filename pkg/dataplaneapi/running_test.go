@@ -1,7 +1,6 @@
 package dataplaneapi
 
 import (
-	"encoding/json"
 	"strings"
 	"testing"
 
@@ -80,8 +79,8 @@ func TestTrackersOutOfStep(t *testing.T) {
 }
 
 // TestNativeDocs: GET /stats/native answers a list of per-process
-// documents on 2.9.9 and one document on 3.2.0; both decode from the
-// answer's bytes, and a document's error is reported.
+// documents on 2.9.9 and one document on 3.2.0; both decode as read
+// (decodeStream), and a document's error is reported.
 func TestNativeDocs(t *testing.T) {
 	row := `{"name":"pg-x-1","type":"server","backend_name":"pg-x-replica","stats":{"addr":"127.0.0.11:6432","bck":1,"status":"UP","tracked":"pg-x-primary/pg-x-1","scur":3}}`
 	for _, tc := range []struct {
@@ -92,10 +91,10 @@ func TestNativeDocs(t *testing.T) {
 		{"v2", `[{"runtimeAPI":"/run/admin.sock","stats":[` + row + `,` + row + `]}]`, 2, ""},
 		{"v3", ` {"runtimeAPI":"/run/admin.sock","stats":[` + row + `]}`, 1, ""},
 		{"v2 error", `[{"runtimeAPI":"/run/admin.sock","error":"connection refused"}]`, 0, "connection refused"},
-		{"neither", `"stats"`, 0, "cannot unmarshal"},
+		{"neither", `"stats"`, 0, "neither a list nor an object"},
 	} {
 		var docs nativeDocs
-		err := json.Unmarshal([]byte(tc.body), &docs)
+		err := docs.decodeStream(strings.NewReader(tc.body))
 		if err != nil {
 			if tc.err == "" || !strings.Contains(err.Error(), tc.err) {
 				t.Errorf("%s: %v", tc.name, err)

@@ -130,12 +130,3 @@ func (v curView) diff(desired []services.Service) []target.Change {
 	}
 	return out
 }
-
-// all is the whole view as target.Diff takes it (tests).
-func (v curView) all() map[string]*target.Backend {
-	out := make(map[string]*target.Backend, len(v))
-	for b := range v {
-		out[b] = v.backend(b)
-	}
-	return out
-}

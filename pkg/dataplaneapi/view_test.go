@@ -170,3 +170,12 @@ func TestCurViewAsBefore(t *testing.T) {
 		})
 	}
 }
+
+// all is the whole view as target.Diff takes it.
+func (v curView) all() map[string]*target.Backend {
+	out := make(map[string]*target.Backend, len(v))
+	for b := range v {
+		out[b] = v.backend(b)
+	}
+	return out
+}
