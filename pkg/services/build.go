@@ -205,6 +205,7 @@ func (e *evaluated) build(v *topology.View, served []*topology.MemberView) Servi
 		RoleDependent: e.roleDependent,
 	}
 	s.BackupIsPrimary = e.roleDependent && backupIsPrimary(def, served)
+	s.BackupIsReplicas = e.roleDependent && backupIsReplicas(def, served)
 	if s.Maxconn == 0 {
 		s.Maxconn = 5000
 	}

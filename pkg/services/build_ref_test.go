@@ -154,6 +154,7 @@ func referenceBuildOne(v *topology.View, def *topology.ServiceDef, served []*top
 	}
 	s.RoleDependent = def.Backup != "" || !selectsAll(def.Selector)
 	s.BackupIsPrimary = s.RoleDependent && backupIsPrimary(def, served)
+	s.BackupIsReplicas = s.RoleDependent && backupIsReplicas(def, served)
 	if s.RoleDependent && len(served) > 0 {
 		s.Candidates = make([]Server, 0, len(served))
 	}

@@ -11,7 +11,7 @@ func Equal(a, b *Service) bool {
 	return a.Cluster == b.Cluster && a.Name == b.Name && a.Service == b.Service && a.IP == b.IP && a.Port == b.Port &&
 		a.Check == b.Check && a.Dest == b.Dest && a.DestPort == b.DestPort && a.Balance == b.Balance &&
 		a.Maxconn == b.Maxconn && a.DefaultServer == b.DefaultServer && a.Layout == b.Layout &&
-		a.RoleDependent == b.RoleDependent && a.BackupIsPrimary == b.BackupIsPrimary && sameServers(a.Servers, b.Servers) && sameServers(a.Candidates, b.Candidates) &&
+		a.RoleDependent == b.RoleDependent && a.BackupIsPrimary == b.BackupIsPrimary && a.BackupIsReplicas == b.BackupIsReplicas && sameServers(a.Servers, b.Servers) && sameServers(a.Candidates, b.Candidates) &&
 		slices.Equal(a.BackupAddrs, b.BackupAddrs)
 }
 

@@ -98,7 +98,13 @@ func track(s Service, src string, prev *Service) Service {
 //     and HAProxy runs one Patroni check fewer per member;
 //   - a read service whose backup is the primary (CanTrackBackups): its
 //     backup twins track (LayOut). A role change then flips no backup twin:
-//     two runtime changes fewer per cluster in a failover.
+//     two runtime changes fewer per cluster in a failover;
+//   - a read service whose backup is the replicas (CanTrackReplicas, of
+//     any service of its cluster: Pigsty's offline service beside its
+//     replica service): its backup twins track that service's normal
+//     twins, and take their admin state with their health. A role change
+//     then flips nothing in it: one runtime change fewer per cluster in a
+//     failover, and HAProxy runs one Patroni check fewer per member.
 //
 // The pointers are into in.
 func TrackSources(in []Service) []*Service {
@@ -126,6 +132,13 @@ func TrackSources(in []Service) []*Service {
 			for i := from; i < to; i++ {
 				if CanTrackBackups(&in[i], &in[first]) {
 					srcs[i] = &in[first]
+				}
+			}
+		}
+		for i := from; i < to; i++ {
+			for j := from; j < to && srcs[i] == nil; j++ {
+				if CanTrackReplicas(&in[i], &in[j]) {
+					srcs[i] = &in[j]
 				}
 			}
 		}
@@ -210,6 +223,118 @@ func CanTrackBackups(s, src *Service) bool {
 			}
 			if found || b.Address != c.Address || b.CheckPort != c.CheckPort || b.CheckSSL != c.CheckSSL ||
 				b.CAFile != c.CAFile || b.Track != "" || b.Backup || b.Disabled {
+				return false
+			}
+			found = true
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+// pigstyOfflineSelectors and pigstyOfflineBackups are Pigsty's offline
+// service's selector and backup selector (blanks removed; backquoted or
+// quoted literals), see BackupIsReplicas.
+var (
+	pigstyOfflineSelectors = map[string]bool{
+		"[?pg_role==`offline`||pg_offline_query]": true,
+		"[?pg_role=='offline'||pg_offline_query]": true,
+	}
+	pigstyOfflineBackups = map[string]bool{
+		"[?pg_role==`replica`&&!pg_offline_query]": true,
+		"[?pg_role=='replica'&&!pg_offline_query]": true,
+	}
+)
+
+// backupIsReplicas reports whether def, over the served members, selects
+// no member and makes a member its backup server exactly while it is no
+// primary (Service.BackupIsReplicas): Pigsty's offline selectors, no
+// member offline (in the inventory or merged), and pg_offline_query unset
+// or false on every member (JMESPath's truth: false, null, "", [] and {}
+// are false). Merged roles are then primary or replica only.
+func backupIsReplicas(def *topology.ServiceDef, served []*topology.MemberView) bool {
+	if !pigstyOfflineSelectors[strings.Join(strings.Fields(def.Selector), "")] ||
+		!pigstyOfflineBackups[strings.Join(strings.Fields(def.Backup), "")] {
+		return false
+	}
+	for _, m := range served {
+		if m.InventoryRole == "offline" || m.Role == "offline" || jmesTruthy(m.Vars["pg_offline_query"]) {
+			return false
+		}
+	}
+	return true
+}
+
+// jmesTruthy is JMESPath's truth of a JSON value: false, null, "", empty
+// lists and objects are false; everything else (0 too) is true.
+func jmesTruthy(v any) bool {
+	switch x := v.(type) {
+	case nil:
+		return false
+	case bool:
+		return x
+	case string:
+		return x != ""
+	case []any:
+		return len(x) > 0
+	case map[string]any:
+		return len(x) > 0
+	}
+	return true
+}
+
+// passesAsReplica reports whether a service's check (its whole text, no
+// query) is one Patroni answers on a member that is not the leader exactly
+// as /replica: /replica itself and /read-only (Patroni 3.0: on a
+// non-leader both are 200 exactly when it runs as a replica, is not
+// tagged noloadbalance and, without ?lag, whatever its lag). A query
+// (?lag=, tag filters) or another path can differ.
+func passesAsReplica(check string) bool {
+	return check == "/replica" || check == "/read-only"
+}
+
+// CanTrackReplicas reports whether the backup twins of role-dependent
+// service s can track (HAProxy's `track`) the normal twins of the same
+// member in read service src instead of being flipped:
+//   - s's backup servers are exactly the members that are no primary
+//     (Service.BackupIsReplicas: Pigsty's offline service with no offline
+//     member and no pg_offline_query), and src's normal servers are too
+//     (Service.BackupIsPrimary: Pigsty's replica service, `[]` with the
+//     primary as backup, no offline member, no standby cluster), so a
+//     backup twin of s is to be active exactly while src's normal twin of
+//     its member is (TestOfflineTrackersActiveAsBefore); that twin's drain
+//     or maint reaches the tracker with its health (measured on HAProxy
+//     2.6: IDRAIN, IMAINT);
+//   - both take no writes, have the same default-server line (one check
+//     timing, one on-marked-down) and checks answered alike on a member
+//     that is no leader (s /replica, src /replica or /read-only: see
+//     passesAsReplica): while the twin is active its member is no leader,
+//     and its check says what s's own would. (A member promoted under a
+//     controller that has not seen it yet passes /read-only: its tracker
+//     takes offline reads a moment longer, as Pigsty's replica service
+//     does);
+//   - src has a server of every member of s checked through the same
+//     Patroni (name, address, check port, TLS), tracking nothing.
+//
+// Pure.
+func CanTrackReplicas(s, src *Service) bool {
+	if !s.RoleDependent || !s.BackupIsReplicas || s.Layout != "" || len(s.Candidates) == 0 || s.Check != "/replica" ||
+		WriteCheck(s.Check) || src.Cluster != s.Cluster || src.Name == s.Name || !src.RoleDependent || !src.BackupIsPrimary ||
+		src.Layout != "" || WriteCheck(src.Check) || !passesAsReplica(src.Check) || src.DefaultServer != s.DefaultServer {
+		return false
+	}
+	for i := range s.Candidates {
+		c := &s.Candidates[i]
+		found := false
+		for j := range src.Candidates {
+			b := &src.Candidates[j]
+			if b.Name != c.Name {
+				continue
+			}
+			if found || b.Address != c.Address || b.CheckPort != c.CheckPort || b.CheckSSL != c.CheckSSL ||
+				b.CAFile != c.CAFile || b.Track != "" {
 				return false
 			}
 			found = true

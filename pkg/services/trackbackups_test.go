@@ -31,9 +31,9 @@ func laidOut(t *testing.T, v *topology.View) (built, laid map[string]Service) {
 // primary and offline members as backup, /read-only) of a cluster with no
 // offline member, each backup twin tracks the primary service's server of
 // its member and is never disabled: a role change flips only the normal
-// twins. The standby service (/sync, which fails on the primary) and the
-// offline service keep flipped twins; so does the replica service of a
-// cluster with an offline member.
+// twins. The standby service (/sync, which fails on the primary) keeps
+// flipped twins; so does the replica service of a cluster with an offline
+// member.
 func TestTwinsTrackReplicaBackups(t *testing.T) {
 	members := func(third string) *topology.View {
 		return view("pg-test", "", seedDefs(t),
@@ -66,11 +66,14 @@ func TestTwinsTrackReplicaBackups(t *testing.T) {
 			}
 		}
 	}
-	for _, name := range []string{"offline", "standby"} {
-		for _, sv := range laid[name].Servers {
-			if sv.Track != "" {
-				t.Errorf("%s/%s tracks %s: only the replica service's backups may", name, sv.Name, sv.Track)
-			}
+	for _, sv := range laid["standby"].Servers {
+		if sv.Track != "" {
+			t.Errorf("standby/%s tracks %s: its /sync check fails on the primary", sv.Name, sv.Track)
+		}
+	}
+	for _, sv := range laid["offline"].Servers {
+		if sv.Track != "" && (!sv.Backup || !strings.HasPrefix(sv.Track, "pg-test-replica/")) {
+			t.Errorf("offline/%s tracks %s: only its backups may, and the replica service's normal twins (TestTwinsTrackOfflineBackups)", sv.Name, sv.Track)
 		}
 	}
 	// Layout only: another leader gives the same servers but the

@@ -110,10 +110,15 @@ func LayOutAfter(s Service, src, prev *Service) (Service, error) {
 	switch {
 	case s.RoleDependent && len(s.Candidates) > 0:
 		t, err := twinsOf(s, prev)
-		if err != nil || src == nil || !CanTrackBackups(&s, src) {
+		switch {
+		case err != nil || src == nil:
 			return t, err
+		case CanTrackBackups(&s, src):
+			return trackBackups(t, src.Name, prev, trackPrimaryWhy), nil
+		case CanTrackReplicas(&s, src):
+			return trackBackups(t, src.Name, prev, trackReplicaWhy), nil
 		}
-		return trackBackups(t, src.Name, prev), nil
+		return t, nil
 	case src != nil:
 		return track(s, src.Name, prev), nil
 	}
@@ -226,13 +231,21 @@ func twinsOf(s Service, prev *Service) (Service, error) {
 	return t, nil
 }
 
+// What a tracking backup twin's reason says after "backup twin: tracks
+// <server>" (trackBackups).
+const (
+	trackPrimaryWhy = ", UP while the member is the primary (the backup selector picks the primary only)"
+	trackReplicaWhy = ", the member's normal twin there, active while the member is a replica (the backup selector picks the replicas only)"
+)
+
 // trackBackups makes the backup twins of t (laid out by twinsOf) track the
-// server of their member in backend src (CanTrackBackups): no check of
-// their own, never Disabled (src's server says whether the member is the
-// primary), no health intent. t's servers are its own (twinsOf made them).
-// A server of prev (see LayOutAfter) of the same name tracking the same
-// server gives its Track string.
-func trackBackups(t Service, src string, prev *Service) Service {
+// server of their member in backend src (CanTrackBackups: the server of a
+// write service; CanTrackReplicas: a normal twin): no check of their own,
+// never Disabled (src's server says whether the member is in that role),
+// no health intent; why ends their reason. t's servers are its own
+// (twinsOf made them). A server of prev (see LayOutAfter) of the same name
+// tracking the same server gives its Track string.
+func trackBackups(t Service, src string, prev *Service, why string) Service {
 	for i := range t.Servers {
 		sv := &t.Servers[i]
 		if !sv.Backup || sv.Member == "" {
@@ -246,7 +259,7 @@ func trackBackups(t Service, src string, prev *Service) Service {
 		sv.CheckPort, sv.CheckSSL, sv.CAFile = 0, false, ""
 		sv.Disabled, sv.ForceUp, sv.ForceDown, sv.HoldDown, sv.Writable, sv.Unconfirmed = false, false, false, false, false, false
 		sv.Selected = false
-		sv.Reason = internConcat("backup twin: tracks ", sv.Track, ", UP while the member is the primary (the backup selector picks the primary only)")
+		sv.Reason = internConcat("backup twin: tracks ", sv.Track, why)
 	}
 	return t
 }

@@ -37,6 +37,16 @@ type Service struct {
 	// Twins then lets the backup twins track the primary service's
 	// servers (TrackSources).
 	BackupIsPrimary bool `json:"-"`
+	// BackupIsReplicas is set by Build on a role-dependent service whose
+	// selector and backup selector are Pigsty's offline ones
+	// (`[? pg_role == `+"`offline`"+` || pg_offline_query ]`, backup
+	// `[? pg_role == `+"`replica`"+` && !pg_offline_query]`) in a cluster whose
+	// served members are none of them offline (in the inventory or merged)
+	// nor have pg_offline_query set: it then selects no member, and a
+	// member is its backup server exactly while it is no primary, whatever
+	// the roles do (inventory facts). Twins then lets its backup twins track
+	// the replica service's normal twins (TrackSources).
+	BackupIsReplicas bool `json:"-"`
 	// BackupAddrs are the addresses of the members the backup selector
 	// returned, in its order, when that order is not the backup servers'
 	// (Servers lists the selected ones in the selector's order): Pigsty's
