@@ -181,6 +181,19 @@ func checkTwins(t *testing.T, where string, pc Cluster) {
 				if sv.Member != c.Name {
 					continue
 				}
+				if tb, tname, _ := strings.Cut(sv.Track, "/"); sv.Track != "" && twinOf(laid, tb, tname) != nil {
+					// Tracks a normal twin of another service (the offline
+					// service's backups, the replica service's normal
+					// twins): active exactly while that twin is, which
+					// must be while Pigsty's layout has the member as this
+					// service's backup (and the DCS reports it running).
+					want := pig != nil && pig.Backup && !c.Unconfirmed
+					if tw := twinOf(laid, tb, tname); tw.Disabled == want {
+						t.Fatalf("%s: %s: backup twin %s tracks %s, active %v, want %v (Pigsty's: %+v, unconfirmed %v)",
+							where, s.Name, sv.Name, sv.Track, !tw.Disabled, want, pig, c.Unconfirmed)
+					}
+					continue
+				}
 				if sv.Track != "" {
 					// Tracks the primary service's server: UP while the
 					// member passes /primary. Pigsty's layout has it as a
@@ -219,6 +232,22 @@ func checkTwins(t *testing.T, where string, pc Cluster) {
 			}
 		}
 	}
+}
+
+// twinOf is the twin named server of the twin-layout service named backend
+// in laid (a cluster's services laid out), nil when there is none.
+func twinOf(laid []services.Service, backend, server string) *services.Server {
+	for i := range laid {
+		if laid[i].Name != backend || laid[i].Layout != services.LayoutTwins {
+			continue
+		}
+		for j := range laid[i].Servers {
+			if laid[i].Servers[j].Name == server {
+				return &laid[i].Servers[j]
+			}
+		}
+	}
+	return nil
 }
 
 // TestTwinsSwitchoverFlipsOnlyItsMembers: a switchover (the leader key moves
