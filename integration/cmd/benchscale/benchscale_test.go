@@ -169,3 +169,32 @@ func TestPathShape(t *testing.T) {
 		}
 	}
 }
+
+// TestTrackingTwinsByHealth: the trackers judged by health are the
+// replica service's backup twins (they track the primary service's
+// servers); the offline service's backup twins track the replica
+// service's normal twins, take their admin state and are judged by it,
+// as flipped twins are.
+func TestTrackingTwinsByHealth(t *testing.T) {
+	f, inv := loadFleet(t, 2)
+	tr, bs, err := f.trackingTwins(inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		c := f.clusterName(i)
+		for m := 1; m <= 3; m++ {
+			if !tr[c+"-replica/"+c+"-"+itoa(m)+".backup"] {
+				t.Errorf("%s-replica/%s-%d.backup: not a tracker judged by health (%v)", c, c, m, tr)
+			}
+			if tr[c+"-offline/"+c+"-"+itoa(m)+".backup"] {
+				t.Errorf("%s-offline/%s-%d.backup judged by health: it takes its replica twin's admin state", c, c, m)
+			}
+		}
+		if !bs[c+"-replica"] || bs[c+"-offline"] {
+			t.Errorf("tracker backends %v: want %s-replica, not %s-offline", bs, c, c)
+		}
+	}
+}
+
+func itoa(i int) string { return string(rune('0' + i)) }

@@ -273,7 +273,8 @@ func (f *fleet) modelWanted(inv *topology.Inventory, only map[int]bool) (wanted,
 }
 
 // trackingTwins lays the fleet's plan out in twins (services.Twins) and
-// returns its tracking twins (backend/server) and their backends.
+// returns its tracking twins that take traffic by health (backend/server:
+// those tracking a server that is no twin) and their backends.
 func (f *fleet) trackingTwins(inv *topology.Inventory) (map[string]bool, map[string]bool, error) {
 	p, err := plan.Compute(inv, patroni.Decode("/pg", f.kvs(nil)), plan.Options{})
 	if err != nil {
@@ -285,12 +286,21 @@ func (f *fleet) trackingTwins(inv *topology.Inventory) (map[string]bool, map[str
 		if err != nil {
 			return nil, nil, err
 		}
+		twins := map[string]bool{}
+		for _, s := range tw {
+			twins[s.Name] = s.Layout == services.LayoutTwins
+		}
 		for _, s := range tw {
 			if s.Layout != services.LayoutTwins {
 				continue
 			}
 			for _, sv := range s.Servers {
-				if sv.Track != "" {
+				// A tracker of a flipped twin (the offline service's
+				// backups track the replica service's normal twins)
+				// takes its drain or maint (IDRAIN, IMAINT in `show
+				// servers state`): it is judged as that twin is, by
+				// admin state.
+				if tb, _, _ := strings.Cut(sv.Track, "/"); sv.Track != "" && !twins[tb] {
 					tr[s.Name+"/"+sv.Name], bs[s.Name] = true, true
 				}
 			}

@@ -15,9 +15,11 @@ import (
 // drained server whose check fails.
 var inactive map[string]bool
 
-// trackers lists the tracking twins of the twins layout (backend/server:
-// the replica service's backup twins, which track the primary service's
-// servers and are never flipped), trackerBackends their backends.
+// trackers lists the tracking twins of the twins layout that take traffic
+// by health (backend/server: the replica service's backup twins, which
+// track the primary service's servers and are never flipped; not the
+// offline service's, which track flipped twins and take their admin
+// state), trackerBackends their backends.
 var trackers, trackerBackends map[string]bool
 
 // expectTrackers is set while a phase measures role changes made live
