@@ -74,6 +74,11 @@ func (r *haproxyRig) admins(ctx context.Context, backend string) (map[string]str
 // member whose role did not change survive the switchover. Then a kill -9
 // of the new primary: the failover is applied without a reload either, and
 // no write is misrouted.
+//
+// The direct driver runs it on a pg-test without pg_offline_query, so the
+// offline service's backup twins track the replica service's normal twins
+// (never flipped: checked to follow the roles); the API drivers on the
+// demo's pg-test, whose offline twins are flipped.
 func TestTwinsSwitchover(t *testing.T) {
 	t.Run("direct", func(t *testing.T) { twinsSwitchover(t, "", "") })
 	// Through each real Data Plane API build (runtime server endpoints).
@@ -96,6 +101,7 @@ func twinsSwitchover(t *testing.T, apiBin, apiName string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	pgTest := fastCluster()
+	pgTest.NoOfflineQuery = apiBin == ""
 	env := startEnv(t, ctx, pgTest)
 	r := &scenarioRig{top: t, ctx: ctx, env: env, res: &results{}, addrs: env.MemberAddrs()}
 	inv := filepath.Join(t.TempDir(), "pigsty.yml")
@@ -180,11 +186,31 @@ func twinsSwitchover(t *testing.T, apiBin, apiName string) {
 				return false, fmt.Sprintf("replica service answered on %s (in recovery %v)", a.Addr, a.InRecovery)
 			}
 		}
+		if pgTest.NoOfflineQuery {
+			// The offline service's backup twins track the replica
+			// service's normal twins: active exactly on the live
+			// replicas, with no flip of their own.
+			off, err := r.haproxy.admins(ctx, "pg-test-offline")
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, m := range pgTest.Members {
+				want := m.Name != leader && !slices.Contains(dead, m.Name)
+				if got := off[m.Name+".backup"] == "ready"; got != want {
+					return false, fmt.Sprintf("offline backup twin of %s: admin %s, want active %v (all: %v)", m.Name, off[m.Name+".backup"], want, off)
+				}
+			}
+		}
 		_, ok, why := r.offlineAnswers(testIP)
 		return ok, why
 	}
 	if err := waitFor(ctx, 90*time.Second, "initial convergence in the twin layout", func() (bool, string) { return twinsRight("pg-test-1") }); err != nil {
 		t.Fatal(err)
+	}
+	if text, err := os.ReadFile(r.haproxy.Config); err != nil {
+		t.Fatal(err)
+	} else if tracks := strings.Contains(string(text), "track pg-test-replica/pg-test-2 "); tracks != pgTest.NoOfflineQuery {
+		t.Fatalf("offline backup twins tracking the replica service: %v, want %v:\n%s", tracks, pgTest.NoOfflineQuery, text)
 	}
 
 	// Long-lived sessions through every read service (several through the

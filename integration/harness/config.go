@@ -79,6 +79,12 @@ type ClusterSpec struct {
 	// flow mapping written verbatim, e.g.
 	// `{ name: sync, port: 5440, selector: "[? patroni_sync ]", check: /sync }`.
 	Services []string
+	// NoOfflineQuery leaves pg_offline_query off every member: Pigsty's
+	// offline service then selects nobody and has every replica as its
+	// backup (in the twin layout its backup twins track the replica
+	// service's normal twins). By default the last member of a
+	// multi-member cluster has it, as config/demo.yml.
+	NoOfflineQuery bool
 }
 
 // MemberSpec is one Patroni member. Name is <cluster>-<seq> by Pigsty's

@@ -95,7 +95,8 @@ func RemoveBaseDir(dir string) error {
 // WriteInventory writes a Pigsty inventory matching the clusters, shaped
 // like config/demo.yml: the first member is the primary, the others
 // replicas, and the last member of a multi-member cluster also serves
-// offline queries (pg_offline_query); services go through pgbouncer.
+// offline queries (pg_offline_query, unless NoOfflineQuery); services go
+// through pgbouncer.
 func (e *Env) WriteInventory(path string) error {
 	return WriteInventory(path, e.cfg.Clusters)
 }
@@ -122,7 +123,7 @@ func InventoryYAML(clusters []ClusterSpec) string {
 				role = "primary"
 			}
 			extra := ""
-			if len(cl.Members) >= 2 && i == len(cl.Members)-1 {
+			if len(cl.Members) >= 2 && i == len(cl.Members)-1 && !cl.NoOfflineQuery {
 				extra = ", pg_offline_query: true"
 			}
 			fmt.Fprintf(&b, "        %s: { pg_seq: %d, pg_role: %s%s }\n", m.Addr, seqOf(cl.Name, m.Name, i), role, extra)
