@@ -44,7 +44,7 @@ func TestTwinsTrackOfflineBackups(t *testing.T) {
 			if sv.Track != want || sv.Disabled || sv.CheckPort != 0 || sv.ForceUp || sv.ForceDown || sv.HoldDown || sv.Unconfirmed {
 				t.Errorf("offline %s: %+v, want a tracker of %s, never disabled, no check nor intent of its own", sv.Name, sv, want)
 			}
-			if !strings.Contains(sv.Reason, "tracks "+want) || !strings.Contains(sv.Reason, "replica") {
+			if !strings.Contains(sv.Reason, "tracks its member's normal twin in the replica service") {
 				t.Errorf("offline %s: reason %q", sv.Name, sv.Reason)
 			}
 			if sv.Port != 5432 {
@@ -55,6 +55,17 @@ func TestTwinsTrackOfflineBackups(t *testing.T) {
 				t.Errorf("offline %s: %+v, want a checked normal twin, inactive (the selector picks no member)", sv.Name, sv)
 			}
 		}
+	}
+	// One reason for every such twin, not one per server (Track names
+	// the server): reasons are kept once, up to maxReasons.
+	reasons := map[string]bool{}
+	for _, sv := range off.Servers {
+		if sv.Backup {
+			reasons[sv.Reason] = true
+		}
+	}
+	if len(reasons) != 1 {
+		t.Errorf("the offline trackers have %d reasons, want 1: %v", len(reasons), reasons)
 	}
 	_, after := laidOut(t, members(1))
 	for i, sv := range after["offline"].Servers {

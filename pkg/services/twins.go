@@ -114,9 +114,9 @@ func LayOutAfter(s Service, src, prev *Service) (Service, error) {
 		case err != nil || src == nil:
 			return t, err
 		case CanTrackBackups(&s, src):
-			return trackBackups(t, src.Name, prev, trackPrimaryWhy), nil
+			return trackBackups(t, src, prev, trackPrimaryWhat, trackPrimaryWhy), nil
 		case CanTrackReplicas(&s, src):
-			return trackBackups(t, src.Name, prev, trackReplicaWhy), nil
+			return trackBackups(t, src, prev, trackReplicaWhat, trackReplicaWhy), nil
 		}
 		return t, nil
 	case src != nil:
@@ -231,21 +231,26 @@ func twinsOf(s Service, prev *Service) (Service, error) {
 	return t, nil
 }
 
-// What a tracking backup twin's reason says after "backup twin: tracks
-// <server>" (trackBackups).
+// What a tracking backup twin's reason says: "backup twin: tracks " what
+// " in the " <service> " service" why (trackBackups). Not the tracked
+// server's name (Server.Track has it): a reason per server would crowd
+// the reasons kept once (maxReasons) out of the shared ones.
 const (
-	trackPrimaryWhy = ", UP while the member is the primary (the backup selector picks the primary only)"
-	trackReplicaWhy = ", the member's normal twin there, active while the member is a replica (the backup selector picks the replicas only)"
+	trackPrimaryWhat = "its member's server"
+	trackPrimaryWhy  = ", UP while the member is the primary (the backup selector picks the primary only)"
+	trackReplicaWhat = "its member's normal twin"
+	trackReplicaWhy  = ", active while the member is a replica (the backup selector picks the replicas only)"
 )
 
 // trackBackups makes the backup twins of t (laid out by twinsOf) track the
-// server of their member in backend src (CanTrackBackups: the server of a
-// write service; CanTrackReplicas: a normal twin): no check of their own,
-// never Disabled (src's server says whether the member is in that role),
-// no health intent; why ends their reason. t's servers are its own
+// server of their member in src (CanTrackBackups: the server of a write
+// service; CanTrackReplicas: a normal twin): no check of their own, never
+// Disabled (src's server says whether the member is in that role), no
+// health intent; what and why make their reason. t's servers are its own
 // (twinsOf made them). A server of prev (see LayOutAfter) of the same name
 // tracking the same server gives its Track string.
-func trackBackups(t Service, src string, prev *Service, why string) Service {
+func trackBackups(t Service, srcSvc *Service, prev *Service, what, why string) Service {
+	src := srcSvc.Name
 	for i := range t.Servers {
 		sv := &t.Servers[i]
 		if !sv.Backup || sv.Member == "" {
@@ -259,7 +264,7 @@ func trackBackups(t Service, src string, prev *Service, why string) Service {
 		sv.CheckPort, sv.CheckSSL, sv.CAFile = 0, false, ""
 		sv.Disabled, sv.ForceUp, sv.ForceDown, sv.HoldDown, sv.Writable, sv.Unconfirmed = false, false, false, false, false, false
 		sv.Selected = false
-		sv.Reason = internConcat("backup twin: tracks ", sv.Track, why)
+		sv.Reason = internConcat("backup twin: tracks ", what, " in the ", srcSvc.Service, " service", why)
 	}
 	return t
 }
