@@ -37,6 +37,10 @@ import (
 // DefaultKey is the election prefix used when Options.Key is empty.
 const DefaultKey = "/pgsvc/election"
 
+// handoverGrace is how long a candidate that won by an older candidate's
+// key going waits before it leads (see term).
+const handoverGrace = 100 * time.Millisecond
+
 // ErrNoLeader is returned by Leader when nobody holds the election.
 var ErrNoLeader = concurrency.ErrElectionNoLeader
 
@@ -314,11 +318,26 @@ func (e *Elector) term(ctx context.Context) (started bool, err error) {
 		}
 	}()
 
-	key, rev, err := e.campaign(termCtx, lease.ID)
+	key, rev, waited, err := e.campaign(termCtx, lease.ID)
 	if err != nil {
 		return true, err
 	}
 	log = log.With(zap.String("key", key))
+	if waited {
+		// An older candidate's key went (resigned, lease expired or
+		// revoked, deleted by hand). If it was the leader, it learns that
+		// from the same etcd event its watch of its own key gets, at about
+		// the moment ours did; a loaded host may deliver it a few
+		// milliseconds later (seen under -race: TestLeaseRevokedNoTwoLeaders).
+		// Lead only handoverGrace after it, so that both never lead at once.
+		t := time.NewTimer(handoverGrace)
+		select {
+		case <-t.C:
+		case <-termCtx.Done():
+			t.Stop()
+			return true, fmt.Errorf("election %s: session ended before the hand-over", e.opts.Key)
+		}
+	}
 	e.setHolding(true)
 	// Deferred last, so it runs first: the term is over the moment term
 	// returns (key deleted, lease lost, deadline given up), and another
@@ -402,7 +421,9 @@ func (e *Elector) term(ctx context.Context) (started bool, err error) {
 // as concurrency.Election.Campaign does, but without its cleanup on cancel,
 // which resigns with the client's context and so blocks for as long as etcd
 // is unreachable. Our key dies with the lease (or is revoked by term).
-func (e *Elector) campaign(ctx context.Context, id clientv3.LeaseID) (key string, rev int64, err error) {
+//
+// waited reports whether an older candidate's key was there and went.
+func (e *Elector) campaign(ctx context.Context, id clientv3.LeaseID) (key string, rev int64, waited bool, err error) {
 	prefix := e.opts.Key + "/"
 	key = fmt.Sprintf("%s%x", prefix, id)
 	cctx, cancel := context.WithTimeout(ctx, e.ttl)
@@ -412,7 +433,7 @@ func (e *Elector) campaign(ctx context.Context, id clientv3.LeaseID) (key string
 		Else(clientv3.OpGet(key)).Commit()
 	cancel()
 	if err != nil {
-		return "", 0, fmt.Errorf("election %s: put candidate key: %w", e.opts.Key, err)
+		return "", 0, false, fmt.Errorf("election %s: put candidate key: %w", e.opts.Key, err)
 	}
 	rev = resp.Header.Revision
 	if !resp.Succeeded {
@@ -424,14 +445,15 @@ func (e *Elector) campaign(ctx context.Context, id clientv3.LeaseID) (key string
 		older, err := e.cli.Get(gctx, prefix, append(clientv3.WithLastCreate(), clientv3.WithMaxCreateRev(rev-1))...)
 		cancel()
 		if err != nil {
-			return "", 0, fmt.Errorf("election %s: list candidates: %w", e.opts.Key, err)
+			return "", 0, false, fmt.Errorf("election %s: list candidates: %w", e.opts.Key, err)
 		}
 		if len(older.Kvs) == 0 {
 			break
 		}
 		if err := e.waitDelete(ctx, string(older.Kvs[0].Key), older.Header.Revision); err != nil {
-			return "", 0, err
+			return "", 0, false, err
 		}
+		waited = true
 	}
 	// Our key must still be there, on our lease: it vanishes if the lease
 	// expired while we waited.
@@ -439,12 +461,12 @@ func (e *Elector) campaign(ctx context.Context, id clientv3.LeaseID) (key string
 	own, err := e.cli.Get(gctx, key)
 	gcancel()
 	if err != nil {
-		return "", 0, fmt.Errorf("election %s: check own key: %w", e.opts.Key, err)
+		return "", 0, false, fmt.Errorf("election %s: check own key: %w", e.opts.Key, err)
 	}
 	if len(own.Kvs) == 0 || own.Kvs[0].Lease != int64(id) || own.Kvs[0].CreateRevision != rev {
-		return "", 0, fmt.Errorf("election %s: own key %s lost while campaigning", e.opts.Key, key)
+		return "", 0, false, fmt.Errorf("election %s: own key %s lost while campaigning", e.opts.Key, key)
 	}
-	return key, rev, nil
+	return key, rev, waited, nil
 }
 
 func (e *Elector) waitDelete(ctx context.Context, key string, rev int64) error {

@@ -30,9 +30,15 @@ func (r *runner) lastIs(v bool) bool {
 // checks that a and b never both lead: a must stop leading as soon as it
 // learns its term is over, not after its term's cleanup.
 func removeLeader(t *testing.T, remove func(cli *clientv3.Client, kv *clientv3.GetResponse)) {
+	removeLeaderWith(t, func(*clientv3.Client) {}, remove)
+}
+
+// removeLeaderWith is removeLeader with a's client changed by wrap first.
+func removeLeaderWith(t *testing.T, wrap func(acli *clientv3.Client), remove func(cli *clientv3.Client, kv *clientv3.GetResponse)) {
 	srv := etcdtest.Start(t)
 	acli := srv.Client(t)
 	acli.Lease = slowRevoke{acli.Lease}
+	wrap(acli)
 	a := start(t, acli, "a")
 	waitFor(t, 10*time.Second, "a to win", func() bool { return a.e.IsLeader() })
 	b := start(t, srv.Client(t), "b")
@@ -73,6 +79,49 @@ func TestKeyDeletedNoTwoLeaders(t *testing.T) {
 func TestLeaseRevokedNoTwoLeaders(t *testing.T) {
 	removeLeader(t, func(cli *clientv3.Client, resp *clientv3.GetResponse) {
 		if _, err := cli.Revoke(context.Background(), clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// lateWatch delivers every watch answer d late, as a loaded host may
+// schedule the goroutine that reads it late.
+type lateWatch struct {
+	clientv3.Watcher
+	d time.Duration
+}
+
+func (w lateWatch) Watch(ctx context.Context, key string, opts ...clientv3.OpOption) clientv3.WatchChan {
+	in := w.Watcher.Watch(ctx, key, opts...)
+	out := make(chan clientv3.WatchResponse)
+	go func() {
+		defer close(out)
+		for wr := range in {
+			select {
+			case <-time.After(w.d):
+			case <-ctx.Done():
+				return
+			}
+			select {
+			case out <- wr:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out
+}
+
+// TestLateWatchNoTwoLeaders: the leader learns that its key was deleted
+// 50 ms after the next candidate does (its watch answers come late); the
+// next candidate still does not lead before the old one stopped (it waits
+// handoverGrace once an older key went). Failed before: both led for the
+// 50 ms.
+func TestLateWatchNoTwoLeaders(t *testing.T) {
+	removeLeaderWith(t, func(acli *clientv3.Client) {
+		acli.Watcher = lateWatch{Watcher: acli.Watcher, d: 50 * time.Millisecond}
+	}, func(cli *clientv3.Client, resp *clientv3.GetResponse) {
+		if _, err := cli.Delete(context.Background(), string(resp.Kvs[0].Key)); err != nil {
 			t.Fatal(err)
 		}
 	})
