@@ -304,7 +304,7 @@ func (b *bench) run(ctx context.Context) (*result, error) {
 		return nil, err
 	}
 	if o.layout == "twins" {
-		if trackers, trackerBackends, err = b.fleet.trackingTwins(b.inv); err != nil {
+		if trackers, trackerBackends, allTrackers, err = b.fleet.trackingTwins(b.inv); err != nil {
 			return nil, err
 		}
 	}

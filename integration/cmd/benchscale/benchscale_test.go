@@ -177,7 +177,7 @@ func TestPathShape(t *testing.T) {
 // as flipped twins are.
 func TestTrackingTwinsByHealth(t *testing.T) {
 	f, inv := loadFleet(t, 2)
-	tr, bs, err := f.trackingTwins(inv)
+	tr, bs, all, err := f.trackingTwins(inv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,6 +186,9 @@ func TestTrackingTwinsByHealth(t *testing.T) {
 		for m := 1; m <= 3; m++ {
 			if !tr[c+"-replica/"+c+"-"+itoa(m)+".backup"] {
 				t.Errorf("%s-replica/%s-%d.backup: not a tracker judged by health (%v)", c, c, m, tr)
+			}
+			if !all[c+"-offline/"+c+"-"+itoa(m)+".backup"] || !all[c+"-replica/"+c+"-"+itoa(m)+".backup"] {
+				t.Errorf("%s's backup twins of member %d missing from every tracker (%v)", c, m, all)
 			}
 			if tr[c+"-offline/"+c+"-"+itoa(m)+".backup"] {
 				t.Errorf("%s-offline/%s-%d.backup judged by health: it takes its replica twin's admin state", c, c, m)

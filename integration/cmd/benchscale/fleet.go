@@ -273,18 +273,19 @@ func (f *fleet) modelWanted(inv *topology.Inventory, only map[int]bool) (wanted,
 }
 
 // trackingTwins lays the fleet's plan out in twins (services.Twins) and
-// returns its tracking twins that take traffic by health (backend/server:
-// those tracking a server that is no twin) and their backends.
-func (f *fleet) trackingTwins(inv *topology.Inventory) (map[string]bool, map[string]bool, error) {
+// returns its tracking twins that take traffic by health (tr,
+// backend/server: those tracking a server that is no twin), their backends
+// (bs), and every tracking twin (all).
+func (f *fleet) trackingTwins(inv *topology.Inventory) (tr, bs, all map[string]bool, err error) {
 	p, err := plan.Compute(inv, patroni.Decode("/pg", f.kvs(nil)), plan.Options{})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	tr, bs := map[string]bool{}, map[string]bool{}
+	tr, bs, all = map[string]bool{}, map[string]bool{}, map[string]bool{}
 	for _, c := range p.Clusters {
 		tw, err := services.Twins(c.Services)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		twins := map[string]bool{}
 		for _, s := range tw {
@@ -300,13 +301,16 @@ func (f *fleet) trackingTwins(inv *topology.Inventory) (map[string]bool, map[str
 				// takes its drain or maint (IDRAIN, IMAINT in `show
 				// servers state`): it is judged as that twin is, by
 				// admin state.
+				if sv.Track != "" {
+					all[s.Name+"/"+sv.Name] = true
+				}
 				if tb, _, _ := strings.Cut(sv.Track, "/"); sv.Track != "" && !twins[tb] {
 					tr[s.Name+"/"+sv.Name], bs[s.Name] = true, true
 				}
 			}
 		}
 	}
-	return tr, bs, nil
+	return tr, bs, all, nil
 }
 
 // modelWeights is every server's planned weight, by backend/address:port.

@@ -40,7 +40,7 @@ type runtimeServer struct {
 
 // apiFloor stops the controller, then GETs the runtime servers of every
 // cluster's replica and offline backend, then PUTs up to floorPuts of those
-// servers to the other admin state (ready <-> drain; maint -> ready), each
+// servers (not the tracking twins) to the other admin state (ready <-> drain; maint -> ready), each
 // floorParallel in flight, straight to the API (not through the counter).
 // The fleet's roles are wrong afterwards: it runs last. A request that
 // fails is counted and named in the row, not fatal.
@@ -81,6 +81,11 @@ func (b *bench) apiFloor(ctx context.Context) *floor {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, s := range got {
+			if allTrackers[backends[i]+"/"+s.Name] {
+				// A tracker readied answers the maint or drain of the
+				// server it tracks: no flip the controller makes.
+				continue
+			}
 			state := "ready"
 			if s.AdminState == "ready" {
 				state = "drain"

@@ -22,6 +22,10 @@ var inactive map[string]bool
 // state), trackerBackends their backends.
 var trackers, trackerBackends map[string]bool
 
+// allTrackers lists every tracking twin of the twins layout (backend/server),
+// those of trackers and those tracking a flipped twin.
+var allTrackers map[string]bool
+
 // expectTrackers is set while a phase measures role changes made live
 // (the switchover, the mass failover): a tracking twin is then expected
 // active exactly where the plan has its member (the primary, as a
