@@ -213,16 +213,23 @@ func CanTrackBackups(s, src *Service) bool {
 		src.Cluster != s.Cluster || src.RoleDependent || src.Layout != "" || !WriteCheck(src.Check) {
 		return false
 	}
-	for i := range s.Candidates {
-		c := &s.Candidates[i]
+	return checkedAlike(s.Candidates, src.Servers, func(b *Server) bool { return !b.Backup && !b.Disabled })
+}
+
+// checkedAlike reports whether every server of cands has exactly one
+// server of its name in list, checked through the same Patroni (address,
+// check port, TLS), tracking nothing, and for which ok holds.
+func checkedAlike(cands, list []Server, ok func(b *Server) bool) bool {
+	for i := range cands {
+		c := &cands[i]
 		found := false
-		for j := range src.Servers {
-			b := &src.Servers[j]
+		for j := range list {
+			b := &list[j]
 			if b.Name != c.Name {
 				continue
 			}
 			if found || b.Address != c.Address || b.CheckPort != c.CheckPort || b.CheckSSL != c.CheckSSL ||
-				b.CAFile != c.CAFile || b.Track != "" || b.Backup || b.Disabled {
+				b.CAFile != c.CAFile || b.Track != "" || !ok(b) {
 				return false
 			}
 			found = true
@@ -325,23 +332,5 @@ func CanTrackReplicas(s, src *Service) bool {
 		src.Layout != "" || WriteCheck(src.Check) || !passesAsReplica(src.Check) || src.DefaultServer != s.DefaultServer {
 		return false
 	}
-	for i := range s.Candidates {
-		c := &s.Candidates[i]
-		found := false
-		for j := range src.Candidates {
-			b := &src.Candidates[j]
-			if b.Name != c.Name {
-				continue
-			}
-			if found || b.Address != c.Address || b.CheckPort != c.CheckPort || b.CheckSSL != c.CheckSSL ||
-				b.CAFile != c.CAFile || b.Track != "" {
-				return false
-			}
-			found = true
-		}
-		if !found {
-			return false
-		}
-	}
-	return true
+	return checkedAlike(s.Candidates, src.Candidates, func(*Server) bool { return true })
 }
