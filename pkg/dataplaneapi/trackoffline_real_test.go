@@ -17,47 +17,28 @@ import (
 )
 
 // offlineTracked is cluster() with no pg_offline_query member (the offline
-// service's backups are every member but the primary, it selects none)
-// laid out in twins as Build's flags make it: the replica service's
-// backup twins track the primary service, the offline service's backup
-// twins track the replica service's normal twins (CanTrackReplicas);
-// intents sets the write services' health intents by member (1-based).
+// service's backups are every member but the primary, it selects none),
+// laid out by trackedTwins with BackupIsReplicas set as Build sets it: the
+// offline service's backup twins track the replica service's normal twins
+// (CanTrackReplicas); intents sets the write services' health intents by
+// member (1-based).
 func offlineTracked(t testing.TB, svcs []services.Service, primary int, intents func(i int, sv *services.Server)) []services.Service {
 	t.Helper()
 	for i := range svcs {
-		if services.WriteCheck(svcs[i].Check) {
-			for j := range svcs[i].Servers {
-				intents(j+1, &svcs[i].Servers[j])
-			}
-		}
-		switch svcs[i].Service {
-		case "replica":
-			svcs[i].BackupIsPrimary = true
-		case "offline":
-			svcs[i].BackupIsReplicas = true
-			var keep []services.Server
-			for j, sv := range svcs[0].Servers {
-				if j+1 != primary {
-					sv.Port, sv.Backup, sv.ForceUp, sv.ForceDown = svcs[i].DestPort, true, false, false
-					keep = append(keep, sv)
-				}
-			}
-			svcs[i].Servers = keep
-		default:
+		if svcs[i].Service != "offline" {
 			continue
 		}
-		svcs[i].RoleDependent = true
-		for _, sv := range svcs[0].Servers { // primary: every member
-			sv.Port = svcs[i].DestPort
-			sv.ForceUp, sv.ForceDown = false, false
-			svcs[i].Candidates = append(svcs[i].Candidates, sv)
+		svcs[i].BackupIsReplicas = true
+		var keep []services.Server
+		for j, sv := range svcs[0].Servers { // primary: every member
+			if j+1 != primary {
+				sv.Port, sv.Backup = svcs[i].DestPort, true
+				keep = append(keep, sv)
+			}
 		}
+		svcs[i].Servers = keep
 	}
-	out, err := services.Twins(svcs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return trackedTwins(t, svcs, intents)
 }
 
 // TestRealTwinsTrackedOffline: through each real Data Plane API over a real

@@ -181,14 +181,15 @@ func checkTwins(t *testing.T, where string, pc Cluster) {
 				if sv.Member != c.Name {
 					continue
 				}
-				if tb, tname, _ := strings.Cut(sv.Track, "/"); sv.Track != "" && twinOf(laid, tb, tname) != nil {
+				tb, tname, _ := strings.Cut(sv.Track, "/")
+				if tw := twinOf(laid, tb, tname); sv.Track != "" && tw != nil {
 					// Tracks a normal twin of another service (the offline
 					// service's backups, the replica service's normal
 					// twins): active exactly while that twin is, which
 					// must be while Pigsty's layout has the member as this
 					// service's backup (and the DCS reports it running).
 					want := pig != nil && pig.Backup && !c.Unconfirmed
-					if tw := twinOf(laid, tb, tname); tw.Disabled == want {
+					if tw.Disabled == want {
 						t.Fatalf("%s: %s: backup twin %s tracks %s, active %v, want %v (Pigsty's: %+v, unconfirmed %v)",
 							where, s.Name, sv.Name, sv.Track, !tw.Disabled, want, pig, c.Unconfirmed)
 					}

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -184,13 +185,13 @@ func TestTrackingTwinsByHealth(t *testing.T) {
 	for i := 0; i < 2; i++ {
 		c := f.clusterName(i)
 		for m := 1; m <= 3; m++ {
-			if !tr[c+"-replica/"+c+"-"+itoa(m)+".backup"] {
+			if !tr[c+"-replica/"+c+"-"+strconv.Itoa(m)+".backup"] {
 				t.Errorf("%s-replica/%s-%d.backup: not a tracker judged by health (%v)", c, c, m, tr)
 			}
-			if !all[c+"-offline/"+c+"-"+itoa(m)+".backup"] || !all[c+"-replica/"+c+"-"+itoa(m)+".backup"] {
+			if !all[c+"-offline/"+c+"-"+strconv.Itoa(m)+".backup"] || !all[c+"-replica/"+c+"-"+strconv.Itoa(m)+".backup"] {
 				t.Errorf("%s's backup twins of member %d missing from every tracker (%v)", c, m, all)
 			}
-			if tr[c+"-offline/"+c+"-"+itoa(m)+".backup"] {
+			if tr[c+"-offline/"+c+"-"+strconv.Itoa(m)+".backup"] {
 				t.Errorf("%s-offline/%s-%d.backup judged by health: it takes its replica twin's admin state", c, c, m)
 			}
 		}
@@ -199,5 +200,3 @@ func TestTrackingTwinsByHealth(t *testing.T) {
 		}
 	}
 }
-
-func itoa(i int) string { return string(rune('0' + i)) }
